@@ -1,0 +1,212 @@
+//! Blobs as plain files: `blobs/sha256/<first two hex>/<64 hex>`. Plain files keep the door
+//! open for zero-copy sending and hardlink/reflink imports.
+//!
+//! Durability order (HARD-PARTS "Durability of a commit"): write a temp file in the same
+//! filesystem, fsync it, rename into place, fsync the directory. Only then is a blob durable,
+//! and only durable blobs are ever named by a catalog commit.
+
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use intact_core::{Digest, DigestHasher};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use super::{BlobRead, BlobStore, PendingBlob, Progress};
+use crate::{Error, Result};
+
+const WRITE_BUFFER: usize = 1 << 20;
+
+#[derive(Debug, Clone)]
+pub struct FsBlobStore {
+    blobs: PathBuf,
+    tmp: PathBuf,
+}
+
+impl FsBlobStore {
+    /// Opens (creating if needed) a blob store rooted at `root`.
+    pub async fn open(root: &Path) -> Result<Self> {
+        let blobs = root.join("blobs").join("sha256");
+        let tmp = root.join("tmp");
+        for dir in [&blobs, &tmp] {
+            tokio::fs::create_dir_all(dir).await.map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        }
+        // Create every shard directory once, up front, and fsync the parent: a shard created
+        // lazily by a later write would need its own parent fsync to be durable.
+        let blobs_clone = blobs.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut created = false;
+            for i in 0..=255u8 {
+                let shard = blobs_clone.join(format!("{i:02x}"));
+                if !shard.exists() {
+                    std::fs::create_dir(&shard)?;
+                    created = true;
+                }
+            }
+            if created {
+                fsync_dir(&blobs_clone)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::io("creating blob shards", std::io::Error::other(e)))?
+        .map_err(|e| Error::io("creating blob shards", e))?;
+        Ok(Self { blobs, tmp })
+    }
+
+    /// Where a blob lives (or would live). Derived from the digest only, never from a name.
+    pub fn path_of(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.to_hex();
+        self.blobs.join(&hex[..2]).join(hex)
+    }
+
+    pub fn tmp_dir(&self) -> &Path {
+        &self.tmp
+    }
+}
+
+fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[async_trait]
+impl BlobStore for FsBlobStore {
+    async fn write(
+        &self,
+        body: &mut (dyn AsyncRead + Send + Unpin),
+        progress: Option<Progress<'_>>,
+    ) -> Result<PendingBlob> {
+        let tmp_dir = self.tmp.clone();
+        let named = tokio::task::spawn_blocking(move || tempfile::Builder::new().prefix("blob-").tempfile_in(tmp_dir))
+            .await
+            .map_err(|e| Error::io("creating temp file", std::io::Error::other(e)))?
+            .map_err(|e| Error::io("creating temp file", e))?;
+        let (std_file, temp_path) = named.into_parts();
+        let mut file = tokio::fs::File::from_std(std_file);
+        let mut hasher = DigestHasher::new();
+        let mut buf = vec![0u8; WRITE_BUFFER];
+        loop {
+            let n = body.read(&mut buf).await.map_err(Error::Body)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            file.write_all(&buf[..n]).await.map_err(|e| Error::io("writing temp blob", e))?;
+            if let Some(p) = progress {
+                p(hasher.len());
+            }
+        }
+        file.flush().await.map_err(|e| Error::io("writing temp blob", e))?;
+        file.sync_all().await.map_err(|e| Error::io("fsync temp blob", e))?;
+        let size = hasher.len();
+        Ok(PendingBlob { digest: hasher.finish(), size, temp: Some(temp_path) })
+    }
+
+    async fn persist(&self, mut pending: PendingBlob) -> Result<()> {
+        let target = self.path_of(&pending.digest);
+        let Some(temp) = pending.temp.take() else {
+            return Ok(());
+        };
+        let digest = pending.digest;
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            if target.exists() {
+                // Same content already stored: writing it twice is a no-op. The temp file is
+                // removed when `temp` drops.
+                return Ok(());
+            }
+            let parent = target.parent().map(Path::to_path_buf);
+            temp.persist(&target).map_err(|e| e.error)?;
+            if let Some(parent) = parent {
+                fsync_dir(&parent)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::io(format!("persisting blob {digest}"), std::io::Error::other(e)))?
+        .map_err(|e| Error::io(format!("persisting blob {digest}"), e))
+    }
+
+    async fn size(&self, digest: &Digest) -> Result<Option<u64>> {
+        match tokio::fs::metadata(self.path_of(digest)).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(format!("stat blob {digest}"), e)),
+        }
+    }
+
+    async fn read(&self, digest: &Digest, range: Option<std::ops::Range<u64>>) -> Result<BlobRead> {
+        let path = self.path_of(digest);
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::BlobMissing { digest: *digest }),
+            Err(e) => return Err(Error::io(format!("opening blob {digest}"), e)),
+        };
+        let size = file.metadata().await.map_err(|e| Error::io(format!("stat blob {digest}"), e))?.len();
+        let body: std::pin::Pin<Box<dyn AsyncRead + Send>> = match range {
+            None => Box::pin(file),
+            Some(r) => {
+                file.seek(SeekFrom::Start(r.start)).await.map_err(|e| Error::io("seeking blob", e))?;
+                Box::pin(file.take(r.end.saturating_sub(r.start)))
+            }
+        };
+        Ok(BlobRead { size, body, local_path: Some(path) })
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<()> {
+        match tokio::fs::remove_file(self.path_of(digest)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("deleting blob {digest}"), e)),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<Digest>> {
+        let blobs = self.blobs.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<Vec<Digest>> {
+            let mut out = Vec::new();
+            for shard in std::fs::read_dir(&blobs)? {
+                let shard = shard?;
+                if !shard.file_type()?.is_dir() {
+                    continue;
+                }
+                for entry in std::fs::read_dir(shard.path())? {
+                    let entry = entry?;
+                    if let Some(d) = entry.file_name().to_str().and_then(|n| Digest::parse(n).ok()) {
+                        out.push(d);
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Error::io("listing blobs", std::io::Error::other(e)))?
+        .map_err(|e| Error::io("listing blobs", e))
+    }
+
+    async fn sweep_pending(&self, older_than: Duration) -> Result<u64> {
+        let tmp = self.tmp.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+            let cutoff = SystemTime::now().checked_sub(older_than).unwrap_or(SystemTime::UNIX_EPOCH);
+            let mut removed = 0;
+            for entry in std::fs::read_dir(&tmp)? {
+                let entry = entry?;
+                let meta = entry.metadata()?;
+                if meta.modified().map(|m| m <= cutoff).unwrap_or(true) {
+                    let res = if meta.is_dir() {
+                        std::fs::remove_dir_all(entry.path())
+                    } else {
+                        std::fs::remove_file(entry.path())
+                    };
+                    if res.is_ok() {
+                        removed += 1;
+                    }
+                }
+            }
+            Ok(removed)
+        })
+        .await
+        .map_err(|e| Error::io("sweeping temp files", std::io::Error::other(e)))?
+        .map_err(|e| Error::io("sweeping temp files", e))
+    }
+}

@@ -1,0 +1,68 @@
+//! The `BlobStore` contract: immutable, content-addressed bytes. A blob is written to a
+//! pending location while it is hashed, then made durable under its digest; writing the same
+//! content twice is harmless. A blob is invisible to readers until a committed manifest names
+//! it; deciding *that* is the catalog's job, not the blob store's.
+
+mod fs;
+
+use std::path::PathBuf;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use intact_core::Digest;
+use tokio::io::AsyncRead;
+
+pub use fs::FsBlobStore;
+
+use crate::Result;
+
+/// Bytes that have been written and hashed but are not yet stored under their digest.
+/// Dropping it discards the bytes.
+#[derive(Debug)]
+pub struct PendingBlob {
+    pub digest: Digest,
+    pub size: u64,
+    /// Backend-specific location of the pending bytes (deleted on drop for files).
+    pub(crate) temp: Option<tempfile::TempPath>,
+}
+
+/// An open blob, or a byte range of one.
+pub struct BlobRead {
+    /// Size of the whole blob.
+    pub size: u64,
+    /// The requested bytes.
+    pub body: Pin<Box<dyn AsyncRead + Send>>,
+    /// A plain file holding the blob, when the backend keeps one (for zero-copy sending and
+    /// server-side imports).
+    pub local_path: Option<PathBuf>,
+}
+
+/// Progress callback fed with the number of bytes written so far.
+pub type Progress<'a> = &'a (dyn Fn(u64) + Send + Sync);
+
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// Streams `body` into a pending blob, hashing as it goes. Memory stays flat.
+    async fn write(&self, body: &mut (dyn AsyncRead + Send + Unpin), progress: Option<Progress<'_>>)
+    -> Result<PendingBlob>;
+
+    /// Makes a pending blob durable under its digest. When this returns, the bytes survive a
+    /// power loss. A no-op (beyond discarding) when the digest is already stored.
+    async fn persist(&self, pending: PendingBlob) -> Result<()>;
+
+    /// Size of a stored blob, or `None`.
+    async fn size(&self, digest: &Digest) -> Result<Option<u64>>;
+
+    /// Opens a stored blob, optionally only `range` (start..end, end exclusive, within size).
+    async fn read(&self, digest: &Digest, range: Option<std::ops::Range<u64>>) -> Result<BlobRead>;
+
+    /// Deletes a stored blob; deleting an absent blob is not an error. Only the catalog's
+    /// sweep calls this, under the catalog's write lock.
+    async fn delete(&self, digest: &Digest) -> Result<()>;
+
+    /// Every stored digest (for orphan scans and `verify`).
+    async fn list(&self) -> Result<Vec<Digest>>;
+
+    /// Removes pending data older than `older_than` left behind by crashes. Returns how many.
+    async fn sweep_pending(&self, older_than: std::time::Duration) -> Result<u64>;
+}

@@ -1,0 +1,201 @@
+//! The `Catalog` contract: which versions exist, which transactions are open, and the event
+//! log. Every state change that readers can observe happens inside exactly one catalog
+//! transaction. All SQL lives behind this trait so SQLite and PostgreSQL backends pass one
+//! conformance suite.
+
+mod sqlite;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use intact_core::{Digest, FileEntry, Manifest, Name, RepoName, Timestamp, TxnId, TxnState, Version};
+use serde::Serialize;
+
+pub use sqlite::SqliteCatalog;
+
+use crate::{BlobStore, Result};
+
+/// Which version a new transaction is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionSpec {
+    Exact(Version),
+    /// The next integer version (`1`, `2`, ...) of the name, allocated atomically.
+    Auto,
+}
+
+/// A request to open a transaction.
+#[derive(Debug, Clone)]
+pub struct NewTxn {
+    pub id: TxnId,
+    pub repo: RepoName,
+    pub name: Name,
+    pub version: VersionSpec,
+    /// A JSON object.
+    pub metadata: serde_json::Value,
+    pub lease: Duration,
+    pub idempotency_key: Option<String>,
+}
+
+/// A transaction as the catalog knows it, with the files staged so far.
+#[derive(Debug, Clone, Serialize)]
+pub struct TxnRecord {
+    pub id: TxnId,
+    pub repo: RepoName,
+    pub name: Name,
+    pub version: Version,
+    pub state: TxnState,
+    pub metadata: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    /// Lease length; activity renews the lease by this much.
+    pub lease_seconds: u64,
+    pub files: Vec<FileEntry>,
+}
+
+#[derive(Debug)]
+pub enum OpenOutcome {
+    /// A new transaction.
+    Created(TxnRecord),
+    /// An idempotent retry found its transaction still open.
+    Resumed(TxnRecord),
+    /// An idempotent retry found its transaction already committed: here is the version.
+    Committed(TxnRecord, Manifest),
+}
+
+#[derive(Debug)]
+pub enum CommitOutcome {
+    /// This call made the version visible.
+    Committed(Manifest),
+    /// The version was already committed with identical content (or by this very transaction
+    /// earlier): nothing changed.
+    AlreadyCommitted(Manifest),
+}
+
+impl CommitOutcome {
+    pub fn manifest(&self) -> &Manifest {
+        match self {
+            Self::Committed(m) | Self::AlreadyCommitted(m) => m,
+        }
+    }
+    pub fn into_manifest(self) -> Manifest {
+        match self {
+            Self::Committed(m) | Self::AlreadyCommitted(m) => m,
+        }
+    }
+}
+
+/// One committed version in a listing.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionSummary {
+    pub version: Version,
+    pub created_at: Timestamp,
+    pub size: u64,
+    pub files: u64,
+}
+
+/// An entry of the event log, in commit order.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub seq: i64,
+    pub at: Timestamp,
+    /// `committed`, `aborted`, `expired` or `deleted`.
+    pub kind: String,
+    pub repo: RepoName,
+    pub name: Name,
+    pub version: Version,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transaction: Option<TxnId>,
+    pub data: serde_json::Value,
+}
+
+/// Transactions a lease sweep (or an abort) finished, with the blobs they had staged.
+#[derive(Debug, Default)]
+pub struct Finished {
+    pub txns: Vec<TxnId>,
+    pub staged_digests: Vec<Digest>,
+}
+
+/// What a blob sweep removed.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct SweepReport {
+    pub blobs_deleted: u64,
+    pub bytes_deleted: u64,
+}
+
+#[async_trait]
+pub trait Catalog: Send + Sync + 'static {
+    /// Opens a transaction, or answers an idempotent retry. Takes over (and expires) a lock
+    /// whose lease ran out. Errors: `Locked`, `Exists`, `IdempotencyMismatch`.
+    async fn open_txn(&self, req: &NewTxn, now: Timestamp) -> Result<OpenOutcome>;
+
+    /// A transaction with its staged files. `NotFound` for unknown ids.
+    async fn txn(&self, id: &TxnId) -> Result<TxnRecord>;
+
+    /// Extends an open transaction's lease to `now + lease`. `TxnNotOpen` once it is final
+    /// (an expired lease cannot be revived).
+    async fn renew_txn(&self, id: &TxnId, now: Timestamp) -> Result<TxnRecord>;
+
+    /// Records `file` as staged in an open, unexpired transaction (replacing the same path)
+    /// and registers its blob as live, in one catalog transaction. Must be called *before*
+    /// the blob is persisted, so that no sweep can delete the bytes in between.
+    async fn stage_file(&self, id: &TxnId, file: &FileEntry, now: Timestamp) -> Result<()>;
+
+    /// The visibility point: inside one catalog transaction, checks the transaction is open
+    /// and its lease unexpired, compares with any committed version of the same key, inserts
+    /// the version, its files and the `committed` event. Repeated commits are idempotent.
+    async fn commit_txn(&self, id: &TxnId, now: Timestamp) -> Result<CommitOutcome>;
+
+    /// Rolls an open transaction back (`aborted` event). Returns the blobs it had staged so
+    /// the caller can reclaim them. Aborting a final transaction is `TxnNotOpen`, except an
+    /// already-aborted one, which is a no-op.
+    async fn abort_txn(&self, id: &TxnId, now: Timestamp) -> Result<Finished>;
+
+    /// Expires every open transaction whose lease ran out (`expired` events).
+    async fn expire_txns(&self, now: Timestamp) -> Result<Finished>;
+
+    async fn manifest(&self, repo: &RepoName, name: &Name, version: &Version) -> Result<Option<Manifest>>;
+
+    /// Committed versions of a name, oldest first, after the version `after` (exclusive).
+    async fn list_versions(
+        &self,
+        repo: &RepoName,
+        name: &Name,
+        after: Option<&Version>,
+        limit: u32,
+    ) -> Result<Vec<VersionSummary>>;
+
+    /// Names with at least one committed version, sorted, starting with `prefix`, after `after`.
+    async fn list_names(&self, repo: &RepoName, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<Name>>;
+
+    /// Events with `seq > after`, in commit order.
+    async fn events(&self, after: i64, limit: u32) -> Result<Vec<Event>>;
+
+    /// The highest event sequence number committed so far (0 when none).
+    async fn last_event_seq(&self) -> Result<i64>;
+
+    /// Deletes blobs that no committed file and no staged file references, and that were
+    /// registered before `registered_before` (or, with `only`, just those digests whatever
+    /// their age). The blob files are deleted *while the catalog's write lock is held*, so a
+    /// concurrent `stage_file` of the same digest either happens first (and keeps it) or
+    /// after (and re-persists it).
+    async fn sweep_blobs(
+        &self,
+        registered_before: Timestamp,
+        only: Option<&[Digest]>,
+        blobs: &dyn BlobStore,
+    ) -> Result<SweepReport>;
+
+    /// Deletes stored blob files the catalog has no record of (left by a restored catalog or
+    /// by hand), under the write lock like `sweep_blobs`.
+    async fn sweep_orphans(&self, candidates: &[Digest], blobs: &dyn BlobStore) -> Result<SweepReport>;
+
+    /// Every blob some committed version references, with its recorded size.
+    async fn committed_blobs(&self) -> Result<Vec<(Digest, u64)>>;
+
+    /// Forgets final transactions (and their idempotency keys) finished before `before`.
+    async fn prune_txns(&self, before: Timestamp) -> Result<u64>;
+}

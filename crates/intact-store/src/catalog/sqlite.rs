@@ -1,0 +1,881 @@
+//! The embedded catalog: SQLite in WAL mode through sqlx.
+//!
+//! * One write connection, and every writing transaction starts with `BEGIN IMMEDIATE`, so a
+//!   read-then-write (version allocation, lock takeover, commit) can never fail late with
+//!   `SQLITE_BUSY`; other processes opening the same file wait on the busy timeout.
+//! * `synchronous = FULL`: a commit is acknowledged only once it is durable in the WAL.
+//! * Several read connections serve the hot read path concurrently with writes.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use intact_core::{
+    Digest, FileEntry, FilePath, Manifest, Name, RepoName, Timestamp, TxnId, TxnState, Version, content_fingerprint,
+};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+
+use super::{
+    Catalog, CommitOutcome, Event, Finished, NewTxn, OpenOutcome, SweepReport, TxnRecord, VersionSpec,
+    VersionSummary,
+};
+use crate::{BlobStore, Error, Result};
+
+/// Ordered schema migrations; each runs once, inside one transaction, recorded in
+/// `schema_migrations`.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+
+const SWEEP_BATCH: i64 = 500;
+
+#[derive(Debug, Clone)]
+pub struct SqliteCatalog {
+    write: SqlitePool,
+    read: SqlitePool,
+}
+
+type Tx = Transaction<'static, Sqlite>;
+
+impl SqliteCatalog {
+    /// Opens (creating and migrating if needed) the catalog database at `path`.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let base = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30))
+            .pragma("temp_store", "memory");
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(60))
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(base.clone())
+            .await?;
+        let catalog = Self {
+            read: SqlitePoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(60))
+                .connect_with(base.pragma("query_only", "true"))
+                .await?,
+            write,
+        };
+        catalog.migrate().await?;
+        Ok(catalog)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+            .execute(&mut *tx)
+            .await?;
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations").fetch_all(&mut *tx).await?;
+        for (version, sql) in MIGRATIONS {
+            if applied.contains(version) {
+                continue;
+            }
+            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, strftime('%s','now') * 1000)")
+                .bind(version)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn begin(&self) -> Result<Tx> {
+        Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+fn corrupt(what: impl Into<String>) -> Error {
+    Error::Catalog { context: "reading catalog row".into(), source: what.into().into() }
+}
+
+fn parse_json(s: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(s).map_err(|e| corrupt(format!("bad JSON in catalog: {e}")))
+}
+
+fn u64_of(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn what(repo: &RepoName, name: &Name, version: &Version) -> String {
+    format!("version {repo}/{name}@{version}")
+}
+
+/// The identity of an open request, to detect an idempotency key reused for something else.
+fn request_fingerprint(req: &NewTxn) -> String {
+    let spec = match &req.version {
+        VersionSpec::Exact(v) => v.as_str().to_owned(),
+        VersionSpec::Auto => "\0auto".to_owned(),
+    };
+    let mut h = intact_core::DigestHasher::new();
+    for part in [req.name.as_str(), "\0", spec.as_str(), "\0", &req.metadata.to_string()] {
+        h.update(part.as_bytes());
+    }
+    h.finish().to_hex()
+}
+
+fn row_to_file(row: &SqliteRow) -> Result<FileEntry> {
+    let path: String = row.try_get("path")?;
+    let digest: String = row.try_get("digest")?;
+    Ok(FileEntry {
+        path: FilePath::parse(&path).map_err(|e| corrupt(e.to_string()))?,
+        size: u64_of(row.try_get("size")?),
+        sha256: Digest::parse(&digest).map_err(|e| corrupt(e.to_string()))?,
+    })
+}
+
+fn parse_ids(row: &SqliteRow) -> Result<(RepoName, Name, Version)> {
+    let repo: String = row.try_get("repo")?;
+    let name: String = row.try_get("name")?;
+    let version: String = row.try_get("version")?;
+    Ok((
+        RepoName::parse(&repo).map_err(|e| corrupt(e.to_string()))?,
+        Name::parse_internal(&name).map_err(|e| corrupt(e.to_string()))?,
+        Version::parse(&version).map_err(|e| corrupt(e.to_string()))?,
+    ))
+}
+
+async fn load_txn(tx: &mut sqlx::SqliteConnection, id: &str) -> Result<Option<TxnRecord>> {
+    let Some(row) = sqlx::query(
+        "SELECT id, repo, name, version, state, metadata, idempotency_key, created_at, expires_at, finished_at, lease_ms
+         FROM txns WHERE id = ?",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let (repo, name, version) = parse_ids(&row)?;
+    let state: String = row.try_get("state")?;
+    let files = sqlx::query("SELECT path, size, digest FROM staged WHERE txn_id = ? ORDER BY path")
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(row_to_file)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(TxnRecord {
+        id: TxnId::parse(&row.try_get::<String, _>("id")?).map_err(|e| corrupt(e.to_string()))?,
+        repo,
+        name,
+        version,
+        state: TxnState::parse(&state).ok_or_else(|| corrupt(format!("bad state {state}")))?,
+        metadata: parse_json(&row.try_get::<String, _>("metadata")?)?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        created_at: Timestamp(row.try_get("created_at")?),
+        expires_at: Timestamp(row.try_get("expires_at")?),
+        finished_at: row.try_get::<Option<i64>, _>("finished_at")?.map(Timestamp),
+        lease_seconds: u64_of(row.try_get::<i64, _>("lease_ms")?) / 1000,
+        files,
+    }))
+}
+
+async fn load_manifest_by_id(tx: &mut sqlx::SqliteConnection, version_id: i64) -> Result<Option<Manifest>> {
+    let Some(row) = sqlx::query(
+        "SELECT id, repo, name, version, metadata, created_at, txn_id, seq FROM versions WHERE id = ?",
+    )
+    .bind(version_id)
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Ok(None);
+    };
+    manifest_from_row(tx, &row).await.map(Some)
+}
+
+async fn manifest_from_row(tx: &mut sqlx::SqliteConnection, row: &SqliteRow) -> Result<Manifest> {
+    let (repo, name, version) = parse_ids(row)?;
+    let id: i64 = row.try_get("id")?;
+    let files = sqlx::query("SELECT path, size, digest FROM files WHERE version_id = ? ORDER BY path")
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(row_to_file)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Manifest {
+        repo,
+        name,
+        version,
+        files,
+        metadata: parse_json(&row.try_get::<String, _>("metadata")?)?,
+        created_at: Timestamp(row.try_get("created_at")?),
+        transaction: row.try_get::<Option<String>, _>("txn_id")?.and_then(|s| TxnId::parse(&s).ok()),
+        seq: row.try_get("seq")?,
+    })
+}
+
+async fn append_event(
+    tx: &mut sqlx::SqliteConnection,
+    now: Timestamp,
+    kind: &str,
+    ids: (&str, &str, &str),
+    txn_id: Option<&str>,
+    data: serde_json::Value,
+) -> Result<i64> {
+    let res = sqlx::query("INSERT INTO events (at, kind, repo, name, version, txn_id, data) VALUES (?, ?, ?, ?, ?, ?, ?)")
+        .bind(now.millis())
+        .bind(kind)
+        .bind(ids.0)
+        .bind(ids.1)
+        .bind(ids.2)
+        .bind(txn_id)
+        .bind(data.to_string())
+        .execute(&mut *tx)
+        .await?;
+    Ok(res.last_insert_rowid())
+}
+
+/// Moves an open transaction to a final state, dropping its staged rows, appending an
+/// `aborted` event. Returns the digests it had staged.
+async fn finish_open_txn(tx: &mut sqlx::SqliteConnection, rec: &TxnRecord, state: TxnState, now: Timestamp) -> Result<Vec<Digest>> {
+    sqlx::query("UPDATE txns SET state = ?, finished_at = ? WHERE id = ? AND state = 'open'")
+        .bind(state.as_str())
+        .bind(now.millis())
+        .bind(rec.id.as_str())
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM staged WHERE txn_id = ?").bind(rec.id.as_str()).execute(&mut *tx).await?;
+    let reason = if state == TxnState::Expired { "lease expired" } else { "rolled back" };
+    append_event(
+        tx,
+        now,
+        "aborted",
+        (rec.repo.as_str(), rec.name.as_str(), rec.version.as_str()),
+        Some(rec.id.as_str()),
+        serde_json::json!({ "reason": reason, "state": state.as_str() }),
+    )
+    .await?;
+    Ok(rec.files.iter().map(|f| f.sha256).collect())
+}
+
+/// Finishes `rec` as expired if it is open and its lease ran out by `now`.
+async fn expire_if_due(tx: &mut sqlx::SqliteConnection, rec: &mut TxnRecord, now: Timestamp) -> Result<bool> {
+    if rec.state == TxnState::Open && rec.expires_at <= now {
+        finish_open_txn(tx, rec, TxnState::Expired, now).await?;
+        rec.state = TxnState::Expired;
+        rec.finished_at = Some(now);
+        rec.files.clear();
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+async fn version_id_of(
+    tx: &mut sqlx::SqliteConnection,
+    repo: &str,
+    name: &str,
+    version: &str,
+) -> Result<Option<(i64, String)>> {
+    let row = sqlx::query("SELECT id, fingerprint FROM versions WHERE repo = ? AND name = ? AND version = ?")
+        .bind(repo)
+        .bind(name)
+        .bind(version)
+        .fetch_optional(&mut *tx)
+        .await?;
+    row.map(|r| Ok((r.try_get("id")?, r.try_get("fingerprint")?))).transpose()
+}
+
+impl SqliteCatalog {
+    async fn next_auto_number(tx: &mut sqlx::SqliteConnection, repo: &str, name: &str) -> Result<i64> {
+        let committed: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(auto_number) FROM versions WHERE repo = ? AND name = ? AND auto_number IS NOT NULL",
+        )
+        .bind(repo)
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?;
+        let open: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(auto_number) FROM txns WHERE repo = ? AND name = ? AND state = 'open' AND auto_number IS NOT NULL",
+        )
+        .bind(repo)
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?;
+        Ok(committed.unwrap_or(0).max(open.unwrap_or(0)).saturating_add(1))
+    }
+}
+
+#[async_trait]
+impl Catalog for SqliteCatalog {
+    async fn open_txn(&self, req: &NewTxn, now: Timestamp) -> Result<OpenOutcome> {
+        let mut tx = self.begin().await?;
+        let fingerprint = request_fingerprint(req);
+        let repo = req.repo.as_str();
+        let name = req.name.as_str();
+
+        if let Some(key) = &req.idempotency_key {
+            let existing: Option<String> = sqlx::query_scalar("SELECT txn_id FROM idempotency WHERE repo = ? AND key = ?")
+                .bind(repo)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(txn_id) = existing {
+                let prior_fp: Option<String> = sqlx::query_scalar("SELECT request_fingerprint FROM txns WHERE id = ?")
+                    .bind(&txn_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if let (Some(prior_fp), Some(mut prior)) = (prior_fp, load_txn(&mut tx, &txn_id).await?) {
+                    if prior_fp != fingerprint {
+                        return Err(Error::IdempotencyMismatch {
+                            key: key.clone(),
+                            detail: format!(
+                                "it opened {}/{}@{} with other name, version or metadata",
+                                prior.repo, prior.name, prior.version
+                            ),
+                        });
+                    }
+                    let expired_now = expire_if_due(&mut tx, &mut prior, now).await?;
+                    match prior.state {
+                        TxnState::Open => {
+                            tx.commit().await?;
+                            return Ok(OpenOutcome::Resumed(prior));
+                        }
+                        TxnState::Committed => {
+                            let vid: Option<i64> = sqlx::query_scalar("SELECT version_id FROM txns WHERE id = ?")
+                                .bind(&txn_id)
+                                .fetch_one(&mut *tx)
+                                .await?;
+                            if let Some(m) = match vid {
+                                Some(v) => load_manifest_by_id(&mut tx, v).await?,
+                                None => None,
+                            } {
+                                tx.commit().await?;
+                                return Ok(OpenOutcome::Committed(prior, m));
+                            }
+                            // The version it committed has since been deleted: start afresh.
+                        }
+                        TxnState::Aborted | TxnState::Expired => {
+                            // A retry after a rollback or an expired lease starts a new transaction.
+                            let _ = expired_now;
+                        }
+                    }
+                }
+            }
+        }
+
+        let (version, auto_number) = match &req.version {
+            VersionSpec::Exact(v) => (v.clone(), v.as_auto_number()),
+            VersionSpec::Auto => {
+                let n = Self::next_auto_number(&mut tx, repo, name).await?;
+                (Version::from_number(n), Some(n))
+            }
+        };
+
+        if version_id_of(&mut tx, repo, name, version.as_str()).await?.is_some() {
+            return Err(Error::Exists { what: what(&req.repo, &req.name, &version) });
+        }
+
+        let holder: Option<String> =
+            sqlx::query_scalar("SELECT id FROM txns WHERE repo = ? AND name = ? AND version = ? AND state = 'open'")
+                .bind(repo)
+                .bind(name)
+                .bind(version.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(holder_id) = holder {
+            if let Some(mut holder) = load_txn(&mut tx, &holder_id).await? {
+                if !expire_if_due(&mut tx, &mut holder, now).await? {
+                    return Err(Error::Locked {
+                        what: what(&req.repo, &req.name, &version),
+                        holder: holder.id,
+                        expires_at: holder.expires_at,
+                    });
+                }
+            }
+        }
+
+        let lease_ms = i64::try_from(req.lease.as_millis()).unwrap_or(i64::MAX);
+        let expires_at = now.plus(req.lease);
+        sqlx::query(
+            "INSERT INTO txns (id, repo, name, version, auto_number, metadata, state, idempotency_key,
+                               request_fingerprint, lease_ms, created_at, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?)",
+        )
+        .bind(req.id.as_str())
+        .bind(repo)
+        .bind(name)
+        .bind(version.as_str())
+        .bind(auto_number)
+        .bind(req.metadata.to_string())
+        .bind(req.idempotency_key.as_deref())
+        .bind(&fingerprint)
+        .bind(lease_ms)
+        .bind(now.millis())
+        .bind(expires_at.millis())
+        .execute(&mut *tx)
+        .await?;
+        if let Some(key) = &req.idempotency_key {
+            sqlx::query("INSERT OR REPLACE INTO idempotency (repo, key, txn_id) VALUES (?, ?, ?)")
+                .bind(repo)
+                .bind(key)
+                .bind(req.id.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(OpenOutcome::Created(TxnRecord {
+            id: req.id.clone(),
+            repo: req.repo.clone(),
+            name: req.name.clone(),
+            version,
+            state: TxnState::Open,
+            metadata: req.metadata.clone(),
+            idempotency_key: req.idempotency_key.clone(),
+            created_at: now,
+            expires_at,
+            finished_at: None,
+            lease_seconds: req.lease.as_secs(),
+            files: Vec::new(),
+        }))
+    }
+
+    async fn txn(&self, id: &TxnId) -> Result<TxnRecord> {
+        let mut conn = self.read.acquire().await?;
+        load_txn(&mut conn, id.as_str()).await?.ok_or_else(|| Error::not_found(format!("transaction {id}")))
+    }
+
+    async fn renew_txn(&self, id: &TxnId, now: Timestamp) -> Result<TxnRecord> {
+        let mut tx = self.begin().await?;
+        let mut rec =
+            load_txn(&mut tx, id.as_str()).await?.ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
+        if expire_if_due(&mut tx, &mut rec, now).await? {
+            tx.commit().await?;
+            return Err(Error::TxnNotOpen { id: id.clone(), state: TxnState::Expired });
+        }
+        if rec.state != TxnState::Open {
+            return Err(Error::TxnNotOpen { id: id.clone(), state: rec.state });
+        }
+        let expires_at = now.plus(Duration::from_secs(rec.lease_seconds)).max(rec.expires_at);
+        sqlx::query("UPDATE txns SET expires_at = ? WHERE id = ?")
+            .bind(expires_at.millis())
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        rec.expires_at = expires_at;
+        Ok(rec)
+    }
+
+    async fn stage_file(&self, id: &TxnId, file: &FileEntry, now: Timestamp) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query("SELECT state, expires_at, lease_ms FROM txns WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
+        let state: String = row.try_get("state")?;
+        let state = TxnState::parse(&state).ok_or_else(|| corrupt(format!("bad state {state}")))?;
+        let expires_at = Timestamp(row.try_get("expires_at")?);
+        let lease_ms: i64 = row.try_get("lease_ms")?;
+        if state != TxnState::Open {
+            return Err(Error::TxnNotOpen { id: id.clone(), state });
+        }
+        if expires_at <= now {
+            let mut rec = load_txn(&mut tx, id.as_str()).await?.ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
+            expire_if_due(&mut tx, &mut rec, now).await?;
+            tx.commit().await?;
+            return Err(Error::TxnNotOpen { id: id.clone(), state: TxnState::Expired });
+        }
+        let digest = file.sha256.to_hex();
+        sqlx::query(
+            "INSERT INTO blobs (digest, size, registered) VALUES (?, ?, ?)
+             ON CONFLICT (digest) DO UPDATE SET registered = excluded.registered",
+        )
+        .bind(&digest)
+        .bind(i64_of(file.size))
+        .bind(now.millis())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("INSERT OR REPLACE INTO staged (txn_id, path, size, digest) VALUES (?, ?, ?, ?)")
+            .bind(id.as_str())
+            .bind(file.path.as_str())
+            .bind(i64_of(file.size))
+            .bind(&digest)
+            .execute(&mut *tx)
+            .await?;
+        // Activity renews the lease.
+        sqlx::query("UPDATE txns SET expires_at = MAX(expires_at, ?) WHERE id = ?")
+            .bind(now.millis().saturating_add(lease_ms))
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn commit_txn(&self, id: &TxnId, now: Timestamp) -> Result<CommitOutcome> {
+        let mut tx = self.begin().await?;
+        let mut rec =
+            load_txn(&mut tx, id.as_str()).await?.ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
+        match rec.state {
+            TxnState::Committed => {
+                let vid: Option<i64> = sqlx::query_scalar("SELECT version_id FROM txns WHERE id = ?")
+                    .bind(id.as_str())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let manifest = match vid {
+                    Some(v) => load_manifest_by_id(&mut tx, v).await?,
+                    None => None,
+                };
+                return manifest
+                    .map(CommitOutcome::AlreadyCommitted)
+                    .ok_or_else(|| Error::not_found(format!("the version committed by {id} (since deleted)")));
+            }
+            TxnState::Aborted | TxnState::Expired => {
+                return Err(Error::TxnNotOpen { id: id.clone(), state: rec.state });
+            }
+            TxnState::Open => {}
+        }
+        if expire_if_due(&mut tx, &mut rec, now).await? {
+            tx.commit().await?;
+            return Err(Error::TxnNotOpen { id: id.clone(), state: TxnState::Expired });
+        }
+        let (repo, name, version) = (rec.repo.as_str(), rec.name.as_str(), rec.version.as_str());
+        let fingerprint = content_fingerprint(rec.files.iter().map(|f| (f.path.as_str(), &f.sha256)), &rec.metadata);
+
+        if let Some((existing_id, existing_fp)) = version_id_of(&mut tx, repo, name, version).await? {
+            if existing_fp != fingerprint.to_hex() {
+                return Err(Error::Conflict { what: what(&rec.repo, &rec.name, &rec.version) });
+            }
+            // Identical content: this commit is a retry of one that already landed.
+            sqlx::query("UPDATE txns SET state = 'committed', finished_at = ?, version_id = ? WHERE id = ?")
+                .bind(now.millis())
+                .bind(existing_id)
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM staged WHERE txn_id = ?").bind(id.as_str()).execute(&mut *tx).await?;
+            let manifest = load_manifest_by_id(&mut tx, existing_id)
+                .await?
+                .ok_or_else(|| corrupt("version vanished inside a transaction"))?;
+            tx.commit().await?;
+            return Ok(CommitOutcome::AlreadyCommitted(manifest));
+        }
+
+        let total: u64 = rec.files.iter().map(|f| f.size).sum();
+        let seq = append_event(
+            &mut tx,
+            now,
+            "committed",
+            (repo, name, version),
+            Some(id.as_str()),
+            serde_json::json!({ "files": rec.files.len(), "size": total, "fingerprint": fingerprint.to_hex() }),
+        )
+        .await?;
+        let version_id = sqlx::query(
+            "INSERT INTO versions (repo, name, version, auto_number, metadata, fingerprint, txn_id, seq, created_at,
+                                   last_access, total_size, file_count)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(repo)
+        .bind(name)
+        .bind(version)
+        .bind(rec.version.as_auto_number())
+        .bind(rec.metadata.to_string())
+        .bind(fingerprint.to_hex())
+        .bind(id.as_str())
+        .bind(seq)
+        .bind(now.millis())
+        .bind(now.millis())
+        .bind(i64_of(total))
+        .bind(i64_of(rec.files.len() as u64))
+        .execute(&mut *tx)
+        .await?
+        .last_insert_rowid();
+        sqlx::query("INSERT INTO files (version_id, path, size, digest) SELECT ?, path, size, digest FROM staged WHERE txn_id = ?")
+            .bind(version_id)
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM staged WHERE txn_id = ?").bind(id.as_str()).execute(&mut *tx).await?;
+        sqlx::query("UPDATE txns SET state = 'committed', finished_at = ?, version_id = ? WHERE id = ?")
+            .bind(now.millis())
+            .bind(version_id)
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO names (repo, name, versions) VALUES (?, ?, 1)
+             ON CONFLICT (repo, name) DO UPDATE SET versions = versions + 1",
+        )
+        .bind(repo)
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(CommitOutcome::Committed(Manifest {
+            repo: rec.repo,
+            name: rec.name,
+            version: rec.version,
+            files: rec.files,
+            metadata: rec.metadata,
+            created_at: now,
+            transaction: Some(id.clone()),
+            seq,
+        }))
+    }
+
+    async fn abort_txn(&self, id: &TxnId, now: Timestamp) -> Result<Finished> {
+        let mut tx = self.begin().await?;
+        let rec = load_txn(&mut tx, id.as_str()).await?.ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
+        match rec.state {
+            TxnState::Aborted | TxnState::Expired => Ok(Finished::default()),
+            TxnState::Committed => Err(Error::TxnNotOpen { id: id.clone(), state: rec.state }),
+            TxnState::Open => {
+                let digests = finish_open_txn(&mut tx, &rec, TxnState::Aborted, now).await?;
+                tx.commit().await?;
+                Ok(Finished { txns: vec![rec.id], staged_digests: digests })
+            }
+        }
+    }
+
+    async fn expire_txns(&self, now: Timestamp) -> Result<Finished> {
+        let mut finished = Finished::default();
+        let due: Vec<String> = sqlx::query_scalar("SELECT id FROM txns WHERE state = 'open' AND expires_at <= ? LIMIT 1000")
+            .bind(now.millis())
+            .fetch_all(&self.read)
+            .await?;
+        if due.is_empty() {
+            return Ok(finished);
+        }
+        let mut tx = self.begin().await?;
+        for id in due {
+            if let Some(mut rec) = load_txn(&mut tx, &id).await? {
+                let files: Vec<Digest> = rec.files.iter().map(|f| f.sha256).collect();
+                if expire_if_due(&mut tx, &mut rec, now).await? {
+                    finished.staged_digests.extend(files);
+                    finished.txns.push(rec.id);
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(finished)
+    }
+
+    async fn manifest(&self, repo: &RepoName, name: &Name, version: &Version) -> Result<Option<Manifest>> {
+        let mut conn = self.read.acquire().await?;
+        let Some(row) = sqlx::query(
+            "SELECT id, repo, name, version, metadata, created_at, txn_id, seq FROM versions
+             WHERE repo = ? AND name = ? AND version = ?",
+        )
+        .bind(repo.as_str())
+        .bind(name.as_str())
+        .bind(version.as_str())
+        .fetch_optional(&mut *conn)
+        .await?
+        else {
+            return Ok(None);
+        };
+        manifest_from_row(&mut conn, &row).await.map(Some)
+    }
+
+    async fn list_versions(
+        &self,
+        repo: &RepoName,
+        name: &Name,
+        after: Option<&Version>,
+        limit: u32,
+    ) -> Result<Vec<VersionSummary>> {
+        let mut conn = self.read.acquire().await?;
+        let after_id = match after {
+            None => 0,
+            Some(v) => match version_id_of(&mut conn, repo.as_str(), name.as_str(), v.as_str()).await? {
+                Some((id, _)) => id,
+                None => {
+                    return Err(Error::BadRequest {
+                        field: "after",
+                        message: format!("{v:?} is not a committed version of {repo}/{name}"),
+                    });
+                }
+            },
+        };
+        let rows = sqlx::query(
+            "SELECT version, created_at, total_size, file_count FROM versions
+             WHERE repo = ? AND name = ? AND id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(repo.as_str())
+        .bind(name.as_str())
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let v: String = r.try_get("version")?;
+                Ok(VersionSummary {
+                    version: Version::parse(&v).map_err(|e| corrupt(e.to_string()))?,
+                    created_at: Timestamp(r.try_get("created_at")?),
+                    size: u64_of(r.try_get("total_size")?),
+                    files: u64_of(r.try_get("file_count")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn list_names(&self, repo: &RepoName, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<Name>> {
+        // Names are ASCII below 0x7f, so [prefix, prefix + 0x7f) is exactly "starts with prefix".
+        let upper = format!("{prefix}\u{7f}");
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM names WHERE repo = ? AND name >= ? AND name < ? AND name > ? ORDER BY name LIMIT ?",
+        )
+        .bind(repo.as_str())
+        .bind(prefix)
+        .bind(&upper)
+        .bind(after.unwrap_or(""))
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(|n| Name::parse_internal(n).map_err(|e| corrupt(e.to_string()))).collect()
+    }
+
+    async fn events(&self, after: i64, limit: u32) -> Result<Vec<Event>> {
+        let rows = sqlx::query(
+            "SELECT seq, at, kind, repo, name, version, txn_id, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let (repo, name, version) = parse_ids(r)?;
+                Ok(Event {
+                    seq: r.try_get("seq")?,
+                    at: Timestamp(r.try_get("at")?),
+                    kind: r.try_get("kind")?,
+                    repo,
+                    name,
+                    version,
+                    transaction: r.try_get::<Option<String>, _>("txn_id")?.and_then(|s| TxnId::parse(&s).ok()),
+                    data: parse_json(&r.try_get::<String, _>("data")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn last_event_seq(&self) -> Result<i64> {
+        let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events").fetch_one(&self.read).await?;
+        Ok(seq.unwrap_or(0))
+    }
+
+    async fn sweep_blobs(
+        &self,
+        registered_before: Timestamp,
+        only: Option<&[Digest]>,
+        blobs: &dyn BlobStore,
+    ) -> Result<SweepReport> {
+        let mut report = SweepReport::default();
+        const UNREFERENCED: &str = "NOT EXISTS (SELECT 1 FROM files f WHERE f.digest = b.digest)
+                                    AND NOT EXISTS (SELECT 1 FROM staged s WHERE s.digest = b.digest)";
+        match only {
+            Some(digests) => {
+                for chunk in digests.chunks(SWEEP_BATCH as usize) {
+                    let mut tx = self.begin().await?;
+                    for d in chunk {
+                        let size: Option<i64> =
+                            sqlx::query_scalar(&format!("SELECT size FROM blobs b WHERE digest = ? AND {UNREFERENCED}"))
+                                .bind(d.to_hex())
+                                .fetch_optional(&mut *tx)
+                                .await?;
+                        if let Some(size) = size {
+                            blobs.delete(d).await?;
+                            sqlx::query("DELETE FROM blobs WHERE digest = ?").bind(d.to_hex()).execute(&mut *tx).await?;
+                            report.blobs_deleted += 1;
+                            report.bytes_deleted += u64_of(size);
+                        }
+                    }
+                    tx.commit().await?;
+                }
+            }
+            None => loop {
+                let mut tx = self.begin().await?;
+                let rows = sqlx::query(&format!(
+                    "SELECT digest, size FROM blobs b WHERE registered <= ? AND {UNREFERENCED} LIMIT ?"
+                ))
+                .bind(registered_before.millis())
+                .bind(SWEEP_BATCH)
+                .fetch_all(&mut *tx)
+                .await?;
+                if rows.is_empty() {
+                    break;
+                }
+                for r in &rows {
+                    let hex: String = r.try_get("digest")?;
+                    let d = Digest::parse(&hex).map_err(|e| corrupt(e.to_string()))?;
+                    blobs.delete(&d).await?;
+                    sqlx::query("DELETE FROM blobs WHERE digest = ?").bind(&hex).execute(&mut *tx).await?;
+                    report.blobs_deleted += 1;
+                    report.bytes_deleted += u64_of(r.try_get("size")?);
+                }
+                tx.commit().await?;
+                if (rows.len() as i64) < SWEEP_BATCH {
+                    break;
+                }
+            },
+        }
+        Ok(report)
+    }
+
+    async fn sweep_orphans(&self, candidates: &[Digest], blobs: &dyn BlobStore) -> Result<SweepReport> {
+        let mut report = SweepReport::default();
+        for chunk in candidates.chunks(SWEEP_BATCH as usize) {
+            let mut tx = self.begin().await?;
+            for d in chunk {
+                let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM blobs WHERE digest = ?")
+                    .bind(d.to_hex())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if known.is_none() {
+                    let size = blobs.size(d).await?.unwrap_or(0);
+                    blobs.delete(d).await?;
+                    report.blobs_deleted += 1;
+                    report.bytes_deleted += size;
+                }
+            }
+            tx.commit().await?;
+        }
+        Ok(report)
+    }
+
+    async fn committed_blobs(&self) -> Result<Vec<(Digest, u64)>> {
+        let rows = sqlx::query("SELECT digest, MAX(size) AS size FROM files GROUP BY digest").fetch_all(&self.read).await?;
+        rows.iter()
+            .map(|r| {
+                let hex: String = r.try_get("digest")?;
+                Ok((Digest::parse(&hex).map_err(|e| corrupt(e.to_string()))?, u64_of(r.try_get("size")?)))
+            })
+            .collect()
+    }
+
+    async fn prune_txns(&self, before: Timestamp) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let res = sqlx::query("DELETE FROM txns WHERE state <> 'open' AND finished_at < ?")
+            .bind(before.millis())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM idempotency WHERE txn_id NOT IN (SELECT id FROM txns)").execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(res.rows_affected())
+    }
+}
+
+impl FromStr for VersionSpec {
+    type Err = intact_core::ValidationError;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        if s == "auto" { Ok(Self::Auto) } else { Version::parse(s).map(Self::Exact) }
+    }
+}

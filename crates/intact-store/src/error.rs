@@ -1,0 +1,83 @@
+//! The storage layer's one error type. Variants are outcomes a caller branches on; each HTTP
+//! front-end maps them to status codes in one place.
+
+use intact_core::{Digest, Timestamp, TxnId, TxnState, ValidationError};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Input from outside broke a grammar rule (a 400 naming the field).
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+
+    /// A request was well-formed but cannot be honoured as asked (a 400/422).
+    #[error("{field}: {message}")]
+    BadRequest { field: &'static str, message: String },
+
+    #[error("{what} not found")]
+    NotFound { what: String },
+
+    /// Another open transaction holds (repo, name, version).
+    #[error("{what} is locked by transaction {holder} until {expires_at}")]
+    Locked { what: String, holder: TxnId, expires_at: Timestamp },
+
+    /// The version is already committed (and this request is not an idempotent retry of it).
+    #[error("{what} already exists")]
+    Exists { what: String },
+
+    /// A commit would change an existing version's content.
+    #[error("{what} already exists with different content")]
+    Conflict { what: String },
+
+    /// The transaction is no longer open (committed, aborted or expired).
+    #[error("transaction {id} is {state}", state = state.as_str())]
+    TxnNotOpen { id: TxnId, state: TxnState },
+
+    /// An idempotency key was reused for a different request.
+    #[error("idempotency key {key:?} was first used for a different request ({detail})")]
+    IdempotencyMismatch { key: String, detail: String },
+
+    #[error("sha256 mismatch: expected {expected}, body hashed to {actual}")]
+    ChecksumMismatch { expected: Digest, actual: Digest },
+
+    /// A bounded wait ran out; `what` names what was being waited on.
+    #[error("timed out after {seconds}s waiting for {what}")]
+    WaitTimeout { what: String, seconds: u64 },
+
+    /// The client's request body stopped or failed mid-stream.
+    #[error("request body failed: {0}")]
+    Body(std::io::Error),
+
+    /// A committed blob is missing or damaged: the store needs `intact verify` / repair.
+    #[error("blob {digest} is missing from the blob store")]
+    BlobMissing { digest: Digest },
+
+    #[error("storage io error: {context}: {source}")]
+    Io { context: String, source: std::io::Error },
+
+    #[error("catalog error: {context}: {source}")]
+    Catalog { context: String, source: Box<dyn std::error::Error + Send + Sync> },
+}
+
+impl Error {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io { context: context.into(), source }
+    }
+
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self::NotFound { what: what.into() }
+    }
+
+    /// Whether a retry could succeed without any change by the caller.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Locked { .. } | Self::WaitTimeout { .. } | Self::Io { .. } | Self::Catalog { .. })
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Catalog { context: "sql".into(), source: Box::new(e) }
+    }
+}

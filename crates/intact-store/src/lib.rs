@@ -1,0 +1,20 @@
+//! intact's storage layer. Two minimal contracts, [`Catalog`] (which versions exist, open
+//! transactions, the event log) and [`BlobStore`] (content-addressed bytes), each with its
+//! backends, and the [`Store`] that composes them into the one publish protocol: stream blobs,
+//! make them durable, then make the version visible with exactly one catalog commit.
+
+pub mod blob;
+pub mod catalog;
+pub mod clock;
+pub mod error;
+pub mod store;
+
+
+pub use blob::{BlobRead, BlobStore, FsBlobStore, PendingBlob};
+pub use catalog::{
+    Catalog, CommitOutcome, Event, NewTxn, OpenOutcome, SqliteCatalog, SweepReport, TxnRecord, VersionSpec,
+    VersionSummary,
+};
+pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
+pub use error::{Error, Result};
+pub use store::{BeginRequest, GcReport, Store, StoreConfig, VerifyProblem, VerifyReport};

@@ -1,0 +1,527 @@
+//! The `Store`: the one publish protocol every front-end uses (artifact API, Go proxy,
+//! staging). It owns ordering: blobs are registered, then made durable, and only then can a
+//! catalog commit name them. It also owns the in-memory caches that are safe because committed
+//! versions never change, and the wake-ups for lock waiters and event followers.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use intact_core::{Digest, DigestHasher, FileEntry, FilePath, Manifest, Name, RepoName, Timestamp, TxnId, Version};
+use rand::RngCore;
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::watch;
+
+use crate::blob::Progress;
+use crate::catalog::{Finished, SweepReport};
+use crate::{
+    BlobRead, BlobStore, Catalog, Clock, CommitOutcome, Error, Event, FsBlobStore, NewTxn, OpenOutcome, PendingBlob,
+    Result, SqliteCatalog, SystemClock, TxnRecord, VersionSpec, VersionSummary,
+};
+
+/// Tunables of the store. Defaults suit the embedded single-node server.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Lease of a transaction that asks for none.
+    pub default_lease: Duration,
+    /// Longest lease a client may ask for.
+    pub max_lease: Duration,
+    /// Unreferenced blobs younger than this survive a sweep (defence in depth on top of the
+    /// catalog-locked sweep; also lets an operator undo a mistaken delete).
+    pub gc_grace: Duration,
+    /// How long finished transactions (and their idempotency keys) are remembered.
+    pub txn_retention: Duration,
+    /// Committed manifests kept in memory.
+    pub manifest_cache_entries: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            default_lease: Duration::from_secs(300),
+            max_lease: Duration::from_secs(7 * 24 * 3600),
+            gc_grace: Duration::from_secs(15 * 60),
+            txn_retention: Duration::from_secs(7 * 24 * 3600),
+            manifest_cache_entries: 100_000,
+        }
+    }
+}
+
+/// What a garbage collection did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct GcReport {
+    pub expired_transactions: u64,
+    pub blobs_deleted: u64,
+    pub bytes_deleted: u64,
+    pub orphan_blobs_deleted: u64,
+    pub pending_files_removed: u64,
+    pub transactions_pruned: u64,
+}
+
+/// One problem `verify` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyProblem {
+    pub sha256: Digest,
+    /// `missing`, `size mismatch` or `hash mismatch`.
+    pub problem: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct VerifyReport {
+    pub blobs_checked: u64,
+    pub bytes_checked: u64,
+    pub problems: Vec<VerifyProblem>,
+}
+
+type VersionKey = (RepoName, Name, Version);
+
+pub struct Store {
+    catalog: Arc<dyn Catalog>,
+    blobs: Arc<dyn BlobStore>,
+    clock: Arc<dyn Clock>,
+    config: StoreConfig,
+    /// Committed manifests. Safe to cache: a committed version never changes; a deleted one
+    /// is removed here by whoever deletes it.
+    manifests: quick_cache::sync::Cache<VersionKey, Arc<Manifest>>,
+    /// Bumped whenever an event is appended: wakes `events` long polls.
+    events_changed: watch::Sender<u64>,
+    /// Bumped whenever a transaction finishes: wakes lock waiters.
+    txns_changed: watch::Sender<u64>,
+    /// Held for the life of the store: one process owns a data dir.
+    _dir_lock: Option<std::fs::File>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// A request to begin a transaction, before an id is assigned.
+#[derive(Debug, Clone)]
+pub struct BeginRequest {
+    pub repo: RepoName,
+    pub name: Name,
+    pub version: VersionSpec,
+    pub metadata: serde_json::Value,
+    pub lease: Option<Duration>,
+    pub idempotency_key: Option<String>,
+    /// How long to wait for another transaction holding the same version.
+    pub wait: Duration,
+}
+
+fn new_txn_id() -> TxnId {
+    let mut bytes = [0u8; 17];
+    rand::rng().fill_bytes(&mut bytes);
+    TxnId::from_random(bytes)
+}
+
+/// Takes an exclusive lock on `dir/lock` so two processes never own one data dir.
+fn lock_data_dir(dir: &Path) -> Result<std::fs::File> {
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::io(
+            format!("data dir {} is in use by another intact process", dir.display()),
+            std::io::Error::new(std::io::ErrorKind::WouldBlock, "locked"),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(format!("locking {}", path.display()), e)),
+    }
+}
+
+impl Store {
+    /// The embedded default: a SQLite catalog and blob files under `data_dir`.
+    pub async fn open_local(data_dir: &Path, config: StoreConfig) -> Result<Arc<Self>> {
+        tokio::fs::create_dir_all(data_dir)
+            .await
+            .map_err(|e| Error::io(format!("creating data dir {}", data_dir.display()), e))?;
+        let lock = lock_data_dir(data_dir)?;
+        let catalog = SqliteCatalog::open(&data_dir.join("catalog.db")).await?;
+        let blobs = FsBlobStore::open(data_dir).await?;
+        let mut store = Self::new(Arc::new(catalog), Arc::new(blobs), Arc::new(SystemClock), config);
+        store._dir_lock = Some(lock);
+        Ok(Arc::new(store))
+    }
+
+    pub fn new(catalog: Arc<dyn Catalog>, blobs: Arc<dyn BlobStore>, clock: Arc<dyn Clock>, config: StoreConfig) -> Self {
+        let manifests = quick_cache::sync::Cache::new(config.manifest_cache_entries.max(16));
+        Self {
+            catalog,
+            blobs,
+            clock,
+            config,
+            manifests,
+            events_changed: watch::Sender::new(0),
+            txns_changed: watch::Sender::new(0),
+            _dir_lock: None,
+        }
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub fn blobs(&self) -> &Arc<dyn BlobStore> {
+        &self.blobs
+    }
+
+    pub fn catalog(&self) -> &Arc<dyn Catalog> {
+        &self.catalog
+    }
+
+    fn notify_events(&self) {
+        self.events_changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn notify_txns(&self) {
+        self.txns_changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Start-up recovery: expire transactions whose lease ran out while we were down, drop
+    /// pending bytes no transaction can still use, collect garbage.
+    pub async fn recover(&self) -> Result<GcReport> {
+        // We hold the data-dir lock, so every pending file is a leftover of a dead process.
+        let pending = self.blobs.sweep_pending(Duration::ZERO).await?;
+        let mut report = self.gc(self.config.gc_grace).await?;
+        report.pending_files_removed += pending;
+        Ok(report)
+    }
+
+    /// Expires overdue transactions and reclaims what they had staged.
+    pub async fn expire_due(&self) -> Result<u64> {
+        let finished = self.catalog.expire_txns(self.now()).await?;
+        let n = finished.txns.len() as u64;
+        self.reclaim(finished).await?;
+        Ok(n)
+    }
+
+    async fn reclaim(&self, finished: Finished) -> Result<SweepReport> {
+        if finished.txns.is_empty() {
+            return Ok(SweepReport::default());
+        }
+        self.notify_txns();
+        self.notify_events();
+        self.catalog.sweep_blobs(self.now(), Some(&finished.staged_digests), self.blobs.as_ref()).await
+    }
+
+    /// Begins a transaction, waiting up to `req.wait` for a holder of the same version.
+    pub async fn begin(&self, req: BeginRequest) -> Result<OpenOutcome> {
+        let lease = req.lease.unwrap_or(self.config.default_lease);
+        if lease.is_zero() || lease > self.config.max_lease {
+            return Err(Error::BadRequest {
+                field: "lease_seconds",
+                message: format!("must be between 1 and {}", self.config.max_lease.as_secs()),
+            });
+        }
+        if !req.metadata.is_object() {
+            return Err(Error::BadRequest { field: "metadata", message: "must be a JSON object".into() });
+        }
+        if let Some(key) = &req.idempotency_key
+            && (key.is_empty() || key.len() > 256 || key.chars().any(char::is_control))
+        {
+            return Err(Error::BadRequest {
+                field: "idempotency_key",
+                message: "must be 1-256 characters without control characters".into(),
+            });
+        }
+        let new = NewTxn {
+            id: new_txn_id(),
+            repo: req.repo,
+            name: req.name,
+            version: req.version,
+            metadata: req.metadata,
+            lease,
+            idempotency_key: req.idempotency_key,
+        };
+        let deadline = tokio::time::Instant::now() + req.wait;
+        loop {
+            let mut changes = self.txns_changed.subscribe();
+            match self.catalog.open_txn(&new, self.now()).await {
+                Err(Error::Locked { what, holder, expires_at }) if tokio::time::Instant::now() < deadline => {
+                    let until_expiry = Duration::from_millis(u64::try_from(expires_at.millis() - self.now().millis()).unwrap_or(0));
+                    let wake = deadline.min(tokio::time::Instant::now() + until_expiry);
+                    tokio::select! {
+                        _ = changes.changed() => {}
+                        _ = tokio::time::sleep_until(wake) => {}
+                    }
+                    let _ = (what, holder);
+                }
+                Ok(outcome) => {
+                    if matches!(outcome, OpenOutcome::Created(_)) {
+                        self.notify_txns();
+                    }
+                    return Ok(outcome);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    pub async fn txn(&self, id: &TxnId) -> Result<TxnRecord> {
+        self.catalog.txn(id).await
+    }
+
+    pub async fn renew(&self, id: &TxnId) -> Result<TxnRecord> {
+        self.catalog.renew_txn(id, self.now()).await
+    }
+
+    /// Streams `body` into transaction `id` at `path`. With `expected`, a body hashing to
+    /// anything else is refused and nothing is staged.
+    pub async fn put_file(
+        &self,
+        id: &TxnId,
+        path: FilePath,
+        body: &mut (dyn AsyncRead + Send + Unpin),
+        expected: Option<Digest>,
+        progress: Option<Progress<'_>>,
+    ) -> Result<FileEntry> {
+        // Fail fast (and renew the lease) before reading a possibly huge body.
+        self.catalog.renew_txn(id, self.now()).await?;
+        let pending = self.blobs.write(body, progress).await?;
+        if let Some(expected) = expected
+            && expected != pending.digest
+        {
+            return Err(Error::ChecksumMismatch { expected, actual: pending.digest });
+        }
+        self.stage_pending(id, path, pending).await
+    }
+
+    /// Stages bytes already written to the blob store as `path` of transaction `id`.
+    /// Order matters: the catalog registers the blob (making it live for every sweep) before
+    /// the bytes are persisted under their digest.
+    pub async fn stage_pending(&self, id: &TxnId, path: FilePath, pending: PendingBlob) -> Result<FileEntry> {
+        let entry = FileEntry { path, size: pending.size, sha256: pending.digest };
+        self.catalog.stage_file(id, &entry, self.now()).await?;
+        self.blobs.persist(pending).await?;
+        Ok(entry)
+    }
+
+    /// Commits transaction `id`: checks every staged blob is durable, then makes the version
+    /// visible with one catalog transaction.
+    pub async fn commit(&self, id: &TxnId) -> Result<CommitOutcome> {
+        let rec = self.catalog.txn(id).await?;
+        if rec.state == intact_core::TxnState::Open {
+            for f in &rec.files {
+                match self.blobs.size(&f.sha256).await? {
+                    Some(size) if size == f.size => {}
+                    // Staged but never persisted (the server died between the two steps, and
+                    // the client committed anyway): refuse rather than name missing bytes.
+                    _ => {
+                        return Err(Error::BadRequest {
+                            field: "files",
+                            message: format!("file {} was not fully uploaded; upload it again", f.path),
+                        });
+                    }
+                }
+            }
+        }
+        let outcome = self.catalog.commit_txn(id, self.now()).await;
+        if let Err(Error::TxnNotOpen { .. }) = &outcome {
+            self.notify_txns();
+        }
+        let outcome = outcome?;
+        if let CommitOutcome::Committed(m) = &outcome {
+            self.manifests.insert((m.repo.clone(), m.name.clone(), m.version.clone()), Arc::new(m.clone()));
+            self.notify_events();
+        }
+        self.notify_txns();
+        Ok(outcome)
+    }
+
+    /// Rolls transaction `id` back and reclaims what it staged.
+    pub async fn abort(&self, id: &TxnId) -> Result<()> {
+        let finished = self.catalog.abort_txn(id, self.now()).await?;
+        self.reclaim(finished).await?;
+        Ok(())
+    }
+
+    /// Opens, stages and commits in one call: the building block of the Go proxy and staging,
+    /// whose files were already streamed into pending blobs. On any error the transaction is
+    /// rolled back.
+    pub async fn publish_pending(
+        &self,
+        req: BeginRequest,
+        files: Vec<(FilePath, PendingBlob)>,
+    ) -> Result<CommitOutcome> {
+        let txn = match self.begin(req).await? {
+            OpenOutcome::Created(t) | OpenOutcome::Resumed(t) => t,
+            OpenOutcome::Committed(_, m) => return Ok(CommitOutcome::AlreadyCommitted(m)),
+        };
+        let result = async {
+            for (path, pending) in files {
+                self.stage_pending(&txn.id, path, pending).await?;
+            }
+            self.commit(&txn.id).await
+        }
+        .await;
+        if result.is_err() {
+            let _ = self.abort(&txn.id).await;
+        }
+        result
+    }
+
+    /// A committed manifest (cached).
+    pub async fn manifest(&self, repo: &RepoName, name: &Name, version: &Version) -> Result<Arc<Manifest>> {
+        let key = (repo.clone(), name.clone(), version.clone());
+        if let Some(m) = self.manifests.get(&key) {
+            return Ok(m);
+        }
+        match self.catalog.manifest(repo, name, version).await? {
+            Some(m) => {
+                let m = Arc::new(m);
+                self.manifests.insert(key, m.clone());
+                Ok(m)
+            }
+            None => Err(Error::not_found(format!("version {repo}/{name}@{version}"))),
+        }
+    }
+
+    /// Whether a version is committed (no error for absence).
+    pub async fn has_version(&self, repo: &RepoName, name: &Name, version: &Version) -> Result<Option<Arc<Manifest>>> {
+        match self.manifest(repo, name, version).await {
+            Ok(m) => Ok(Some(m)),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Forgets a cached manifest (after a delete).
+    pub fn invalidate(&self, repo: &RepoName, name: &Name, version: &Version) {
+        self.manifests.remove(&(repo.clone(), name.clone(), version.clone()));
+    }
+
+    /// Opens a file of a committed version (or a range of it).
+    pub async fn read_file(&self, file: &FileEntry, range: Option<std::ops::Range<u64>>) -> Result<BlobRead> {
+        self.blobs.read(&file.sha256, range).await
+    }
+
+    pub async fn list_versions(
+        &self,
+        repo: &RepoName,
+        name: &Name,
+        after: Option<&Version>,
+        limit: u32,
+    ) -> Result<Vec<VersionSummary>> {
+        self.catalog.list_versions(repo, name, after, limit).await
+    }
+
+    pub async fn list_names(&self, repo: &RepoName, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<Name>> {
+        self.catalog.list_names(repo, prefix, after, limit).await
+    }
+
+    /// Events after `after`; when there are none yet, waits up to `wait` for one.
+    pub async fn events(&self, after: i64, wait: Duration, limit: u32) -> Result<Vec<Event>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let mut changed = self.events_changed.subscribe();
+            let events = self.catalog.events(after, limit).await?;
+            if !events.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(events);
+            }
+            tokio::select! {
+                _ = changed.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    /// Garbage collection, safe while publishes are in flight: expires overdue transactions,
+    /// sweeps unreferenced blobs older than `grace`, deletes blob files the catalog does not
+    /// know, and forgets old finished transactions.
+    pub async fn gc(&self, grace: Duration) -> Result<GcReport> {
+        let mut report = GcReport::default();
+        let finished = self.catalog.expire_txns(self.now()).await?;
+        report.expired_transactions = finished.txns.len() as u64;
+        let reclaimed = self.reclaim(finished).await?;
+        let swept = self.catalog.sweep_blobs(self.now().minus(grace), None, self.blobs.as_ref()).await?;
+        report.blobs_deleted = reclaimed.blobs_deleted + swept.blobs_deleted;
+        report.bytes_deleted = reclaimed.bytes_deleted + swept.bytes_deleted;
+        let stored = self.blobs.list().await?;
+        let orphans = self.catalog.sweep_orphans(&stored, self.blobs.as_ref()).await?;
+        report.orphan_blobs_deleted = orphans.blobs_deleted;
+        report.bytes_deleted += orphans.bytes_deleted;
+        report.pending_files_removed = self.blobs.sweep_pending(grace.max(Duration::from_secs(3600))).await?;
+        report.transactions_pruned = self.catalog.prune_txns(self.now().minus(self.config.txn_retention)).await?;
+        Ok(report)
+    }
+
+    /// Re-hashes every blob a committed version references.
+    pub async fn verify(&self) -> Result<VerifyReport> {
+        let mut report = VerifyReport::default();
+        for (digest, size) in self.catalog.committed_blobs().await? {
+            report.blobs_checked += 1;
+            let mut read = match self.blobs.read(&digest, None).await {
+                Ok(r) => r,
+                Err(Error::BlobMissing { .. }) => {
+                    report.problems.push(VerifyProblem {
+                        sha256: digest,
+                        problem: "missing".into(),
+                        detail: "no blob stored under this digest".into(),
+                    });
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if read.size != size {
+                report.problems.push(VerifyProblem {
+                    sha256: digest,
+                    problem: "size mismatch".into(),
+                    detail: format!("catalog says {size} bytes, blob has {}", read.size),
+                });
+                continue;
+            }
+            let mut hasher = DigestHasher::new();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = read.body.read(&mut buf).await.map_err(|e| Error::io(format!("reading blob {digest}"), e))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+            }
+            report.bytes_checked += hasher.len();
+            let actual = hasher.finish();
+            if actual != digest {
+                report.problems.push(VerifyProblem {
+                    sha256: digest,
+                    problem: "hash mismatch".into(),
+                    detail: format!("content hashes to {actual}"),
+                });
+            }
+        }
+        Ok(report)
+    }
+
+    /// Runs lease expiry every `every` until `shutdown` resolves.
+    pub async fn run_reaper(self: Arc<Self>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(e) = self.expire_due().await {
+                        tracing::warn!(error = %e, "lease expiry sweep failed");
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Where the embedded default keeps its catalog, for diagnostics.
+pub fn catalog_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("catalog.db")
+}
