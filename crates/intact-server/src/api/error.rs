@@ -1,0 +1,133 @@
+//! The artifact API's one mapping from errors to HTTP status codes and JSON bodies. Every
+//! body has `"error"` (a stable code a client branches on) and `"message"` (for humans);
+//! validation errors also name the `field` and the `rule`.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use intact_core::ValidationError;
+use intact_store::Error as StoreError;
+use serde_json::json;
+
+#[derive(Debug)]
+pub enum ApiError {
+    Store(StoreError),
+    /// A request-level problem found by the front-end itself.
+    BadRequest { field: &'static str, message: String },
+    NotFound(String),
+    /// The repository exists but does not support this operation.
+    WrongRepo(String),
+    /// Something broke that the client cannot fix.
+    Internal(String),
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn bad(field: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest { field, message: message.into() }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        Self::Store(StoreError::Invalid(e))
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        Self::BadRequest { field: "body", message: r.body_text() }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        Self::BadRequest { field: "query", message: r.body_text() }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        Self::BadRequest { field: "path", message: r.body_text() }
+    }
+}
+
+fn body(status: StatusCode, value: serde_json::Value) -> Response {
+    (status, Json(value)).into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::BadRequest { field, message } => body(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "bad_request", "field": field, "message": format!("{field}: {message}")}),
+            ),
+            Self::NotFound(what) => {
+                body(StatusCode::NOT_FOUND, json!({"error": "not_found", "message": format!("{what} not found")}))
+            }
+            Self::WrongRepo(message) => {
+                body(StatusCode::BAD_REQUEST, json!({"error": "unsupported", "field": "repo", "message": message}))
+            }
+            Self::Internal(message) => {
+                tracing::error!(%message, "internal error");
+                body(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": "internal", "message": message}))
+            }
+            Self::Store(e) => store_error_response(e),
+        }
+    }
+}
+
+/// Maps a storage outcome to a response. Public so the other front-ends can reuse the JSON
+/// shape where they want the same codes.
+pub fn store_error_response(e: StoreError) -> Response {
+    let message = e.to_string();
+    match e {
+        StoreError::Invalid(v) => body(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "invalid", "field": v.field, "rule": v.rule, "value": v.value, "message": message}),
+        ),
+        StoreError::BadRequest { field, .. } => {
+            body(StatusCode::BAD_REQUEST, json!({"error": "bad_request", "field": field, "message": message}))
+        }
+        StoreError::NotFound { .. } => body(StatusCode::NOT_FOUND, json!({"error": "not_found", "message": message})),
+        StoreError::Locked { holder, expires_at, .. } => body(
+            StatusCode::CONFLICT,
+            json!({"error": "locked", "holder": {"id": holder, "expires_at": expires_at}, "message": message}),
+        ),
+        StoreError::Exists { .. } => body(StatusCode::CONFLICT, json!({"error": "exists", "message": message})),
+        StoreError::Conflict { .. } => body(StatusCode::CONFLICT, json!({"error": "conflict", "message": message})),
+        StoreError::TxnNotOpen { state, .. } => body(
+            StatusCode::CONFLICT,
+            json!({"error": "not_open", "state": state, "message": message}),
+        ),
+        StoreError::IdempotencyMismatch { .. } => body(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({"error": "idempotency_mismatch", "field": "idempotency_key", "message": message}),
+        ),
+        StoreError::ChecksumMismatch { expected, actual } => body(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "checksum_mismatch", "field": "x-checksum-sha256", "expected": expected, "actual": actual, "message": message}),
+        ),
+        StoreError::WaitTimeout { .. } => {
+            body(StatusCode::GATEWAY_TIMEOUT, json!({"error": "timeout", "message": message}))
+        }
+        StoreError::Body(_) => body(StatusCode::BAD_REQUEST, json!({"error": "body", "message": message})),
+        StoreError::BlobMissing { .. } => {
+            tracing::error!(%message, "committed blob missing; run `intact verify`");
+            body(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": "blob_missing", "message": message}))
+        }
+        other => {
+            tracing::error!(error = %other, "storage error");
+            body(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": "internal", "message": other.to_string()}))
+        }
+    }
+}

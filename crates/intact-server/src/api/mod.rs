@@ -1,0 +1,145 @@
+//! The artifact API, `/api/v1`: transactions, one-shot publish, reads, browsing, the event
+//! log and admin operations. See docs/http-api.md for the contract.
+
+pub mod error;
+mod publish;
+mod reads;
+mod transactions;
+
+use std::time::Duration;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use self::error::{ApiError, ApiResult};
+use crate::config::{RepoConfig, RepoFormat, RepoKind};
+use crate::state::AppState;
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/repos", get(list_repos))
+        .route("/repos/{repo}/transactions", post(transactions::create))
+        .route("/repos/{repo}/publish", post(publish::publish).layer(DefaultBodyLimit::disable()))
+        .route("/repos/{repo}/names", get(reads::names))
+        .route("/repos/{repo}/{*rest}", get(reads::read))
+        .route("/repos/{repo}", get(reads::repo_info))
+        .route("/transactions/{id}", get(transactions::get).delete(transactions::abort))
+        .route("/transactions/{id}/commit", post(transactions::commit))
+        .route("/transactions/{id}/renew", post(transactions::renew))
+        .route("/transactions/{id}/files/{*path}", put(transactions::put_file))
+        .route("/events", get(events))
+        .route("/admin/gc", post(admin_gc))
+        .route("/admin/verify", post(admin_verify))
+        .merge(crate::staging::routes());
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .nest("/api/v1", api)
+        .merge(crate::go::routes())
+        .fallback(|| async {
+            (StatusCode::NOT_FOUND, Json(json!({"error": "not_found", "message": "no such endpoint"})))
+        })
+        .with_state(state)
+}
+
+/// Looks a repo up by its (already decoded) name: 404 when unknown.
+pub(crate) fn repo_or_404<'a>(state: &'a AppState, name: &str) -> ApiResult<&'a RepoConfig> {
+    intact_core::RepoName::parse(name)?;
+    state.repo(name).ok_or_else(|| ApiError::NotFound(format!("repo {name}")))
+}
+
+/// Writes through the generic API go to hosted generic repos only.
+pub(crate) fn writable_repo<'a>(state: &'a AppState, name: &str) -> ApiResult<&'a RepoConfig> {
+    let repo = repo_or_404(state, name)?;
+    match (repo.kind, repo.format) {
+        (RepoKind::Hosted, RepoFormat::Generic) => Ok(repo),
+        (RepoKind::Hosted, RepoFormat::Go) => Err(ApiError::WrongRepo(format!(
+            "repo {name} is a Go repo: publish modules with `intact go publish` or POST /go/{name}/publish"
+        ))),
+        (kind, _) => Err(ApiError::WrongRepo(format!(
+            "repo {name} is a {} repo: only hosted repos accept publishes",
+            match kind {
+                RepoKind::Proxy => "proxy",
+                _ => "group",
+            }
+        ))),
+    }
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.store.catalog().last_event_seq().await {
+        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("catalog unavailable: {e}\n")).into_response(),
+    }
+}
+
+async fn list_repos(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({ "repos": state.config.repos }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    after: Option<i64>,
+    wait_seconds: Option<u64>,
+    limit: Option<u32>,
+}
+
+const MAX_WAIT: u64 = 300;
+
+async fn events(
+    State(state): State<AppState>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let Query(q) = query?;
+    let after = q.after.unwrap_or(0);
+    if after < 0 {
+        return Err(ApiError::bad("after", "must be a sequence number >= 0"));
+    }
+    let wait = q.wait_seconds.unwrap_or(0);
+    if wait > MAX_WAIT {
+        return Err(ApiError::bad("wait_seconds", format!("must be at most {MAX_WAIT}")));
+    }
+    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let events = state.store.events(after, Duration::from_secs(wait), limit).await?;
+    let next = events.last().map_or(after, |e| e.seq);
+    Ok(Json(json!({ "events": events, "next": next })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct GcRequest {
+    grace_seconds: Option<u64>,
+}
+
+async fn admin_gc(
+    State(state): State<AppState>,
+    body: Result<Json<GcRequest>, JsonRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let req = match body {
+        Ok(Json(r)) => r,
+        Err(JsonRejection::MissingJsonContentType(_)) => GcRequest::default(),
+        Err(e) => return Err(e.into()),
+    };
+    let grace = req.grace_seconds.map_or(state.store.config().gc_grace, Duration::from_secs);
+    let mut report = serde_json::to_value(state.store.gc(grace).await?).unwrap_or_default();
+    if let Some(extra) = crate::staging::enforce_limits(&state).await? {
+        report["evicted"] = extra;
+    }
+    Ok(Json(report))
+}
+
+async fn admin_verify(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+    let report = state.store.verify().await?;
+    let ok = report.problems.is_empty();
+    let mut v = serde_json::to_value(report).unwrap_or_default();
+    v["ok"] = json!(ok);
+    Ok(Json(v))
+}

@@ -1,0 +1,158 @@
+//! One-request publish for curl users: `multipart/form-data` with `name`, `version`,
+//! optional `metadata` (a JSON object), `idempotency_key`, `lease_seconds`, then any number
+//! of file parts. Runs the same transaction protocol: nothing is visible unless every part
+//! arrived whole, and a failure rolls everything back.
+//!
+//! A file part's path in the version is its field name, unless the field is named `file`
+//! (or `files`), in which case it is the part's file name: `-F file=@a.exr` stores `a.exr`,
+//! `-F 'frames/0001.exr=@./local.exr'` stores `frames/0001.exr`.
+
+use axum::Json;
+use axum::extract::multipart::Field;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Multipart, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::TryStreamExt;
+use intact_core::FilePath;
+use intact_store::{CommitOutcome, OpenOutcome, TxnRecord};
+use tokio_util::io::StreamReader;
+
+use super::error::{ApiError, ApiResult};
+use super::transactions::{CreateTxn, manifest_json};
+use super::writable_repo;
+use crate::state::AppState;
+
+const MAX_TEXT_FIELD: usize = 1 << 20;
+
+async fn text_field(mut field: Field<'_>, name: &'static str) -> ApiResult<String> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(|e| ApiError::bad("body", e.body_text()))? {
+        buf.extend_from_slice(&chunk);
+        if buf.len() > MAX_TEXT_FIELD {
+            return Err(ApiError::bad(name, "field larger than 1 MiB"));
+        }
+    }
+    String::from_utf8(buf).map_err(|_| ApiError::bad(name, "must be UTF-8 text"))
+}
+
+#[derive(Default)]
+struct Fields {
+    name: Option<String>,
+    version: Option<String>,
+    metadata: Option<serde_json::Value>,
+    idempotency_key: Option<String>,
+    lease_seconds: Option<u64>,
+}
+
+pub(crate) async fn publish(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> ApiResult<Response> {
+    let Path(repo) = path?;
+    let repo = writable_repo(&state, &repo)?.name.clone();
+    let mut multipart = multipart.map_err(|e| ApiError::bad("body", e.body_text()))?;
+    let mut fields = Fields::default();
+    let mut txn: Option<TxnRecord> = None;
+
+    let result: ApiResult<Response> = async {
+        while let Some(field) = multipart.next_field().await.map_err(|e| ApiError::bad("body", e.body_text()))? {
+            let field_name = field.name().unwrap_or_default().to_owned();
+            if field.file_name().is_none() {
+                match field_name.as_str() {
+                    "name" => fields.name = Some(text_field(field, "name").await?),
+                    "version" => fields.version = Some(text_field(field, "version").await?),
+                    "metadata" => {
+                        let text = text_field(field, "metadata").await?;
+                        let v: serde_json::Value = serde_json::from_str(&text)
+                            .map_err(|e| ApiError::bad("metadata", format!("not JSON: {e}")))?;
+                        fields.metadata = Some(v);
+                    }
+                    "idempotency_key" => fields.idempotency_key = Some(text_field(field, "idempotency_key").await?),
+                    "lease_seconds" => {
+                        let t = text_field(field, "lease_seconds").await?;
+                        fields.lease_seconds =
+                            Some(t.trim().parse().map_err(|_| ApiError::bad("lease_seconds", "must be an integer"))?);
+                    }
+                    other => {
+                        return Err(ApiError::bad(
+                            "body",
+                            format!("unknown field {other:?} (file parts need a file name: -F 'path=@file')"),
+                        ));
+                    }
+                }
+                continue;
+            }
+            let path = match field_name.as_str() {
+                "file" | "files" | "" => field.file_name().unwrap_or_default().to_owned(),
+                _ => field_name.clone(),
+            };
+            let path = FilePath::parse(&path)?;
+            if txn.is_none() {
+                let (Some(name), Some(version)) = (fields.name.clone(), fields.version.clone()) else {
+                    return Err(ApiError::bad("body", "the name and version fields must come before the first file part"));
+                };
+                let req = CreateTxn {
+                    name,
+                    version,
+                    metadata: fields.metadata.clone(),
+                    lease_seconds: fields.lease_seconds,
+                    idempotency_key: fields.idempotency_key.clone(),
+                    wait_seconds: None,
+                };
+                match state.store.begin(req.into_begin(&repo, &headers)?).await? {
+                    OpenOutcome::Created(t) | OpenOutcome::Resumed(t) => txn = Some(t),
+                    OpenOutcome::Committed(_, m) => {
+                        // An idempotent retry of a publish that already landed.
+                        return Ok((StatusCode::OK, Json(manifest_json(&m))).into_response());
+                    }
+                }
+            }
+            let Some(t) = txn.as_ref() else { continue };
+            let stream = field.map_err(std::io::Error::other);
+            let mut reader = StreamReader::new(stream);
+            state.store.put_file(&t.id, path, &mut reader, None, None).await?;
+        }
+        let t = match txn.as_ref() {
+            Some(t) => t.clone(),
+            None => {
+                // A publish without files: metadata-only version.
+                let (Some(name), Some(version)) = (fields.name.clone(), fields.version.clone()) else {
+                    return Err(ApiError::bad("body", "fields name and version are required"));
+                };
+                let req = CreateTxn {
+                    name,
+                    version,
+                    metadata: fields.metadata.clone(),
+                    lease_seconds: fields.lease_seconds,
+                    idempotency_key: fields.idempotency_key.clone(),
+                    wait_seconds: None,
+                };
+                match state.store.begin(req.into_begin(&repo, &headers)?).await? {
+                    OpenOutcome::Created(t) | OpenOutcome::Resumed(t) => {
+                        txn = Some(t.clone());
+                        t
+                    }
+                    OpenOutcome::Committed(_, m) => return Ok((StatusCode::OK, Json(manifest_json(&m))).into_response()),
+                }
+            }
+        };
+        Ok(match state.store.commit(&t.id).await? {
+            CommitOutcome::Committed(m) => (StatusCode::CREATED, Json(manifest_json(&m))).into_response(),
+            CommitOutcome::AlreadyCommitted(m) => (StatusCode::OK, Json(manifest_json(&m))).into_response(),
+        })
+    }
+    .await;
+
+    if result.is_err()
+        && let Some(t) = &txn
+    {
+        // Roll back whatever this request staged; nothing of it becomes visible.
+        if let Err(e) = state.store.abort(&t.id).await {
+            tracing::warn!(txn = %t.id, error = %e, "rollback after failed publish");
+        }
+    }
+    result
+}

@@ -1,0 +1,235 @@
+//! The read side (the hot path): files, manifests, version listings and name browsing.
+//! Group repos answer from their first member that has the version; generic proxy repos
+//! stage a missing version on first read.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::response::{IntoResponse, Response};
+use intact_core::{Manifest, Name, RepoName, Version};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::{ApiError, ApiResult};
+use super::repo_or_404;
+use crate::config::{RepoConfig, RepoFormat, RepoKind};
+use crate::serve_file::{content_type_for, send_file};
+use crate::state::AppState;
+
+/// What a path under `/repos/{repo}/` asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ReadTarget {
+    Versions(Name),
+    Manifest(Name, Version),
+    File(Name, Version, String),
+}
+
+/// Splits `{name...}/@versions`, `{name...}/@v/{version}` and `{name...}/@v/{version}/{path...}`.
+/// Name segments never start with `@`, so the first `@` segment ends the name.
+pub(crate) fn parse_target(rest: &str) -> ApiResult<ReadTarget> {
+    let segs: Vec<&str> = rest.split('/').collect();
+    let Some(at) = segs.iter().position(|s| s.starts_with('@')) else {
+        return Err(ApiError::bad(
+            "path",
+            "expected {name}/@versions, {name}/@v/{version} or {name}/@v/{version}/{path}",
+        ));
+    };
+    let name = Name::parse(&segs[..at].join("/"))?;
+    match (segs[at], &segs[at + 1..]) {
+        ("@versions", []) => Ok(ReadTarget::Versions(name)),
+        ("@v", [version]) => Ok(ReadTarget::Manifest(name, Version::parse(version)?)),
+        ("@v", [version, path @ ..]) if !path.is_empty() => {
+            let version = Version::parse(version)?;
+            let path = path.join("/");
+            intact_core::FilePath::parse(&path)?;
+            Ok(ReadTarget::File(name, version, path))
+        }
+        (marker, _) => Err(ApiError::bad("path", format!("unknown selector {marker:?}; expected @versions or @v/{{version}}"))),
+    }
+}
+
+/// Finds a committed version, following group membership and staging proxies on a miss.
+pub(crate) async fn resolve_manifest(
+    state: &AppState,
+    repo: &RepoConfig,
+    name: &Name,
+    version: &Version,
+) -> ApiResult<Arc<Manifest>> {
+    let candidates: Vec<&RepoConfig> = match repo.kind {
+        RepoKind::Group => repo.members.iter().filter_map(|m| state.repo(m.as_str())).collect(),
+        _ => vec![repo],
+    };
+    for member in &candidates {
+        if let Some(m) = state.store.has_version(&member.name, name, version).await? {
+            return Ok(m);
+        }
+    }
+    for member in &candidates {
+        if member.kind == RepoKind::Proxy && member.format == RepoFormat::Generic {
+            match crate::staging::stage_on_read(state, member, name, version).await {
+                Ok(()) => {
+                    if let Some(m) = state.store.has_version(&member.name, name, version).await? {
+                        return Ok(m);
+                    }
+                }
+                Err(ApiError::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Err(ApiError::NotFound(format!("version {}/{name}@{version}", repo.name)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Page {
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+pub(crate) async fn read(
+    State(state): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<Page>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Path((repo, rest)) = path?;
+    let repo = repo_or_404(&state, &repo)?;
+    match parse_target(&rest)? {
+        ReadTarget::Versions(name) => {
+            let Query(page) = query?;
+            versions(&state, repo, &name, page).await
+        }
+        ReadTarget::Manifest(name, version) => {
+            let m = resolve_manifest(&state, repo, &name, &version).await?;
+            let mut resp = Json(super::transactions::manifest_json(&m)).into_response();
+            let h = resp.headers_mut();
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
+            if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", m.fingerprint())) {
+                h.insert(header::ETAG, v);
+            }
+            Ok(resp)
+        }
+        ReadTarget::File(name, version, path) => {
+            let m = resolve_manifest(&state, repo, &name, &version).await?;
+            let file = m
+                .file(&path)
+                .ok_or_else(|| ApiError::NotFound(format!("file {path} in {}/{name}@{version}", repo.name)))?;
+            crate::staging::touch(&state, &m);
+            send_file(&state.store, &method, &headers, file, content_type_for(&path), m.created_at).await
+        }
+    }
+}
+
+async fn versions(state: &AppState, repo: &RepoConfig, name: &Name, page: Page) -> ApiResult<Response> {
+    let limit = page.limit.unwrap_or(1000).clamp(1, 10_000);
+    let after = page.after.as_deref().map(Version::parse).transpose()?;
+    let members: Vec<RepoName> = match repo.kind {
+        RepoKind::Group => repo.members.clone(),
+        _ => vec![repo.name.clone()],
+    };
+    if members.len() == 1 {
+        let list = state.store.list_versions(&members[0], name, after.as_ref(), limit).await?;
+        let next = (list.len() as u32 == limit).then(|| list.last().map(|v| v.version.clone())).flatten();
+        return Ok(Json(json!({"versions": list, "next": next})).into_response());
+    }
+    // A group merges its members' listings (first member wins on duplicates); pagination
+    // continues after a version present in any member.
+    let mut merged = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for m in &members {
+        let mut cursor: Option<Version> = None;
+        loop {
+            let page = state.store.list_versions(m, name, cursor.as_ref(), 10_000).await?;
+            let done = page.len() < 10_000;
+            cursor = page.last().map(|v| v.version.clone());
+            for v in page {
+                if seen.insert(v.version.clone()) {
+                    merged.push(v);
+                }
+            }
+            if done {
+                break;
+            }
+        }
+    }
+    merged.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+    let start = match &after {
+        Some(a) => merged
+            .iter()
+            .position(|v| &v.version == a)
+            .map(|i| i + 1)
+            .ok_or_else(|| ApiError::bad("after", format!("{a:?} is not a committed version of {name}")))?,
+        None => 0,
+    };
+    let list: Vec<_> = merged.into_iter().skip(start).take(limit as usize).collect();
+    let next = (list.len() as u32 == limit).then(|| list.last().map(|v| v.version.clone())).flatten();
+    Ok(Json(json!({"versions": list, "next": next})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NamesQuery {
+    prefix: Option<String>,
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+pub(crate) async fn names(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<NamesQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Path(repo) = path?;
+    let Query(q) = query?;
+    let repo = repo_or_404(&state, &repo)?;
+    let prefix = q.prefix.unwrap_or_default();
+    if prefix.len() > 1024 || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._-/~@".contains(c)) {
+        return Err(ApiError::bad("prefix", "must use only the characters of names ([A-Za-z0-9._-] and '/')"));
+    }
+    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let members: Vec<RepoName> = match repo.kind {
+        RepoKind::Group => repo.members.clone(),
+        _ => vec![repo.name.clone()],
+    };
+    let mut all = std::collections::BTreeSet::new();
+    for m in &members {
+        for n in state.store.list_names(m, &prefix, q.after.as_deref(), limit).await? {
+            // Internal namespaces stay hidden unless asked for by prefix.
+            if !n.is_internal() || prefix.starts_with('@') {
+                all.insert(n);
+            }
+        }
+    }
+    let list: Vec<Name> = all.into_iter().take(limit as usize).collect();
+    let next = (list.len() as u32 == limit).then(|| list.last().cloned()).flatten();
+    Ok(Json(json!({"names": list, "next": next})).into_response())
+}
+
+pub(crate) async fn repo_info(State(state): State<AppState>, path: Result<Path<String>, PathRejection>) -> ApiResult<Response> {
+    let Path(repo) = path?;
+    let repo = repo_or_404(&state, &repo)?;
+    Ok(Json(json!(repo)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            parse_target("a/b/@versions").ok(),
+            Some(ReadTarget::Versions(Name::parse("a/b").expect("n")))
+        );
+        assert!(matches!(parse_target("a/@v/1"), Ok(ReadTarget::Manifest(_, _))));
+        assert!(matches!(parse_target("a/@v/1/dir/f.bin"), Ok(ReadTarget::File(_, _, p)) if p == "dir/f.bin"));
+        for bad in ["a", "@v/1", "a/@v", "a/@v/1/../x", "a/@x", "../a/@versions", "a/@versions/x", "a/@v/1/"] {
+            assert!(parse_target(bad).is_err(), "{bad}");
+        }
+    }
+}

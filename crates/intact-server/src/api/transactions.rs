@@ -1,0 +1,167 @@
+//! Transactions: open (with soft lock, `auto` versions and idempotency keys), stream files in,
+//! commit (the one visibility point) or roll back.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::TryStreamExt;
+use intact_core::{Digest, FilePath, Manifest, Name, TxnId};
+use intact_store::store::BeginRequest;
+use intact_store::{CommitOutcome, OpenOutcome, TxnRecord, VersionSpec};
+use serde::Deserialize;
+use serde_json::json;
+use tokio_util::io::StreamReader;
+
+use super::error::{ApiError, ApiResult};
+use super::{MAX_WAIT, writable_repo};
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateTxn {
+    pub name: String,
+    pub version: String,
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
+    #[serde(default)]
+    pub lease_seconds: Option<u64>,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    #[serde(default)]
+    pub wait_seconds: Option<u64>,
+}
+
+impl CreateTxn {
+    /// Validates the request into a store request for `repo`.
+    pub(crate) fn into_begin(self, repo: &intact_core::RepoName, headers: &HeaderMap) -> ApiResult<BeginRequest> {
+        let name = Name::parse(&self.name)?;
+        let version: VersionSpec = self.version.parse()?;
+        let wait = self.wait_seconds.unwrap_or(0);
+        if wait > MAX_WAIT {
+            return Err(ApiError::bad("wait_seconds", format!("must be at most {MAX_WAIT}")));
+        }
+        let header_key = headers.get("idempotency-key").map(|v| {
+            v.to_str().map(str::to_owned).map_err(|_| ApiError::bad("idempotency-key", "must be visible ASCII"))
+        });
+        let idempotency_key = match (self.idempotency_key, header_key.transpose()?) {
+            (Some(body), Some(hdr)) if body != hdr => {
+                return Err(ApiError::bad("idempotency_key", "body and Idempotency-Key header disagree"));
+            }
+            (Some(k), _) | (None, Some(k)) => Some(k),
+            (None, None) => None,
+        };
+        Ok(BeginRequest {
+            repo: repo.clone(),
+            name,
+            version,
+            metadata: self.metadata.unwrap_or_else(|| json!({})),
+            lease: self.lease_seconds.map(Duration::from_secs),
+            idempotency_key,
+            wait: Duration::from_secs(wait),
+        })
+    }
+}
+
+pub(crate) fn txn_json(t: &TxnRecord) -> serde_json::Value {
+    let mut v = serde_json::to_value(t).unwrap_or_default();
+    if let Some(obj) = v.as_object_mut() {
+        obj.remove("lease_seconds");
+        obj.insert("lease_seconds".into(), json!(t.lease_seconds));
+    }
+    v
+}
+
+pub(crate) fn manifest_json(m: &Manifest) -> serde_json::Value {
+    serde_json::to_value(m).unwrap_or_default()
+}
+
+fn created(t: &TxnRecord) -> Response {
+    let mut resp = (StatusCode::CREATED, Json(txn_json(t))).into_response();
+    if let Ok(loc) = HeaderValue::from_str(&format!("/api/v1/transactions/{}", t.id)) {
+        resp.headers_mut().insert(header::LOCATION, loc);
+    }
+    resp
+}
+
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Json<CreateTxn>, JsonRejection>,
+) -> ApiResult<Response> {
+    let Path(repo) = path?;
+    let repo = writable_repo(&state, &repo)?.name.clone();
+    let Json(req) = body?;
+    let begin = req.into_begin(&repo, &headers)?;
+    Ok(match state.store.begin(begin).await? {
+        OpenOutcome::Created(t) => created(&t),
+        OpenOutcome::Resumed(t) => (StatusCode::OK, Json(txn_json(&t))).into_response(),
+        OpenOutcome::Committed(t, m) => {
+            let mut v = txn_json(&t);
+            v["manifest"] = manifest_json(&m);
+            (StatusCode::OK, Json(v)).into_response()
+        }
+    })
+}
+
+fn parse_id(id: &str) -> ApiResult<TxnId> {
+    Ok(TxnId::parse(id)?)
+}
+
+pub(crate) async fn get(State(state): State<AppState>, path: Result<Path<String>, PathRejection>) -> ApiResult<Response> {
+    let Path(id) = path?;
+    let t = state.store.txn(&parse_id(&id)?).await?;
+    Ok(Json(txn_json(&t)).into_response())
+}
+
+pub(crate) async fn renew(State(state): State<AppState>, path: Result<Path<String>, PathRejection>) -> ApiResult<Response> {
+    let Path(id) = path?;
+    let t = state.store.renew(&parse_id(&id)?).await?;
+    Ok(Json(txn_json(&t)).into_response())
+}
+
+pub(crate) async fn commit(State(state): State<AppState>, path: Result<Path<String>, PathRejection>) -> ApiResult<Response> {
+    let Path(id) = path?;
+    Ok(match state.store.commit(&parse_id(&id)?).await? {
+        CommitOutcome::Committed(m) => (StatusCode::CREATED, Json(manifest_json(&m))).into_response(),
+        CommitOutcome::AlreadyCommitted(m) => (StatusCode::OK, Json(manifest_json(&m))).into_response(),
+    })
+}
+
+pub(crate) async fn abort(State(state): State<AppState>, path: Result<Path<String>, PathRejection>) -> ApiResult<Response> {
+    let Path(id) = path?;
+    state.store.abort(&parse_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Parses an optional `x-checksum-sha256` header (hex).
+pub(crate) fn expected_checksum(headers: &HeaderMap) -> ApiResult<Option<Digest>> {
+    match headers.get("x-checksum-sha256") {
+        None => Ok(None),
+        Some(v) => {
+            let s = v.to_str().map_err(|_| ApiError::bad("x-checksum-sha256", "must be 64 hex characters"))?;
+            Ok(Some(Digest::parse(s.trim())?))
+        }
+    }
+}
+
+pub(crate) async fn put_file(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let Path((id, file_path)) = path?;
+    let id = parse_id(&id)?;
+    let file_path = FilePath::parse(&file_path)?;
+    let expected = expected_checksum(&headers)?;
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    let mut reader = StreamReader::new(stream);
+    let entry = state.store.put_file(&id, file_path, &mut reader, expected, None).await?;
+    Ok((StatusCode::CREATED, Json(json!({"path": entry.path, "size": entry.size, "sha256": entry.sha256}))).into_response())
+}

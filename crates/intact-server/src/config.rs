@@ -1,0 +1,307 @@
+//! The server's one typed configuration, read from TOML (`--config intact.toml`), with
+//! `INTACT_...` environment overrides applied by the binary. With no file at all, the embedded
+//! default: SQLite + local files under `./intact-data`, a hosted generic repo `files` and a Go
+//! group `go` (hosted `go-private` + proxy `go-public` of proxy.golang.org).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use intact_core::RepoName;
+use serde::{Deserialize, Serialize};
+
+/// Top-level configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Where the embedded catalog (`catalog.db`) and blobs live.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Repositories. When the file declares none, the defaults are used.
+    #[serde(default, rename = "repo")]
+    pub repos: Vec<RepoConfig>,
+    /// Transaction and garbage-collection tunables.
+    #[serde(default)]
+    pub store: StoreSettings,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:7333".into()
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./intact-data")
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self { listen: default_listen(), data_dir: default_data_dir(), repos: Vec::new(), store: StoreSettings::default() }
+    }
+}
+
+/// Store tunables (all optional).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    /// Lease of a transaction that asks for none.
+    pub default_lease_seconds: u64,
+    /// Longest lease a client may ask for.
+    pub max_lease_seconds: u64,
+    /// Unreferenced blobs younger than this survive garbage collection.
+    pub gc_grace_seconds: u64,
+    /// How often the server collects garbage on its own (0: only at start-up and on demand).
+    pub gc_interval_seconds: u64,
+    /// How long finished transactions and their idempotency keys are remembered.
+    pub txn_retention_seconds: u64,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        let d = intact_store::StoreConfig::default();
+        Self {
+            default_lease_seconds: d.default_lease.as_secs(),
+            max_lease_seconds: d.max_lease.as_secs(),
+            gc_grace_seconds: d.gc_grace.as_secs(),
+            gc_interval_seconds: 3600,
+            txn_retention_seconds: d.txn_retention.as_secs(),
+        }
+    }
+}
+
+impl StoreSettings {
+    pub fn to_store_config(&self) -> intact_store::StoreConfig {
+        intact_store::StoreConfig {
+            default_lease: Duration::from_secs(self.default_lease_seconds),
+            max_lease: Duration::from_secs(self.max_lease_seconds),
+            gc_grace: Duration::from_secs(self.gc_grace_seconds),
+            txn_retention: Duration::from_secs(self.txn_retention_seconds),
+            ..intact_store::StoreConfig::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RepoKind {
+    /// Versions are published into it.
+    Hosted,
+    /// Versions are fetched from `upstream` on first request and kept.
+    Proxy,
+    /// A read-only view over `members`, tried in order.
+    Group,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RepoFormat {
+    Generic,
+    Go,
+}
+
+/// One named artifact of a staging repository: which upstream files make it up.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactSpec {
+    /// File names or globs (`*`, `?`) relative to the build's directory upstream.
+    pub files: Vec<String>,
+    /// Unpack archives (tar, tar.gz, tar.bz2, tar.xz, tar.zst, zip) into the version.
+    #[serde(default)]
+    pub extract: bool,
+}
+
+/// A repository.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoConfig {
+    pub name: RepoName,
+    pub kind: RepoKind,
+    #[serde(default = "default_format")]
+    pub format: RepoFormat,
+    /// Proxy repos: where to fetch from (`https://...`, `http://...`, `file:///dir`, `s3://bucket/prefix`).
+    /// Go proxies accept a GOPROXY-style list separated by `,` or `|`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// Group repos: members tried in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<RepoName>,
+    /// Go proxy repos: module path globs (GOPRIVATE syntax) never fetched upstream.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// Go proxy repos: how long an upstream `list` / `@latest` answer is reused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list_cache_seconds: Option<u64>,
+    /// Proxy repos: how long an upstream failure is remembered before trying again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_cache_seconds: Option<u64>,
+    /// Proxy repos: the longest a request waits for an upstream fetch in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch_timeout_seconds: Option<u64>,
+    /// Staging repos: named artifacts, each staged as one atomic version of a build.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub artifacts: BTreeMap<String, ArtifactSpec>,
+    /// Proxy repos: disk cap in bytes; least recently used staged versions are evicted past it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<u64>,
+}
+
+fn default_format() -> RepoFormat {
+    RepoFormat::Generic
+}
+
+impl RepoConfig {
+    pub fn new(name: &str, kind: RepoKind, format: RepoFormat) -> Self {
+        Self {
+            name: RepoName::parse(name).unwrap_or_else(|_| RepoName::parse("invalid").expect("literal")),
+            kind,
+            format,
+            upstream: None,
+            members: Vec::new(),
+            exclude: Vec::new(),
+            list_cache_seconds: None,
+            failure_cache_seconds: None,
+            fetch_timeout_seconds: None,
+            artifacts: BTreeMap::new(),
+            max_size: None,
+        }
+    }
+}
+
+/// The repositories served when the configuration declares none.
+pub fn default_repos() -> Vec<RepoConfig> {
+    let files = RepoConfig::new("files", RepoKind::Hosted, RepoFormat::Generic);
+    let go_private = RepoConfig::new("go-private", RepoKind::Hosted, RepoFormat::Go);
+    let mut go_public = RepoConfig::new("go-public", RepoKind::Proxy, RepoFormat::Go);
+    go_public.upstream = Some("https://proxy.golang.org".into());
+    let mut go = RepoConfig::new("go", RepoKind::Group, RepoFormat::Go);
+    go.members = vec![go_private.name.clone(), go_public.name.clone()];
+    vec![files, go_private, go_public, go]
+}
+
+impl Config {
+    /// Parses a TOML configuration.
+    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        let mut config: Config = toml::from_str(text)?;
+        if config.repos.is_empty() {
+            config.repos = default_repos();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The embedded default.
+    pub fn embedded_default() -> Self {
+        Self { repos: default_repos(), ..Self::default() }
+    }
+
+    /// Checks cross-field rules, so a bad file fails at start-up with a message naming the repo.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        use anyhow::bail;
+        let mut seen = std::collections::HashSet::new();
+        for repo in &self.repos {
+            let n = &repo.name;
+            if !seen.insert(n.clone()) {
+                bail!("repo {n}: declared twice");
+            }
+            match repo.kind {
+                RepoKind::Hosted => {
+                    if repo.upstream.is_some() {
+                        bail!("repo {n}: a hosted repo has no upstream (did you mean kind = \"proxy\"?)");
+                    }
+                }
+                RepoKind::Proxy => {
+                    let Some(up) = &repo.upstream else {
+                        bail!("repo {n}: a proxy repo needs an upstream");
+                    };
+                    if up.trim().is_empty() {
+                        bail!("repo {n}: upstream is empty");
+                    }
+                }
+                RepoKind::Group => {
+                    if repo.members.is_empty() {
+                        bail!("repo {n}: a group needs members");
+                    }
+                }
+            }
+            if repo.kind != RepoKind::Group && !repo.members.is_empty() {
+                bail!("repo {n}: only a group has members");
+            }
+            if !repo.artifacts.is_empty() && !(repo.kind == RepoKind::Proxy && repo.format == RepoFormat::Generic) {
+                bail!("repo {n}: artifacts are only for generic proxy (staging) repos");
+            }
+            for (art, spec) in &repo.artifacts {
+                if intact_core::Version::parse(art).is_err() {
+                    bail!("repo {n}: artifact name {art:?} must be a valid version (1-128 of [A-Za-z0-9._+-])");
+                }
+                if spec.files.is_empty() {
+                    bail!("repo {n}: artifact {art} lists no files");
+                }
+            }
+        }
+        for repo in self.repos.iter().filter(|r| r.kind == RepoKind::Group) {
+            for m in &repo.members {
+                let Some(member) = self.repos.iter().find(|r| &r.name == m) else {
+                    bail!("repo {}: member {m} is not declared", repo.name);
+                };
+                if member.kind == RepoKind::Group {
+                    bail!("repo {}: member {m} is a group; groups do not nest", repo.name);
+                }
+                if member.format != repo.format {
+                    bail!("repo {}: member {m} has another format", repo.name);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn repo(&self, name: &str) -> Option<&RepoConfig> {
+        self.repos.iter().find(|r| r.name.as_str() == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_example_parses() {
+        let c = Config::from_toml(
+            r#"
+listen = "127.0.0.1:7333"
+data_dir = "./intact-data"
+
+[[repo]]
+name = "renders"
+kind = "hosted"
+format = "generic"
+"#,
+        )
+        .expect("parses");
+        assert_eq!(c.repos.len(), 1);
+        assert_eq!(c.repos[0].name.as_str(), "renders");
+    }
+
+    #[test]
+    fn defaults_without_repos() {
+        let c = Config::from_toml("").expect("parses");
+        assert!(c.repo("files").is_some());
+        assert!(c.repo("go").is_some());
+        assert_eq!(c.listen, "127.0.0.1:7333");
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let bad = [
+            ("[[repo]]\nname = \"a/b\"\nkind = \"hosted\"", "repo"),
+            ("[[repo]]\nname = \"p\"\nkind = \"proxy\"", "needs an upstream"),
+            ("[[repo]]\nname = \"g\"\nkind = \"group\"\nmembers = [\"x\"]", "not declared"),
+            ("[[repo]]\nname = \"h\"\nkind = \"hosted\"\ncolour = 1", "colour"),
+        ];
+        for (text, needle) in bad {
+            let err = format!("{:#}", Config::from_toml(text).expect_err(text));
+            assert!(err.contains(needle), "{err} should mention {needle}");
+        }
+    }
+}

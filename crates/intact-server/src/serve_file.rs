@@ -1,0 +1,191 @@
+//! Sending one committed file: `Range` (single and suffix ranges, `416` when unsatisfiable),
+//! `HEAD`, `ETag` = sha256 with `If-None-Match`/`If-Range`, immutable cache headers. Shared by
+//! every front-end, so all of them serve bytes the same way.
+//!
+//! The body streams from the blob with a bounded buffer: a slow client slows the file reads
+//! instead of growing memory.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use intact_core::{FileEntry, Timestamp};
+use intact_store::Store;
+use tokio_util::io::ReaderStream;
+
+use crate::api::error::ApiError;
+
+const STREAM_CHUNK: usize = 256 * 1024;
+
+/// A parsed `Range` header against a known size.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RangeRequest {
+    /// No usable range: send everything.
+    Full,
+    /// Send `start..end` (end exclusive).
+    Partial(u64, u64),
+    /// Nothing of the file matches: `416`.
+    Unsatisfiable,
+}
+
+/// Parses `bytes=a-b`, `bytes=a-` and `bytes=-n`. Multiple ranges, other units and garbage
+/// are answered with the whole file, as RFC 9110 allows.
+pub fn parse_range(value: &str, size: u64) -> RangeRequest {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return RangeRequest::Full;
+    };
+    if spec.contains(',') {
+        return RangeRequest::Full;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return RangeRequest::Full;
+    };
+    let (first, last) = (first.trim(), last.trim());
+    if first.is_empty() {
+        // Suffix range: the last n bytes.
+        let Ok(n) = last.parse::<u64>() else {
+            return RangeRequest::Full;
+        };
+        if n == 0 || size == 0 {
+            return RangeRequest::Unsatisfiable;
+        }
+        return RangeRequest::Partial(size.saturating_sub(n), size);
+    }
+    let Ok(start) = first.parse::<u64>() else {
+        return RangeRequest::Full;
+    };
+    let end = if last.is_empty() {
+        size
+    } else {
+        match last.parse::<u64>() {
+            Ok(l) if l >= start => l.saturating_add(1).min(size),
+            _ => return RangeRequest::Full,
+        }
+    };
+    if start >= size {
+        return RangeRequest::Unsatisfiable;
+    }
+    RangeRequest::Partial(start, end)
+}
+
+fn etag_of(file: &FileEntry) -> String {
+    format!("\"{}\"", file.sha256)
+}
+
+fn etag_matches(list: &str, etag: &str) -> bool {
+    list.split(',').map(str::trim).any(|t| t == "*" || t == etag || t.strip_prefix("W/") == Some(etag))
+}
+
+/// Builds the response for `file`. `content_type` is the front-end's choice.
+pub async fn send_file(
+    store: &Store,
+    method: &Method,
+    headers: &HeaderMap,
+    file: &FileEntry,
+    content_type: &str,
+    last_modified: Timestamp,
+) -> Result<Response, ApiError> {
+    let etag = etag_of(file);
+    let size = file.size;
+    let mut resp_headers = HeaderMap::new();
+    let ct = HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    resp_headers.insert(header::CONTENT_TYPE, ct);
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        resp_headers.insert(header::ETAG, v);
+    }
+    resp_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
+    resp_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(last_modified.to_system())) {
+        resp_headers.insert(header::LAST_MODIFIED, v);
+    }
+    resp_headers.insert("x-checksum-sha256", HeaderValue::from_str(&file.sha256.to_hex()).unwrap_or(HeaderValue::from_static("")));
+
+    if let Some(inm) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok())
+        && etag_matches(inm, &etag)
+    {
+        return Ok((StatusCode::NOT_MODIFIED, resp_headers).into_response());
+    }
+
+    let mut range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        Some(r) => parse_range(r, size),
+        None => RangeRequest::Full,
+    };
+    if let Some(if_range) = headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok())
+        && if_range.trim() != etag
+    {
+        range = RangeRequest::Full;
+    }
+
+    let (status, byte_range) = match range {
+        RangeRequest::Full => (StatusCode::OK, None),
+        RangeRequest::Partial(s, e) => {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {s}-{}/{size}", e.saturating_sub(1))) {
+                resp_headers.insert(header::CONTENT_RANGE, v);
+            }
+            (StatusCode::PARTIAL_CONTENT, Some(s..e))
+        }
+        RangeRequest::Unsatisfiable => {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                resp_headers.insert(header::CONTENT_RANGE, v);
+            }
+            return Ok((StatusCode::RANGE_NOT_SATISFIABLE, resp_headers).into_response());
+        }
+    };
+    let len = byte_range.as_ref().map_or(size, |r| r.end - r.start);
+    resp_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+
+    if method == Method::HEAD {
+        return Ok((status, resp_headers).into_response());
+    }
+    let read = store.read_file(file, byte_range).await?;
+    let body = Body::from_stream(ReaderStream::with_capacity(read.body, STREAM_CHUNK));
+    Ok((status, resp_headers, body).into_response())
+}
+
+/// A content type from a file name's extension; `application/octet-stream` otherwise.
+pub fn content_type_for(path: &str) -> &'static str {
+    let ext = path.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    match ext.as_str() {
+        "json" => "application/json",
+        "txt" | "log" | "md" | "mod" => "text/plain; charset=utf-8",
+        "html" | "htm" => "text/html; charset=utf-8",
+        "xml" => "application/xml",
+        "zip" => "application/zip",
+        "gz" | "tgz" => "application/gzip",
+        "tar" => "application/x-tar",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "exr" => "image/x-exr",
+        "svg" => "image/svg+xml",
+        "pdf" => "application/pdf",
+        _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), RangeRequest::Partial(0, 10));
+        assert_eq!(parse_range("bytes=90-", 100), RangeRequest::Partial(90, 100));
+        assert_eq!(parse_range("bytes=-10", 100), RangeRequest::Partial(90, 100));
+        assert_eq!(parse_range("bytes=-1000", 100), RangeRequest::Partial(0, 100));
+        assert_eq!(parse_range("bytes=95-200", 100), RangeRequest::Partial(95, 100));
+        assert_eq!(parse_range("bytes=100-", 100), RangeRequest::Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 100), RangeRequest::Unsatisfiable);
+        assert_eq!(parse_range("bytes=0-0", 0), RangeRequest::Unsatisfiable);
+        assert_eq!(parse_range("bytes=5-1", 100), RangeRequest::Full);
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), RangeRequest::Full);
+        assert_eq!(parse_range("items=0-1", 100), RangeRequest::Full);
+        assert_eq!(parse_range("bytes=x-1", 100), RangeRequest::Full);
+    }
+
+    #[test]
+    fn etags() {
+        assert!(etag_matches("\"abc\", \"def\"", "\"def\""));
+        assert!(etag_matches("*", "\"x\""));
+        assert!(etag_matches("W/\"x\"", "\"x\""));
+        assert!(!etag_matches("\"y\"", "\"x\""));
+    }
+}

@@ -1,0 +1,91 @@
+//! `intact get REPO NAME VERSION [--out DIR]`: downloads every file of a version, checking
+//! size and sha256 against the manifest; each file appears under its final name only once
+//! it is complete and verified.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use intact_core::{DigestHasher, FilePath};
+use tokio::io::AsyncWriteExt;
+
+use crate::ServerArgs;
+use crate::client::{Client, encode_path};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    server: ServerArgs,
+    repo: String,
+    name: String,
+    version: String,
+    /// Directory to write the files into.
+    #[arg(long, default_value = ".")]
+    out: PathBuf,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let client = Client::new(&args.server.server)?;
+    let base = format!(
+        "/api/v1/repos/{}/{}/@v/{}",
+        encode_path(&args.repo),
+        encode_path(&args.name),
+        encode_path(&args.version)
+    );
+    let manifest = client.get_json(&base).await?;
+    let files = manifest["files"].as_array().cloned().unwrap_or_default();
+    let bars = crate::cmd::interactive().then(MultiProgress::new);
+    let style = ProgressStyle::with_template("{msg:30!} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    for f in &files {
+        let path = f["path"].as_str().context("manifest file without path")?;
+        // Never trust a path from the network for a filesystem join without validating it.
+        FilePath::parse(path).with_context(|| format!("server sent an unsafe path {path:?}"))?;
+        let size = f["size"].as_u64().unwrap_or(0);
+        let want = f["sha256"].as_str().unwrap_or_default().to_owned();
+        let dest = path.split('/').fold(args.out.clone(), |p, seg| p.join(seg));
+        if let Some(parent) = dest.parent() {
+            tokio::fs::create_dir_all(parent).await.with_context(|| format!("creating {}", parent.display()))?;
+        }
+        let partial = dest.with_file_name(format!(
+            ".{}.intact-partial",
+            dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        ));
+        let bar = bars.as_ref().map(|m| {
+            let b = m.add(ProgressBar::new(size));
+            b.set_style(style.clone());
+            b.set_message(path.to_owned());
+            b
+        });
+        let resp = client.http.get(client.url(&format!("{base}/{}", encode_path(path)))).send().await?;
+        let resp = Client::check(resp).await.with_context(|| format!("downloading {path}"))?;
+        let mut out = tokio::fs::File::create(&partial).await.with_context(|| format!("creating {}", partial.display()))?;
+        let mut hasher = DigestHasher::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.with_context(|| format!("downloading {path}"))?;
+            hasher.update(&chunk);
+            out.write_all(&chunk).await?;
+            if let Some(b) = &bar {
+                b.inc(chunk.len() as u64);
+            }
+        }
+        out.sync_all().await?;
+        drop(out);
+        let got = hasher.len();
+        let digest = hasher.finish().to_hex();
+        if got != size || digest != want {
+            let _ = tokio::fs::remove_file(&partial).await;
+            bail!("{path}: expected {size} bytes with sha256 {want}, got {got} bytes with sha256 {digest}");
+        }
+        tokio::fs::rename(&partial, &dest).await?;
+        match bar {
+            Some(b) => b.finish(),
+            None => eprintln!("downloaded {path} ({size} bytes, sha256 verified)"),
+        }
+    }
+    println!("{}/{}@{}: {} files into {}", args.repo, args.name, args.version, files.len(), args.out.display());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,13 @@
+//! One module per subcommand.
+
+pub mod admin;
+pub mod get;
+pub mod ls;
+pub mod publish;
+pub mod serve;
+
+/// Whether progress bars make sense (stderr is a terminal).
+pub fn interactive() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal()
+}

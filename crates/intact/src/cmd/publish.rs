@@ -1,0 +1,192 @@
+//! `intact publish REPO NAME VERSION FILE|DIR...`: one transaction, every file streamed in
+//! and checked against a locally computed sha256, then one commit. Any failure rolls the
+//! transaction back, so a half-published version never exists.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use intact_core::{DigestHasher, FilePath};
+use serde_json::{Value, json};
+use tokio_util::io::ReaderStream;
+
+use crate::ServerArgs;
+use crate::client::{Client, encode_path};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    server: ServerArgs,
+    repo: String,
+    name: String,
+    /// A version, or `auto` for the next integer version.
+    version: String,
+    /// Files and directories; a directory contributes its files under their relative paths.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Metadata entries (string values); repeatable.
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    meta: Vec<String>,
+    /// Metadata as one JSON object (merged under --meta entries).
+    #[arg(long, value_name = "JSON")]
+    metadata_json: Option<String>,
+    /// Makes a retried publish return the same version instead of creating another.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    /// Wait this long for another publisher holding the same version.
+    #[arg(long, default_value_t = 0)]
+    wait_seconds: u64,
+}
+
+/// Expands the arguments into (path in the version, local file), sorted, validated.
+fn collect(args: &[PathBuf]) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> anyhow::Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            let ft = e.file_type()?;
+            if ft.is_dir() {
+                walk(root, &p, out)?;
+            } else if ft.is_file() {
+                let rel = p.strip_prefix(root).unwrap_or(&p);
+                let rel: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+                out.push((rel.join("/"), p));
+            } else {
+                eprintln!("skipping {} (not a regular file)", p.display());
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    for a in args {
+        let meta = std::fs::metadata(a).with_context(|| format!("reading {}", a.display()))?;
+        if meta.is_dir() {
+            walk(a, a, &mut out)?;
+        } else {
+            let name = a.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            out.push((name, a.clone()));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (path, local) in &out {
+        FilePath::parse(path).with_context(|| format!("{} cannot be published", local.display()))?;
+        if !seen.insert(path.clone()) {
+            bail!("two files would be stored as {path}");
+        }
+    }
+    Ok(out)
+}
+
+fn metadata(args: &Args) -> anyhow::Result<Value> {
+    let mut obj = match &args.metadata_json {
+        Some(text) => match serde_json::from_str::<Value>(text).context("--metadata-json")? {
+            Value::Object(m) => m,
+            _ => bail!("--metadata-json must be a JSON object"),
+        },
+        None => serde_json::Map::new(),
+    };
+    for kv in &args.meta {
+        let Some((k, v)) = kv.split_once('=') else {
+            bail!("--meta {kv:?}: expected KEY=VALUE");
+        };
+        obj.insert(k.to_owned(), Value::String(v.to_owned()));
+    }
+    Ok(Value::Object(obj))
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let files = collect(&args.files)?;
+    let client = Client::new(&args.server.server)?;
+    let mut body = json!({"name": args.name, "version": args.version, "metadata": metadata(&args)?, "wait_seconds": args.wait_seconds});
+    if let Some(k) = &args.idempotency_key {
+        body["idempotency_key"] = json!(k);
+    }
+    let (status, txn) = client.post_json(&format!("/api/v1/repos/{}/transactions", encode_path(&args.repo)), &body).await?;
+    if let Some(m) = txn.get("manifest") {
+        println!("already published {}/{}@{} (idempotent retry)", args.repo, args.name, m["version"].as_str().unwrap_or("?"));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let id = txn["id"].as_str().context("server returned no transaction id")?.to_owned();
+    let version = txn["version"].as_str().unwrap_or(&args.version).to_owned();
+    if status == reqwest::StatusCode::OK {
+        eprintln!("resuming transaction {id}");
+    }
+    match upload_all(&client, &id, &files).await {
+        Ok(()) => {}
+        Err(e) => {
+            let _ = client.http.delete(client.url(&format!("/api/v1/transactions/{id}"))).send().await;
+            return Err(e.context(format!("publish rolled back (transaction {id})")));
+        }
+    }
+    let resp = client.http.post(client.url(&format!("/api/v1/transactions/{id}/commit"))).send().await?;
+    let resp = Client::check(resp).await.context("commit")?;
+    let created = resp.status() == reqwest::StatusCode::CREATED;
+    let manifest: Value = resp.json().await?;
+    let total: u64 = manifest["files"].as_array().into_iter().flatten().filter_map(|f| f["size"].as_u64()).sum();
+    println!(
+        "{} {}/{}@{}: {} files, {} bytes",
+        if created { "published" } else { "already published (identical content)" },
+        args.repo,
+        args.name,
+        version,
+        files.len(),
+        total
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn upload_all(client: &Client, id: &str, files: &[(String, PathBuf)]) -> anyhow::Result<()> {
+    let bars = crate::cmd::interactive().then(MultiProgress::new);
+    let style = ProgressStyle::with_template("{msg:30!} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    for (path, local) in files {
+        let file = tokio::fs::File::open(local).await.with_context(|| format!("opening {}", local.display()))?;
+        let size = file.metadata().await?.len();
+        let bar = bars.as_ref().map(|m| {
+            let b = m.add(ProgressBar::new(size));
+            b.set_style(style.clone());
+            b.set_message(path.clone());
+            b
+        });
+        let hasher = Arc::new(Mutex::new(DigestHasher::new()));
+        let h = hasher.clone();
+        let b2 = bar.clone();
+        let stream = ReaderStream::with_capacity(file, 256 * 1024).map(move |chunk| {
+            if let Ok(c) = &chunk {
+                if let Ok(mut h) = h.lock() {
+                    h.update(c);
+                }
+                if let Some(b) = &b2 {
+                    b.inc(c.len() as u64);
+                }
+            }
+            chunk
+        });
+        let url = client.url(&format!("/api/v1/transactions/{id}/files/{}", encode_path(path)));
+        let resp = client
+            .http
+            .put(url)
+            .header(reqwest::header::CONTENT_LENGTH, size)
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+            .await
+            .with_context(|| format!("uploading {path}"))?;
+        let staged: Value = Client::check(resp).await.with_context(|| format!("uploading {path}"))?.json().await?;
+        let local_digest = hasher.lock().map(|h| h.clone().finish().to_hex()).unwrap_or_default();
+        let remote = staged["sha256"].as_str().unwrap_or_default();
+        if remote != local_digest {
+            bail!("{path}: server stored sha256 {remote}, but the file hashes to {local_digest}");
+        }
+        match bar {
+            Some(b) => b.finish(),
+            None => eprintln!("uploaded {path} ({size} bytes, sha256 {local_digest})"),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! The `intact` command: a thin shell that parses arguments and calls into the server crate
+//! (`serve`) or talks HTTP to a running server (everything else).
+
+mod client;
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "intact", version, about = "An artifact store and caching proxy where every version lands whole or not at all")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the CLI finds the server.
+#[derive(clap::Args, Clone)]
+pub struct ServerArgs {
+    /// Base URL of the intact server.
+    #[arg(long, env = "INTACT_SERVER", default_value = "http://127.0.0.1:7333", global = true)]
+    pub server: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (embedded SQLite + local files unless configured otherwise).
+    Serve(cmd::serve::Args),
+    /// Publish files (or directories) as one version, atomically.
+    Publish(cmd::publish::Args),
+    /// Download every file of a version, verifying each sha256.
+    Get(cmd::get::Args),
+    /// List the names of a repo, or the versions of a name.
+    Ls(cmd::ls::Args),
+    /// Collect garbage: expire overdue transactions, delete unreferenced blobs.
+    Gc(cmd::admin::GcArgs),
+    /// Re-hash every committed blob and report missing or damaged ones (exit status 1 if any).
+    Verify(cmd::admin::VerifyArgs),
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("INTACT_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // One TLS provider for every HTTPS client in the process (upstream fetches, the CLI).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(a) => cmd::serve::run(a).await,
+            Command::Publish(a) => cmd::publish::run(a).await,
+            Command::Get(a) => cmd::get::run(a).await,
+            Command::Ls(a) => cmd::ls::run(a).await,
+            Command::Gc(a) => cmd::admin::gc(a).await,
+            Command::Verify(a) => cmd::admin::verify(a).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
