@@ -21,7 +21,11 @@ impl ValidationError {
     pub fn new(field: &'static str, value: &str, rule: impl Into<String>) -> Self {
         // Echo at most a bounded prefix: the value may be hostile and huge.
         let value: String = value.chars().take(200).collect();
-        Self { field, value, rule: rule.into() }
+        Self {
+            field,
+            value,
+            rule: rule.into(),
+        }
     }
 }
 
@@ -55,7 +59,11 @@ fn check_segmented(s: &str, rules: SegmentRules) -> Result<(), ValidationError> 
         return Err(ValidationError::new(field, s, format!("must not be empty; {grammar}")));
     }
     if s.len() > MAX_NAME_LEN {
-        return Err(ValidationError::new(field, s, format!("must be at most {MAX_NAME_LEN} bytes")));
+        return Err(ValidationError::new(
+            field,
+            s,
+            format!("must be at most {MAX_NAME_LEN} bytes"),
+        ));
     }
     for (i, seg) in s.split('/').enumerate() {
         if seg.is_empty() {
@@ -66,22 +74,41 @@ fn check_segmented(s: &str, rules: SegmentRules) -> Result<(), ValidationError> 
             ));
         }
         if seg == "." || seg == ".." {
-            return Err(ValidationError::new(field, s, format!("segment {seg:?} is not allowed; {grammar}")));
+            return Err(ValidationError::new(
+                field,
+                s,
+                format!("segment {seg:?} is not allowed; {grammar}"),
+            ));
         }
         if seg.len() > MAX_SEGMENT_LEN {
-            return Err(ValidationError::new(field, s, format!("segment longer than {MAX_SEGMENT_LEN} bytes")));
+            return Err(ValidationError::new(
+                field,
+                s,
+                format!("segment longer than {MAX_SEGMENT_LEN} bytes"),
+            ));
         }
-        let body = if seg.starts_with('@') {
+        let body = if let Some(rest) = seg.strip_prefix('@') {
             if i == 0 && rules.allow_at_first_segment {
-                &seg[1..]
+                rest
             } else {
-                return Err(ValidationError::new(field, s, format!("segment {seg:?} starts with '@'; {grammar}")));
+                return Err(ValidationError::new(
+                    field,
+                    s,
+                    format!("segment {seg:?} starts with '@'; {grammar}"),
+                ));
             }
         } else {
             seg
         };
-        if let Some(bad) = body.chars().find(|&c| !(is_name_char(c) || (rules.allow_tilde && c == '~'))) {
-            return Err(ValidationError::new(field, s, format!("character {bad:?} is not allowed; {grammar}")));
+        if let Some(bad) = body
+            .chars()
+            .find(|&c| !(is_name_char(c) || (rules.allow_tilde && c == '~')))
+        {
+            return Err(ValidationError::new(
+                field,
+                s,
+                format!("character {bad:?} is not allowed; {grammar}"),
+            ));
         }
     }
     Ok(())
@@ -150,7 +177,14 @@ string_newtype!(Name);
 
 impl Name {
     pub fn parse(s: &str) -> Result<Self, ValidationError> {
-        check_segmented(s, SegmentRules { field: "name", allow_tilde: false, allow_at_first_segment: false })?;
+        check_segmented(
+            s,
+            SegmentRules {
+                field: "name",
+                allow_tilde: false,
+                allow_at_first_segment: false,
+            },
+        )?;
         Ok(Self(s.to_owned()))
     }
 
@@ -158,7 +192,14 @@ impl Name {
     /// namespaces under a leading `@segment`). Never call this with a raw client string that
     /// the front-end has not validated by its own grammar first.
     pub fn parse_internal(s: &str) -> Result<Self, ValidationError> {
-        check_segmented(s, SegmentRules { field: "name", allow_tilde: true, allow_at_first_segment: true })?;
+        check_segmented(
+            s,
+            SegmentRules {
+                field: "name",
+                allow_tilde: true,
+                allow_at_first_segment: true,
+            },
+        )?;
         Ok(Self(s.to_owned()))
     }
 
@@ -209,7 +250,14 @@ string_newtype!(FilePath);
 
 impl FilePath {
     pub fn parse(s: &str) -> Result<Self, ValidationError> {
-        check_segmented(s, SegmentRules { field: "path", allow_tilde: false, allow_at_first_segment: false })?;
+        check_segmented(
+            s,
+            SegmentRules {
+                field: "path",
+                allow_tilde: false,
+                allow_at_first_segment: false,
+            },
+        )?;
         Ok(Self(s.to_owned()))
     }
 }
@@ -220,7 +268,13 @@ mod tests {
 
     #[test]
     fn names_accept_the_grammar() {
-        for ok in ["a", "renders/shot_010/comp", "x86-alex-release/R19-2003.0.0", "a.b_c-d", "...x"] {
+        for ok in [
+            "a",
+            "renders/shot_010/comp",
+            "x86-alex-release/R19-2003.0.0",
+            "a.b_c-d",
+            "...x",
+        ] {
             assert!(Name::parse(ok).is_ok(), "{ok}");
         }
     }
@@ -228,8 +282,25 @@ mod tests {
     #[test]
     fn names_refuse_escapes_and_oddities() {
         for bad in [
-            "", "/", "/a", "a/", "a//b", ".", "..", "a/../b", "a/./b", "@v", "a/@v", "a\\b", "a b", "a%2e",
-            "a\0b", "é", "a/..", "../etc/passwd", "a~b",
+            "",
+            "/",
+            "/a",
+            "a/",
+            "a//b",
+            ".",
+            "..",
+            "a/../b",
+            "a/./b",
+            "@v",
+            "a/@v",
+            "a\\b",
+            "a b",
+            "a%2e",
+            "a\0b",
+            "é",
+            "a/..",
+            "../etc/passwd",
+            "a~b",
         ] {
             let err = Name::parse(bad).expect_err(bad);
             assert_eq!(err.field, "name");
@@ -245,7 +316,13 @@ mod tests {
 
     #[test]
     fn versions() {
-        for ok in ["1", "v1.2.3", "v2.0.0+incompatible", "v0.0.0-20191109021931-daa7c04131f5", "R19-2003.0.0"] {
+        for ok in [
+            "1",
+            "v1.2.3",
+            "v2.0.0+incompatible",
+            "v0.0.0-20191109021931-daa7c04131f5",
+            "R19-2003.0.0",
+        ] {
             assert!(Version::parse(ok).is_ok(), "{ok}");
         }
         let long = "a".repeat(129);
@@ -260,7 +337,12 @@ mod tests {
         assert_eq!(Version::parse("12").ok().and_then(|v| v.as_auto_number()), Some(12));
         assert_eq!(Version::parse("012").ok().and_then(|v| v.as_auto_number()), None);
         assert_eq!(Version::parse("v1").ok().and_then(|v| v.as_auto_number()), None);
-        assert_eq!(Version::parse("99999999999999999999").ok().and_then(|v| v.as_auto_number()), None);
+        assert_eq!(
+            Version::parse("99999999999999999999")
+                .ok()
+                .and_then(|v| v.as_auto_number()),
+            None
+        );
     }
 
     #[test]

@@ -38,13 +38,15 @@ impl TxnId {
     }
 
     pub fn parse(s: &str) -> Result<Self, ValidationError> {
-        let ok = s.len() == 29
-            && s.starts_with("tx_")
-            && s[3..].bytes().all(|b| Self::ALPHABET.contains(&b));
+        let ok = s.len() == 29 && s.starts_with("tx_") && s[3..].bytes().all(|b| Self::ALPHABET.contains(&b));
         if ok {
             Ok(Self(s.to_owned()))
         } else {
-            Err(ValidationError::new("transaction id", s, "'tx_' followed by 26 characters of [a-z2-7]"))
+            Err(ValidationError::new(
+                "transaction id",
+                s,
+                "'tx_' followed by 26 characters of [a-z2-7]",
+            ))
         }
     }
 
@@ -124,7 +126,12 @@ mod tests {
 
     #[test]
     fn states() {
-        for s in [TxnState::Open, TxnState::Committed, TxnState::Aborted, TxnState::Expired] {
+        for s in [
+            TxnState::Open,
+            TxnState::Committed,
+            TxnState::Aborted,
+            TxnState::Expired,
+        ] {
             assert_eq!(TxnState::parse(s.as_str()), Some(s));
         }
         assert!(!TxnState::Open.is_final());

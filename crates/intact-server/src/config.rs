@@ -38,7 +38,12 @@ fn default_data_dir() -> PathBuf {
 
 impl Default for Config {
     fn default() -> Self {
-        Self { listen: default_listen(), data_dir: default_data_dir(), repos: Vec::new(), store: StoreSettings::default() }
+        Self {
+            listen: default_listen(),
+            data_dir: default_data_dir(),
+            repos: Vec::new(),
+            store: StoreSettings::default(),
+        }
     }
 }
 
@@ -193,7 +198,10 @@ impl Config {
 
     /// The embedded default.
     pub fn embedded_default() -> Self {
-        Self { repos: default_repos(), ..Self::default() }
+        Self {
+            repos: default_repos(),
+            ..Self::default()
+        }
     }
 
     /// Checks cross-field rules, so a bad file fails at start-up with a message naming the repo.
@@ -296,7 +304,10 @@ format = "generic"
         let bad = [
             ("[[repo]]\nname = \"a/b\"\nkind = \"hosted\"", "repo"),
             ("[[repo]]\nname = \"p\"\nkind = \"proxy\"", "needs an upstream"),
-            ("[[repo]]\nname = \"g\"\nkind = \"group\"\nmembers = [\"x\"]", "not declared"),
+            (
+                "[[repo]]\nname = \"g\"\nkind = \"group\"\nmembers = [\"x\"]",
+                "not declared",
+            ),
             ("[[repo]]\nname = \"h\"\nkind = \"hosted\"\ncolour = 1", "colour"),
         ];
         for (text, needle) in bad {

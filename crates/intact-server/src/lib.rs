@@ -6,6 +6,7 @@ pub mod api;
 pub mod config;
 pub mod go;
 pub mod serve_file;
+pub mod singleflight;
 pub mod staging;
 pub mod state;
 

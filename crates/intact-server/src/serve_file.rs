@@ -72,7 +72,9 @@ fn etag_of(file: &FileEntry) -> String {
 }
 
 fn etag_matches(list: &str, etag: &str) -> bool {
-    list.split(',').map(str::trim).any(|t| t == "*" || t == etag || t.strip_prefix("W/") == Some(etag))
+    list.split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t == etag || t.strip_prefix("W/") == Some(etag))
 }
 
 /// Builds the response for `file`. `content_type` is the front-end's choice.
@@ -92,12 +94,18 @@ pub async fn send_file(
     if let Ok(v) = HeaderValue::from_str(&etag) {
         resp_headers.insert(header::ETAG, v);
     }
-    resp_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
+    resp_headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
     resp_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(last_modified.to_system())) {
         resp_headers.insert(header::LAST_MODIFIED, v);
     }
-    resp_headers.insert("x-checksum-sha256", HeaderValue::from_str(&file.sha256.to_hex()).unwrap_or(HeaderValue::from_static("")));
+    resp_headers.insert(
+        "x-checksum-sha256",
+        HeaderValue::from_str(&file.sha256.to_hex()).unwrap_or(HeaderValue::from_static("")),
+    );
 
     if let Some(inm) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok())
         && etag_matches(inm, &etag)
@@ -143,7 +151,10 @@ pub async fn send_file(
 
 /// A content type from a file name's extension; `application/octet-stream` otherwise.
 pub fn content_type_for(path: &str) -> &'static str {
-    let ext = path.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    let ext = path
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
     match ext.as_str() {
         "json" => "application/json",
         "txt" | "log" | "md" | "mod" => "text/plain; charset=utf-8",

@@ -21,7 +21,12 @@ impl AppState {
     pub fn new(config: Arc<Config>, store: Arc<Store>) -> anyhow::Result<Self> {
         let go = Arc::new(crate::go::GoState::new(&config)?);
         let staging = Arc::new(crate::staging::StagingState::new(&config)?);
-        Ok(Self { config, store, go, staging })
+        Ok(Self {
+            config,
+            store,
+            go,
+            staging,
+        })
     }
 
     pub fn repo(&self, name: &str) -> Option<&RepoConfig> {

@@ -30,7 +30,10 @@ pub struct TokioClock {
 
 impl TokioClock {
     pub fn new() -> Self {
-        Self { start_wall: SystemClock.now(), start: tokio::time::Instant::now() }
+        Self {
+            start_wall: SystemClock.now(),
+            start: tokio::time::Instant::now(),
+        }
     }
 }
 
@@ -42,7 +45,8 @@ impl Default for TokioClock {
 
 impl Clock for TokioClock {
     fn now(&self) -> Timestamp {
-        self.start_wall.plus(tokio::time::Instant::now().duration_since(self.start))
+        self.start_wall
+            .plus(tokio::time::Instant::now().duration_since(self.start))
     }
 }
 
@@ -56,7 +60,9 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn new(start: Timestamp) -> Self {
-        Self { now: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(start.millis())) }
+        Self {
+            now: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(start.millis())),
+        }
     }
 
     pub fn advance(&self, by: std::time::Duration) {

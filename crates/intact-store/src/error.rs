@@ -21,7 +21,11 @@ pub enum Error {
 
     /// Another open transaction holds (repo, name, version).
     #[error("{what} is locked by transaction {holder} until {expires_at}")]
-    Locked { what: String, holder: TxnId, expires_at: Timestamp },
+    Locked {
+        what: String,
+        holder: TxnId,
+        expires_at: Timestamp,
+    },
 
     /// The version is already committed (and this request is not an idempotent retry of it).
     #[error("{what} already exists")]
@@ -58,12 +62,18 @@ pub enum Error {
     Io { context: String, source: std::io::Error },
 
     #[error("catalog error: {context}: {source}")]
-    Catalog { context: String, source: Box<dyn std::error::Error + Send + Sync> },
+    Catalog {
+        context: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl Error {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Self::Io { context: context.into(), source }
+        Self::Io {
+            context: context.into(),
+            source,
+        }
     }
 
     pub fn not_found(what: impl Into<String>) -> Self {
@@ -72,12 +82,18 @@ impl Error {
 
     /// Whether a retry could succeed without any change by the caller.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Locked { .. } | Self::WaitTimeout { .. } | Self::Io { .. } | Self::Catalog { .. })
+        matches!(
+            self,
+            Self::Locked { .. } | Self::WaitTimeout { .. } | Self::Io { .. } | Self::Catalog { .. }
+        )
     }
 }
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
-        Self::Catalog { context: "sql".into(), source: Box::new(e) }
+        Self::Catalog {
+            context: "sql".into(),
+            source: Box::new(e),
+        }
     }
 }

@@ -9,7 +9,6 @@ pub mod clock;
 pub mod error;
 pub mod store;
 
-
 pub use blob::{BlobRead, BlobStore, FsBlobStore, PendingBlob};
 pub use catalog::{
     Catalog, CommitOutcome, Event, NewTxn, OpenOutcome, SqliteCatalog, SweepReport, TxnRecord, VersionSpec,

@@ -95,7 +95,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -151,7 +153,12 @@ impl Store {
         Ok(Arc::new(store))
     }
 
-    pub fn new(catalog: Arc<dyn Catalog>, blobs: Arc<dyn BlobStore>, clock: Arc<dyn Clock>, config: StoreConfig) -> Self {
+    pub fn new(
+        catalog: Arc<dyn Catalog>,
+        blobs: Arc<dyn BlobStore>,
+        clock: Arc<dyn Clock>,
+        config: StoreConfig,
+    ) -> Self {
         let manifests = quick_cache::sync::Cache::new(config.manifest_cache_entries.max(16));
         Self {
             catalog,
@@ -213,7 +220,9 @@ impl Store {
         }
         self.notify_txns();
         self.notify_events();
-        self.catalog.sweep_blobs(self.now(), Some(&finished.staged_digests), self.blobs.as_ref()).await
+        self.catalog
+            .sweep_blobs(self.now(), Some(&finished.staged_digests), self.blobs.as_ref())
+            .await
     }
 
     /// Begins a transaction, waiting up to `req.wait` for a holder of the same version.
@@ -226,7 +235,10 @@ impl Store {
             });
         }
         if !req.metadata.is_object() {
-            return Err(Error::BadRequest { field: "metadata", message: "must be a JSON object".into() });
+            return Err(Error::BadRequest {
+                field: "metadata",
+                message: "must be a JSON object".into(),
+            });
         }
         if let Some(key) = &req.idempotency_key
             && (key.is_empty() || key.len() > 256 || key.chars().any(char::is_control))
@@ -249,8 +261,13 @@ impl Store {
         loop {
             let mut changes = self.txns_changed.subscribe();
             match self.catalog.open_txn(&new, self.now()).await {
-                Err(Error::Locked { what, holder, expires_at }) if tokio::time::Instant::now() < deadline => {
-                    let until_expiry = Duration::from_millis(u64::try_from(expires_at.millis() - self.now().millis()).unwrap_or(0));
+                Err(Error::Locked {
+                    what,
+                    holder,
+                    expires_at,
+                }) if tokio::time::Instant::now() < deadline => {
+                    let until_expiry =
+                        Duration::from_millis(u64::try_from(expires_at.millis() - self.now().millis()).unwrap_or(0));
                     let wake = deadline.min(tokio::time::Instant::now() + until_expiry);
                     tokio::select! {
                         _ = changes.changed() => {}
@@ -293,7 +310,10 @@ impl Store {
         if let Some(expected) = expected
             && expected != pending.digest
         {
-            return Err(Error::ChecksumMismatch { expected, actual: pending.digest });
+            return Err(Error::ChecksumMismatch {
+                expected,
+                actual: pending.digest,
+            });
         }
         self.stage_pending(id, path, pending).await
     }
@@ -302,7 +322,11 @@ impl Store {
     /// Order matters: the catalog registers the blob (making it live for every sweep) before
     /// the bytes are persisted under their digest.
     pub async fn stage_pending(&self, id: &TxnId, path: FilePath, pending: PendingBlob) -> Result<FileEntry> {
-        let entry = FileEntry { path, size: pending.size, sha256: pending.digest };
+        let entry = FileEntry {
+            path,
+            size: pending.size,
+            sha256: pending.digest,
+        };
         self.catalog.stage_file(id, &entry, self.now()).await?;
         self.blobs.persist(pending).await?;
         Ok(entry)
@@ -333,7 +357,8 @@ impl Store {
         }
         let outcome = outcome?;
         if let CommitOutcome::Committed(m) = &outcome {
-            self.manifests.insert((m.repo.clone(), m.name.clone(), m.version.clone()), Arc::new(m.clone()));
+            self.manifests
+                .insert((m.repo.clone(), m.name.clone(), m.version.clone()), Arc::new(m.clone()));
             self.notify_events();
         }
         self.notify_txns();
@@ -417,7 +442,13 @@ impl Store {
         self.catalog.list_versions(repo, name, after, limit).await
     }
 
-    pub async fn list_names(&self, repo: &RepoName, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<Name>> {
+    pub async fn list_names(
+        &self,
+        repo: &RepoName,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Name>> {
         self.catalog.list_names(repo, prefix, after, limit).await
     }
 
@@ -445,7 +476,10 @@ impl Store {
         let finished = self.catalog.expire_txns(self.now()).await?;
         report.expired_transactions = finished.txns.len() as u64;
         let reclaimed = self.reclaim(finished).await?;
-        let swept = self.catalog.sweep_blobs(self.now().minus(grace), None, self.blobs.as_ref()).await?;
+        let swept = self
+            .catalog
+            .sweep_blobs(self.now().minus(grace), None, self.blobs.as_ref())
+            .await?;
         report.blobs_deleted = reclaimed.blobs_deleted + swept.blobs_deleted;
         report.bytes_deleted = reclaimed.bytes_deleted + swept.bytes_deleted;
         let stored = self.blobs.list().await?;
@@ -453,7 +487,10 @@ impl Store {
         report.orphan_blobs_deleted = orphans.blobs_deleted;
         report.bytes_deleted += orphans.bytes_deleted;
         report.pending_files_removed = self.blobs.sweep_pending(grace.max(Duration::from_secs(3600))).await?;
-        report.transactions_pruned = self.catalog.prune_txns(self.now().minus(self.config.txn_retention)).await?;
+        report.transactions_pruned = self
+            .catalog
+            .prune_txns(self.now().minus(self.config.txn_retention))
+            .await?;
         Ok(report)
     }
 
@@ -485,7 +522,11 @@ impl Store {
             let mut hasher = DigestHasher::new();
             let mut buf = vec![0u8; 1 << 20];
             loop {
-                let n = read.body.read(&mut buf).await.map_err(|e| Error::io(format!("reading blob {digest}"), e))?;
+                let n = read
+                    .body
+                    .read(&mut buf)
+                    .await
+                    .map_err(|e| Error::io(format!("reading blob {digest}"), e))?;
                 if n == 0 {
                     break;
                 }

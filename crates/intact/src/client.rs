@@ -12,8 +12,13 @@ pub struct Client {
 
 impl Client {
     pub fn new(server: &str) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder().user_agent(concat!("intact/", env!("CARGO_PKG_VERSION"))).build()?;
-        Ok(Self { http, base: server.trim_end_matches('/').to_owned() })
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("intact/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            http,
+            base: server.trim_end_matches('/').to_owned(),
+        })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -35,13 +40,23 @@ impl Client {
     }
 
     pub async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
-        let resp = self.http.get(self.url(path)).send().await.with_context(|| format!("GET {}", self.url(path)))?;
+        let resp = self
+            .http
+            .get(self.url(path))
+            .send()
+            .await
+            .with_context(|| format!("GET {}", self.url(path)))?;
         Ok(Self::check(resp).await?.json().await?)
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<(StatusCode, Value)> {
-        let resp =
-            self.http.post(self.url(path)).json(body).send().await.with_context(|| format!("POST {}", self.url(path)))?;
+        let resp = self
+            .http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("POST {}", self.url(path)))?;
         let resp = Self::check(resp).await?;
         let status = resp.status();
         Ok((status, resp.json().await?))

@@ -7,7 +7,11 @@ mod cmd;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "intact", version, about = "An artifact store and caching proxy where every version lands whole or not at all")]
+#[command(
+    name = "intact",
+    version,
+    about = "An artifact store and caching proxy where every version lands whole or not at all"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -14,7 +14,10 @@ use serde_json::json;
 pub enum ApiError {
     Store(StoreError),
     /// A request-level problem found by the front-end itself.
-    BadRequest { field: &'static str, message: String },
+    BadRequest {
+        field: &'static str,
+        message: String,
+    },
     NotFound(String),
     /// The repository exists but does not support this operation.
     WrongRepo(String),
@@ -26,7 +29,10 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn bad(field: &'static str, message: impl Into<String>) -> Self {
-        Self::BadRequest { field, message: message.into() }
+        Self::BadRequest {
+            field,
+            message: message.into(),
+        }
     }
 }
 
@@ -44,19 +50,28 @@ impl From<ValidationError> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
-        Self::BadRequest { field: "body", message: r.body_text() }
+        Self::BadRequest {
+            field: "body",
+            message: r.body_text(),
+        }
     }
 }
 
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
-        Self::BadRequest { field: "query", message: r.body_text() }
+        Self::BadRequest {
+            field: "query",
+            message: r.body_text(),
+        }
     }
 }
 
 impl From<PathRejection> for ApiError {
     fn from(r: PathRejection) -> Self {
-        Self::BadRequest { field: "path", message: r.body_text() }
+        Self::BadRequest {
+            field: "path",
+            message: r.body_text(),
+        }
     }
 }
 
@@ -71,15 +86,20 @@ impl IntoResponse for ApiError {
                 StatusCode::BAD_REQUEST,
                 json!({"error": "bad_request", "field": field, "message": format!("{field}: {message}")}),
             ),
-            Self::NotFound(what) => {
-                body(StatusCode::NOT_FOUND, json!({"error": "not_found", "message": format!("{what} not found")}))
-            }
-            Self::WrongRepo(message) => {
-                body(StatusCode::BAD_REQUEST, json!({"error": "unsupported", "field": "repo", "message": message}))
-            }
+            Self::NotFound(what) => body(
+                StatusCode::NOT_FOUND,
+                json!({"error": "not_found", "message": format!("{what} not found")}),
+            ),
+            Self::WrongRepo(message) => body(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "unsupported", "field": "repo", "message": message}),
+            ),
             Self::Internal(message) => {
                 tracing::error!(%message, "internal error");
-                body(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": "internal", "message": message}))
+                body(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({"error": "internal", "message": message}),
+                )
             }
             Self::Store(e) => store_error_response(e),
         }
@@ -95,9 +115,10 @@ pub fn store_error_response(e: StoreError) -> Response {
             StatusCode::BAD_REQUEST,
             json!({"error": "invalid", "field": v.field, "rule": v.rule, "value": v.value, "message": message}),
         ),
-        StoreError::BadRequest { field, .. } => {
-            body(StatusCode::BAD_REQUEST, json!({"error": "bad_request", "field": field, "message": message}))
-        }
+        StoreError::BadRequest { field, .. } => body(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "bad_request", "field": field, "message": message}),
+        ),
         StoreError::NotFound { .. } => body(StatusCode::NOT_FOUND, json!({"error": "not_found", "message": message})),
         StoreError::Locked { holder, expires_at, .. } => body(
             StatusCode::CONFLICT,
@@ -117,17 +138,24 @@ pub fn store_error_response(e: StoreError) -> Response {
             StatusCode::BAD_REQUEST,
             json!({"error": "checksum_mismatch", "field": "x-checksum-sha256", "expected": expected, "actual": actual, "message": message}),
         ),
-        StoreError::WaitTimeout { .. } => {
-            body(StatusCode::GATEWAY_TIMEOUT, json!({"error": "timeout", "message": message}))
-        }
+        StoreError::WaitTimeout { .. } => body(
+            StatusCode::GATEWAY_TIMEOUT,
+            json!({"error": "timeout", "message": message}),
+        ),
         StoreError::Body(_) => body(StatusCode::BAD_REQUEST, json!({"error": "body", "message": message})),
         StoreError::BlobMissing { .. } => {
             tracing::error!(%message, "committed blob missing; run `intact verify`");
-            body(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": "blob_missing", "message": message}))
+            body(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"error": "blob_missing", "message": message}),
+            )
         }
         other => {
             tracing::error!(error = %other, "storage error");
-            body(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": "internal", "message": other.to_string()}))
+            body(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"error": "internal", "message": other.to_string()}),
+            )
         }
     }
 }

@@ -26,7 +26,10 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/repos", get(list_repos))
         .route("/repos/{repo}/transactions", post(transactions::create))
-        .route("/repos/{repo}/publish", post(publish::publish).layer(DefaultBodyLimit::disable()))
+        .route(
+            "/repos/{repo}/publish",
+            post(publish::publish).layer(DefaultBodyLimit::disable()),
+        )
         .route("/repos/{repo}/names", get(reads::names))
         .route("/repos/{repo}/{*rest}", get(reads::read))
         .route("/repos/{repo}", get(reads::repo_info))
@@ -44,7 +47,10 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api)
         .merge(crate::go::routes())
         .fallback(|| async {
-            (StatusCode::NOT_FOUND, Json(json!({"error": "not_found", "message": "no such endpoint"})))
+            (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": "not_found", "message": "no such endpoint"})),
+            )
         })
         .with_state(state)
 }
@@ -52,7 +58,9 @@ pub fn router(state: AppState) -> Router {
 /// Looks a repo up by its (already decoded) name: 404 when unknown.
 pub(crate) fn repo_or_404<'a>(state: &'a AppState, name: &str) -> ApiResult<&'a RepoConfig> {
     intact_core::RepoName::parse(name)?;
-    state.repo(name).ok_or_else(|| ApiError::NotFound(format!("repo {name}")))
+    state
+        .repo(name)
+        .ok_or_else(|| ApiError::NotFound(format!("repo {name}")))
 }
 
 /// Writes through the generic API go to hosted generic repos only.
@@ -128,7 +136,9 @@ async fn admin_gc(
         Err(JsonRejection::MissingJsonContentType(_)) => GcRequest::default(),
         Err(e) => return Err(e.into()),
     };
-    let grace = req.grace_seconds.map_or(state.store.config().gc_grace, Duration::from_secs);
+    let grace = req
+        .grace_seconds
+        .map_or(state.store.config().gc_grace, Duration::from_secs);
     let mut report = serde_json::to_value(state.store.gc(grace).await?).unwrap_or_default();
     if let Some(extra) = crate::staging::enforce_limits(&state).await? {
         report["evicted"] = extra;

@@ -58,7 +58,11 @@ pub(crate) async fn publish(
     let mut txn: Option<TxnRecord> = None;
 
     let result: ApiResult<Response> = async {
-        while let Some(field) = multipart.next_field().await.map_err(|e| ApiError::bad("body", e.body_text()))? {
+        while let Some(field) = multipart
+            .next_field()
+            .await
+            .map_err(|e| ApiError::bad("body", e.body_text()))?
+        {
             let field_name = field.name().unwrap_or_default().to_owned();
             if field.file_name().is_none() {
                 match field_name.as_str() {
@@ -73,8 +77,11 @@ pub(crate) async fn publish(
                     "idempotency_key" => fields.idempotency_key = Some(text_field(field, "idempotency_key").await?),
                     "lease_seconds" => {
                         let t = text_field(field, "lease_seconds").await?;
-                        fields.lease_seconds =
-                            Some(t.trim().parse().map_err(|_| ApiError::bad("lease_seconds", "must be an integer"))?);
+                        fields.lease_seconds = Some(
+                            t.trim()
+                                .parse()
+                                .map_err(|_| ApiError::bad("lease_seconds", "must be an integer"))?,
+                        );
                     }
                     other => {
                         return Err(ApiError::bad(
@@ -92,7 +99,10 @@ pub(crate) async fn publish(
             let path = FilePath::parse(&path)?;
             if txn.is_none() {
                 let (Some(name), Some(version)) = (fields.name.clone(), fields.version.clone()) else {
-                    return Err(ApiError::bad("body", "the name and version fields must come before the first file part"));
+                    return Err(ApiError::bad(
+                        "body",
+                        "the name and version fields must come before the first file part",
+                    ));
                 };
                 let req = CreateTxn {
                     name,
@@ -135,7 +145,9 @@ pub(crate) async fn publish(
                         txn = Some(t.clone());
                         t
                     }
-                    OpenOutcome::Committed(_, m) => return Ok((StatusCode::OK, Json(manifest_json(&m))).into_response()),
+                    OpenOutcome::Committed(_, m) => {
+                        return Ok((StatusCode::OK, Json(manifest_json(&m))).into_response());
+                    }
                 }
             }
         };

@@ -47,7 +47,10 @@ pub(crate) fn parse_target(rest: &str) -> ApiResult<ReadTarget> {
             intact_core::FilePath::parse(&path)?;
             Ok(ReadTarget::File(name, version, path))
         }
-        (marker, _) => Err(ApiError::bad("path", format!("unknown selector {marker:?}; expected @versions or @v/{{version}}"))),
+        (marker, _) => Err(ApiError::bad(
+            "path",
+            format!("unknown selector {marker:?}; expected @versions or @v/{{version}}"),
+        )),
     }
 }
 
@@ -108,7 +111,10 @@ pub(crate) async fn read(
             let m = resolve_manifest(&state, repo, &name, &version).await?;
             let mut resp = Json(super::transactions::manifest_json(&m)).into_response();
             let h = resp.headers_mut();
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
+            h.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=31536000, immutable"),
+            );
             if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", m.fingerprint())) {
                 h.insert(header::ETAG, v);
             }
@@ -120,7 +126,15 @@ pub(crate) async fn read(
                 .file(&path)
                 .ok_or_else(|| ApiError::NotFound(format!("file {path} in {}/{name}@{version}", repo.name)))?;
             crate::staging::touch(&state, &m);
-            send_file(&state.store, &method, &headers, file, content_type_for(&path), m.created_at).await
+            send_file(
+                &state.store,
+                &method,
+                &headers,
+                file,
+                content_type_for(&path),
+                m.created_at,
+            )
+            .await
         }
     }
 }
@@ -133,8 +147,13 @@ async fn versions(state: &AppState, repo: &RepoConfig, name: &Name, page: Page) 
         _ => vec![repo.name.clone()],
     };
     if members.len() == 1 {
-        let list = state.store.list_versions(&members[0], name, after.as_ref(), limit).await?;
-        let next = (list.len() as u32 == limit).then(|| list.last().map(|v| v.version.clone())).flatten();
+        let list = state
+            .store
+            .list_versions(&members[0], name, after.as_ref(), limit)
+            .await?;
+        let next = (list.len() as u32 == limit)
+            .then(|| list.last().map(|v| v.version.clone()))
+            .flatten();
         return Ok(Json(json!({"versions": list, "next": next})).into_response());
     }
     // A group merges its members' listings (first member wins on duplicates); pagination
@@ -167,7 +186,9 @@ async fn versions(state: &AppState, repo: &RepoConfig, name: &Name, page: Page) 
         None => 0,
     };
     let list: Vec<_> = merged.into_iter().skip(start).take(limit as usize).collect();
-    let next = (list.len() as u32 == limit).then(|| list.last().map(|v| v.version.clone())).flatten();
+    let next = (list.len() as u32 == limit)
+        .then(|| list.last().map(|v| v.version.clone()))
+        .flatten();
     Ok(Json(json!({"versions": list, "next": next})).into_response())
 }
 
@@ -188,8 +209,15 @@ pub(crate) async fn names(
     let Query(q) = query?;
     let repo = repo_or_404(&state, &repo)?;
     let prefix = q.prefix.unwrap_or_default();
-    if prefix.len() > 1024 || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._-/~@".contains(c)) {
-        return Err(ApiError::bad("prefix", "must use only the characters of names ([A-Za-z0-9._-] and '/')"));
+    if prefix.len() > 1024
+        || !prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-/~@".contains(c))
+    {
+        return Err(ApiError::bad(
+            "prefix",
+            "must use only the characters of names ([A-Za-z0-9._-] and '/')",
+        ));
     }
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
     let members: Vec<RepoName> = match repo.kind {
@@ -210,7 +238,10 @@ pub(crate) async fn names(
     Ok(Json(json!({"names": list, "next": next})).into_response())
 }
 
-pub(crate) async fn repo_info(State(state): State<AppState>, path: Result<Path<String>, PathRejection>) -> ApiResult<Response> {
+pub(crate) async fn repo_info(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Response> {
     let Path(repo) = path?;
     let repo = repo_or_404(&state, &repo)?;
     Ok(Json(json!(repo)).into_response())
@@ -228,7 +259,16 @@ mod tests {
         );
         assert!(matches!(parse_target("a/@v/1"), Ok(ReadTarget::Manifest(_, _))));
         assert!(matches!(parse_target("a/@v/1/dir/f.bin"), Ok(ReadTarget::File(_, _, p)) if p == "dir/f.bin"));
-        for bad in ["a", "@v/1", "a/@v", "a/@v/1/../x", "a/@x", "../a/@versions", "a/@versions/x", "a/@v/1/"] {
+        for bad in [
+            "a",
+            "@v/1",
+            "a/@v",
+            "a/@v/1/../x",
+            "a/@x",
+            "../a/@versions",
+            "a/@versions/x",
+            "a/@v/1/",
+        ] {
             assert!(parse_target(bad).is_err(), "{bad}");
         }
     }

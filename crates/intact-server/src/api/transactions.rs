@@ -46,11 +46,16 @@ impl CreateTxn {
             return Err(ApiError::bad("wait_seconds", format!("must be at most {MAX_WAIT}")));
         }
         let header_key = headers.get("idempotency-key").map(|v| {
-            v.to_str().map(str::to_owned).map_err(|_| ApiError::bad("idempotency-key", "must be visible ASCII"))
+            v.to_str()
+                .map(str::to_owned)
+                .map_err(|_| ApiError::bad("idempotency-key", "must be visible ASCII"))
         });
         let idempotency_key = match (self.idempotency_key, header_key.transpose()?) {
             (Some(body), Some(hdr)) if body != hdr => {
-                return Err(ApiError::bad("idempotency_key", "body and Idempotency-Key header disagree"));
+                return Err(ApiError::bad(
+                    "idempotency_key",
+                    "body and Idempotency-Key header disagree",
+                ));
             }
             (Some(k), _) | (None, Some(k)) => Some(k),
             (None, None) => None,
@@ -113,19 +118,28 @@ fn parse_id(id: &str) -> ApiResult<TxnId> {
     Ok(TxnId::parse(id)?)
 }
 
-pub(crate) async fn get(State(state): State<AppState>, path: Result<Path<String>, PathRejection>) -> ApiResult<Response> {
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Response> {
     let Path(id) = path?;
     let t = state.store.txn(&parse_id(&id)?).await?;
     Ok(Json(txn_json(&t)).into_response())
 }
 
-pub(crate) async fn renew(State(state): State<AppState>, path: Result<Path<String>, PathRejection>) -> ApiResult<Response> {
+pub(crate) async fn renew(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Response> {
     let Path(id) = path?;
     let t = state.store.renew(&parse_id(&id)?).await?;
     Ok(Json(txn_json(&t)).into_response())
 }
 
-pub(crate) async fn commit(State(state): State<AppState>, path: Result<Path<String>, PathRejection>) -> ApiResult<Response> {
+pub(crate) async fn commit(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Response> {
     let Path(id) = path?;
     Ok(match state.store.commit(&parse_id(&id)?).await? {
         CommitOutcome::Committed(m) => (StatusCode::CREATED, Json(manifest_json(&m))).into_response(),
@@ -133,7 +147,10 @@ pub(crate) async fn commit(State(state): State<AppState>, path: Result<Path<Stri
     })
 }
 
-pub(crate) async fn abort(State(state): State<AppState>, path: Result<Path<String>, PathRejection>) -> ApiResult<Response> {
+pub(crate) async fn abort(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Response> {
     let Path(id) = path?;
     state.store.abort(&parse_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -144,7 +161,9 @@ pub(crate) fn expected_checksum(headers: &HeaderMap) -> ApiResult<Option<Digest>
     match headers.get("x-checksum-sha256") {
         None => Ok(None),
         Some(v) => {
-            let s = v.to_str().map_err(|_| ApiError::bad("x-checksum-sha256", "must be 64 hex characters"))?;
+            let s = v
+                .to_str()
+                .map_err(|_| ApiError::bad("x-checksum-sha256", "must be 64 hex characters"))?;
             Ok(Some(Digest::parse(s.trim())?))
         }
     }
@@ -162,6 +181,13 @@ pub(crate) async fn put_file(
     let expected = expected_checksum(&headers)?;
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let mut reader = StreamReader::new(stream);
-    let entry = state.store.put_file(&id, file_path, &mut reader, expected, None).await?;
-    Ok((StatusCode::CREATED, Json(json!({"path": entry.path, "size": entry.size, "sha256": entry.sha256}))).into_response())
+    let entry = state
+        .store
+        .put_file(&id, file_path, &mut reader, expected, None)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"path": entry.path, "size": entry.size, "sha256": entry.sha256})),
+    )
+        .into_response())
 }

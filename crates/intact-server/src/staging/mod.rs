@@ -30,7 +30,12 @@ pub fn start_background(_state: &AppState, _shutdown: watch::Receiver<bool>) -> 
 }
 
 /// Called by the read path when a proxy repo lacks a version: stage it, or say why not.
-pub async fn stage_on_read(_state: &AppState, repo: &RepoConfig, name: &Name, version: &Version) -> Result<(), ApiError> {
+pub async fn stage_on_read(
+    _state: &AppState,
+    repo: &RepoConfig,
+    name: &Name,
+    version: &Version,
+) -> Result<(), ApiError> {
     Err(ApiError::NotFound(format!("version {}/{name}@{version}", repo.name)))
 }
 

@@ -30,7 +30,9 @@ impl FsBlobStore {
         let blobs = root.join("blobs").join("sha256");
         let tmp = root.join("tmp");
         for dir in [&blobs, &tmp] {
-            tokio::fs::create_dir_all(dir).await.map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         }
         // Create every shard directory once, up front, and fsync the parent: a shard created
         // lazily by a later write would need its own parent fsync to be durable.
@@ -92,7 +94,9 @@ impl BlobStore for FsBlobStore {
                 break;
             }
             hasher.update(&buf[..n]);
-            file.write_all(&buf[..n]).await.map_err(|e| Error::io("writing temp blob", e))?;
+            file.write_all(&buf[..n])
+                .await
+                .map_err(|e| Error::io("writing temp blob", e))?;
             if let Some(p) = progress {
                 p(hasher.len());
             }
@@ -100,7 +104,11 @@ impl BlobStore for FsBlobStore {
         file.flush().await.map_err(|e| Error::io("writing temp blob", e))?;
         file.sync_all().await.map_err(|e| Error::io("fsync temp blob", e))?;
         let size = hasher.len();
-        Ok(PendingBlob { digest: hasher.finish(), size, temp: Some(temp_path) })
+        Ok(PendingBlob {
+            digest: hasher.finish(),
+            size,
+            temp: Some(temp_path),
+        })
     }
 
     async fn persist(&self, mut pending: PendingBlob) -> Result<()> {
@@ -139,18 +147,30 @@ impl BlobStore for FsBlobStore {
         let path = self.path_of(digest);
         let mut file = match tokio::fs::File::open(&path).await {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::BlobMissing { digest: *digest }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::BlobMissing { digest: *digest });
+            }
             Err(e) => return Err(Error::io(format!("opening blob {digest}"), e)),
         };
-        let size = file.metadata().await.map_err(|e| Error::io(format!("stat blob {digest}"), e))?.len();
+        let size = file
+            .metadata()
+            .await
+            .map_err(|e| Error::io(format!("stat blob {digest}"), e))?
+            .len();
         let body: std::pin::Pin<Box<dyn AsyncRead + Send>> = match range {
             None => Box::pin(file),
             Some(r) => {
-                file.seek(SeekFrom::Start(r.start)).await.map_err(|e| Error::io("seeking blob", e))?;
+                file.seek(SeekFrom::Start(r.start))
+                    .await
+                    .map_err(|e| Error::io("seeking blob", e))?;
                 Box::pin(file.take(r.end.saturating_sub(r.start)))
             }
         };
-        Ok(BlobRead { size, body, local_path: Some(path) })
+        Ok(BlobRead {
+            size,
+            body,
+            local_path: Some(path),
+        })
     }
 
     async fn delete(&self, digest: &Digest) -> Result<()> {
@@ -187,7 +207,9 @@ impl BlobStore for FsBlobStore {
     async fn sweep_pending(&self, older_than: Duration) -> Result<u64> {
         let tmp = self.tmp.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
-            let cutoff = SystemTime::now().checked_sub(older_than).unwrap_or(SystemTime::UNIX_EPOCH);
+            let cutoff = SystemTime::now()
+                .checked_sub(older_than)
+                .unwrap_or(SystemTime::UNIX_EPOCH);
             let mut removed = 0;
             for entry in std::fs::read_dir(&tmp)? {
                 let entry = entry?;

@@ -43,8 +43,11 @@ pub type Progress<'a> = &'a (dyn Fn(u64) + Send + Sync);
 #[async_trait]
 pub trait BlobStore: Send + Sync + 'static {
     /// Streams `body` into a pending blob, hashing as it goes. Memory stays flat.
-    async fn write(&self, body: &mut (dyn AsyncRead + Send + Unpin), progress: Option<Progress<'_>>)
-    -> Result<PendingBlob>;
+    async fn write(
+        &self,
+        body: &mut (dyn AsyncRead + Send + Unpin),
+        progress: Option<Progress<'_>>,
+    ) -> Result<PendingBlob>;
 
     /// Makes a pending blob durable under its digest. When this returns, the bytes survive a
     /// power loss. A no-op (beyond discarding) when the digest is already stored.

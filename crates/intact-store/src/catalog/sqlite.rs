@@ -18,8 +18,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
 use super::{
-    Catalog, CommitOutcome, Event, Finished, NewTxn, OpenOutcome, SweepReport, TxnRecord, VersionSpec,
-    VersionSummary,
+    Catalog, CommitOutcome, Event, Finished, NewTxn, OpenOutcome, SweepReport, TxnRecord, VersionSpec, VersionSummary,
 };
 use crate::{BlobStore, Error, Result};
 
@@ -70,10 +69,14 @@ impl SqliteCatalog {
 
     async fn migrate(&self) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
-            .execute(&mut *tx)
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+            .fetch_all(&mut *tx)
             .await?;
-        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations").fetch_all(&mut *tx).await?;
         for (version, sql) in MIGRATIONS {
             if applied.contains(version) {
                 continue;
@@ -94,7 +97,10 @@ impl SqliteCatalog {
 }
 
 fn corrupt(what: impl Into<String>) -> Error {
-    Error::Catalog { context: "reading catalog row".into(), source: what.into().into() }
+    Error::Catalog {
+        context: "reading catalog row".into(),
+        source: what.into().into(),
+    }
 }
 
 fn parse_json(s: &str) -> Result<serde_json::Value> {
@@ -184,12 +190,11 @@ async fn load_txn(tx: &mut sqlx::SqliteConnection, id: &str) -> Result<Option<Tx
 }
 
 async fn load_manifest_by_id(tx: &mut sqlx::SqliteConnection, version_id: i64) -> Result<Option<Manifest>> {
-    let Some(row) = sqlx::query(
-        "SELECT id, repo, name, version, metadata, created_at, txn_id, seq FROM versions WHERE id = ?",
-    )
-    .bind(version_id)
-    .fetch_optional(&mut *tx)
-    .await?
+    let Some(row) =
+        sqlx::query("SELECT id, repo, name, version, metadata, created_at, txn_id, seq FROM versions WHERE id = ?")
+            .bind(version_id)
+            .fetch_optional(&mut *tx)
+            .await?
     else {
         return Ok(None);
     };
@@ -213,7 +218,9 @@ async fn manifest_from_row(tx: &mut sqlx::SqliteConnection, row: &SqliteRow) -> 
         files,
         metadata: parse_json(&row.try_get::<String, _>("metadata")?)?,
         created_at: Timestamp(row.try_get("created_at")?),
-        transaction: row.try_get::<Option<String>, _>("txn_id")?.and_then(|s| TxnId::parse(&s).ok()),
+        transaction: row
+            .try_get::<Option<String>, _>("txn_id")?
+            .and_then(|s| TxnId::parse(&s).ok()),
         seq: row.try_get("seq")?,
     })
 }
@@ -226,30 +233,43 @@ async fn append_event(
     txn_id: Option<&str>,
     data: serde_json::Value,
 ) -> Result<i64> {
-    let res = sqlx::query("INSERT INTO events (at, kind, repo, name, version, txn_id, data) VALUES (?, ?, ?, ?, ?, ?, ?)")
-        .bind(now.millis())
-        .bind(kind)
-        .bind(ids.0)
-        .bind(ids.1)
-        .bind(ids.2)
-        .bind(txn_id)
-        .bind(data.to_string())
-        .execute(&mut *tx)
-        .await?;
+    let res =
+        sqlx::query("INSERT INTO events (at, kind, repo, name, version, txn_id, data) VALUES (?, ?, ?, ?, ?, ?, ?)")
+            .bind(now.millis())
+            .bind(kind)
+            .bind(ids.0)
+            .bind(ids.1)
+            .bind(ids.2)
+            .bind(txn_id)
+            .bind(data.to_string())
+            .execute(&mut *tx)
+            .await?;
     Ok(res.last_insert_rowid())
 }
 
 /// Moves an open transaction to a final state, dropping its staged rows, appending an
 /// `aborted` event. Returns the digests it had staged.
-async fn finish_open_txn(tx: &mut sqlx::SqliteConnection, rec: &TxnRecord, state: TxnState, now: Timestamp) -> Result<Vec<Digest>> {
+async fn finish_open_txn(
+    tx: &mut sqlx::SqliteConnection,
+    rec: &TxnRecord,
+    state: TxnState,
+    now: Timestamp,
+) -> Result<Vec<Digest>> {
     sqlx::query("UPDATE txns SET state = ?, finished_at = ? WHERE id = ? AND state = 'open'")
         .bind(state.as_str())
         .bind(now.millis())
         .bind(rec.id.as_str())
         .execute(&mut *tx)
         .await?;
-    sqlx::query("DELETE FROM staged WHERE txn_id = ?").bind(rec.id.as_str()).execute(&mut *tx).await?;
-    let reason = if state == TxnState::Expired { "lease expired" } else { "rolled back" };
+    sqlx::query("DELETE FROM staged WHERE txn_id = ?")
+        .bind(rec.id.as_str())
+        .execute(&mut *tx)
+        .await?;
+    let reason = if state == TxnState::Expired {
+        "lease expired"
+    } else {
+        "rolled back"
+    };
     append_event(
         tx,
         now,
@@ -286,7 +306,8 @@ async fn version_id_of(
         .bind(version)
         .fetch_optional(&mut *tx)
         .await?;
-    row.map(|r| Ok((r.try_get("id")?, r.try_get("fingerprint")?))).transpose()
+    row.map(|r| Ok((r.try_get("id")?, r.try_get("fingerprint")?)))
+        .transpose()
 }
 
 impl SqliteCatalog {
@@ -318,11 +339,12 @@ impl Catalog for SqliteCatalog {
         let name = req.name.as_str();
 
         if let Some(key) = &req.idempotency_key {
-            let existing: Option<String> = sqlx::query_scalar("SELECT txn_id FROM idempotency WHERE repo = ? AND key = ?")
-                .bind(repo)
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let existing: Option<String> =
+                sqlx::query_scalar("SELECT txn_id FROM idempotency WHERE repo = ? AND key = ?")
+                    .bind(repo)
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             if let Some(txn_id) = existing {
                 let prior_fp: Option<String> = sqlx::query_scalar("SELECT request_fingerprint FROM txns WHERE id = ?")
                     .bind(&txn_id)
@@ -376,7 +398,9 @@ impl Catalog for SqliteCatalog {
         };
 
         if version_id_of(&mut tx, repo, name, version.as_str()).await?.is_some() {
-            return Err(Error::Exists { what: what(&req.repo, &req.name, &version) });
+            return Err(Error::Exists {
+                what: what(&req.repo, &req.name, &version),
+            });
         }
 
         let holder: Option<String> =
@@ -386,16 +410,15 @@ impl Catalog for SqliteCatalog {
                 .bind(version.as_str())
                 .fetch_optional(&mut *tx)
                 .await?;
-        if let Some(holder_id) = holder {
-            if let Some(mut holder) = load_txn(&mut tx, &holder_id).await? {
-                if !expire_if_due(&mut tx, &mut holder, now).await? {
-                    return Err(Error::Locked {
-                        what: what(&req.repo, &req.name, &version),
-                        holder: holder.id,
-                        expires_at: holder.expires_at,
-                    });
-                }
-            }
+        if let Some(holder_id) = holder
+            && let Some(mut holder) = load_txn(&mut tx, &holder_id).await?
+            && !expire_if_due(&mut tx, &mut holder, now).await?
+        {
+            return Err(Error::Locked {
+                what: what(&req.repo, &req.name, &version),
+                holder: holder.id,
+                expires_at: holder.expires_at,
+            });
         }
 
         let lease_ms = i64::try_from(req.lease.as_millis()).unwrap_or(i64::MAX);
@@ -445,19 +468,28 @@ impl Catalog for SqliteCatalog {
 
     async fn txn(&self, id: &TxnId) -> Result<TxnRecord> {
         let mut conn = self.read.acquire().await?;
-        load_txn(&mut conn, id.as_str()).await?.ok_or_else(|| Error::not_found(format!("transaction {id}")))
+        load_txn(&mut conn, id.as_str())
+            .await?
+            .ok_or_else(|| Error::not_found(format!("transaction {id}")))
     }
 
     async fn renew_txn(&self, id: &TxnId, now: Timestamp) -> Result<TxnRecord> {
         let mut tx = self.begin().await?;
-        let mut rec =
-            load_txn(&mut tx, id.as_str()).await?.ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
+        let mut rec = load_txn(&mut tx, id.as_str())
+            .await?
+            .ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
         if expire_if_due(&mut tx, &mut rec, now).await? {
             tx.commit().await?;
-            return Err(Error::TxnNotOpen { id: id.clone(), state: TxnState::Expired });
+            return Err(Error::TxnNotOpen {
+                id: id.clone(),
+                state: TxnState::Expired,
+            });
         }
         if rec.state != TxnState::Open {
-            return Err(Error::TxnNotOpen { id: id.clone(), state: rec.state });
+            return Err(Error::TxnNotOpen {
+                id: id.clone(),
+                state: rec.state,
+            });
         }
         let expires_at = now.plus(Duration::from_secs(rec.lease_seconds)).max(rec.expires_at);
         sqlx::query("UPDATE txns SET expires_at = ? WHERE id = ?")
@@ -485,10 +517,15 @@ impl Catalog for SqliteCatalog {
             return Err(Error::TxnNotOpen { id: id.clone(), state });
         }
         if expires_at <= now {
-            let mut rec = load_txn(&mut tx, id.as_str()).await?.ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
+            let mut rec = load_txn(&mut tx, id.as_str())
+                .await?
+                .ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
             expire_if_due(&mut tx, &mut rec, now).await?;
             tx.commit().await?;
-            return Err(Error::TxnNotOpen { id: id.clone(), state: TxnState::Expired });
+            return Err(Error::TxnNotOpen {
+                id: id.clone(),
+                state: TxnState::Expired,
+            });
         }
         let digest = file.sha256.to_hex();
         sqlx::query(
@@ -519,8 +556,9 @@ impl Catalog for SqliteCatalog {
 
     async fn commit_txn(&self, id: &TxnId, now: Timestamp) -> Result<CommitOutcome> {
         let mut tx = self.begin().await?;
-        let mut rec =
-            load_txn(&mut tx, id.as_str()).await?.ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
+        let mut rec = load_txn(&mut tx, id.as_str())
+            .await?
+            .ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
         match rec.state {
             TxnState::Committed => {
                 let vid: Option<i64> = sqlx::query_scalar("SELECT version_id FROM txns WHERE id = ?")
@@ -536,20 +574,28 @@ impl Catalog for SqliteCatalog {
                     .ok_or_else(|| Error::not_found(format!("the version committed by {id} (since deleted)")));
             }
             TxnState::Aborted | TxnState::Expired => {
-                return Err(Error::TxnNotOpen { id: id.clone(), state: rec.state });
+                return Err(Error::TxnNotOpen {
+                    id: id.clone(),
+                    state: rec.state,
+                });
             }
             TxnState::Open => {}
         }
         if expire_if_due(&mut tx, &mut rec, now).await? {
             tx.commit().await?;
-            return Err(Error::TxnNotOpen { id: id.clone(), state: TxnState::Expired });
+            return Err(Error::TxnNotOpen {
+                id: id.clone(),
+                state: TxnState::Expired,
+            });
         }
         let (repo, name, version) = (rec.repo.as_str(), rec.name.as_str(), rec.version.as_str());
         let fingerprint = content_fingerprint(rec.files.iter().map(|f| (f.path.as_str(), &f.sha256)), &rec.metadata);
 
         if let Some((existing_id, existing_fp)) = version_id_of(&mut tx, repo, name, version).await? {
             if existing_fp != fingerprint.to_hex() {
-                return Err(Error::Conflict { what: what(&rec.repo, &rec.name, &rec.version) });
+                return Err(Error::Conflict {
+                    what: what(&rec.repo, &rec.name, &rec.version),
+                });
             }
             // Identical content: this commit is a retry of one that already landed.
             sqlx::query("UPDATE txns SET state = 'committed', finished_at = ?, version_id = ? WHERE id = ?")
@@ -558,7 +604,10 @@ impl Catalog for SqliteCatalog {
                 .bind(id.as_str())
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("DELETE FROM staged WHERE txn_id = ?").bind(id.as_str()).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM staged WHERE txn_id = ?")
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
             let manifest = load_manifest_by_id(&mut tx, existing_id)
                 .await?
                 .ok_or_else(|| corrupt("version vanished inside a transaction"))?;
@@ -601,7 +650,10 @@ impl Catalog for SqliteCatalog {
             .bind(id.as_str())
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM staged WHERE txn_id = ?").bind(id.as_str()).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM staged WHERE txn_id = ?")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("UPDATE txns SET state = 'committed', finished_at = ?, version_id = ? WHERE id = ?")
             .bind(now.millis())
             .bind(version_id)
@@ -631,24 +683,33 @@ impl Catalog for SqliteCatalog {
 
     async fn abort_txn(&self, id: &TxnId, now: Timestamp) -> Result<Finished> {
         let mut tx = self.begin().await?;
-        let rec = load_txn(&mut tx, id.as_str()).await?.ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
+        let rec = load_txn(&mut tx, id.as_str())
+            .await?
+            .ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
         match rec.state {
             TxnState::Aborted | TxnState::Expired => Ok(Finished::default()),
-            TxnState::Committed => Err(Error::TxnNotOpen { id: id.clone(), state: rec.state }),
+            TxnState::Committed => Err(Error::TxnNotOpen {
+                id: id.clone(),
+                state: rec.state,
+            }),
             TxnState::Open => {
                 let digests = finish_open_txn(&mut tx, &rec, TxnState::Aborted, now).await?;
                 tx.commit().await?;
-                Ok(Finished { txns: vec![rec.id], staged_digests: digests })
+                Ok(Finished {
+                    txns: vec![rec.id],
+                    staged_digests: digests,
+                })
             }
         }
     }
 
     async fn expire_txns(&self, now: Timestamp) -> Result<Finished> {
         let mut finished = Finished::default();
-        let due: Vec<String> = sqlx::query_scalar("SELECT id FROM txns WHERE state = 'open' AND expires_at <= ? LIMIT 1000")
-            .bind(now.millis())
-            .fetch_all(&self.read)
-            .await?;
+        let due: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM txns WHERE state = 'open' AND expires_at <= ? LIMIT 1000")
+                .bind(now.millis())
+                .fetch_all(&self.read)
+                .await?;
         if due.is_empty() {
             return Ok(finished);
         }
@@ -739,7 +800,9 @@ impl Catalog for SqliteCatalog {
         .bind(i64::from(limit))
         .fetch_all(&self.read)
         .await?;
-        rows.iter().map(|n| Name::parse_internal(n).map_err(|e| corrupt(e.to_string()))).collect()
+        rows.iter()
+            .map(|n| Name::parse_internal(n).map_err(|e| corrupt(e.to_string())))
+            .collect()
     }
 
     async fn events(&self, after: i64, limit: u32) -> Result<Vec<Event>> {
@@ -760,7 +823,9 @@ impl Catalog for SqliteCatalog {
                     repo,
                     name,
                     version,
-                    transaction: r.try_get::<Option<String>, _>("txn_id")?.and_then(|s| TxnId::parse(&s).ok()),
+                    transaction: r
+                        .try_get::<Option<String>, _>("txn_id")?
+                        .and_then(|s| TxnId::parse(&s).ok()),
                     data: parse_json(&r.try_get::<String, _>("data")?)?,
                 })
             })
@@ -768,7 +833,9 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn last_event_seq(&self) -> Result<i64> {
-        let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events").fetch_one(&self.read).await?;
+        let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events")
+            .fetch_one(&self.read)
+            .await?;
         Ok(seq.unwrap_or(0))
     }
 
@@ -786,14 +853,18 @@ impl Catalog for SqliteCatalog {
                 for chunk in digests.chunks(SWEEP_BATCH as usize) {
                     let mut tx = self.begin().await?;
                     for d in chunk {
-                        let size: Option<i64> =
-                            sqlx::query_scalar(&format!("SELECT size FROM blobs b WHERE digest = ? AND {UNREFERENCED}"))
-                                .bind(d.to_hex())
-                                .fetch_optional(&mut *tx)
-                                .await?;
+                        let size: Option<i64> = sqlx::query_scalar(&format!(
+                            "SELECT size FROM blobs b WHERE digest = ? AND {UNREFERENCED}"
+                        ))
+                        .bind(d.to_hex())
+                        .fetch_optional(&mut *tx)
+                        .await?;
                         if let Some(size) = size {
                             blobs.delete(d).await?;
-                            sqlx::query("DELETE FROM blobs WHERE digest = ?").bind(d.to_hex()).execute(&mut *tx).await?;
+                            sqlx::query("DELETE FROM blobs WHERE digest = ?")
+                                .bind(d.to_hex())
+                                .execute(&mut *tx)
+                                .await?;
                             report.blobs_deleted += 1;
                             report.bytes_deleted += u64_of(size);
                         }
@@ -817,7 +888,10 @@ impl Catalog for SqliteCatalog {
                     let hex: String = r.try_get("digest")?;
                     let d = Digest::parse(&hex).map_err(|e| corrupt(e.to_string()))?;
                     blobs.delete(&d).await?;
-                    sqlx::query("DELETE FROM blobs WHERE digest = ?").bind(&hex).execute(&mut *tx).await?;
+                    sqlx::query("DELETE FROM blobs WHERE digest = ?")
+                        .bind(&hex)
+                        .execute(&mut *tx)
+                        .await?;
                     report.blobs_deleted += 1;
                     report.bytes_deleted += u64_of(r.try_get("size")?);
                 }
@@ -852,11 +926,16 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn committed_blobs(&self) -> Result<Vec<(Digest, u64)>> {
-        let rows = sqlx::query("SELECT digest, MAX(size) AS size FROM files GROUP BY digest").fetch_all(&self.read).await?;
+        let rows = sqlx::query("SELECT digest, MAX(size) AS size FROM files GROUP BY digest")
+            .fetch_all(&self.read)
+            .await?;
         rows.iter()
             .map(|r| {
                 let hex: String = r.try_get("digest")?;
-                Ok((Digest::parse(&hex).map_err(|e| corrupt(e.to_string()))?, u64_of(r.try_get("size")?)))
+                Ok((
+                    Digest::parse(&hex).map_err(|e| corrupt(e.to_string()))?,
+                    u64_of(r.try_get("size")?),
+                ))
             })
             .collect()
     }
@@ -867,7 +946,9 @@ impl Catalog for SqliteCatalog {
             .bind(before.millis())
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM idempotency WHERE txn_id NOT IN (SELECT id FROM txns)").execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM idempotency WHERE txn_id NOT IN (SELECT id FROM txns)")
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(res.rows_affected())
     }
@@ -876,6 +957,10 @@ impl Catalog for SqliteCatalog {
 impl FromStr for VersionSpec {
     type Err = intact_core::ValidationError;
     fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        if s == "auto" { Ok(Self::Auto) } else { Version::parse(s).map(Self::Exact) }
+        if s == "auto" {
+            Ok(Self::Auto)
+        } else {
+            Version::parse(s).map(Self::Exact)
+        }
     }
 }

@@ -42,11 +42,18 @@ async fn begin(h: &Harness, r: BeginRequest) -> TxnRecord {
 
 async fn put(h: &Harness, t: &TxnRecord, p: &str, bytes: &[u8]) {
     let mut body = bytes;
-    h.store.put_file(&t.id, path(p), &mut body, None, None).await.expect("put_file");
+    h.store
+        .put_file(&t.id, path(p), &mut body, None, None)
+        .await
+        .expect("put_file");
 }
 
 async fn read_all(h: &Harness, n: &str, v: &str, p: &str) -> Vec<u8> {
-    let m = h.store.manifest(&repo(), &name(n), &Version::parse(v).expect("v")).await.expect("manifest");
+    let m = h
+        .store
+        .manifest(&repo(), &name(n), &Version::parse(v).expect("v"))
+        .await
+        .expect("manifest");
     let f = m.file(p).expect("file in manifest").clone();
     let mut r = h.store.read_file(&f, None).await.expect("read");
     let mut out = Vec::new();
@@ -80,12 +87,35 @@ pub async fn publish_then_read_back(h: &Harness) {
 pub async fn nothing_visible_before_commit(h: &Harness) {
     let t = begin(h, req("n", "1")).await;
     put(h, &t, "f", b"bytes").await;
-    let err = h.store.manifest(&repo(), &name("n"), &Version::parse("1").expect("v")).await.expect_err("invisible");
+    let err = h
+        .store
+        .manifest(&repo(), &name("n"), &Version::parse("1").expect("v"))
+        .await
+        .expect_err("invisible");
     assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
-    assert!(h.store.list_versions(&repo(), &name("n"), None, 10).await.expect("list").is_empty());
-    assert!(h.store.list_names(&repo(), "", None, 10).await.expect("names").is_empty());
+    assert!(
+        h.store
+            .list_versions(&repo(), &name("n"), None, 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    assert!(
+        h.store
+            .list_names(&repo(), "", None, 10)
+            .await
+            .expect("names")
+            .is_empty()
+    );
     h.store.commit(&t.id).await.expect("commit");
-    assert_eq!(h.store.list_versions(&repo(), &name("n"), None, 10).await.expect("list").len(), 1);
+    assert_eq!(
+        h.store
+            .list_versions(&repo(), &name("n"), None, 10)
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
 }
 
 pub async fn auto_versions_count_up(h: &Harness) {
@@ -124,7 +154,14 @@ pub async fn idempotent_retry_returns_same_transaction_and_version(h: &Harness) 
             other => panic!("expected the committed version, got {other:?}"),
         }
         // Exactly one version exists.
-        assert_eq!(h.store.list_versions(&repo(), &name(&n), None, 10).await.expect("list").len(), 1);
+        assert_eq!(
+            h.store
+                .list_versions(&repo(), &name(&n), None, 10)
+                .await
+                .expect("list")
+                .len(),
+            1
+        );
     }
 }
 
@@ -141,7 +178,9 @@ pub async fn second_opener_is_locked_out(h: &Harness) {
     let holder = begin(h, req("item", "3")).await;
     let err = h.store.begin(req("item", "3")).await.expect_err("locked");
     match err {
-        Error::Locked { holder: id, expires_at, .. } => {
+        Error::Locked {
+            holder: id, expires_at, ..
+        } => {
             assert_eq!(id, holder.id);
             assert_eq!(expires_at, holder.expires_at);
         }
@@ -159,7 +198,10 @@ pub async fn waiter_gets_the_version_after_holder_aborts(h: &Harness) {
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
     h.store.abort(&holder.id).await.expect("abort");
-    let got = tokio::time::timeout(Duration::from_secs(10), waiter).await.expect("woken").expect("join");
+    let got = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("woken")
+        .expect("join");
     assert!(matches!(got, Ok(OpenOutcome::Created(_))), "{got:?}");
 }
 
@@ -179,7 +221,10 @@ pub async fn identical_recommit_is_idempotent_and_different_conflicts(h: &Harnes
     put(h, &a, "f", b"same").await;
     h.store.commit(&a.id).await.expect("commit");
     // Retrying commit on the same txn: 200 with the same manifest.
-    assert!(matches!(h.store.commit(&a.id).await.expect("again"), CommitOutcome::AlreadyCommitted(_)));
+    assert!(matches!(
+        h.store.commit(&a.id).await.expect("again"),
+        CommitOutcome::AlreadyCommitted(_)
+    ));
 
     // A stale transaction whose lease expired while another committed identical content.
     let mut r = req("z", "1");
@@ -191,7 +236,16 @@ pub async fn identical_recommit_is_idempotent_and_different_conflicts(h: &Harnes
     put(h, &fresh, "f", b"v1").await;
     h.store.commit(&fresh.id).await.expect("fresh commit");
     let err = h.store.commit(&stale.id).await.expect_err("stale cannot commit");
-    assert!(matches!(err, Error::TxnNotOpen { state: TxnState::Expired, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::TxnNotOpen {
+                state: TxnState::Expired,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 pub async fn commit_is_idempotent(h: &Harness) {
@@ -212,7 +266,13 @@ pub async fn abort_reclaims_staged_blobs(h: &Harness) {
     assert_eq!(h.store.txn(&t.id).await.expect("txn").state, TxnState::Aborted);
     // Aborting twice is harmless; committing after abort is refused.
     h.store.abort(&t.id).await.expect("abort again");
-    assert!(matches!(h.store.commit(&t.id).await, Err(Error::TxnNotOpen { state: TxnState::Aborted, .. })));
+    assert!(matches!(
+        h.store.commit(&t.id).await,
+        Err(Error::TxnNotOpen {
+            state: TxnState::Aborted,
+            ..
+        })
+    ));
 }
 
 pub async fn expired_lease_cannot_commit_and_releases_lock(h: &Harness) {
@@ -225,9 +285,21 @@ pub async fn expired_lease_cannot_commit_and_releases_lock(h: &Harness) {
     put(h, &t, "g", b"more").await;
     h.clock.advance(Duration::from_secs(61));
     assert_eq!(h.store.expire_due().await.expect("expire"), 1);
-    assert!(!blob_exists(h, b"lease-bytes"), "expired transaction's blobs are reclaimed");
+    assert!(
+        !blob_exists(h, b"lease-bytes"),
+        "expired transaction's blobs are reclaimed"
+    );
     let err = h.store.commit(&t.id).await.expect_err("expired");
-    assert!(matches!(err, Error::TxnNotOpen { state: TxnState::Expired, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::TxnNotOpen {
+                state: TxnState::Expired,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     // The lock is free.
     begin(h, req("lease", "1")).await;
 }
@@ -317,13 +389,23 @@ pub async fn events_follow_commit_order(h: &Harness) {
     let poll = tokio::spawn(async move { store.events(last, Duration::from_secs(30), 10).await });
     tokio::time::sleep(Duration::from_millis(50)).await;
     publish(h, "e", "4", &[]).await;
-    let got = tokio::time::timeout(Duration::from_secs(10), poll).await.expect("woken").expect("join").expect("events");
+    let got = tokio::time::timeout(Duration::from_secs(10), poll)
+        .await
+        .expect("woken")
+        .expect("join")
+        .expect("events");
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].version.as_str(), "4");
 }
 
 pub async fn verify_finds_damaged_and_missing_blobs(h: &Harness) {
-    publish(h, "v", "1", &[("ok", b"fine"), ("bad", b"will-rot"), ("gone", b"will-vanish")]).await;
+    publish(
+        h,
+        "v",
+        "1",
+        &[("ok", b"fine"), ("bad", b"will-rot"), ("gone", b"will-vanish")],
+    )
+    .await;
     assert!(h.store.verify().await.expect("verify").problems.is_empty());
     std::fs::write(h.blobs.path_of(&Digest::of(b"will-rot")), b"will-ROT").expect("corrupt");
     std::fs::remove_file(h.blobs.path_of(&Digest::of(b"will-vanish"))).expect("remove");
@@ -337,14 +419,25 @@ pub async fn listing_paginates_in_commit_order(h: &Harness) {
     for v in ["b", "a", "c", "1"] {
         publish(h, "p", v, &[]).await;
     }
-    let page1 = h.store.list_versions(&repo(), &name("p"), None, 2).await.expect("page 1");
+    let page1 = h
+        .store
+        .list_versions(&repo(), &name("p"), None, 2)
+        .await
+        .expect("page 1");
     let v1: Vec<&str> = page1.iter().map(|s| s.version.as_str()).collect();
     assert_eq!(v1, ["b", "a"]);
     let after = page1.last().map(|s| s.version.clone());
-    let page2 = h.store.list_versions(&repo(), &name("p"), after.as_ref(), 10).await.expect("page 2");
+    let page2 = h
+        .store
+        .list_versions(&repo(), &name("p"), after.as_ref(), 10)
+        .await
+        .expect("page 2");
     let v2: Vec<&str> = page2.iter().map(|s| s.version.as_str()).collect();
     assert_eq!(v2, ["c", "1"]);
-    let bad = h.store.list_versions(&repo(), &name("p"), Some(&Version::parse("nope").expect("v")), 10).await;
+    let bad = h
+        .store
+        .list_versions(&repo(), &name("p"), Some(&Version::parse("nope").expect("v")), 10)
+        .await;
     assert!(matches!(bad, Err(Error::BadRequest { field: "after", .. })));
 }
 
@@ -355,7 +448,11 @@ pub async fn names_are_browsable_by_prefix(h: &Harness) {
     let all = h.store.list_names(&repo(), "shows/a/", None, 10).await.expect("names");
     let all: Vec<&str> = all.iter().map(|n| n.as_str()).collect();
     assert_eq!(all, ["shows/a/comp", "shows/a/light"]);
-    let paged = h.store.list_names(&repo(), "", Some("shows/b/comp"), 10).await.expect("names");
+    let paged = h
+        .store
+        .list_names(&repo(), "", Some("shows/b/comp"), 10)
+        .await
+        .expect("names");
     assert_eq!(paged.len(), 1);
 }
 

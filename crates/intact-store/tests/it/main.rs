@@ -19,12 +19,27 @@ pub struct Harness {
 
 pub async fn sqlite_fs() -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
-    let catalog = SqliteCatalog::open(&dir.path().join("catalog.db")).await.expect("open catalog");
+    let catalog = SqliteCatalog::open(&dir.path().join("catalog.db"))
+        .await
+        .expect("open catalog");
     let blobs = FsBlobStore::open(dir.path()).await.expect("open blobs");
     let clock = ManualClock::new(Timestamp(1_800_000_000_000));
-    let config = StoreConfig { gc_grace: std::time::Duration::ZERO, ..StoreConfig::default() };
-    let store = Store::new(Arc::new(catalog), Arc::new(blobs.clone()), Arc::new(clock.clone()), config);
-    Harness { store: Arc::new(store), clock, blobs, _dir: dir }
+    let config = StoreConfig {
+        gc_grace: std::time::Duration::ZERO,
+        ..StoreConfig::default()
+    };
+    let store = Store::new(
+        Arc::new(catalog),
+        Arc::new(blobs.clone()),
+        Arc::new(clock.clone()),
+        config,
+    );
+    Harness {
+        store: Arc::new(store),
+        clock,
+        blobs,
+        _dir: dir,
+    }
 }
 
 macro_rules! suite {

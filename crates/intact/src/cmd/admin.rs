@@ -60,9 +60,18 @@ pub async fn gc(args: GcArgs) -> anyhow::Result<ExitCode> {
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let report: Value = match &args.data_dir {
         Some(dir) => serde_json::to_value(open_local(dir).await?.verify().await?)?,
-        None => Client::new(&args.server.server)?.post_json("/api/v1/admin/verify", &json!({})).await?.1,
+        None => {
+            Client::new(&args.server.server)?
+                .post_json("/api/v1/admin/verify", &json!({}))
+                .await?
+                .1
+        }
     };
-    let problems = report.get("problems").and_then(Value::as_array).cloned().unwrap_or_default();
+    let problems = report
+        .get("problems")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     println!(
         "checked {} blobs ({} bytes): {} problem(s)",
         report.get("blobs_checked").and_then(Value::as_u64).unwrap_or(0),
@@ -77,5 +86,9 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             p.get("detail").and_then(Value::as_str).unwrap_or("")
         );
     }
-    Ok(if problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -47,11 +47,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let want = f["sha256"].as_str().unwrap_or_default().to_owned();
         let dest = path.split('/').fold(args.out.clone(), |p, seg| p.join(seg));
         if let Some(parent) = dest.parent() {
-            tokio::fs::create_dir_all(parent).await.with_context(|| format!("creating {}", parent.display()))?;
+            tokio::fs::create_dir_all(parent)
+                .await
+                .with_context(|| format!("creating {}", parent.display()))?;
         }
         let partial = dest.with_file_name(format!(
             ".{}.intact-partial",
-            dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+            dest.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
         ));
         let bar = bars.as_ref().map(|m| {
             let b = m.add(ProgressBar::new(size));
@@ -59,9 +63,17 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             b.set_message(path.to_owned());
             b
         });
-        let resp = client.http.get(client.url(&format!("{base}/{}", encode_path(path)))).send().await?;
-        let resp = Client::check(resp).await.with_context(|| format!("downloading {path}"))?;
-        let mut out = tokio::fs::File::create(&partial).await.with_context(|| format!("creating {}", partial.display()))?;
+        let resp = client
+            .http
+            .get(client.url(&format!("{base}/{}", encode_path(path))))
+            .send()
+            .await?;
+        let resp = Client::check(resp)
+            .await
+            .with_context(|| format!("downloading {path}"))?;
+        let mut out = tokio::fs::File::create(&partial)
+            .await
+            .with_context(|| format!("creating {}", partial.display()))?;
         let mut hasher = DigestHasher::new();
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
@@ -86,6 +98,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             None => eprintln!("downloaded {path} ({size} bytes, sha256 verified)"),
         }
     }
-    println!("{}/{}@{}: {} files into {}", args.repo, args.name, args.version, files.len(), args.out.display());
+    println!(
+        "{}/{}@{}: {} files into {}",
+        args.repo,
+        args.name,
+        args.version,
+        files.len(),
+        args.out.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -26,10 +26,25 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let repo = encode_path(&args.repo);
     let mut after: Option<String> = None;
     loop {
-        let cursor = after.as_deref().map(|a| format!("&after={}", encode_path(a))).unwrap_or_default();
+        let cursor = after
+            .as_deref()
+            .map(|a| format!("&after={}", encode_path(a)))
+            .unwrap_or_default();
         let (items_key, path) = match &args.name {
-            Some(name) => ("versions", format!("/api/v1/repos/{repo}/{}/@versions?limit=10000{cursor}", encode_path(name))),
-            None => ("names", format!("/api/v1/repos/{repo}/names?limit=10000&prefix={}{cursor}", encode_path(&args.prefix))),
+            Some(name) => (
+                "versions",
+                format!(
+                    "/api/v1/repos/{repo}/{}/@versions?limit=10000{cursor}",
+                    encode_path(name)
+                ),
+            ),
+            None => (
+                "names",
+                format!(
+                    "/api/v1/repos/{repo}/names?limit=10000&prefix={}{cursor}",
+                    encode_path(&args.prefix)
+                ),
+            ),
         };
         let page = client.get_json(&path).await?;
         for item in page.get(items_key).and_then(Value::as_array).into_iter().flatten() {

@@ -55,7 +55,10 @@ fn collect(args: &[PathBuf]) -> anyhow::Result<Vec<(String, PathBuf)>> {
                 walk(root, &p, out)?;
             } else if ft.is_file() {
                 let rel = p.strip_prefix(root).unwrap_or(&p);
-                let rel: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+                let rel: Vec<String> = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect();
                 out.push((rel.join("/"), p));
             } else {
                 eprintln!("skipping {} (not a regular file)", p.display());
@@ -69,7 +72,10 @@ fn collect(args: &[PathBuf]) -> anyhow::Result<Vec<(String, PathBuf)>> {
         if meta.is_dir() {
             walk(a, a, &mut out)?;
         } else {
-            let name = a.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = a
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             out.push((name, a.clone()));
         }
     }
@@ -107,12 +113,25 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(k) = &args.idempotency_key {
         body["idempotency_key"] = json!(k);
     }
-    let (status, txn) = client.post_json(&format!("/api/v1/repos/{}/transactions", encode_path(&args.repo)), &body).await?;
+    let (status, txn) = client
+        .post_json(
+            &format!("/api/v1/repos/{}/transactions", encode_path(&args.repo)),
+            &body,
+        )
+        .await?;
     if let Some(m) = txn.get("manifest") {
-        println!("already published {}/{}@{} (idempotent retry)", args.repo, args.name, m["version"].as_str().unwrap_or("?"));
+        println!(
+            "already published {}/{}@{} (idempotent retry)",
+            args.repo,
+            args.name,
+            m["version"].as_str().unwrap_or("?")
+        );
         return Ok(ExitCode::SUCCESS);
     }
-    let id = txn["id"].as_str().context("server returned no transaction id")?.to_owned();
+    let id = txn["id"]
+        .as_str()
+        .context("server returned no transaction id")?
+        .to_owned();
     let version = txn["version"].as_str().unwrap_or(&args.version).to_owned();
     if status == reqwest::StatusCode::OK {
         eprintln!("resuming transaction {id}");
@@ -120,18 +139,35 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     match upload_all(&client, &id, &files).await {
         Ok(()) => {}
         Err(e) => {
-            let _ = client.http.delete(client.url(&format!("/api/v1/transactions/{id}"))).send().await;
+            let _ = client
+                .http
+                .delete(client.url(&format!("/api/v1/transactions/{id}")))
+                .send()
+                .await;
             return Err(e.context(format!("publish rolled back (transaction {id})")));
         }
     }
-    let resp = client.http.post(client.url(&format!("/api/v1/transactions/{id}/commit"))).send().await?;
+    let resp = client
+        .http
+        .post(client.url(&format!("/api/v1/transactions/{id}/commit")))
+        .send()
+        .await?;
     let resp = Client::check(resp).await.context("commit")?;
     let created = resp.status() == reqwest::StatusCode::CREATED;
     let manifest: Value = resp.json().await?;
-    let total: u64 = manifest["files"].as_array().into_iter().flatten().filter_map(|f| f["size"].as_u64()).sum();
+    let total: u64 = manifest["files"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["size"].as_u64())
+        .sum();
     println!(
         "{} {}/{}@{}: {} files, {} bytes",
-        if created { "published" } else { "already published (identical content)" },
+        if created {
+            "published"
+        } else {
+            "already published (identical content)"
+        },
         args.repo,
         args.name,
         version,
@@ -146,7 +182,9 @@ async fn upload_all(client: &Client, id: &str, files: &[(String, PathBuf)]) -> a
     let style = ProgressStyle::with_template("{msg:30!} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
         .unwrap_or_else(|_| ProgressStyle::default_bar());
     for (path, local) in files {
-        let file = tokio::fs::File::open(local).await.with_context(|| format!("opening {}", local.display()))?;
+        let file = tokio::fs::File::open(local)
+            .await
+            .with_context(|| format!("opening {}", local.display()))?;
         let size = file.metadata().await?.len();
         let bar = bars.as_ref().map(|m| {
             let b = m.add(ProgressBar::new(size));
@@ -177,7 +215,11 @@ async fn upload_all(client: &Client, id: &str, files: &[(String, PathBuf)]) -> a
             .send()
             .await
             .with_context(|| format!("uploading {path}"))?;
-        let staged: Value = Client::check(resp).await.with_context(|| format!("uploading {path}"))?.json().await?;
+        let staged: Value = Client::check(resp)
+            .await
+            .with_context(|| format!("uploading {path}"))?
+            .json()
+            .await?;
         let local_digest = hasher.lock().map(|h| h.clone().finish().to_hex()).unwrap_or_default();
         let remote = staged["sha256"].as_str().unwrap_or_default();
         if remote != local_digest {

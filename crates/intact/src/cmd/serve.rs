@@ -53,7 +53,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let repos: Vec<String> = config.repos.iter().map(|r| r.name.to_string()).collect();
     let state = intact_server::open(config).await?;
     // Tests and scripts read this line to learn the port when listening on :0.
-    println!("intact listening on http://{addr} (data dir {}, repos: {})", data_dir.display(), repos.join(", "));
+    println!(
+        "intact listening on http://{addr} (data dir {}, repos: {})",
+        data_dir.display(),
+        repos.join(", ")
+    );
     tracing::info!(%addr, "serving");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
