@@ -89,6 +89,9 @@ pub struct Store {
     events_changed: watch::Sender<u64>,
     /// Bumped whenever a transaction finishes: wakes lock waiters.
     txns_changed: watch::Sender<u64>,
+    /// Reads not yet written to the catalog (`last_access`), flushed in batches so the hot
+    /// read path never writes.
+    pending_access: std::sync::Mutex<std::collections::HashMap<VersionKey, Timestamp>>,
     /// Held for the life of the store: one process owns a data dir.
     _dir_lock: Option<std::fs::File>,
 }
@@ -168,6 +171,7 @@ impl Store {
             manifests,
             events_changed: watch::Sender::new(0),
             txns_changed: watch::Sender::new(0),
+            pending_access: std::sync::Mutex::new(std::collections::HashMap::new()),
             _dir_lock: None,
         }
     }
@@ -543,6 +547,80 @@ impl Store {
             }
         }
         Ok(report)
+    }
+
+    /// Notes a read of a version for least-recently-used eviction. Cheap: memory only.
+    pub fn record_access(&self, m: &Manifest) {
+        let now = self.now();
+        if let Ok(mut pending) = self.pending_access.lock() {
+            pending.insert((m.repo.clone(), m.name.clone(), m.version.clone()), now);
+        }
+    }
+
+    /// Writes recorded reads to the catalog.
+    pub async fn flush_access(&self) -> Result<()> {
+        let batch: Vec<(RepoName, Name, Version, Timestamp)> = match self.pending_access.lock() {
+            Ok(mut pending) => pending.drain().map(|((r, n, v), t)| (r, n, v, t)).collect(),
+            Err(_) => Vec::new(),
+        };
+        self.catalog.touch_versions(&batch).await
+    }
+
+    /// Deletes a committed version (proxy-cache eviction only) and reclaims its blobs that no
+    /// other version shares. Readers already streaming a file keep their open handle.
+    pub async fn delete_version(
+        &self,
+        repo: &RepoName,
+        name: &Name,
+        version: &Version,
+        reason: &str,
+    ) -> Result<Option<Manifest>> {
+        let removed = self.catalog.delete_version(repo, name, version, reason, self.now()).await?;
+        self.invalidate(repo, name, version);
+        if let Some(m) = &removed {
+            self.notify_events();
+            let digests: Vec<Digest> = m.files.iter().map(|f| f.sha256).collect();
+            self.catalog.sweep_blobs(self.now(), Some(&digests), self.blobs.as_ref()).await?;
+        }
+        Ok(removed)
+    }
+
+    pub async fn repo_usage(&self, repo: &RepoName) -> Result<crate::RepoUsage> {
+        self.catalog.repo_usage(repo).await
+    }
+
+    /// Evicts least-recently-read versions of `repo` until it holds at most `max_bytes`.
+    /// `keep` says whether a version must stay (e.g. one being served or staged right now).
+    pub async fn evict_lru(
+        &self,
+        repo: &RepoName,
+        max_bytes: u64,
+        keep: &(dyn Fn(&Name, &Version) -> bool + Send + Sync),
+    ) -> Result<Vec<crate::VersionUse>> {
+        self.flush_access().await?;
+        let mut usage = self.catalog.repo_usage(repo).await?.bytes;
+        let mut evicted = Vec::new();
+        while usage > max_bytes {
+            let candidates = self.catalog.least_recently_used(repo, 256).await?;
+            let mut progressed = false;
+            for c in candidates {
+                if usage <= max_bytes {
+                    break;
+                }
+                if keep(&c.name, &c.version) {
+                    continue;
+                }
+                if self.delete_version(repo, &c.name, &c.version, "evicted (least recently used)").await?.is_some() {
+                    usage = usage.saturating_sub(c.size);
+                    progressed = true;
+                    evicted.push(c);
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        Ok(evicted)
     }
 
     /// Runs lease expiry every `every` until `shutdown` resolves.

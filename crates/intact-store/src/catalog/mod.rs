@@ -119,6 +119,22 @@ pub struct Finished {
     pub staged_digests: Vec<Digest>,
 }
 
+/// How much a repository holds.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct RepoUsage {
+    pub versions: u64,
+    pub bytes: u64,
+}
+
+/// A version with its size and last read, for least-recently-used eviction.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionUse {
+    pub name: Name,
+    pub version: Version,
+    pub size: u64,
+    pub last_access: Timestamp,
+}
+
 /// What a blob sweep removed.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct SweepReport {
@@ -195,6 +211,27 @@ pub trait Catalog: Send + Sync + 'static {
 
     /// Every blob some committed version references, with its recorded size.
     async fn committed_blobs(&self) -> Result<Vec<(Digest, u64)>>;
+
+    /// Records reads of versions (batched by the caller; never on the hot path).
+    async fn touch_versions(&self, accesses: &[(RepoName, Name, Version, Timestamp)]) -> Result<()>;
+
+    /// Committed versions and bytes of a repository.
+    async fn repo_usage(&self, repo: &RepoName) -> Result<RepoUsage>;
+
+    /// A repository's versions, least recently read first.
+    async fn least_recently_used(&self, repo: &RepoName, limit: u32) -> Result<Vec<VersionUse>>;
+
+    /// Removes a committed version (its files and name entry) with a `deleted` event, in one
+    /// catalog transaction. Only eviction of proxy caches uses this: hosted versions are
+    /// immutable and permanent. Returns the removed manifest, so its blobs can be swept.
+    async fn delete_version(
+        &self,
+        repo: &RepoName,
+        name: &Name,
+        version: &Version,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<Option<Manifest>>;
 
     /// Forgets final transactions (and their idempotency keys) finished before `before`.
     async fn prune_txns(&self, before: Timestamp) -> Result<u64>;

@@ -18,13 +18,17 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
 use super::{
-    Catalog, CommitOutcome, Event, Finished, NewTxn, OpenOutcome, SweepReport, TxnRecord, VersionSpec, VersionSummary,
+    Catalog, CommitOutcome, Event, Finished, NewTxn, OpenOutcome, RepoUsage, SweepReport, TxnRecord, VersionSpec,
+    VersionSummary, VersionUse,
 };
 use crate::{BlobStore, Error, Result};
 
 /// Ordered schema migrations; each runs once, inside one transaction, recorded in
 /// `schema_migrations`.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../../migrations/sqlite/0002_lru.sql")),
+];
 
 const SWEEP_BATCH: i64 = 500;
 
@@ -938,6 +942,102 @@ impl Catalog for SqliteCatalog {
                 ))
             })
             .collect()
+    }
+
+    async fn touch_versions(&self, accesses: &[(RepoName, Name, Version, Timestamp)]) -> Result<()> {
+        if accesses.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        for (repo, name, version, at) in accesses {
+            sqlx::query("UPDATE versions SET last_access = MAX(last_access, ?) WHERE repo = ? AND name = ? AND version = ?")
+                .bind(at.millis())
+                .bind(repo.as_str())
+                .bind(name.as_str())
+                .bind(version.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn repo_usage(&self, repo: &RepoName) -> Result<RepoUsage> {
+        let row = sqlx::query("SELECT COUNT(*) AS n, COALESCE(SUM(total_size), 0) AS bytes FROM versions WHERE repo = ?")
+            .bind(repo.as_str())
+            .fetch_one(&self.read)
+            .await?;
+        Ok(RepoUsage { versions: u64_of(row.try_get("n")?), bytes: u64_of(row.try_get("bytes")?) })
+    }
+
+    async fn least_recently_used(&self, repo: &RepoName, limit: u32) -> Result<Vec<VersionUse>> {
+        let rows = sqlx::query(
+            "SELECT repo, name, version, total_size, last_access FROM versions
+             WHERE repo = ? ORDER BY last_access, id LIMIT ?",
+        )
+        .bind(repo.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let (_, name, version) = parse_ids(r)?;
+                Ok(VersionUse {
+                    name,
+                    version,
+                    size: u64_of(r.try_get("total_size")?),
+                    last_access: Timestamp(r.try_get("last_access")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_version(
+        &self,
+        repo: &RepoName,
+        name: &Name,
+        version: &Version,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<Option<Manifest>> {
+        let mut tx = self.begin().await?;
+        let Some(row) = sqlx::query(
+            "SELECT id, repo, name, version, metadata, created_at, txn_id, seq FROM versions
+             WHERE repo = ? AND name = ? AND version = ?",
+        )
+        .bind(repo.as_str())
+        .bind(name.as_str())
+        .bind(version.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let manifest = manifest_from_row(&mut tx, &row).await?;
+        let id: i64 = row.try_get("id")?;
+        sqlx::query("DELETE FROM files WHERE version_id = ?").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM versions WHERE id = ?").bind(id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE names SET versions = versions - 1 WHERE repo = ? AND name = ?")
+            .bind(repo.as_str())
+            .bind(name.as_str())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM names WHERE repo = ? AND name = ? AND versions <= 0")
+            .bind(repo.as_str())
+            .bind(name.as_str())
+            .execute(&mut *tx)
+            .await?;
+        append_event(
+            &mut tx,
+            now,
+            "deleted",
+            (repo.as_str(), name.as_str(), version.as_str()),
+            None,
+            serde_json::json!({ "reason": reason, "size": manifest.total_size() }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(manifest))
     }
 
     async fn prune_txns(&self, before: Timestamp) -> Result<u64> {

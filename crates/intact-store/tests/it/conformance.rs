@@ -465,3 +465,25 @@ pub async fn duplicate_content_is_stored_once(h: &Harness) {
     h.store.gc(Duration::ZERO).await.expect("gc");
     assert_eq!(read_all(h, "d", "2", "a").await, b"same-bytes");
 }
+
+pub async fn lru_eviction_deletes_whole_versions(h: &Harness) {
+    publish(h, "build", "old", &[("a", &[1u8; 100]), ("b", &[2u8; 100])]).await;
+    h.clock.advance(Duration::from_secs(1));
+    publish(h, "build", "mid", &[("a", &[3u8; 100])]).await;
+    h.clock.advance(Duration::from_secs(1));
+    publish(h, "build", "new", &[("a", &[4u8; 100])]).await;
+    h.clock.advance(Duration::from_secs(1));
+    // Reading "old" makes it recently used; "mid" becomes the eviction candidate.
+    let old = h.store.manifest(&repo(), &name("build"), &Version::parse("old").expect("v")).await.expect("m");
+    h.store.record_access(&old);
+    assert_eq!(h.store.repo_usage(&repo()).await.expect("usage").bytes, 400);
+    let evicted = h.store.evict_lru(&repo(), 350, &|_, _| false).await.expect("evict");
+    let names: Vec<&str> = evicted.iter().map(|e| e.version.as_str()).collect();
+    assert_eq!(names, ["mid"]);
+    assert!(!blob_exists(h, &[3u8; 100]), "evicted blobs are reclaimed");
+    assert!(h.store.manifest(&repo(), &name("build"), &Version::parse("mid").expect("v")).await.is_err());
+    let events = h.store.events(0, Duration::ZERO, 100).await.expect("events");
+    assert_eq!(events.last().map(|e| e.kind.as_str()), Some("deleted"));
+    // Whole versions only: "old" (200 bytes) is kept intact when it is not needed to fit.
+    assert_eq!(read_all(h, "build", "old", "b").await, vec![2u8; 100]);
+}

@@ -78,4 +78,5 @@ suite!(sqlite_fs:
     listing_paginates_in_commit_order,
     names_are_browsable_by_prefix,
     duplicate_content_is_stored_once,
+    lru_eviction_deletes_whole_versions,
 );
