@@ -150,6 +150,18 @@ pub struct RepoConfig {
     /// Proxy repos: disk cap in bytes; least recently used staged versions are evicted past it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_size: Option<u64>,
+    /// Staging repos with an `s3://` upstream: the S3-compatible endpoint (e.g.
+    /// `http://127.0.0.1:9000`); default: AWS itself, or `AWS_ENDPOINT`. Credentials come only
+    /// from the standard `AWS_*` environment variables, never from this file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_endpoint: Option<String>,
+    /// Staging repos with an `s3://` upstream: the bucket's region (default: `AWS_REGION` or
+    /// `AWS_DEFAULT_REGION`, else `us-east-1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_region: Option<String>,
+    /// Staging repos with an `s3://` upstream: allow a plain `http://` endpoint.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub s3_allow_http: bool,
 }
 
 fn default_format() -> RepoFormat {
@@ -170,6 +182,9 @@ impl RepoConfig {
             fetch_timeout_seconds: None,
             artifacts: BTreeMap::new(),
             max_size: None,
+            s3_endpoint: None,
+            s3_region: None,
+            s3_allow_http: false,
         }
     }
 }
@@ -236,7 +251,7 @@ impl Config {
             if repo.kind != RepoKind::Group && !repo.members.is_empty() {
                 bail!("repo {n}: only a group has members");
             }
-            if !repo.artifacts.is_empty() && !(repo.kind == RepoKind::Proxy && repo.format == RepoFormat::Generic) {
+            if !repo.artifacts.is_empty() && (repo.kind != RepoKind::Proxy || repo.format != RepoFormat::Generic) {
                 bail!("repo {n}: artifacts are only for generic proxy (staging) repos");
             }
             for (art, spec) in &repo.artifacts {

@@ -27,7 +27,9 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
         .with_context(|| format!("opening data dir {}", config.data_dir.display()))?;
     let report = store.recover().await.context("start-up recovery")?;
     tracing::info!(?report, "start-up recovery done");
-    AppState::new(Arc::new(config), store)
+    let state = AppState::new(Arc::new(config), store)?;
+    staging::recover(&state).await;
+    Ok(state)
 }
 
 /// Serves `state` on `listener` until `shutdown` flips to true, with the background tasks

@@ -575,12 +575,17 @@ impl Store {
         version: &Version,
         reason: &str,
     ) -> Result<Option<Manifest>> {
-        let removed = self.catalog.delete_version(repo, name, version, reason, self.now()).await?;
+        let removed = self
+            .catalog
+            .delete_version(repo, name, version, reason, self.now())
+            .await?;
         self.invalidate(repo, name, version);
         if let Some(m) = &removed {
             self.notify_events();
             let digests: Vec<Digest> = m.files.iter().map(|f| f.sha256).collect();
-            self.catalog.sweep_blobs(self.now(), Some(&digests), self.blobs.as_ref()).await?;
+            self.catalog
+                .sweep_blobs(self.now(), Some(&digests), self.blobs.as_ref())
+                .await?;
         }
         Ok(removed)
     }
@@ -610,7 +615,11 @@ impl Store {
                 if keep(&c.name, &c.version) {
                     continue;
                 }
-                if self.delete_version(repo, &c.name, &c.version, "evicted (least recently used)").await?.is_some() {
+                if self
+                    .delete_version(repo, &c.name, &c.version, "evicted (least recently used)")
+                    .await?
+                    .is_some()
+                {
                     usage = usage.saturating_sub(c.size);
                     progressed = true;
                     evicted.push(c);

@@ -39,6 +39,10 @@ enum Command {
     Gc(cmd::admin::GcArgs),
     /// Re-hash every committed blob and report missing or damaged ones (exit status 1 if any).
     Verify(cmd::admin::VerifyArgs),
+    /// Stage artifacts of a build into a staging repo (fetched from its upstream), with progress.
+    Stage(cmd::stage::Args),
+    /// Go modules: publish a module directory into a hosted Go repo.
+    Go(cmd::go::Args),
 }
 
 fn init_logging() {
@@ -73,6 +77,8 @@ fn main() -> std::process::ExitCode {
             Command::Ls(a) => cmd::ls::run(a).await,
             Command::Gc(a) => cmd::admin::gc(a).await,
             Command::Verify(a) => cmd::admin::verify(a).await,
+            Command::Stage(a) => cmd::stage::run(a).await,
+            Command::Go(a) => cmd::go::run(a).await,
         }
     });
     match result {

@@ -23,6 +23,13 @@ pub enum ApiError {
     WrongRepo(String),
     /// Something broke that the client cannot fix.
     Internal(String),
+    /// A front-end's own outcome with its status and stable code (e.g. staging's 502
+    /// `bad_archive` or 504 `timeout`).
+    Coded {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -101,6 +108,7 @@ impl IntoResponse for ApiError {
                     json!({"error": "internal", "message": message}),
                 )
             }
+            Self::Coded { status, code, message } => body(status, json!({"error": code, "message": message})),
             Self::Store(e) => store_error_response(e),
         }
     }

@@ -40,7 +40,8 @@ pub fn router(state: AppState) -> Router {
         .route("/events", get(events))
         .route("/admin/gc", post(admin_gc))
         .route("/admin/verify", post(admin_verify))
-        .merge(crate::staging::routes());
+        .merge(crate::staging::routes())
+        .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -53,6 +54,15 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .with_state(state)
+}
+
+/// A path that exists for other methods: the JSON error shape, like every other error.
+async fn method_not_allowed(method: axum::http::Method) -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(json!({"error": "method_not_allowed", "message": format!("{method} is not allowed here")})),
+    )
+        .into_response()
 }
 
 /// Looks a repo up by its (already decoded) name: 404 when unknown.

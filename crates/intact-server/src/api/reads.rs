@@ -70,6 +70,8 @@ pub(crate) async fn resolve_manifest(
             return Ok(m);
         }
     }
+    // The first staging repo's reason (e.g. the missing upstream file) beats a bare "not found".
+    let mut why = None;
     for member in &candidates {
         if member.kind == RepoKind::Proxy && member.format == RepoFormat::Generic {
             match crate::staging::stage_on_read(state, member, name, version).await {
@@ -78,12 +80,16 @@ pub(crate) async fn resolve_manifest(
                         return Ok(m);
                     }
                 }
-                Err(ApiError::NotFound(_)) => continue,
+                Err(ApiError::NotFound(w)) => {
+                    why.get_or_insert(w);
+                }
                 Err(e) => return Err(e),
             }
         }
     }
-    Err(ApiError::NotFound(format!("version {}/{name}@{version}", repo.name)))
+    Err(ApiError::NotFound(
+        why.unwrap_or_else(|| format!("version {}/{name}@{version}", repo.name)),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -176,7 +182,7 @@ async fn versions(state: &AppState, repo: &RepoConfig, name: &Name, page: Page) 
             }
         }
     }
-    merged.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+    merged.sort_by_key(|v| v.created_at);
     let start = match &after {
         Some(a) => merged
             .iter()

@@ -164,7 +164,12 @@ pub(crate) fn expected_checksum(headers: &HeaderMap) -> ApiResult<Option<Digest>
             let s = v
                 .to_str()
                 .map_err(|_| ApiError::bad("x-checksum-sha256", "must be 64 hex characters"))?;
-            Ok(Some(Digest::parse(s.trim())?))
+            // Name the header, not the digest grammar, as the field that was wrong.
+            let digest = Digest::parse(s.trim()).map_err(|e| intact_core::ValidationError {
+                field: "x-checksum-sha256",
+                ..e
+            })?;
+            Ok(Some(digest))
         }
     }
 }

@@ -265,10 +265,16 @@ async fn finish_open_txn(
         .bind(rec.id.as_str())
         .execute(&mut *tx)
         .await?;
-    sqlx::query("DELETE FROM staged WHERE txn_id = ?")
-        .bind(rec.id.as_str())
-        .execute(&mut *tx)
-        .await?;
+    // A rollback drops its staged rows here and hands the digests to the caller to reclaim.
+    // An expiry may be noticed on any path (commit, upload, lock takeover); its rows stay
+    // until `expire_txns` collects them, so every expired transaction's data is reclaimed by
+    // the one sweep that runs every second.
+    if state != TxnState::Expired {
+        sqlx::query("DELETE FROM staged WHERE txn_id = ?")
+            .bind(rec.id.as_str())
+            .execute(&mut *tx)
+            .await?;
+    }
     let reason = if state == TxnState::Expired {
         "lease expired"
     } else {
@@ -708,25 +714,46 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn expire_txns(&self, now: Timestamp) -> Result<Finished> {
+        const LEFTOVERS: &str = "SELECT DISTINCT s.txn_id, s.digest FROM staged s JOIN txns t ON t.id = s.txn_id
+                                 WHERE t.state <> 'open'";
         let mut finished = Finished::default();
         let due: Vec<String> =
             sqlx::query_scalar("SELECT id FROM txns WHERE state = 'open' AND expires_at <= ? LIMIT 1000")
                 .bind(now.millis())
                 .fetch_all(&self.read)
                 .await?;
-        if due.is_empty() {
+        let leftovers: Option<i64> = sqlx::query_scalar(&format!("SELECT 1 FROM ({LEFTOVERS}) LIMIT 1"))
+            .fetch_optional(&self.read)
+            .await?;
+        if due.is_empty() && leftovers.is_none() {
             return Ok(finished);
         }
         let mut tx = self.begin().await?;
         for id in due {
-            if let Some(mut rec) = load_txn(&mut tx, &id).await? {
-                let files: Vec<Digest> = rec.files.iter().map(|f| f.sha256).collect();
-                if expire_if_due(&mut tx, &mut rec, now).await? {
-                    finished.staged_digests.extend(files);
-                    finished.txns.push(rec.id);
-                }
+            if let Some(mut rec) = load_txn(&mut tx, &id).await?
+                && expire_if_due(&mut tx, &mut rec, now).await?
+            {
+                finished.txns.push(rec.id);
             }
         }
+        // Staged rows of every finished transaction: this sweep's expiries and those noticed
+        // elsewhere since the last sweep.
+        let rows = sqlx::query(LEFTOVERS).fetch_all(&mut *tx).await?;
+        for r in &rows {
+            let hex: String = r.try_get("digest")?;
+            finished
+                .staged_digests
+                .push(Digest::parse(&hex).map_err(|e| corrupt(e.to_string()))?);
+            let id: String = r.try_get("txn_id")?;
+            if let Ok(id) = TxnId::parse(&id)
+                && !finished.txns.contains(&id)
+            {
+                finished.txns.push(id);
+            }
+        }
+        sqlx::query("DELETE FROM staged WHERE txn_id IN (SELECT id FROM txns WHERE state <> 'open')")
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(finished)
     }
@@ -950,24 +977,30 @@ impl Catalog for SqliteCatalog {
         }
         let mut tx = self.begin().await?;
         for (repo, name, version, at) in accesses {
-            sqlx::query("UPDATE versions SET last_access = MAX(last_access, ?) WHERE repo = ? AND name = ? AND version = ?")
-                .bind(at.millis())
-                .bind(repo.as_str())
-                .bind(name.as_str())
-                .bind(version.as_str())
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE versions SET last_access = MAX(last_access, ?) WHERE repo = ? AND name = ? AND version = ?",
+            )
+            .bind(at.millis())
+            .bind(repo.as_str())
+            .bind(name.as_str())
+            .bind(version.as_str())
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
     }
 
     async fn repo_usage(&self, repo: &RepoName) -> Result<RepoUsage> {
-        let row = sqlx::query("SELECT COUNT(*) AS n, COALESCE(SUM(total_size), 0) AS bytes FROM versions WHERE repo = ?")
-            .bind(repo.as_str())
-            .fetch_one(&self.read)
-            .await?;
-        Ok(RepoUsage { versions: u64_of(row.try_get("n")?), bytes: u64_of(row.try_get("bytes")?) })
+        let row =
+            sqlx::query("SELECT COUNT(*) AS n, COALESCE(SUM(total_size), 0) AS bytes FROM versions WHERE repo = ?")
+                .bind(repo.as_str())
+                .fetch_one(&self.read)
+                .await?;
+        Ok(RepoUsage {
+            versions: u64_of(row.try_get("n")?),
+            bytes: u64_of(row.try_get("bytes")?),
+        })
     }
 
     async fn least_recently_used(&self, repo: &RepoName, limit: u32) -> Result<Vec<VersionUse>> {
@@ -1015,8 +1048,14 @@ impl Catalog for SqliteCatalog {
         };
         let manifest = manifest_from_row(&mut tx, &row).await?;
         let id: i64 = row.try_get("id")?;
-        sqlx::query("DELETE FROM files WHERE version_id = ?").bind(id).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM versions WHERE id = ?").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM files WHERE version_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM versions WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("UPDATE names SET versions = versions - 1 WHERE repo = ? AND name = ?")
             .bind(repo.as_str())
             .bind(name.as_str())

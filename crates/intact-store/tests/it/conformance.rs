@@ -474,14 +474,23 @@ pub async fn lru_eviction_deletes_whole_versions(h: &Harness) {
     publish(h, "build", "new", &[("a", &[4u8; 100])]).await;
     h.clock.advance(Duration::from_secs(1));
     // Reading "old" makes it recently used; "mid" becomes the eviction candidate.
-    let old = h.store.manifest(&repo(), &name("build"), &Version::parse("old").expect("v")).await.expect("m");
+    let old = h
+        .store
+        .manifest(&repo(), &name("build"), &Version::parse("old").expect("v"))
+        .await
+        .expect("m");
     h.store.record_access(&old);
     assert_eq!(h.store.repo_usage(&repo()).await.expect("usage").bytes, 400);
     let evicted = h.store.evict_lru(&repo(), 350, &|_, _| false).await.expect("evict");
     let names: Vec<&str> = evicted.iter().map(|e| e.version.as_str()).collect();
     assert_eq!(names, ["mid"]);
     assert!(!blob_exists(h, &[3u8; 100]), "evicted blobs are reclaimed");
-    assert!(h.store.manifest(&repo(), &name("build"), &Version::parse("mid").expect("v")).await.is_err());
+    assert!(
+        h.store
+            .manifest(&repo(), &name("build"), &Version::parse("mid").expect("v"))
+            .await
+            .is_err()
+    );
     let events = h.store.events(0, Duration::ZERO, 100).await.expect("events");
     assert_eq!(events.last().map(|e| e.kind.as_str()), Some("deleted"));
     // Whole versions only: "old" (200 bytes) is kept intact when it is not needed to fit.

@@ -2,9 +2,11 @@
 
 pub mod admin;
 pub mod get;
+pub mod go;
 pub mod ls;
 pub mod publish;
 pub mod serve;
+pub mod stage;
 
 /// Whether progress bars make sense (stderr is a terminal).
 pub fn interactive() -> bool {

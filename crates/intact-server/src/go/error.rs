@@ -1,0 +1,170 @@
+//! The Go front-end's one mapping from outcomes to HTTP status codes.
+//!
+//! The GOPROXY protocol has two kinds of failure: "not here" (404/410), after which the go
+//! command, and intact's group repos, try the next source; and everything else (5xx), which
+//! stops a `,`-separated GOPROXY list so that an outage is reported rather than hidden behind
+//! an older or different copy elsewhere. Bodies are `text/plain`: the go command prints such
+//! a body after the status line, so the user reads *why*.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::singleflight::FlightError;
+
+/// Why a Go request could not be answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyError {
+    /// Not in this repository, nor upstream (or the path names nothing intact can serve).
+    #[error("{0}")]
+    NotFound(String),
+    /// The upstream answered 410 Gone; passed on as such.
+    #[error("{0}")]
+    Gone(String),
+    /// The upstream failed: an unexpected status, a refused or cut connection, a truncated body.
+    #[error("{0}")]
+    Upstream(String),
+    /// The upstream answered with content that breaks Go's rules; it was not cached.
+    #[error("{0}")]
+    InvalidUpstream(String),
+    /// A bounded wait ran out; `what` names what was awaited.
+    #[error("timed out after {seconds}s waiting for {what}")]
+    Timeout { what: String, seconds: u64 },
+    /// A fault on this side (storage, temp files).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ProxyError {
+    /// "Not here": the next member of a group, or the next entry of a GOPROXY list, may have it.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound(_) | Self::Gone(_))
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Gone(_) => StatusCode::GONE,
+            Self::Upstream(_) | Self::InvalidUpstream(_) => StatusCode::BAD_GATEWAY,
+            Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// How much an error says about availability: when several sources fail, the answer is
+    /// the most serious failure, so that a dead upstream is never reported as "not found".
+    fn severity(&self) -> u8 {
+        match self {
+            Self::NotFound(_) => 0,
+            Self::Gone(_) => 1,
+            Self::InvalidUpstream(_) => 2,
+            Self::Upstream(_) => 3,
+            Self::Timeout { .. } => 4,
+            Self::Internal(_) => 5,
+        }
+    }
+
+    /// Keeps the more serious of two failures (the first one on a tie).
+    pub fn worst(current: Option<Self>, next: Self) -> Self {
+        match current {
+            Some(c) if c.severity() >= next.severity() => c,
+            _ => next,
+        }
+    }
+}
+
+impl From<intact_store::Error> for ProxyError {
+    fn from(e: intact_store::Error) -> Self {
+        match e {
+            intact_store::Error::NotFound { what } => Self::NotFound(format!("{what} not found")),
+            intact_store::Error::WaitTimeout { what, seconds } => Self::Timeout { what, seconds },
+            other => Self::Internal(format!("storage: {other}")),
+        }
+    }
+}
+
+impl From<FlightError<ProxyError>> for ProxyError {
+    fn from(e: FlightError<ProxyError>) -> Self {
+        match e {
+            FlightError::Failed(e) => (*e).clone(),
+            FlightError::Timeout { what, seconds } => Self::Timeout { what, seconds },
+            FlightError::Interrupted { what } => Self::Internal(format!("{what} was interrupted")),
+        }
+    }
+}
+
+impl IntoResponse for ProxyError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(%status, error = %self, "go request failed");
+        }
+        let mut resp = (status, format!("{self}\n")).into_response();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        // A failure is an answer about this moment only.
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes() {
+        let cases = [
+            (ProxyError::NotFound("x".into()), 404),
+            (ProxyError::Gone("x".into()), 410),
+            (ProxyError::Upstream("x".into()), 502),
+            (ProxyError::InvalidUpstream("x".into()), 502),
+            (
+                ProxyError::Timeout {
+                    what: "x".into(),
+                    seconds: 3,
+                },
+                504,
+            ),
+            (ProxyError::Internal("x".into()), 500),
+        ];
+        for (e, code) in cases {
+            assert_eq!(e.status().as_u16(), code, "{e:?}");
+            assert_eq!(e.is_not_found(), code == 404 || code == 410);
+            let resp = e.into_response();
+            assert_eq!(resp.status().as_u16(), code);
+            assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/plain; charset=utf-8");
+        }
+    }
+
+    #[test]
+    fn store_and_flight_errors_map() {
+        let e: ProxyError = intact_store::Error::not_found("version r/m@v1.0.0").into();
+        assert_eq!(e.status(), StatusCode::NOT_FOUND);
+        let e: ProxyError = intact_store::Error::WaitTimeout {
+            what: "lock".into(),
+            seconds: 2,
+        }
+        .into();
+        assert_eq!(e.status(), StatusCode::GATEWAY_TIMEOUT);
+        let e: ProxyError = FlightError::Timeout {
+            what: "upstream fetch of m@v1".into(),
+            seconds: 5,
+        }
+        .into();
+        assert_eq!(e.to_string(), "timed out after 5s waiting for upstream fetch of m@v1");
+        let e: ProxyError = FlightError::Failed(std::sync::Arc::new(ProxyError::Gone("gone".into()))).into();
+        assert_eq!(e, ProxyError::Gone("gone".into()));
+    }
+
+    #[test]
+    fn the_worst_failure_wins() {
+        let nf = ProxyError::NotFound("a".into());
+        let up = ProxyError::Upstream("b".into());
+        assert_eq!(ProxyError::worst(None, nf.clone()), nf);
+        assert_eq!(ProxyError::worst(Some(nf.clone()), up.clone()), up);
+        assert_eq!(ProxyError::worst(Some(up.clone()), nf), up);
+    }
+}

@@ -1,0 +1,226 @@
+//! How Go module versions live in the store.
+//!
+//! * A complete module version is **one** intact version: name = the module path (case
+//!   preserved), version = the canonical Go version, files `info.json` (the `.info`),
+//!   `go.mod` (the `.mod`) and `module.zip` (the `.zip`). One catalog commit makes all
+//!   three visible, so nothing ever asks "do all three files exist" (Athens #1841).
+//! * `.info` + `.mod` fetched without the zip (the go command reads many go.mod files while
+//!   resolving the module graph and never downloads most of those zips) are another immutable
+//!   version under the internal name `@gomod/<module path>`. Browsing hides `@` names.
+//!
+//! File paths are fixed names rather than `{version}.zip`: intact's file-path grammar has no
+//! `+`, and fixed names keep the generic API (`.../@v/{version}/go.mod`) predictable.
+
+use std::sync::Arc;
+
+use intact_core::{FileEntry, FilePath, Manifest, Name, RepoName, Timestamp, Version};
+use intact_store::store::BeginRequest;
+use intact_store::{CommitOutcome, PendingBlob, Store, VersionSpec};
+use tokio::io::AsyncReadExt;
+
+use super::error::ProxyError;
+use super::request::FileKind;
+
+pub const INFO_FILE: &str = "info.json";
+pub const MOD_FILE: &str = "go.mod";
+pub const ZIP_FILE: &str = "module.zip";
+
+/// The internal namespace of `.info`+`.mod`-only versions.
+pub const GOMOD_PREFIX: &str = "@gomod/";
+
+pub fn file_name(kind: FileKind) -> &'static str {
+    match kind {
+        FileKind::Info => INFO_FILE,
+        FileKind::Mod => MOD_FILE,
+        FileKind::Zip => ZIP_FILE,
+    }
+}
+
+fn too_long(module: &str, e: impl std::fmt::Display) -> ProxyError {
+    ProxyError::NotFound(format!(
+        "not found: module path {module:?} cannot be stored by intact: {e}"
+    ))
+}
+
+/// The name a module's complete versions are stored under. `module` passed Go's grammar.
+pub fn module_name(module: &str) -> Result<Name, ProxyError> {
+    Name::parse_internal(module).map_err(|e| too_long(module, e))
+}
+
+/// The name of a module's `.info`+`.mod`-only versions.
+pub fn gomod_name(module: &str) -> Result<Name, ProxyError> {
+    Name::parse_internal(&format!("{GOMOD_PREFIX}{module}")).map_err(|e| too_long(module, e))
+}
+
+pub fn version(v: &str) -> Result<Version, ProxyError> {
+    Version::parse(v)
+        .map_err(|e| ProxyError::NotFound(format!("not found: version {v:?} cannot be stored by intact: {e}")))
+}
+
+/// A stored file and when its version was committed.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub manifest: Arc<Manifest>,
+    pub file: FileEntry,
+}
+
+impl Found {
+    pub fn committed_at(&self) -> Timestamp {
+        self.manifest.created_at
+    }
+}
+
+/// Finds `kind` of `module@version` in `repo`: the complete version first, then (for `.info`
+/// and `.mod`) the `@gomod` version.
+pub async fn find(
+    store: &Store,
+    repo: &RepoName,
+    module: &str,
+    version: &Version,
+    kind: FileKind,
+) -> Result<Option<Found>, ProxyError> {
+    let mut names = vec![module_name(module)?];
+    if kind != FileKind::Zip {
+        names.push(gomod_name(module)?);
+    }
+    for name in names {
+        if let Some(m) = store.has_version(repo, &name, version).await?
+            && let Some(f) = m.file(file_name(kind))
+        {
+            return Ok(Some(Found {
+                file: f.clone(),
+                manifest: m,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// Every version of `module` stored in `repo`, complete or `.mod`-only (unsorted, unique).
+pub async fn stored_versions(store: &Store, repo: &RepoName, module: &str) -> Result<Vec<String>, ProxyError> {
+    const PAGE: u32 = 10_000;
+    let mut out = std::collections::BTreeSet::new();
+    for name in [module_name(module)?, gomod_name(module)?] {
+        let mut after: Option<Version> = None;
+        loop {
+            let page = store.list_versions(repo, &name, after.as_ref(), PAGE).await?;
+            let done = page.len() < PAGE as usize;
+            after = page.last().map(|v| v.version.clone());
+            out.extend(page.into_iter().map(|v| v.version.into_string()));
+            if done {
+                break;
+            }
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// Reads a small stored file (`.info`, `.mod`) into memory.
+pub async fn read_small(store: &Store, file: &FileEntry) -> Result<Vec<u8>, ProxyError> {
+    if file.size > intact_go::zip::MAX_GO_MOD {
+        return Err(ProxyError::Internal(format!(
+            "stored {} is unexpectedly large ({} bytes)",
+            file.path, file.size
+        )));
+    }
+    let mut read = store.read_file(file, None).await?;
+    let mut buf = Vec::with_capacity(file.size as usize);
+    read.body
+        .read_to_end(&mut buf)
+        .await
+        .map_err(|e| ProxyError::Internal(format!("reading stored {}: {e}", file.path)))?;
+    Ok(buf)
+}
+
+/// Streams small in-memory content into a pending blob.
+pub async fn pending_from_bytes(store: &Store, bytes: &[u8]) -> Result<PendingBlob, ProxyError> {
+    let mut reader = bytes;
+    Ok(store.blobs().write(&mut reader, None).await?)
+}
+
+/// Copies a stored file into a new pending blob (a no-op on disk once persisted: same digest).
+pub async fn pending_from_stored(store: &Store, file: &FileEntry) -> Result<PendingBlob, ProxyError> {
+    let bytes = read_small(store, file).await?;
+    pending_from_bytes(store, &bytes).await
+}
+
+/// What committing a version found.
+#[derive(Debug)]
+pub enum Committed {
+    /// This call made the version visible.
+    New(Arc<Manifest>),
+    /// The version already existed (committed by someone else, maybe with other content).
+    Existing(Arc<Manifest>),
+}
+
+impl Committed {
+    pub fn manifest(&self) -> &Arc<Manifest> {
+        match self {
+            Self::New(m) | Self::Existing(m) => m,
+        }
+    }
+}
+
+/// Commits `files` as `repo/name@version` in one catalog transaction. A version that already
+/// exists is returned as it is: versions are immutable, and the first commit wins.
+pub async fn commit(
+    store: &Store,
+    repo: &RepoName,
+    name: &Name,
+    version: &Version,
+    files: Vec<(&'static str, PendingBlob)>,
+    metadata: serde_json::Value,
+) -> Result<Committed, ProxyError> {
+    let mut staged = Vec::with_capacity(files.len());
+    for (path, blob) in files {
+        let path = FilePath::parse(path).map_err(|e| ProxyError::Internal(e.to_string()))?;
+        staged.push((path, blob));
+    }
+    let req = BeginRequest {
+        repo: repo.clone(),
+        name: name.clone(),
+        version: VersionSpec::Exact(version.clone()),
+        metadata,
+        lease: None,
+        idempotency_key: None,
+        wait: std::time::Duration::from_secs(30),
+    };
+    match store.publish_pending(req, staged).await {
+        Ok(CommitOutcome::Committed(m)) => Ok(Committed::New(Arc::new(m))),
+        Ok(CommitOutcome::AlreadyCommitted(m)) => Ok(Committed::Existing(Arc::new(m))),
+        Err(intact_store::Error::Exists { .. } | intact_store::Error::Conflict { .. }) => {
+            Ok(Committed::Existing(store.manifest(repo, name, version).await?))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_keep_case_and_tilde() {
+        assert_eq!(
+            module_name("github.com/Azure/go-thing").map(Name::into_string).ok(),
+            Some("github.com/Azure/go-thing".into())
+        );
+        assert_eq!(
+            module_name("example.com/a~b").map(Name::into_string).ok(),
+            Some("example.com/a~b".into())
+        );
+        let g = gomod_name("example.com/a").expect("name");
+        assert!(g.is_internal());
+        assert_eq!(g.as_str(), "@gomod/example.com/a");
+        assert!(
+            module_name(&format!("example.com/{}", "a".repeat(300)))
+                .expect_err("long")
+                .is_not_found()
+        );
+        assert!(
+            FilePath::parse(INFO_FILE).is_ok()
+                && FilePath::parse(MOD_FILE).is_ok()
+                && FilePath::parse(ZIP_FILE).is_ok()
+        );
+    }
+}

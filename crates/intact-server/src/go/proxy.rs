@@ -1,0 +1,544 @@
+//! Proxy repos: what happens on a miss.
+//!
+//! * `.info`/`.mod` miss: fetch both from upstream (in parallel), check them, commit them as
+//!   the `@gomod/<module>` version. The zip is not downloaded.
+//! * `.zip` miss: fetch the zip into a temp file while making sure the `@gomod` version exists
+//!   (joining or starting that flight, so `.info`/`.mod` are requested upstream once, ever),
+//!   check the zip for `module@version`, then commit all three files as the module's version.
+//! * `list` / `@latest`: asked upstream, answers reused for `list_cache_seconds`, merged with
+//!   what is stored; when the upstream fails, what is stored is still served.
+//!
+//! Every fetch runs under [`SingleFlight`]: one upstream request per file however many
+//! clients ask at once, detached from the client that started it, its outcome (failure
+//! included) shared by every waiter and a failure remembered for `failure_cache_seconds`.
+//! Nothing that failed a check, or arrived truncated, is ever committed.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use intact_core::{Manifest, RepoName, Version};
+use intact_go::{dirhash, module_path, pattern, semver};
+use intact_store::Store;
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::check;
+use super::error::ProxyError;
+use super::layout::{self, Committed, INFO_FILE, MOD_FILE, ZIP_FILE};
+use super::request::FileKind;
+use super::upstream::{self, Entry, Source, Upstream};
+use super::versions;
+use crate::singleflight::SingleFlight;
+
+/// One version fetch: `full` = all three files, otherwise `.info` + `.mod`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct VersionKey {
+    module: String,
+    version: String,
+    full: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Meta {
+    List,
+    Latest,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct MetaKey {
+    module: String,
+    meta: Meta,
+}
+
+/// Upstream `list`/`@latest` answers younger than `list_ttl`, by module.
+type MetaCache = Mutex<HashMap<MetaKey, (Instant, Arc<Vec<u8>>)>>;
+
+/// Above this many cached answers, stale ones are dropped (and, if that is not enough, all).
+const META_CACHE_ENTRIES: usize = 50_000;
+
+/// Settings of one proxy repo.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub name: RepoName,
+    pub upstream: Vec<Entry>,
+    /// GOPRIVATE-style globs of modules never fetched upstream.
+    pub exclude: Vec<String>,
+    pub fetch_timeout: Duration,
+    pub failure_ttl: Duration,
+    pub list_ttl: Duration,
+    /// Where zips are downloaded before they are checked (same file system as the blobs).
+    pub tmp_dir: PathBuf,
+}
+
+/// A proxy repo's upstream and its in-flight work.
+#[derive(Debug)]
+pub struct ProxyRepo {
+    pub name: RepoName,
+    upstream: Upstream,
+    /// The exclude globs joined with `,`, as `match_prefix_patterns` takes them.
+    exclude: String,
+    fetch_timeout: Duration,
+    list_ttl: Duration,
+    tmp_dir: PathBuf,
+    versions: SingleFlight<VersionKey, Arc<Manifest>, ProxyError>,
+    meta: SingleFlight<MetaKey, Arc<Vec<u8>>, ProxyError>,
+    meta_cache: MetaCache,
+}
+
+fn escaped(module: &str, version: Option<&str>) -> Result<(String, Option<String>), ProxyError> {
+    let m = module_path::escape_path(module).map_err(|e| ProxyError::NotFound(format!("not found: {e}")))?;
+    let v = version
+        .map(|v| module_path::escape_version(v).map_err(|e| ProxyError::NotFound(format!("not found: {e}"))))
+        .transpose()?;
+    Ok((m, v))
+}
+
+impl ProxyRepo {
+    pub fn new(settings: ProxySettings) -> anyhow::Result<Self> {
+        let upstream = Upstream::new(settings.upstream, settings.fetch_timeout)?;
+        Ok(Self {
+            name: settings.name,
+            upstream,
+            exclude: settings.exclude.join(","),
+            fetch_timeout: settings.fetch_timeout,
+            list_ttl: settings.list_ttl,
+            tmp_dir: settings.tmp_dir,
+            versions: SingleFlight::new(settings.failure_ttl),
+            meta: SingleFlight::new(settings.failure_ttl),
+            meta_cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether `module` matches an exclude glob: such modules are never fetched upstream,
+    /// and this repo answers 404 for them even if an older copy is stored (so a public module
+    /// squatting a private name cannot be served through it).
+    pub fn excludes(&self, module: &str) -> bool {
+        !self.exclude.is_empty() && pattern::match_prefix_patterns(&self.exclude, module)
+    }
+
+    fn refuse_excluded(&self, module: &str) -> Result<(), ProxyError> {
+        if self.excludes(module) {
+            return Err(ProxyError::NotFound(format!(
+                "not found: {module} matches an exclude pattern of repo {}: it is never fetched upstream",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// A stored copy of `module@version` holding `kind`, or the result of fetching it.
+    pub async fn fetch(
+        self: &Arc<Self>,
+        store: &Arc<Store>,
+        module: &str,
+        version: &Version,
+        kind: FileKind,
+    ) -> Result<Arc<Manifest>, ProxyError> {
+        self.refuse_excluded(module)?;
+        match kind {
+            FileKind::Zip => self.ensure_full(store, module, version).await,
+            FileKind::Info | FileKind::Mod => self.ensure_mod_only(store, module, version).await,
+        }
+    }
+
+    /// The complete version, or its `@gomod` version: whichever is stored, else fetched.
+    async fn ensure_mod_only(
+        self: &Arc<Self>,
+        store: &Arc<Store>,
+        module: &str,
+        version: &Version,
+    ) -> Result<Arc<Manifest>, ProxyError> {
+        if let Some(m) = stored(store, &self.name, module, version, true).await? {
+            return Ok(m);
+        }
+        let key = VersionKey {
+            module: module.to_owned(),
+            version: version.to_string(),
+            full: false,
+        };
+        let what = format!(
+            "upstream fetch of {module}@{version} (.info, .mod) for repo {}",
+            self.name
+        );
+        let (this, store, module, version) = (self.clone(), store.clone(), module.to_owned(), version.clone());
+        Ok(self
+            .versions
+            .run(key, &what, self.fetch_timeout, move || async move {
+                this.fetch_mod_only(&store, &module, &version).await
+            })
+            .await?)
+    }
+
+    /// The complete version, stored or fetched.
+    async fn ensure_full(
+        self: &Arc<Self>,
+        store: &Arc<Store>,
+        module: &str,
+        version: &Version,
+    ) -> Result<Arc<Manifest>, ProxyError> {
+        if let Some(m) = stored(store, &self.name, module, version, false).await? {
+            return Ok(m);
+        }
+        let key = VersionKey {
+            module: module.to_owned(),
+            version: version.to_string(),
+            full: true,
+        };
+        let what = format!("upstream fetch of {module}@{version} (.zip) for repo {}", self.name);
+        let (this, store, module, version) = (self.clone(), store.clone(), module.to_owned(), version.clone());
+        Ok(self
+            .versions
+            .run(key, &what, self.fetch_timeout, move || async move {
+                this.fetch_full(&store, &module, &version).await
+            })
+            .await?)
+    }
+
+    async fn fetch_mod_only(
+        &self,
+        store: &Store,
+        module: &str,
+        version: &Version,
+    ) -> Result<Arc<Manifest>, ProxyError> {
+        // A flight that just finished may have committed it between the caller's look and now.
+        if let Some(m) = stored(store, &self.name, module, version, true).await? {
+            return Ok(m);
+        }
+        let (m, v) = escaped(module, Some(version.as_str()))?;
+        let v = v.unwrap_or_default();
+        let (info_rel, mod_rel) = (format!("{m}/@v/{v}.info"), format!("{m}/@v/{v}.mod"));
+        let mut failure = None;
+        for entry in &self.upstream.entries {
+            let source = &entry.source;
+            let (info, go_mod) = tokio::join!(
+                self.upstream.get_bytes(source, &info_rel, upstream::MAX_INFO),
+                self.upstream.get_bytes(source, &mod_rel, intact_go::zip::MAX_GO_MOD),
+            );
+            let checked = match (info, go_mod) {
+                (Ok(info), Ok(go_mod)) => check_info_and_mod(source, module, version.as_str(), info, go_mod),
+                (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
+                (Err(a), Err(b)) => Err(ProxyError::worst(Some(a), b)),
+            };
+            match checked {
+                Ok((info, go_mod)) => {
+                    let metadata = json!({
+                        "module": module,
+                        "go_mod_h1": dirhash::hash_go_mod(&go_mod),
+                        "source": "proxy",
+                        "upstream": source.to_string(),
+                    });
+                    let files = vec![
+                        (INFO_FILE, layout::pending_from_bytes(store, &info).await?),
+                        (MOD_FILE, layout::pending_from_bytes(store, &go_mod).await?),
+                    ];
+                    let name = layout::gomod_name(module)?;
+                    let committed = layout::commit(store, &self.name, &name, version, files, metadata).await?;
+                    if let Committed::New(_) = committed {
+                        tracing::info!(repo = %self.name, %module, %version, %source, "cached .info and .mod");
+                    }
+                    return Ok(committed.manifest().clone());
+                }
+                Err(e) if upstream::falls_through(entry, &e) => failure = Some(ProxyError::worst(failure, e)),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(failure.unwrap_or_else(|| ProxyError::NotFound(format!("not found: {module}@{version}: no upstream"))))
+    }
+
+    async fn fetch_full(
+        self: &Arc<Self>,
+        store: &Arc<Store>,
+        module: &str,
+        version: &Version,
+    ) -> Result<Arc<Manifest>, ProxyError> {
+        if let Some(m) = stored(store, &self.name, module, version, false).await? {
+            return Ok(m);
+        }
+        // The zip downloads while .info/.mod are made sure of (usually already stored: the
+        // go command asks for .mod long before it asks for .zip).
+        let (mod_only, zip) = tokio::join!(
+            self.ensure_mod_only(store, module, version),
+            self.download_zip(module, version)
+        );
+        let mod_only = mod_only?;
+        let (zip_path, source) = zip?;
+        let checked = match check::zip_file(zip_path.to_path_buf(), module.to_owned(), version.to_string()).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(intact_go::GoError::Io(e))) => {
+                return Err(ProxyError::Internal(format!("reading downloaded zip: {e}")));
+            }
+            Ok(Err(e)) => {
+                return Err(ProxyError::InvalidUpstream(format!(
+                    "upstream {source} served an invalid zip for {module}@{version}; not cached: {e}"
+                )));
+            }
+            Err(e) => return Err(ProxyError::Internal(e)),
+        };
+        let (Some(info), Some(go_mod)) = (mod_only.file(INFO_FILE), mod_only.file(MOD_FILE)) else {
+            return Err(ProxyError::Internal(format!(
+                "stored {module}@{version} lacks .info or .mod"
+            )));
+        };
+        let go_mod_bytes = layout::read_small(store, go_mod).await?;
+        let zip_blob = {
+            let mut file = tokio::fs::File::open(&zip_path)
+                .await
+                .map_err(|e| ProxyError::Internal(format!("reopening downloaded zip: {e}")))?;
+            store.blobs().write(&mut file, None).await?
+        };
+        drop(zip_path);
+        let metadata = json!({
+            "module": module,
+            "h1": checked.h1,
+            "go_mod_h1": dirhash::hash_go_mod(&go_mod_bytes),
+            "source": "proxy",
+            "upstream": source.to_string(),
+        });
+        let files = vec![
+            (INFO_FILE, layout::pending_from_stored(store, info).await?),
+            (MOD_FILE, layout::pending_from_bytes(store, &go_mod_bytes).await?),
+            (ZIP_FILE, zip_blob),
+        ];
+        let committed = layout::commit(
+            store,
+            &self.name,
+            &layout::module_name(module)?,
+            version,
+            files,
+            metadata,
+        )
+        .await?;
+        if let Committed::New(m) = &committed {
+            tracing::info!(repo = %self.name, %module, %version, %source, h1 = %checked.h1, bytes = m.total_size(), "cached module version");
+        }
+        Ok(committed.manifest().clone())
+    }
+
+    /// Downloads the zip into a temp file next to the blobs, trying the upstream list in order.
+    async fn download_zip(&self, module: &str, version: &Version) -> Result<(tempfile::TempPath, Source), ProxyError> {
+        let (m, v) = escaped(module, Some(version.as_str()))?;
+        let rel = format!("{m}/@v/{}.zip", v.unwrap_or_default());
+        tokio::fs::create_dir_all(&self.tmp_dir)
+            .await
+            .map_err(|e| ProxyError::Internal(format!("creating {}: {e}", self.tmp_dir.display())))?;
+        let mut failure = None;
+        for entry in &self.upstream.entries {
+            let tmp_dir = self.tmp_dir.clone();
+            let temp =
+                tokio::task::spawn_blocking(move || tempfile::Builder::new().prefix("go-zip-").tempfile_in(tmp_dir))
+                    .await
+                    .map_err(|e| ProxyError::Internal(format!("temp file task: {e}")))?
+                    .map_err(|e| ProxyError::Internal(format!("creating temp file: {e}")))?;
+            let (std_file, path) = temp.into_parts();
+            let mut file = tokio::fs::File::from_std(std_file);
+            match self
+                .upstream
+                .get_to_file(&entry.source, &rel, &mut file, intact_go::zip::MAX_ZIP_FILE)
+                .await
+            {
+                Ok(_) => return Ok((path, entry.source.clone())),
+                Err(e) if upstream::falls_through(entry, &e) => failure = Some(ProxyError::worst(failure, e)),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(failure.unwrap_or_else(|| ProxyError::NotFound(format!("not found: {module}@{version}: no upstream"))))
+    }
+
+    /// Versions of `module`: upstream's `list` merged with what is stored. When the upstream
+    /// fails, the stored versions are the answer; with nothing stored, the upstream's failure.
+    pub async fn list(self: &Arc<Self>, store: &Store, module: &str) -> Result<Vec<String>, ProxyError> {
+        self.refuse_excluded(module)?;
+        let stored = layout::stored_versions(store, &self.name, module).await?;
+        match self.upstream_meta(module, Meta::List).await {
+            Ok(body) => Ok(versions::merge([
+                versions::parse_list(&body).as_slice(),
+                stored.as_slice(),
+            ])),
+            Err(e) if !stored.is_empty() => {
+                tracing::debug!(repo = %self.name, %module, error = %e, "upstream list failed; serving stored versions");
+                Ok(versions::merge([stored.as_slice()]))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `@latest`: the upstream's answer, or else the latest stored version's `.info`.
+    pub async fn latest(self: &Arc<Self>, store: &Store, module: &str) -> Result<(Vec<u8>, String), ProxyError> {
+        self.refuse_excluded(module)?;
+        match self.upstream_meta(module, Meta::Latest).await {
+            Ok(body) => {
+                let info = intact_go::info::parse_info(&body).map_err(|e| ProxyError::Internal(e.to_string()))?;
+                Ok((body.as_ref().clone(), info.version))
+            }
+            Err(e) => match stored_latest(store, &self.name, module).await? {
+                Some(found) => {
+                    tracing::debug!(repo = %self.name, %module, error = %e, "upstream @latest failed; serving the latest stored version");
+                    Ok(found)
+                }
+                None => Err(e),
+            },
+        }
+    }
+
+    /// A version query that is not a canonical version (`@v/master.info`): asked upstream
+    /// every time and not stored, since its answer changes as the branch moves.
+    pub async fn query_info(&self, module: &str, query: &str) -> Result<Vec<u8>, ProxyError> {
+        self.refuse_excluded(module)?;
+        let (m, q) = escaped(module, Some(query))?;
+        let rel = format!("{m}/@v/{}.info", q.unwrap_or_default());
+        let mut failure = None;
+        for entry in &self.upstream.entries {
+            let got = self
+                .upstream
+                .get_bytes(&entry.source, &rel, upstream::MAX_INFO)
+                .await
+                .and_then(|body| {
+                    intact_go::info::parse_info(&body).map_err(|e| {
+                        ProxyError::InvalidUpstream(format!(
+                            "upstream {} served an invalid .info for {module}@{query}: {e}",
+                            entry.source
+                        ))
+                    })?;
+                    Ok(body)
+                });
+            match got {
+                Ok(body) => return Ok(body),
+                Err(e) if upstream::falls_through(entry, &e) => failure = Some(ProxyError::worst(failure, e)),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(failure.unwrap_or_else(|| ProxyError::NotFound(format!("not found: {module}@{query}: no upstream"))))
+    }
+
+    /// An upstream `list` or `@latest` body: cached for `list_ttl`, single-flight, failures
+    /// remembered like version fetches.
+    async fn upstream_meta(self: &Arc<Self>, module: &str, meta: Meta) -> Result<Arc<Vec<u8>>, ProxyError> {
+        let key = MetaKey {
+            module: module.to_owned(),
+            meta,
+        };
+        if let Ok(cache) = self.meta_cache.lock()
+            && let Some((at, body)) = cache.get(&key)
+            && at.elapsed() < self.list_ttl
+        {
+            return Ok(body.clone());
+        }
+        let what = match meta {
+            Meta::List => format!("upstream list of {module} for repo {}", self.name),
+            Meta::Latest => format!("upstream @latest of {module} for repo {}", self.name),
+        };
+        let this = self.clone();
+        Ok(self
+            .meta
+            .run(key.clone(), &what, self.fetch_timeout, move || async move {
+                let body = Arc::new(this.fetch_meta(&key).await?);
+                this.remember(key, body.clone());
+                Ok(body)
+            })
+            .await?)
+    }
+
+    fn remember(&self, key: MetaKey, body: Arc<Vec<u8>>) {
+        if self.list_ttl.is_zero() {
+            return;
+        }
+        if let Ok(mut cache) = self.meta_cache.lock() {
+            if cache.len() >= META_CACHE_ENTRIES {
+                let ttl = self.list_ttl;
+                cache.retain(|_, (at, _)| at.elapsed() < ttl);
+                if cache.len() >= META_CACHE_ENTRIES {
+                    cache.clear();
+                }
+            }
+            cache.insert(key, (Instant::now(), body));
+        }
+    }
+
+    async fn fetch_meta(&self, key: &MetaKey) -> Result<Vec<u8>, ProxyError> {
+        let (m, _) = escaped(&key.module, None)?;
+        let (rel, cap) = match key.meta {
+            Meta::List => (format!("{m}/@v/list"), upstream::MAX_LIST),
+            Meta::Latest => (format!("{m}/@latest"), upstream::MAX_INFO),
+        };
+        let mut failure = None;
+        for entry in &self.upstream.entries {
+            let got = self
+                .upstream
+                .get_bytes(&entry.source, &rel, cap)
+                .await
+                .and_then(|body| {
+                    if key.meta == Meta::Latest {
+                        intact_go::info::parse_info(&body).map_err(|e| {
+                            ProxyError::InvalidUpstream(format!(
+                                "upstream {} served an invalid @latest for {}: {e}",
+                                entry.source, key.module
+                            ))
+                        })?;
+                    }
+                    Ok(body)
+                });
+            match got {
+                Ok(body) => return Ok(body),
+                Err(e) if upstream::falls_through(entry, &e) => failure = Some(ProxyError::worst(failure, e)),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(failure.unwrap_or_else(|| ProxyError::NotFound(format!("not found: {}: no upstream", key.module))))
+    }
+}
+
+fn check_info_and_mod(
+    source: &Source,
+    module: &str,
+    version: &str,
+    info: Vec<u8>,
+    go_mod: Vec<u8>,
+) -> Result<(Vec<u8>, Vec<u8>), ProxyError> {
+    check::info_for(&info, version).map_err(|why| {
+        ProxyError::InvalidUpstream(format!(
+            "upstream {source} served an invalid .info for {module}@{version}; not cached: {why}"
+        ))
+    })?;
+    check::go_mod_for(&go_mod, module).map_err(|why| {
+        ProxyError::InvalidUpstream(format!(
+            "upstream {source} served an invalid .mod for {module}@{version}; not cached: {why}"
+        ))
+    })?;
+    Ok((info, go_mod))
+}
+
+/// The stored complete version, or (with `mod_only_will_do`) the `@gomod` one.
+async fn stored(
+    store: &Store,
+    repo: &RepoName,
+    module: &str,
+    version: &Version,
+    mod_only_will_do: bool,
+) -> Result<Option<Arc<Manifest>>, ProxyError> {
+    if let Some(m) = store.has_version(repo, &layout::module_name(module)?, version).await? {
+        return Ok(Some(m));
+    }
+    if mod_only_will_do {
+        return Ok(store.has_version(repo, &layout::gomod_name(module)?, version).await?);
+    }
+    Ok(None)
+}
+
+/// The `.info` of the latest stored version (release, else prerelease, else pseudo-version).
+pub async fn stored_latest(
+    store: &Store,
+    repo: &RepoName,
+    module: &str,
+) -> Result<Option<(Vec<u8>, String)>, ProxyError> {
+    let stored = layout::stored_versions(store, repo, module).await?;
+    let Some(latest) = semver::latest(stored.iter().map(String::as_str)) else {
+        return Ok(None);
+    };
+    let version = layout::version(latest)?;
+    match layout::find(store, repo, module, &version, FileKind::Info).await? {
+        Some(found) => Ok(Some((layout::read_small(store, &found.file).await?, latest.to_owned()))),
+        None => Ok(None),
+    }
+}

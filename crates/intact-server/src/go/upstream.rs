@@ -1,0 +1,464 @@
+//! The upstream of a Go proxy repo: a GOPROXY-style list of module proxies, each
+//! `https://...`, `http://...` or `file:///dir` (the proxy protocol's file layout), or `off`.
+//! Entries are tried in order exactly as the go command tries GOPROXY: after an entry followed
+//! by `,` only a 404/410 falls through to the next one; after `|` any error does. `direct`
+//! (fetching from version control) is not supported and refused at start-up.
+//!
+//! Bodies are never held whole in memory: `.zip` files stream to a temp file with a size cap,
+//! and the small files (`.info`, `.mod`, `list`) are read with a cap too. A body shorter than
+//! its `Content-Length`, or cut mid-stream, is an error, so it can never be mistaken for a
+//! complete file.
+
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::error::ProxyError;
+
+/// One entry of the list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A module proxy over HTTP(S); the base URL without a trailing slash.
+    Http(String),
+    /// A directory in the proxy protocol's layout (`{module}/@v/{version}.zip`...).
+    File(PathBuf),
+    /// Refuses every request (like `GOPROXY=off`): "not found".
+    Off,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Http(url) => f.write_str(url),
+            Self::File(dir) => write!(f, "file://{}", dir.display()),
+            Self::Off => f.write_str("off"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub source: Source,
+    /// The separator after this entry was `|`: fall through to the next on *any* error, not
+    /// only on 404/410.
+    pub fallback_on_any_error: bool,
+}
+
+/// Parses a GOPROXY-style list (`https://a.example,file:///mirror|https://b.example`).
+pub fn parse_list(list: &str) -> Result<Vec<Entry>, String> {
+    let mut entries = Vec::new();
+    let mut rest = list;
+    while !rest.is_empty() {
+        let (item, fallback_on_any_error) = match rest.find([',', '|']) {
+            Some(i) => {
+                let sep = rest.as_bytes()[i];
+                let item = &rest[..i];
+                rest = &rest[i + 1..];
+                (item, sep == b'|')
+            }
+            None => {
+                let item = rest;
+                rest = "";
+                (item, false)
+            }
+        };
+        let item = item.trim();
+        if item.is_empty() {
+            continue;
+        }
+        let source = match item {
+            "off" => Source::Off,
+            "direct" => {
+                return Err(
+                    "\"direct\" (fetching from version control) is not supported yet: list module proxies (https://..., http://..., file:///dir)".into(),
+                );
+            }
+            "noproxy" => return Err("\"noproxy\" is not a module proxy".into()),
+            _ => parse_url(item)?,
+        };
+        entries.push(Entry {
+            source,
+            fallback_on_any_error,
+        });
+    }
+    if entries.is_empty() {
+        return Err("the upstream list is empty".into());
+    }
+    Ok(entries)
+}
+
+fn parse_url(item: &str) -> Result<Source, String> {
+    let url = reqwest::Url::parse(item).map_err(|e| format!("{item:?} is not a URL: {e}"))?;
+    match url.scheme() {
+        "http" | "https" => {
+            if url.query().is_some() || url.fragment().is_some() {
+                return Err(format!("{item:?}: a module proxy URL has no query or fragment"));
+            }
+            Ok(Source::Http(item.trim_end_matches('/').to_owned()))
+        }
+        "file" => {
+            let dir = url
+                .to_file_path()
+                .map_err(|()| format!("{item:?}: expected file:///absolute/dir"))?;
+            Ok(Source::File(dir))
+        }
+        other => Err(format!(
+            "{item:?}: unsupported scheme {other:?} (use https://, http:// or file:///)"
+        )),
+    }
+}
+
+/// Should the next entry be tried after `entry` failed with `err`?
+pub fn falls_through(entry: &Entry, err: &ProxyError) -> bool {
+    err.is_not_found() || entry.fallback_on_any_error
+}
+
+/// Largest `.info` or `@latest` document accepted from an upstream.
+pub const MAX_INFO: u64 = 1 << 20;
+/// Largest `list` accepted from an upstream (a million versions of twenty bytes).
+pub const MAX_LIST: u64 = 32 << 20;
+
+/// An upstream list with the client that talks to it.
+#[derive(Debug)]
+pub struct Upstream {
+    pub entries: Vec<Entry>,
+    client: reqwest::Client,
+    /// The longest an upstream may stay silent (connect, headers, or between body reads).
+    stall: Duration,
+}
+
+impl Upstream {
+    pub fn new(entries: Vec<Entry>, stall: Duration) -> anyhow::Result<Self> {
+        // reqwest is built without a default TLS provider; the binary installs ring, and so
+        // does this, for embedders and tests (installing twice is a harmless no-op).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("intact/", env!("CARGO_PKG_VERSION"), " (go module proxy)"))
+            .connect_timeout(stall.min(Duration::from_secs(30)))
+            .read_timeout(stall)
+            .build()?;
+        Ok(Self { entries, client, stall })
+    }
+
+    /// GETs `rel` (an escaped protocol path such as `example.com/m/@v/v1.0.0.mod`) from
+    /// `source` into memory, refusing more than `cap` bytes.
+    pub async fn get_bytes(&self, source: &Source, rel: &str, cap: u64) -> Result<Vec<u8>, ProxyError> {
+        match source {
+            Source::Off => Err(off(rel)),
+            Source::File(dir) => {
+                let path = file_path(dir, rel)?;
+                let file = open_file(&path, source, rel).await?;
+                let mut buf = Vec::new();
+                file.take(cap + 1)
+                    .read_to_end(&mut buf)
+                    .await
+                    .map_err(|e| ProxyError::Upstream(format!("reading {}: {e}", path.display())))?;
+                if buf.len() as u64 > cap {
+                    return Err(too_large(source, rel, cap));
+                }
+                Ok(buf)
+            }
+            Source::Http(base) => {
+                let url = format!("{base}/{rel}");
+                let mut resp = self.send(source, &url, rel).await?;
+                let expected = resp.content_length();
+                if expected.is_some_and(|n| n > cap) {
+                    return Err(too_large(source, rel, cap));
+                }
+                let mut buf = Vec::new();
+                while let Some(chunk) = resp.chunk().await.map_err(|e| self.body_error(&url, e))? {
+                    if (buf.len() + chunk.len()) as u64 > cap {
+                        return Err(too_large(source, rel, cap));
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                check_length(&url, buf.len() as u64, expected)?;
+                Ok(buf)
+            }
+        }
+    }
+
+    /// GETs `rel` from `source` into `out` (streaming, at most `cap` bytes); returns the size.
+    pub async fn get_to_file(
+        &self,
+        source: &Source,
+        rel: &str,
+        out: &mut tokio::fs::File,
+        cap: u64,
+    ) -> Result<u64, ProxyError> {
+        let written = match source {
+            Source::Off => return Err(off(rel)),
+            Source::File(dir) => {
+                let path = file_path(dir, rel)?;
+                let file = open_file(&path, source, rel).await?;
+                let n = tokio::io::copy(&mut file.take(cap + 1), out)
+                    .await
+                    .map_err(|e| ProxyError::Upstream(format!("copying {}: {e}", path.display())))?;
+                if n > cap {
+                    return Err(too_large(source, rel, cap));
+                }
+                n
+            }
+            Source::Http(base) => {
+                let url = format!("{base}/{rel}");
+                let mut resp = self.send(source, &url, rel).await?;
+                let expected = resp.content_length();
+                if expected.is_some_and(|n| n > cap) {
+                    return Err(too_large(source, rel, cap));
+                }
+                let mut n: u64 = 0;
+                while let Some(chunk) = resp.chunk().await.map_err(|e| self.body_error(&url, e))? {
+                    n += chunk.len() as u64;
+                    if n > cap {
+                        return Err(too_large(source, rel, cap));
+                    }
+                    out.write_all(&chunk)
+                        .await
+                        .map_err(|e| ProxyError::Internal(format!("writing temp file: {e}")))?;
+                }
+                check_length(&url, n, expected)?;
+                n
+            }
+        };
+        out.flush()
+            .await
+            .map_err(|e| ProxyError::Internal(format!("writing temp file: {e}")))?;
+        Ok(written)
+    }
+
+    async fn send(&self, source: &Source, url: &str, rel: &str) -> Result<reqwest::Response, ProxyError> {
+        let resp = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| self.request_error(url, e))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::OK {
+            return Ok(resp);
+        }
+        let detail = snippet(resp).await;
+        let detail = if detail.is_empty() {
+            String::new()
+        } else {
+            format!(": {detail}")
+        };
+        Err(match status.as_u16() {
+            404 => ProxyError::NotFound(format!("not found: upstream {source} has no {rel}{detail}")),
+            410 => ProxyError::Gone(format!("gone: upstream {source} answered 410 for {rel}{detail}")),
+            _ => ProxyError::Upstream(format!("upstream {source} answered {status} for {rel}{detail}")),
+        })
+    }
+
+    fn request_error(&self, url: &str, e: reqwest::Error) -> ProxyError {
+        if e.is_timeout() {
+            return ProxyError::Timeout {
+                what: format!("upstream {url}"),
+                seconds: self.stall.as_secs(),
+            };
+        }
+        ProxyError::Upstream(format!("fetching {url}: {}", error_chain(&e)))
+    }
+
+    fn body_error(&self, url: &str, e: reqwest::Error) -> ProxyError {
+        if e.is_timeout() {
+            return ProxyError::Timeout {
+                what: format!("the rest of {url} from upstream"),
+                seconds: self.stall.as_secs(),
+            };
+        }
+        ProxyError::Upstream(format!("upstream body of {url} was cut short: {}", error_chain(&e)))
+    }
+}
+
+fn off(rel: &str) -> ProxyError {
+    ProxyError::NotFound(format!("not found: {rel}: upstream is off"))
+}
+
+fn too_large(source: &Source, rel: &str, cap: u64) -> ProxyError {
+    ProxyError::InvalidUpstream(format!(
+        "upstream {source} served {rel} larger than the limit of {cap} bytes"
+    ))
+}
+
+fn check_length(url: &str, got: u64, expected: Option<u64>) -> Result<(), ProxyError> {
+    match expected {
+        Some(want) if want != got => Err(ProxyError::Upstream(format!(
+            "upstream body of {url} was truncated: {got} of {want} bytes"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The first few hundred bytes of an error response, for the message.
+async fn snippet(mut resp: reqwest::Response) -> String {
+    let mut buf = Vec::new();
+    while buf.len() < 300 {
+        match resp.chunk().await {
+            Ok(Some(c)) => buf.extend_from_slice(&c),
+            _ => break,
+        }
+    }
+    buf.truncate(300);
+    String::from_utf8_lossy(&buf)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !out.contains(&s_text) {
+            out.push_str(": ");
+            out.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// Where `rel` lives under a file upstream. `rel` is built from a module path and version
+/// that passed Go's grammar (no `..`, no leading `/`, no element starting with `.` in module
+/// paths); this re-checks that every component is a plain name, so the join cannot leave `dir`.
+fn file_path(dir: &Path, rel: &str) -> Result<PathBuf, ProxyError> {
+    let rel_path = Path::new(rel);
+    let plain = !rel.contains('\\') && rel.split('/').all(|s| !s.is_empty() && s != "." && s != "..");
+    if !plain || !rel_path.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(ProxyError::NotFound(format!(
+            "not found: {rel}: not a plain relative path"
+        )));
+    }
+    Ok(dir.join(rel_path))
+}
+
+async fn open_file(path: &Path, source: &Source, rel: &str) -> Result<tokio::fs::File, ProxyError> {
+    match tokio::fs::File::open(path).await {
+        Ok(f) => Ok(f),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            Err(ProxyError::NotFound(format!(
+                "not found: upstream {source} has no {rel}"
+            )))
+        }
+        Err(e) => Err(ProxyError::Upstream(format!("opening {}: {e}", path.display()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http(url: &str, any: bool) -> Entry {
+        Entry {
+            source: Source::Http(url.into()),
+            fallback_on_any_error: any,
+        }
+    }
+
+    #[test]
+    fn goproxy_lists() {
+        assert_eq!(
+            parse_list("https://proxy.golang.org"),
+            Ok(vec![http("https://proxy.golang.org", false)])
+        );
+        assert_eq!(
+            parse_list("https://a.example/,https://b.example|file:///srv/mirror| off"),
+            Ok(vec![
+                http("https://a.example", false),
+                http("https://b.example", true),
+                Entry {
+                    source: Source::File(PathBuf::from("/srv/mirror")),
+                    fallback_on_any_error: true
+                },
+                Entry {
+                    source: Source::Off,
+                    fallback_on_any_error: false
+                },
+            ])
+        );
+        assert_eq!(
+            parse_list(" http://127.0.0.1:8080/prefix ,,"),
+            Ok(vec![http("http://127.0.0.1:8080/prefix", false)])
+        );
+    }
+
+    #[test]
+    fn goproxy_list_errors_say_why() {
+        for (bad, needle) in [
+            ("direct", "not supported"),
+            ("https://a.example,direct", "not supported"),
+            ("", "empty"),
+            (" , ", "empty"),
+            ("ftp://x", "unsupported scheme"),
+            ("proxy.golang.org", "not a URL"),
+            ("s3://bucket/prefix", "unsupported scheme"),
+            ("https://a.example/?x=1", "no query"),
+        ] {
+            let err = parse_list(bad).expect_err(bad);
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn fallthrough_rules() {
+        let comma = http("https://a", false);
+        let pipe = http("https://a", true);
+        let nf = ProxyError::NotFound("x".into());
+        let gone = ProxyError::Gone("x".into());
+        let down = ProxyError::Upstream("x".into());
+        assert!(falls_through(&comma, &nf));
+        assert!(falls_through(&comma, &gone));
+        assert!(!falls_through(&comma, &down));
+        assert!(falls_through(&pipe, &down));
+    }
+
+    #[test]
+    fn file_paths_stay_inside() {
+        let dir = Path::new("/srv/m");
+        assert_eq!(
+            file_path(dir, "example.com/a/@v/v1.0.0.zip").ok(),
+            Some(PathBuf::from("/srv/m/example.com/a/@v/v1.0.0.zip"))
+        );
+        for bad in ["../x", "a/../../x", "/etc/passwd", "a/./b", "a\\..\\b"] {
+            assert!(file_path(dir, bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn file_upstream_reads_and_reports_absence() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let v = dir.path().join("example.com/a/@v");
+        std::fs::create_dir_all(&v).expect("mkdir");
+        std::fs::write(v.join("list"), "v1.0.0\n").expect("write");
+        let up = Upstream::new(vec![], Duration::from_secs(5)).expect("client");
+        let src = Source::File(dir.path().to_owned());
+        assert_eq!(
+            up.get_bytes(&src, "example.com/a/@v/list", 100).await,
+            Ok(b"v1.0.0\n".to_vec())
+        );
+        assert!(matches!(
+            up.get_bytes(&src, "example.com/a/@v/list", 3).await,
+            Err(ProxyError::InvalidUpstream(_))
+        ));
+        assert!(
+            up.get_bytes(&src, "example.com/b/@v/list", 100)
+                .await
+                .expect_err("absent")
+                .is_not_found()
+        );
+        assert!(
+            up.get_bytes(&Source::Off, "example.com/a/@v/list", 100)
+                .await
+                .expect_err("off")
+                .is_not_found()
+        );
+    }
+}

@@ -1,0 +1,129 @@
+//! Staging's outcomes and their one mapping to HTTP status codes. Upstream trouble is a 502
+//! (the upstream failed, or sent an archive intact refuses), "not there upstream" a 404, a
+//! bounded wait that ran out a 504 naming what was awaited.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::api::error::ApiError;
+use crate::singleflight::FlightError;
+
+/// Why an artifact could not be staged. Shared by every waiter of a flight, and remembered
+/// for the repo's `failure_cache_seconds`.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StageError {
+    /// The request asked for something this repo cannot stage (unknown artifact, bad file name).
+    #[error("{field}: {message}")]
+    BadRequest { field: &'static str, message: String },
+    /// The upstream has no such file or directory, or a pattern matched nothing.
+    #[error("{what} not found")]
+    NotFound { what: String },
+    /// The upstream failed: an error status, a refused or cut connection, a truncated body.
+    #[error("{0}")]
+    Upstream(String),
+    /// An archive that extraction refused (path escape, link out of the tree, bomb, corrupt).
+    #[error("{file}: {message}")]
+    BadArchive { file: String, message: String },
+    /// Upstream content that cannot become one version (two files with one path, a name
+    /// outside the path grammar).
+    #[error("{0}")]
+    BadContent(String),
+    /// A bounded wait ran out; the staging goes on.
+    #[error("timed out after {seconds}s waiting for {what}")]
+    Timeout { what: String, seconds: u64 },
+    /// A fault on this side (local disk, catalog).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl StageError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::Upstream(_) | Self::BadArchive { .. } | Self::BadContent(_) => StatusCode::BAD_GATEWAY,
+            Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable `error` code of the JSON body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest { .. } => "bad_request",
+            Self::NotFound { .. } => "not_found",
+            Self::Upstream(_) => "upstream",
+            Self::BadArchive { .. } => "bad_archive",
+            Self::BadContent(_) => "bad_upstream_content",
+            Self::Timeout { .. } => "timeout",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// The JSON body (without per-item details).
+    pub fn body(&self) -> serde_json::Value {
+        let mut v = json!({"error": self.code(), "message": self.to_string()});
+        if let Self::BadRequest { field, .. } = self {
+            v["field"] = json!(field);
+        }
+        v
+    }
+
+    pub(crate) fn bad(field: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            field,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn not_found(what: impl Into<String>) -> Self {
+        Self::NotFound { what: what.into() }
+    }
+}
+
+impl From<intact_store::Error> for StageError {
+    fn from(e: intact_store::Error) -> Self {
+        match e {
+            intact_store::Error::WaitTimeout { what, seconds } => Self::Timeout { what, seconds },
+            intact_store::Error::Invalid(v) => Self::bad(v.field, v.to_string()),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<FlightError<StageError>> for StageError {
+    fn from(e: FlightError<StageError>) -> Self {
+        match e {
+            FlightError::Failed(e) => (*e).clone(),
+            FlightError::Timeout { what, seconds } => Self::Timeout { what, seconds },
+            FlightError::Interrupted { what } => Self::Internal(format!("{what} was interrupted")),
+        }
+    }
+}
+
+impl From<StageError> for ApiError {
+    fn from(e: StageError) -> Self {
+        match e {
+            StageError::BadRequest { field, message } => ApiError::BadRequest { field, message },
+            // The read path falls through to the next group member on NotFound.
+            StageError::NotFound { what } => ApiError::NotFound(what),
+            StageError::Internal(message) => ApiError::Internal(message),
+            other => ApiError::Coded {
+                status: other.status(),
+                code: other.code(),
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+impl IntoResponse for StageError {
+    fn into_response(self) -> Response {
+        if matches!(self, Self::Internal(_)) {
+            tracing::error!(error = %self, "staging failed");
+        }
+        (self.status(), Json(self.body())).into_response()
+    }
+}

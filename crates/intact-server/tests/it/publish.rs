@@ -1,0 +1,356 @@
+//! The one-request multipart publish, from reqwest and from the real `curl` binary, and its
+//! all-or-nothing promise when a request goes wrong half way.
+
+use intact_core::Digest;
+use reqwest::StatusCode;
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::{Server, assert_error, json_of};
+
+async fn publish_form(s: &Server, form: Form) -> (StatusCode, Value) {
+    let resp = s
+        .http
+        .post(s.url("/api/v1/repos/files/publish"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("multipart publish");
+    json_of(resp).await
+}
+
+/// A form whose field names go out verbatim (reqwest would percent-encode the `/` of
+/// `dir/x.bin` by default).
+fn form() -> Form {
+    Form::new().percent_encode_noop()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_publish_with_reqwest() {
+    let s = Server::start().await;
+    let cli = b"pretend this is a tarball".to_vec();
+    let x = vec![7u8; 10_000];
+    let f = form()
+        .text("name", "tools/cli")
+        .text("version", "1.4.0")
+        .text("metadata", r#"{"os":"linux"}"#)
+        .part("file", Part::bytes(cli.clone()).file_name("cli.tar.gz"))
+        .part("dir/x.bin", Part::bytes(x.clone()).file_name("whatever-local-name.bin"));
+    let (status, m) = publish_form(&s, f).await;
+    assert_eq!(status, StatusCode::CREATED, "{m}");
+    assert_eq!(m["name"], "tools/cli");
+    assert_eq!(m["version"], "1.4.0");
+    assert_eq!(m["metadata"], json!({"os": "linux"}));
+    assert_eq!(
+        m["files"],
+        json!([
+            {"path": "cli.tar.gz", "size": cli.len(), "sha256": Digest::of(&cli).to_hex()},
+            {"path": "dir/x.bin", "size": x.len(), "sha256": Digest::of(&x).to_hex()},
+        ])
+    );
+    assert_eq!(
+        s.get_bytes("/api/v1/repos/files/tools/cli/@v/1.4.0/cli.tar.gz").await,
+        (StatusCode::OK, cli.clone())
+    );
+    assert_eq!(
+        s.get_bytes("/api/v1/repos/files/tools/cli/@v/1.4.0/dir/x.bin").await,
+        (StatusCode::OK, x)
+    );
+
+    // Publishing the version again without a key: it exists.
+    let f = form()
+        .text("name", "tools/cli")
+        .text("version", "1.4.0")
+        .part("file", Part::bytes(cli.clone()).file_name("cli.tar.gz"));
+    assert_error(&publish_form(&s, f).await, StatusCode::CONFLICT, "exists", None);
+
+    // `auto` plus an idempotency key: the retry answers 200 with the same manifest.
+    let keyed = || {
+        form()
+            .text("name", "tools/auto")
+            .text("version", "auto")
+            .text("idempotency_key", "ci-run-77")
+            .part("files", Part::bytes(b"abc".to_vec()).file_name("a.txt"))
+    };
+    let (status, first) = publish_form(&s, keyed()).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    assert_eq!(first["version"], "1");
+    let (status, retry) = publish_form(&s, keyed()).await;
+    assert_eq!(status, StatusCode::OK, "{retry}");
+    assert_eq!(retry, first);
+    assert_eq!(s.versions("tools/auto").await, ["1"]);
+
+    // No file parts: a metadata-only version.
+    let (status, m) = publish_form(
+        &s,
+        form()
+            .text("name", "tools/empty")
+            .text("version", "0.1")
+            .text("metadata", "{}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{m}");
+    assert_eq!(m["files"], json!([]));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_publish_with_real_curl() {
+    let Ok(out) = tokio::process::Command::new("curl").arg("--version").output().await else {
+        eprintln!("SKIP multipart_publish_with_real_curl: no `curl` binary on PATH");
+        return;
+    };
+    assert!(out.status.success(), "curl --version failed");
+    let s = Server::start().await;
+    let local = tempfile::tempdir().expect("tempdir");
+    let tarball = crate::pseudo_random(42, 300_000);
+    let readme = b"# README\nhello from curl\n".to_vec();
+    std::fs::write(local.path().join("cli.tar.gz"), &tarball).expect("write");
+    std::fs::write(local.path().join("README.md"), &readme).expect("write");
+    // The command from docs/http-api.md, verbatim apart from the paths and the port.
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "-w", "\n%{http_code}"])
+        .args([
+            "-F",
+            "name=tools/cli",
+            "-F",
+            "version=1.4.0",
+            "-F",
+            r#"metadata={"os":"linux"}"#,
+        ])
+        .arg("-F")
+        .arg(format!("file=@{}", local.path().join("cli.tar.gz").display()))
+        .arg("-F")
+        .arg(format!("docs/README.md=@{}", local.path().join("README.md").display()))
+        .arg(s.url("/api/v1/repos/files/publish"))
+        .output()
+        .await
+        .expect("run curl");
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    let (body, code) = stdout.rsplit_once('\n').expect("status line");
+    assert_eq!(code, "201", "{body}");
+    let m: Value = serde_json::from_str(body).expect("json manifest");
+    assert_eq!(m["metadata"], json!({"os": "linux"}));
+    assert_eq!(
+        m["files"],
+        json!([
+            {"path": "cli.tar.gz", "size": tarball.len(), "sha256": Digest::of(&tarball).to_hex()},
+            {"path": "docs/README.md", "size": readme.len(), "sha256": Digest::of(&readme).to_hex()},
+        ])
+    );
+    assert_eq!(
+        s.get_bytes("/api/v1/repos/files/tools/cli/@v/1.4.0/cli.tar.gz").await,
+        (StatusCode::OK, tarball)
+    );
+    assert_eq!(
+        s.get_bytes("/api/v1/repos/files/tools/cli/@v/1.4.0/docs/README.md")
+            .await,
+        (StatusCode::OK, readme)
+    );
+
+    // curl reading the file back, with a range.
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "-r", "0-7"])
+        .arg(s.url("/api/v1/repos/files/tools/cli/@v/1.4.0/docs/README.md"))
+        .output()
+        .await
+        .expect("run curl");
+    assert!(out.status.success());
+    assert_eq!(out.stdout, b"# README");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_publish_errors_leave_nothing_behind() {
+    let s = Server::start().await;
+
+    // A file part before name/version.
+    let f = form()
+        .part("file", Part::bytes(b"x".to_vec()).file_name("a.bin"))
+        .text("name", "bad/order")
+        .text("version", "1");
+    let got = publish_form(&s, f).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "bad_request", Some("body"));
+    assert!(
+        got.1["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("name") && m.contains("version")),
+        "{}",
+        got.1
+    );
+
+    // Metadata that is not JSON, or not an object.
+    let f = form()
+        .text("name", "bad/meta")
+        .text("version", "1")
+        .text("metadata", "{not json");
+    assert_error(
+        &publish_form(&s, f).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        Some("metadata"),
+    );
+    let f = form()
+        .text("name", "bad/meta")
+        .text("version", "1")
+        .text("metadata", "[1,2]");
+    assert_error(
+        &publish_form(&s, f).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        Some("metadata"),
+    );
+    // Unknown text fields and bad lease values.
+    let f = form()
+        .text("name", "bad/meta")
+        .text("version", "1")
+        .text("colour", "blue");
+    assert_error(
+        &publish_form(&s, f).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        Some("body"),
+    );
+    let f = form()
+        .text("name", "bad/meta")
+        .text("version", "1")
+        .text("lease_seconds", "soon");
+    assert_error(
+        &publish_form(&s, f).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        Some("lease_seconds"),
+    );
+    // Invalid names and versions.
+    let f = form().text("name", "../etc").text("version", "1");
+    assert_error(
+        &publish_form(&s, f).await,
+        StatusCode::BAD_REQUEST,
+        "invalid",
+        Some("name"),
+    );
+    let f = form().text("name", "ok").text("version", "1/2");
+    assert_error(
+        &publish_form(&s, f).await,
+        StatusCode::BAD_REQUEST,
+        "invalid",
+        Some("version"),
+    );
+
+    // An invalid path as a field name, and as a file name of a `file` part.
+    for (field, file_name) in [
+        ("../evil.bin", "x"),
+        ("a//b", "x"),
+        ("@v/x", "x"),
+        ("file", "../../evil"),
+        ("file", "/abs"),
+    ] {
+        let f = form()
+            .text("name", "bad/path")
+            .text("version", "1")
+            .part(field, Part::bytes(b"x".to_vec()).file_name(file_name));
+        assert_error(
+            &publish_form(&s, f).await,
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            Some("path"),
+        );
+    }
+
+    // Failure after a file was already staged: the whole publish is rolled back.
+    let staged = b"staged by a publish that later fails".to_vec();
+    let f = form()
+        .text("name", "bad/midway")
+        .text("version", "1")
+        .part("ok.bin", Part::bytes(staged.clone()).file_name("ok.bin"))
+        .part("a/../b", Part::bytes(b"never".to_vec()).file_name("b"));
+    assert_error(
+        &publish_form(&s, f).await,
+        StatusCode::BAD_REQUEST,
+        "invalid",
+        Some("path"),
+    );
+    assert!(
+        !s.blob_path(&Digest::of(&staged)).exists(),
+        "the rolled-back publish's blob is deleted"
+    );
+
+    // A body cut off half way through a file part (the client went away).
+    let boundary = "XyZzYbOuNdArY";
+    let mut body = Vec::new();
+    for (k, v) in [("name", "bad/truncated"), ("version", "1")] {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"big.bin\"; filename=\"big.bin\"\r\n\r\n")
+            .as_bytes(),
+    );
+    body.extend_from_slice(&crate::pseudo_random(9, 200_000));
+    let head = format!(
+        "POST /api/v1/repos/files/publish HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\r\n",
+        body.len() + 1_000_000
+    );
+    let mut sock = tokio::net::TcpStream::connect(s.addr).await.expect("connect");
+    sock.write_all(head.as_bytes()).await.expect("write");
+    sock.write_all(&body).await.expect("write");
+    sock.shutdown().await.expect("half-close");
+    let mut answer = Vec::new();
+    // Reading to the end waits for the handler to finish (and roll back).
+    let _ = sock.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 4"),
+        "a cut-off publish must not succeed: {answer}"
+    );
+
+    // None of it is visible, and no transaction still holds the versions.
+    let events = s.events(0).await;
+    assert!(events.iter().all(|e| e["kind"] != "committed"), "{events:?}");
+    for name in ["bad/order", "bad/meta", "bad/path", "bad/midway", "bad/truncated"] {
+        assert!(s.versions(name).await.is_empty(), "{name}");
+        let (id, _) = s.open(json!({"name": name, "version": "1"})).await;
+        assert_eq!(s.abort(&id).await, StatusCode::NO_CONTENT);
+    }
+    let rolled_back: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "aborted" && e["data"]["reason"] == "rolled back")
+        .collect();
+    assert!(rolled_back.iter().any(|e| e["name"] == "bad/midway"), "{events:?}");
+
+    // Publishing into repos that take no publishes.
+    for (repo, status, code) in [
+        ("go-private", StatusCode::BAD_REQUEST, "unsupported"),
+        ("go", StatusCode::BAD_REQUEST, "unsupported"),
+        ("go-public", StatusCode::BAD_REQUEST, "unsupported"),
+        ("nope", StatusCode::NOT_FOUND, "not_found"),
+    ] {
+        let resp = s
+            .http
+            .post(s.url(&format!("/api/v1/repos/{repo}/publish")))
+            .multipart(form().text("name", "x").text("version", "1"))
+            .send()
+            .await
+            .expect("publish");
+        assert_error(&json_of(resp).await, status, code, None);
+    }
+    // Not multipart at all.
+    let resp = s
+        .http
+        .post(s.url("/api/v1/repos/files/publish"))
+        .body("name=x")
+        .send()
+        .await
+        .expect("publish");
+    let (status, v) = json_of(resp).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["error"].is_string(), "{v}");
+    s.stop().await;
+}

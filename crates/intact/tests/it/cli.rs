@@ -1,0 +1,142 @@
+//! The `intact` CLI against a real server: publish a directory with metadata, list, get with
+//! verification, idempotent re-publish, verify and gc.
+
+use std::process::Command;
+
+use crate::harness::{BIN, Server};
+
+fn intact(server: &Server, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("INTACT_SERVER", &server.base)
+        .output()
+        .expect("run intact");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn publish_ls_get_verify_gc() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), None, &[]);
+    let src = dir.path().join("render");
+    std::fs::create_dir_all(src.join("frames")).expect("mkdir");
+    std::fs::write(src.join("frames/0001.exr"), b"frame one").expect("write");
+    std::fs::write(src.join("frames/0002.exr"), b"frame two").expect("write");
+    let single = dir.path().join("notes.txt");
+    std::fs::write(&single, b"lighting pass").expect("write");
+    let (src_s, single_s) = (src.to_str().expect("utf8"), single.to_str().expect("utf8"));
+
+    let (ok, out, err) = intact(
+        &server,
+        &[
+            "publish",
+            "files",
+            "shots/010/comp",
+            "auto",
+            src_s,
+            single_s,
+            "--meta",
+            "artist=kim",
+            "--idempotency-key",
+            "job-1",
+        ],
+    );
+    assert!(ok, "publish failed: {out}{err}");
+    assert!(out.contains("published files/shots/010/comp@1: 3 files"), "{out}");
+    assert!(
+        err.contains("uploaded frames/0001.exr"),
+        "plain progress lines off a terminal: {err}"
+    );
+
+    // A retried job (same idempotency key) does not create version 2.
+    let (ok, out, err) = intact(
+        &server,
+        &[
+            "publish",
+            "files",
+            "shots/010/comp",
+            "auto",
+            src_s,
+            single_s,
+            "--meta",
+            "artist=kim",
+            "--idempotency-key",
+            "job-1",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("already published"), "{out}");
+
+    let (ok, out, _) = intact(&server, &["ls", "files"]);
+    assert!(ok);
+    assert_eq!(out.trim(), "shots/010/comp");
+    let (ok, out, _) = intact(&server, &["ls", "files", "shots/010/comp"]);
+    assert!(ok);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.starts_with("1\t"), "{out}");
+
+    let dest = dir.path().join("out");
+    let (ok, out, err) = intact(
+        &server,
+        &[
+            "get",
+            "files",
+            "shots/010/comp",
+            "1",
+            "--out",
+            dest.to_str().expect("utf8"),
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    assert_eq!(std::fs::read(dest.join("frames/0002.exr")).expect("read"), b"frame two");
+    assert_eq!(std::fs::read(dest.join("notes.txt")).expect("read"), b"lighting pass");
+
+    // Re-publishing the same version with different content is refused, and nothing changes.
+    std::fs::write(&single, b"changed").expect("write");
+    let (ok, _, err) = intact(&server, &["publish", "files", "shots/010/comp", "1", single_s]);
+    assert!(!ok);
+    assert!(err.contains("already exists"), "{err}");
+
+    // Bad input is refused before anything is uploaded.
+    let (ok, _, err) = intact(&server, &["publish", "files", "../escape", "1", single_s]);
+    assert!(!ok);
+    assert!(err.contains("invalid name"), "{err}");
+
+    let (ok, out, _) = intact(&server, &["verify"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("0 problem(s)"), "{out}");
+    let (ok, out, _) = intact(&server, &["gc", "--grace-seconds", "0"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("\"blobs_deleted\""), "{out}");
+}
+
+#[test]
+fn verify_and_gc_work_offline_on_a_data_dir_and_refuse_a_busy_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = Server::start(&data, None, &[]);
+    let f = dir.path().join("a.bin");
+    std::fs::write(&f, b"offline").expect("write");
+    let (ok, out, err) = intact(&server, &["publish", "files", "x", "1", f.to_str().expect("utf8")]);
+    assert!(ok, "{out}{err}");
+    // While the server owns the data dir, offline mode refuses.
+    let (ok, _, err) = intact(&server, &["verify", "--data-dir", data.to_str().expect("utf8")]);
+    assert!(!ok);
+    assert!(err.contains("in use by another intact process"), "{err}");
+    server.kill9();
+    let out = Command::new(BIN)
+        .args(["verify", "--data-dir", data.to_str().expect("utf8")])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("checked 1 blobs"));
+    let out = Command::new(BIN)
+        .args(["gc", "--data-dir", data.to_str().expect("utf8")])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests of the `intact` binary: real processes, real TCP, SIGKILL.
+
+mod cli;
+mod crash;
+mod go_fixtures;
+mod go_proxy;
+mod harness;
+mod large;
+mod staging;
