@@ -45,6 +45,37 @@ struct Fields {
     lease_seconds: Option<u64>,
 }
 
+/// What opening the publish's transaction gave: a transaction to fill, or (an idempotent
+/// retry of a publish that already landed) the committed version.
+enum Opened {
+    Txn(TxnRecord),
+    Done(Response),
+}
+
+async fn open_txn(
+    state: &AppState,
+    repo: &intact_core::RepoName,
+    headers: &HeaderMap,
+    fields: &Fields,
+    context: &str,
+) -> ApiResult<Opened> {
+    let (Some(name), Some(version)) = (fields.name.clone(), fields.version.clone()) else {
+        return Err(ApiError::bad("body", context.to_owned()));
+    };
+    let req = CreateTxn {
+        name,
+        version,
+        metadata: fields.metadata.clone(),
+        lease_seconds: fields.lease_seconds,
+        idempotency_key: fields.idempotency_key.clone(),
+        wait_seconds: None,
+    };
+    Ok(match state.store.begin(req.into_begin(repo, headers)?).await? {
+        OpenOutcome::Created(t) | OpenOutcome::Resumed(t) => Opened::Txn(t),
+        OpenOutcome::Committed(_, m) => Opened::Done((StatusCode::OK, Json(manifest_json(&m))).into_response()),
+    })
+}
+
 pub(crate) async fn publish(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -98,26 +129,17 @@ pub(crate) async fn publish(
             };
             let path = FilePath::parse(&path)?;
             if txn.is_none() {
-                let (Some(name), Some(version)) = (fields.name.clone(), fields.version.clone()) else {
-                    return Err(ApiError::bad(
-                        "body",
-                        "the name and version fields must come before the first file part",
-                    ));
-                };
-                let req = CreateTxn {
-                    name,
-                    version,
-                    metadata: fields.metadata.clone(),
-                    lease_seconds: fields.lease_seconds,
-                    idempotency_key: fields.idempotency_key.clone(),
-                    wait_seconds: None,
-                };
-                match state.store.begin(req.into_begin(&repo, &headers)?).await? {
-                    OpenOutcome::Created(t) | OpenOutcome::Resumed(t) => txn = Some(t),
-                    OpenOutcome::Committed(_, m) => {
-                        // An idempotent retry of a publish that already landed.
-                        return Ok((StatusCode::OK, Json(manifest_json(&m))).into_response());
-                    }
+                match open_txn(
+                    &state,
+                    &repo,
+                    &headers,
+                    &fields,
+                    "the name and version fields must come before the first file part",
+                )
+                .await?
+                {
+                    Opened::Txn(t) => txn = Some(t),
+                    Opened::Done(resp) => return Ok(resp),
                 }
             }
             let Some(t) = txn.as_ref() else { continue };
@@ -128,26 +150,13 @@ pub(crate) async fn publish(
         let t = match txn.as_ref() {
             Some(t) => t.clone(),
             None => {
-                // A publish without files: metadata-only version.
-                let (Some(name), Some(version)) = (fields.name.clone(), fields.version.clone()) else {
-                    return Err(ApiError::bad("body", "fields name and version are required"));
-                };
-                let req = CreateTxn {
-                    name,
-                    version,
-                    metadata: fields.metadata.clone(),
-                    lease_seconds: fields.lease_seconds,
-                    idempotency_key: fields.idempotency_key.clone(),
-                    wait_seconds: None,
-                };
-                match state.store.begin(req.into_begin(&repo, &headers)?).await? {
-                    OpenOutcome::Created(t) | OpenOutcome::Resumed(t) => {
+                // A publish without files: a metadata-only version.
+                match open_txn(&state, &repo, &headers, &fields, "fields name and version are required").await? {
+                    Opened::Txn(t) => {
                         txn = Some(t.clone());
                         t
                     }
-                    OpenOutcome::Committed(_, m) => {
-                        return Ok((StatusCode::OK, Json(manifest_json(&m))).into_response());
-                    }
+                    Opened::Done(resp) => return Ok(resp),
                 }
             }
         };
