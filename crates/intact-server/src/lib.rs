@@ -57,6 +57,13 @@ pub async fn run(listener: TcpListener, state: AppState, mut shutdown: watch::Re
     });
     let background = state.start_background(shutdown.clone());
     let app = api::router(state);
+    // TCP_NODELAY: a response's headers and body go out as separate writes; with Nagle on,
+    // the body waits for the client's delayed ACK (~40 ms per keep-alive request).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             while !*shutdown.borrow() {

@@ -11,8 +11,8 @@ pub mod store;
 
 pub use blob::{BlobRead, BlobStore, FsBlobStore, PendingBlob};
 pub use catalog::{
-    Catalog, CommitOutcome, Event, NewTxn, OpenOutcome, RepoUsage, SqliteCatalog, SweepReport, TxnRecord, VersionSpec,
-    VersionSummary, VersionUse,
+    Catalog, CommitOutcome, Event, NewTxn, OpenOutcome, RepoUsage, SqliteCatalog, SweepReport, TxnRecord, TxnStatus,
+    VersionSpec, VersionSummary, VersionUse,
 };
 pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
 pub use error::{Error, Result};

@@ -308,8 +308,20 @@ impl Store {
         expected: Option<Digest>,
         progress: Option<Progress<'_>>,
     ) -> Result<FileEntry> {
-        // Fail fast (and renew the lease) before reading a possibly huge body.
-        self.catalog.renew_txn(id, self.now()).await?;
+        // Fail fast before reading a possibly huge body, and make sure the upload starts with
+        // at least half a lease left (staging the file renews it in full). A read, not a
+        // write: most uploads pay no extra catalog commit.
+        let status = self.catalog.txn_status(id).await?;
+        if status.state != intact_core::TxnState::Open {
+            return Err(Error::TxnNotOpen {
+                id: id.clone(),
+                state: status.state,
+            });
+        }
+        let now = self.now();
+        if status.expires_at <= now.plus(status.lease / 2) {
+            self.catalog.renew_txn(id, now).await?;
+        }
         let pending = self.blobs.write(body, progress).await?;
         if let Some(expected) = expected
             && expected != pending.digest

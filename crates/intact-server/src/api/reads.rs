@@ -92,6 +92,14 @@ pub(crate) async fn resolve_manifest(
     ))
 }
 
+/// A page of `@versions`, serialized straight from the rows (no intermediate JSON tree: this
+/// answer can hold 10,000 entries).
+#[derive(serde::Serialize)]
+struct VersionsPage<'a> {
+    versions: &'a [intact_store::VersionSummary],
+    next: Option<Version>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Page {
@@ -160,7 +168,7 @@ async fn versions(state: &AppState, repo: &RepoConfig, name: &Name, page: Page) 
         let next = (list.len() as u32 == limit)
             .then(|| list.last().map(|v| v.version.clone()))
             .flatten();
-        return Ok(Json(json!({"versions": list, "next": next})).into_response());
+        return Ok(Json(VersionsPage { versions: &list, next }).into_response());
     }
     // A group merges its members' listings (first member wins on duplicates); pagination
     // continues after a version present in any member.
@@ -195,7 +203,7 @@ async fn versions(state: &AppState, repo: &RepoConfig, name: &Name, page: Page) 
     let next = (list.len() as u32 == limit)
         .then(|| list.last().map(|v| v.version.clone()))
         .flatten();
-    Ok(Json(json!({"versions": list, "next": next})).into_response())
+    Ok(Json(VersionsPage { versions: &list, next }).into_response())
 }
 
 #[derive(Deserialize)]

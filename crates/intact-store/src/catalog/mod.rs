@@ -56,6 +56,14 @@ pub struct TxnRecord {
     pub files: Vec<FileEntry>,
 }
 
+/// A transaction's state and lease.
+#[derive(Debug, Clone, Copy)]
+pub struct TxnStatus {
+    pub state: TxnState,
+    pub expires_at: Timestamp,
+    pub lease: Duration,
+}
+
 #[derive(Debug)]
 pub enum OpenOutcome {
     /// A new transaction.
@@ -150,6 +158,9 @@ pub trait Catalog: Send + Sync + 'static {
 
     /// A transaction with its staged files. `NotFound` for unknown ids.
     async fn txn(&self, id: &TxnId) -> Result<TxnRecord>;
+
+    /// A transaction's state and lease, without its staged files (cheap; no write).
+    async fn txn_status(&self, id: &TxnId) -> Result<TxnStatus>;
 
     /// Extends an open transaction's lease to `now + lease`. `TxnNotOpen` once it is final
     /// (an expired lease cannot be revived).

@@ -18,8 +18,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
 use super::{
-    Catalog, CommitOutcome, Event, Finished, NewTxn, OpenOutcome, RepoUsage, SweepReport, TxnRecord, VersionSpec,
-    VersionSummary, VersionUse,
+    Catalog, CommitOutcome, Event, Finished, NewTxn, OpenOutcome, RepoUsage, SweepReport, TxnRecord, TxnStatus,
+    VersionSpec, VersionSummary, VersionUse,
 };
 use crate::{BlobStore, Error, Result};
 
@@ -481,6 +481,20 @@ impl Catalog for SqliteCatalog {
         load_txn(&mut conn, id.as_str())
             .await?
             .ok_or_else(|| Error::not_found(format!("transaction {id}")))
+    }
+
+    async fn txn_status(&self, id: &TxnId) -> Result<TxnStatus> {
+        let row = sqlx::query("SELECT state, expires_at, lease_ms FROM txns WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.read)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
+        let state: String = row.try_get("state")?;
+        Ok(TxnStatus {
+            state: TxnState::parse(&state).ok_or_else(|| corrupt(format!("bad state {state}")))?,
+            expires_at: Timestamp(row.try_get("expires_at")?),
+            lease: Duration::from_millis(u64_of(row.try_get("lease_ms")?)),
+        })
     }
 
     async fn renew_txn(&self, id: &TxnId, now: Timestamp) -> Result<TxnRecord> {
