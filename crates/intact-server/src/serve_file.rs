@@ -145,7 +145,9 @@ pub async fn send_file(
         return Ok((status, resp_headers).into_response());
     }
     let read = store.read_file(file, byte_range).await?;
-    let body = Body::from_stream(ReaderStream::with_capacity(read.body, STREAM_CHUNK));
+    // Size the buffer to the body: a 4 KiB file should not allocate a 256 KiB chunk.
+    let chunk = usize::try_from(len).unwrap_or(STREAM_CHUNK).clamp(1, STREAM_CHUNK);
+    let body = Body::from_stream(ReaderStream::with_capacity(read.body, chunk));
     Ok((status, resp_headers, body).into_response())
 }
 
