@@ -12,7 +12,7 @@ pub mod store;
 pub use blob::{BlobRead, BlobStore, FsBlobStore, PendingBlob};
 pub use catalog::{
     Catalog, CommitOutcome, Event, NewTxn, OpenOutcome, RepoUsage, SqliteCatalog, SweepReport, TxnRecord, TxnStatus,
-    VersionSpec, VersionSummary, VersionUse,
+    VersionSpec, VersionSummary, VersionUse, VersionsPageJson,
 };
 pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
 pub use error::{Error, Result};

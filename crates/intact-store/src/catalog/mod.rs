@@ -105,6 +105,16 @@ pub struct VersionSummary {
     pub files: u64,
 }
 
+/// A page of versions already rendered as a JSON array.
+#[derive(Debug, Clone)]
+pub struct VersionsPageJson {
+    /// `[{"version","created_at","size","files"}, ...]`, oldest first.
+    pub json: String,
+    pub count: u64,
+    /// The page's last version (the cursor for the next page).
+    pub last: Option<Version>,
+}
+
 /// An entry of the event log, in commit order.
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
@@ -194,6 +204,16 @@ pub trait Catalog: Send + Sync + 'static {
         after: Option<&Version>,
         limit: u32,
     ) -> Result<Vec<VersionSummary>>;
+
+    /// The same page as `list_versions`, rendered as the JSON array the API sends
+    /// (`[{"version","created_at","size","files"}, ...]`), for the hot listing path.
+    async fn list_versions_json(
+        &self,
+        repo: &RepoName,
+        name: &Name,
+        after: Option<&Version>,
+        limit: u32,
+    ) -> Result<VersionsPageJson>;
 
     /// Names with at least one committed version, sorted, starting with `prefix`, after `after`.
     async fn list_names(&self, repo: &RepoName, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<Name>>;

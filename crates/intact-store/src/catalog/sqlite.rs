@@ -19,7 +19,7 @@ use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
 use super::{
     Catalog, CommitOutcome, Event, Finished, NewTxn, OpenOutcome, RepoUsage, SweepReport, TxnRecord, TxnStatus,
-    VersionSpec, VersionSummary, VersionUse,
+    VersionSpec, VersionSummary, VersionUse, VersionsPageJson,
 };
 use crate::{BlobStore, Error, Result};
 
@@ -318,6 +318,24 @@ async fn version_id_of(
         .await?;
     row.map(|r| Ok((r.try_get("id")?, r.try_get("fingerprint")?)))
         .transpose()
+}
+
+/// The id after which a listing continues: the row of version `after` (a 400 naming the field
+/// when it is not a committed version of the name).
+async fn after_cursor(
+    conn: &mut sqlx::SqliteConnection,
+    repo: &RepoName,
+    name: &Name,
+    after: Option<&Version>,
+) -> Result<i64> {
+    let Some(v) = after else { return Ok(0) };
+    match version_id_of(conn, repo.as_str(), name.as_str(), v.as_str()).await? {
+        Some((id, _)) => Ok(id),
+        None => Err(Error::BadRequest {
+            field: "after",
+            message: format!("{v:?} is not a committed version of {repo}/{name}"),
+        }),
+    }
 }
 
 impl SqliteCatalog {
@@ -797,18 +815,7 @@ impl Catalog for SqliteCatalog {
         limit: u32,
     ) -> Result<Vec<VersionSummary>> {
         let mut conn = self.read.acquire().await?;
-        let after_id = match after {
-            None => 0,
-            Some(v) => match version_id_of(&mut conn, repo.as_str(), name.as_str(), v.as_str()).await? {
-                Some((id, _)) => id,
-                None => {
-                    return Err(Error::BadRequest {
-                        field: "after",
-                        message: format!("{v:?} is not a committed version of {repo}/{name}"),
-                    });
-                }
-            },
-        };
+        let after_id = after_cursor(&mut conn, repo, name, after).await?;
         let rows = sqlx::query(
             "SELECT version, created_at, total_size, file_count FROM versions
              WHERE repo = ? AND name = ? AND id > ? ORDER BY id LIMIT ?",
@@ -830,6 +837,49 @@ impl Catalog for SqliteCatalog {
                 })
             })
             .collect()
+    }
+
+    async fn list_versions_json(
+        &self,
+        repo: &RepoName,
+        name: &Name,
+        after: Option<&Version>,
+        limit: u32,
+    ) -> Result<VersionsPageJson> {
+        let mut conn = self.read.acquire().await?;
+        let after_id = after_cursor(&mut conn, repo, name, after).await?;
+        // The page is rendered by SQLite in one row: the driver hands rows over one at a time
+        // through a channel (~2.7 µs each), which dominated 10,000-row pages. The timestamp
+        // format is `Timestamp::to_rfc3339` (UTC, milliseconds); a conformance test holds the
+        // two renderings equal.
+        let row = sqlx::query(
+            "WITH page AS (
+                 SELECT id, version, created_at, total_size, file_count FROM versions
+                 WHERE repo = ? AND name = ? AND id > ? ORDER BY id LIMIT ?)
+             SELECT COALESCE(json_group_array(json_object(
+                        'version', version,
+                        'created_at', strftime('%Y-%m-%dT%H:%M:%S', created_at / 1000, 'unixepoch')
+                                      || printf('.%03dZ', created_at % 1000),
+                        'size', total_size,
+                        'files', file_count) ORDER BY id), '[]') AS json,
+                    COUNT(*) AS n,
+                    (SELECT version FROM page ORDER BY id DESC LIMIT 1) AS last
+             FROM page",
+        )
+        .bind(repo.as_str())
+        .bind(name.as_str())
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_one(&mut *conn)
+        .await?;
+        let last: Option<String> = row.try_get("last")?;
+        Ok(VersionsPageJson {
+            json: row.try_get("json")?,
+            count: u64_of(row.try_get("n")?),
+            last: last
+                .map(|v| Version::parse(&v).map_err(|e| corrupt(e.to_string())))
+                .transpose()?,
+        })
     }
 
     async fn list_names(&self, repo: &RepoName, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<Name>> {

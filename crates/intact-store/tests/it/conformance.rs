@@ -417,7 +417,8 @@ pub async fn verify_finds_damaged_and_missing_blobs(h: &Harness) {
 
 pub async fn listing_paginates_in_commit_order(h: &Harness) {
     for v in ["b", "a", "c", "1"] {
-        publish(h, "p", v, &[]).await;
+        publish(h, "p", v, &[("f", v.as_bytes())]).await;
+        h.clock.advance(Duration::from_millis(1_234)); // timestamps with milliseconds
     }
     let page1 = h
         .store
@@ -434,6 +435,23 @@ pub async fn listing_paginates_in_commit_order(h: &Harness) {
         .expect("page 2");
     let v2: Vec<&str> = page2.iter().map(|s| s.version.as_str()).collect();
     assert_eq!(v2, ["c", "1"]);
+    // The JSON rendering the API sends is the same page, byte for byte in meaning.
+    for (after, limit) in [(None, 2), (after.clone(), 10), (None, 100)] {
+        let typed = h
+            .store
+            .list_versions(&repo(), &name("p"), after.as_ref(), limit)
+            .await
+            .expect("typed");
+        let page = h
+            .store
+            .list_versions_json(&repo(), &name("p"), after.as_ref(), limit)
+            .await
+            .expect("json");
+        let parsed: serde_json::Value = serde_json::from_str(&page.json).expect("valid JSON");
+        assert_eq!(parsed, serde_json::to_value(&typed).expect("to_value"));
+        assert_eq!(page.count, typed.len() as u64);
+        assert_eq!(page.last, typed.last().map(|v| v.version.clone()));
+    }
     let bad = h
         .store
         .list_versions(&repo(), &name("p"), Some(&Version::parse("nope").expect("v")), 10)
