@@ -514,3 +514,78 @@ pub async fn lru_eviction_deletes_whole_versions(h: &Harness) {
     // Whole versions only: "old" (200 bytes) is kept intact when it is not needed to fit.
     assert_eq!(read_all(h, "build", "old", "b").await, vec![2u8; 100]);
 }
+
+/// The classic bug (HARD-PARTS "Garbage collection racing publishes"): gc lists an
+/// unreferenced blob, a publish of the same content re-uses it, gc deletes it. Publishers keep
+/// re-uploading a small pool of contents (deduplication all the time); every transaction's
+/// blobs become garbage again soon after (half roll back; the others commit, are read back,
+/// and are deleted as a proxy cache would evict them), while gc with no grace period runs in
+/// a loop. Every commit must succeed and read back whole.
+pub async fn gc_racing_publishes_never_loses_a_committed_blob(h: &Harness) {
+    let pool: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 1000 + usize::from(i)]).collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gc = {
+        let store = h.store.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut runs = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                store.gc(Duration::ZERO).await.expect("gc");
+                runs += 1;
+                tokio::task::yield_now().await;
+            }
+            runs
+        })
+    };
+    let mut publishers = Vec::new();
+    for p in 0..4usize {
+        let store = h.store.clone();
+        let pool = pool.clone();
+        publishers.push(tokio::spawn(async move {
+            let mut commits = 0;
+            for k in 0..40usize {
+                let (n, v) = (format!("gc/p{p}"), format!("{k}"));
+                let t = match store.begin(req(&n, &v)).await.expect("begin") {
+                    OpenOutcome::Created(t) => t,
+                    other => panic!("{other:?}"),
+                };
+                for f in 0..2usize {
+                    let mut body = pool[(p + k + f) % pool.len()].as_slice();
+                    store
+                        .put_file(&t.id, path(&format!("f{f}")), &mut body, None, None)
+                        .await
+                        .expect("put");
+                    tokio::task::yield_now().await;
+                }
+                if (p + k) % 2 == 0 {
+                    store.abort(&t.id).await.expect("abort");
+                    continue;
+                }
+                store
+                    .commit(&t.id)
+                    .await
+                    .expect("commit: every staged blob must still be there");
+                commits += 1;
+                let (n, v) = (name(&n), Version::parse(&v).expect("v"));
+                let m = store.manifest(&repo(), &n, &v).await.expect("manifest");
+                for f in &m.files {
+                    let mut r = store.read_file(f, None).await.expect("committed blob readable");
+                    let mut got = Vec::new();
+                    r.body.read_to_end(&mut got).await.expect("read");
+                    assert_eq!(Digest::of(&got), f.sha256);
+                }
+                store.delete_version(&repo(), &n, &v, "test").await.expect("delete");
+            }
+            commits
+        }));
+    }
+    let mut commits = 0;
+    for t in publishers {
+        commits += t.await.expect("join");
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let gc_runs = gc.await.expect("gc join");
+    assert!(gc_runs > 0 && commits > 0);
+    let report = h.store.verify().await.expect("verify");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}

@@ -79,4 +79,5 @@ suite!(sqlite_fs:
     names_are_browsable_by_prefix,
     duplicate_content_is_stored_once,
     lru_eviction_deletes_whole_versions,
+    gc_racing_publishes_never_loses_a_committed_blob,
 );
