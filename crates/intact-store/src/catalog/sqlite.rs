@@ -51,10 +51,13 @@ impl SqliteCatalog {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30))
             .pragma("temp_store", "memory");
+        // A local file does not go stale: no liveness ping before each acquire, no idle or
+        // lifetime reaping.
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(60))
+            .test_before_acquire(false)
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_with(base.clone())
@@ -63,6 +66,9 @@ impl SqliteCatalog {
             read: SqlitePoolOptions::new()
                 .max_connections(8)
                 .acquire_timeout(Duration::from_secs(60))
+                .test_before_acquire(false)
+                .idle_timeout(None)
+                .max_lifetime(None)
                 .connect_with(base.pragma("query_only", "true"))
                 .await?,
             write,
