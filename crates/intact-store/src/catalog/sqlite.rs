@@ -211,6 +211,24 @@ async fn load_manifest_by_id(tx: &mut sqlx::SqliteConnection, version_id: i64) -
     manifest_from_row(tx, &row).await.map(Some)
 }
 
+/// The `versions` row of a committed version (the columns `manifest_from_row` reads).
+async fn version_row(
+    conn: &mut sqlx::SqliteConnection,
+    repo: &RepoName,
+    name: &Name,
+    version: &Version,
+) -> Result<Option<SqliteRow>> {
+    Ok(sqlx::query(
+        "SELECT id, repo, name, version, metadata, created_at, txn_id, seq FROM versions
+         WHERE repo = ? AND name = ? AND version = ?",
+    )
+    .bind(repo.as_str())
+    .bind(name.as_str())
+    .bind(version.as_str())
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
 async fn manifest_from_row(tx: &mut sqlx::SqliteConnection, row: &SqliteRow) -> Result<Manifest> {
     let (repo, name, version) = parse_ids(row)?;
     let id: i64 = row.try_get("id")?;
@@ -798,16 +816,7 @@ impl Catalog for SqliteCatalog {
 
     async fn manifest(&self, repo: &RepoName, name: &Name, version: &Version) -> Result<Option<Manifest>> {
         let mut conn = self.read.acquire().await?;
-        let Some(row) = sqlx::query(
-            "SELECT id, repo, name, version, metadata, created_at, txn_id, seq FROM versions
-             WHERE repo = ? AND name = ? AND version = ?",
-        )
-        .bind(repo.as_str())
-        .bind(name.as_str())
-        .bind(version.as_str())
-        .fetch_optional(&mut *conn)
-        .await?
-        else {
+        let Some(row) = version_row(&mut conn, repo, name, version).await? else {
             return Ok(None);
         };
         manifest_from_row(&mut conn, &row).await.map(Some)
@@ -1104,16 +1113,7 @@ impl Catalog for SqliteCatalog {
         now: Timestamp,
     ) -> Result<Option<Manifest>> {
         let mut tx = self.begin().await?;
-        let Some(row) = sqlx::query(
-            "SELECT id, repo, name, version, metadata, created_at, txn_id, seq FROM versions
-             WHERE repo = ? AND name = ? AND version = ?",
-        )
-        .bind(repo.as_str())
-        .bind(name.as_str())
-        .bind(version.as_str())
-        .fetch_optional(&mut *tx)
-        .await?
-        else {
+        let Some(row) = version_row(&mut tx, repo, name, version).await? else {
             return Ok(None);
         };
         let manifest = manifest_from_row(&mut tx, &row).await?;
