@@ -85,6 +85,11 @@ pub struct Store {
     /// Committed manifests. Safe to cache: a committed version never changes; a deleted one
     /// is removed here by whoever deletes it.
     manifests: quick_cache::sync::Cache<VersionKey, Arc<Manifest>>,
+    /// Counts deletes. A manifest read from the catalog is cached only if no delete happened
+    /// since the read began (checked and inserted under this lock, which a delete holds while
+    /// it bumps the count and invalidates): a read racing an eviction must not put the
+    /// deleted version back into the cache, where it would stay "committed" forever.
+    deletes: std::sync::Mutex<u64>,
     /// Bumped whenever an event is appended: wakes `events` long polls.
     events_changed: watch::Sender<u64>,
     /// Bumped whenever a transaction finishes: wakes lock waiters.
@@ -169,6 +174,7 @@ impl Store {
             clock,
             config,
             manifests,
+            deletes: std::sync::Mutex::new(0),
             events_changed: watch::Sender::new(0),
             txns_changed: watch::Sender::new(0),
             pending_access: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -190,6 +196,19 @@ impl Store {
 
     pub fn catalog(&self) -> &Arc<dyn Catalog> {
         &self.catalog
+    }
+
+    fn deletes_so_far(&self) -> u64 {
+        *self.deletes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Caches `m` unless a delete happened since `deletes_before` was read.
+    fn cache_manifest(&self, deletes_before: u64, m: Arc<Manifest>) {
+        let deletes = self.deletes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *deletes == deletes_before {
+            self.manifests
+                .insert((m.repo.clone(), m.name.clone(), m.version.clone()), m);
+        }
     }
 
     fn notify_events(&self) {
@@ -351,6 +370,7 @@ impl Store {
     /// Commits transaction `id`: checks every staged blob is durable, then makes the version
     /// visible with one catalog transaction.
     pub async fn commit(&self, id: &TxnId) -> Result<CommitOutcome> {
+        let deletes_before = self.deletes_so_far();
         let rec = self.catalog.txn(id).await?;
         if rec.state == intact_core::TxnState::Open {
             for f in &rec.files {
@@ -367,14 +387,15 @@ impl Store {
                 }
             }
         }
-        let outcome = self.catalog.commit_txn(id, self.now()).await;
+        // The catalog refuses the commit if files were staged since `rec` was read: those
+        // were not checked above, and their bytes may not be in place yet.
+        let outcome = self.catalog.commit_txn(id, &rec.files, self.now()).await;
         if let Err(Error::TxnNotOpen { .. }) = &outcome {
             self.notify_txns();
         }
         let outcome = outcome?;
         if let CommitOutcome::Committed(m) = &outcome {
-            self.manifests
-                .insert((m.repo.clone(), m.name.clone(), m.version.clone()), Arc::new(m.clone()));
+            self.cache_manifest(deletes_before, Arc::new(m.clone()));
             self.notify_events();
         }
         self.notify_txns();
@@ -419,10 +440,11 @@ impl Store {
         if let Some(m) = self.manifests.get(&key) {
             return Ok(m);
         }
+        let deletes_before = self.deletes_so_far();
         match self.catalog.manifest(repo, name, version).await? {
             Some(m) => {
                 let m = Arc::new(m);
-                self.manifests.insert(key, m.clone());
+                self.cache_manifest(deletes_before, m.clone());
                 Ok(m)
             }
             None => Err(Error::not_found(format!("version {repo}/{name}@{version}"))),
@@ -438,8 +460,11 @@ impl Store {
         }
     }
 
-    /// Forgets a cached manifest (after a delete).
+    /// Forgets a cached manifest (after a delete), and keeps reads that began before from
+    /// caching it again.
     pub fn invalidate(&self, repo: &RepoName, name: &Name, version: &Version) {
+        let mut deletes = self.deletes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *deletes = deletes.wrapping_add(1);
         self.manifests.remove(&(repo.clone(), name.clone(), version.clone()));
     }
 

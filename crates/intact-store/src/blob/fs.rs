@@ -5,8 +5,11 @@
 //! filesystem, fsync it, rename into place, fsync the directory. Only then is a blob durable,
 //! and only durable blobs are ever named by a catalog commit.
 
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -31,6 +34,24 @@ enum Opened {
 pub struct FsBlobStore {
     blobs: PathBuf,
     tmp: PathBuf,
+    /// Names of the temp files of pending blobs still held in this process: not leftovers,
+    /// however old (a staging run holds its first files while it downloads the rest).
+    held: Arc<Mutex<HashSet<OsString>>>,
+}
+
+/// Marks a pending blob's temp file as held until dropped.
+#[derive(Debug)]
+pub(crate) struct Held {
+    held: Arc<Mutex<HashSet<OsString>>>,
+    name: OsString,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Ok(mut held) = self.held.lock() {
+            held.remove(&self.name);
+        }
+    }
 }
 
 impl FsBlobStore {
@@ -63,7 +84,11 @@ impl FsBlobStore {
         .await
         .map_err(|e| Error::io("creating blob shards", std::io::Error::other(e)))?
         .map_err(|e| Error::io("creating blob shards", e))?;
-        Ok(Self { blobs, tmp })
+        Ok(Self {
+            blobs,
+            tmp,
+            held: Arc::default(),
+        })
     }
 
     /// Where a blob lives (or would live). Derived from the digest only, never from a name.
@@ -94,6 +119,16 @@ impl BlobStore for FsBlobStore {
             .map_err(|e| Error::io("creating temp file", std::io::Error::other(e)))?
             .map_err(|e| Error::io("creating temp file", e))?;
         let (std_file, temp_path) = named.into_parts();
+        let held = temp_path.file_name().map(|name| {
+            let name = name.to_owned();
+            if let Ok(mut set) = self.held.lock() {
+                set.insert(name.clone());
+            }
+            Held {
+                held: self.held.clone(),
+                name,
+            }
+        });
         let mut file = tokio::fs::File::from_std(std_file);
         let mut hasher = DigestHasher::new();
         let mut buf = vec![0u8; WRITE_BUFFER];
@@ -117,6 +152,7 @@ impl BlobStore for FsBlobStore {
             digest: hasher.finish(),
             size,
             temp: Some(temp_path),
+            _held: held,
         })
     }
 
@@ -229,6 +265,7 @@ impl BlobStore for FsBlobStore {
 
     async fn sweep_pending(&self, older_than: Duration) -> Result<u64> {
         let tmp = self.tmp.clone();
+        let held = self.held.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
             let cutoff = SystemTime::now()
                 .checked_sub(older_than)
@@ -236,6 +273,9 @@ impl BlobStore for FsBlobStore {
             let mut removed = 0;
             for entry in std::fs::read_dir(&tmp)? {
                 let entry = entry?;
+                if held.lock().is_ok_and(|h| h.contains(&entry.file_name())) {
+                    continue;
+                }
                 let meta = entry.metadata()?;
                 if meta.modified().map(|m| m <= cutoff).unwrap_or(true) {
                     let res = if meta.is_dir() {

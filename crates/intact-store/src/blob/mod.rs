@@ -24,6 +24,8 @@ pub struct PendingBlob {
     pub size: u64,
     /// Backend-specific location of the pending bytes (deleted on drop for files).
     pub(crate) temp: Option<tempfile::TempPath>,
+    /// Keeps the pending bytes out of `sweep_pending` for as long as they are held.
+    pub(crate) _held: Option<fs::Held>,
 }
 
 /// An open blob, or a byte range of one.

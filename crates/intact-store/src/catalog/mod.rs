@@ -184,7 +184,11 @@ pub trait Catalog: Send + Sync + 'static {
     /// The visibility point: inside one catalog transaction, checks the transaction is open
     /// and its lease unexpired, compares with any committed version of the same key, inserts
     /// the version, its files and the `committed` event. Repeated commits are idempotent.
-    async fn commit_txn(&self, id: &TxnId, now: Timestamp) -> Result<CommitOutcome>;
+    /// `verified` is the staged file list whose blobs the caller found durable: if the
+    /// transaction's staged files differ (an upload registered a file after the check), the
+    /// commit is refused (`BadRequest`, field `files`), so the version never names a blob
+    /// that might not be in place yet.
+    async fn commit_txn(&self, id: &TxnId, verified: &[FileEntry], now: Timestamp) -> Result<CommitOutcome>;
 
     /// Rolls an open transaction back (`aborted` event). Returns the blobs it had staged so
     /// the caller can reclaim them. Aborting a final transaction is `TxnNotOpen`, except an

@@ -519,10 +519,11 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn txn(&self, id: &TxnId) -> Result<TxnRecord> {
-        let mut conn = self.read.acquire().await?;
-        load_txn(&mut conn, id.as_str())
-            .await?
-            .ok_or_else(|| Error::not_found(format!("transaction {id}")))
+        // One snapshot for the row and its staged files (two statements).
+        let mut tx = self.read.begin().await?;
+        let rec = load_txn(&mut tx, id.as_str()).await?;
+        tx.rollback().await?;
+        rec.ok_or_else(|| Error::not_found(format!("transaction {id}")))
     }
 
     async fn txn_status(&self, id: &TxnId) -> Result<TxnStatus> {
@@ -620,7 +621,7 @@ impl Catalog for SqliteCatalog {
         Ok(())
     }
 
-    async fn commit_txn(&self, id: &TxnId, now: Timestamp) -> Result<CommitOutcome> {
+    async fn commit_txn(&self, id: &TxnId, verified: &[FileEntry], now: Timestamp) -> Result<CommitOutcome> {
         let mut tx = self.begin().await?;
         let mut rec = load_txn(&mut tx, id.as_str())
             .await?
@@ -652,6 +653,14 @@ impl Catalog for SqliteCatalog {
             return Err(Error::TxnNotOpen {
                 id: id.clone(),
                 state: TxnState::Expired,
+            });
+        }
+        if rec.files != verified {
+            return Err(Error::BadRequest {
+                field: "files",
+                message: "a file was staged while the commit was checking the others; commit again once every upload \
+                          has finished"
+                    .into(),
             });
         }
         let (repo, name, version) = (rec.repo.as_str(), rec.name.as_str(), rec.version.as_str());
@@ -815,11 +824,15 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn manifest(&self, repo: &RepoName, name: &Name, version: &Version) -> Result<Option<Manifest>> {
-        let mut conn = self.read.acquire().await?;
-        let Some(row) = version_row(&mut conn, repo, name, version).await? else {
-            return Ok(None);
+        // One snapshot for the version row and its files (two statements): a version deleted
+        // in between would otherwise be read as a version without files.
+        let mut tx = self.read.begin().await?;
+        let manifest = match version_row(&mut tx, repo, name, version).await? {
+            Some(row) => Some(manifest_from_row(&mut tx, &row).await?),
+            None => None,
         };
-        manifest_from_row(&mut conn, &row).await.map(Some)
+        tx.rollback().await?;
+        Ok(manifest)
     }
 
     async fn list_versions(

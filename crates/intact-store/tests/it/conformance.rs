@@ -589,3 +589,392 @@ pub async fn gc_racing_publishes_never_loses_a_committed_blob(h: &Harness) {
     let report = h.store.verify().await.expect("verify");
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
+
+/// A blob store that can hold `size` (the commit's durability check) and `persist` (the last
+/// step of an upload) at a gate, to line up races deterministically.
+struct GatedBlobs {
+    inner: std::sync::Arc<dyn intact_store::BlobStore>,
+    hold_size: std::sync::atomic::AtomicBool,
+    size_arrived: tokio::sync::Notify,
+    size_release: tokio::sync::Semaphore,
+    hold_persist: std::sync::atomic::AtomicBool,
+    persist_arrived: tokio::sync::Notify,
+    persist_release: tokio::sync::Semaphore,
+}
+
+impl GatedBlobs {
+    fn new(inner: std::sync::Arc<dyn intact_store::BlobStore>) -> Self {
+        Self {
+            inner,
+            hold_size: false.into(),
+            size_arrived: tokio::sync::Notify::new(),
+            size_release: tokio::sync::Semaphore::new(0),
+            hold_persist: false.into(),
+            persist_arrived: tokio::sync::Notify::new(),
+            persist_release: tokio::sync::Semaphore::new(0),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl intact_store::BlobStore for GatedBlobs {
+    async fn write(
+        &self,
+        body: &mut (dyn tokio::io::AsyncRead + Send + Unpin),
+        progress: Option<intact_store::blob::Progress<'_>>,
+    ) -> intact_store::Result<intact_store::PendingBlob> {
+        self.inner.write(body, progress).await
+    }
+    async fn persist(&self, pending: intact_store::PendingBlob) -> intact_store::Result<()> {
+        if self.hold_persist.load(std::sync::atomic::Ordering::SeqCst) {
+            self.persist_arrived.notify_one();
+            let _permit = self.persist_release.acquire().await.expect("gate");
+        }
+        self.inner.persist(pending).await
+    }
+    async fn size(&self, digest: &Digest) -> intact_store::Result<Option<u64>> {
+        if self.hold_size.load(std::sync::atomic::Ordering::SeqCst) {
+            self.size_arrived.notify_one();
+            let _permit = self.size_release.acquire().await.expect("gate");
+        }
+        self.inner.size(digest).await
+    }
+    async fn read(
+        &self,
+        digest: &Digest,
+        range: Option<std::ops::Range<u64>>,
+    ) -> intact_store::Result<intact_store::BlobRead> {
+        self.inner.read(digest, range).await
+    }
+    async fn delete(&self, digest: &Digest) -> intact_store::Result<()> {
+        self.inner.delete(digest).await
+    }
+    async fn list(&self) -> intact_store::Result<Vec<Digest>> {
+        self.inner.list().await
+    }
+    async fn sweep_pending(&self, older_than: Duration) -> intact_store::Result<u64> {
+        self.inner.sweep_pending(older_than).await
+    }
+}
+
+/// HARD-PARTS "Durability of a commit": the catalog never points at bytes that might not
+/// exist. A commit checks the staged blobs, then commits; a file staged in between (its
+/// upload registered in the catalog, its bytes not yet renamed into place) must not ride
+/// along unchecked into the version.
+pub async fn commit_never_names_a_file_staged_after_its_check(h: &Harness) {
+    let gated = std::sync::Arc::new(GatedBlobs::new(h.store.blobs().clone()));
+    let store = std::sync::Arc::new(intact_store::Store::new(
+        h.store.catalog().clone(),
+        gated.clone(),
+        std::sync::Arc::new(h.clock.clone()),
+        intact_store::StoreConfig::default(),
+    ));
+    let t = match store.begin(req("race", "1")).await.expect("begin") {
+        OpenOutcome::Created(t) => t,
+        other => panic!("{other:?}"),
+    };
+    let mut body: &[u8] = b"checked";
+    store
+        .put_file(&t.id, path("a"), &mut body, None, None)
+        .await
+        .expect("put a");
+
+    // The commit reads the staged files and stops while checking "a".
+    gated.hold_size.store(true, std::sync::atomic::Ordering::SeqCst);
+    let commit = {
+        let (store, id) = (store.clone(), t.id.clone());
+        tokio::spawn(async move { store.commit(&id).await })
+    };
+    gated.size_arrived.notified().await;
+    // Meanwhile "b" is uploaded: registered in the catalog, bytes not yet in place.
+    gated.hold_persist.store(true, std::sync::atomic::Ordering::SeqCst);
+    let upload = {
+        let (store, id) = (store.clone(), t.id.clone());
+        tokio::spawn(async move {
+            let mut body: &[u8] = b"not yet durable";
+            store.put_file(&id, path("b"), &mut body, None, None).await
+        })
+    };
+    gated.persist_arrived.notified().await;
+    gated.size_release.add_permits(100);
+    let outcome = commit.await.expect("join");
+    if let Ok(out) = &outcome {
+        for f in &out.manifest().files {
+            assert!(
+                h.blobs.path_of(&f.sha256).exists(),
+                "committed version names {} whose blob is not durable",
+                f.path
+            );
+        }
+    }
+    assert!(outcome.is_err(), "commit raced an upload: {outcome:?}");
+    gated.hold_size.store(false, std::sync::atomic::Ordering::SeqCst);
+    gated.persist_release.add_permits(100);
+    upload.await.expect("join").expect("upload b");
+    // Once every upload has finished, committing again succeeds with both files.
+    let m = store.commit(&t.id).await.expect("commit").into_manifest();
+    assert_eq!(m.files.len(), 2);
+    assert_eq!(read_all(h, "race", "1", "b").await, b"not yet durable");
+}
+
+/// A catalog that can hold `manifest` just after it read the version, to line up a read
+/// with a concurrent delete.
+struct GatedCatalog {
+    inner: std::sync::Arc<dyn intact_store::Catalog>,
+    hold_manifest: std::sync::atomic::AtomicBool,
+    manifest_arrived: tokio::sync::Notify,
+    manifest_release: tokio::sync::Semaphore,
+}
+
+#[async_trait::async_trait]
+impl intact_store::Catalog for GatedCatalog {
+    async fn open_txn(
+        &self,
+        req: &intact_store::NewTxn,
+        now: intact_core::Timestamp,
+    ) -> intact_store::Result<OpenOutcome> {
+        self.inner.open_txn(req, now).await
+    }
+    async fn txn(&self, id: &intact_core::TxnId) -> intact_store::Result<TxnRecord> {
+        self.inner.txn(id).await
+    }
+    async fn txn_status(&self, id: &intact_core::TxnId) -> intact_store::Result<intact_store::catalog::TxnStatus> {
+        self.inner.txn_status(id).await
+    }
+    async fn renew_txn(&self, id: &intact_core::TxnId, now: intact_core::Timestamp) -> intact_store::Result<TxnRecord> {
+        self.inner.renew_txn(id, now).await
+    }
+    async fn stage_file(
+        &self,
+        id: &intact_core::TxnId,
+        file: &intact_core::FileEntry,
+        now: intact_core::Timestamp,
+    ) -> intact_store::Result<()> {
+        self.inner.stage_file(id, file, now).await
+    }
+    async fn commit_txn(
+        &self,
+        id: &intact_core::TxnId,
+        verified: &[intact_core::FileEntry],
+        now: intact_core::Timestamp,
+    ) -> intact_store::Result<CommitOutcome> {
+        self.inner.commit_txn(id, verified, now).await
+    }
+    async fn abort_txn(
+        &self,
+        id: &intact_core::TxnId,
+        now: intact_core::Timestamp,
+    ) -> intact_store::Result<intact_store::catalog::Finished> {
+        self.inner.abort_txn(id, now).await
+    }
+    async fn expire_txns(&self, now: intact_core::Timestamp) -> intact_store::Result<intact_store::catalog::Finished> {
+        self.inner.expire_txns(now).await
+    }
+    async fn manifest(
+        &self,
+        repo: &RepoName,
+        name: &Name,
+        version: &Version,
+    ) -> intact_store::Result<Option<intact_core::Manifest>> {
+        let m = self.inner.manifest(repo, name, version).await?;
+        if self.hold_manifest.load(std::sync::atomic::Ordering::SeqCst) {
+            self.manifest_arrived.notify_one();
+            let _permit = self.manifest_release.acquire().await.expect("gate");
+        }
+        Ok(m)
+    }
+    async fn list_versions(
+        &self,
+        repo: &RepoName,
+        name: &Name,
+        after: Option<&Version>,
+        limit: u32,
+    ) -> intact_store::Result<Vec<intact_store::VersionSummary>> {
+        self.inner.list_versions(repo, name, after, limit).await
+    }
+    async fn list_versions_json(
+        &self,
+        repo: &RepoName,
+        name: &Name,
+        after: Option<&Version>,
+        limit: u32,
+    ) -> intact_store::Result<intact_store::VersionsPageJson> {
+        self.inner.list_versions_json(repo, name, after, limit).await
+    }
+    async fn list_names(
+        &self,
+        repo: &RepoName,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> intact_store::Result<Vec<Name>> {
+        self.inner.list_names(repo, prefix, after, limit).await
+    }
+    async fn events(&self, after: i64, limit: u32) -> intact_store::Result<Vec<intact_store::Event>> {
+        self.inner.events(after, limit).await
+    }
+    async fn last_event_seq(&self) -> intact_store::Result<i64> {
+        self.inner.last_event_seq().await
+    }
+    async fn sweep_blobs(
+        &self,
+        registered_before: intact_core::Timestamp,
+        only: Option<&[Digest]>,
+        blobs: &dyn intact_store::BlobStore,
+    ) -> intact_store::Result<intact_store::catalog::SweepReport> {
+        self.inner.sweep_blobs(registered_before, only, blobs).await
+    }
+    async fn sweep_orphans(
+        &self,
+        candidates: &[Digest],
+        blobs: &dyn intact_store::BlobStore,
+    ) -> intact_store::Result<intact_store::catalog::SweepReport> {
+        self.inner.sweep_orphans(candidates, blobs).await
+    }
+    async fn committed_blobs(&self) -> intact_store::Result<Vec<(Digest, u64)>> {
+        self.inner.committed_blobs().await
+    }
+    async fn touch_versions(
+        &self,
+        accesses: &[(RepoName, Name, Version, intact_core::Timestamp)],
+    ) -> intact_store::Result<()> {
+        self.inner.touch_versions(accesses).await
+    }
+    async fn repo_usage(&self, repo: &RepoName) -> intact_store::Result<intact_store::RepoUsage> {
+        self.inner.repo_usage(repo).await
+    }
+    async fn least_recently_used(
+        &self,
+        repo: &RepoName,
+        limit: u32,
+    ) -> intact_store::Result<Vec<intact_store::VersionUse>> {
+        self.inner.least_recently_used(repo, limit).await
+    }
+    async fn delete_version(
+        &self,
+        repo: &RepoName,
+        name: &Name,
+        version: &Version,
+        reason: &str,
+        now: intact_core::Timestamp,
+    ) -> intact_store::Result<Option<intact_core::Manifest>> {
+        self.inner.delete_version(repo, name, version, reason, now).await
+    }
+    async fn prune_txns(&self, before: intact_core::Timestamp) -> intact_store::Result<u64> {
+        self.inner.prune_txns(before).await
+    }
+}
+
+/// The manifest cache after an eviction: a read that looked the version up just before it was
+/// deleted must not leave the deleted version in the cache (it would then be "there" forever,
+/// its blobs gone: a staging repo would never stage it again and every read would fail).
+pub async fn manifest_cache_forgets_a_version_deleted_during_a_read(h: &Harness) {
+    publish(h, "evict", "1", &[("a", b"soon gone")]).await;
+    let catalog = std::sync::Arc::new(GatedCatalog {
+        inner: h.store.catalog().clone(),
+        hold_manifest: false.into(),
+        manifest_arrived: tokio::sync::Notify::new(),
+        manifest_release: tokio::sync::Semaphore::new(0),
+    });
+    // A store whose cache is cold for the version (like a reader racing the evictor).
+    let store = std::sync::Arc::new(intact_store::Store::new(
+        catalog.clone(),
+        h.store.blobs().clone(),
+        std::sync::Arc::new(h.clock.clone()),
+        intact_store::StoreConfig::default(),
+    ));
+    let v = Version::parse("1").expect("v");
+    catalog.hold_manifest.store(true, std::sync::atomic::Ordering::SeqCst);
+    let read = {
+        let (store, v) = (store.clone(), v.clone());
+        tokio::spawn(async move { store.manifest(&repo(), &name("evict"), &v).await })
+    };
+    catalog.manifest_arrived.notified().await;
+    store
+        .delete_version(&repo(), &name("evict"), &v, "evicted")
+        .await
+        .expect("delete")
+        .expect("was there");
+    catalog.hold_manifest.store(false, std::sync::atomic::Ordering::SeqCst);
+    catalog.manifest_release.add_permits(100);
+    // The read that began before the delete may answer with what it saw...
+    read.await.expect("join").expect("read begun before the delete");
+    // ...but afterwards the version is gone, for everyone.
+    let after = store.has_version(&repo(), &name("evict"), &v).await.expect("lookup");
+    assert!(
+        after.is_none(),
+        "a deleted version is still served from the manifest cache"
+    );
+}
+
+/// A manifest is read from one snapshot of the catalog: a version deleted (evicted) while it
+/// is being read is seen whole or not at all, never as its row without its files.
+pub async fn manifest_reads_never_see_a_version_without_its_files(h: &Harness) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let (catalog, stop) = (h.store.catalog().clone(), stop.clone());
+        readers.push(tokio::spawn(async move {
+            let (n, v) = (name("torn"), Version::parse("1").expect("v"));
+            let mut seen = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Some(m) = catalog.manifest(&repo(), &n, &v).await.expect("manifest") {
+                    assert_eq!(m.files.len(), 3, "a version read without its files: {m:?}");
+                    seen += 1;
+                }
+            }
+            seen
+        }));
+    }
+    for _ in 0..150 {
+        publish(h, "torn", "1", &[("a", b"1"), ("b", b"2"), ("c", b"3")]).await;
+        h.store
+            .delete_version(&repo(), &name("torn"), &Version::parse("1").expect("v"), "test")
+            .await
+            .expect("delete");
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for r in readers {
+        r.await.expect("reader saw a torn version");
+    }
+}
+
+/// Pending bytes a live writer still holds are not garbage, however old: a staging run keeps
+/// the blobs of an artifact's first files pending while it downloads the rest (hours for a
+/// big build), and the periodic gc must not delete them under it.
+pub async fn gc_keeps_pending_blobs_still_held(h: &Harness) {
+    let mut body: &[u8] = b"downloaded first, committed hours later";
+    let pending = h.store.blobs().write(&mut body, None).await.expect("write");
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 3600);
+    for entry in std::fs::read_dir(h.blobs.tmp_dir()).expect("tmp dir") {
+        let f = std::fs::File::options()
+            .write(true)
+            .open(entry.expect("entry").path())
+            .expect("open");
+        f.set_modified(two_hours_ago).expect("set mtime");
+    }
+    h.store.gc(Duration::ZERO).await.expect("gc");
+    let out = h
+        .store
+        .publish_pending(req("slow-staging", "1"), vec![(path("a"), pending)])
+        .await
+        .expect("the held pending blob survives gc");
+    assert_eq!(out.manifest().files.len(), 1);
+    assert_eq!(
+        read_all(h, "slow-staging", "1", "a").await,
+        b"downloaded first, committed hours later"
+    );
+    // Once dropped, old pending bytes are garbage again.
+    let mut body: &[u8] = b"abandoned";
+    drop(h.store.blobs().write(&mut body, None).await.expect("write"));
+    let mut abandoned = 0;
+    for entry in std::fs::read_dir(h.blobs.tmp_dir()).expect("tmp dir") {
+        let f = std::fs::File::options()
+            .write(true)
+            .open(entry.expect("entry").path())
+            .expect("open");
+        f.set_modified(two_hours_ago).expect("set mtime");
+        abandoned += 1;
+    }
+    assert_eq!(abandoned, 0, "a dropped pending blob removes its bytes");
+}
