@@ -222,6 +222,35 @@ impl Config {
     /// Checks cross-field rules, so a bad file fails at start-up with a message naming the repo.
     pub fn validate(&self) -> anyhow::Result<()> {
         use anyhow::bail;
+        // Durations end up added to clock readings; absurd values must fail here, not overflow
+        // later.
+        const MAX_SECONDS: u64 = 10 * 365 * 24 * 3600;
+        let st = &self.store;
+        for (field, v) in [
+            ("store.default_lease_seconds", st.default_lease_seconds),
+            ("store.max_lease_seconds", st.max_lease_seconds),
+            ("store.gc_grace_seconds", st.gc_grace_seconds),
+            ("store.gc_interval_seconds", st.gc_interval_seconds),
+            ("store.txn_retention_seconds", st.txn_retention_seconds),
+        ] {
+            if v > MAX_SECONDS {
+                bail!("{field} = {v}: at most {MAX_SECONDS} (ten years)");
+            }
+        }
+        if st.default_lease_seconds == 0 || st.default_lease_seconds > st.max_lease_seconds {
+            bail!("store.default_lease_seconds must be between 1 and store.max_lease_seconds");
+        }
+        for repo in &self.repos {
+            for (field, v) in [
+                ("list_cache_seconds", repo.list_cache_seconds),
+                ("failure_cache_seconds", repo.failure_cache_seconds),
+                ("fetch_timeout_seconds", repo.fetch_timeout_seconds),
+            ] {
+                if v.is_some_and(|v| v > MAX_SECONDS) {
+                    bail!("repo {}: {field} is larger than ten years", repo.name);
+                }
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for repo in &self.repos {
             let n = &repo.name;
@@ -324,6 +353,11 @@ format = "generic"
                 "not declared",
             ),
             ("[[repo]]\nname = \"h\"\nkind = \"hosted\"\ncolour = 1", "colour"),
+            ("[store]\ngc_grace_seconds = 999999999999", "store.gc_grace_seconds"),
+            (
+                "[[repo]]\nname = \"p\"\nkind = \"proxy\"\nformat = \"go\"\nupstream = \"https://x\"\nfetch_timeout_seconds = 999999999999",
+                "fetch_timeout_seconds",
+            ),
         ];
         for (text, needle) in bad {
             let err = format!("{:#}", Config::from_toml(text).expect_err(text));

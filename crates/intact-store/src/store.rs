@@ -341,7 +341,25 @@ impl Store {
         if status.expires_at <= now.plus(status.lease / 2) {
             self.catalog.renew_txn(id, now).await?;
         }
-        let pending = self.blobs.write(body, progress).await?;
+        // An upload may outlast its lease (1 GiB at a few MB/s): while the body streams, the
+        // lease is renewed every half lease, so the reaper never expires a transaction that is
+        // busy receiving bytes. If the transaction ends meanwhile (rolled back), the upload
+        // stops there.
+        let pending = {
+            let write = self.blobs.write(body, progress);
+            tokio::pin!(write);
+            let half = (status.lease / 2).max(Duration::from_millis(100));
+            let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + half, half);
+            renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    written = &mut write => break written?,
+                    _ = renew.tick() => {
+                        self.catalog.renew_txn(id, self.now()).await?;
+                    }
+                }
+            }
+        };
         if let Some(expected) = expected
             && expected != pending.digest
         {

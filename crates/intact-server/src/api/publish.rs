@@ -76,6 +76,26 @@ async fn open_txn(
     })
 }
 
+/// Rolls a transaction back when dropped while armed (the handler was cancelled).
+struct RollbackOnDrop {
+    store: std::sync::Arc<intact_store::Store>,
+    id: Option<intact_core::TxnId>,
+}
+
+impl Drop for RollbackOnDrop {
+    fn drop(&mut self) {
+        let Some(id) = self.id.take() else { return };
+        let store = self.store.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = store.abort(&id).await {
+                    tracing::warn!(txn = %id, error = %e, "rollback of a cancelled publish");
+                }
+            });
+        }
+    }
+}
+
 pub(crate) async fn publish(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -87,6 +107,13 @@ pub(crate) async fn publish(
     let mut multipart = multipart.map_err(|e| ApiError::bad("body", e.body_text()))?;
     let mut fields = Fields::default();
     let mut txn: Option<TxnRecord> = None;
+    // If the connection drops and hyper cancels this handler mid-publish, the code after the
+    // body never runs: the guard rolls the transaction back instead of leaving the version
+    // locked until its lease runs out.
+    let mut guard = RollbackOnDrop {
+        store: state.store.clone(),
+        id: None,
+    };
 
     let result: ApiResult<Response> = async {
         while let Some(field) = multipart
@@ -138,7 +165,10 @@ pub(crate) async fn publish(
                 )
                 .await?
                 {
-                    Opened::Txn(t) => txn = Some(t),
+                    Opened::Txn(t) => {
+                        guard.id = Some(t.id.clone());
+                        txn = Some(t);
+                    }
                     Opened::Done(resp) => return Ok(resp),
                 }
             }
@@ -153,6 +183,7 @@ pub(crate) async fn publish(
                 // A publish without files: a metadata-only version.
                 match open_txn(&state, &repo, &headers, &fields, "fields name and version are required").await? {
                     Opened::Txn(t) => {
+                        guard.id = Some(t.id.clone());
                         txn = Some(t.clone());
                         t
                     }
@@ -167,6 +198,7 @@ pub(crate) async fn publish(
     }
     .await;
 
+    guard.id = None;
     if result.is_err()
         && let Some(t) = &txn
     {

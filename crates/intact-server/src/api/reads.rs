@@ -54,6 +54,14 @@ pub(crate) fn parse_target(rest: &str) -> ApiResult<ReadTarget> {
     }
 }
 
+/// Whether `m` (whose blob just turned out missing) is no longer committed: it was evicted
+/// while being read. Forgets it from the cache either way; a version still in the catalog
+/// with a missing blob is real damage and stays a 500.
+async fn was_evicted(state: &AppState, m: &Manifest) -> ApiResult<bool> {
+    state.store.invalidate(&m.repo, &m.name, &m.version);
+    Ok(state.store.has_version(&m.repo, &m.name, &m.version).await?.is_none())
+}
+
 /// Finds a committed version, following group membership and staging proxies on a miss.
 pub(crate) async fn resolve_manifest(
     state: &AppState,
@@ -135,20 +143,34 @@ pub(crate) async fn read(
             Ok(resp)
         }
         ReadTarget::File(name, version, path) => {
-            let m = resolve_manifest(&state, repo, &name, &version).await?;
-            let file = m
-                .file(&path)
-                .ok_or_else(|| ApiError::NotFound(format!("file {path} in {}/{name}@{version}", repo.name)))?;
-            crate::staging::touch(&state, &m);
-            send_file(
-                &state.store,
-                &method,
-                &headers,
-                file,
-                content_type_for(&path),
-                m.created_at,
-            )
-            .await
+            // At most two rounds: a proxy cache may evict the version between resolving its
+            // manifest and opening its blob; then it is resolved again (re-staged, or 404)
+            // instead of answering 500.
+            let mut evicted_once = false;
+            loop {
+                let m = resolve_manifest(&state, repo, &name, &version).await?;
+                let file = m
+                    .file(&path)
+                    .ok_or_else(|| ApiError::NotFound(format!("file {path} in {}/{name}@{version}", repo.name)))?;
+                crate::staging::touch(&state, &m);
+                let sent = send_file(
+                    &state.store,
+                    &method,
+                    &headers,
+                    file,
+                    content_type_for(&path),
+                    m.created_at,
+                )
+                .await;
+                if let Err(ApiError::Store(intact_store::Error::BlobMissing { .. })) = &sent
+                    && !evicted_once
+                    && was_evicted(&state, &m).await?
+                {
+                    evicted_once = true;
+                    continue;
+                }
+                break sent;
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 //! S3) adds one `Harness` constructor and runs the same functions.
 
 mod conformance;
+mod long_upload;
 
 use std::sync::Arc;
 
