@@ -248,3 +248,136 @@ fn sigkill_mid_publish_leaves_every_version_whole_or_absent() {
         on_disk.len()
     );
 }
+
+/// The render farm's failure: a job publishes, the server dies, the farm retries the job.
+/// With an idempotency key per job and `"version": "auto"`, every retry across SIGKILLs must
+/// land on the same single version: after all jobs finally succeed, each job owns exactly one
+/// version, with its own content, and no job created two.
+#[test]
+fn farm_retries_across_sigkill_create_exactly_one_version_per_job() {
+    const JOBS: usize = 150;
+    const FARM_CYCLES: u64 = 8;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let rt = runtime();
+    let http = client();
+
+    async fn run_jobs(http: reqwest::Client, base: String, farm: u64) -> anyhow::Result<()> {
+        let name = format!("farm/f{farm}");
+        for job in 0..JOBS {
+            let key = format!("farm{farm}-job{job}");
+            let files = expected_files(&name, &key);
+            let txn: Value = http
+                .post(format!("{base}/api/v1/repos/files/transactions"))
+                .json(&json!({"name": name, "version": "auto", "idempotency_key": key,
+                              "metadata": {"job": key}, "lease_seconds": 2, "wait_seconds": 5}))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            if txn.get("manifest").is_some() {
+                continue; // this job already landed: the retry gets its version back
+            }
+            let id = txn["id"].as_str().unwrap_or_default().to_owned();
+            for (path, bytes) in &files {
+                http.put(format!("{base}/api/v1/transactions/{id}/files/{path}"))
+                    .body(bytes.clone())
+                    .send()
+                    .await?
+                    .error_for_status()?;
+            }
+            http.post(format!("{base}/api/v1/transactions/{id}/commit"))
+                .send()
+                .await?
+                .error_for_status()?;
+        }
+        Ok(())
+    }
+
+    for cycle in 0..=FARM_CYCLES {
+        let server = Server::start(&data, None, &["--gc-grace-seconds", "0"]);
+        let landed: usize = rt.block_on(async {
+            let mut n = 0;
+            for farm in 0..3u64 {
+                let list: Value = http
+                    .get(server.url(&format!("/api/v1/repos/files/farm/f{farm}/@versions?limit=1000")))
+                    .send()
+                    .await
+                    .expect("list")
+                    .json()
+                    .await
+                    .expect("json");
+                n += list["versions"].as_array().map_or(0, Vec::len);
+            }
+            n
+        });
+        eprintln!("farm cycle {cycle}: {landed} of {} jobs landed so far", 3 * JOBS);
+        let tasks: Vec<_> = (0..3u64)
+            .map(|f| rt.spawn(run_jobs(http.clone(), server.base.clone(), f)))
+            .collect();
+        if cycle < FARM_CYCLES {
+            std::thread::sleep(Duration::from_millis(150 + seed_of(&format!("farm{cycle}")) % 300));
+            server.kill9();
+            rt.block_on(async {
+                for t in tasks {
+                    let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+                }
+            });
+        } else {
+            // The last round runs every job to completion (retrying past expired leases).
+            rt.block_on(async {
+                for t in tasks {
+                    t.await.expect("join").expect("all jobs finally succeed");
+                }
+            });
+            for farm in 0..3u64 {
+                let name = format!("farm/f{farm}");
+                let list: Value = rt.block_on(async {
+                    http.get(server.url(&format!("/api/v1/repos/files/{name}/@versions?limit=1000")))
+                        .send()
+                        .await
+                        .expect("list")
+                        .json()
+                        .await
+                        .expect("json")
+                });
+                let versions = list["versions"].as_array().expect("versions").clone();
+                let mut jobs_seen = BTreeSet::new();
+                for v in &versions {
+                    let version = v["version"].as_str().expect("version");
+                    let m: Value = rt.block_on(async {
+                        http.get(server.url(&format!("/api/v1/repos/files/{name}/@v/{version}")))
+                            .send()
+                            .await
+                            .expect("manifest")
+                            .json()
+                            .await
+                            .expect("json")
+                    });
+                    let job = m["metadata"]["job"].as_str().expect("job").to_owned();
+                    let want: Vec<String> = expected_files(&name, &job)
+                        .iter()
+                        .map(|(_, b)| hex_sha256(b))
+                        .collect::<BTreeSet<_>>()
+                        .into_iter()
+                        .collect();
+                    let got: Vec<String> = m["files"]
+                        .as_array()
+                        .expect("files")
+                        .iter()
+                        .map(|f| f["sha256"].as_str().unwrap_or_default().to_owned())
+                        .collect::<BTreeSet<_>>()
+                        .into_iter()
+                        .collect();
+                    assert_eq!(got, want, "{name}@{version} holds exactly job {job}'s files");
+                    assert!(
+                        jobs_seen.insert(job.clone()),
+                        "job {job} created two versions of {name}"
+                    );
+                }
+                assert_eq!(versions.len(), JOBS, "{name}: one version per job, no more, no fewer");
+            }
+        }
+    }
+}
