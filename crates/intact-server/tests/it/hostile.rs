@@ -5,7 +5,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::{RawResponse, Server, assert_error, files_under, json_of, raw_request};
+use crate::{RawResponse, Server, assert_error, files_under, json_of, raw_request, report};
 
 /// One hostile request.
 struct Case {
@@ -312,6 +312,10 @@ async fn hostile_inputs_are_refused_everywhere() {
         failures.len(),
         cases.len() + json_cases,
         failures.join("\n")
+    );
+    report(
+        "hostile-requests",
+        json!({"cases": cases.len() + json_cases, "violations": failures.len()}),
     );
 
     // Afterwards: nothing was created, nothing was staged, nothing was written outside the

@@ -373,3 +373,27 @@ pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
     out.truncate(len);
     out
 }
+
+/// How big the reliability suites run: `ci` (the default) or `full` (`./scripts/test --full`
+/// sets `INTACT_SUITE_SIZE=full`). Picks the CI or the full-size figure.
+pub fn sized<T>(ci: T, full: T) -> T {
+    match std::env::var("INTACT_SUITE_SIZE").as_deref() {
+        Ok("full") => full,
+        _ => ci,
+    }
+}
+
+/// Records what a reliability suite tried and what held: printed, and appended as one JSON
+/// line to `$INTACT_RELIABILITY_REPORT` when set (`scripts/test` prints the collected lines
+/// at the end, since cargo hides the output of passing tests).
+pub fn report(suite: &str, figures: Value) {
+    let size = sized("ci", "full");
+    let line = json!({"suite": suite, "size": size, "figures": figures});
+    println!("RELIABILITY {line}");
+    if let Ok(path) = std::env::var("INTACT_RELIABILITY_REPORT")
+        && let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path)
+    {
+        use std::io::Write;
+        let _ = writeln!(f, "{line}");
+    }
+}

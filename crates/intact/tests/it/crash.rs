@@ -11,9 +11,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-use crate::harness::{Server, blob_files, client, pattern, runtime, seed_of};
+use crate::harness::{Server, blob_files, client, pattern, report, runtime, seed_of, sized};
 
-const CYCLES: u64 = 24;
 const PUBLISHERS: u64 = 6;
 
 /// What a publisher puts in version `version` of `name`: derived from the names alone, so a
@@ -172,7 +171,8 @@ fn sigkill_mid_publish_leaves_every_version_whole_or_absent() {
     let published = Arc::new(AtomicU64::new(0));
     let mut last_seen = 0;
     let mut verified = BTreeSet::new();
-    for cycle in 0..CYCLES {
+    let cycles: u64 = sized(24, 200);
+    for cycle in 0..cycles {
         // Start-up recovery runs on every start; grace 0 so recovery reclaims at once.
         let server = Server::start(&data, None, &["--gc-grace-seconds", "0"]);
         let (seen, _) = rt.block_on(check_versions(&http, &server, &mut verified));
@@ -216,7 +216,7 @@ fn sigkill_mid_publish_leaves_every_version_whole_or_absent() {
         "every acknowledged commit survived: {seen} versions, {acknowledged} acknowledged"
     );
     std::thread::sleep(Duration::from_millis(2500));
-    let report: Value = rt.block_on(async {
+    let gc_report: Value = rt.block_on(async {
         http.post(server.url("/api/v1/admin/gc"))
             .json(&json!({"grace_seconds": 0}))
             .send()
@@ -229,7 +229,7 @@ fn sigkill_mid_publish_leaves_every_version_whole_or_absent() {
     let on_disk = blob_files(&server.data_dir);
     assert_eq!(
         on_disk, referenced,
-        "after gc, blobs on disk are exactly the referenced ones (gc: {report})"
+        "after gc, blobs on disk are exactly the referenced ones (gc: {gc_report})"
     );
     let pending: Vec<_> = std::fs::read_dir(data.join("tmp")).expect("tmp").collect();
     assert!(pending.is_empty(), "no pending upload files remain");
@@ -243,9 +243,10 @@ fn sigkill_mid_publish_leaves_every_version_whole_or_absent() {
             .expect("json")
     });
     assert_eq!(verify["ok"], json!(true), "{verify}");
-    println!(
-        "crash test: {CYCLES} SIGKILL cycles, {seen} versions committed ({acknowledged} acknowledged before a kill), {} blobs",
-        on_disk.len()
+    report(
+        "sigkill-publish",
+        json!({"cycles": cycles, "versions_committed": seen, "acknowledged": acknowledged,
+               "blobs": on_disk.len(), "violations": 0}),
     );
 }
 

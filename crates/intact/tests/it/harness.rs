@@ -148,3 +148,41 @@ pub fn blob_files(data_dir: &Path) -> std::collections::BTreeSet<String> {
     }
     out
 }
+
+/// How big the reliability suites run: `ci` (the default, minutes in all) or `full`
+/// (`./scripts/test --full`, which sets `INTACT_SUITE_SIZE=full`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SuiteSize {
+    Ci,
+    Full,
+}
+
+pub fn suite_size() -> SuiteSize {
+    match std::env::var("INTACT_SUITE_SIZE").as_deref() {
+        Ok("full") => SuiteSize::Full,
+        _ => SuiteSize::Ci,
+    }
+}
+
+/// Picks the CI or the full-size figure of a suite parameter.
+pub fn sized<T>(ci: T, full: T) -> T {
+    match suite_size() {
+        SuiteSize::Ci => ci,
+        SuiteSize::Full => full,
+    }
+}
+
+/// Records what a reliability suite tried and what held: printed, and appended as one JSON
+/// line to `$INTACT_RELIABILITY_REPORT` when set (`scripts/test` prints the collected lines
+/// at the end, since cargo hides the output of passing tests).
+pub fn report(suite: &str, figures: serde_json::Value) {
+    let line =
+        serde_json::json!({"suite": suite, "size": format!("{:?}", suite_size()).to_lowercase(), "figures": figures});
+    println!("RELIABILITY {line}");
+    if let Ok(path) = std::env::var("INTACT_RELIABILITY_REPORT")
+        && let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path)
+    {
+        use std::io::Write;
+        let _ = writeln!(f, "{line}");
+    }
+}
