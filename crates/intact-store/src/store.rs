@@ -154,9 +154,10 @@ impl Store {
             .await
             .map_err(|e| Error::io(format!("creating data dir {}", data_dir.display()), e))?;
         let lock = lock_data_dir(data_dir)?;
-        let catalog = SqliteCatalog::open(&data_dir.join("catalog.db")).await?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let catalog = SqliteCatalog::open(&data_dir.join("catalog.db"), clock.clone()).await?;
         let blobs = FsBlobStore::open(data_dir).await?;
-        let mut store = Self::new(Arc::new(catalog), Arc::new(blobs), Arc::new(SystemClock), config);
+        let mut store = Self::new(Arc::new(catalog), Arc::new(blobs), clock, config);
         store._dir_lock = Some(lock);
         Ok(Arc::new(store))
     }
@@ -231,7 +232,7 @@ impl Store {
 
     /// Expires overdue transactions and reclaims what they had staged.
     pub async fn expire_due(&self) -> Result<u64> {
-        let finished = self.catalog.expire_txns(self.now()).await?;
+        let finished = self.catalog.expire_txns().await?;
         let n = finished.txns.len() as u64;
         self.reclaim(finished).await?;
         Ok(n)
@@ -244,7 +245,7 @@ impl Store {
         self.notify_txns();
         self.notify_events();
         self.catalog
-            .sweep_blobs(self.now(), Some(&finished.staged_digests), self.blobs.as_ref())
+            .sweep_blobs(Duration::ZERO, Some(&finished.staged_digests), self.blobs.as_ref())
             .await
     }
 
@@ -283,7 +284,7 @@ impl Store {
         let deadline = tokio::time::Instant::now() + req.wait;
         loop {
             let mut changes = self.txns_changed.subscribe();
-            match self.catalog.open_txn(&new, self.now()).await {
+            match self.catalog.open_txn(&new).await {
                 Err(Error::Locked {
                     what,
                     holder,
@@ -314,7 +315,7 @@ impl Store {
     }
 
     pub async fn renew(&self, id: &TxnId) -> Result<TxnRecord> {
-        self.catalog.renew_txn(id, self.now()).await
+        self.catalog.renew_txn(id).await
     }
 
     /// Streams `body` into transaction `id` at `path`. With `expected`, a body hashing to
@@ -339,7 +340,7 @@ impl Store {
         }
         let now = self.now();
         if status.expires_at <= now.plus(status.lease / 2) {
-            self.catalog.renew_txn(id, now).await?;
+            self.catalog.renew_txn(id).await?;
         }
         // An upload may outlast its lease (1 GiB at a few MB/s): while the body streams, the
         // lease is renewed every half lease, so the reaper never expires a transaction that is
@@ -355,7 +356,7 @@ impl Store {
                 tokio::select! {
                     written = &mut write => break written?,
                     _ = renew.tick() => {
-                        self.catalog.renew_txn(id, self.now()).await?;
+                        self.catalog.renew_txn(id).await?;
                     }
                 }
             }
@@ -380,7 +381,7 @@ impl Store {
             size: pending.size,
             sha256: pending.digest,
         };
-        self.catalog.stage_file(id, &entry, self.now()).await?;
+        self.catalog.stage_file(id, &entry).await?;
         self.blobs.persist(pending).await?;
         Ok(entry)
     }
@@ -407,7 +408,7 @@ impl Store {
         }
         // The catalog refuses the commit if files were staged since `rec` was read: those
         // were not checked above, and their bytes may not be in place yet.
-        let outcome = self.catalog.commit_txn(id, &rec.files, self.now()).await;
+        let outcome = self.catalog.commit_txn(id, &rec.files).await;
         if let Err(Error::TxnNotOpen { .. }) = &outcome {
             self.notify_txns();
         }
@@ -422,7 +423,7 @@ impl Store {
 
     /// Rolls transaction `id` back and reclaims what it staged.
     pub async fn abort(&self, id: &TxnId) -> Result<()> {
-        let finished = self.catalog.abort_txn(id, self.now()).await?;
+        let finished = self.catalog.abort_txn(id).await?;
         self.reclaim(finished).await?;
         Ok(())
     }
@@ -543,13 +544,10 @@ impl Store {
     /// know, and forgets old finished transactions.
     pub async fn gc(&self, grace: Duration) -> Result<GcReport> {
         let mut report = GcReport::default();
-        let finished = self.catalog.expire_txns(self.now()).await?;
+        let finished = self.catalog.expire_txns().await?;
         report.expired_transactions = finished.txns.len() as u64;
         let reclaimed = self.reclaim(finished).await?;
-        let swept = self
-            .catalog
-            .sweep_blobs(self.now().minus(grace), None, self.blobs.as_ref())
-            .await?;
+        let swept = self.catalog.sweep_blobs(grace, None, self.blobs.as_ref()).await?;
         report.blobs_deleted = reclaimed.blobs_deleted + swept.blobs_deleted;
         report.bytes_deleted = reclaimed.bytes_deleted + swept.bytes_deleted;
         let stored = self.blobs.list().await?;
@@ -557,10 +555,7 @@ impl Store {
         report.orphan_blobs_deleted = orphans.blobs_deleted;
         report.bytes_deleted += orphans.bytes_deleted;
         report.pending_files_removed = self.blobs.sweep_pending(grace.max(Duration::from_secs(3600))).await?;
-        report.transactions_pruned = self
-            .catalog
-            .prune_txns(self.now().minus(self.config.txn_retention))
-            .await?;
+        report.transactions_pruned = self.catalog.prune_txns(self.config.txn_retention).await?;
         Ok(report)
     }
 
@@ -641,16 +636,13 @@ impl Store {
         version: &Version,
         reason: &str,
     ) -> Result<Option<Manifest>> {
-        let removed = self
-            .catalog
-            .delete_version(repo, name, version, reason, self.now())
-            .await?;
+        let removed = self.catalog.delete_version(repo, name, version, reason).await?;
         self.invalidate(repo, name, version);
         if let Some(m) = &removed {
             self.notify_events();
             let digests: Vec<Digest> = m.files.iter().map(|f| f.sha256).collect();
             self.catalog
-                .sweep_blobs(self.now(), Some(&digests), self.blobs.as_ref())
+                .sweep_blobs(Duration::ZERO, Some(&digests), self.blobs.as_ref())
                 .await?;
         }
         Ok(removed)

@@ -57,11 +57,11 @@ impl Server {
         let root = tempfile::tempdir().expect("tempdir");
         let data = root.path().join("data");
         std::fs::create_dir(&data).expect("data dir");
-        let catalog = SqliteCatalog::open(&data.join("catalog.db"))
+        let clock = ManualClock::new(Timestamp::from_system(SystemTime::now()));
+        let catalog = SqliteCatalog::open(&data.join("catalog.db"), Arc::new(clock.clone()))
             .await
             .expect("open catalog");
         let blobs = FsBlobStore::open(&data).await.expect("open blobs");
-        let clock = ManualClock::new(Timestamp::from_system(SystemTime::now()));
         let store = Store::new(
             Arc::new(catalog),
             Arc::new(blobs),

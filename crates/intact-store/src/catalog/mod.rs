@@ -160,11 +160,14 @@ pub struct SweepReport {
     pub bytes_deleted: u64,
 }
 
+/// The catalog owns its clock: every write method reads "now" inside its own transaction,
+/// once it holds whatever serializes writers, so a lease is never judged by a reading taken
+/// before a wait (and, on a shared catalog, never by one replica's clock).
 #[async_trait]
 pub trait Catalog: Send + Sync + 'static {
     /// Opens a transaction, or answers an idempotent retry. Takes over (and expires) a lock
     /// whose lease ran out. Errors: `Locked`, `Exists`, `IdempotencyMismatch`.
-    async fn open_txn(&self, req: &NewTxn, now: Timestamp) -> Result<OpenOutcome>;
+    async fn open_txn(&self, req: &NewTxn) -> Result<OpenOutcome>;
 
     /// A transaction with its staged files. `NotFound` for unknown ids.
     async fn txn(&self, id: &TxnId) -> Result<TxnRecord>;
@@ -172,14 +175,14 @@ pub trait Catalog: Send + Sync + 'static {
     /// A transaction's state and lease, without its staged files (cheap; no write).
     async fn txn_status(&self, id: &TxnId) -> Result<TxnStatus>;
 
-    /// Extends an open transaction's lease to `now + lease`. `TxnNotOpen` once it is final
-    /// (an expired lease cannot be revived).
-    async fn renew_txn(&self, id: &TxnId, now: Timestamp) -> Result<TxnRecord>;
+    /// Extends an open transaction's lease to the catalog's now + lease. `TxnNotOpen` once it
+    /// is final (an expired lease cannot be revived).
+    async fn renew_txn(&self, id: &TxnId) -> Result<TxnRecord>;
 
     /// Records `file` as staged in an open, unexpired transaction (replacing the same path)
     /// and registers its blob as live, in one catalog transaction. Must be called *before*
     /// the blob is persisted, so that no sweep can delete the bytes in between.
-    async fn stage_file(&self, id: &TxnId, file: &FileEntry, now: Timestamp) -> Result<()>;
+    async fn stage_file(&self, id: &TxnId, file: &FileEntry) -> Result<()>;
 
     /// The visibility point: inside one catalog transaction, checks the transaction is open
     /// and its lease unexpired, compares with any committed version of the same key, inserts
@@ -188,15 +191,15 @@ pub trait Catalog: Send + Sync + 'static {
     /// transaction's staged files differ (an upload registered a file after the check), the
     /// commit is refused (`BadRequest`, field `files`), so the version never names a blob
     /// that might not be in place yet.
-    async fn commit_txn(&self, id: &TxnId, verified: &[FileEntry], now: Timestamp) -> Result<CommitOutcome>;
+    async fn commit_txn(&self, id: &TxnId, verified: &[FileEntry]) -> Result<CommitOutcome>;
 
     /// Rolls an open transaction back (`aborted` event). Returns the blobs it had staged so
     /// the caller can reclaim them. Aborting a final transaction is `TxnNotOpen`, except an
     /// already-aborted one, which is a no-op.
-    async fn abort_txn(&self, id: &TxnId, now: Timestamp) -> Result<Finished>;
+    async fn abort_txn(&self, id: &TxnId) -> Result<Finished>;
 
     /// Expires every open transaction whose lease ran out (`expired` events).
-    async fn expire_txns(&self, now: Timestamp) -> Result<Finished>;
+    async fn expire_txns(&self) -> Result<Finished>;
 
     async fn manifest(&self, repo: &RepoName, name: &Name, version: &Version) -> Result<Option<Manifest>>;
 
@@ -229,13 +232,13 @@ pub trait Catalog: Send + Sync + 'static {
     async fn last_event_seq(&self) -> Result<i64>;
 
     /// Deletes blobs that no committed file and no staged file references, and that were
-    /// registered before `registered_before` (or, with `only`, just those digests whatever
-    /// their age). The blob files are deleted *while the catalog's write lock is held*, so a
+    /// registered at least `min_age` ago by the catalog's clock (or, with `only`, just those
+    /// digests whatever their age). The blob files are deleted *while the catalog's write lock is held*, so a
     /// concurrent `stage_file` of the same digest either happens first (and keeps it) or
     /// after (and re-persists it).
     async fn sweep_blobs(
         &self,
-        registered_before: Timestamp,
+        min_age: Duration,
         only: Option<&[Digest]>,
         blobs: &dyn BlobStore,
     ) -> Result<SweepReport>;
@@ -265,9 +268,9 @@ pub trait Catalog: Send + Sync + 'static {
         name: &Name,
         version: &Version,
         reason: &str,
-        now: Timestamp,
     ) -> Result<Option<Manifest>>;
 
-    /// Forgets final transactions (and their idempotency keys) finished before `before`.
-    async fn prune_txns(&self, before: Timestamp) -> Result<u64>;
+    /// Forgets final transactions (and their idempotency keys) finished more than
+    /// `older_than` ago.
+    async fn prune_txns(&self, older_than: Duration) -> Result<u64>;
 }

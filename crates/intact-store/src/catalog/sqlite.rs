@@ -8,6 +8,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,7 +22,7 @@ use super::{
     Catalog, CommitOutcome, Event, Finished, NewTxn, OpenOutcome, RepoUsage, SweepReport, TxnRecord, TxnStatus,
     VersionSpec, VersionSummary, VersionUse, VersionsPageJson,
 };
-use crate::{BlobStore, Error, Result};
+use crate::{BlobStore, Clock, Error, Result};
 
 /// Ordered schema migrations; each runs once, inside one transaction, recorded in
 /// `schema_migrations`.
@@ -32,17 +33,27 @@ const MIGRATIONS: &[(i64, &str)] = &[
 
 const SWEEP_BATCH: i64 = 500;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SqliteCatalog {
     write: SqlitePool,
     read: SqlitePool,
+    /// The catalog's clock: leases are compared against a reading taken *inside* the write
+    /// transaction, after the writer lock is held, never against one taken before waiting.
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for SqliteCatalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteCatalog").finish_non_exhaustive()
+    }
 }
 
 type Tx = Transaction<'static, Sqlite>;
 
 impl SqliteCatalog {
-    /// Opens (creating and migrating if needed) the catalog database at `path`.
-    pub async fn open(path: &Path) -> Result<Self> {
+    /// Opens (creating and migrating if needed) the catalog database at `path`. `clock` is
+    /// the catalog's clock (this process's, for the embedded catalog).
+    pub async fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self> {
         let base = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -72,13 +83,14 @@ impl SqliteCatalog {
                 .connect_with(base.pragma("query_only", "true"))
                 .await?,
             write,
+            clock,
         };
         catalog.migrate().await?;
         Ok(catalog)
     }
 
     async fn migrate(&self) -> Result<()> {
-        let mut tx = self.begin().await?;
+        let (mut tx, _) = self.begin().await?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
         )
@@ -101,8 +113,11 @@ impl SqliteCatalog {
         Ok(())
     }
 
-    async fn begin(&self) -> Result<Tx> {
-        Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
+    /// Starts a write transaction and reads the clock once the writer lock is held: every
+    /// lease decision of the transaction uses that reading.
+    async fn begin(&self) -> Result<(Tx, Timestamp)> {
+        let tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        Ok((tx, self.clock.now()))
     }
 }
 
@@ -384,8 +399,8 @@ impl SqliteCatalog {
 
 #[async_trait]
 impl Catalog for SqliteCatalog {
-    async fn open_txn(&self, req: &NewTxn, now: Timestamp) -> Result<OpenOutcome> {
-        let mut tx = self.begin().await?;
+    async fn open_txn(&self, req: &NewTxn) -> Result<OpenOutcome> {
+        let (mut tx, now) = self.begin().await?;
         let fingerprint = request_fingerprint(req);
         let repo = req.repo.as_str();
         let name = req.name.as_str();
@@ -540,8 +555,8 @@ impl Catalog for SqliteCatalog {
         })
     }
 
-    async fn renew_txn(&self, id: &TxnId, now: Timestamp) -> Result<TxnRecord> {
-        let mut tx = self.begin().await?;
+    async fn renew_txn(&self, id: &TxnId) -> Result<TxnRecord> {
+        let (mut tx, now) = self.begin().await?;
         let mut rec = load_txn(&mut tx, id.as_str())
             .await?
             .ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
@@ -569,8 +584,8 @@ impl Catalog for SqliteCatalog {
         Ok(rec)
     }
 
-    async fn stage_file(&self, id: &TxnId, file: &FileEntry, now: Timestamp) -> Result<()> {
-        let mut tx = self.begin().await?;
+    async fn stage_file(&self, id: &TxnId, file: &FileEntry) -> Result<()> {
+        let (mut tx, now) = self.begin().await?;
         let row = sqlx::query("SELECT state, expires_at, lease_ms FROM txns WHERE id = ?")
             .bind(id.as_str())
             .fetch_optional(&mut *tx)
@@ -621,8 +636,8 @@ impl Catalog for SqliteCatalog {
         Ok(())
     }
 
-    async fn commit_txn(&self, id: &TxnId, verified: &[FileEntry], now: Timestamp) -> Result<CommitOutcome> {
-        let mut tx = self.begin().await?;
+    async fn commit_txn(&self, id: &TxnId, verified: &[FileEntry]) -> Result<CommitOutcome> {
+        let (mut tx, now) = self.begin().await?;
         let mut rec = load_txn(&mut tx, id.as_str())
             .await?
             .ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
@@ -756,8 +771,8 @@ impl Catalog for SqliteCatalog {
         }))
     }
 
-    async fn abort_txn(&self, id: &TxnId, now: Timestamp) -> Result<Finished> {
-        let mut tx = self.begin().await?;
+    async fn abort_txn(&self, id: &TxnId) -> Result<Finished> {
+        let (mut tx, now) = self.begin().await?;
         let rec = load_txn(&mut tx, id.as_str())
             .await?
             .ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
@@ -778,13 +793,15 @@ impl Catalog for SqliteCatalog {
         }
     }
 
-    async fn expire_txns(&self, now: Timestamp) -> Result<Finished> {
+    async fn expire_txns(&self) -> Result<Finished> {
         const LEFTOVERS: &str = "SELECT DISTINCT s.txn_id, s.digest FROM staged s JOIN txns t ON t.id = s.txn_id
                                  WHERE t.state <> 'open'";
         let mut finished = Finished::default();
+        // A cheap look first, outside the writer lock; each candidate is checked again against
+        // the clock read inside the write transaction.
         let due: Vec<String> =
             sqlx::query_scalar("SELECT id FROM txns WHERE state = 'open' AND expires_at <= ? LIMIT 1000")
-                .bind(now.millis())
+                .bind(self.clock.now().millis())
                 .fetch_all(&self.read)
                 .await?;
         let leftovers: Option<i64> = sqlx::query_scalar(&format!("SELECT 1 FROM ({LEFTOVERS}) LIMIT 1"))
@@ -793,7 +810,7 @@ impl Catalog for SqliteCatalog {
         if due.is_empty() && leftovers.is_none() {
             return Ok(finished);
         }
-        let mut tx = self.begin().await?;
+        let (mut tx, now) = self.begin().await?;
         for id in due {
             if let Some(mut rec) = load_txn(&mut tx, &id).await?
                 && expire_if_due(&mut tx, &mut rec, now).await?
@@ -964,7 +981,7 @@ impl Catalog for SqliteCatalog {
 
     async fn sweep_blobs(
         &self,
-        registered_before: Timestamp,
+        min_age: Duration,
         only: Option<&[Digest]>,
         blobs: &dyn BlobStore,
     ) -> Result<SweepReport> {
@@ -974,7 +991,7 @@ impl Catalog for SqliteCatalog {
         match only {
             Some(digests) => {
                 for chunk in digests.chunks(SWEEP_BATCH as usize) {
-                    let mut tx = self.begin().await?;
+                    let (mut tx, _) = self.begin().await?;
                     for d in chunk {
                         let size: Option<i64> = sqlx::query_scalar(&format!(
                             "SELECT size FROM blobs b WHERE digest = ? AND {UNREFERENCED}"
@@ -996,11 +1013,11 @@ impl Catalog for SqliteCatalog {
                 }
             }
             None => loop {
-                let mut tx = self.begin().await?;
+                let (mut tx, now) = self.begin().await?;
                 let rows = sqlx::query(&format!(
                     "SELECT digest, size FROM blobs b WHERE registered <= ? AND {UNREFERENCED} LIMIT ?"
                 ))
-                .bind(registered_before.millis())
+                .bind(now.minus(min_age).millis())
                 .bind(SWEEP_BATCH)
                 .fetch_all(&mut *tx)
                 .await?;
@@ -1030,7 +1047,7 @@ impl Catalog for SqliteCatalog {
     async fn sweep_orphans(&self, candidates: &[Digest], blobs: &dyn BlobStore) -> Result<SweepReport> {
         let mut report = SweepReport::default();
         for chunk in candidates.chunks(SWEEP_BATCH as usize) {
-            let mut tx = self.begin().await?;
+            let (mut tx, _) = self.begin().await?;
             for d in chunk {
                 let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM blobs WHERE digest = ?")
                     .bind(d.to_hex())
@@ -1067,7 +1084,7 @@ impl Catalog for SqliteCatalog {
         if accesses.is_empty() {
             return Ok(());
         }
-        let mut tx = self.begin().await?;
+        let (mut tx, _) = self.begin().await?;
         for (repo, name, version, at) in accesses {
             sqlx::query(
                 "UPDATE versions SET last_access = MAX(last_access, ?) WHERE repo = ? AND name = ? AND version = ?",
@@ -1123,9 +1140,8 @@ impl Catalog for SqliteCatalog {
         name: &Name,
         version: &Version,
         reason: &str,
-        now: Timestamp,
     ) -> Result<Option<Manifest>> {
-        let mut tx = self.begin().await?;
+        let (mut tx, now) = self.begin().await?;
         let Some(row) = version_row(&mut tx, repo, name, version).await? else {
             return Ok(None);
         };
@@ -1162,10 +1178,10 @@ impl Catalog for SqliteCatalog {
         Ok(Some(manifest))
     }
 
-    async fn prune_txns(&self, before: Timestamp) -> Result<u64> {
-        let mut tx = self.begin().await?;
+    async fn prune_txns(&self, older_than: Duration) -> Result<u64> {
+        let (mut tx, now) = self.begin().await?;
         let res = sqlx::query("DELETE FROM txns WHERE state <> 'open' AND finished_at < ?")
-            .bind(before.millis())
+            .bind(now.minus(older_than).millis())
             .execute(&mut *tx)
             .await?;
         sqlx::query("DELETE FROM idempotency WHERE txn_id NOT IN (SELECT id FROM txns)")

@@ -728,12 +728,8 @@ struct GatedCatalog {
 
 #[async_trait::async_trait]
 impl intact_store::Catalog for GatedCatalog {
-    async fn open_txn(
-        &self,
-        req: &intact_store::NewTxn,
-        now: intact_core::Timestamp,
-    ) -> intact_store::Result<OpenOutcome> {
-        self.inner.open_txn(req, now).await
+    async fn open_txn(&self, req: &intact_store::NewTxn) -> intact_store::Result<OpenOutcome> {
+        self.inner.open_txn(req).await
     }
     async fn txn(&self, id: &intact_core::TxnId) -> intact_store::Result<TxnRecord> {
         self.inner.txn(id).await
@@ -741,34 +737,24 @@ impl intact_store::Catalog for GatedCatalog {
     async fn txn_status(&self, id: &intact_core::TxnId) -> intact_store::Result<intact_store::catalog::TxnStatus> {
         self.inner.txn_status(id).await
     }
-    async fn renew_txn(&self, id: &intact_core::TxnId, now: intact_core::Timestamp) -> intact_store::Result<TxnRecord> {
-        self.inner.renew_txn(id, now).await
+    async fn renew_txn(&self, id: &intact_core::TxnId) -> intact_store::Result<TxnRecord> {
+        self.inner.renew_txn(id).await
     }
-    async fn stage_file(
-        &self,
-        id: &intact_core::TxnId,
-        file: &intact_core::FileEntry,
-        now: intact_core::Timestamp,
-    ) -> intact_store::Result<()> {
-        self.inner.stage_file(id, file, now).await
+    async fn stage_file(&self, id: &intact_core::TxnId, file: &intact_core::FileEntry) -> intact_store::Result<()> {
+        self.inner.stage_file(id, file).await
     }
     async fn commit_txn(
         &self,
         id: &intact_core::TxnId,
         verified: &[intact_core::FileEntry],
-        now: intact_core::Timestamp,
     ) -> intact_store::Result<CommitOutcome> {
-        self.inner.commit_txn(id, verified, now).await
+        self.inner.commit_txn(id, verified).await
     }
-    async fn abort_txn(
-        &self,
-        id: &intact_core::TxnId,
-        now: intact_core::Timestamp,
-    ) -> intact_store::Result<intact_store::catalog::Finished> {
-        self.inner.abort_txn(id, now).await
+    async fn abort_txn(&self, id: &intact_core::TxnId) -> intact_store::Result<intact_store::catalog::Finished> {
+        self.inner.abort_txn(id).await
     }
-    async fn expire_txns(&self, now: intact_core::Timestamp) -> intact_store::Result<intact_store::catalog::Finished> {
-        self.inner.expire_txns(now).await
+    async fn expire_txns(&self) -> intact_store::Result<intact_store::catalog::Finished> {
+        self.inner.expire_txns().await
     }
     async fn manifest(
         &self,
@@ -818,11 +804,11 @@ impl intact_store::Catalog for GatedCatalog {
     }
     async fn sweep_blobs(
         &self,
-        registered_before: intact_core::Timestamp,
+        min_age: std::time::Duration,
         only: Option<&[Digest]>,
         blobs: &dyn intact_store::BlobStore,
     ) -> intact_store::Result<intact_store::catalog::SweepReport> {
-        self.inner.sweep_blobs(registered_before, only, blobs).await
+        self.inner.sweep_blobs(min_age, only, blobs).await
     }
     async fn sweep_orphans(
         &self,
@@ -856,12 +842,11 @@ impl intact_store::Catalog for GatedCatalog {
         name: &Name,
         version: &Version,
         reason: &str,
-        now: intact_core::Timestamp,
     ) -> intact_store::Result<Option<intact_core::Manifest>> {
-        self.inner.delete_version(repo, name, version, reason, now).await
+        self.inner.delete_version(repo, name, version, reason).await
     }
-    async fn prune_txns(&self, before: intact_core::Timestamp) -> intact_store::Result<u64> {
-        self.inner.prune_txns(before).await
+    async fn prune_txns(&self, older_than: std::time::Duration) -> intact_store::Result<u64> {
+        self.inner.prune_txns(older_than).await
     }
 }
 
@@ -977,4 +962,37 @@ pub async fn gc_keeps_pending_blobs_still_held(h: &Harness) {
         abandoned += 1;
     }
     assert_eq!(abandoned, 0, "a dropped pending blob removes its bytes");
+}
+
+/// A commit that had to wait for another writer judges its lease by the catalog's clock read
+/// once it holds the writer, not by a reading taken before the wait: a lease that ran out while
+/// it waited can no longer commit.
+pub async fn leases_are_judged_by_the_clock_read_after_waiting_for_the_writer(h: &Harness) {
+    let mut r = req("late", "1");
+    r.lease = Some(Duration::from_secs(10));
+    let t = begin(h, r).await;
+    put(h, &t, "a", b"bytes").await;
+    let writer = h.hold_writer().await;
+    let store = h.store.clone();
+    let id = t.id.clone();
+    let commit = tokio::spawn(async move { store.commit(&id).await });
+    // Lets the commit reach the writer lock. Ordering only: were it not there yet, the test
+    // could only pass wrongly, never fail wrongly.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    h.clock.advance(Duration::from_secs(60));
+    drop(writer);
+    match commit.await.expect("join") {
+        Err(Error::TxnNotOpen {
+            state: TxnState::Expired,
+            ..
+        }) => {}
+        other => panic!("a transaction whose lease ran out while waiting committed: {other:?}"),
+    }
+    assert!(
+        h.store
+            .has_version(&repo(), &name("late"), &Version::parse("1").expect("v"))
+            .await
+            .expect("read")
+            .is_none()
+    );
 }

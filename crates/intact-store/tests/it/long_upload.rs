@@ -40,7 +40,7 @@ impl AsyncRead for SlowBody {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_longer_than_the_lease_keeps_its_transaction() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let catalog = SqliteCatalog::open(&dir.path().join("catalog.db"))
+    let catalog = SqliteCatalog::open(&dir.path().join("catalog.db"), Arc::new(SystemClock))
         .await
         .expect("catalog");
     let blobs = FsBlobStore::open(dir.path()).await.expect("blobs");

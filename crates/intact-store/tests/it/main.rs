@@ -15,16 +15,36 @@ pub struct Harness {
     pub store: Arc<Store>,
     pub clock: ManualClock,
     pub blobs: FsBlobStore,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+/// Keeps the catalog's writers waiting until dropped (a test hook: lines a write up behind
+/// another one, as a busy catalog would).
+pub struct HeldWriter {
+    _conn: sqlx::SqliteConnection,
+}
+
+impl Harness {
+    /// Takes the catalog's write lock from outside the store, as another writer would.
+    pub async fn hold_writer(&self) -> HeldWriter {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", self.dir.path().join("catalog.db").display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("second connection");
+        sqlx::raw_sql("BEGIN IMMEDIATE")
+            .execute(&mut conn)
+            .await
+            .expect("take the write lock");
+        HeldWriter { _conn: conn }
+    }
 }
 
 pub async fn sqlite_fs() -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
-    let catalog = SqliteCatalog::open(&dir.path().join("catalog.db"))
+    let clock = ManualClock::new(Timestamp(1_800_000_000_000));
+    let catalog = SqliteCatalog::open(&dir.path().join("catalog.db"), Arc::new(clock.clone()))
         .await
         .expect("open catalog");
     let blobs = FsBlobStore::open(dir.path()).await.expect("open blobs");
-    let clock = ManualClock::new(Timestamp(1_800_000_000_000));
     let config = StoreConfig {
         gc_grace: std::time::Duration::ZERO,
         ..StoreConfig::default()
@@ -39,7 +59,7 @@ pub async fn sqlite_fs() -> Harness {
         store: Arc::new(store),
         clock,
         blobs,
-        _dir: dir,
+        dir,
     }
 }
 
@@ -85,4 +105,5 @@ suite!(sqlite_fs:
     manifest_cache_forgets_a_version_deleted_during_a_read,
     manifest_reads_never_see_a_version_without_its_files,
     gc_keeps_pending_blobs_still_held,
+    leases_are_judged_by_the_clock_read_after_waiting_for_the_writer,
 );
