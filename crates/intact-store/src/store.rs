@@ -90,8 +90,6 @@ pub struct Store {
     /// it bumps the count and invalidates): a read racing an eviction must not put the
     /// deleted version back into the cache, where it would stay "committed" forever.
     deletes: std::sync::Mutex<u64>,
-    /// Bumped whenever an event is appended: wakes `events` long polls.
-    events_changed: watch::Sender<u64>,
     /// Bumped whenever a transaction finishes: wakes lock waiters.
     txns_changed: watch::Sender<u64>,
     /// Reads not yet written to the catalog (`last_access`), flushed in batches so the hot
@@ -176,7 +174,6 @@ impl Store {
             config,
             manifests,
             deletes: std::sync::Mutex::new(0),
-            events_changed: watch::Sender::new(0),
             txns_changed: watch::Sender::new(0),
             pending_access: std::sync::Mutex::new(std::collections::HashMap::new()),
             _dir_lock: None,
@@ -212,10 +209,6 @@ impl Store {
         }
     }
 
-    fn notify_events(&self) {
-        self.events_changed.send_modify(|n| *n = n.wrapping_add(1));
-    }
-
     fn notify_txns(&self) {
         self.txns_changed.send_modify(|n| *n = n.wrapping_add(1));
     }
@@ -243,7 +236,6 @@ impl Store {
             return Ok(SweepReport::default());
         }
         self.notify_txns();
-        self.notify_events();
         self.catalog
             .sweep_blobs(Duration::ZERO, Some(&finished.staged_digests), self.blobs.as_ref())
             .await
@@ -415,7 +407,6 @@ impl Store {
         let outcome = outcome?;
         if let CommitOutcome::Committed(m) = &outcome {
             self.cache_manifest(deletes_before, Arc::new(m.clone()));
-            self.notify_events();
         }
         self.notify_txns();
         Ok(outcome)
@@ -527,7 +518,7 @@ impl Store {
     pub async fn events(&self, after: i64, wait: Duration, limit: u32) -> Result<Vec<Event>> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let mut changed = self.events_changed.subscribe();
+            let mut changed = self.catalog.event_wakeups();
             let events = self.catalog.events(after, limit).await?;
             if !events.is_empty() || tokio::time::Instant::now() >= deadline {
                 return Ok(events);
@@ -639,7 +630,6 @@ impl Store {
         let removed = self.catalog.delete_version(repo, name, version, reason).await?;
         self.invalidate(repo, name, version);
         if let Some(m) = &removed {
-            self.notify_events();
             let digests: Vec<Digest> = m.files.iter().map(|f| f.sha256).collect();
             self.catalog
                 .sweep_blobs(Duration::ZERO, Some(&digests), self.blobs.as_ref())

@@ -228,6 +228,10 @@ pub trait Catalog: Send + Sync + 'static {
     /// Events with `seq > after`, in commit order.
     async fn events(&self, after: i64, limit: u32) -> Result<Vec<Event>>;
 
+    /// Changes (at least) whenever events may have been appended, by any writer of this
+    /// catalog: event followers wait on it instead of polling. Spurious changes are allowed.
+    fn event_wakeups(&self) -> tokio::sync::watch::Receiver<u64>;
+
     /// The highest event sequence number committed so far (0 when none).
     async fn last_event_seq(&self) -> Result<i64>;
 

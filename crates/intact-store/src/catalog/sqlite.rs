@@ -17,6 +17,7 @@ use intact_core::{
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use tokio::sync::watch;
 
 use super::{
     Catalog, CommitOutcome, Event, Finished, NewTxn, OpenOutcome, RepoUsage, SweepReport, TxnRecord, TxnStatus,
@@ -40,6 +41,10 @@ pub struct SqliteCatalog {
     /// The catalog's clock: leases are compared against a reading taken *inside* the write
     /// transaction, after the writer lock is held, never against one taken before waiting.
     clock: Arc<dyn Clock>,
+    /// Bumped after every committed write transaction, whichever operation appended events
+    /// (a commit, a rollback, an expiry noticed by a lock takeover...): wakes event followers.
+    /// One process owns the database file, so its own writes are all there are.
+    writes: Arc<watch::Sender<u64>>,
 }
 
 impl std::fmt::Debug for SqliteCatalog {
@@ -84,6 +89,7 @@ impl SqliteCatalog {
                 .await?,
             write,
             clock,
+            writes: Arc::new(watch::Sender::new(0)),
         };
         catalog.migrate().await?;
         Ok(catalog)
@@ -109,7 +115,15 @@ impl SqliteCatalog {
                 .execute(&mut *tx)
                 .await?;
         }
+        self.commit(tx).await?;
+        Ok(())
+    }
+
+    /// Commits a write transaction and wakes event followers (a spurious wake-up only costs
+    /// them one query).
+    async fn commit(&self, tx: Tx) -> Result<()> {
         tx.commit().await?;
+        self.writes.send_modify(|n| *n = n.wrapping_add(1));
         Ok(())
     }
 
@@ -430,7 +444,7 @@ impl Catalog for SqliteCatalog {
                     let expired_now = expire_if_due(&mut tx, &mut prior, now).await?;
                     match prior.state {
                         TxnState::Open => {
-                            tx.commit().await?;
+                            self.commit(tx).await?;
                             return Ok(OpenOutcome::Resumed(prior));
                         }
                         TxnState::Committed => {
@@ -442,7 +456,7 @@ impl Catalog for SqliteCatalog {
                                 Some(v) => load_manifest_by_id(&mut tx, v).await?,
                                 None => None,
                             } {
-                                tx.commit().await?;
+                                self.commit(tx).await?;
                                 return Ok(OpenOutcome::Committed(prior, m));
                             }
                             // The version it committed has since been deleted: start afresh.
@@ -516,7 +530,7 @@ impl Catalog for SqliteCatalog {
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(OpenOutcome::Created(TxnRecord {
             id: req.id.clone(),
             repo: req.repo.clone(),
@@ -561,7 +575,7 @@ impl Catalog for SqliteCatalog {
             .await?
             .ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
         if expire_if_due(&mut tx, &mut rec, now).await? {
-            tx.commit().await?;
+            self.commit(tx).await?;
             return Err(Error::TxnNotOpen {
                 id: id.clone(),
                 state: TxnState::Expired,
@@ -579,7 +593,7 @@ impl Catalog for SqliteCatalog {
             .bind(id.as_str())
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         rec.expires_at = expires_at;
         Ok(rec)
     }
@@ -603,7 +617,7 @@ impl Catalog for SqliteCatalog {
                 .await?
                 .ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
             expire_if_due(&mut tx, &mut rec, now).await?;
-            tx.commit().await?;
+            self.commit(tx).await?;
             return Err(Error::TxnNotOpen {
                 id: id.clone(),
                 state: TxnState::Expired,
@@ -632,7 +646,7 @@ impl Catalog for SqliteCatalog {
             .bind(id.as_str())
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -664,7 +678,7 @@ impl Catalog for SqliteCatalog {
             TxnState::Open => {}
         }
         if expire_if_due(&mut tx, &mut rec, now).await? {
-            tx.commit().await?;
+            self.commit(tx).await?;
             return Err(Error::TxnNotOpen {
                 id: id.clone(),
                 state: TxnState::Expired,
@@ -701,7 +715,7 @@ impl Catalog for SqliteCatalog {
             let manifest = load_manifest_by_id(&mut tx, existing_id)
                 .await?
                 .ok_or_else(|| corrupt("version vanished inside a transaction"))?;
-            tx.commit().await?;
+            self.commit(tx).await?;
             return Ok(CommitOutcome::AlreadyCommitted(manifest));
         }
 
@@ -758,7 +772,7 @@ impl Catalog for SqliteCatalog {
         .bind(name)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(CommitOutcome::Committed(Manifest {
             repo: rec.repo,
             name: rec.name,
@@ -784,7 +798,7 @@ impl Catalog for SqliteCatalog {
             }),
             TxnState::Open => {
                 let digests = finish_open_txn(&mut tx, &rec, TxnState::Aborted, now).await?;
-                tx.commit().await?;
+                self.commit(tx).await?;
                 Ok(Finished {
                     txns: vec![rec.id],
                     staged_digests: digests,
@@ -836,7 +850,7 @@ impl Catalog for SqliteCatalog {
         sqlx::query("DELETE FROM staged WHERE txn_id IN (SELECT id FROM txns WHERE state <> 'open')")
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(finished)
     }
 
@@ -972,6 +986,10 @@ impl Catalog for SqliteCatalog {
             .collect()
     }
 
+    fn event_wakeups(&self) -> watch::Receiver<u64> {
+        self.writes.subscribe()
+    }
+
     async fn last_event_seq(&self) -> Result<i64> {
         let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events")
             .fetch_one(&self.read)
@@ -1009,7 +1027,7 @@ impl Catalog for SqliteCatalog {
                             report.bytes_deleted += u64_of(size);
                         }
                     }
-                    tx.commit().await?;
+                    self.commit(tx).await?;
                 }
             }
             None => loop {
@@ -1035,7 +1053,7 @@ impl Catalog for SqliteCatalog {
                     report.blobs_deleted += 1;
                     report.bytes_deleted += u64_of(r.try_get("size")?);
                 }
-                tx.commit().await?;
+                self.commit(tx).await?;
                 if (rows.len() as i64) < SWEEP_BATCH {
                     break;
                 }
@@ -1060,7 +1078,7 @@ impl Catalog for SqliteCatalog {
                     report.bytes_deleted += size;
                 }
             }
-            tx.commit().await?;
+            self.commit(tx).await?;
         }
         Ok(report)
     }
@@ -1096,7 +1114,7 @@ impl Catalog for SqliteCatalog {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -1174,7 +1192,7 @@ impl Catalog for SqliteCatalog {
             serde_json::json!({ "reason": reason, "size": manifest.total_size() }),
         )
         .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(Some(manifest))
     }
 
@@ -1187,7 +1205,7 @@ impl Catalog for SqliteCatalog {
         sqlx::query("DELETE FROM idempotency WHERE txn_id NOT IN (SELECT id FROM txns)")
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(res.rows_affected())
     }
 }

@@ -799,6 +799,9 @@ impl intact_store::Catalog for GatedCatalog {
     async fn events(&self, after: i64, limit: u32) -> intact_store::Result<Vec<intact_store::Event>> {
         self.inner.events(after, limit).await
     }
+    fn event_wakeups(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.event_wakeups()
+    }
     async fn last_event_seq(&self) -> intact_store::Result<i64> {
         self.inner.last_event_seq().await
     }
@@ -994,5 +997,40 @@ pub async fn leases_are_judged_by_the_clock_read_after_waiting_for_the_writer(h:
             .await
             .expect("read")
             .is_none()
+    );
+}
+
+/// An expiry noticed by some other operation (here a lock takeover) appends its `aborted`
+/// event; a follower long-polling the event log wakes for it then, not at its deadline.
+pub async fn long_polls_wake_for_expiries_noticed_by_other_operations(h: &Harness) {
+    let mut r = req("takeover", "1");
+    r.lease = Some(Duration::from_secs(5));
+    let first = begin(h, r).await;
+    let after = h
+        .store
+        .events(0, Duration::ZERO, 1000)
+        .await
+        .expect("events")
+        .last()
+        .map_or(0, |e| e.seq);
+    let store = h.store.clone();
+    let follower = tokio::spawn(async move { store.events(after, Duration::from_secs(300), 1000).await });
+    // Lets the follower start waiting (ordering only; see above).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.clock.advance(Duration::from_secs(10));
+    // The second opener takes the lock over, expiring the first transaction on the way.
+    let second = begin(h, req("takeover", "1")).await;
+    assert_ne!(first.id, second.id);
+    // A guard against waiting for the follower's 300 s deadline, not a measurement.
+    let events = tokio::time::timeout(Duration::from_secs(60), follower)
+        .await
+        .expect("the follower was not woken by the takeover's event")
+        .expect("join")
+        .expect("events");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "aborted" && e.transaction.as_ref() == Some(&first.id)),
+        "{events:?}"
     );
 }

@@ -106,4 +106,5 @@ suite!(sqlite_fs:
     manifest_reads_never_see_a_version_without_its_files,
     gc_keeps_pending_blobs_still_held,
     leases_are_judged_by_the_clock_read_after_waiting_for_the_writer,
+    long_polls_wake_for_expiries_noticed_by_other_operations,
 );
