@@ -61,6 +61,9 @@ pub struct StoreSettings {
     pub gc_interval_seconds: u64,
     /// How long finished transactions and their idempotency keys are remembered.
     pub txn_retention_seconds: u64,
+    /// An upload whose body sends nothing for this long is ended with 408 (never longer than
+    /// its transaction's lease).
+    pub upload_idle_timeout_seconds: u64,
 }
 
 impl Default for StoreSettings {
@@ -72,6 +75,7 @@ impl Default for StoreSettings {
             gc_grace_seconds: d.gc_grace.as_secs(),
             gc_interval_seconds: 3600,
             txn_retention_seconds: d.txn_retention.as_secs(),
+            upload_idle_timeout_seconds: d.upload_idle_timeout.as_secs(),
         }
     }
 }
@@ -83,6 +87,7 @@ impl StoreSettings {
             max_lease: Duration::from_secs(self.max_lease_seconds),
             gc_grace: Duration::from_secs(self.gc_grace_seconds),
             txn_retention: Duration::from_secs(self.txn_retention_seconds),
+            upload_idle_timeout: Duration::from_secs(self.upload_idle_timeout_seconds),
             ..intact_store::StoreConfig::default()
         }
     }
@@ -232,10 +237,14 @@ impl Config {
             ("store.gc_grace_seconds", st.gc_grace_seconds),
             ("store.gc_interval_seconds", st.gc_interval_seconds),
             ("store.txn_retention_seconds", st.txn_retention_seconds),
+            ("store.upload_idle_timeout_seconds", st.upload_idle_timeout_seconds),
         ] {
             if v > MAX_SECONDS {
                 bail!("{field} = {v}: at most {MAX_SECONDS} (ten years)");
             }
+        }
+        if st.upload_idle_timeout_seconds == 0 {
+            bail!("store.upload_idle_timeout_seconds must be at least 1");
         }
         if st.default_lease_seconds == 0 || st.default_lease_seconds > st.max_lease_seconds {
             bail!("store.default_lease_seconds must be between 1 and store.max_lease_seconds");

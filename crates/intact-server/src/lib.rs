@@ -20,6 +20,13 @@ use tokio::sync::watch;
 pub use config::Config;
 pub use state::AppState;
 
+/// A connection silent this long gets keepalive probes...
+const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// ...this far apart...
+const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// ...and is dropped after this many go unanswered.
+const TCP_KEEPALIVE_RETRIES: u32 = 6;
+
 /// Opens the store for `config`, runs start-up recovery and builds the shared state.
 pub async fn open(config: Config) -> anyhow::Result<AppState> {
     let store = intact_store::Store::open_local(&config.data_dir, config.store.to_store_config())
@@ -62,6 +69,15 @@ pub async fn run(listener: TcpListener, state: AppState, mut shutdown: watch::Re
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+        // Keepalive probes find peers that vanished without a FIN (a laptop closed mid-upload,
+        // a dead NAT entry): their connection errors out instead of holding a request open.
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(TCP_KEEPALIVE_IDLE)
+            .with_interval(TCP_KEEPALIVE_INTERVAL)
+            .with_retries(TCP_KEEPALIVE_RETRIES);
+        if let Err(e) = socket2::SockRef::from(&*tcp).set_tcp_keepalive(&keepalive) {
+            tracing::debug!(error = %e, "could not enable TCP keepalive");
         }
     });
     axum::serve(listener, app)

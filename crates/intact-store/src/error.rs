@@ -39,6 +39,16 @@ pub enum Error {
     #[error("transaction {id} is {state}", state = state.as_str())]
     TxnNotOpen { id: TxnId, state: TxnState },
 
+    /// Uploads into the transaction are still streaming (or were staged while the commit
+    /// checked the others): committing now could leave a file out of an immutable version.
+    /// Retryable once every upload has answered.
+    #[error("transaction {id} has uploads still in progress ({detail}); commit again once every upload has answered")]
+    UploadsInProgress { id: TxnId, detail: String },
+
+    /// An upload's body sent nothing for too long; the upload was ended and nothing staged.
+    #[error("request body sent no data for {seconds}s; the upload was ended (send it again)")]
+    BodyIdle { seconds: u64 },
+
     /// An idempotency key was reused for a different request.
     #[error("idempotency key {key:?} was first used for a different request ({detail})")]
     IdempotencyMismatch { key: String, detail: String },
@@ -84,7 +94,11 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::Locked { .. } | Self::WaitTimeout { .. } | Self::Io { .. } | Self::Catalog { .. }
+            Self::Locked { .. }
+                | Self::UploadsInProgress { .. }
+                | Self::WaitTimeout { .. }
+                | Self::Io { .. }
+                | Self::Catalog { .. }
         )
     }
 }

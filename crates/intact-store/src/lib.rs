@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod clock;
 pub mod error;
 pub mod store;
+mod upload;
 
 pub use blob::{BlobRead, BlobStore, FsBlobStore, PendingBlob};
 pub use catalog::{

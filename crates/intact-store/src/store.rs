@@ -34,6 +34,9 @@ pub struct StoreConfig {
     pub txn_retention: Duration,
     /// Committed manifests kept in memory.
     pub manifest_cache_entries: usize,
+    /// An upload whose body sends nothing for this long is ended (never longer than its
+    /// transaction's lease, so a vanished client cannot pin a version).
+    pub upload_idle_timeout: Duration,
 }
 
 impl Default for StoreConfig {
@@ -44,6 +47,7 @@ impl Default for StoreConfig {
             gc_grace: Duration::from_secs(15 * 60),
             txn_retention: Duration::from_secs(7 * 24 * 3600),
             manifest_cache_entries: 100_000,
+            upload_idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -92,6 +96,8 @@ pub struct Store {
     deletes: std::sync::Mutex<u64>,
     /// Bumped whenever a transaction finishes: wakes lock waiters.
     txns_changed: watch::Sender<u64>,
+    /// Uploads streaming right now, by transaction: a commit refuses while any is in flight.
+    uploads: crate::upload::InFlight,
     /// Reads not yet written to the catalog (`last_access`), flushed in batches so the hot
     /// read path never writes.
     pending_access: std::sync::Mutex<std::collections::HashMap<VersionKey, Timestamp>>,
@@ -175,6 +181,7 @@ impl Store {
             manifests,
             deletes: std::sync::Mutex::new(0),
             txns_changed: watch::Sender::new(0),
+            uploads: crate::upload::InFlight::default(),
             pending_access: std::sync::Mutex::new(std::collections::HashMap::new()),
             _dir_lock: None,
         }
@@ -330,29 +337,15 @@ impl Store {
                 state: status.state,
             });
         }
+        // Registered before the first byte, released when this upload is staged or fails (or
+        // the request is cancelled): a commit meanwhile is refused rather than leaving this
+        // file out of the version.
+        let _in_flight = self.uploads.start(id);
         let now = self.now();
         if status.expires_at <= now.plus(status.lease / 2) {
             self.catalog.renew_txn(id).await?;
         }
-        // An upload may outlast its lease (1 GiB at a few MB/s): while the body streams, the
-        // lease is renewed every half lease, so the reaper never expires a transaction that is
-        // busy receiving bytes. If the transaction ends meanwhile (rolled back), the upload
-        // stops there.
-        let pending = {
-            let write = self.blobs.write(body, progress);
-            tokio::pin!(write);
-            let half = (status.lease / 2).max(Duration::from_millis(100));
-            let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + half, half);
-            renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    written = &mut write => break written?,
-                    _ = renew.tick() => {
-                        self.catalog.renew_txn(id).await?;
-                    }
-                }
-            }
-        };
+        let pending = self.stream_body(id, status.lease, body, progress).await?;
         if let Some(expected) = expected
             && expected != pending.digest
         {
@@ -362,6 +355,54 @@ impl Store {
             });
         }
         self.stage_pending(id, path, pending).await
+    }
+
+    /// Streams an upload's body into a pending blob, watching it: an upload may outlast its
+    /// lease (1 GiB at a few MB/s), so while bytes keep arriving the lease is renewed every
+    /// half lease, and the reaper never expires a transaction busy receiving bytes. A body
+    /// that sends nothing for the idle timeout (at most the lease) is ended: the lease is not
+    /// renewed for it, so a client that vanished without closing cannot pin the version. If
+    /// the transaction ends meanwhile (rolled back), the upload stops there.
+    async fn stream_body(
+        &self,
+        id: &TxnId,
+        lease: Duration,
+        body: &mut (dyn AsyncRead + Send + Unpin),
+        progress: Option<Progress<'_>>,
+    ) -> Result<PendingBlob> {
+        let idle_limit = self.config.upload_idle_timeout.min(lease).max(Duration::from_secs(1));
+        let renew_every = (lease / 2).max(Duration::from_millis(100));
+        let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut metered = crate::upload::Metered {
+            inner: body,
+            received: received.clone(),
+        };
+        let write = self.blobs.write(&mut metered, progress);
+        tokio::pin!(write);
+        let check_every = (idle_limit / 4).min(renew_every).max(Duration::from_millis(50));
+        let mut tick = tokio::time::interval(check_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let start = tokio::time::Instant::now();
+        let (mut seen, mut last_byte) = (0u64, start);
+        let (mut renewed_at_bytes, mut last_renewal) = (0u64, start);
+        loop {
+            tokio::select! {
+                written = &mut write => return written,
+                _ = tick.tick() => {
+                    let now = tokio::time::Instant::now();
+                    let n = received.load(std::sync::atomic::Ordering::Relaxed);
+                    if n != seen {
+                        (seen, last_byte) = (n, now);
+                    } else if now.duration_since(last_byte) >= idle_limit {
+                        return Err(Error::BodyIdle { seconds: idle_limit.as_secs() });
+                    }
+                    if now.duration_since(last_renewal) >= renew_every && n != renewed_at_bytes {
+                        self.catalog.renew_txn(id).await?;
+                        (renewed_at_bytes, last_renewal) = (n, now);
+                    }
+                }
+            }
+        }
     }
 
     /// Stages bytes already written to the blob store as `path` of transaction `id`.
@@ -382,6 +423,13 @@ impl Store {
     /// visible with one catalog transaction.
     pub async fn commit(&self, id: &TxnId) -> Result<CommitOutcome> {
         let deletes_before = self.deletes_so_far();
+        let uploading = self.uploads.count(id);
+        if uploading > 0 {
+            return Err(Error::UploadsInProgress {
+                id: id.clone(),
+                detail: format!("{uploading} upload(s) still streaming"),
+            });
+        }
         let rec = self.catalog.txn(id).await?;
         if rec.state == intact_core::TxnState::Open {
             for f in &rec.files {

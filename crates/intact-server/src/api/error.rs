@@ -138,6 +138,14 @@ pub fn store_error_response(e: StoreError) -> Response {
             StatusCode::CONFLICT,
             json!({"error": "not_open", "state": state, "message": message}),
         ),
+        StoreError::UploadsInProgress { .. } => body(
+            StatusCode::CONFLICT,
+            json!({"error": "uploads_in_progress", "retryable": true, "message": message}),
+        ),
+        StoreError::BodyIdle { .. } => body(
+            StatusCode::REQUEST_TIMEOUT,
+            json!({"error": "body_timeout", "message": message}),
+        ),
         StoreError::IdempotencyMismatch { .. } => body(
             StatusCode::UNPROCESSABLE_ENTITY,
             json!({"error": "idempotency_mismatch", "field": "idempotency_key", "message": message}),

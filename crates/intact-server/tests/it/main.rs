@@ -9,6 +9,7 @@ mod large;
 mod locking;
 mod publish;
 mod roundtrip;
+mod uploads;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -54,6 +55,11 @@ pub fn client() -> reqwest::Client {
 
 impl Server {
     pub async fn start() -> Self {
+        Self::start_with(StoreConfig::default()).await
+    }
+
+    /// A server whose store has `store_config` (short timeouts for the tests that need them).
+    pub async fn start_with(store_config: StoreConfig) -> Self {
         let root = tempfile::tempdir().expect("tempdir");
         let data = root.path().join("data");
         std::fs::create_dir(&data).expect("data dir");
@@ -66,7 +72,7 @@ impl Server {
             Arc::new(catalog),
             Arc::new(blobs),
             Arc::new(clock.clone()),
-            StoreConfig::default(),
+            store_config,
         );
         let config = Config {
             data_dir: data.clone(),

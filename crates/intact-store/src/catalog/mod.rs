@@ -189,7 +189,7 @@ pub trait Catalog: Send + Sync + 'static {
     /// the version, its files and the `committed` event. Repeated commits are idempotent.
     /// `verified` is the staged file list whose blobs the caller found durable: if the
     /// transaction's staged files differ (an upload registered a file after the check), the
-    /// commit is refused (`BadRequest`, field `files`), so the version never names a blob
+    /// commit is refused (`UploadsInProgress`, retryable), so the version never names a blob
     /// that might not be in place yet.
     async fn commit_txn(&self, id: &TxnId, verified: &[FileEntry]) -> Result<CommitOutcome>;
 

@@ -685,11 +685,9 @@ impl Catalog for SqliteCatalog {
             });
         }
         if rec.files != verified {
-            return Err(Error::BadRequest {
-                field: "files",
-                message: "a file was staged while the commit was checking the others; commit again once every upload \
-                          has finished"
-                    .into(),
+            return Err(Error::UploadsInProgress {
+                id: id.clone(),
+                detail: "a file was staged while the commit was checking the others".into(),
             });
         }
         let (repo, name, version) = (rec.repo.as_str(), rec.name.as_str(), rec.version.as_str());

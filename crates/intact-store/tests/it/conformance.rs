@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use intact_core::{Digest, FilePath, Name, RepoName, TxnState, Version};
 use intact_store::store::BeginRequest;
 use intact_store::{CommitOutcome, Error, OpenOutcome, TxnRecord};
@@ -1032,5 +1033,74 @@ pub async fn long_polls_wake_for_expiries_noticed_by_other_operations(h: &Harnes
             .iter()
             .any(|e| e.kind == "aborted" && e.transaction.as_ref() == Some(&first.id)),
         "{events:?}"
+    );
+}
+
+/// A request body that sends `first`, then nothing until `rest` is released (and then the
+/// rest), like a client uploading slowly or one that vanished without closing.
+fn stalling_body(
+    first: &'static [u8],
+) -> (
+    impl tokio::io::AsyncRead + Send + Unpin,
+    tokio::sync::oneshot::Sender<&'static [u8]>,
+) {
+    let (tx, rx) = tokio::sync::oneshot::channel::<&'static [u8]>();
+    let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(bytes::Bytes::from_static(first)) }).chain(
+        futures::stream::once(async move {
+            match rx.await {
+                Ok(rest) => Ok(bytes::Bytes::from_static(rest)),
+                Err(_) => Err(std::io::Error::other("client went away")),
+            }
+        }),
+    );
+    (tokio_util::io::StreamReader::new(Box::pin(stream)), tx)
+}
+
+/// A commit that arrives while an upload into the same transaction is still streaming must
+/// not commit the version without that file (it would be missing from an immutable version
+/// for ever): it is refused as retryable, and succeeds with every file once the upload ends.
+pub async fn commit_refuses_while_an_upload_is_streaming(h: &Harness) {
+    let t = begin(h, req("parallel", "1")).await;
+    put(h, &t, "done.bin", b"first file").await;
+    let (mut body, release) = stalling_body(b"half of ");
+    let upload = {
+        let (store, id) = (h.store.clone(), t.id.clone());
+        tokio::spawn(async move { store.put_file(&id, path("streaming.bin"), &mut body, None, None).await })
+    };
+    // Lets the upload start (ordering only: were it not started, the test could only pass).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    match h.store.commit(&t.id).await {
+        Err(e @ Error::UploadsInProgress { .. }) => assert!(e.is_transient(), "{e}"),
+        other => panic!("a commit racing an upload must be refused as retryable, got {other:?}"),
+    }
+    release.send(b"the second file").expect("release");
+    upload.await.expect("join").expect("upload");
+    let m = h.store.commit(&t.id).await.expect("commit").into_manifest();
+    let paths: Vec<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, ["done.bin", "streaming.bin"]);
+    assert_eq!(
+        read_all(h, "parallel", "1", "streaming.bin").await,
+        b"half of the second file"
+    );
+}
+
+/// A client that stops sending without closing its connection must not pin the version: its
+/// upload ends once no byte has arrived for the idle timeout (never longer than the lease),
+/// the lease is not renewed for it meanwhile, and nothing of it is staged.
+pub async fn a_stalled_upload_ends_instead_of_holding_its_lock(h: &Harness) {
+    let t = begin(h, req("stalled", "1")).await;
+    let (mut body, _never) = stalling_body(b"a few bytes, then silence");
+    let upload = h.store.put_file(&t.id, path("x.bin"), &mut body, None, None);
+    // A guard against hanging for ever, not a measurement: the idle timeout is 2 s here.
+    let outcome = tokio::time::timeout(Duration::from_secs(60), upload)
+        .await
+        .expect("a stalled upload must end by itself");
+    match outcome {
+        Err(e @ Error::BodyIdle { .. }) => assert!(e.to_string().contains("no data"), "{e}"),
+        other => panic!("expected the idle body to be ended, got {other:?}"),
+    }
+    assert!(
+        h.store.txn(&t.id).await.expect("txn").files.is_empty(),
+        "nothing was staged"
     );
 }

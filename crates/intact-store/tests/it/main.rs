@@ -47,6 +47,7 @@ pub async fn sqlite_fs() -> Harness {
     let blobs = FsBlobStore::open(dir.path()).await.expect("open blobs");
     let config = StoreConfig {
         gc_grace: std::time::Duration::ZERO,
+        upload_idle_timeout: std::time::Duration::from_secs(2),
         ..StoreConfig::default()
     };
     let store = Store::new(
@@ -107,4 +108,6 @@ suite!(sqlite_fs:
     gc_keeps_pending_blobs_still_held,
     leases_are_judged_by_the_clock_read_after_waiting_for_the_writer,
     long_polls_wake_for_expiries_noticed_by_other_operations,
+    commit_refuses_while_an_upload_is_streaming,
+    a_stalled_upload_ends_instead_of_holding_its_lock,
 );

@@ -1,0 +1,105 @@
+//! Uploads over real connections: a commit racing an upload, a client that stops sending
+//! without closing, sockets whose peer vanished.
+
+use std::time::Duration;
+
+use intact_store::StoreConfig;
+use reqwest::StatusCode;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::{Server, assert_error, json_of};
+
+/// A request body fed by the test, chunk by chunk; it ends when the sender drops.
+fn fed_body() -> (reqwest::Body, mpsc::Sender<Result<Vec<u8>, std::io::Error>>) {
+    let (tx, rx) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    (reqwest::Body::wrap_stream(stream), tx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_racing_an_upload_is_refused_as_retryable_then_lands_whole() {
+    let s = Server::start().await;
+    let (id, _) = s.open(json!({"name": "parallel", "version": "1"})).await;
+    assert_eq!(s.put(&id, "a.bin", b"first".to_vec()).await.0, StatusCode::CREATED);
+    let (body, feed) = fed_body();
+    feed.send(Ok(b"half of ".to_vec())).await.expect("feed");
+    let upload = {
+        let (http, url) = (s.http.clone(), s.url(&format!("/api/v1/transactions/{id}/files/b.bin")));
+        tokio::spawn(async move { json_of(http.put(url).body(body).send().await.expect("put")).await })
+    };
+    // Lets the upload reach the server (ordering only: otherwise the test could only pass).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = s.commit(&id).await;
+    assert_error(&refused, StatusCode::CONFLICT, "uploads_in_progress", None);
+    assert_eq!(refused.1["retryable"], true, "{}", refused.1);
+    feed.send(Ok(b"the second file".to_vec())).await.expect("feed");
+    drop(feed);
+    let (status, v) = upload.await.expect("join");
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let (status, m) = s.commit(&id).await;
+    assert_eq!(status, StatusCode::CREATED, "{m}");
+    assert_eq!(m["files"].as_array().map(Vec::len), Some(2), "{m}");
+    let (status, bytes) = s.get_bytes("/api/v1/repos/files/parallel/@v/1/b.bin").await;
+    assert_eq!(
+        (status, bytes.as_slice()),
+        (StatusCode::OK, &b"half of the second file"[..])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_upload_gets_408_and_stages_nothing() {
+    let s = Server::start_with(StoreConfig {
+        upload_idle_timeout: Duration::from_secs(2),
+        ..StoreConfig::default()
+    })
+    .await;
+    let (id, _) = s.open(json!({"name": "stalled", "version": "1"})).await;
+    let (body, feed) = fed_body();
+    feed.send(Ok(b"a few bytes, then silence".to_vec()))
+        .await
+        .expect("feed");
+    let resp = s
+        .http
+        .put(s.url(&format!("/api/v1/transactions/{id}/files/x.bin")))
+        .body(body)
+        .send();
+    // A guard against hanging for ever (the idle timeout is 2 s), not a measurement.
+    let resp = tokio::time::timeout(Duration::from_secs(60), resp)
+        .await
+        .expect("the server must end a stalled upload")
+        .expect("response");
+    let got = json_of(resp).await;
+    assert_error(&got, StatusCode::REQUEST_TIMEOUT, "body_timeout", None);
+    drop(feed);
+    let t = s.txn(&id).await;
+    assert_eq!(t["state"], "open", "{t}");
+    assert_eq!(t["files"], json!([]), "{t}");
+}
+
+/// Accepted sockets carry TCP keepalive, so a peer that vanished without a FIN is found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_sockets_have_tcp_keepalive() {
+    let s = Server::start().await;
+    let conn = tokio::net::TcpStream::connect(s.addr).await.expect("connect");
+    let client_port = conn.local_addr().expect("addr").port();
+    // The server accepts asynchronously; look until its side shows up (bounded).
+    let mut seen = String::new();
+    for _ in 0..50 {
+        let out = std::process::Command::new("ss")
+            .args(["-tnoH", "state", "established"])
+            .arg(format!("( sport = :{} and dport = :{client_port} )", s.addr.port()))
+            .output()
+            .expect("ss (iproute2) is needed by this test");
+        seen = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !seen.trim().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        seen.contains("keepalive"),
+        "the server's socket has no keepalive timer: {seen:?}"
+    );
+    drop(conn);
+}
