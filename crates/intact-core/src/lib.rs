@@ -2,12 +2,14 @@
 //! transaction states. Pure data and rules: this crate does no IO and knows nothing of tokio,
 //! SQL or HTTP, so every front-end and backend agrees on one definition of "valid".
 
+pub mod content;
 pub mod digest;
 pub mod manifest;
 pub mod name;
 pub mod time;
 pub mod txn;
 
+pub use content::ContentDiff;
 pub use digest::{Digest, DigestHasher};
 pub use manifest::{FileEntry, Manifest, content_fingerprint};
 pub use name::{FilePath, Name, RepoName, ValidationError, Version};

@@ -31,9 +31,12 @@ pub enum Error {
     #[error("{what} already exists")]
     Exists { what: String },
 
-    /// A commit would change an existing version's content.
-    #[error("{what} already exists with different content")]
-    Conflict { what: String },
+    /// A commit would change an existing version's content; `diff` says how, when known.
+    #[error("{what} already exists with different content{}", diff.as_ref().map(|d| format!(": {d}")).unwrap_or_default())]
+    Conflict {
+        what: String,
+        diff: Option<Box<intact_core::ContentDiff>>,
+    },
 
     /// The transaction is no longer open (committed, aborted or expired).
     #[error("transaction {id} is {state}", state = state.as_str())]

@@ -133,7 +133,10 @@ pub fn store_error_response(e: StoreError) -> Response {
             json!({"error": "locked", "holder": {"id": holder, "expires_at": expires_at}, "message": message}),
         ),
         StoreError::Exists { .. } => body(StatusCode::CONFLICT, json!({"error": "exists", "message": message})),
-        StoreError::Conflict { .. } => body(StatusCode::CONFLICT, json!({"error": "conflict", "message": message})),
+        StoreError::Conflict { diff, .. } => body(
+            StatusCode::CONFLICT,
+            json!({"error": "conflict", "differences": diff, "message": message}),
+        ),
         StoreError::TxnNotOpen { state, .. } => body(
             StatusCode::CONFLICT,
             json!({"error": "not_open", "state": state, "message": message}),

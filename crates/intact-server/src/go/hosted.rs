@@ -107,6 +107,7 @@ pub(crate) async fn publish(
                 "{module}@{version_str} in repo {} (a published version never changes; publish a new version)",
                 repo.name
             ),
+            diff: None,
         })
     };
     if let Some(existing) = store.has_version(&repo.name, &name, &version).await? {

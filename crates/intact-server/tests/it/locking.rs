@@ -1,5 +1,6 @@
 //! Who gets a version: racing publishers, idempotent retries, rollback, lease expiry on the
-//! virtual clock, lock waiters, and why `conflict` cannot be produced through the API.
+//! virtual clock, lock waiters, and re-publishing a committed version (same content: the same
+//! version; other content: `conflict`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +20,8 @@ enum Outcome {
         commit: StatusCode,
         content: Vec<u8>,
     },
-    /// Opening was refused.
+    /// Opening was refused (`locked`), or, having opened after the winner committed, the
+    /// commit was (`conflict`: other content).
     Refused(StatusCode, Value),
 }
 
@@ -54,12 +56,16 @@ async fn concurrent_publishers_race_one_version() {
                 .await
                 .expect("put");
             assert_eq!(resp.status(), StatusCode::CREATED);
-            let commit = http
+            let resp = http
                 .post(s.url(&format!("/api/v1/transactions/{txn}/commit")))
                 .send()
                 .await
-                .expect("commit")
-                .status();
+                .expect("commit");
+            let commit = resp.status();
+            if commit == StatusCode::CONFLICT {
+                let (status, v) = json_of(resp).await;
+                return Outcome::Refused(status, v);
+            }
             Outcome::Won { txn, commit, content }
         }));
     }
@@ -85,7 +91,11 @@ async fn concurrent_publishers_race_one_version() {
                     assert_eq!(v["holder"]["id"], txn.as_str(), "{v}");
                     assert!(v["holder"]["expires_at"].is_string(), "{v}");
                 }
-                Some("exists") => {}
+                // Opened once the winner had committed: its different content conflicts,
+                // and the message says what differs.
+                Some("conflict") => {
+                    assert!(v["differences"]["changed"][0]["path"] == "payload.bin", "{v}");
+                }
                 other => panic!("unexpected refusal {other:?}: {v}"),
             }
         }
@@ -140,11 +150,20 @@ async fn idempotent_retries_return_the_same_transaction_and_version() {
             std::slice::from_ref(&version),
             "a retry never creates a second version"
         );
-        // Without the key, the same request is a new publish of a committed version.
-        let (status, v) = s
-            .create(json!({"name": name, "version": version, "metadata": {"job": key}}))
-            .await;
-        assert_error(&(status, v), StatusCode::CONFLICT, "exists", None);
+        // Without the key, the same request is a new publish of the committed version: the
+        // same content is the same version (200), other content a conflict naming it.
+        let again = json!({"name": name, "version": version, "metadata": {"job": key}});
+        let (id2, _) = s.open(again.clone()).await;
+        let (status, _) = s.put(&id2, "out.bin", key.as_bytes().to_vec()).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let (status, same) = s.commit(&id2).await;
+        assert_eq!(status, StatusCode::OK, "{same}");
+        assert_eq!(same, m);
+        let (id3, _) = s.open(again).await;
+        let got = s.commit(&id3).await;
+        assert_error(&got, StatusCode::CONFLICT, "conflict", None);
+        assert_eq!(got.1["differences"]["only_existing"], json!(["out.bin"]), "{}", got.1);
+        assert_eq!(s.versions(name).await, std::slice::from_ref(&version));
     }
 
     // The Idempotency-Key header does the same.
@@ -391,7 +410,8 @@ async fn lock_waiters_proceed_when_the_holder_finishes() {
     let (status, _) = s.commit(&waiter_id).await;
     assert_eq!(status, StatusCode::CREATED);
 
-    // Holder commits: the waiter learns the version exists.
+    // Holder commits: the waiter proceeds with a transaction of its own, whose content is
+    // compared with the committed version at commit.
     let (holder, _) = s.open(json!({"name": "wait/y", "version": "1"})).await;
     let waiter = {
         let s = s.clone();
@@ -407,7 +427,9 @@ async fn lock_waiters_proceed_when_the_holder_finishes() {
         .await
         .expect("the waiter was not woken by the holder's commit")
         .expect("waiter task");
-    assert_error(&got, StatusCode::CONFLICT, "exists", None);
+    assert_eq!(got.0, StatusCode::CREATED, "{}", got.1);
+    let (status, _) = s.commit(&str_of(&got.1, "id")).await;
+    assert_eq!(status, StatusCode::OK, "the same (empty) content is the same version");
 
     // wait_seconds past the maximum is refused up front.
     let got = s
@@ -416,12 +438,9 @@ async fn lock_waiters_proceed_when_the_holder_finishes() {
     assert_error(&got, StatusCode::BAD_REQUEST, "bad_request", Some("wait_seconds"));
 }
 
-/// `409 conflict` means "committing would change an existing version's content". Through the
-/// API it is unreachable: a commit only happens from an open transaction, an open transaction
-/// holds the version's lock, and a lock is only taken over once its holder has *expired* (in
-/// the same catalog transaction), after which the old holder can never commit. So the stale
-/// publisher gets `not_open`/`expired`, never a chance to conflict. `conflict` is reachable
-/// only when the lock is bypassed (the store-level suite does that directly).
+/// A publisher whose lease expired cannot overwrite what another committed after taking its
+/// lock over: the lock is only taken over once its holder has *expired* (in the same catalog
+/// transaction), after which the old holder can never commit (`not_open`/`expired`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_publisher_cannot_overwrite_a_newer_commit() {
     let s = Server::start().await;

@@ -58,12 +58,27 @@ async fn multipart_publish_with_reqwest() {
         (StatusCode::OK, x)
     );
 
-    // Publishing the version again without a key: it exists.
-    let f = form()
-        .text("name", "tools/cli")
-        .text("version", "1.4.0")
-        .part("file", Part::bytes(cli.clone()).file_name("cli.tar.gz"));
-    assert_error(&publish_form(&s, f).await, StatusCode::CONFLICT, "exists", None);
+    // Publishing the version again without a key: the same content gets the same version
+    // back (200); other content is a conflict that says what differs.
+    let again = |cli: Vec<u8>| {
+        form()
+            .text("name", "tools/cli")
+            .text("version", "1.4.0")
+            .text("metadata", r#"{"os":"linux"}"#)
+            .part("file", Part::bytes(cli).file_name("cli.tar.gz"))
+            .part("dir/x.bin", Part::bytes(vec![7u8; 10_000]).file_name("x.bin"))
+    };
+    let (status, same) = publish_form(&s, again(cli.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{same}");
+    assert_eq!(same, m);
+    let got = publish_form(&s, again(b"another build".to_vec())).await;
+    assert_error(&got, StatusCode::CONFLICT, "conflict", None);
+    assert_eq!(got.1["differences"]["changed"][0]["path"], "cli.tar.gz", "{}", got.1);
+    assert!(
+        got.1["message"].as_str().is_some_and(|t| t.contains("cli.tar.gz")),
+        "{}",
+        got.1
+    );
 
     // `auto` plus an idempotency key: the retry answers 200 with the same manifest.
     let keyed = || {

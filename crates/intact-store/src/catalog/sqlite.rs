@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use intact_core::{
-    Digest, FileEntry, FilePath, Manifest, Name, RepoName, Timestamp, TxnId, TxnState, Version, content_fingerprint,
+    ContentDiff, Digest, FileEntry, FilePath, Manifest, Name, RepoName, Timestamp, TxnId, TxnState, Version,
+    content_fingerprint,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
@@ -478,11 +479,9 @@ impl Catalog for SqliteCatalog {
             }
         };
 
-        if version_id_of(&mut tx, repo, name, version.as_str()).await?.is_some() {
-            return Err(Error::Exists {
-                what: what(&req.repo, &req.name, &version),
-            });
-        }
+        // A version that is already committed may be opened again: publishing the same
+        // content again is an idempotent success and anything else a conflict, decided at
+        // commit, once the content is known.
 
         let holder: Option<String> =
             sqlx::query_scalar("SELECT id FROM txns WHERE repo = ? AND name = ? AND version = ? AND state = 'open'")
@@ -695,8 +694,13 @@ impl Catalog for SqliteCatalog {
 
         if let Some((existing_id, existing_fp)) = version_id_of(&mut tx, repo, name, version).await? {
             if existing_fp != fingerprint.to_hex() {
+                let existing = load_manifest_by_id(&mut tx, existing_id).await?;
+                let diff = existing
+                    .map(|m| ContentDiff::between(&m.files, &m.metadata, &rec.files, &rec.metadata))
+                    .filter(|d| !d.is_empty());
                 return Err(Error::Conflict {
                     what: what(&rec.repo, &rec.name, &rec.version),
+                    diff: diff.map(Box::new),
                 });
             }
             // Identical content: this commit is a retry of one that already landed.

@@ -206,10 +206,35 @@ pub async fn waiter_gets_the_version_after_holder_aborts(h: &Harness) {
     assert!(matches!(got, Ok(OpenOutcome::Created(_))), "{got:?}");
 }
 
-pub async fn committed_version_exists(h: &Harness) {
-    publish(h, "x", "1", &[("f", b"1")]).await;
-    let err = h.store.begin(req("x", "1")).await.expect_err("exists");
-    assert!(matches!(err, Error::Exists { .. }), "{err:?}");
+/// Publishing a committed version again, without any idempotency key: the same content is
+/// an idempotent success with the existing manifest; other content is a conflict that says
+/// what differs, and leaves the version as it was.
+pub async fn republishing_a_committed_version_compares_content(h: &Harness) {
+    let first = publish(h, "x", "1", &[("f", b"1"), ("g", b"2")]).await.into_manifest();
+    match publish(h, "x", "1", &[("g", b"2"), ("f", b"1")]).await {
+        CommitOutcome::AlreadyCommitted(m) => assert_eq!(m, first),
+        other => panic!("identical content must give the existing version back: {other:?}"),
+    }
+    let t = begin(h, req("x", "1")).await;
+    put(h, &t, "f", b"changed").await;
+    put(h, &t, "extra", b"3").await;
+    let err = h.store.commit(&t.id).await.expect_err("different content");
+    let text = err.to_string();
+    match &err {
+        Error::Conflict { diff: Some(d), .. } => {
+            assert_eq!(d.changed.len(), 1, "{text}");
+            assert_eq!(d.only_existing, ["g"], "{text}");
+            assert_eq!(d.only_new, ["extra"], "{text}");
+        }
+        other => panic!("expected a conflict naming the differences: {other:?}"),
+    }
+    assert!(text.contains("changed: f") && text.contains("extra"), "{text}");
+    let now = h
+        .store
+        .manifest(&repo(), &name("x"), &Version::parse("1").expect("v"))
+        .await
+        .expect("m");
+    assert_eq!(*now, first, "a conflicting publish changes nothing");
 }
 
 pub async fn identical_recommit_is_idempotent_and_different_conflicts(h: &Harness) {
@@ -366,7 +391,7 @@ pub async fn concurrent_publishers_exactly_one_wins(h: &Harness) {
     for t in tasks {
         match t.await.expect("join") {
             Ok(i) => winners.push(i),
-            Err(Error::Locked { .. } | Error::Exists { .. }) => {}
+            Err(Error::Locked { .. } | Error::Conflict { .. }) => {}
             Err(e) => panic!("unexpected error {e:?}"),
         }
     }

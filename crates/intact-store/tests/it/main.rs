@@ -86,7 +86,7 @@ suite!(sqlite_fs:
     idempotency_key_reused_for_other_request_is_refused,
     second_opener_is_locked_out,
     waiter_gets_the_version_after_holder_aborts,
-    committed_version_exists,
+    republishing_a_committed_version_compares_content,
     identical_recommit_is_idempotent_and_different_conflicts,
     commit_is_idempotent,
     abort_reclaims_staged_blobs,

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, bail};
 use futures::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use intact_core::{DigestHasher, FilePath};
+use intact_core::{ContentDiff, DigestHasher, FileEntry, FilePath, Manifest};
 use serde_json::{Value, json};
 use tokio_util::io::ReaderStream;
 
@@ -106,10 +106,100 @@ fn metadata(args: &Args) -> anyhow::Result<Value> {
     Ok(Value::Object(obj))
 }
 
+/// Hashes the local files (path in the version, size, sha256), reading each once.
+async fn hash_local(files: &[(String, PathBuf)]) -> anyhow::Result<Vec<FileEntry>> {
+    let mut out = Vec::with_capacity(files.len());
+    for (path, local) in files {
+        let local = local.clone();
+        let (size, sha256) = tokio::task::spawn_blocking(move || -> anyhow::Result<(u64, intact_core::Digest)> {
+            use std::io::Read;
+            let mut f = std::fs::File::open(&local).with_context(|| format!("reading {}", local.display()))?;
+            let mut h = DigestHasher::new();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = f
+                    .read(&mut buf)
+                    .with_context(|| format!("reading {}", local.display()))?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+            let size = h.len();
+            Ok((size, h.finish()))
+        })
+        .await??;
+        out.push(FileEntry {
+            path: FilePath::parse(path)?,
+            size,
+            sha256,
+        });
+    }
+    Ok(out)
+}
+
+/// A publish of a version that is already committed: nothing to upload when the local files
+/// and metadata are the same ("already published, identical", success); refused, saying what
+/// differs, when they are not. `None` when the version does not exist yet.
+async fn compare_with_existing(
+    client: &Client,
+    args: &Args,
+    files: &[(String, PathBuf)],
+    metadata: &Value,
+) -> anyhow::Result<Option<ExitCode>> {
+    if args.version == "auto" || args.idempotency_key.is_some() {
+        return Ok(None);
+    }
+    let path = format!(
+        "/api/v1/repos/{}/{}/@v/{}",
+        encode_path(&args.repo),
+        encode_path(&args.name),
+        encode_path(&args.version)
+    );
+    let resp = client
+        .http
+        .get(client.url(&path))
+        .send()
+        .await
+        .with_context(|| format!("GET {path}"))?;
+    if resp.status() == reqwest::StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    let existing: Manifest = Client::check(resp)
+        .await?
+        .json()
+        .await
+        .context("reading the existing manifest")?;
+    let local = hash_local(files).await?;
+    let diff = ContentDiff::between(&existing.files, &existing.metadata, &local, metadata);
+    if diff.is_empty() {
+        println!(
+            "already published, identical: {}/{}@{} ({} files, {} bytes)",
+            args.repo,
+            args.name,
+            args.version,
+            existing.files.len(),
+            existing.total_size()
+        );
+        return Ok(Some(ExitCode::SUCCESS));
+    }
+    bail!(
+        "{}/{}@{} is already published with different content ({diff}); versions never change: publish a new version",
+        args.repo,
+        args.name,
+        args.version
+    )
+}
+
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let files = collect(&args.files)?;
     let client = Client::new(&args.server.server)?;
-    let mut body = json!({"name": args.name, "version": args.version, "metadata": metadata(&args)?, "wait_seconds": args.wait_seconds});
+    let meta = metadata(&args)?;
+    if let Some(done) = compare_with_existing(&client, &args, &files, &meta).await? {
+        return Ok(done);
+    }
+    let mut body =
+        json!({"name": args.name, "version": args.version, "metadata": meta, "wait_seconds": args.wait_seconds});
     if let Some(k) = &args.idempotency_key {
         body["idempotency_key"] = json!(k);
     }
@@ -166,7 +256,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         if created {
             "published"
         } else {
-            "already published (identical content)"
+            "already published, identical:"
         },
         args.repo,
         args.name,

@@ -95,11 +95,46 @@ fn publish_ls_get_verify_gc() {
     assert_eq!(std::fs::read(dest.join("frames/0002.exr")).expect("read"), b"frame two");
     assert_eq!(std::fs::read(dest.join("notes.txt")).expect("read"), b"lighting pass");
 
-    // Re-publishing the same version with different content is refused, and nothing changes.
+    // Re-publishing the same version (no key) with the same files and metadata: success,
+    // nothing uploaded.
+    let (ok, out, err) = intact(
+        &server,
+        &[
+            "publish",
+            "files",
+            "shots/010/comp",
+            "1",
+            src_s,
+            single_s,
+            "--meta",
+            "artist=kim",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("already published, identical"), "{out}");
+    assert!(!err.contains("uploaded"), "nothing is uploaded again: {err}");
+
+    // With different content it is refused, saying what differs, and nothing changes.
     std::fs::write(&single, b"changed").expect("write");
+    let (ok, _, err) = intact(
+        &server,
+        &[
+            "publish",
+            "files",
+            "shots/010/comp",
+            "1",
+            src_s,
+            single_s,
+            "--meta",
+            "artist=kim",
+        ],
+    );
+    assert!(!ok);
+    assert!(err.contains("already published with different content"), "{err}");
+    assert!(err.contains("changed: notes.txt"), "{err}");
     let (ok, _, err) = intact(&server, &["publish", "files", "shots/010/comp", "1", single_s]);
     assert!(!ok);
-    assert!(err.contains("already exists"), "{err}");
+    assert!(err.contains("only in the existing version: frames/0001.exr"), "{err}");
 
     // Bad input is refused before anything is uploaded.
     let (ok, _, err) = intact(&server, &["publish", "files", "../escape", "1", single_s]);
