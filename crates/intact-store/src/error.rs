@@ -71,6 +71,11 @@ pub enum Error {
     #[error("blob {digest} is missing from the blob store")]
     BlobMissing { digest: Digest },
 
+    /// The disk (or quota) holding the catalog or the blobs is full: nothing was written.
+    /// Writes succeed again by themselves once space is freed.
+    #[error("no space left for {context}: free disk space (or raise the quota); writes resume by themselves")]
+    StorageFull { context: String },
+
     #[error("storage io error: {context}: {source}")]
     Io { context: String, source: std::io::Error },
 
@@ -83,6 +88,14 @@ pub enum Error {
 
 impl Error {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        if matches!(
+            source.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        ) {
+            return Self::StorageFull {
+                context: context.into(),
+            };
+        }
         Self::Io {
             context: context.into(),
             source,
@@ -101,13 +114,37 @@ impl Error {
                 | Self::UploadsInProgress { .. }
                 | Self::WaitTimeout { .. }
                 | Self::Io { .. }
+                | Self::StorageFull { .. }
                 | Self::Catalog { .. }
         )
     }
 }
 
+/// SQLite's primary result code for "database or disk is full".
+const SQLITE_FULL: i64 = 13;
+
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e
+            && db
+                .code()
+                .and_then(|c| c.parse::<i64>().ok())
+                .is_some_and(|code| code & 0xff == SQLITE_FULL)
+        {
+            return Self::StorageFull {
+                context: "the catalog".into(),
+            };
+        }
+        if let sqlx::Error::Io(io) = &e
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            )
+        {
+            return Self::StorageFull {
+                context: "the catalog".into(),
+            };
+        }
         Self::Catalog {
             context: "sql".into(),
             source: Box::new(e),

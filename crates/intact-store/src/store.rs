@@ -96,6 +96,9 @@ pub struct Store {
     deletes: std::sync::Mutex<u64>,
     /// Bumped whenever a transaction finishes: wakes lock waiters.
     txns_changed: watch::Sender<u64>,
+    /// Set when a write ran out of space; cleared once a readiness check finds both backends
+    /// writable again.
+    out_of_space: std::sync::atomic::AtomicBool,
     /// Uploads streaming right now, by transaction: a commit refuses while any is in flight.
     uploads: crate::upload::InFlight,
     /// Reads not yet written to the catalog (`last_access`), flushed in batches so the hot
@@ -181,6 +184,7 @@ impl Store {
             manifests,
             deletes: std::sync::Mutex::new(0),
             txns_changed: watch::Sender::new(0),
+            out_of_space: std::sync::atomic::AtomicBool::new(false),
             uploads: crate::upload::InFlight::default(),
             pending_access: std::sync::Mutex::new(std::collections::HashMap::new()),
             _dir_lock: None,
@@ -220,6 +224,36 @@ impl Store {
         self.txns_changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// Notes a write that failed for lack of space, so readiness checks look again.
+    fn watch_space<T>(&self, result: Result<T>) -> Result<T> {
+        if let Err(Error::StorageFull { .. }) = &result {
+            self.out_of_space.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Whether the store can serve: the catalog answers and, after a write ran out of space,
+    /// both the catalog and the blob store can write again (the answer names what is wrong).
+    pub async fn readiness(&self) -> std::result::Result<(), String> {
+        self.catalog
+            .last_event_seq()
+            .await
+            .map_err(|e| format!("catalog unavailable: {e}"))?;
+        if !self.out_of_space.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.blobs
+            .check_writable()
+            .await
+            .map_err(|e| format!("blob store: {e}"))?;
+        self.catalog
+            .check_writable()
+            .await
+            .map_err(|e| format!("catalog: {e}"))?;
+        self.out_of_space.store(false, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Start-up recovery: expire transactions whose lease ran out while we were down, drop
     /// pending bytes no transaction can still use, collect garbage.
     pub async fn recover(&self) -> Result<GcReport> {
@@ -250,6 +284,10 @@ impl Store {
 
     /// Begins a transaction, waiting up to `req.wait` for a holder of the same version.
     pub async fn begin(&self, req: BeginRequest) -> Result<OpenOutcome> {
+        self.watch_space(self.begin_unwatched(req).await)
+    }
+
+    async fn begin_unwatched(&self, req: BeginRequest) -> Result<OpenOutcome> {
         let lease = req.lease.unwrap_or(self.config.default_lease);
         if lease.is_zero() || lease > self.config.max_lease {
             return Err(Error::BadRequest {
@@ -320,6 +358,18 @@ impl Store {
     /// Streams `body` into transaction `id` at `path`. With `expected`, a body hashing to
     /// anything else is refused and nothing is staged.
     pub async fn put_file(
+        &self,
+        id: &TxnId,
+        path: FilePath,
+        body: &mut (dyn AsyncRead + Send + Unpin),
+        expected: Option<Digest>,
+        progress: Option<Progress<'_>>,
+    ) -> Result<FileEntry> {
+        let staged = self.put_file_unwatched(id, path, body, expected, progress).await;
+        self.watch_space(staged)
+    }
+
+    async fn put_file_unwatched(
         &self,
         id: &TxnId,
         path: FilePath,
@@ -409,6 +459,10 @@ impl Store {
     /// Order matters: the catalog registers the blob (making it live for every sweep) before
     /// the bytes are persisted under their digest.
     pub async fn stage_pending(&self, id: &TxnId, path: FilePath, pending: PendingBlob) -> Result<FileEntry> {
+        self.watch_space(self.stage_pending_unwatched(id, path, pending).await)
+    }
+
+    async fn stage_pending_unwatched(&self, id: &TxnId, path: FilePath, pending: PendingBlob) -> Result<FileEntry> {
         let entry = FileEntry {
             path,
             size: pending.size,
@@ -422,6 +476,10 @@ impl Store {
     /// Commits transaction `id`: checks every staged blob is durable, then makes the version
     /// visible with one catalog transaction.
     pub async fn commit(&self, id: &TxnId) -> Result<CommitOutcome> {
+        self.watch_space(self.commit_unwatched(id).await)
+    }
+
+    async fn commit_unwatched(&self, id: &TxnId) -> Result<CommitOutcome> {
         let deletes_before = self.deletes_so_far();
         let uploading = self.uploads.count(id);
         if uploading > 0 {

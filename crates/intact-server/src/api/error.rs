@@ -149,6 +149,13 @@ pub fn store_error_response(e: StoreError) -> Response {
             StatusCode::REQUEST_TIMEOUT,
             json!({"error": "body_timeout", "message": message}),
         ),
+        StoreError::StorageFull { .. } => {
+            tracing::error!(%message, "out of space");
+            body(
+                StatusCode::INSUFFICIENT_STORAGE,
+                json!({"error": "insufficient_storage", "message": message}),
+            )
+        }
         StoreError::IdempotencyMismatch { .. } => body(
             StatusCode::UNPROCESSABLE_ENTITY,
             json!({"error": "idempotency_mismatch", "field": "idempotency_key", "message": message}),

@@ -92,9 +92,9 @@ pub(crate) fn writable_repo<'a>(state: &'a AppState, name: &str) -> ApiResult<&'
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    match state.store.catalog().last_event_seq().await {
-        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("catalog unavailable: {e}\n")).into_response(),
+    match state.store.readiness().await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
     }
 }
 

@@ -3,6 +3,7 @@
 //! not normalise paths, the `curl` binary). Lease time is a [`ManualClock`] the test advances,
 //! so expiry is deterministic; nothing asserts how long anything took.
 
+mod disk_full;
 mod events;
 mod hostile;
 mod large;
@@ -60,7 +61,11 @@ impl Server {
 
     /// A server whose store has `store_config` (short timeouts for the tests that need them).
     pub async fn start_with(store_config: StoreConfig) -> Self {
-        let root = tempfile::tempdir().expect("tempdir");
+        Self::start_in(tempfile::tempdir().expect("tempdir"), store_config).await
+    }
+
+    /// A server whose data dir is `root/data` (e.g. `root` on a small file system).
+    pub async fn start_in(root: tempfile::TempDir, store_config: StoreConfig) -> Self {
         let data = root.path().join("data");
         std::fs::create_dir(&data).expect("data dir");
         let clock = ManualClock::new(Timestamp::from_system(SystemTime::now()));

@@ -263,6 +263,20 @@ impl BlobStore for FsBlobStore {
         .map_err(|e| Error::io("listing blobs", e))
     }
 
+    async fn check_writable(&self) -> Result<()> {
+        // A real write of some size, made durable: a nearly full disk fails it.
+        let tmp = self.tmp.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut probe = tempfile::Builder::new().prefix("probe-").tempfile_in(tmp)?;
+            probe.write_all(&[0u8; 1 << 20])?;
+            probe.as_file().sync_all()
+        })
+        .await
+        .map_err(|e| Error::io("probing free space", std::io::Error::other(e)))?
+        .map_err(|e| Error::io("probing free space", e))
+    }
+
     async fn sweep_pending(&self, older_than: Duration) -> Result<u64> {
         let tmp = self.tmp.clone();
         let held = self.held.clone();

@@ -68,6 +68,12 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Every stored digest (for orphan scans and `verify`).
     async fn list(&self) -> Result<Vec<Digest>>;
 
+    /// Whether a blob could be written right now (a readiness probe after running out of
+    /// space). Backends without a local disk have nothing to check.
+    async fn check_writable(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Removes pending data older than `older_than` left behind by crashes. Returns how many.
     async fn sweep_pending(&self, older_than: std::time::Duration) -> Result<u64>;
 }

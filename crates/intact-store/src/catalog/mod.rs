@@ -228,6 +228,10 @@ pub trait Catalog: Send + Sync + 'static {
     /// Events with `seq > after`, in commit order.
     async fn events(&self, after: i64, limit: u32) -> Result<Vec<Event>>;
 
+    /// Whether a write can be committed right now (a readiness probe; writes nothing that
+    /// changes anything).
+    async fn check_writable(&self) -> Result<()>;
+
     /// Changes (at least) whenever events may have been appended, by any writer of this
     /// catalog: event followers wait on it instead of polling. Spurious changes are allowed.
     fn event_wakeups(&self) -> tokio::sync::watch::Receiver<u64>;

@@ -131,8 +131,29 @@ impl SqliteCatalog {
     /// Starts a write transaction and reads the clock once the writer lock is held: every
     /// lease decision of the transaction uses that reading.
     async fn begin(&self) -> Result<(Tx, Timestamp)> {
-        let tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let conn = self.write_connection().await?;
+        let tx = sqlx::Transaction::begin(conn, Some("BEGIN IMMEDIATE".into())).await?;
         Ok((tx, self.clock.now()))
+    }
+
+    /// The write connection, in a known state. A COMMIT that failed (a full disk) can make
+    /// SQLite roll the transaction back by itself, after which the driver's rollback fails
+    /// and its transaction depth stays off by one for ever: every later write would be
+    /// refused. Such a connection is closed and a fresh one opened instead.
+    async fn write_connection(&self) -> Result<sqlx::pool::PoolConnection<Sqlite>> {
+        use sqlx::Connection;
+        for _ in 0..3 {
+            let mut conn = self.write.acquire().await?;
+            if !conn.is_in_transaction() {
+                return Ok(conn);
+            }
+            tracing::warn!("catalog write connection left inside a failed transaction; reconnecting");
+            conn.close_on_drop();
+        }
+        Err(Error::Catalog {
+            context: "opening a write connection".into(),
+            source: "every write connection was left inside a failed transaction".into(),
+        })
     }
 }
 
@@ -986,6 +1007,15 @@ impl Catalog for SqliteCatalog {
                 })
             })
             .collect()
+    }
+
+    async fn check_writable(&self) -> Result<()> {
+        // Rewrites one existing row: a real write through the WAL, but no change.
+        let (mut tx, _) = self.begin().await?;
+        sqlx::query("UPDATE schema_migrations SET applied_at = applied_at WHERE version = 1")
+            .execute(&mut *tx)
+            .await?;
+        self.commit(tx).await
     }
 
     fn event_wakeups(&self) -> watch::Receiver<u64> {
