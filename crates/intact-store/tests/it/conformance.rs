@@ -828,6 +828,9 @@ impl intact_store::Catalog for GatedCatalog {
     fn event_wakeups(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.event_wakeups()
     }
+    async fn check_writable(&self) -> intact_store::Result<()> {
+        self.inner.check_writable().await
+    }
     async fn last_event_seq(&self) -> intact_store::Result<i64> {
         self.inner.last_event_seq().await
     }
