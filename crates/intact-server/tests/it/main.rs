@@ -4,6 +4,7 @@
 //! so expiry is deterministic; nothing asserts how long anything took.
 
 mod events;
+mod guard;
 mod hostile;
 mod large;
 mod locking;
