@@ -54,9 +54,12 @@ impl Refusal {
     }
 }
 
-/// The outer layer of the whole router: checks `Host`, then cross-site writes.
+/// The outer layer of the whole router: checks `Host`, the headers' size and singletons,
+/// then cross-site writes.
 pub(crate) async fn guard(req: Request, next: Next) -> Response {
-    let checked = check_host(req.version(), req.headers()).and_then(|()| check_cross_site(&req));
+    let checked = check_host(req.version(), req.headers())
+        .and_then(|()| check_headers(req.headers()))
+        .and_then(|()| check_cross_site(&req));
     match checked {
         Ok(()) => next.run(req).await,
         Err(refusal) => refusal.into_response(req.uri().path()),
@@ -129,6 +132,45 @@ fn host_is_valid(value: &[u8]) -> bool {
         Some(_) => false,
     };
     host_ok && port_ok
+}
+
+/// The most header bytes (names and values) a request may carry. hyper's own cap is about
+/// 400 KiB; no client of intact needs a tenth of this.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Headers that mean one thing: two of them are ambiguous (a proxy may have read the other),
+/// so the request is refused rather than one of them picked.
+const SINGLETON_HEADERS: [&str; 7] = [
+    "content-type",
+    "x-checksum-sha256",
+    "idempotency-key",
+    "origin",
+    "sec-fetch-site",
+    "range",
+    "if-range",
+];
+
+fn check_headers(headers: &HeaderMap) -> Result<(), Refusal> {
+    let total: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
+    if total > MAX_HEADER_BYTES {
+        return Err(Refusal {
+            status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            code: "too_large",
+            field: "headers",
+            message: format!("request headers too large: {total} bytes, at most {MAX_HEADER_BYTES}"),
+        });
+    }
+    for name in SINGLETON_HEADERS {
+        if headers.get_all(name).iter().nth(1).is_some() {
+            return Err(Refusal {
+                status: StatusCode::BAD_REQUEST,
+                code: "bad_request",
+                field: name,
+                message: format!("bad request: more than one {name} header; send it once"),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn cross_site(field: &'static str, why: String) -> Refusal {

@@ -10,7 +10,7 @@ mod transactions;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -148,11 +148,15 @@ struct GcRequest {
 }
 
 /// The body is JSON (the route layer checked the content type); an empty one means `{}`.
-async fn admin_gc(State(state): State<AppState>, body: Bytes) -> ApiResult<Json<serde_json::Value>> {
+async fn admin_gc(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let body = body?;
     let req: GcRequest = if body.iter().all(u8::is_ascii_whitespace) {
         GcRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad("body", format!("not a gc request: {e}")))?
+        Json::<GcRequest>::from_bytes(&body)?.0
     };
     let grace = req
         .grace_seconds

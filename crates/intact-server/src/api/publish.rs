@@ -183,6 +183,16 @@ pub(crate) async fn publish(
                 }
                 continue;
             }
+            if let Some(&text_name) = TEXT_FIELDS.iter().find(|f| **f == field_name) {
+                // `-F name=@file` uploads a file where the text field was meant; storing it as a
+                // file called `name` would publish something else than asked.
+                return Err(ApiError::bad(
+                    text_name,
+                    format!(
+                        "{text_name} is a text field but this part carries a file name; send it as text (-F {text_name}=value), or name the file part after its path"
+                    ),
+                ));
+            }
             let path = match field_name.as_str() {
                 "file" | "files" | "" => field.file_name().unwrap_or_default().to_owned(),
                 _ => field_name.clone(),
