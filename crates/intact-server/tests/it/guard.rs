@@ -6,17 +6,12 @@
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::{RawResponse, Server, assert_error, json_of, parse_raw, raw_request};
+use crate::{RawResponse, Server, assert_error, json_of, raw_exchange, raw_request};
 
-/// Writes `request` byte for byte (no `Host` or anything else added) and reads the answer.
 async fn exchange(s: &Server, request: &[u8]) -> RawResponse {
-    let mut sock = tokio::net::TcpStream::connect(s.addr).await.expect("connect");
-    sock.write_all(request).await.expect("write request");
-    let mut buf = Vec::new();
-    let _ = sock.read_to_end(&mut buf).await;
-    parse_raw(&buf).unwrap_or_else(|| panic!("unparseable response: {:?}", String::from_utf8_lossy(&buf)))
+    let (answer, buf) = raw_exchange(s.addr, request).await;
+    answer.unwrap_or_else(|| panic!("unparseable response: {:?}", String::from_utf8_lossy(&buf)))
 }
 
 fn body_text(r: &RawResponse) -> String {
