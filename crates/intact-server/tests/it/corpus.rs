@@ -335,6 +335,14 @@ async fn hostile_corpus() {
         .await
         .expect("go publish");
     assert_eq!(resp.status(), reqwest::StatusCode::CREATED);
+    // Files of the data dir besides the catalog: after the cases, still exactly these.
+    let stored_files = || {
+        files_under(&s.data)
+            .into_iter()
+            .filter(|p| !p.to_string_lossy().starts_with("catalog.db"))
+            .collect::<Vec<PathBuf>>()
+    };
+    let files_before = stored_files();
     let setup_events = s.events(0).await;
     let seq0 = setup_events.last().and_then(|e| e["seq"].as_i64()).unwrap_or(0);
 
@@ -392,6 +400,13 @@ async fn hostile_corpus() {
         .collect();
     if !outside.is_empty() {
         violations.push(format!("files outside the data dir: {outside:?}"));
+    }
+    let left_behind: Vec<PathBuf> = stored_files()
+        .into_iter()
+        .filter(|p| !files_before.contains(p))
+        .collect();
+    if !left_behind.is_empty() {
+        violations.push(format!("refused cases left files in the data dir: {left_behind:?}"));
     }
     let needles = [ESCAPE_NAME, ctx.marker.as_str()];
     let mut escaped = names_containing(s.root.path(), &needles, true);
