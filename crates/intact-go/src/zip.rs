@@ -234,25 +234,31 @@ fn entry_name(raw: &[u8]) -> Result<String, GoError> {
     })
 }
 
-/// Corrupt data shows up as I/O errors from the decompressor or CRC check; those are the
-/// zip's fault. Anything else is the reader's.
+/// Corrupt data shows up as I/O errors from the decompressor or CRC check, and a compression
+/// method or feature the reader lacks as `Unsupported`; those are the zip's fault. Anything
+/// else is the reader's.
+fn is_zip_fault(kind: io::ErrorKind) -> bool {
+    matches!(
+        kind,
+        io::ErrorKind::InvalidData
+            | io::ErrorKind::InvalidInput
+            | io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::Unsupported
+    )
+}
+
 fn read_error(name: &str, e: io::Error) -> GoError {
-    match e.kind() {
-        io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput | io::ErrorKind::UnexpectedEof => {
-            GoError::zip(format!("{name:?}: {e}"))
-        }
-        _ => GoError::Io(e),
+    if is_zip_fault(e.kind()) {
+        GoError::zip(format!("{name:?}: {e}"))
+    } else {
+        GoError::Io(e)
     }
 }
 
 pub(crate) fn zip_error(e: ZipError) -> GoError {
     match e {
-        ZipError::Io(e) => match e.kind() {
-            io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput | io::ErrorKind::UnexpectedEof => {
-                GoError::zip(e.to_string())
-            }
-            _ => GoError::Io(e),
-        },
+        ZipError::Io(e) if is_zip_fault(e.kind()) => GoError::zip(e.to_string()),
+        ZipError::Io(e) => GoError::Io(e),
         other => GoError::zip(other.to_string()),
     }
 }
@@ -814,6 +820,28 @@ mod tests {
         let z = lie_about_sizes(z, 1000);
         let e = check_zip(Cursor::new(z), M, V).unwrap_err();
         assert!(matches!(e, GoError::InvalidZip { .. }), "{e}");
+    }
+
+    /// A compression method the reader does not implement is the zip's problem (a 400 for an
+    /// upload, a bad upstream for a fetch), not an I/O failure of this side.
+    #[test]
+    fn unsupported_compression_is_invalid_not_io() {
+        let mut z = zip_of(&[("example.com/m@v1.0.0/m.go", b"package m\n")]);
+        let deflated = 8u16.to_le_bytes();
+        let lzma = 14u16.to_le_bytes();
+        // The method field of the local header (offset 8) and the central header (offset 10).
+        let local = 0;
+        let central = z
+            .windows(4)
+            .position(|w| w == b"PK\x01\x02")
+            .expect("central directory");
+        for at in [local + 8, central + 10] {
+            assert_eq!(z[at..at + 2], deflated);
+            z[at..at + 2].copy_from_slice(&lzma);
+        }
+        let e = check_zip(Cursor::new(z), M, V).unwrap_err();
+        assert!(matches!(e, GoError::InvalidZip { .. }), "{e:?}");
+        assert!(e.to_string().contains("compression method"), "{e}");
     }
 
     #[test]

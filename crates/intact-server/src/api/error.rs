@@ -3,7 +3,8 @@
 //! validation errors also name the `field` and the `rule`.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::path::ErrorKind as PathErrorKind;
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use intact_core::ValidationError;
@@ -57,10 +58,27 @@ impl From<ValidationError> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
-        Self::BadRequest {
-            field: "body",
-            message: r.body_text(),
+        body_rejection(r.status(), r.body_text())
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(r: BytesRejection) -> Self {
+        body_rejection(r.status(), r.body_text())
+    }
+}
+
+/// A body that could not be read or parsed: 413 when it is over the size limit (the client
+/// must send less, not fix a field), else 400 naming the body.
+fn body_rejection(status: StatusCode, message: String) -> ApiError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::Coded {
+            status,
+            code: "too_large",
+            message: format!("body: {message}"),
         }
+    } else {
+        ApiError::BadRequest { field: "body", message }
     }
 }
 
@@ -75,10 +93,17 @@ impl From<QueryRejection> for ApiError {
 
 impl From<PathRejection> for ApiError {
     fn from(r: PathRejection) -> Self {
-        Self::BadRequest {
-            field: "path",
-            message: r.body_text(),
-        }
+        let message = match &r {
+            // axum would name its own capture (`rest`), which means nothing to a client.
+            PathRejection::FailedToDeserializePathParams(e)
+                if matches!(e.kind(), PathErrorKind::InvalidUtf8InPathParam { .. }) =>
+            {
+                "the URL path is not UTF-8 once percent-decoded (an overlong or truncated escape such as %c0%ae)"
+                    .to_owned()
+            }
+            _ => r.body_text(),
+        };
+        Self::BadRequest { field: "path", message }
     }
 }
 

@@ -2,18 +2,20 @@
 //! log and admin operations. See docs/http-api.md for the contract.
 
 pub mod error;
+mod guard;
 mod publish;
 mod reads;
 mod transactions;
 
 use std::time::Duration;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::{Json, Router, middleware};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -38,8 +40,14 @@ pub fn router(state: AppState) -> Router {
         .route("/transactions/{id}/renew", post(transactions::renew))
         .route("/transactions/{id}/files/{*path}", put(transactions::put_file))
         .route("/events", get(events))
-        .route("/admin/gc", post(admin_gc))
-        .route("/admin/verify", post(admin_verify))
+        .route(
+            "/admin/gc",
+            post(admin_gc).route_layer(middleware::from_fn(guard::require_json)),
+        )
+        .route(
+            "/admin/verify",
+            post(admin_verify).route_layer(middleware::from_fn(guard::require_json)),
+        )
         .merge(crate::staging::routes())
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()
@@ -54,6 +62,8 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .with_state(state)
+        // Outermost, so it sees every request, whichever route or fallback answers it.
+        .layer(middleware::from_fn(guard::guard))
 }
 
 /// A path that exists for other methods: the JSON error shape, like every other error.
@@ -137,14 +147,16 @@ struct GcRequest {
     grace_seconds: Option<u64>,
 }
 
+/// The body is JSON (the route layer checked the content type); an empty one means `{}`.
 async fn admin_gc(
     State(state): State<AppState>,
-    body: Result<Json<GcRequest>, JsonRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let req = match body {
-        Ok(Json(r)) => r,
-        Err(JsonRejection::MissingJsonContentType(_)) => GcRequest::default(),
-        Err(e) => return Err(e.into()),
+    let body = body?;
+    let req: GcRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        GcRequest::default()
+    } else {
+        Json::<GcRequest>::from_bytes(&body)?.0
     };
     let grace = req
         .grace_seconds

@@ -3,6 +3,10 @@
 //! of file parts. Runs the same transaction protocol: nothing is visible unless every part
 //! arrived whole, and a failure rolls everything back.
 //!
+//! The transaction opens at the first file part, with the text fields read so far, and file
+//! bytes stream straight into it; so a text field after a file part could only be ignored,
+//! and is refused instead (as is a text field given twice).
+//!
 //! A file part's path in the version is its field name, unless the field is named `file`
 //! (or `files`), in which case it is the part's file name: `-F file=@a.exr` stores `a.exr`,
 //! `-F 'frames/0001.exr=@./local.exr'` stores `frames/0001.exr`.
@@ -36,6 +40,9 @@ async fn text_field(mut field: Field<'_>, name: &'static str) -> ApiResult<Strin
     String::from_utf8(buf).map_err(|_| ApiError::bad(name, "must be UTF-8 text"))
 }
 
+/// The text fields a publish takes, in the order the docs give them.
+const TEXT_FIELDS: [&str; 5] = ["name", "version", "metadata", "idempotency_key", "lease_seconds"];
+
 #[derive(Default)]
 struct Fields {
     name: Option<String>,
@@ -43,6 +50,18 @@ struct Fields {
     metadata: Option<serde_json::Value>,
     idempotency_key: Option<String>,
     lease_seconds: Option<u64>,
+}
+
+impl Fields {
+    fn has(&self, field: &str) -> bool {
+        match field {
+            "name" => self.name.is_some(),
+            "version" => self.version.is_some(),
+            "metadata" => self.metadata.is_some(),
+            "idempotency_key" => self.idempotency_key.is_some(),
+            _ => self.lease_seconds.is_some(),
+        }
+    }
 }
 
 /// What opening the publish's transaction gave: a transaction to fill, or (an idempotent
@@ -107,6 +126,8 @@ pub(crate) async fn publish(
     let mut multipart = multipart.map_err(|e| ApiError::bad("body", e.body_text()))?;
     let mut fields = Fields::default();
     let mut txn: Option<TxnRecord> = None;
+    // The path of the first file part, once one arrived: text fields are over by then.
+    let mut first_file: Option<String> = None;
     // If the connection drops and hyper cancels this handler mid-publish, the code after the
     // body never runs: the guard rolls the transaction back instead of leaving the version
     // locked until its lease runs out.
@@ -123,7 +144,25 @@ pub(crate) async fn publish(
         {
             let field_name = field.name().unwrap_or_default().to_owned();
             if field.file_name().is_none() {
-                match field_name.as_str() {
+                let Some(&text_name) = TEXT_FIELDS.iter().find(|f| **f == field_name) else {
+                    return Err(ApiError::bad(
+                        "body",
+                        format!("unknown field {field_name:?} (file parts need a file name: -F 'path=@file')"),
+                    ));
+                };
+                if let Some(first_file) = &first_file {
+                    return Err(ApiError::bad(
+                        text_name,
+                        format!(
+                            "text fields ({}) must come before the first file part; this one followed file part {first_file:?}",
+                            TEXT_FIELDS.join(", ")
+                        ),
+                    ));
+                }
+                if fields.has(text_name) {
+                    return Err(ApiError::bad(text_name, "given more than once"));
+                }
+                match text_name {
                     "name" => fields.name = Some(text_field(field, "name").await?),
                     "version" => fields.version = Some(text_field(field, "version").await?),
                     "metadata" => {
@@ -133,7 +172,7 @@ pub(crate) async fn publish(
                         fields.metadata = Some(v);
                     }
                     "idempotency_key" => fields.idempotency_key = Some(text_field(field, "idempotency_key").await?),
-                    "lease_seconds" => {
+                    _ => {
                         let t = text_field(field, "lease_seconds").await?;
                         fields.lease_seconds = Some(
                             t.trim()
@@ -141,20 +180,25 @@ pub(crate) async fn publish(
                                 .map_err(|_| ApiError::bad("lease_seconds", "must be an integer"))?,
                         );
                     }
-                    other => {
-                        return Err(ApiError::bad(
-                            "body",
-                            format!("unknown field {other:?} (file parts need a file name: -F 'path=@file')"),
-                        ));
-                    }
                 }
                 continue;
+            }
+            if let Some(&text_name) = TEXT_FIELDS.iter().find(|f| **f == field_name) {
+                // `-F name=@file` uploads a file where the text field was meant; storing it as a
+                // file called `name` would publish something else than asked.
+                return Err(ApiError::bad(
+                    text_name,
+                    format!(
+                        "{text_name} is a text field but this part carries a file name; send it as text (-F {text_name}=value), or name the file part after its path"
+                    ),
+                ));
             }
             let path = match field_name.as_str() {
                 "file" | "files" | "" => field.file_name().unwrap_or_default().to_owned(),
                 _ => field_name.clone(),
             };
             let path = FilePath::parse(&path)?;
+            first_file.get_or_insert_with(|| path.to_string());
             if txn.is_none() {
                 match open_txn(
                     &state,

@@ -430,6 +430,8 @@ members = ["go-private", "go-file"]
         let req = Request::builder()
             .method(method)
             .uri(uri)
+            // What every HTTP/1.1 client sends; the router refuses requests without it.
+            .header(header::HOST, "localhost")
             .body(Body::from(body))
             .expect("request");
         let resp = app.clone().oneshot(req).await.expect("response");

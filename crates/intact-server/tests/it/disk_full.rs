@@ -61,7 +61,7 @@ async fn a_full_disk_answers_507_and_writes_come_back_once_space_is_freed() {
     let mut disk = SmallDisk::mount("8m");
     let root = disk.take_dir();
     let mount = disk.mount.clone();
-    let s = Server::start_in(root, StoreConfig::default()).await;
+    let s = Server::start_in(root, intact_server::Config::embedded_default(), StoreConfig::default()).await;
     let before = s
         .publish("kept", "1", &[("a.bin", b"committed before the disk filled")])
         .await;

@@ -3,8 +3,10 @@
 //! not normalise paths, the `curl` binary). Lease time is a [`ManualClock`] the test advances,
 //! so expiry is deterministic; nothing asserts how long anything took.
 
+mod corpus;
 mod disk_full;
 mod events;
+mod guard;
 mod hostile;
 mod large;
 mod locking;
@@ -55,17 +57,28 @@ pub fn client() -> reqwest::Client {
 }
 
 impl Server {
+    /// A server over the embedded default configuration.
     pub async fn start() -> Self {
-        Self::start_with(StoreConfig::default()).await
+        Self::start_with(Config::embedded_default()).await
+    }
+
+    /// A server over `config` (its repos; the data dir is a fresh temporary one).
+    pub async fn start_with(config: Config) -> Self {
+        Self::start_in(tempfile::tempdir().expect("tempdir"), config, StoreConfig::default()).await
     }
 
     /// A server whose store has `store_config` (short timeouts for the tests that need them).
-    pub async fn start_with(store_config: StoreConfig) -> Self {
-        Self::start_in(tempfile::tempdir().expect("tempdir"), store_config).await
+    pub async fn start_with_store(store_config: StoreConfig) -> Self {
+        Self::start_in(
+            tempfile::tempdir().expect("tempdir"),
+            Config::embedded_default(),
+            store_config,
+        )
+        .await
     }
 
     /// A server whose data dir is `root/data` (e.g. `root` on a small file system).
-    pub async fn start_in(root: tempfile::TempDir, store_config: StoreConfig) -> Self {
+    pub async fn start_in(root: tempfile::TempDir, config: Config, store_config: StoreConfig) -> Self {
         let data = root.path().join("data");
         std::fs::create_dir(&data).expect("data dir");
         let clock = ManualClock::new(Timestamp::from_system(SystemTime::now()));
@@ -81,7 +94,7 @@ impl Server {
         );
         let config = Config {
             data_dir: data.clone(),
-            ..Config::embedded_default()
+            ..config
         };
         let state = AppState::new(Arc::new(config), Arc::new(store)).expect("app state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -311,12 +324,62 @@ pub async fn raw_request(
     }
     req.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
     req.extend_from_slice(body);
-    let mut sock = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    sock.write_all(&req).await.expect("write request");
+    let (answer, buf) = raw_exchange(addr, &req).await;
+    answer.unwrap_or_else(|| panic!("unparseable response: {:?}", String::from_utf8_lossy(&buf)))
+}
+
+/// Writes `request` byte for byte (nothing added) and reads one response: until it is
+/// complete by its framing, or the server closes. Writing goes on beside reading, so a server
+/// that answers before reading the whole body (a refused upload) is heard, and the write side
+/// is never shut down early (hyper may drop a half-closed connection's answer). Returns the
+/// parsed response, if any, and the bytes read.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> (Option<RawResponse>, Vec<u8>) {
+    let sock = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut rd, mut wr) = sock.into_split();
+    let request = request.to_vec();
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(&request).await;
+        // Keep the write half open until the reader is done.
+        std::future::pending::<()>().await;
+        drop(wr);
+    });
     let mut buf = Vec::new();
-    // The server may close before reading a body it refused; what it answered is still there.
-    let _ = sock.read_to_end(&mut buf).await;
-    parse_raw(&buf).unwrap_or_else(|| panic!("unparseable response: {:?}", String::from_utf8_lossy(&buf)))
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        if complete_response(&buf) {
+            break;
+        }
+        match rd.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    writer.abort();
+    (parse_raw(&buf), buf)
+}
+
+/// Whether `buf` holds a whole response by its own framing (Content-Length or chunked);
+/// a response framed by closing the connection is complete only at EOF.
+fn complete_response(buf: &[u8]) -> bool {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let Some(r) = parse_raw(buf) else {
+        return false;
+    };
+    if r.header("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    {
+        return dechunk(&buf[end + 4..]).is_some();
+    }
+    // 1xx, 204 and 304 answers have no body.
+    if r.status < 200 || r.status == 204 || r.status == 304 {
+        return true;
+    }
+    match r.header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        Some(len) => buf.len() >= end + 4 + len,
+        None => false,
+    }
 }
 
 fn parse_raw(buf: &[u8]) -> Option<RawResponse> {

@@ -369,3 +369,87 @@ async fn multipart_publish_errors_leave_nothing_behind() {
     assert!(v["error"].is_string(), "{v}");
     s.stop().await;
 }
+
+/// Text fields after the first file part arrive once the transaction is already open with
+/// what came before: honouring them is impossible, ignoring them loses metadata (or, for an
+/// idempotency key, turns a retry into a second version). They are refused, naming the field,
+/// and the publish is rolled back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_fields_after_a_file_part_are_refused() {
+    let s = Server::start().await;
+    let staged = b"bytes staged before the late field".to_vec();
+    for (field, value) in [
+        ("metadata", r#"{"os":"linux"}"#),
+        ("idempotency_key", "farm-job-1"),
+        ("lease_seconds", "600"),
+        ("name", "late/other"),
+        ("version", "2"),
+    ] {
+        let f = form()
+            .text("name", "late/field")
+            .text("version", "auto")
+            .part("a.bin", Part::bytes(staged.clone()).file_name("a.bin"))
+            .text(field, value);
+        let got = publish_form(&s, f).await;
+        assert_error(&got, StatusCode::BAD_REQUEST, "bad_request", Some(field));
+        let msg = got.1["message"].as_str().unwrap_or_default();
+        assert!(msg.contains("before the first file part"), "{field}: {msg}");
+        // A retry with the same key is refused the same way: never a second version.
+        if field == "idempotency_key" {
+            let f = form()
+                .text("name", "late/field")
+                .text("version", "auto")
+                .part("a.bin", Part::bytes(staged.clone()).file_name("a.bin"))
+                .text(field, value);
+            assert_error(
+                &publish_form(&s, f).await,
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                Some(field),
+            );
+        }
+    }
+    // A text field given twice is ambiguous, before the files as well.
+    for (field, value) in [
+        ("name", "twice/other"),
+        ("version", "2"),
+        ("metadata", "{}"),
+        ("idempotency_key", "k"),
+        ("lease_seconds", "60"),
+    ] {
+        let mut f = form()
+            .text("name", "twice/field")
+            .text("version", "1")
+            .text(field, value);
+        if field != "name" && field != "version" {
+            f = f.text(field, value);
+        }
+        let got = publish_form(&s, f).await;
+        assert_error(&got, StatusCode::BAD_REQUEST, "bad_request", Some(field));
+        let msg = got.1["message"].as_str().unwrap_or_default();
+        assert!(msg.contains("more than once"), "{field}: {msg}");
+    }
+    assert!(s.versions("late/field").await.is_empty());
+    assert!(s.versions("late/other").await.is_empty());
+    assert!(s.versions("twice/field").await.is_empty());
+    assert!(
+        s.events(0).await.iter().all(|e| e["kind"] != "committed"),
+        "a refused publish committed"
+    );
+    assert!(
+        !s.blob_path(&Digest::of(&staged)).exists(),
+        "the refused publish's staged blob is rolled back"
+    );
+    // In the documented order, every field is honoured.
+    let f = form()
+        .text("name", "late/field")
+        .text("version", "auto")
+        .text("metadata", r#"{"os":"linux"}"#)
+        .text("idempotency_key", "farm-job-1")
+        .text("lease_seconds", "600")
+        .part("a.bin", Part::bytes(staged.clone()).file_name("a.bin"));
+    let (status, m) = publish_form(&s, f).await;
+    assert_eq!(status, StatusCode::CREATED, "{m}");
+    assert_eq!(m["metadata"], json!({"os": "linux"}));
+    s.stop().await;
+}

@@ -49,7 +49,7 @@ async fn a_commit_racing_an_upload_is_refused_as_retryable_then_lands_whole() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_upload_gets_408_and_stages_nothing() {
-    let s = Server::start_with(StoreConfig {
+    let s = Server::start_with_store(StoreConfig {
         upload_idle_timeout: Duration::from_secs(2),
         ..StoreConfig::default()
     })

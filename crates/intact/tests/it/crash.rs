@@ -235,6 +235,7 @@ fn sigkill_mid_publish_leaves_every_version_whole_or_absent() {
     assert!(pending.is_empty(), "no pending upload files remain");
     let verify: Value = rt.block_on(async {
         http.post(server.url("/api/v1/admin/verify"))
+            .json(&json!({}))
             .send()
             .await
             .expect("verify")
