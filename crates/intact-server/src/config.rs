@@ -47,6 +47,9 @@ impl Default for Config {
     }
 }
 
+/// Default pace of the background scrubber: a full pass over 1 TB takes about a day and a half.
+pub const DEFAULT_SCRUB_BYTES_PER_SECOND: u64 = 8 << 20;
+
 /// Store tunables (all optional).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -64,6 +67,10 @@ pub struct StoreSettings {
     /// An upload whose body sends nothing for this long is ended with 408 (never longer than
     /// its transaction's lease).
     pub upload_idle_timeout_seconds: u64,
+    /// The background scrubber re-hashes every committed blob, over and over, reading at
+    /// most this many bytes per second; a damaged blob is quarantined and logged with the
+    /// versions it breaks. 0 turns it off.
+    pub scrub_bytes_per_second: u64,
 }
 
 impl Default for StoreSettings {
@@ -76,6 +83,7 @@ impl Default for StoreSettings {
             gc_interval_seconds: 3600,
             txn_retention_seconds: d.txn_retention.as_secs(),
             upload_idle_timeout_seconds: d.upload_idle_timeout.as_secs(),
+            scrub_bytes_per_second: DEFAULT_SCRUB_BYTES_PER_SECOND,
         }
     }
 }

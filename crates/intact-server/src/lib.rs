@@ -43,6 +43,12 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
 /// (lease expiry, periodic garbage collection) running alongside.
 pub async fn run(listener: TcpListener, state: AppState, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let reaper = tokio::spawn(state.store.clone().run_reaper(Duration::from_secs(1), shutdown.clone()));
+    let scrubber = tokio::spawn(
+        state
+            .store
+            .clone()
+            .run_scrubber(state.config.store.scrub_bytes_per_second, shutdown.clone()),
+    );
     let gc_every = state.config.store.gc_interval_seconds;
     let gc_task = (gc_every > 0).then(|| {
         let store = state.store.clone();
@@ -91,6 +97,7 @@ pub async fn run(listener: TcpListener, state: AppState, mut shutdown: watch::Re
         .await
         .context("http server")?;
     reaper.abort();
+    scrubber.abort();
     if let Some(t) = gc_task {
         t.abort();
     }

@@ -9,6 +9,8 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use intact_core::{FileEntry, Timestamp};
+use std::sync::Arc;
+
 use intact_store::Store;
 use tokio_util::io::ReaderStream;
 
@@ -79,7 +81,7 @@ fn etag_matches(list: &str, etag: &str) -> bool {
 
 /// Builds the response for `file`. `content_type` is the front-end's choice.
 pub async fn send_file(
-    store: &Store,
+    store: &Arc<Store>,
     method: &Method,
     headers: &HeaderMap,
     file: &FileEntry,
@@ -144,7 +146,14 @@ pub async fn send_file(
     if method == Method::HEAD {
         return Ok((status, resp_headers).into_response());
     }
-    let read = store.read_file(file, byte_range).await?;
+    // A whole file is checked against its sha256 as it streams: a damaged blob ends the
+    // response before its last bytes (the client sees a cut body, never a complete wrong one)
+    // and is quarantined. A range cannot be checked without reading the rest of the blob;
+    // the background scrubber covers those bytes.
+    let read = match byte_range {
+        None => store.read_file_verified(file).await?,
+        Some(range) => store.read_file(file, Some(range)).await?,
+    };
     // Size the buffer to the body: a 4 KiB file should not allocate a 256 KiB chunk.
     let chunk = usize::try_from(len).unwrap_or(STREAM_CHUNK).clamp(1, STREAM_CHUNK);
     let body = Body::from_stream(ReaderStream::with_capacity(read.body, chunk));

@@ -76,6 +76,11 @@ pub enum Error {
     #[error("no space left for {context}: free disk space (or raise the quota); writes resume by themselves")]
     StorageFull { context: String },
 
+    /// A committed blob's bytes no longer hash to its digest: it was taken out of service
+    /// (quarantined) and the versions using it need repair (`intact verify` names them).
+    #[error("{detail}; it was quarantined (run `intact verify` to see the versions affected)")]
+    BlobDamaged { digest: Digest, detail: String },
+
     #[error("storage io error: {context}: {source}")]
     Io { context: String, source: std::io::Error },
 

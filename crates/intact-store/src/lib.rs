@@ -9,11 +9,12 @@ pub mod clock;
 pub mod error;
 pub mod store;
 mod upload;
+pub mod verified;
 
 pub use blob::{BlobRead, BlobStore, FsBlobStore, PendingBlob};
 pub use catalog::{
-    Catalog, CommitOutcome, Event, NewTxn, OpenOutcome, RepoUsage, SqliteCatalog, SweepReport, TxnRecord, TxnStatus,
-    VersionSpec, VersionSummary, VersionUse, VersionsPageJson,
+    BlobUser, Catalog, CommitOutcome, Event, NewTxn, OpenOutcome, RepoUsage, SqliteCatalog, SweepReport, TxnRecord,
+    TxnStatus, VersionSpec, VersionSummary, VersionUse, VersionsPageJson,
 };
 pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
 pub use error::{Error, Result};

@@ -70,7 +70,20 @@ pub struct VerifyProblem {
     /// `missing`, `size mismatch` or `hash mismatch`.
     pub problem: String,
     pub detail: String,
+    /// The committed files that hold this blob (`repo/name@version:path`; the first
+    /// [`USERS_NAMED`]).
+    pub versions: Vec<String>,
 }
+
+/// How many users of a damaged blob a report names.
+const USERS_NAMED: u32 = 100;
+
+/// Blobs read per page by walks over every committed blob (verify, scrubbing).
+const BLOB_PAGE: u32 = 1000;
+
+/// Reads up to this size are verified before anything is returned (a damaged small file is
+/// an error before any byte is sent); larger ones are verified as they stream.
+const VERIFY_AHEAD: u64 = 256 * 1024;
 
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct VerifyReport {
@@ -656,55 +669,218 @@ impl Store {
         Ok(report)
     }
 
-    /// Re-hashes every blob a committed version references.
+    /// Re-hashes every blob a committed version references, naming the versions that hold
+    /// each damaged or missing one.
     pub async fn verify(&self) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
-        for (digest, size) in self.catalog.committed_blobs().await? {
-            report.blobs_checked += 1;
-            let mut read = match self.blobs.read(&digest, None).await {
-                Ok(r) => r,
-                Err(Error::BlobMissing { .. }) => {
+        let mut after: Option<Digest> = None;
+        loop {
+            let page = self.catalog.committed_blobs(after.as_ref(), BLOB_PAGE).await?;
+            let done = page.len() < BLOB_PAGE as usize;
+            after = page.last().map(|(d, _)| *d);
+            for (digest, size) in page {
+                report.blobs_checked += 1;
+                let (hashed, problem) = self.check_blob(&digest, size).await?;
+                report.bytes_checked += hashed;
+                if let Some((problem, detail)) = problem {
+                    let versions = self.blob_users_named(&digest).await?;
                     report.problems.push(VerifyProblem {
                         sha256: digest,
-                        problem: "missing".into(),
-                        detail: "no blob stored under this digest".into(),
+                        problem: problem.into(),
+                        detail,
+                        versions,
                     });
-                    continue;
                 }
-                Err(e) => return Err(e),
-            };
-            if read.size != size {
-                report.problems.push(VerifyProblem {
-                    sha256: digest,
-                    problem: "size mismatch".into(),
-                    detail: format!("catalog says {size} bytes, blob has {}", read.size),
-                });
-                continue;
             }
-            let mut hasher = DigestHasher::new();
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = read
-                    .body
-                    .read(&mut buf)
-                    .await
-                    .map_err(|e| Error::io(format!("reading blob {digest}"), e))?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-            }
-            report.bytes_checked += hasher.len();
-            let actual = hasher.finish();
-            if actual != digest {
-                report.problems.push(VerifyProblem {
-                    sha256: digest,
-                    problem: "hash mismatch".into(),
-                    detail: format!("content hashes to {actual}"),
-                });
+            if done {
+                return Ok(report);
             }
         }
-        Ok(report)
+    }
+
+    async fn blob_users_named(&self, digest: &Digest) -> Result<Vec<String>> {
+        Ok(self
+            .catalog
+            .blob_users(digest, USERS_NAMED)
+            .await?
+            .iter()
+            .map(ToString::to_string)
+            .collect())
+    }
+
+    /// Reads a stored blob whole and hashes it: the bytes hashed, and what is wrong, if
+    /// anything (`missing`, `size mismatch`, `hash mismatch` with a detail).
+    async fn check_blob(&self, digest: &Digest, size: u64) -> Result<(u64, Option<(&'static str, String)>)> {
+        let mut read = match self.blobs.read(digest, None).await {
+            Ok(r) => r,
+            Err(Error::BlobMissing { .. }) => {
+                return Ok((
+                    0,
+                    Some((
+                        "missing",
+                        "no blob stored under this digest (or it was quarantined)".into(),
+                    )),
+                ));
+            }
+            Err(e) => return Err(e),
+        };
+        if read.size != size {
+            return Ok((
+                0,
+                Some((
+                    "size mismatch",
+                    format!("catalog says {size} bytes, blob has {}", read.size),
+                )),
+            ));
+        }
+        let mut hasher = DigestHasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = read
+                .body
+                .read(&mut buf)
+                .await
+                .map_err(|e| Error::io(format!("reading blob {digest}"), e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        let hashed = hasher.len();
+        let actual = hasher.finish();
+        if actual != *digest {
+            return Ok((hashed, Some(("hash mismatch", format!("content hashes to {actual}")))));
+        }
+        Ok((hashed, None))
+    }
+
+    /// Opens a whole committed file with its sha256 checked on the way out: a damaged blob
+    /// is never delivered as a complete body, and is quarantined (and logged with the
+    /// versions it breaks) the moment the damage shows. Small files are checked before
+    /// anything is returned (`BlobDamaged`); larger ones fail before their last bytes.
+    pub async fn read_file_verified(self: &Arc<Self>, file: &FileEntry) -> Result<BlobRead> {
+        let mut read = self.blobs.read(&file.sha256, None).await?;
+        if read.size != file.size {
+            let detail = format!(
+                "blob {} is damaged: {} bytes, the catalog says {}",
+                file.sha256, read.size, file.size
+            );
+            self.quarantine(&file.sha256, &detail).await?;
+            return Err(Error::BlobDamaged {
+                digest: file.sha256,
+                detail,
+            });
+        }
+        if file.size <= VERIFY_AHEAD {
+            let mut bytes = Vec::with_capacity(usize::try_from(file.size).unwrap_or(0));
+            (&mut read.body)
+                .take(VERIFY_AHEAD + 1)
+                .read_to_end(&mut bytes)
+                .await
+                .map_err(|e| Error::io(format!("reading blob {}", file.sha256), e))?;
+            let actual = Digest::of(&bytes);
+            if actual != file.sha256 || bytes.len() as u64 != file.size {
+                let detail = format!(
+                    "blob {} is damaged: {} bytes hashing to {actual}",
+                    file.sha256,
+                    bytes.len()
+                );
+                self.quarantine(&file.sha256, &detail).await?;
+                return Err(Error::BlobDamaged {
+                    digest: file.sha256,
+                    detail,
+                });
+            }
+            read.body = Box::pin(std::io::Cursor::new(bytes));
+            return Ok(read);
+        }
+        let store = self.clone();
+        let digest = file.sha256;
+        let on_damage = Box::new(move |why: String| {
+            // Reported from inside a read: the quarantine runs on its own.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    if let Err(e) = store.quarantine(&digest, &why).await {
+                        tracing::error!(%digest, error = %e, "quarantining a damaged blob failed");
+                    }
+                });
+            }
+        });
+        read.body = Box::pin(crate::verified::VerifyingReader::new(
+            read.body,
+            file.sha256,
+            file.size,
+            on_damage,
+        ));
+        Ok(read)
+    }
+
+    /// Takes a damaged blob out of service and logs which committed files it breaks; returns
+    /// them. Reads of those files then fail as missing instead of serving wrong bytes.
+    pub async fn quarantine(&self, digest: &Digest, detail: &str) -> Result<Vec<crate::BlobUser>> {
+        self.blobs.quarantine(digest).await?;
+        let users = self.catalog.blob_users(digest, USERS_NAMED).await?;
+        let named: Vec<String> = users.iter().map(ToString::to_string).collect();
+        tracing::error!(%digest, %detail, versions = ?named, "damaged blob quarantined; the versions holding it need repair");
+        Ok(users)
+    }
+
+    /// Re-hashes every committed blob, over and over, at no more than `bytes_per_second`,
+    /// quarantining any that is damaged or missing its bytes, until `shutdown` resolves. Finds
+    /// rot in files nobody reads (and in ones only ever read by range, which a streaming check
+    /// cannot cover).
+    pub async fn run_scrubber(self: Arc<Self>, bytes_per_second: u64, mut shutdown: watch::Receiver<bool>) {
+        if bytes_per_second == 0 {
+            return;
+        }
+        let mut after: Option<Digest> = None;
+        loop {
+            let page = match self.catalog.committed_blobs(after.as_ref(), BLOB_PAGE).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "scrubber: listing blobs failed");
+                    Vec::new()
+                }
+            };
+            after = if page.len() < BLOB_PAGE as usize {
+                None
+            } else {
+                page.last().map(|(d, _)| *d)
+            };
+            if page.is_empty() {
+                // Nothing stored (or a failed listing): look again later.
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => continue,
+                    _ = shutdown.changed() => return,
+                }
+            }
+            for (digest, size) in page {
+                let started = tokio::time::Instant::now();
+                let checked = self.check_blob(&digest, size).await;
+                match checked {
+                    Ok((_, Some((problem, detail)))) if problem != "missing" => {
+                        if let Err(e) = self
+                            .quarantine(&digest, &format!("blob {digest}: {problem}: {detail}"))
+                            .await
+                        {
+                            tracing::error!(%digest, error = %e, "scrubber: quarantine failed");
+                        }
+                    }
+                    Ok((_, Some((_, detail)))) => {
+                        let versions = self.blob_users_named(&digest).await.unwrap_or_default();
+                        tracing::error!(%digest, %detail, ?versions, "scrubber: a committed blob is missing");
+                    }
+                    Ok((_, None)) => {}
+                    Err(e) => tracing::warn!(%digest, error = %e, "scrubber: reading a blob failed"),
+                }
+                // Pace to the configured rate: a blob of `size` bytes earns size/rate seconds.
+                let budget = Duration::from_secs_f64(size.max(1) as f64 / bytes_per_second as f64);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(started + budget) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
     }
 
     /// Notes a read of a version for least-recently-used eviction. Cheap: memory only.

@@ -54,12 +54,32 @@ pub(crate) fn parse_target(rest: &str) -> ApiResult<ReadTarget> {
     }
 }
 
-/// Whether `m` (whose blob just turned out missing) is no longer committed: it was evicted
-/// while being read. Forgets it from the cache either way; a version still in the catalog
-/// with a missing blob is real damage and stays a 500.
-async fn was_evicted(state: &AppState, m: &Manifest) -> ApiResult<bool> {
+/// Whether reading `m` again can succeed after its blob turned out missing or damaged: it
+/// was evicted while being read, or it is a copy in a proxy (staging) repo, which is dropped
+/// here so that it is staged again from upstream. Forgets it from the cache either way. A
+/// hosted version with a missing or damaged blob is real damage and stays a 500.
+async fn can_read_again(state: &AppState, m: &Manifest) -> ApiResult<bool> {
     state.store.invalidate(&m.repo, &m.name, &m.version);
-    Ok(state.store.has_version(&m.repo, &m.name, &m.version).await?.is_none())
+    if state.store.has_version(&m.repo, &m.name, &m.version).await?.is_none() {
+        return Ok(true);
+    }
+    let is_cache = state
+        .repo(m.repo.as_str())
+        .is_some_and(|r| r.kind == RepoKind::Proxy && r.format == RepoFormat::Generic);
+    if is_cache {
+        tracing::warn!(repo = %m.repo, name = %m.name, version = %m.version, "a cached version lost a blob; staging it again");
+        state
+            .store
+            .delete_version(
+                &m.repo,
+                &m.name,
+                &m.version,
+                "a blob was damaged or missing; staged again",
+            )
+            .await?;
+        return Ok(true);
+    }
+    Ok(false)
 }
 
 /// Finds a committed version, following group membership and staging proxies on a miss.
@@ -144,8 +164,8 @@ pub(crate) async fn read(
         }
         ReadTarget::File(name, version, path) => {
             // At most two rounds: a proxy cache may evict the version between resolving its
-            // manifest and opening its blob; then it is resolved again (re-staged, or 404)
-            // instead of answering 500.
+            // manifest and opening its blob, or hold a damaged copy; then it is resolved again
+            // (re-staged, or 404) instead of answering 500.
             let mut evicted_once = false;
             loop {
                 let m = resolve_manifest(&state, repo, &name, &version).await?;
@@ -162,9 +182,11 @@ pub(crate) async fn read(
                     m.created_at,
                 )
                 .await;
-                if let Err(ApiError::Store(intact_store::Error::BlobMissing { .. })) = &sent
+                if let Err(ApiError::Store(
+                    intact_store::Error::BlobMissing { .. } | intact_store::Error::BlobDamaged { .. },
+                )) = &sent
                     && !evicted_once
-                    && was_evicted(&state, &m).await?
+                    && can_read_again(&state, &m).await?
                 {
                     evicted_once = true;
                     continue;

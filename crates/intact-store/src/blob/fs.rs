@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use intact_core::{Digest, DigestHasher};
+use intact_core::{Digest, DigestHasher, Timestamp};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::{BlobRead, BlobStore, PendingBlob, Progress};
@@ -34,6 +34,8 @@ enum Opened {
 pub struct FsBlobStore {
     blobs: PathBuf,
     tmp: PathBuf,
+    /// Damaged blobs, moved aside under `<digest>.<ms>` (never read again, kept to inspect).
+    quarantine: PathBuf,
     /// Names of the temp files of pending blobs still held in this process: not leftovers,
     /// however old (a staging run holds its first files while it downloads the rest).
     held: Arc<Mutex<HashSet<OsString>>>,
@@ -87,6 +89,7 @@ impl FsBlobStore {
         Ok(Self {
             blobs,
             tmp,
+            quarantine: root.join("quarantine"),
             held: Arc::default(),
         })
     }
@@ -230,6 +233,32 @@ impl BlobStore for FsBlobStore {
             body,
             local_path: Some(path),
         })
+    }
+
+    async fn quarantine(&self, digest: &Digest) -> Result<()> {
+        let from = self.path_of(digest);
+        let dir = self.quarantine.clone();
+        let name = format!(
+            "{}.{}",
+            digest.to_hex(),
+            Timestamp::from_system(SystemTime::now()).millis()
+        );
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            std::fs::create_dir_all(&dir)?;
+            match std::fs::rename(&from, dir.join(name)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e),
+            }
+            fsync_dir(&dir)?;
+            if let Some(parent) = from.parent() {
+                fsync_dir(parent)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::io(format!("quarantining blob {digest}"), std::io::Error::other(e)))?
+        .map_err(|e| Error::io(format!("quarantining blob {digest}"), e))
     }
 
     async fn delete(&self, digest: &Digest) -> Result<()> {

@@ -65,6 +65,11 @@ pub trait BlobStore: Send + Sync + 'static {
     /// sweep calls this, under the catalog's write lock.
     async fn delete(&self, digest: &Digest) -> Result<()>;
 
+    /// Takes a damaged blob out of service: afterwards it reads as missing. A backend keeps
+    /// the bytes aside for inspection where it can (never under the digest they no longer
+    /// match).
+    async fn quarantine(&self, digest: &Digest) -> Result<()>;
+
     /// Every stored digest (for orphan scans and `verify`).
     async fn list(&self) -> Result<Vec<Digest>>;
 

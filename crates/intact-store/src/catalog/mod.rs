@@ -8,7 +8,7 @@ mod sqlite;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use intact_core::{Digest, FileEntry, Manifest, Name, RepoName, Timestamp, TxnId, TxnState, Version};
+use intact_core::{Digest, FileEntry, FilePath, Manifest, Name, RepoName, Timestamp, TxnId, TxnState, Version};
 use serde::Serialize;
 
 pub use sqlite::SqliteCatalog;
@@ -153,6 +153,21 @@ pub struct VersionUse {
     pub last_access: Timestamp,
 }
 
+/// A file of a committed version that holds a given blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BlobUser {
+    pub repo: RepoName,
+    pub name: Name,
+    pub version: Version,
+    pub path: FilePath,
+}
+
+impl std::fmt::Display for BlobUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}@{}:{}", self.repo, self.name, self.version, self.path)
+    }
+}
+
 /// What a blob sweep removed.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct SweepReport {
@@ -255,8 +270,12 @@ pub trait Catalog: Send + Sync + 'static {
     /// by hand), under the write lock like `sweep_blobs`.
     async fn sweep_orphans(&self, candidates: &[Digest], blobs: &dyn BlobStore) -> Result<SweepReport>;
 
-    /// Every blob some committed version references, with its recorded size.
-    async fn committed_blobs(&self) -> Result<Vec<(Digest, u64)>>;
+    /// Blobs some committed version references, with their recorded size, in digest order
+    /// after `after`, at most `limit` (so a walk of every blob pages instead of loading all).
+    async fn committed_blobs(&self, after: Option<&Digest>, limit: u32) -> Result<Vec<(Digest, u64)>>;
+
+    /// Where committed versions use `digest`: (repo, name, version, file path), at most `limit`.
+    async fn blob_users(&self, digest: &Digest, limit: u32) -> Result<Vec<BlobUser>>;
 
     /// Records reads of versions (batched by the caller; never on the hot path).
     async fn touch_versions(&self, accesses: &[(RepoName, Name, Version, Timestamp)]) -> Result<()>;

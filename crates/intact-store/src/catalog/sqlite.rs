@@ -21,8 +21,8 @@ use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use tokio::sync::watch;
 
 use super::{
-    Catalog, CommitOutcome, Event, Finished, NewTxn, OpenOutcome, RepoUsage, SweepReport, TxnRecord, TxnStatus,
-    VersionSpec, VersionSummary, VersionUse, VersionsPageJson,
+    BlobUser, Catalog, CommitOutcome, Event, Finished, NewTxn, OpenOutcome, RepoUsage, SweepReport, TxnRecord,
+    TxnStatus, VersionSpec, VersionSummary, VersionUse, VersionsPageJson,
 };
 use crate::{BlobStore, Clock, Error, Result};
 
@@ -1115,10 +1115,14 @@ impl Catalog for SqliteCatalog {
         Ok(report)
     }
 
-    async fn committed_blobs(&self) -> Result<Vec<(Digest, u64)>> {
-        let rows = sqlx::query("SELECT digest, MAX(size) AS size FROM files GROUP BY digest")
-            .fetch_all(&self.read)
-            .await?;
+    async fn committed_blobs(&self, after: Option<&Digest>, limit: u32) -> Result<Vec<(Digest, u64)>> {
+        let rows = sqlx::query(
+            "SELECT digest, MAX(size) AS size FROM files WHERE digest > ? GROUP BY digest ORDER BY digest LIMIT ?",
+        )
+        .bind(after.map(Digest::to_hex).unwrap_or_default())
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
         rows.iter()
             .map(|r| {
                 let hex: String = r.try_get("digest")?;
@@ -1126,6 +1130,29 @@ impl Catalog for SqliteCatalog {
                     Digest::parse(&hex).map_err(|e| corrupt(e.to_string()))?,
                     u64_of(r.try_get("size")?),
                 ))
+            })
+            .collect()
+    }
+
+    async fn blob_users(&self, digest: &Digest, limit: u32) -> Result<Vec<BlobUser>> {
+        let rows = sqlx::query(
+            "SELECT v.repo, v.name, v.version, f.path FROM files f JOIN versions v ON v.id = f.version_id
+             WHERE f.digest = ? ORDER BY v.repo, v.name, v.id, f.path LIMIT ?",
+        )
+        .bind(digest.to_hex())
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let (repo, name, version) = parse_ids(r)?;
+                let path: String = r.try_get("path")?;
+                Ok(BlobUser {
+                    repo,
+                    name,
+                    version,
+                    path: FilePath::parse(&path).map_err(|e| corrupt(e.to_string()))?,
+                })
             })
             .collect()
     }

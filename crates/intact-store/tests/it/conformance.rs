@@ -439,6 +439,80 @@ pub async fn verify_finds_damaged_and_missing_blobs(h: &Harness) {
     let mut problems: Vec<&str> = report.problems.iter().map(|p| p.problem.as_str()).collect();
     problems.sort();
     assert_eq!(problems, vec!["hash mismatch", "missing"]);
+    // Each problem names the committed files that hold the blob.
+    for p in &report.problems {
+        let expected = if p.problem == "missing" {
+            "files/v@1:gone"
+        } else {
+            "files/v@1:bad"
+        };
+        assert_eq!(p.versions, [expected], "{p:?}");
+    }
+}
+
+/// Flips one byte of a stored blob (same length), as bit rot would.
+fn rot(h: &Harness, content: &[u8]) {
+    let path = h.blobs.path_of(&Digest::of(content));
+    let mut bytes = std::fs::read(&path).expect("read blob");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x20;
+    std::fs::write(&path, bytes).expect("rot");
+}
+
+/// A damaged blob is never read back as a complete body: a small file fails before any byte,
+/// a large one before its last bytes; the blob is then quarantined (it reads as missing, not
+/// as wrong bytes), and `verify` names the version that needs repair.
+pub async fn damaged_blobs_are_never_read_whole_and_are_quarantined(h: &Harness) {
+    let small = b"a small file".to_vec();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 249) as u8).collect();
+    publish(h, "rot", "1", &[("small", &small), ("big", &big)]).await;
+    let m = h
+        .store
+        .manifest(&repo(), &name("rot"), &Version::parse("1").expect("v"))
+        .await
+        .expect("m");
+    let (small_file, big_file) = (m.file("small").expect("f").clone(), m.file("big").expect("f").clone());
+    rot(h, &small);
+    rot(h, &big);
+
+    match h.store.read_file_verified(&small_file).await {
+        Err(Error::BlobDamaged { digest, .. }) => assert_eq!(digest, small_file.sha256),
+        other => panic!(
+            "a damaged small file must fail before any byte: {:?}",
+            other.map(|r| r.size)
+        ),
+    }
+    let mut read = h.store.read_file_verified(&big_file).await.expect("open");
+    let mut got = Vec::new();
+    let res = read.body.read_to_end(&mut got).await;
+    assert!(res.is_err(), "a damaged large file must end in an error");
+    assert!(got.len() < big.len(), "a damaged large file was delivered whole");
+    assert_eq!(
+        &got[..],
+        &big[..got.len()],
+        "what was delivered before the damage is the original"
+    );
+
+    // Quarantined: both now read as missing (the large one's quarantine runs on its own).
+    for f in [&small_file, &big_file] {
+        let mut missing = false;
+        for _ in 0..100 {
+            if let Err(Error::BlobMissing { .. }) = h.store.read_file(f, None).await {
+                missing = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(missing, "{} was not quarantined", f.path);
+    }
+    let report = h.store.verify().await.expect("verify");
+    let mut named: Vec<String> = report.problems.iter().flat_map(|p| p.versions.clone()).collect();
+    named.sort();
+    assert_eq!(named, ["files/rot@1:big", "files/rot@1:small"]);
+    // Publishing the same content again repairs the version in place (same digests).
+    publish(h, "rot-repair", "1", &[("small", &small), ("big", &big)]).await;
+    assert!(h.store.verify().await.expect("verify").problems.is_empty());
+    assert_eq!(read_all(h, "rot", "1", "big").await, big);
 }
 
 pub async fn listing_paginates_in_commit_order(h: &Harness) {
@@ -675,6 +749,9 @@ impl intact_store::BlobStore for GatedBlobs {
     async fn delete(&self, digest: &Digest) -> intact_store::Result<()> {
         self.inner.delete(digest).await
     }
+    async fn quarantine(&self, digest: &Digest) -> intact_store::Result<()> {
+        self.inner.quarantine(digest).await
+    }
     async fn list(&self) -> intact_store::Result<Vec<Digest>> {
         self.inner.list().await
     }
@@ -849,8 +926,11 @@ impl intact_store::Catalog for GatedCatalog {
     ) -> intact_store::Result<intact_store::catalog::SweepReport> {
         self.inner.sweep_orphans(candidates, blobs).await
     }
-    async fn committed_blobs(&self) -> intact_store::Result<Vec<(Digest, u64)>> {
-        self.inner.committed_blobs().await
+    async fn committed_blobs(&self, after: Option<&Digest>, limit: u32) -> intact_store::Result<Vec<(Digest, u64)>> {
+        self.inner.committed_blobs(after, limit).await
+    }
+    async fn blob_users(&self, digest: &Digest, limit: u32) -> intact_store::Result<Vec<intact_store::BlobUser>> {
+        self.inner.blob_users(digest, limit).await
     }
     async fn touch_versions(
         &self,

@@ -110,4 +110,5 @@ suite!(sqlite_fs:
     long_polls_wake_for_expiries_noticed_by_other_operations,
     commit_refuses_while_an_upload_is_streaming,
     a_stalled_upload_ends_instead_of_holding_its_lock,
+    damaged_blobs_are_never_read_whole_and_are_quarantined,
 );

@@ -85,6 +85,9 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             p.get("problem").and_then(Value::as_str).unwrap_or("?"),
             p.get("detail").and_then(Value::as_str).unwrap_or("")
         );
+        for v in p.get("versions").and_then(Value::as_array).into_iter().flatten() {
+            println!("    needed by {}", v.as_str().unwrap_or("?"));
+        }
     }
     Ok(if problems.is_empty() {
         ExitCode::SUCCESS

@@ -169,6 +169,21 @@ fn verify_and_gc_work_offline_on_a_data_dir_and_refuse_a_busy_one() {
         .expect("run");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("checked 1 blobs"));
+    // A damaged blob: verify fails and names the version that needs repair.
+    let digest = intact_core::Digest::of(b"offline").to_hex();
+    let blob = data.join("blobs/sha256").join(&digest[..2]).join(&digest);
+    std::fs::write(&blob, b"offlinE").expect("rot");
+    let out = Command::new(BIN)
+        .args(["verify", "--data-dir", data.to_str().expect("utf8")])
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("hash mismatch") && text.contains("needed by files/x@1:a.bin"),
+        "{text}"
+    );
+    std::fs::write(&blob, b"offline").expect("repair");
     let out = Command::new(BIN)
         .args(["gc", "--data-dir", data.to_str().expect("utf8")])
         .output()
