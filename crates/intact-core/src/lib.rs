@@ -7,6 +7,7 @@ pub mod digest;
 pub mod manifest;
 pub mod name;
 pub mod time;
+pub mod tree;
 pub mod txn;
 
 pub use content::ContentDiff;
@@ -14,4 +15,5 @@ pub use digest::{Digest, DigestHasher};
 pub use manifest::{FileEntry, Manifest, content_fingerprint};
 pub use name::{FilePath, Name, RepoName, ValidationError, Version};
 pub use time::Timestamp;
+pub use tree::{PathClash, check_tree};
 pub use txn::{TxnId, TxnState};

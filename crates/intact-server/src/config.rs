@@ -175,6 +175,10 @@ pub struct RepoConfig {
     /// Staging repos with an `s3://` upstream: allow a plain `http://` endpoint.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub s3_allow_http: bool,
+    /// Allow versions whose file paths differ only in case (`A.txt` and `a.txt`). Off by
+    /// default: macOS and Windows clients could not hold both files.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub case_sensitive_paths: bool,
 }
 
 fn default_format() -> RepoFormat {
@@ -198,6 +202,7 @@ impl RepoConfig {
             s3_endpoint: None,
             s3_region: None,
             s3_allow_http: false,
+            case_sensitive_paths: false,
         }
     }
 }
@@ -327,6 +332,19 @@ impl Config {
 
     pub fn repo(&self, name: &str) -> Option<&RepoConfig> {
         self.repos.iter().find(|r| r.name.as_str() == name)
+    }
+
+    /// The store's tunables: `[store]` plus what the repos say (case-sensitive paths).
+    pub fn store_config(&self) -> intact_store::StoreConfig {
+        intact_store::StoreConfig {
+            case_sensitive_repos: self
+                .repos
+                .iter()
+                .filter(|r| r.case_sensitive_paths)
+                .map(|r| r.name.clone())
+                .collect(),
+            ..self.store.to_store_config()
+        }
     }
 }
 

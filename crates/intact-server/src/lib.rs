@@ -29,7 +29,7 @@ const TCP_KEEPALIVE_RETRIES: u32 = 6;
 
 /// Opens the store for `config`, runs start-up recovery and builds the shared state.
 pub async fn open(config: Config) -> anyhow::Result<AppState> {
-    let store = intact_store::Store::open_local(&config.data_dir, config.store.to_store_config())
+    let store = intact_store::Store::open_local(&config.data_dir, config.store_config())
         .await
         .with_context(|| format!("opening data dir {}", config.data_dir.display()))?;
     let report = store.recover().await.context("start-up recovery")?;

@@ -16,6 +16,10 @@ pub enum Error {
     #[error("{field}: {message}")]
     BadRequest { field: &'static str, message: String },
 
+    /// Two files of a version could not both exist on a client's file system.
+    #[error("files: {0}")]
+    PathClash(#[from] intact_core::PathClash),
+
     #[error("{what} not found")]
     NotFound { what: String },
 

@@ -37,6 +37,9 @@ pub struct StoreConfig {
     /// An upload whose body sends nothing for this long is ended (never longer than its
     /// transaction's lease, so a vanished client cannot pin a version).
     pub upload_idle_timeout: Duration,
+    /// Repositories whose versions may hold paths that differ only in case (elsewhere such a
+    /// version is refused at commit: case-folding clients could not hold it).
+    pub case_sensitive_repos: std::collections::HashSet<RepoName>,
 }
 
 impl Default for StoreConfig {
@@ -48,6 +51,7 @@ impl Default for StoreConfig {
             txn_retention: Duration::from_secs(7 * 24 * 3600),
             manifest_cache_entries: 100_000,
             upload_idle_timeout: Duration::from_secs(60),
+            case_sensitive_repos: std::collections::HashSet::new(),
         }
     }
 }
@@ -503,6 +507,10 @@ impl Store {
         }
         let rec = self.catalog.txn(id).await?;
         if rec.state == intact_core::TxnState::Open {
+            intact_core::check_tree(
+                rec.files.iter().map(|f| &f.path),
+                self.config.case_sensitive_repos.contains(&rec.repo),
+            )?;
             for f in &rec.files {
                 match self.blobs.size(&f.sha256).await? {
                     Some(size) if size == f.size => {}

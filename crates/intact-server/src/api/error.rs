@@ -174,6 +174,10 @@ pub fn store_error_response(e: StoreError) -> Response {
             StatusCode::REQUEST_TIMEOUT,
             json!({"error": "body_timeout", "message": message}),
         ),
+        StoreError::PathClash(_) => body(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "path_conflict", "field": "files", "message": message}),
+        ),
         StoreError::BlobDamaged { .. } => body(
             StatusCode::INTERNAL_SERVER_ERROR,
             json!({"error": "blob_damaged", "message": message}),

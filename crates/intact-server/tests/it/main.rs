@@ -11,6 +11,7 @@ mod guard;
 mod hostile;
 mod large;
 mod locking;
+mod paths;
 mod publish;
 mod roundtrip;
 mod uploads;
@@ -65,7 +66,8 @@ impl Server {
 
     /// A server over `config` (its repos; the data dir is a fresh temporary one).
     pub async fn start_with(config: Config) -> Self {
-        Self::start_in(tempfile::tempdir().expect("tempdir"), config, StoreConfig::default()).await
+        let store_config = config.store_config();
+        Self::start_in(tempfile::tempdir().expect("tempdir"), config, store_config).await
     }
 
     /// A server whose store has `store_config` (short timeouts for the tests that need them).

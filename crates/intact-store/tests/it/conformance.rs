@@ -1212,3 +1212,50 @@ pub async fn a_stalled_upload_ends_instead_of_holding_its_lock(h: &Harness) {
         "nothing was staged"
     );
 }
+
+/// A version whose files no file system can hold at once (`x` and `x/y`), or, by default,
+/// whose paths differ only in case, is refused at commit, naming both paths; the transaction
+/// stays open. A repo configured for case-sensitive paths accepts the latter.
+pub async fn versions_no_file_system_can_hold_are_refused(h: &Harness) {
+    for (files, needle) in [
+        (&["x", "x/y"][..], "x is a file, and a directory in x/y"),
+        (&["README.md", "Readme.md"][..], "differ only in case"),
+        (&["Docs/a", "docs/b"][..], "differ only in case"),
+    ] {
+        let t = begin(h, req("clash", "1")).await;
+        for f in files {
+            put(h, &t, f, f.as_bytes()).await;
+        }
+        match h.store.commit(&t.id).await {
+            Err(e @ Error::PathClash(_)) => assert!(e.to_string().contains(needle), "{files:?}: {e}"),
+            other => panic!("{files:?} must be refused: {other:?}"),
+        }
+        assert_eq!(h.store.txn(&t.id).await.expect("txn").state, TxnState::Open);
+        h.store.abort(&t.id).await.expect("abort");
+    }
+    let mut config = intact_store::StoreConfig::default();
+    config.case_sensitive_repos.insert(repo());
+    let sensitive = std::sync::Arc::new(intact_store::Store::new(
+        h.store.catalog().clone(),
+        h.store.blobs().clone(),
+        std::sync::Arc::new(h.clock.clone()),
+        config,
+    ));
+    let t = match sensitive.begin(req("case", "1")).await.expect("begin") {
+        OpenOutcome::Created(t) => t,
+        other => panic!("{other:?}"),
+    };
+    for f in ["README.md", "Readme.md"] {
+        let mut body = f.as_bytes();
+        sensitive
+            .put_file(&t.id, path(f), &mut body, None, None)
+            .await
+            .expect("put");
+    }
+    let m = sensitive
+        .commit(&t.id)
+        .await
+        .expect("a case-sensitive repo takes it")
+        .into_manifest();
+    assert_eq!(m.files.len(), 2);
+}

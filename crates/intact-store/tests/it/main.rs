@@ -111,4 +111,5 @@ suite!(sqlite_fs:
     commit_refuses_while_an_upload_is_streaming,
     a_stalled_upload_ends_instead_of_holding_its_lock,
     damaged_blobs_are_never_read_whole_and_are_quarantined,
+    versions_no_file_system_can_hold_are_refused,
 );
