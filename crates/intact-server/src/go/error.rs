@@ -9,7 +9,9 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::singleflight::FlightError;
+use intact_core::Timestamp;
+
+use crate::singleflight::{Failure, FlightError, remembered_note};
 
 /// Why a Go request could not be answered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,6 +31,12 @@ pub enum ProxyError {
     /// A bounded wait ran out; `what` names what was awaited.
     #[error("timed out after {seconds}s waiting for {what}")]
     Timeout { what: String, seconds: u64 },
+    /// An upstream fetch ran past its overall deadline (`fetch_deadline_seconds`) and was
+    /// abandoned; `what` names the fetch.
+    #[error(
+        "{what} did not finish within its deadline of {seconds}s (fetch_deadline_seconds): the upstream is too slow; nothing was cached"
+    )]
+    Deadline { what: String, seconds: u64 },
     /// A fault on this side (storage, temp files).
     #[error("{0}")]
     Internal(String),
@@ -45,8 +53,29 @@ impl ProxyError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Gone(_) => StatusCode::GONE,
             Self::Upstream(_) | Self::InvalidUpstream(_) => StatusCode::BAD_GATEWAY,
-            Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Timeout { .. } | Self::Deadline { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// This failure as served again from the failure memory: same status, and the text says
+    /// it is remembered, since and until when.
+    pub fn remembered(&self, at: Timestamp, until: Timestamp) -> Self {
+        let note = remembered_note(at, until);
+        match self {
+            Self::NotFound(m) => Self::NotFound(format!("{m} ({note})")),
+            Self::Gone(m) => Self::Gone(format!("{m} ({note})")),
+            Self::Upstream(m) => Self::Upstream(format!("{m} ({note})")),
+            Self::InvalidUpstream(m) => Self::InvalidUpstream(format!("{m} ({note})")),
+            Self::Internal(m) => Self::Internal(format!("{m} ({note})")),
+            Self::Timeout { what, seconds } => Self::Timeout {
+                what: format!("{what} ({note})"),
+                seconds: *seconds,
+            },
+            Self::Deadline { what, seconds } => Self::Deadline {
+                what: format!("{what} ({note})"),
+                seconds: *seconds,
+            },
         }
     }
 
@@ -58,7 +87,7 @@ impl ProxyError {
             Self::Gone(_) => 1,
             Self::InvalidUpstream(_) => 2,
             Self::Upstream(_) => 3,
-            Self::Timeout { .. } => 4,
+            Self::Timeout { .. } | Self::Deadline { .. } => 4,
             Self::Internal(_) => 5,
         }
     }
@@ -69,6 +98,15 @@ impl ProxyError {
             Some(c) if c.severity() >= next.severity() => c,
             _ => next,
         }
+    }
+}
+
+/// "Not here" and content that broke Go's rules are answers about the module version, worth
+/// remembering for `failure_cache_seconds`; an outage, a cut body, a timeout or a local fault
+/// says nothing about the next attempt.
+impl Failure for ProxyError {
+    fn is_definitive(&self) -> bool {
+        matches!(self, Self::NotFound(_) | Self::Gone(_) | Self::InvalidUpstream(_))
     }
 }
 
@@ -88,6 +126,7 @@ impl From<FlightError<ProxyError>> for ProxyError {
             FlightError::Failed(e) => (*e).clone(),
             FlightError::Timeout { what, seconds } => Self::Timeout { what, seconds },
             FlightError::Interrupted { what } => Self::Internal(format!("{what} was interrupted")),
+            FlightError::Remembered { error, at, until } => error.remembered(at, until),
         }
     }
 }
