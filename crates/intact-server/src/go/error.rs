@@ -62,20 +62,19 @@ impl ProxyError {
     /// it is remembered, since and until when.
     pub fn remembered(&self, at: Timestamp, until: Timestamp) -> Self {
         let note = remembered_note(at, until);
+        self.clone().map_text(|m| format!("{m} ({note})"))
+    }
+
+    /// The same failure with its text (or what it names, for timeouts) passed through `f`.
+    pub fn map_text(self, f: impl FnOnce(String) -> String) -> Self {
         match self {
-            Self::NotFound(m) => Self::NotFound(format!("{m} ({note})")),
-            Self::Gone(m) => Self::Gone(format!("{m} ({note})")),
-            Self::Upstream(m) => Self::Upstream(format!("{m} ({note})")),
-            Self::InvalidUpstream(m) => Self::InvalidUpstream(format!("{m} ({note})")),
-            Self::Internal(m) => Self::Internal(format!("{m} ({note})")),
-            Self::Timeout { what, seconds } => Self::Timeout {
-                what: format!("{what} ({note})"),
-                seconds: *seconds,
-            },
-            Self::Deadline { what, seconds } => Self::Deadline {
-                what: format!("{what} ({note})"),
-                seconds: *seconds,
-            },
+            Self::NotFound(m) => Self::NotFound(f(m)),
+            Self::Gone(m) => Self::Gone(f(m)),
+            Self::Upstream(m) => Self::Upstream(f(m)),
+            Self::InvalidUpstream(m) => Self::InvalidUpstream(f(m)),
+            Self::Internal(m) => Self::Internal(f(m)),
+            Self::Timeout { what, seconds } => Self::Timeout { what: f(what), seconds },
+            Self::Deadline { what, seconds } => Self::Deadline { what: f(what), seconds },
         }
     }
 
@@ -98,6 +97,76 @@ impl ProxyError {
             Some(c) if c.severity() >= next.severity() => c,
             _ => next,
         }
+    }
+}
+
+/// Why each member of a repo could not answer. A group's answer is its most serious failure
+/// (a dead upstream is never reported as "not found"), and its text gives every member's
+/// reason: "a hosted member lacks it, a proxy member excludes it" rather than one of the two.
+#[derive(Debug)]
+pub struct MemberFailures {
+    /// The group's name, or `None` for a repo that answers alone.
+    group: Option<String>,
+    reasons: Vec<(String, ProxyError)>,
+}
+
+impl MemberFailures {
+    pub fn new(group: Option<&str>) -> Self {
+        Self {
+            group: group.map(str::to_owned),
+            reasons: Vec::new(),
+        }
+    }
+
+    pub fn add(&mut self, member: &str, e: ProxyError) {
+        self.reasons.push((member.to_owned(), e));
+    }
+
+    /// The answer once no member could serve `what` (`fallback` when none gave a reason).
+    pub fn into_error(self, what: &str, fallback: impl FnOnce() -> ProxyError) -> ProxyError {
+        let worst_at = self
+            .reasons
+            .iter()
+            .enumerate()
+            .fold(None::<usize>, |best, (i, (_, e))| match best {
+                Some(b) if self.reasons[b].1.severity() >= e.severity() => Some(b),
+                _ => Some(i),
+            });
+        let Some(worst_at) = worst_at else {
+            return fallback();
+        };
+        let Some(group) = self.group else {
+            return self.reasons[worst_at].1.clone();
+        };
+        let reason = |(member, e): &(String, ProxyError)| {
+            let text = e.to_string();
+            let text = text.strip_prefix("not found: ").unwrap_or(&text).to_owned();
+            format!("{member}: {text}")
+        };
+        let worst = self.reasons[worst_at].1.clone();
+        if worst.is_not_found() {
+            let all: Vec<String> = self.reasons.iter().map(reason).collect();
+            let text = format!("{what} in group {group}: {}", all.join("; "));
+            return match worst {
+                ProxyError::Gone(_) => ProxyError::Gone(format!("gone: {text}")),
+                _ => ProxyError::NotFound(format!("not found: {text}")),
+            };
+        }
+        let worst_member = self.reasons[worst_at].0.clone();
+        let others: Vec<String> = self
+            .reasons
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != worst_at)
+            .map(|(_, r)| reason(r))
+            .collect();
+        worst.map_text(|m| {
+            if others.is_empty() {
+                format!("{worst_member}: {m}")
+            } else {
+                format!("{worst_member}: {m}; other members of {group}: {}", others.join("; "))
+            }
+        })
     }
 }
 
