@@ -55,11 +55,77 @@ struct MetaKey {
     meta: Meta,
 }
 
-/// Upstream `list`/`@latest` answers younger than `list_ttl`, by module.
-type MetaCache = Mutex<HashMap<MetaKey, (Instant, Arc<Vec<u8>>)>>;
-
-/// Above this many cached answers, stale ones are dropped (and, if that is not enough, all).
+/// At most this many upstream `list`/`@latest` answers are cached per repo...
 const META_CACHE_ENTRIES: usize = 50_000;
+/// ...holding at most this many bytes (a `list` may be megabytes).
+const META_CACHE_BYTES: usize = 64 << 20;
+
+/// Upstream `list`/`@latest` answers younger than `list_ttl`, by module. Bounded in entries
+/// and bytes; expired answers are swept at least once per `list_ttl` while answers arrive, so
+/// stale lists of modules nobody asks for again are not held for ever.
+#[derive(Debug)]
+struct MetaCache {
+    ttl: Duration,
+    inner: Mutex<MetaEntries>,
+}
+
+#[derive(Debug, Default)]
+struct MetaEntries {
+    answers: HashMap<MetaKey, (Instant, Arc<Vec<u8>>)>,
+    /// The sum of the cached bodies' sizes.
+    bytes: usize,
+    next_sweep: Option<Instant>,
+}
+
+impl MetaCache {
+    fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            inner: Mutex::new(MetaEntries::default()),
+        }
+    }
+
+    fn get(&self, key: &MetaKey) -> Option<Arc<Vec<u8>>> {
+        let cache = self.inner.lock().ok()?;
+        let (at, body) = cache.answers.get(key)?;
+        (at.elapsed() < self.ttl).then(|| body.clone())
+    }
+
+    fn insert(&self, key: MetaKey, body: Arc<Vec<u8>>) {
+        // An answer larger than a quarter of the budget is not worth evicting others for.
+        if self.ttl.is_zero() || body.len() > META_CACHE_BYTES / 4 {
+            return;
+        }
+        let Ok(mut cache) = self.inner.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        let full = |c: &MetaEntries| c.answers.len() >= META_CACHE_ENTRIES || c.bytes + body.len() > META_CACHE_BYTES;
+        if cache.next_sweep.is_none_or(|at| now >= at) || full(&cache) {
+            let ttl = self.ttl;
+            cache.answers.retain(|_, (at, _)| now.duration_since(*at) < ttl);
+            cache.bytes = cache.answers.values().map(|(_, b)| b.len()).sum();
+            cache.next_sweep = Some(now + ttl);
+        }
+        if full(&cache) {
+            cache.answers.clear();
+            cache.bytes = 0;
+        }
+        let size = body.len();
+        if let Some((_, old)) = cache.answers.insert(key, (now, body)) {
+            cache.bytes -= old.len();
+        }
+        cache.bytes += size;
+    }
+
+    #[cfg(test)]
+    fn held(&self) -> (usize, usize) {
+        self.inner
+            .lock()
+            .map(|c| (c.answers.len(), c.bytes))
+            .unwrap_or_default()
+    }
+}
 
 /// Settings of one proxy repo.
 #[derive(Debug, Clone)]
@@ -86,7 +152,6 @@ pub struct ProxyRepo {
     exclude: String,
     fetch_timeout: Duration,
     fetch_deadline: Duration,
-    list_ttl: Duration,
     tmp_dir: PathBuf,
     versions: SingleFlight<VersionKey, Arc<Manifest>, ProxyError>,
     meta: SingleFlight<MetaKey, Arc<Vec<u8>>, ProxyError>,
@@ -102,11 +167,10 @@ impl ProxyRepo {
             exclude: settings.exclude.join(","),
             fetch_timeout: settings.fetch_timeout,
             fetch_deadline: settings.fetch_deadline,
-            list_ttl: settings.list_ttl,
             tmp_dir: settings.tmp_dir,
             versions: SingleFlight::new(settings.failure_ttl),
             meta: SingleFlight::new(settings.failure_ttl),
-            meta_cache: Mutex::new(HashMap::new()),
+            meta_cache: MetaCache::new(settings.list_ttl),
         })
     }
 
@@ -450,11 +514,8 @@ impl ProxyRepo {
             module: module.to_owned(),
             meta,
         };
-        if let Ok(cache) = self.meta_cache.lock()
-            && let Some((at, body)) = cache.get(&key)
-            && at.elapsed() < self.list_ttl
-        {
-            return Ok(body.clone());
+        if let Some(body) = self.meta_cache.get(&key) {
+            return Ok(body);
         }
         let what = match meta {
             Meta::List => format!("upstream list of {module} for repo {}", self.name),
@@ -466,26 +527,10 @@ impl ProxyRepo {
             .meta
             .run(key.clone(), &what, self.fetch_timeout, move || async move {
                 let body = Arc::new(this.fetch_meta(&key, &work_what).await?);
-                this.remember(key, body.clone());
+                this.meta_cache.insert(key, body.clone());
                 Ok(body)
             })
             .await?)
-    }
-
-    fn remember(&self, key: MetaKey, body: Arc<Vec<u8>>) {
-        if self.list_ttl.is_zero() {
-            return;
-        }
-        if let Ok(mut cache) = self.meta_cache.lock() {
-            if cache.len() >= META_CACHE_ENTRIES {
-                let ttl = self.list_ttl;
-                cache.retain(|_, (at, _)| at.elapsed() < ttl);
-                if cache.len() >= META_CACHE_ENTRIES {
-                    cache.clear();
-                }
-            }
-            cache.insert(key, (Instant::now(), body));
-        }
     }
 
     async fn fetch_meta(&self, key: &MetaKey, what: &str) -> Result<Vec<u8>, ProxyError> {
@@ -571,5 +616,40 @@ pub async fn stored_latest(
     match layout::find(store, repo, module, &version, FileKind::Info).await? {
         Some(found) => Ok(Some((layout::read_small(store, &found.file).await?, latest.to_owned()))),
         None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: usize) -> MetaKey {
+        MetaKey {
+            module: format!("example.com/m{i}"),
+            meta: Meta::List,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_list_cache_forgets_stale_answers_and_stays_bounded() {
+        let cache = MetaCache::new(Duration::from_secs(60));
+        for i in 0..1000 {
+            cache.insert(key(i), Arc::new(b"v1.0.0\n".to_vec()));
+        }
+        assert_eq!(cache.held(), (1000, 7000));
+        assert!(cache.get(&key(1)).is_some());
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(cache.get(&key(1)).is_none(), "stale answers are not served");
+        cache.insert(key(5000), Arc::new(b"v1.0.0\n".to_vec()));
+        assert_eq!(cache.held(), (1, 7), "stale answers are dropped, not kept");
+        // Big answers: never more than the byte budget.
+        let big = Arc::new(vec![b'v'; META_CACHE_BYTES / 8]);
+        for i in 0..40 {
+            cache.insert(key(i), big.clone());
+            let (_, bytes) = cache.held();
+            assert!(bytes <= META_CACHE_BYTES, "{bytes} bytes held");
+        }
+        cache.insert(key(99), Arc::new(vec![b'v'; META_CACHE_BYTES / 2]));
+        assert!(cache.get(&key(99)).is_none(), "too big to cache");
     }
 }

@@ -312,7 +312,7 @@ name = "go-up"
 kind = "proxy"
 format = "go"
 upstream = "http://{upstream}/go"
-failure_cache_seconds = 2
+failure_cache_seconds = 5
 fetch_timeout_seconds = 8
 fetch_deadline_seconds = 3
 list_cache_seconds = 0
@@ -328,7 +328,7 @@ name = "builds"
 kind = "proxy"
 format = "generic"
 upstream = "http://{upstream}/builds"
-failure_cache_seconds = 2
+failure_cache_seconds = 5
 fetch_timeout_seconds = 8
 fetch_deadline_seconds = 3
 
@@ -878,7 +878,7 @@ fn faults_go_proxy_and_staging_hold_up_against_a_misbehaving_upstream() {
     }
 
     // 4. Many distinct failing keys: the failure memory stays bounded.
-    let keys = sized(4_000, 25_000);
+    let keys = sized(12_000, 25_000);
     let before = rss_kib(s.server.pid());
     let first_half = missing_lists(&mut s, 0, keys / 2);
     let middle = rss_kib(s.server.pid());
@@ -888,13 +888,12 @@ fn faults_go_proxy_and_staging_hold_up_against_a_misbehaving_upstream() {
         format!("{} of {keys} missing modules answered 404", first_half + second_half)
     });
     let growth_second = after.saturating_sub(middle);
-    // The memory of failures holds at most a few thousand entries; past that, more distinct
-    // keys must not grow the server (generous: allocator noise is well below this).
-    s.check(growth_second < 16 * 1024, || {
-        format!(
-            "{} more distinct failing keys grew the server by {growth_second} KiB",
-            keys - keys / 2
-        )
+    // The first half fills the failure memory (a few thousand entries); past that, more
+    // distinct keys must not grow the server. An unbounded memory costs about 900 bytes a key;
+    // allocator noise stays far below the 200 allowed here.
+    let second = (keys - keys / 2) as u64;
+    s.check(growth_second * 1024 < 200 * second, || {
+        format!("{second} more distinct failing keys grew the server by {growth_second} KiB")
     });
     s.check_alive("after the distinct-key storm");
 
