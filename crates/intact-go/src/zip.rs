@@ -78,6 +78,7 @@ pub fn check_zip<R: Read + Seek>(r: R, module: &str, version: &str) -> Result<Zi
         let Some(rel) = name.strip_prefix(&prefix) else {
             return Err(GoError::zip(format!("{name:?}: path does not have prefix {prefix:?}")));
         };
+        check_storage(&name, entry.compression(), entry.encrypted())?;
         let size = entry.size();
         declared_total = declared_total
             .checked_add(size)
@@ -189,6 +190,7 @@ pub(crate) fn read_entry<R: Read + Seek>(
 ) -> Result<(String, u64), GoError> {
     let file = archive.by_index(index).map_err(zip_error)?;
     let name = entry_name(file.name_raw())?;
+    check_storage(&name, file.compression(), file.encrypted())?;
     if file
         .extra_data_fields()
         .any(|f| matches!(f, ::zip::ExtraField::UnicodePath(_)))
@@ -223,6 +225,22 @@ pub(crate) fn read_entry<R: Read + Seek>(
         )));
     }
     Ok((name, n))
+}
+
+/// Go's archive/zip reads only stored and deflated entries, and no encrypted ones: any other
+/// entry makes the zip unusable to the go command, so it is the zip's fault, never an I/O one.
+fn check_storage(name: &str, method: CompressionMethod, encrypted: bool) -> Result<(), GoError> {
+    if encrypted {
+        return Err(GoError::zip(format!(
+            "{name:?}: entry is encrypted, which a module zip cannot be"
+        )));
+    }
+    match method {
+        CompressionMethod::Stored | CompressionMethod::Deflated => Ok(()),
+        other => Err(GoError::zip(format!(
+            "{name:?}: compression method {other} is not allowed in a module zip (only store and deflate)"
+        ))),
+    }
 }
 
 fn entry_name(raw: &[u8]) -> Result<String, GoError> {
@@ -629,6 +647,60 @@ mod tests {
                 assert!(reason.contains(needle), "{reason:?} should mention {needle:?}")
             }
             other => panic!("{entries:?}: want InvalidZip mentioning {needle:?}, got {other:?}"),
+        }
+    }
+
+    /// `zip` with every entry's compression method set to `method` and `flags` or-ed into
+    /// its general purpose flags, in the local headers and the central directory alike.
+    fn patched(mut zip: Vec<u8>, method: u16, flags: u16) -> Vec<u8> {
+        let mut i = 0;
+        while i + 12 <= zip.len() {
+            let (method_at, flags_at) = match &zip[i..i + 4] {
+                b"PK\x03\x04" => (i + 8, i + 6),
+                b"PK\x01\x02" => (i + 10, i + 8),
+                _ => {
+                    i += 1;
+                    continue;
+                }
+            };
+            zip[method_at..method_at + 2].copy_from_slice(&method.to_le_bytes());
+            let old = u16::from_le_bytes([zip[flags_at], zip[flags_at + 1]]);
+            zip[flags_at..flags_at + 2].copy_from_slice(&(old | flags).to_le_bytes());
+            i += 4;
+        }
+        zip
+    }
+
+    #[test]
+    fn only_store_and_deflate_are_allowed() {
+        let mut w = ZipWriter::new(Cursor::new(Vec::new()));
+        let stored = SimpleFileOptions::default().compression_method(CompressionMethod::Stored);
+        w.start_file("example.com/m@v1.0.0/go.mod", stored).unwrap();
+        w.write_all(b"module example.com/m\n").unwrap();
+        w.start_file("example.com/m@v1.0.0/m.go", stored).unwrap();
+        w.write_all(b"package m\n").unwrap();
+        let plain = w.finish().unwrap().into_inner();
+        assert!(check_zip(Cursor::new(&plain), M, V).is_ok());
+        // bzip2, LZMA, zstd, xz, AES; then store and deflate marked encrypted.
+        for (method, flags, needle) in [
+            (12, 0, "compression method Bzip2"),
+            (14, 0, "compression method Lzma"),
+            (93, 0, "compression method Zstd"),
+            (95, 0, "compression method Xz"),
+            (99, 1, ""),
+            (0, 1, "encrypted"),
+            (8, 1, "encrypted"),
+        ] {
+            let zip = patched(plain.clone(), method, flags);
+            match check_zip(Cursor::new(&zip), M, V) {
+                Err(GoError::InvalidZip { reason }) => assert!(reason.contains(needle), "{method}: {reason}"),
+                other => panic!("method {method}, flags {flags}: want InvalidZip, got {other:?}"),
+            }
+            // Hashing on its own refuses it as the zip's fault too (never an I/O error).
+            match dirhash::hash_zip(Cursor::new(&zip)) {
+                Err(GoError::InvalidZip { .. }) => {}
+                other => panic!("hash, method {method}, flags {flags}: want InvalidZip, got {other:?}"),
+            }
         }
     }
 

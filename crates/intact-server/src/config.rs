@@ -157,6 +157,10 @@ pub struct RepoConfig {
     /// Proxy repos: the longest a request waits for an upstream fetch in progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fetch_timeout_seconds: Option<u64>,
+    /// Proxy repos: the longest the upstream part of one fetch (or staging) may take in all,
+    /// however steadily the upstream trickles; past it the fetch is abandoned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch_deadline_seconds: Option<u64>,
     /// Staging repos: named artifacts, each staged as one atomic version of a build.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub artifacts: BTreeMap<String, ArtifactSpec>,
@@ -197,6 +201,7 @@ impl RepoConfig {
             list_cache_seconds: None,
             failure_cache_seconds: None,
             fetch_timeout_seconds: None,
+            fetch_deadline_seconds: None,
             artifacts: BTreeMap::new(),
             max_size: None,
             s3_endpoint: None,
@@ -267,6 +272,7 @@ impl Config {
                 ("list_cache_seconds", repo.list_cache_seconds),
                 ("failure_cache_seconds", repo.failure_cache_seconds),
                 ("fetch_timeout_seconds", repo.fetch_timeout_seconds),
+                ("fetch_deadline_seconds", repo.fetch_deadline_seconds),
             ] {
                 if v.is_some_and(|v| v > MAX_SECONDS) {
                     bail!("repo {}: {field} is larger than ten years", repo.name);

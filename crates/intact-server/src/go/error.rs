@@ -9,7 +9,9 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::singleflight::FlightError;
+use intact_core::Timestamp;
+
+use crate::singleflight::{Failure, FlightError, remembered_note};
 
 /// Why a Go request could not be answered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,6 +31,12 @@ pub enum ProxyError {
     /// A bounded wait ran out; `what` names what was awaited.
     #[error("timed out after {seconds}s waiting for {what}")]
     Timeout { what: String, seconds: u64 },
+    /// An upstream fetch ran past its overall deadline (`fetch_deadline_seconds`) and was
+    /// abandoned; `what` names the fetch.
+    #[error(
+        "{what} did not finish within its deadline of {seconds}s (fetch_deadline_seconds): the upstream is too slow; nothing was cached"
+    )]
+    Deadline { what: String, seconds: u64 },
     /// A fault on this side (storage, temp files).
     #[error("{0}")]
     Internal(String),
@@ -45,8 +53,28 @@ impl ProxyError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Gone(_) => StatusCode::GONE,
             Self::Upstream(_) | Self::InvalidUpstream(_) => StatusCode::BAD_GATEWAY,
-            Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Timeout { .. } | Self::Deadline { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// This failure as served again from the failure memory: same status, and the text says
+    /// it is remembered, since and until when.
+    pub fn remembered(&self, at: Timestamp, until: Timestamp) -> Self {
+        let note = remembered_note(at, until);
+        self.clone().map_text(|m| format!("{m} ({note})"))
+    }
+
+    /// The same failure with its text (or what it names, for timeouts) passed through `f`.
+    pub fn map_text(self, f: impl FnOnce(String) -> String) -> Self {
+        match self {
+            Self::NotFound(m) => Self::NotFound(f(m)),
+            Self::Gone(m) => Self::Gone(f(m)),
+            Self::Upstream(m) => Self::Upstream(f(m)),
+            Self::InvalidUpstream(m) => Self::InvalidUpstream(f(m)),
+            Self::Internal(m) => Self::Internal(f(m)),
+            Self::Timeout { what, seconds } => Self::Timeout { what: f(what), seconds },
+            Self::Deadline { what, seconds } => Self::Deadline { what: f(what), seconds },
         }
     }
 
@@ -58,7 +86,7 @@ impl ProxyError {
             Self::Gone(_) => 1,
             Self::InvalidUpstream(_) => 2,
             Self::Upstream(_) => 3,
-            Self::Timeout { .. } => 4,
+            Self::Timeout { .. } | Self::Deadline { .. } => 4,
             Self::Internal(_) => 5,
         }
     }
@@ -69,6 +97,85 @@ impl ProxyError {
             Some(c) if c.severity() >= next.severity() => c,
             _ => next,
         }
+    }
+}
+
+/// Why each member of a repo could not answer. A group's answer is its most serious failure
+/// (a dead upstream is never reported as "not found"), and its text gives every member's
+/// reason: "a hosted member lacks it, a proxy member excludes it" rather than one of the two.
+#[derive(Debug)]
+pub struct MemberFailures {
+    /// The group's name, or `None` for a repo that answers alone.
+    group: Option<String>,
+    reasons: Vec<(String, ProxyError)>,
+}
+
+impl MemberFailures {
+    pub fn new(group: Option<&str>) -> Self {
+        Self {
+            group: group.map(str::to_owned),
+            reasons: Vec::new(),
+        }
+    }
+
+    pub fn add(&mut self, member: &str, e: ProxyError) {
+        self.reasons.push((member.to_owned(), e));
+    }
+
+    /// The answer once no member could serve `what` (`fallback` when none gave a reason).
+    pub fn into_error(self, what: &str, fallback: impl FnOnce() -> ProxyError) -> ProxyError {
+        let worst_at = self
+            .reasons
+            .iter()
+            .enumerate()
+            .fold(None::<usize>, |best, (i, (_, e))| match best {
+                Some(b) if self.reasons[b].1.severity() >= e.severity() => Some(b),
+                _ => Some(i),
+            });
+        let Some(worst_at) = worst_at else {
+            return fallback();
+        };
+        let Some(group) = self.group else {
+            return self.reasons[worst_at].1.clone();
+        };
+        let reason = |(member, e): &(String, ProxyError)| {
+            let text = e.to_string();
+            let text = text.strip_prefix("not found: ").unwrap_or(&text).to_owned();
+            format!("{member}: {text}")
+        };
+        let worst = self.reasons[worst_at].1.clone();
+        if worst.is_not_found() {
+            let all: Vec<String> = self.reasons.iter().map(reason).collect();
+            let text = format!("{what} in group {group}: {}", all.join("; "));
+            return match worst {
+                ProxyError::Gone(_) => ProxyError::Gone(format!("gone: {text}")),
+                _ => ProxyError::NotFound(format!("not found: {text}")),
+            };
+        }
+        let worst_member = self.reasons[worst_at].0.clone();
+        let others: Vec<String> = self
+            .reasons
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != worst_at)
+            .map(|(_, r)| reason(r))
+            .collect();
+        worst.map_text(|m| {
+            if others.is_empty() {
+                format!("{worst_member}: {m}")
+            } else {
+                format!("{worst_member}: {m}; other members of {group}: {}", others.join("; "))
+            }
+        })
+    }
+}
+
+/// "Not here" and content that broke Go's rules are answers about the module version, worth
+/// remembering for `failure_cache_seconds`; an outage, a cut body, a timeout or a local fault
+/// says nothing about the next attempt.
+impl Failure for ProxyError {
+    fn is_definitive(&self) -> bool {
+        matches!(self, Self::NotFound(_) | Self::Gone(_) | Self::InvalidUpstream(_))
     }
 }
 
@@ -88,6 +195,7 @@ impl From<FlightError<ProxyError>> for ProxyError {
             FlightError::Failed(e) => (*e).clone(),
             FlightError::Timeout { what, seconds } => Self::Timeout { what, seconds },
             FlightError::Interrupted { what } => Self::Internal(format!("{what} was interrupted")),
+            FlightError::Remembered { error, at, until } => error.remembered(at, until),
         }
     }
 }

@@ -33,7 +33,7 @@ use axum::routing::{get, post};
 use intact_core::RepoName;
 use intact_go::semver;
 
-use self::error::ProxyError;
+use self::error::{MemberFailures, ProxyError};
 use self::proxy::{ProxyRepo, ProxySettings};
 use self::request::{FileKind, GoRequest};
 use crate::config::{Config, RepoConfig, RepoFormat, RepoKind};
@@ -42,6 +42,7 @@ use crate::state::AppState;
 /// Defaults of the Go-related repo settings.
 pub const DEFAULT_FETCH_TIMEOUT_SECONDS: u64 = 300;
 pub const DEFAULT_FAILURE_CACHE_SECONDS: u64 = 30;
+pub const DEFAULT_FETCH_DEADLINE_SECONDS: u64 = 600;
 pub const DEFAULT_LIST_CACHE_SECONDS: u64 = 60;
 
 /// The Go front-end's state: each proxy repo's upstream, in-flight fetches and caches.
@@ -88,11 +89,16 @@ impl GoState {
             if fetch_timeout.is_zero() {
                 bail!("repo {n}: fetch_timeout_seconds must be at least 1");
             }
+            let fetch_deadline = secs(repo.fetch_deadline_seconds, DEFAULT_FETCH_DEADLINE_SECONDS);
+            if fetch_deadline.is_zero() {
+                bail!("repo {n}: fetch_deadline_seconds must be at least 1");
+            }
             let settings = ProxySettings {
                 name: n.clone(),
                 upstream: entries,
                 exclude: repo.exclude.clone(),
                 fetch_timeout,
+                fetch_deadline,
                 failure_ttl: secs(repo.failure_cache_seconds, DEFAULT_FAILURE_CACHE_SECONDS),
                 list_ttl: secs(repo.list_cache_seconds, DEFAULT_LIST_CACHE_SECONDS),
                 tmp_dir: tmp_dir.clone(),
@@ -185,6 +191,11 @@ fn members<'a>(state: &'a AppState, repo: &'a RepoConfig) -> Vec<&'a RepoConfig>
     }
 }
 
+/// Collects the members' reasons for `repo` (a group's answer names each).
+fn failures(repo: &RepoConfig) -> MemberFailures {
+    MemberFailures::new((repo.kind == RepoKind::Group).then_some(repo.name.as_str()))
+}
+
 async fn serve(
     state: &AppState,
     method: &Method,
@@ -238,44 +249,58 @@ async fn serve_file(
         if kind != FileKind::Info || !is_query {
             return Err(not_canonical);
         }
-        let mut failure = None;
+        let mut failed = failures(repo);
         for member in &candidates {
             let Some(p) = state.go.proxy(&member.name) else {
+                failed.add(
+                    member.name.as_str(),
+                    ProxyError::NotFound(format!(
+                        "{version} is not a version, and a hosted repo answers versions only"
+                    )),
+                );
                 continue;
             };
             match p.query_info(module, version).await {
                 Ok(info) => return Ok(dynamic(info, FileKind::Info.content_type())),
-                Err(e) => failure = Some(ProxyError::worst(failure, e)),
+                Err(e) => failed.add(member.name.as_str(), e),
             }
         }
-        return Err(failure.unwrap_or(not_canonical));
+        return Err(failed.into_error(&format!("{module}@{version}"), || not_canonical));
     }
     let v = layout::version(version)?;
     for member in &candidates {
+        // An excluded module is never served by that proxy, not even a copy stored before
+        // the pattern was added.
+        if state.go.proxy(&member.name).is_some_and(|p| p.excludes(module)) {
+            continue;
+        }
         if let Some(found) = layout::find(&state.store, &member.name, module, &v, kind).await? {
             return Ok(send(state, method, headers, &found.file, kind, found.committed_at()).await);
         }
     }
-    let mut failure = None;
+    let mut failed = failures(repo);
     for member in &candidates {
         let Some(p) = state.go.proxy(&member.name) else {
+            failed.add(
+                member.name.as_str(),
+                ProxyError::NotFound(format!("not found: {module}@{version} is not in repo {}", member.name)),
+            );
             continue;
         };
         match p.fetch(&state.store, module, &v, kind).await {
             Ok(m) => match m.file(layout::file_name(kind)) {
                 Some(file) => return Ok(send(state, method, headers, file, kind, m.created_at).await),
-                None => {
-                    failure = Some(ProxyError::Internal(format!(
-                        "stored {module}@{version} lacks its .{}",
-                        kind.extension()
-                    )))
-                }
+                None => failed.add(
+                    member.name.as_str(),
+                    ProxyError::Internal(format!("stored {module}@{version} lacks its .{}", kind.extension())),
+                ),
             },
-            Err(e) => failure = Some(ProxyError::worst(failure, e)),
+            Err(e) => failed.add(member.name.as_str(), e),
         }
     }
-    Err(failure
-        .unwrap_or_else(|| ProxyError::NotFound(format!("not found: {module}@{version} is not in repo {}", repo.name))))
+    Err(failed.into_error(&format!("{module}@{version}"), || {
+        ProxyError::NotFound(format!("not found: {module}@{version} is not in repo {}", repo.name))
+    }))
 }
 
 async fn send(
@@ -297,23 +322,28 @@ async fn send(
 async fn list(state: &AppState, repo: &RepoConfig, module: &str) -> Result<Vec<String>, ProxyError> {
     layout::module_name(module)?;
     let mut lists = Vec::new();
-    let mut failure = None;
+    let mut failed = failures(repo);
     for member in members(state, repo) {
         match state.go.proxy(&member.name) {
             Some(p) => match p.list(&state.store, module).await {
                 Ok(l) => lists.push(l),
-                Err(e) => failure = Some(ProxyError::worst(failure, e)),
+                Err(e) => failed.add(member.name.as_str(), e),
             },
             None => {
                 let stored = layout::stored_versions(&state.store, &member.name, module).await?;
-                if !stored.is_empty() {
+                if stored.is_empty() {
+                    failed.add(
+                        member.name.as_str(),
+                        ProxyError::NotFound(format!("not found: {module}: no versions in repo {}", member.name)),
+                    );
+                } else {
                     lists.push(stored);
                 }
             }
         }
     }
     if lists.is_empty() {
-        return Err(failure.unwrap_or_else(|| {
+        return Err(failed.into_error(module, || {
             ProxyError::NotFound(format!("not found: {module}: no versions in repo {}", repo.name))
         }));
     }
@@ -324,7 +354,7 @@ async fn list(state: &AppState, repo: &RepoConfig, module: &str) -> Result<Vec<S
 async fn latest(state: &AppState, repo: &RepoConfig, module: &str) -> Result<(Vec<u8>, String), ProxyError> {
     layout::module_name(module)?;
     let mut answers = Vec::new();
-    let mut failure = None;
+    let mut failed = failures(repo);
     for member in members(state, repo) {
         let answer = match state.go.proxy(&member.name) {
             Some(p) => p.latest(&state.store, module).await,
@@ -338,11 +368,11 @@ async fn latest(state: &AppState, repo: &RepoConfig, module: &str) -> Result<(Ve
         };
         match answer {
             Ok(a) => answers.push(a),
-            Err(e) => failure = Some(ProxyError::worst(failure, e)),
+            Err(e) => failed.add(member.name.as_str(), e),
         }
     }
     let Some(best) = semver::latest(answers.iter().map(|(_, v)| v.as_str())).map(str::to_owned) else {
-        return Err(failure.unwrap_or_else(|| {
+        return Err(failed.into_error(module, || {
             ProxyError::NotFound(format!("not found: {module}: no versions in repo {}", repo.name))
         }));
     };
@@ -391,7 +421,14 @@ mod tests {
     }
 
     async fn app(root: &Path) -> Router {
-        let text = format!(
+        app_with(root, &["example.com/private/*"], None).await
+    }
+
+    /// The test repos: `go-file` proxies `root/up` excluding `exclude`; with `http_upstream`,
+    /// `go-http` proxies it (1 s fetch deadline, 5 s waits, no failure memory) and group `gohttp` is
+    /// `go-private` + `go-http`.
+    async fn app_with(root: &Path, exclude: &[&str], http_upstream: Option<&str>) -> Router {
+        let mut text = format!(
             r#"
 [[repo]]
 name = "files"
@@ -407,7 +444,7 @@ name = "go-file"
 kind = "proxy"
 format = "go"
 upstream = "file://{}"
-exclude = ["example.com/private/*"]
+exclude = {exclude:?}
 
 [[repo]]
 name = "go"
@@ -417,6 +454,26 @@ members = ["go-private", "go-file"]
 "#,
             root.join("up").display()
         );
+        if let Some(url) = http_upstream {
+            text.push_str(&format!(
+                r#"
+[[repo]]
+name = "go-http"
+kind = "proxy"
+format = "go"
+upstream = "{url}"
+fetch_deadline_seconds = 1
+fetch_timeout_seconds = 5
+failure_cache_seconds = 0
+
+[[repo]]
+name = "gohttp"
+kind = "group"
+format = "go"
+members = ["go-private", "go-http"]
+"#
+            ));
+        }
         let mut config = Config::from_toml(&text).expect("config");
         config.data_dir = root.join("data");
         let store = intact_store::Store::open_local(&config.data_dir, intact_store::StoreConfig::default())
@@ -424,6 +481,237 @@ members = ["go-private", "go-file"]
             .expect("store");
         let state = AppState::new(Arc::new(config), store).expect("state");
         crate::api::router(state)
+    }
+
+    /// An upstream on loopback that records the raw (still percent-encoded) path of every
+    /// request. `example.com/m/@v/list` answers a list; `example.com/slow/...` trickles a
+    /// byte a second for ever; `example.com/packed/@v/v1.0.0.*` serves `packed_zip` and its
+    /// `.info`/`.mod`; anything else is 404.
+    async fn recording_upstream(packed_zip: Vec<u8>) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+        use axum::http::Uri;
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let app = Router::new().fallback(move |uri: Uri| {
+            let (log, packed_zip) = (log.clone(), packed_zip.clone());
+            async move {
+                let path = uri.path().to_owned();
+                log.lock().expect("lock").push(path.clone());
+                match path.as_str() {
+                    "/example.com/m/@v/list" => (StatusCode::OK, "v1.0.0\n").into_response(),
+                    "/example.com/packed/@v/v1.0.0.info" => {
+                        (StatusCode::OK, r#"{"Version":"v1.0.0","Time":"2024-01-01T00:00:00Z"}"#).into_response()
+                    }
+                    "/example.com/packed/@v/v1.0.0.mod" => {
+                        (StatusCode::OK, "module example.com/packed\n").into_response()
+                    }
+                    "/example.com/packed/@v/v1.0.0.zip" => (StatusCode::OK, packed_zip).into_response(),
+                    p if p.starts_with("/example.com/slow/") => {
+                        let trickle = futures::stream::unfold((), |()| async {
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            Some((Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"x")), ()))
+                        });
+                        Response::new(axum::body::Body::from_stream(trickle))
+                    }
+                    _ => (StatusCode::NOT_FOUND, "not found").into_response(),
+                }
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (base, seen)
+    }
+
+    /// `zip` with every entry's compression method set to `method` (bzip2 is 12), in the
+    /// local headers and the central directory alike.
+    fn with_compression_method(mut zip: Vec<u8>, method: u16) -> Vec<u8> {
+        let mut i = 0;
+        while i + 12 <= zip.len() {
+            let at = match &zip[i..i + 4] {
+                b"PK\x03\x04" => i + 8,
+                b"PK\x01\x02" => i + 10,
+                _ => {
+                    i += 1;
+                    continue;
+                }
+            };
+            zip[at..at + 2].copy_from_slice(&method.to_le_bytes());
+            i += 4;
+        }
+        zip
+    }
+
+    /// A stored (uncompressed) module zip of `module@version`.
+    fn stored_module_zip(module: &str, version: &str) -> Vec<u8> {
+        use std::io::Write;
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let stored = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        w.start_file(format!("{module}@{version}/go.mod"), stored)
+            .expect("entry");
+        w.write_all(format!("module {module}\n").as_bytes()).expect("write");
+        w.start_file(format!("{module}@{version}/m.go"), stored).expect("entry");
+        w.write_all(b"package m\n").expect("write");
+        w.finish().expect("zip").into_inner()
+    }
+
+    #[tokio::test]
+    async fn excluded_modules_are_not_served_even_when_stored() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let up = root.path().join("up");
+        publish_upstream(&up, "example.com/m", "v1.0.0", "module example.com/m\n");
+        {
+            let app = app_with(root.path(), &[], None).await;
+            for f in ["info", "mod", "zip"] {
+                let (s, _, _) = call(&app, "GET", &format!("/go/go-file/example.com/m/@v/v1.0.0.{f}"), vec![]).await;
+                assert_eq!(s, StatusCode::OK, ".{f}");
+            }
+        }
+        // The module is excluded afterwards (and the upstream forgets it, so only the stored
+        // copy could answer).
+        std::fs::remove_dir_all(&up).expect("rm upstream");
+        std::fs::create_dir_all(&up).expect("mkdir");
+        let app = app_with(root.path(), &["example.com/m"], None).await;
+        for repo in ["go-file", "go"] {
+            for tail in ["@v/v1.0.0.info", "@v/v1.0.0.mod", "@v/v1.0.0.zip", "@v/list", "@latest"] {
+                let uri = format!("/go/{repo}/example.com/m/{tail}");
+                let (s, _, body) = call(&app, "GET", &uri, vec![]).await;
+                let body = String::from_utf8_lossy(&body);
+                assert_eq!(s, StatusCode::NOT_FOUND, "{uri}: {body}");
+                assert!(body.contains("exclude"), "{uri}: {body}");
+            }
+        }
+        // Still stored: excluding hides, it does not delete.
+        let (s, _, _) = call(&app, "GET", "/api/v1/repos/go-file/example.com/m/@v/v1.0.0", vec![]).await;
+        assert_eq!(s, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_groups_not_found_gives_every_members_reason() {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(root.path().join("up")).expect("mkdir");
+        let app = app(root.path()).await;
+        for uri in [
+            "/go/go/example.com/private/x/@v/v1.0.0.info",
+            "/go/go/example.com/private/x/@v/v1.0.0.zip",
+            "/go/go/example.com/private/x/@v/list",
+            "/go/go/example.com/private/x/@latest",
+        ] {
+            let (s, _, body) = call(&app, "GET", uri, vec![]).await;
+            let body = String::from_utf8_lossy(&body);
+            assert_eq!(s, StatusCode::NOT_FOUND, "{uri}: {body}");
+            assert!(
+                body.contains("go-private: ") && body.contains("go-file: ") && body.contains("exclude"),
+                "{uri}: each member says why: {body}"
+            );
+        }
+        // A single repo keeps its own message.
+        let (_, _, body) = call(&app, "GET", "/go/go-file/example.com/private/x/@v/list", vec![]).await;
+        assert!(!String::from_utf8_lossy(&body).contains("go-private"));
+    }
+
+    #[tokio::test]
+    async fn queries_reach_the_upstream_escaped_and_bad_ones_never_do() {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(root.path().join("up")).expect("mkdir");
+        let (base, seen) = recording_upstream(Vec::new()).await;
+        let app = app_with(root.path(), &[], Some(&base)).await;
+        // `#` and `%` are allowed in a Go version string; they travel as data.
+        for (uri, upstream_path) in [
+            (
+                "/go/gohttp/example.com/m/@v/list%23.info",
+                "/example.com/m/@v/list%23.info",
+            ),
+            (
+                "/go/gohttp/example.com/m/@v/%252e%252e%252fetc%252fpasswd.info",
+                "/example.com/m/@v/%252e%252e%252fetc%252fpasswd.info",
+            ),
+            (
+                "/go/gohttp/example.com/m/@v/feature%20x.info",
+                "/example.com/m/@v/feature%20x.info",
+            ),
+        ] {
+            let (s, _, body) = call(&app, "GET", uri, vec![]).await;
+            assert_eq!(s, StatusCode::NOT_FOUND, "{uri}: {}", String::from_utf8_lossy(&body));
+            let seen = seen.lock().expect("lock").clone();
+            assert_eq!(seen.last().map(String::as_str), Some(upstream_path), "{uri}: {seen:?}");
+        }
+        // Not a version Go would ever send: answered here.
+        let before = seen.lock().expect("lock").len();
+        for uri in [
+            "/go/gohttp/example.com/m/@v/a%3Fb.info",
+            "/go/gohttp/example.com/m/@v/..%2f..%2fx.info",
+            "/go/gohttp/example.com/m/@v/Xy.info",
+            "/go/gohttp/example.com/m/@v/%C3%A9.info",
+            "/go/gohttp/example.com/m/@v/v1.0.0..info",
+        ] {
+            let (s, _, body) = call(&app, "GET", uri, vec![]).await;
+            assert_eq!(s, StatusCode::NOT_FOUND, "{uri}: {}", String::from_utf8_lossy(&body));
+        }
+        assert_eq!(
+            seen.lock().expect("lock").len(),
+            before,
+            "nothing bad was asked upstream"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_trickling_upstream_runs_into_the_fetch_deadline() {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(root.path().join("up")).expect("mkdir");
+        let (base, _) = recording_upstream(Vec::new()).await;
+        let app = app_with(root.path(), &[], Some(&base)).await;
+        for uri in [
+            "/go/go-http/example.com/slow/@v/v1.0.0.zip",
+            "/go/go-http/example.com/slow/@v/v1.0.0.mod",
+            "/go/go-http/example.com/slow/@v/list",
+            "/go/go-http/example.com/slow/@latest",
+            "/go/go-http/example.com/slow/@v/main.info",
+        ] {
+            let (s, _, body) = call(&app, "GET", uri, vec![]).await;
+            let body = String::from_utf8_lossy(&body);
+            assert_eq!(s, StatusCode::GATEWAY_TIMEOUT, "{uri}: {body}");
+            assert!(
+                body.contains("deadline of 1s") && body.contains("fetch_deadline_seconds"),
+                "{uri}: {body}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn unsupported_zip_compression_is_bad_input_or_bad_upstream_content() {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(root.path().join("up")).expect("mkdir");
+        let packed = with_compression_method(stored_module_zip("example.com/packed", "v1.0.0"), 12);
+        let (base, _) = recording_upstream(packed.clone()).await;
+        let app = app_with(root.path(), &[], Some(&base)).await;
+        let (s, ct, body) = call(
+            &app,
+            "POST",
+            "/go/go-private/publish?module=example.com/packed&version=v1.0.0",
+            packed,
+        )
+        .await;
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(
+            (s, ct.as_str()),
+            (StatusCode::BAD_REQUEST, "application/json"),
+            "{body}"
+        );
+        assert!(body.contains("compression method"), "{body}");
+        let (s, _, body) = call(&app, "GET", "/go/go-http/example.com/packed/@v/v1.0.0.zip", vec![]).await;
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(s, StatusCode::BAD_GATEWAY, "{body}");
+        assert!(body.contains("compression method"), "{body}");
+        let (s, _, _) = call(
+            &app,
+            "GET",
+            "/api/v1/repos/go-http/example.com/packed/@v/v1.0.0",
+            vec![],
+        )
+        .await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "not cached");
     }
 
     async fn call(app: &Router, method: &str, uri: &str, body: Vec<u8>) -> (StatusCode, String, Vec<u8>) {

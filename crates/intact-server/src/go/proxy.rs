@@ -10,8 +10,11 @@
 //!
 //! Every fetch runs under [`SingleFlight`]: one upstream request per file however many
 //! clients ask at once, detached from the client that started it, its outcome (failure
-//! included) shared by every waiter and a failure remembered for `failure_cache_seconds`.
-//! Nothing that failed a check, or arrived truncated, is ever committed.
+//! included) shared by every waiter. A definitive failure (404/410, content that broke Go's
+//! rules) is remembered for `failure_cache_seconds`; a transient one (refused, reset, 5xx,
+//! cut body, timeout) is not, so the next request tries again. The upstream part of a fetch
+//! has an overall deadline (`fetch_deadline_seconds`), so a trickling upstream cannot keep a
+//! flight alive for ever. Nothing that failed a check, or arrived truncated, is ever committed.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -19,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use intact_core::{Manifest, RepoName, Version};
-use intact_go::{dirhash, module_path, pattern, semver};
+use intact_go::{dirhash, pattern, semver};
 use intact_store::Store;
 use serde_json::json;
 use tokio::time::Instant;
@@ -28,7 +31,7 @@ use super::check;
 use super::error::ProxyError;
 use super::layout::{self, Committed, INFO_FILE, MOD_FILE, ZIP_FILE};
 use super::request::FileKind;
-use super::upstream::{self, Entry, Source, Upstream};
+use super::upstream::{self, Entry, ProtocolPath, Source, Upstream};
 use super::versions;
 use crate::singleflight::SingleFlight;
 
@@ -52,11 +55,77 @@ struct MetaKey {
     meta: Meta,
 }
 
-/// Upstream `list`/`@latest` answers younger than `list_ttl`, by module.
-type MetaCache = Mutex<HashMap<MetaKey, (Instant, Arc<Vec<u8>>)>>;
-
-/// Above this many cached answers, stale ones are dropped (and, if that is not enough, all).
+/// At most this many upstream `list`/`@latest` answers are cached per repo...
 const META_CACHE_ENTRIES: usize = 50_000;
+/// ...holding at most this many bytes (a `list` may be megabytes).
+const META_CACHE_BYTES: usize = 64 << 20;
+
+/// Upstream `list`/`@latest` answers younger than `list_ttl`, by module. Bounded in entries
+/// and bytes; expired answers are swept at least once per `list_ttl` while answers arrive, so
+/// stale lists of modules nobody asks for again are not held for ever.
+#[derive(Debug)]
+struct MetaCache {
+    ttl: Duration,
+    inner: Mutex<MetaEntries>,
+}
+
+#[derive(Debug, Default)]
+struct MetaEntries {
+    answers: HashMap<MetaKey, (Instant, Arc<Vec<u8>>)>,
+    /// The sum of the cached bodies' sizes.
+    bytes: usize,
+    next_sweep: Option<Instant>,
+}
+
+impl MetaCache {
+    fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            inner: Mutex::new(MetaEntries::default()),
+        }
+    }
+
+    fn get(&self, key: &MetaKey) -> Option<Arc<Vec<u8>>> {
+        let cache = self.inner.lock().ok()?;
+        let (at, body) = cache.answers.get(key)?;
+        (at.elapsed() < self.ttl).then(|| body.clone())
+    }
+
+    fn insert(&self, key: MetaKey, body: Arc<Vec<u8>>) {
+        // An answer larger than a quarter of the budget is not worth evicting others for.
+        if self.ttl.is_zero() || body.len() > META_CACHE_BYTES / 4 {
+            return;
+        }
+        let Ok(mut cache) = self.inner.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        let full = |c: &MetaEntries| c.answers.len() >= META_CACHE_ENTRIES || c.bytes + body.len() > META_CACHE_BYTES;
+        if cache.next_sweep.is_none_or(|at| now >= at) || full(&cache) {
+            let ttl = self.ttl;
+            cache.answers.retain(|_, (at, _)| now.duration_since(*at) < ttl);
+            cache.bytes = cache.answers.values().map(|(_, b)| b.len()).sum();
+            cache.next_sweep = Some(now + ttl);
+        }
+        if full(&cache) {
+            cache.answers.clear();
+            cache.bytes = 0;
+        }
+        let size = body.len();
+        if let Some((_, old)) = cache.answers.insert(key, (now, body)) {
+            cache.bytes -= old.len();
+        }
+        cache.bytes += size;
+    }
+
+    #[cfg(test)]
+    fn held(&self) -> (usize, usize) {
+        self.inner
+            .lock()
+            .map(|c| (c.answers.len(), c.bytes))
+            .unwrap_or_default()
+    }
+}
 
 /// Settings of one proxy repo.
 #[derive(Debug, Clone)]
@@ -66,6 +135,8 @@ pub struct ProxySettings {
     /// GOPRIVATE-style globs of modules never fetched upstream.
     pub exclude: Vec<String>,
     pub fetch_timeout: Duration,
+    /// The longest the upstream part of one fetch may take, from its start to its last byte.
+    pub fetch_deadline: Duration,
     pub failure_ttl: Duration,
     pub list_ttl: Duration,
     /// Where zips are downloaded before they are checked (same file system as the blobs).
@@ -80,19 +151,11 @@ pub struct ProxyRepo {
     /// The exclude globs joined with `,`, as `match_prefix_patterns` takes them.
     exclude: String,
     fetch_timeout: Duration,
-    list_ttl: Duration,
+    fetch_deadline: Duration,
     tmp_dir: PathBuf,
     versions: SingleFlight<VersionKey, Arc<Manifest>, ProxyError>,
     meta: SingleFlight<MetaKey, Arc<Vec<u8>>, ProxyError>,
     meta_cache: MetaCache,
-}
-
-fn escaped(module: &str, version: Option<&str>) -> Result<(String, Option<String>), ProxyError> {
-    let m = module_path::escape_path(module).map_err(|e| ProxyError::NotFound(format!("not found: {e}")))?;
-    let v = version
-        .map(|v| module_path::escape_version(v).map_err(|e| ProxyError::NotFound(format!("not found: {e}"))))
-        .transpose()?;
-    Ok((m, v))
 }
 
 impl ProxyRepo {
@@ -103,11 +166,11 @@ impl ProxyRepo {
             upstream,
             exclude: settings.exclude.join(","),
             fetch_timeout: settings.fetch_timeout,
-            list_ttl: settings.list_ttl,
+            fetch_deadline: settings.fetch_deadline,
             tmp_dir: settings.tmp_dir,
             versions: SingleFlight::new(settings.failure_ttl),
             meta: SingleFlight::new(settings.failure_ttl),
-            meta_cache: Mutex::new(HashMap::new()),
+            meta_cache: MetaCache::new(settings.list_ttl),
         })
     }
 
@@ -116,6 +179,21 @@ impl ProxyRepo {
     /// squatting a private name cannot be served through it).
     pub fn excludes(&self, module: &str) -> bool {
         !self.exclude.is_empty() && pattern::match_prefix_patterns(&self.exclude, module)
+    }
+
+    /// Runs the upstream part of a fetch (`what`) until its deadline.
+    async fn before_deadline<T>(
+        &self,
+        deadline: Instant,
+        what: &str,
+        upstream_work: impl std::future::Future<Output = T>,
+    ) -> Result<T, ProxyError> {
+        tokio::time::timeout_at(deadline, upstream_work)
+            .await
+            .map_err(|_| ProxyError::Deadline {
+                what: what.to_owned(),
+                seconds: self.fetch_deadline.as_secs(),
+            })
     }
 
     fn refuse_excluded(&self, module: &str) -> Result<(), ProxyError> {
@@ -163,10 +241,11 @@ impl ProxyRepo {
             self.name
         );
         let (this, store, module, version) = (self.clone(), store.clone(), module.to_owned(), version.clone());
+        let work_what = what.clone();
         Ok(self
             .versions
             .run(key, &what, self.fetch_timeout, move || async move {
-                this.fetch_mod_only(&store, &module, &version).await
+                this.fetch_mod_only(&store, &module, &version, &work_what).await
             })
             .await?)
     }
@@ -188,10 +267,11 @@ impl ProxyRepo {
         };
         let what = format!("upstream fetch of {module}@{version} (.zip) for repo {}", self.name);
         let (this, store, module, version) = (self.clone(), store.clone(), module.to_owned(), version.clone());
+        let work_what = what.clone();
         Ok(self
             .versions
             .run(key, &what, self.fetch_timeout, move || async move {
-                this.fetch_full(&store, &module, &version).await
+                this.fetch_full(&store, &module, &version, &work_what).await
             })
             .await?)
     }
@@ -201,21 +281,25 @@ impl ProxyRepo {
         store: &Store,
         module: &str,
         version: &Version,
+        what: &str,
     ) -> Result<Arc<Manifest>, ProxyError> {
         // A flight that just finished may have committed it between the caller's look and now.
         if let Some(m) = stored(store, &self.name, module, version, true).await? {
             return Ok(m);
         }
-        let (m, v) = escaped(module, Some(version.as_str()))?;
-        let v = v.unwrap_or_default();
-        let (info_rel, mod_rel) = (format!("{m}/@v/{v}.info"), format!("{m}/@v/{v}.mod"));
+        let deadline = Instant::now() + self.fetch_deadline;
+        let info_rel = ProtocolPath::version_file(module, version.as_str(), "info")?;
+        let mod_rel = ProtocolPath::version_file(module, version.as_str(), "mod")?;
         let mut failure = None;
         for entry in &self.upstream.entries {
             let source = &entry.source;
-            let (info, go_mod) = tokio::join!(
-                self.upstream.get_bytes(source, &info_rel, upstream::MAX_INFO),
-                self.upstream.get_bytes(source, &mod_rel, intact_go::zip::MAX_GO_MOD),
-            );
+            let both = async {
+                tokio::join!(
+                    self.upstream.get_bytes(source, &info_rel, upstream::MAX_INFO),
+                    self.upstream.get_bytes(source, &mod_rel, intact_go::zip::MAX_GO_MOD),
+                )
+            };
+            let (info, go_mod) = self.before_deadline(deadline, what, both).await?;
             let checked = match (info, go_mod) {
                 (Ok(info), Ok(go_mod)) => check_info_and_mod(source, module, version.as_str(), info, go_mod),
                 (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
@@ -252,15 +336,17 @@ impl ProxyRepo {
         store: &Arc<Store>,
         module: &str,
         version: &Version,
+        what: &str,
     ) -> Result<Arc<Manifest>, ProxyError> {
         if let Some(m) = stored(store, &self.name, module, version, false).await? {
             return Ok(m);
         }
+        let deadline = Instant::now() + self.fetch_deadline;
         // The zip downloads while .info/.mod are made sure of (usually already stored: the
         // go command asks for .mod long before it asks for .zip).
         let (mod_only, zip) = tokio::join!(
             self.ensure_mod_only(store, module, version),
-            self.download_zip(module, version)
+            self.download_zip(module, version, deadline, what)
         );
         let mod_only = mod_only?;
         let (zip_path, source) = zip?;
@@ -316,10 +402,16 @@ impl ProxyRepo {
         Ok(committed.manifest().clone())
     }
 
-    /// Downloads the zip into a temp file next to the blobs, trying the upstream list in order.
-    async fn download_zip(&self, module: &str, version: &Version) -> Result<(tempfile::TempPath, Source), ProxyError> {
-        let (m, v) = escaped(module, Some(version.as_str()))?;
-        let rel = format!("{m}/@v/{}.zip", v.unwrap_or_default());
+    /// Downloads the zip into a temp file next to the blobs, trying the upstream list in order,
+    /// until `deadline`.
+    async fn download_zip(
+        &self,
+        module: &str,
+        version: &Version,
+        deadline: Instant,
+        what: &str,
+    ) -> Result<(tempfile::TempPath, Source), ProxyError> {
+        let rel = ProtocolPath::version_file(module, version.as_str(), "zip")?;
         tokio::fs::create_dir_all(&self.tmp_dir)
             .await
             .map_err(|e| ProxyError::Internal(format!("creating {}: {e}", self.tmp_dir.display())))?;
@@ -333,11 +425,10 @@ impl ProxyRepo {
                     .map_err(|e| ProxyError::Internal(format!("creating temp file: {e}")))?;
             let (std_file, path) = temp.into_parts();
             let mut file = tokio::fs::File::from_std(std_file);
-            match self
+            let download = self
                 .upstream
-                .get_to_file(&entry.source, &rel, &mut file, intact_go::zip::MAX_ZIP_FILE)
-                .await
-            {
+                .get_to_file(&entry.source, &rel, &mut file, intact_go::zip::MAX_ZIP_FILE);
+            match self.before_deadline(deadline, what, download).await? {
                 Ok(_) => return Ok((path, entry.source.clone())),
                 Err(e) if upstream::falls_through(entry, &e) => failure = Some(ProxyError::worst(failure, e)),
                 Err(e) => return Err(e),
@@ -386,14 +477,18 @@ impl ProxyRepo {
     /// every time and not stored, since its answer changes as the branch moves.
     pub async fn query_info(&self, module: &str, query: &str) -> Result<Vec<u8>, ProxyError> {
         self.refuse_excluded(module)?;
-        let (m, q) = escaped(module, Some(query))?;
-        let rel = format!("{m}/@v/{}.info", q.unwrap_or_default());
+        let rel = ProtocolPath::version_file(module, query, "info")?;
+        let what = format!("upstream query {module}@{query} for repo {}", self.name);
+        let deadline = Instant::now() + self.fetch_deadline;
         let mut failure = None;
         for entry in &self.upstream.entries {
             let got = self
-                .upstream
-                .get_bytes(&entry.source, &rel, upstream::MAX_INFO)
-                .await
+                .before_deadline(
+                    deadline,
+                    &what,
+                    self.upstream.get_bytes(&entry.source, &rel, upstream::MAX_INFO),
+                )
+                .await?
                 .and_then(|body| {
                     intact_go::info::parse_info(&body).map_err(|e| {
                         ProxyError::InvalidUpstream(format!(
@@ -419,55 +514,36 @@ impl ProxyRepo {
             module: module.to_owned(),
             meta,
         };
-        if let Ok(cache) = self.meta_cache.lock()
-            && let Some((at, body)) = cache.get(&key)
-            && at.elapsed() < self.list_ttl
-        {
-            return Ok(body.clone());
+        if let Some(body) = self.meta_cache.get(&key) {
+            return Ok(body);
         }
         let what = match meta {
             Meta::List => format!("upstream list of {module} for repo {}", self.name),
             Meta::Latest => format!("upstream @latest of {module} for repo {}", self.name),
         };
         let this = self.clone();
+        let work_what = what.clone();
         Ok(self
             .meta
             .run(key.clone(), &what, self.fetch_timeout, move || async move {
-                let body = Arc::new(this.fetch_meta(&key).await?);
-                this.remember(key, body.clone());
+                let body = Arc::new(this.fetch_meta(&key, &work_what).await?);
+                this.meta_cache.insert(key, body.clone());
                 Ok(body)
             })
             .await?)
     }
 
-    fn remember(&self, key: MetaKey, body: Arc<Vec<u8>>) {
-        if self.list_ttl.is_zero() {
-            return;
-        }
-        if let Ok(mut cache) = self.meta_cache.lock() {
-            if cache.len() >= META_CACHE_ENTRIES {
-                let ttl = self.list_ttl;
-                cache.retain(|_, (at, _)| at.elapsed() < ttl);
-                if cache.len() >= META_CACHE_ENTRIES {
-                    cache.clear();
-                }
-            }
-            cache.insert(key, (Instant::now(), body));
-        }
-    }
-
-    async fn fetch_meta(&self, key: &MetaKey) -> Result<Vec<u8>, ProxyError> {
-        let (m, _) = escaped(&key.module, None)?;
+    async fn fetch_meta(&self, key: &MetaKey, what: &str) -> Result<Vec<u8>, ProxyError> {
         let (rel, cap) = match key.meta {
-            Meta::List => (format!("{m}/@v/list"), upstream::MAX_LIST),
-            Meta::Latest => (format!("{m}/@latest"), upstream::MAX_INFO),
+            Meta::List => (ProtocolPath::list(&key.module)?, upstream::MAX_LIST),
+            Meta::Latest => (ProtocolPath::latest(&key.module)?, upstream::MAX_INFO),
         };
+        let deadline = Instant::now() + self.fetch_deadline;
         let mut failure = None;
         for entry in &self.upstream.entries {
             let got = self
-                .upstream
-                .get_bytes(&entry.source, &rel, cap)
-                .await
+                .before_deadline(deadline, what, self.upstream.get_bytes(&entry.source, &rel, cap))
+                .await?
                 .and_then(|body| {
                     if key.meta == Meta::Latest {
                         intact_go::info::parse_info(&body).map_err(|e| {
@@ -540,5 +616,40 @@ pub async fn stored_latest(
     match layout::find(store, repo, module, &version, FileKind::Info).await? {
         Some(found) => Ok(Some((layout::read_small(store, &found.file).await?, latest.to_owned()))),
         None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: usize) -> MetaKey {
+        MetaKey {
+            module: format!("example.com/m{i}"),
+            meta: Meta::List,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_list_cache_forgets_stale_answers_and_stays_bounded() {
+        let cache = MetaCache::new(Duration::from_secs(60));
+        for i in 0..1000 {
+            cache.insert(key(i), Arc::new(b"v1.0.0\n".to_vec()));
+        }
+        assert_eq!(cache.held(), (1000, 7000));
+        assert!(cache.get(&key(1)).is_some());
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(cache.get(&key(1)).is_none(), "stale answers are not served");
+        cache.insert(key(5000), Arc::new(b"v1.0.0\n".to_vec()));
+        assert_eq!(cache.held(), (1, 7), "stale answers are dropped, not kept");
+        // Big answers: never more than the byte budget.
+        let big = Arc::new(vec![b'v'; META_CACHE_BYTES / 8]);
+        for i in 0..40 {
+            cache.insert(key(i), big.clone());
+            let (_, bytes) = cache.held();
+            assert!(bytes <= META_CACHE_BYTES, "{bytes} bytes held");
+        }
+        cache.insert(key(99), Arc::new(vec![b'v'; META_CACHE_BYTES / 2]));
+        assert!(cache.get(&key(99)).is_none(), "too big to cache");
     }
 }

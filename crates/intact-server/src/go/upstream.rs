@@ -8,13 +8,101 @@
 //! and the small files (`.info`, `.mod`, `list`) are read with a cap too. A body shorter than
 //! its `Content-Length`, or cut mid-stream, is an error, so it can never be mistaken for a
 //! complete file.
+//!
+//! What is asked upstream is a [`ProtocolPath`]: built from a module path and version that
+//! passed Go's own rules, kept as separate segments, and percent-encoded segment by segment
+//! into the URL, so nothing a client sends can become a separator, a query, a fragment or a
+//! `..` upstream.
 
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+use intact_go::module_path;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::error::ProxyError;
+
+/// A GOPROXY protocol path below an upstream's base (`example.com/!m/@v/v1.0.0.zip`), made
+/// only from a module path and version that passed Go's rules (`module.EscapePath`,
+/// `module.EscapeVersion`), and kept as segments until a URL or file path is built from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolPath {
+    /// Each a non-empty path element of Go's grammar: no `/`, `\`, never `.` or `..`.
+    segments: Vec<String>,
+}
+
+fn not_found_version(module: &str, version: &str, e: impl std::fmt::Display) -> ProxyError {
+    ProxyError::NotFound(format!("not found: {module}@{version}: {e}"))
+}
+
+impl ProtocolPath {
+    fn module(module: &str) -> Result<Vec<String>, ProxyError> {
+        let escaped = module_path::escape_path(module).map_err(|e| ProxyError::NotFound(format!("not found: {e}")))?;
+        Ok(escaped.split('/').map(str::to_owned).collect())
+    }
+
+    /// `{module}/@v/list`
+    pub fn list(module: &str) -> Result<Self, ProxyError> {
+        let mut segments = Self::module(module)?;
+        segments.extend(["@v".to_owned(), "list".to_owned()]);
+        Ok(Self { segments })
+    }
+
+    /// `{module}/@latest`
+    pub fn latest(module: &str) -> Result<Self, ProxyError> {
+        let mut segments = Self::module(module)?;
+        segments.push("@latest".to_owned());
+        Ok(Self { segments })
+    }
+
+    /// `{module}/@v/{version}.{extension}`. `version` may be a query (`master`), but must be
+    /// a version string Go would send (`module.EscapeVersion`): one file name, no `!`.
+    pub fn version_file(module: &str, version: &str, extension: &str) -> Result<Self, ProxyError> {
+        let mut segments = Self::module(module)?;
+        let v = module_path::escape_version(version).map_err(|e| not_found_version(module, version, e))?;
+        segments.extend(["@v".to_owned(), format!("{v}.{extension}")]);
+        Ok(Self { segments })
+    }
+
+    /// The URL of this path under `base` (an `http(s)://` URL without a query), each segment
+    /// percent-encoded (`#` as `%23`, `%` as `%25`...).
+    pub fn url(&self, base: &str) -> Result<reqwest::Url, ProxyError> {
+        let mut url =
+            reqwest::Url::parse(base).map_err(|e| ProxyError::Internal(format!("upstream base URL {base:?}: {e}")))?;
+        url.path_segments_mut()
+            .map_err(|()| ProxyError::Internal(format!("upstream base URL {base:?} cannot have a path")))?
+            .pop_if_empty()
+            .extend(&self.segments);
+        Ok(url)
+    }
+
+    /// Where this path lives under a `file://` upstream's directory. Re-checks that every
+    /// segment is a plain name, so the join cannot leave `dir`.
+    pub fn file(&self, dir: &Path) -> Result<PathBuf, ProxyError> {
+        let mut path = dir.to_path_buf();
+        for seg in &self.segments {
+            let plain = !seg.is_empty()
+                && !seg.contains(['/', '\\'])
+                && matches!(
+                    Path::new(seg).components().collect::<Vec<_>>().as_slice(),
+                    [Component::Normal(_)]
+                );
+            if !plain {
+                return Err(ProxyError::NotFound(format!(
+                    "not found: {self}: not a plain relative path"
+                )));
+            }
+            path.push(seg);
+        }
+        Ok(path)
+    }
+}
+
+impl std::fmt::Display for ProtocolPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.segments.join("/"))
+    }
+}
 
 /// One entry of the list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,13 +229,12 @@ impl Upstream {
         Ok(Self { entries, client, stall })
     }
 
-    /// GETs `rel` (an escaped protocol path such as `example.com/m/@v/v1.0.0.mod`) from
-    /// `source` into memory, refusing more than `cap` bytes.
-    pub async fn get_bytes(&self, source: &Source, rel: &str, cap: u64) -> Result<Vec<u8>, ProxyError> {
+    /// GETs `rel` from `source` into memory, refusing more than `cap` bytes.
+    pub async fn get_bytes(&self, source: &Source, rel: &ProtocolPath, cap: u64) -> Result<Vec<u8>, ProxyError> {
         match source {
             Source::Off => Err(off(rel)),
             Source::File(dir) => {
-                let path = file_path(dir, rel)?;
+                let path = rel.file(dir)?;
                 let file = open_file(&path, source, rel).await?;
                 let mut buf = Vec::new();
                 file.take(cap + 1)
@@ -160,7 +247,7 @@ impl Upstream {
                 Ok(buf)
             }
             Source::Http(base) => {
-                let url = format!("{base}/{rel}");
+                let url = rel.url(base)?;
                 let mut resp = self.send(source, &url, rel).await?;
                 let expected = resp.content_length();
                 if expected.is_some_and(|n| n > cap) {
@@ -183,14 +270,14 @@ impl Upstream {
     pub async fn get_to_file(
         &self,
         source: &Source,
-        rel: &str,
+        rel: &ProtocolPath,
         out: &mut tokio::fs::File,
         cap: u64,
     ) -> Result<u64, ProxyError> {
         let written = match source {
             Source::Off => return Err(off(rel)),
             Source::File(dir) => {
-                let path = file_path(dir, rel)?;
+                let path = rel.file(dir)?;
                 let file = open_file(&path, source, rel).await?;
                 let n = tokio::io::copy(&mut file.take(cap + 1), out)
                     .await
@@ -201,7 +288,7 @@ impl Upstream {
                 n
             }
             Source::Http(base) => {
-                let url = format!("{base}/{rel}");
+                let url = rel.url(base)?;
                 let mut resp = self.send(source, &url, rel).await?;
                 let expected = resp.content_length();
                 if expected.is_some_and(|n| n > cap) {
@@ -227,10 +314,15 @@ impl Upstream {
         Ok(written)
     }
 
-    async fn send(&self, source: &Source, url: &str, rel: &str) -> Result<reqwest::Response, ProxyError> {
+    async fn send(
+        &self,
+        source: &Source,
+        url: &reqwest::Url,
+        rel: &ProtocolPath,
+    ) -> Result<reqwest::Response, ProxyError> {
         let resp = self
             .client
-            .get(url)
+            .get(url.clone())
             .send()
             .await
             .map_err(|e| self.request_error(url, e))?;
@@ -251,7 +343,7 @@ impl Upstream {
         })
     }
 
-    fn request_error(&self, url: &str, e: reqwest::Error) -> ProxyError {
+    fn request_error(&self, url: &reqwest::Url, e: reqwest::Error) -> ProxyError {
         if e.is_timeout() {
             return ProxyError::Timeout {
                 what: format!("upstream {url}"),
@@ -261,7 +353,7 @@ impl Upstream {
         ProxyError::Upstream(format!("fetching {url}: {}", error_chain(&e)))
     }
 
-    fn body_error(&self, url: &str, e: reqwest::Error) -> ProxyError {
+    fn body_error(&self, url: &reqwest::Url, e: reqwest::Error) -> ProxyError {
         if e.is_timeout() {
             return ProxyError::Timeout {
                 what: format!("the rest of {url} from upstream"),
@@ -272,17 +364,17 @@ impl Upstream {
     }
 }
 
-fn off(rel: &str) -> ProxyError {
+fn off(rel: &ProtocolPath) -> ProxyError {
     ProxyError::NotFound(format!("not found: {rel}: upstream is off"))
 }
 
-fn too_large(source: &Source, rel: &str, cap: u64) -> ProxyError {
+fn too_large(source: &Source, rel: &ProtocolPath, cap: u64) -> ProxyError {
     ProxyError::InvalidUpstream(format!(
         "upstream {source} served {rel} larger than the limit of {cap} bytes"
     ))
 }
 
-fn check_length(url: &str, got: u64, expected: Option<u64>) -> Result<(), ProxyError> {
+fn check_length(url: &reqwest::Url, got: u64, expected: Option<u64>) -> Result<(), ProxyError> {
     match expected {
         Some(want) if want != got => Err(ProxyError::Upstream(format!(
             "upstream body of {url} was truncated: {got} of {want} bytes"
@@ -321,21 +413,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// Where `rel` lives under a file upstream. `rel` is built from a module path and version
-/// that passed Go's grammar (no `..`, no leading `/`, no element starting with `.` in module
-/// paths); this re-checks that every component is a plain name, so the join cannot leave `dir`.
-fn file_path(dir: &Path, rel: &str) -> Result<PathBuf, ProxyError> {
-    let rel_path = Path::new(rel);
-    let plain = !rel.contains('\\') && rel.split('/').all(|s| !s.is_empty() && s != "." && s != "..");
-    if !plain || !rel_path.components().all(|c| matches!(c, Component::Normal(_))) {
-        return Err(ProxyError::NotFound(format!(
-            "not found: {rel}: not a plain relative path"
-        )));
-    }
-    Ok(dir.join(rel_path))
-}
-
-async fn open_file(path: &Path, source: &Source, rel: &str) -> Result<tokio::fs::File, ProxyError> {
+async fn open_file(path: &Path, source: &Source, rel: &ProtocolPath) -> Result<tokio::fs::File, ProxyError> {
     match tokio::fs::File::open(path).await {
         Ok(f) => Ok(f),
         Err(e)
@@ -421,14 +499,77 @@ mod tests {
     }
 
     #[test]
+    fn protocol_paths_are_escaped_segment_by_segment() {
+        let base = "http://127.0.0.1:8080/prefix";
+        let url = |p: &ProtocolPath| p.url(base).expect("url").to_string();
+        let p = ProtocolPath::version_file("github.com/Azure/x", "v1.0.0-RC1", "info").expect("path");
+        assert_eq!(p.to_string(), "github.com/!azure/x/@v/v1.0.0-!r!c1.info");
+        assert_eq!(
+            url(&p),
+            "http://127.0.0.1:8080/prefix/github.com/!azure/x/@v/v1.0.0-!r!c1.info"
+        );
+        assert_eq!(
+            url(&ProtocolPath::version_file("example.com/m", "v2.0.0+incompatible", "zip").expect("path")),
+            "http://127.0.0.1:8080/prefix/example.com/m/@v/v2.0.0+incompatible.zip"
+        );
+        assert_eq!(
+            ProtocolPath::list("example.com/m")
+                .expect("list")
+                .url("http://h")
+                .expect("url")
+                .as_str(),
+            "http://h/example.com/m/@v/list"
+        );
+        assert_eq!(
+            ProtocolPath::latest("example.com/m")
+                .expect("latest")
+                .url("http://h/")
+                .expect("url")
+                .as_str(),
+            "http://h/example.com/m/@latest"
+        );
+        // Queries Go allows that mean something in a URL travel as data, never as syntax.
+        for (query, want) in [
+            ("list#", "list%23.info"),
+            ("%2e%2e%2fetc%2fpasswd", "%252e%252e%252fetc%252fpasswd.info"),
+            ("a?b", ""),
+            ("feature x", "feature%20x.info"),
+        ] {
+            match ProtocolPath::version_file("example.com/m", query, "info") {
+                Ok(p) => assert_eq!(url(&p), format!("{base}/example.com/m/@v/{want}"), "{query}"),
+                Err(e) => assert!(want.is_empty() && e.is_not_found(), "{query}: {e:?}"),
+            }
+        }
+        // Not a version Go would send: answered here, never asked upstream.
+        for bad in ["..", ".", "", "a/b", "a\\b", "v1.0.0.", "x!y", "é", "a*b", "<v1.2.3"] {
+            let e = ProtocolPath::version_file("example.com/m", bad, "info").expect_err(bad);
+            assert!(e.is_not_found(), "{bad}: {e:?}");
+        }
+        assert!(ProtocolPath::list("../etc").expect_err("bad module").is_not_found());
+    }
+
+    #[test]
     fn file_paths_stay_inside() {
         let dir = Path::new("/srv/m");
         assert_eq!(
-            file_path(dir, "example.com/a/@v/v1.0.0.zip").ok(),
+            ProtocolPath::version_file("example.com/a", "v1.0.0", "zip")
+                .expect("path")
+                .file(dir)
+                .ok(),
             Some(PathBuf::from("/srv/m/example.com/a/@v/v1.0.0.zip"))
         );
-        for bad in ["../x", "a/../../x", "/etc/passwd", "a/./b", "a\\..\\b"] {
-            assert!(file_path(dir, bad).is_err(), "{bad}");
+        assert_eq!(
+            ProtocolPath::version_file("example.com/a", "list#", "info")
+                .expect("path")
+                .file(dir)
+                .ok(),
+            Some(PathBuf::from("/srv/m/example.com/a/@v/list#.info"))
+        );
+        for bad in ["../x", "a/../../x", "/etc/passwd", "a/./b"] {
+            assert!(
+                ProtocolPath::version_file("example.com/a", bad, "zip").is_err(),
+                "{bad}"
+            );
         }
     }
 
@@ -440,22 +581,16 @@ mod tests {
         std::fs::write(v.join("list"), "v1.0.0\n").expect("write");
         let up = Upstream::new(vec![], Duration::from_secs(5)).expect("client");
         let src = Source::File(dir.path().to_owned());
-        assert_eq!(
-            up.get_bytes(&src, "example.com/a/@v/list", 100).await,
-            Ok(b"v1.0.0\n".to_vec())
-        );
+        let a = ProtocolPath::list("example.com/a").expect("path");
+        let b = ProtocolPath::list("example.com/b").expect("path");
+        assert_eq!(up.get_bytes(&src, &a, 100).await, Ok(b"v1.0.0\n".to_vec()));
         assert!(matches!(
-            up.get_bytes(&src, "example.com/a/@v/list", 3).await,
+            up.get_bytes(&src, &a, 3).await,
             Err(ProxyError::InvalidUpstream(_))
         ));
+        assert!(up.get_bytes(&src, &b, 100).await.expect_err("absent").is_not_found());
         assert!(
-            up.get_bytes(&src, "example.com/b/@v/list", 100)
-                .await
-                .expect_err("absent")
-                .is_not_found()
-        );
-        assert!(
-            up.get_bytes(&Source::Off, "example.com/a/@v/list", 100)
+            up.get_bytes(&Source::Off, &a, 100)
                 .await
                 .expect_err("off")
                 .is_not_found()

@@ -17,6 +17,7 @@ use super::error::StageError;
 use super::jobs::JobOutcome;
 use super::{Item, RepoStaging, stage, summary};
 use crate::api::error::{ApiError, ApiResult};
+use crate::singleflight::Failure;
 use crate::state::AppState;
 
 /// Longest long poll of the status endpoint.
@@ -239,14 +240,18 @@ async fn item_status(state: &AppState, rs: &RepoStaging, name: &Name, version: &
         }
         return Ok((v, true));
     }
-    // A failure counts while it is remembered (the same time the single flight remembers it).
+    // The latest attempt failed. A definitive failure counts while the single flight
+    // remembers it (`until`); a transient one is not remembered (`until` is when it happened:
+    // the next request tries again) and stays the answer until a new attempt starts.
     if let Some(job) = &latest
         && let Some((at, JobOutcome::Failed { error })) = job.finished()
     {
-        let until = at.plus(rs.failure_ttl);
-        if until > state.store.now() {
+        let remembered = error.is_definitive() && !rs.failure_ttl.is_zero();
+        let until = if remembered { at.plus(rs.failure_ttl) } else { at };
+        if !remembered || until > state.store.now() {
             let v = json!({"artifact": version, "state": "failed", "error": error.code(),
-                           "message": error.to_string(), "job": job.id, "until": until});
+                           "message": error.to_string(), "job": job.id, "until": until,
+                           "remembered": remembered});
             return Ok((v, true));
         }
     }

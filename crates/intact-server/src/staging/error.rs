@@ -8,7 +8,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::api::error::ApiError;
-use crate::singleflight::FlightError;
+use intact_core::Timestamp;
+
+use crate::singleflight::{Failure, FlightError, remembered_note};
 
 /// Why an artifact could not be staged. Shared by every waiter of a flight, and remembered
 /// for the repo's `failure_cache_seconds`.
@@ -33,6 +35,12 @@ pub enum StageError {
     /// A bounded wait ran out; the staging goes on.
     #[error("timed out after {seconds}s waiting for {what}")]
     Timeout { what: String, seconds: u64 },
+    /// The staging's upstream transfers ran past their overall deadline
+    /// (`fetch_deadline_seconds`) and were abandoned.
+    #[error(
+        "{what} did not finish within its deadline of {seconds}s (fetch_deadline_seconds): the upstream is too slow; nothing was staged"
+    )]
+    Deadline { what: String, seconds: u64 },
     /// A fault on this side (local disk, catalog).
     #[error("{0}")]
     Internal(String),
@@ -44,7 +52,7 @@ impl StageError {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::Upstream(_) | Self::BadArchive { .. } | Self::BadContent(_) => StatusCode::BAD_GATEWAY,
-            Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Timeout { .. } | Self::Deadline { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -57,7 +65,7 @@ impl StageError {
             Self::Upstream(_) => "upstream",
             Self::BadArchive { .. } => "bad_archive",
             Self::BadContent(_) => "bad_upstream_content",
-            Self::Timeout { .. } => "timeout",
+            Self::Timeout { .. } | Self::Deadline { .. } => "timeout",
             Self::Internal(_) => "internal",
         }
     }
@@ -71,6 +79,36 @@ impl StageError {
         v
     }
 
+    /// This failure as served again from the failure memory: same status and code, and the
+    /// message says it is remembered, since and until when.
+    pub fn remembered(&self, at: Timestamp, until: Timestamp) -> Self {
+        let note = remembered_note(at, until);
+        match self {
+            Self::BadRequest { field, message } => Self::BadRequest {
+                field,
+                message: format!("{message} ({note})"),
+            },
+            Self::NotFound { what } => Self::NotFound {
+                what: format!("{what} ({note})"),
+            },
+            Self::Upstream(m) => Self::Upstream(format!("{m} ({note})")),
+            Self::BadArchive { file, message } => Self::BadArchive {
+                file: file.clone(),
+                message: format!("{message} ({note})"),
+            },
+            Self::BadContent(m) => Self::BadContent(format!("{m} ({note})")),
+            Self::Timeout { what, seconds } => Self::Timeout {
+                what: format!("{what} ({note})"),
+                seconds: *seconds,
+            },
+            Self::Deadline { what, seconds } => Self::Deadline {
+                what: format!("{what} ({note})"),
+                seconds: *seconds,
+            },
+            Self::Internal(m) => Self::Internal(format!("{m} ({note})")),
+        }
+    }
+
     pub(crate) fn bad(field: &'static str, message: impl Into<String>) -> Self {
         Self::BadRequest {
             field,
@@ -80,6 +118,18 @@ impl StageError {
 
     pub(crate) fn not_found(what: impl Into<String>) -> Self {
         Self::NotFound { what: what.into() }
+    }
+}
+
+/// What upstream answered about the artifact (missing, an archive or names intact refuses) is
+/// remembered for `failure_cache_seconds`; an outage, a cut download, a timeout or a local
+/// fault is not: the next request tries again.
+impl Failure for StageError {
+    fn is_definitive(&self) -> bool {
+        matches!(
+            self,
+            Self::BadRequest { .. } | Self::NotFound { .. } | Self::BadArchive { .. } | Self::BadContent(_)
+        )
     }
 }
 
@@ -99,6 +149,7 @@ impl From<FlightError<StageError>> for StageError {
             FlightError::Failed(e) => (*e).clone(),
             FlightError::Timeout { what, seconds } => Self::Timeout { what, seconds },
             FlightError::Interrupted { what } => Self::Internal(format!("{what} was interrupted")),
+            FlightError::Remembered { error, at, until } => error.remembered(at, until),
         }
     }
 }

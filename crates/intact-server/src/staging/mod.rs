@@ -5,8 +5,11 @@
 //!
 //! * Concurrent requests for one (repo, build, artifact) share one run through
 //!   [`SingleFlight`]: detached from any request, its outcome (success or failure) reaches
-//!   every waiter, waits are bounded by `fetch_timeout_seconds`, failures are remembered for
-//!   `failure_cache_seconds`.
+//!   every waiter, waits are bounded by `fetch_timeout_seconds`. Definitive failures (not
+//!   found upstream, a refused archive) are remembered for `failure_cache_seconds`; transient
+//!   ones (an outage, a cut download, a timeout) are not, so the next request tries again.
+//! * A run's upstream transfers have an overall deadline (`fetch_deadline_seconds`), so a
+//!   trickling upstream cannot keep a run alive for ever.
 //! * Each run is a job with live progress (`GET /api/v1/jobs/{id}`).
 //! * Proxy repos with `max_size` evict whole versions, least recently read first, after each
 //!   staging commit and on `intact gc`. Hosted repos are never touched.
@@ -43,6 +46,8 @@ use crate::state::AppState;
 const DEFAULT_FETCH_TIMEOUT: u64 = 600;
 /// Default of `failure_cache_seconds`.
 const DEFAULT_FAILURE_TTL: u64 = 30;
+/// Default of `fetch_deadline_seconds`: the longest a run's upstream transfers may take.
+const DEFAULT_FETCH_DEADLINE: u64 = 3600;
 /// How often recorded reads are written to the catalog.
 const ACCESS_FLUSH_EVERY: Duration = Duration::from_secs(10);
 
@@ -54,6 +59,7 @@ pub(crate) struct RepoStaging {
     upstream: Arc<Upstream>,
     flights: Flights,
     fetch_timeout: Duration,
+    fetch_deadline: Duration,
     failure_ttl: Duration,
     /// Serializes evictions of this repo.
     evicting: tokio::sync::Mutex<()>,
@@ -106,12 +112,17 @@ impl StagingState {
                         .map_err(|e| anyhow::anyhow!("repo {}: artifact {art}: {e}", repo.name))?;
                 }
             }
+            let fetch_deadline = Duration::from_secs(repo.fetch_deadline_seconds.unwrap_or(DEFAULT_FETCH_DEADLINE));
+            if fetch_deadline.is_zero() {
+                anyhow::bail!("repo {}: fetch_deadline_seconds must be at least 1", repo.name);
+            }
             let staging = RepoStaging {
                 upstream: Arc::new(Upstream::from_config(repo)?),
                 flights: SingleFlight::new(Duration::from_secs(
                     repo.failure_cache_seconds.unwrap_or(DEFAULT_FAILURE_TTL),
                 )),
                 fetch_timeout: Duration::from_secs(repo.fetch_timeout_seconds.unwrap_or(DEFAULT_FETCH_TIMEOUT)),
+                fetch_deadline,
                 failure_ttl: Duration::from_secs(repo.failure_cache_seconds.unwrap_or(DEFAULT_FAILURE_TTL)),
                 evicting: tokio::sync::Mutex::new(()),
                 config: repo.clone(),
@@ -271,6 +282,8 @@ pub(crate) async fn stage(
                 .jobs
                 .start((rs.name().clone(), name.clone(), version.clone()), state.store.now());
             let run = Run {
+                what: item.describe(rs.name(), &name, &version),
+                fetch_deadline: rs.fetch_deadline,
                 store: state.store.clone(),
                 repo: rs.name().clone(),
                 name: name.clone(),

@@ -100,6 +100,11 @@ impl Dirs {
 
 /// Everything one staging run needs; owned, so the run can be detached from the request.
 pub(crate) struct Run {
+    /// What the run is, for errors ("staging of artifact a of repo/build").
+    pub what: String,
+    /// How long, from the run's start, its upstream transfers (listing, sizes, downloads) may
+    /// take in all; local work (extraction, storing, the commit) is not cut short.
+    pub fetch_deadline: Duration,
     pub store: Arc<Store>,
     pub repo: RepoName,
     pub name: Name,
@@ -149,16 +154,34 @@ impl Run {
         format!("{}/{rel}", self.name)
     }
 
+    /// Runs `upstream_work` unless the run's deadline passes first. Dropping an unfinished
+    /// transfer is safe: its bytes are in a temp file that goes with it.
+    async fn before_deadline<T>(
+        &self,
+        deadline: tokio::time::Instant,
+        upstream_work: impl std::future::Future<Output = Result<T, StageError>>,
+    ) -> Result<T, StageError> {
+        tokio::time::timeout_at(deadline, upstream_work)
+            .await
+            .map_err(|_| StageError::Deadline {
+                what: self.what.clone(),
+                seconds: self.fetch_deadline.as_secs(),
+            })?
+    }
+
     /// Runs the staging to its end: the committed manifest, or why not.
     pub async fn run(self) -> Result<Arc<Manifest>, StageError> {
         if let Some(m) = self.store.has_version(&self.repo, &self.name, &self.version).await? {
             return Ok(m);
         }
+        let deadline = tokio::time::Instant::now() + self.fetch_deadline;
         self.job.set_phase("listing");
-        let sources = self.resolve().await?;
+        let sources = self.resolve(deadline).await?;
         let mut total = Some(0u64);
         for rel in &sources {
-            let size = self.upstream.size(&self.full(rel)).await?;
+            let size = self
+                .before_deadline(deadline, self.upstream.size(&self.full(rel)))
+                .await?;
             total = total.zip(size).map(|(a, b)| a + b);
         }
         self.job.set_total(total);
@@ -170,7 +193,7 @@ impl Run {
             .await
             .map_err(|e| StageError::Internal(e.to_string()))?
             .map_err(|e| StageError::Internal(format!("creating a staging temp dir: {e}")))?;
-        let result = self.fetch_all(&sources, tmp.path()).await;
+        let result = self.fetch_all(&sources, tmp.path(), deadline).await;
         // Removing a big extracted tree is blocking work.
         let _ = tokio::task::spawn_blocking(move || drop(tmp)).await;
         let (files, provenance) = result?;
@@ -185,7 +208,7 @@ impl Run {
     }
 
     /// The artifact's files upstream, relative to the build directory, in pattern order.
-    async fn resolve(&self) -> Result<Vec<String>, StageError> {
+    async fn resolve(&self, deadline: tokio::time::Instant) -> Result<Vec<String>, StageError> {
         let patterns = match &self.item {
             Item::File(f) => return Ok(vec![f.clone()]),
             Item::Artifact { files, .. } => files,
@@ -206,7 +229,7 @@ impl Run {
                 self.full(dir)
             };
             if !listings.contains_key(&list_dir) {
-                let names = self.upstream.list(&list_dir).await?;
+                let names = self.before_deadline(deadline, self.upstream.list(&list_dir)).await?;
                 listings.insert(list_dir.clone(), names);
             }
             let mut matched = 0;
@@ -245,6 +268,7 @@ impl Run {
         &self,
         sources: &[String],
         tmp: &Path,
+        deadline: tokio::time::Instant,
     ) -> Result<(Vec<(FilePath, PendingBlob)>, Vec<Source>), StageError> {
         let extract = matches!(self.item, Item::Artifact { extract: true, .. });
         // Version path -> (pending bytes, the source file it came from).
@@ -258,7 +282,9 @@ impl Run {
                 None
             };
             self.job.set_phase("downloading");
-            let dl = self.upstream.open(&self.full(rel)).await?;
+            let dl = self
+                .before_deadline(deadline, self.upstream.open(&self.full(rel)))
+                .await?;
             let expected = dl.size;
             let mut body = Counting {
                 inner: dl.body,
@@ -268,12 +294,14 @@ impl Run {
             };
             match kind {
                 None => {
-                    let pending = self
-                        .store
-                        .blobs()
-                        .write(&mut body, None)
-                        .await
-                        .map_err(|e| download_error(&shown, e))?;
+                    let download = async {
+                        self.store
+                            .blobs()
+                            .write(&mut body, None)
+                            .await
+                            .map_err(|e| download_error(&shown, e))
+                    };
+                    let pending = self.before_deadline(deadline, download).await?;
                     check_size(&shown, expected, pending.size)?;
                     provenance.push(Source {
                         rel: rel.clone(),
@@ -286,7 +314,9 @@ impl Run {
                 }
                 Some(kind) => {
                     let archive = tmp.join(format!("archive-{i}"));
-                    let size = download_to(&mut body, &archive, &shown).await?;
+                    let size = self
+                        .before_deadline(deadline, download_to(&mut body, &archive, &shown))
+                        .await?;
                     check_size(&shown, expected, size)?;
                     let sha256 = body.hasher.take().map(|h| h.finish().to_hex()).unwrap_or_default();
                     provenance.push(Source {

@@ -197,3 +197,68 @@ fn bad_configurations_name_the_repo() {
         );
     }
 }
+
+/// An HTTP upstream on loopback whose every file trickles a byte every 300 ms, for ever
+/// (announcing a length it never reaches).
+async fn trickling_upstream() -> String {
+    let app = axum::Router::new().fallback(|| async {
+        let trickle = futures::stream::unfold((), |()| async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Some((Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"x")), ()))
+        });
+        axum::response::Response::builder()
+            .header("content-length", "1000000")
+            .body(axum::body::Body::from_stream(trickle))
+            .expect("response")
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    base
+}
+
+#[tokio::test]
+async fn a_trickling_upstream_runs_into_the_deadline_and_leaves_nothing() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let base = trickling_upstream().await;
+    let repos = format!(
+        r#"
+[[repo]]
+name = "slow"
+kind = "proxy"
+format = "generic"
+upstream = "{base}"
+fetch_timeout_seconds = 30
+fetch_deadline_seconds = 1
+[repo.artifacts]
+plain = {{ files = ["a.bin"] }}
+packed = {{ files = ["a.tar"], extract = true }}
+"#
+    );
+    let state = state_for(tmp.path(), &repos).await;
+    for art in ["plain", "packed"] {
+        let err = stage_art(&state, "slow", "b/1", art).await.expect_err("deadline");
+        assert!(matches!(err, StageError::Deadline { seconds: 1, .. }), "{art}: {err:?}");
+        assert_eq!(err.status(), axum::http::StatusCode::GATEWAY_TIMEOUT);
+        let text = err.to_string();
+        assert!(text.contains(art) && text.contains("fetch_deadline_seconds"), "{text}");
+    }
+    let repo = RepoName::parse("slow").expect("repo");
+    let name = Name::parse("b/1").expect("name");
+    assert!(
+        state
+            .store
+            .list_versions(&repo, &name, None, 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    let leftovers = std::fs::read_dir(tmp.path().join("data/staging/tmp"))
+        .expect("tmp")
+        .count();
+    assert_eq!(leftovers, 0);
+    let rs = state.staging.repo(&repo).expect("staging repo");
+    assert_eq!(rs.flights.remembered_failures(), 0, "a deadline is not remembered");
+}

@@ -601,7 +601,8 @@ fn go_upstream_failures_are_never_cached_and_recover() {
                 "{name}: cached after the go client's try"
             );
         }
-        // Upstream recovers: a later request succeeds (once the failure memory has passed).
+        // Upstream recovers: a later request succeeds (at once after a transient fault; after
+        // the failure memory for content that broke Go's rules, a definitive answer).
         up.clear_fault(&upstream_path);
         eventually(&format!("{name} served after recovery"), || {
             env.get(&url).0 == StatusCode::OK
@@ -614,7 +615,8 @@ fn go_upstream_failures_are_never_cached_and_recover() {
         );
         assert_eq!(env.stored("go-http", &module), vec!["v1.0.0"], "{name}");
     }
-    // The failure was shared and remembered rather than retried per request.
+    // No request caused more than one upstream request (this client's, the go command's, and
+    // the first after recovery).
     assert!(up.count("example.com/flaky/@v/v1.0.0.zip") <= 4, "{:?}", up.counts());
 }
 

@@ -2,6 +2,7 @@
 
 mod cli;
 mod crash;
+mod faults;
 mod go_fixtures;
 mod go_proxy;
 mod harness;

@@ -778,7 +778,7 @@ fn failures_are_remembered_then_retried() {
         }
         assert_eq!(up.requests(&missing_path), 1);
         for _ in 0..5 {
-            let (s, _) = post_stage(
+            let (s, v) = post_stage(
                 &http,
                 &srv,
                 "sticky",
@@ -786,6 +786,11 @@ fn failures_are_remembered_then_retried() {
             )
             .await;
             assert_eq!(s, StatusCode::NOT_FOUND);
+            let msg = v["message"].as_str().expect("msg");
+            assert!(
+                msg.contains("not_there.bin") && msg.contains("a remembered answer from") && msg.contains("until"),
+                "a remembered failure says so and until when: {msg}"
+            );
         }
         assert_eq!(
             up.requests(&missing_path),
@@ -793,7 +798,8 @@ fn failures_are_remembered_then_retried() {
             "remembered: the upstream is not asked again"
         );
 
-        // An upstream error: 502 with the cause, remembered even after the upstream recovers.
+        // An upstream error: 502 with the cause. It is not remembered: once the upstream has
+        // recovered, the very next request stages the artifact.
         let bin = format!("{BUILD}/chromeos_R19_full_dev.bin");
         up.set_failing(&bin, true);
         let (s, v) = post_stage(
@@ -806,15 +812,18 @@ fn failures_are_remembered_then_retried() {
         assert_eq!(s, StatusCode::BAD_GATEWAY, "{v}");
         assert_eq!(v["error"], "upstream");
         assert!(v["message"].as_str().expect("msg").contains("500"), "{v}");
+        let st = status_of(&http, &srv, "sticky", BUILD, "full_payload", 0).await;
+        assert_eq!(state_of(&st, "full_payload")["state"], "failed", "{st}");
+        assert_eq!(state_of(&st, "full_payload")["remembered"], false, "{st}");
         up.set_failing(&bin, false);
-        let (s, _) = post_stage(
+        let (s, v) = post_stage(
             &http,
             &srv,
             "sticky",
             json!({"name": BUILD, "artifacts": ["full_payload"]}),
         )
         .await;
-        assert_eq!(s, StatusCode::BAD_GATEWAY, "still remembered");
+        assert_eq!(s, StatusCode::OK, "a transient failure is not remembered: {v}");
 
         // With a short memory, the next request after it retries (once) and succeeds.
         let brief_build = "brief/build";
