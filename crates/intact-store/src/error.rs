@@ -31,10 +31,6 @@ pub enum Error {
         expires_at: Timestamp,
     },
 
-    /// The version is already committed (and this request is not an idempotent retry of it).
-    #[error("{what} already exists")]
-    Exists { what: String },
-
     /// A commit would change an existing version's content; `diff` says how, when known.
     #[error("{what} already exists with different content{}", diff.as_ref().map(|d| format!(": {d}")).unwrap_or_default())]
     Conflict {

@@ -157,7 +157,6 @@ pub fn store_error_response(e: StoreError) -> Response {
             StatusCode::CONFLICT,
             json!({"error": "locked", "holder": {"id": holder, "expires_at": expires_at}, "message": message}),
         ),
-        StoreError::Exists { .. } => body(StatusCode::CONFLICT, json!({"error": "exists", "message": message})),
         StoreError::Conflict { diff, .. } => body(
             StatusCode::CONFLICT,
             json!({"error": "conflict", "differences": diff, "message": message}),

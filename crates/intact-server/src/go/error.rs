@@ -37,6 +37,13 @@ pub enum ProxyError {
         "{what} did not finish within its deadline of {seconds}s (fetch_deadline_seconds): the upstream is too slow; nothing was cached"
     )]
     Deadline { what: String, seconds: u64 },
+    /// A stored file's bytes are missing or damaged (quarantined): `intact verify` names the
+    /// versions; a proxy repo fetches its copy again.
+    #[error("{0}")]
+    LostBytes(String),
+    /// The disk under the store is full: nothing was cached. Resumes once space is freed.
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// A fault on this side (storage, temp files).
     #[error("{0}")]
     Internal(String),
@@ -54,6 +61,8 @@ impl ProxyError {
             Self::Gone(_) => StatusCode::GONE,
             Self::Upstream(_) | Self::InvalidUpstream(_) => StatusCode::BAD_GATEWAY,
             Self::Timeout { .. } | Self::Deadline { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
+            Self::LostBytes(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -73,6 +82,8 @@ impl ProxyError {
             Self::Upstream(m) => Self::Upstream(f(m)),
             Self::InvalidUpstream(m) => Self::InvalidUpstream(f(m)),
             Self::Internal(m) => Self::Internal(f(m)),
+            Self::InsufficientStorage(m) => Self::InsufficientStorage(f(m)),
+            Self::LostBytes(m) => Self::LostBytes(f(m)),
             Self::Timeout { what, seconds } => Self::Timeout { what: f(what), seconds },
             Self::Deadline { what, seconds } => Self::Deadline { what: f(what), seconds },
         }
@@ -87,7 +98,7 @@ impl ProxyError {
             Self::InvalidUpstream(_) => 2,
             Self::Upstream(_) => 3,
             Self::Timeout { .. } | Self::Deadline { .. } => 4,
-            Self::Internal(_) => 5,
+            Self::InsufficientStorage(_) | Self::LostBytes(_) | Self::Internal(_) => 5,
         }
     }
 
@@ -184,6 +195,10 @@ impl From<intact_store::Error> for ProxyError {
         match e {
             intact_store::Error::NotFound { what } => Self::NotFound(format!("{what} not found")),
             intact_store::Error::WaitTimeout { what, seconds } => Self::Timeout { what, seconds },
+            full @ intact_store::Error::StorageFull { .. } => Self::InsufficientStorage(full.to_string()),
+            lost @ (intact_store::Error::BlobMissing { .. } | intact_store::Error::BlobDamaged { .. }) => {
+                Self::LostBytes(lost.to_string())
+            }
             other => Self::Internal(format!("storage: {other}")),
         }
     }

@@ -188,7 +188,7 @@ pub async fn commit(
     match store.publish_pending(req, staged).await {
         Ok(CommitOutcome::Committed(m)) => Ok(Committed::New(Arc::new(m))),
         Ok(CommitOutcome::AlreadyCommitted(m)) => Ok(Committed::Existing(Arc::new(m))),
-        Err(intact_store::Error::Exists { .. } | intact_store::Error::Conflict { .. }) => {
+        Err(intact_store::Error::Conflict { .. }) => {
             Ok(Committed::Existing(store.manifest(repo, name, version).await?))
         }
         Err(e) => Err(e.into()),

@@ -275,7 +275,24 @@ async fn serve_file(
             continue;
         }
         if let Some(found) = layout::find(&state.store, &member.name, module, &v, kind).await? {
-            return Ok(send(state, method, headers, &found.file, kind, found.committed_at()).await);
+            match send(state, method, headers, &found.file, kind, found.committed_at()).await {
+                Err(ProxyError::LostBytes(_)) if state.go.proxy(&member.name).is_some() => {
+                    // A cached copy whose bytes were damaged (quarantined) or lost: drop it and
+                    // fetch it again below, rather than failing every request for it.
+                    let m = &found.manifest;
+                    tracing::warn!(repo = %m.repo, module, version, "a cached module version lost a blob; fetching it again");
+                    state
+                        .store
+                        .delete_version(
+                            &m.repo,
+                            &m.name,
+                            &m.version,
+                            "a blob was damaged or missing; fetched again",
+                        )
+                        .await?;
+                }
+                sent => return sent,
+            }
         }
     }
     let mut failed = failures(repo);
@@ -289,7 +306,7 @@ async fn serve_file(
         };
         match p.fetch(&state.store, module, &v, kind).await {
             Ok(m) => match m.file(layout::file_name(kind)) {
-                Some(file) => return Ok(send(state, method, headers, file, kind, m.created_at).await),
+                Some(file) => return send(state, method, headers, file, kind, m.created_at).await,
                 None => failed.add(
                     member.name.as_str(),
                     ProxyError::Internal(format!("stored {module}@{version} lacks its .{}", kind.extension())),
@@ -310,11 +327,14 @@ async fn send(
     file: &intact_core::FileEntry,
     kind: FileKind,
     committed_at: intact_core::Timestamp,
-) -> Response {
-    match crate::serve_file::send_file(&state.store, method, headers, file, kind.content_type(), committed_at).await {
-        Ok(resp) => resp,
-        Err(e) => e.into_response(),
-    }
+) -> Result<Response, ProxyError> {
+    crate::serve_file::send_file(&state.store, method, headers, file, kind.content_type(), committed_at)
+        .await
+        .map_err(|e| match e {
+            // Go clients get text/plain errors, like every other Go answer.
+            crate::api::error::ApiError::Store(e) => ProxyError::from(e),
+            other => ProxyError::Internal(format!("{other:?}")),
+        })
 }
 
 /// The merged `list` of `repo` (every member's, for a group). Not found only when no member
@@ -585,6 +605,27 @@ members = ["go-private", "go-http"]
         // Still stored: excluding hides, it does not delete.
         let (s, _, _) = call(&app, "GET", "/api/v1/repos/go-file/example.com/m/@v/v1.0.0", vec![]).await;
         assert_eq!(s, StatusCode::OK);
+    }
+
+    /// A cached module version whose blob rotted is dropped and fetched again in the same
+    /// request: the client gets the right bytes, never the damaged ones, and never a 500.
+    #[tokio::test]
+    async fn a_damaged_cached_copy_is_fetched_again() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let up = root.path().join("up");
+        let zip = publish_upstream(&up, "example.com/m", "v1.0.0", "module example.com/m\n");
+        let app = app_with(root.path(), &[], None).await;
+        let uri = "/go/go/example.com/m/@v/v1.0.0.zip";
+        let (s, _, body) = call(&app, "GET", uri, vec![]).await;
+        assert_eq!((s, body.len()), (StatusCode::OK, zip.len()));
+        let hex = intact_core::Digest::of(&zip).to_hex();
+        let blob = root.path().join("data/blobs/sha256").join(&hex[..2]).join(&hex);
+        let mut rotten = std::fs::read(&blob).expect("blob");
+        rotten[10] ^= 0xff;
+        std::fs::write(&blob, rotten).expect("rot");
+        let (s, ct, body) = call(&app, "GET", uri, vec![]).await;
+        assert_eq!(s, StatusCode::OK, "{ct}: {}", String::from_utf8_lossy(&body));
+        assert!(body == zip, "the damaged copy was served");
     }
 
     #[tokio::test]

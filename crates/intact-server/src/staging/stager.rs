@@ -369,16 +369,13 @@ impl Run {
             // A transaction left by a crash the journal missed expires within one lease.
             wait: LEASE,
         };
+        // Committed meanwhile by someone else (another process on a shared catalog): theirs.
+        if let Some(m) = self.store.has_version(&self.repo, &self.name, &self.version).await? {
+            return Ok((*m).clone());
+        }
         let txn = match self.store.begin(req).await {
             Ok(OpenOutcome::Created(t) | OpenOutcome::Resumed(t)) => t,
             Ok(OpenOutcome::Committed(_, m)) => return Ok(m),
-            Err(intact_store::Error::Exists { .. }) => {
-                // Committed meanwhile by someone else (another process on a shared catalog).
-                return match self.store.has_version(&self.repo, &self.name, &self.version).await? {
-                    Some(m) => Ok((*m).clone()),
-                    None => Err(StageError::Internal("version vanished after it was committed".into())),
-                };
-            }
             Err(e) => return Err(e.into()),
         };
         if let Err(e) = self.dirs.journal_add(&txn.id).await {
@@ -396,7 +393,18 @@ impl Run {
             let _ = self.store.abort(&txn.id).await;
         }
         self.dirs.journal_remove(&txn.id).await;
-        Ok(result?.into_manifest())
+        match result {
+            Ok(outcome) => Ok(outcome.into_manifest()),
+            // Another stager committed first, from other bytes (a moving upstream): versions
+            // never change, so the first commit is the artifact.
+            Err(intact_store::Error::Conflict { .. }) => {
+                match self.store.has_version(&self.repo, &self.name, &self.version).await? {
+                    Some(m) => Ok((*m).clone()),
+                    None => Err(StageError::Internal("version vanished after it was committed".into())),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
