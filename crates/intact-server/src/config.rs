@@ -26,6 +26,30 @@ pub struct Config {
     /// Transaction and garbage-collection tunables.
     #[serde(default)]
     pub store: StoreSettings,
+    /// Connection handling.
+    #[serde(default)]
+    pub http: HttpSettings,
+}
+
+/// How long the server waits on a client (all optional).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// A request head (request line and headers) must arrive within this; also how long an
+    /// idle keep-alive connection stays open.
+    pub header_timeout_seconds: u64,
+    /// A client that sends no byte of a request body, or accepts no byte of a response, for
+    /// this long is disconnected (uploads also end on `store.upload_idle_timeout_seconds`).
+    pub idle_timeout_seconds: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            header_timeout_seconds: 30,
+            idle_timeout_seconds: 120,
+        }
+    }
 }
 
 fn default_listen() -> String {
@@ -43,6 +67,7 @@ impl Default for Config {
             data_dir: default_data_dir(),
             repos: Vec::new(),
             store: StoreSettings::default(),
+            http: HttpSettings::default(),
         }
     }
 }
@@ -256,10 +281,15 @@ impl Config {
             ("store.gc_interval_seconds", st.gc_interval_seconds),
             ("store.txn_retention_seconds", st.txn_retention_seconds),
             ("store.upload_idle_timeout_seconds", st.upload_idle_timeout_seconds),
+            ("http.header_timeout_seconds", self.http.header_timeout_seconds),
+            ("http.idle_timeout_seconds", self.http.idle_timeout_seconds),
         ] {
             if v > MAX_SECONDS {
                 bail!("{field} = {v}: at most {MAX_SECONDS} (ten years)");
             }
+        }
+        if self.http.header_timeout_seconds == 0 || self.http.idle_timeout_seconds == 0 {
+            bail!("http.header_timeout_seconds and http.idle_timeout_seconds must be at least 1");
         }
         if st.upload_idle_timeout_seconds == 0 {
             bail!("store.upload_idle_timeout_seconds must be at least 1");

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod config;
 pub mod go;
+pub mod listener;
 pub mod serve_file;
 pub mod singleflight;
 pub mod staging;
@@ -20,13 +21,6 @@ use tokio::sync::watch;
 pub use config::Config;
 pub use state::AppState;
 
-/// A connection silent this long gets keepalive probes...
-const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
-/// ...this far apart...
-const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-/// ...and is dropped after this many go unanswered.
-const TCP_KEEPALIVE_RETRIES: u32 = 6;
-
 /// Opens the store for `config`, runs start-up recovery and builds the shared state.
 pub async fn open(config: Config) -> anyhow::Result<AppState> {
     let store = intact_store::Store::open_local(&config.data_dir, config.store_config())
@@ -41,7 +35,7 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
 
 /// Serves `state` on `listener` until `shutdown` flips to true, with the background tasks
 /// (lease expiry, periodic garbage collection) running alongside.
-pub async fn run(listener: TcpListener, state: AppState, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn run(listener: TcpListener, state: AppState, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let reaper = tokio::spawn(state.store.clone().run_reaper(Duration::from_secs(1), shutdown.clone()));
     let scrubber = tokio::spawn(
         state
@@ -69,31 +63,9 @@ pub async fn run(listener: TcpListener, state: AppState, mut shutdown: watch::Re
         })
     });
     let background = state.start_background(shutdown.clone());
+    let http = state.config.http.clone();
     let app = api::router(state);
-    // TCP_NODELAY: a response's headers and body go out as separate writes; with Nagle on,
-    // the body waits for the client's delayed ACK (~40 ms per keep-alive request).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-        // Keepalive probes find peers that vanished without a FIN (a laptop closed mid-upload,
-        // a dead NAT entry): their connection errors out instead of holding a request open.
-        let keepalive = socket2::TcpKeepalive::new()
-            .with_time(TCP_KEEPALIVE_IDLE)
-            .with_interval(TCP_KEEPALIVE_INTERVAL)
-            .with_retries(TCP_KEEPALIVE_RETRIES);
-        if let Err(e) = socket2::SockRef::from(&*tcp).set_tcp_keepalive(&keepalive) {
-            tracing::debug!(error = %e, "could not enable TCP keepalive");
-        }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            while !*shutdown.borrow() {
-                if shutdown.changed().await.is_err() {
-                    break;
-                }
-            }
-        })
+    listener::serve(listener, app, &http, shutdown)
         .await
         .context("http server")?;
     reaper.abort();

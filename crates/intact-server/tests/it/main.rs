@@ -14,6 +14,7 @@ mod locking;
 mod paths;
 mod publish;
 mod roundtrip;
+mod slow_clients;
 mod uploads;
 
 use std::net::SocketAddr;

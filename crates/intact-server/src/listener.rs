@@ -1,0 +1,187 @@
+//! Accepting TCP connections and serving HTTP on them, with the limits a server exposed to
+//! slow or vanished clients needs: a deadline on each request head (which also closes idle
+//! keep-alive connections), a cut-off for clients that stop sending a body or stop reading a
+//! response, TCP keepalive for peers that disappeared without a FIN, and a bounded graceful
+//! shutdown. (`axum::serve` has none of the timeouts: a client trickling its headers, or never
+//! reading a 10 GB response, would hold its connection, task and open blob for ever.)
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::time::Sleep;
+
+use crate::config::HttpSettings;
+
+/// A connection silent this long gets keepalive probes...
+const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// ...this far apart...
+const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// ...and is dropped after this many go unanswered.
+const TCP_KEEPALIVE_RETRIES: u32 = 6;
+/// How long a shutdown waits for requests in flight (a long poll may hold one for minutes).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves `app` on `listener` until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    settings: &HttpSettings,
+    mut shutdown: watch::Receiver<bool>,
+) -> io::Result<()> {
+    let idle = Duration::from_secs(settings.idle_timeout_seconds);
+    // Request bodies: every frame must come within the idle timeout.
+    let app = app.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(idle));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(settings.header_timeout_seconds));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(TCP_KEEPALIVE_IDLE))
+        .keep_alive_timeout(idle);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopped(&mut shutdown) => break,
+        };
+        let tcp = match accepted {
+            Ok((tcp, _peer)) => tcp,
+            Err(e) => {
+                // Out of file descriptors (or another resource): wait rather than spin.
+                tracing::warn!(error = %e, "accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        configure_socket(&tcp);
+        let io = TokioIo::new(StallGuard::new(tcp, idle));
+        let conn = builder
+            .serve_connection_with_upgrades(io, TowerToHyperService::new(app.clone()))
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+        tracing::info!("shutdown: requests still in flight after the grace period were dropped");
+    }
+    Ok(())
+}
+
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    while !*shutdown.borrow() {
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn configure_socket(tcp: &TcpStream) {
+    // TCP_NODELAY: a response's headers and body go out as separate writes; with Nagle on,
+    // the body waits for the client's delayed ACK (~40 ms per keep-alive request).
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+    }
+    // Keepalive probes find peers that vanished without a FIN (a laptop closed mid-upload, a
+    // dead NAT entry): their connection errors out instead of holding a request open.
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(TCP_KEEPALIVE_IDLE)
+        .with_interval(TCP_KEEPALIVE_INTERVAL)
+        .with_retries(TCP_KEEPALIVE_RETRIES);
+    if let Err(e) = socket2::SockRef::from(tcp).set_tcp_keepalive(&keepalive) {
+        tracing::debug!(error = %e, "could not enable TCP keepalive");
+    }
+}
+
+/// A connection whose writes fail once they have made no progress for `limit`: a client that
+/// stops reading a response is dropped, releasing what the response held (an open blob).
+struct StallGuard {
+    inner: TcpStream,
+    limit: Duration,
+    /// Running while a write is blocked on the peer; reset by any progress.
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl StallGuard {
+    fn new(inner: TcpStream, limit: Duration) -> Self {
+        Self {
+            inner,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// Turns a pending write into an error once it has been pending for the limit.
+    fn watch<T>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        match polled {
+            Poll::Ready(r) => {
+                self.stalled = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let limit = self.limit;
+                let timer = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("the client accepted no data for {}s", limit.as_secs()),
+                    )));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl AsyncRead for StallGuard {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for StallGuard {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
