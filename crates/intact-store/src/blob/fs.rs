@@ -1,7 +1,7 @@
 //! Blobs as plain files: `blobs/sha256/<first two hex>/<64 hex>`. Plain files keep the door
 //! open for zero-copy sending and hardlink/reflink imports.
 //!
-//! Durability order (HARD-PARTS "Durability of a commit"): write a temp file in the same
+//! Durability order: write a temp file in the same
 //! filesystem, fsync it, rename into place, fsync the directory. Only then is a blob durable,
 //! and only durable blobs are ever named by a catalog commit.
 

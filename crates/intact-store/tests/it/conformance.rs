@@ -615,7 +615,7 @@ pub async fn lru_eviction_deletes_whole_versions(h: &Harness) {
     assert_eq!(read_all(h, "build", "old", "b").await, vec![2u8; 100]);
 }
 
-/// The classic bug (HARD-PARTS "Garbage collection racing publishes"): gc lists an
+/// The classic bug of stores whose gc races publishes: gc lists an
 /// unreferenced blob, a publish of the same content re-uses it, gc deletes it. Publishers keep
 /// re-uploading a small pool of contents (deduplication all the time); every transaction's
 /// blobs become garbage again soon after (half roll back; the others commit, are read back,
@@ -760,7 +760,7 @@ impl intact_store::BlobStore for GatedBlobs {
     }
 }
 
-/// HARD-PARTS "Durability of a commit": the catalog never points at bytes that might not
+/// Durability of a commit: the catalog never points at bytes that might not
 /// exist. A commit checks the staged blobs, then commits; a file staged in between (its
 /// upload registered in the catalog, its bytes not yet renamed into place) must not ride
 /// along unchecked into the version.
