@@ -11,6 +11,7 @@ mod hostile;
 mod large;
 mod locking;
 mod publish;
+mod races;
 mod roundtrip;
 mod uploads;
 
