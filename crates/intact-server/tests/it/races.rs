@@ -10,6 +10,8 @@ mod check;
 mod client;
 mod content;
 mod ledger;
+mod ops;
+mod reads;
 
 use std::sync::Arc;
 use std::time::Duration;
