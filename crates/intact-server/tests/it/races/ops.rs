@@ -374,6 +374,27 @@ impl Racer {
         // unkeyed `auto` sent again is a new version, so those go out keyed.
         let resend = self.rng.chance(30);
         let key = (self.rng.chance(40) || (resend && spec == "auto")).then(|| author.key());
+        if let Some(key) = &key
+            && self.rng.chance(25)
+        {
+            // The same keyed publish twice at once (a retry sent while the first still runs).
+            let op = "keyed multipart publish sent twice at once";
+            let (a, b) = tokio::join!(
+                self.send_multipart(op, &publish, &spec, Some(key)),
+                self.send_multipart(op, &publish, &spec, Some(key))
+            );
+            let a = self.judge_multipart(op, &publish, &spec, a, true);
+            let b = self.judge_multipart(op, &publish, &spec, b, true);
+            if let (Some((sa, ma)), Some((sb, mb))) = (&a, &b)
+                && (ma != mb || *sa == StatusCode::CREATED && *sb == StatusCode::CREATED)
+            {
+                self.ledger().violation(format!(
+                    "client {}: {op} ({}) answered {sa} {ma} and {sb} {mb}",
+                    self.id, publish.author
+                ));
+            }
+            return;
+        }
         let Some(landed) = self
             .multipart_publish("multipart publish", &publish, &spec, key.as_deref())
             .await
@@ -403,6 +424,17 @@ impl Racer {
         spec: &str,
         key: Option<&str>,
     ) -> Option<(StatusCode, Value)> {
+        let answer = self.send_multipart(op, publish, spec, key).await;
+        self.judge_multipart(op, publish, spec, answer, false)
+    }
+
+    pub(super) async fn send_multipart(
+        &self,
+        op: &'static str,
+        publish: &Publish,
+        spec: &str,
+        key: Option<&str>,
+    ) -> Option<(StatusCode, Value)> {
         let mut form = Form::new()
             .percent_encode_noop()
             .text("name", publish.name.clone())
@@ -415,7 +447,22 @@ impl Racer {
             form = form.part(path.clone(), Part::bytes(f.recipe.bytes()).file_name(path.clone()));
         }
         let what = format!("{op} of {}@{spec} for {}", publish.name, publish.author);
-        let (status, v) = self.multipart(&what, form).await?;
+        self.multipart(&what, form).await
+    }
+
+    /// Judges a multipart publish's answer. `twin`: the same keyed publish went out twice at
+    /// once, so both share one transaction and either may find it busy or finished by the
+    /// other (the version then lands whole through one of them, or not at all).
+    pub(super) fn judge_multipart(
+        &mut self,
+        op: &'static str,
+        publish: &Publish,
+        spec: &str,
+        answer: Option<(StatusCode, Value)>,
+        twin: bool,
+    ) -> Option<(StatusCode, Value)> {
+        let (status, v) = answer?;
+        let what = format!("{op} of {}@{spec} for {}", publish.name, publish.author);
         match status {
             StatusCode::CREATED | StatusCode::OK => {
                 let m = self.ledger().observe(&format!("client {} {what}", self.id), &v)?;
@@ -438,6 +485,13 @@ impl Racer {
             }
             StatusCode::CONFLICT if v["error"] == "not_open" && v["state"] == "expired" => {
                 Counts::bump(&self.ledger().counts.expired_seen);
+                None
+            }
+            StatusCode::CONFLICT
+                if twin
+                    && (v["error"] == "uploads_in_progress"
+                        || v["error"] == "not_open" && (v["state"] == "aborted" || v["state"] == "committed")) =>
+            {
                 None
             }
             _ => {
