@@ -143,7 +143,12 @@ impl Racer {
             .collect();
         let name = self.rng.pick(&all).clone();
         let before = self.ledger().seen_versions_of(&name);
-        let limit = 1 + self.rng.below(6);
+        // Small pages cross concurrent commits often; big ones keep long listings cheap.
+        let limit = if self.rng.chance(40) {
+            1 + self.rng.below(6)
+        } else {
+            50 + self.rng.below(200)
+        };
         let mut listed: Vec<String> = Vec::new();
         let mut after: Option<String> = None;
         loop {
