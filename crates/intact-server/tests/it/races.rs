@@ -177,8 +177,8 @@ async fn many_clients_race_the_same_names_while_gc_runs() {
     let seed = seed();
     println!("races: seed {seed} (replay with INTACT_RACES_SEED={seed})");
     let plan = Arc::new(Plan {
-        clients: sized(10, 24),
-        rounds: sized(50, 300),
+        clients: sized(10, 32),
+        rounds: sized(50, 600),
         exact_names: sized(
             vec!["race/tools/cli", "race/shot-010"],
             vec!["race/tools/cli", "race/shot-010", "race/shot-020", "race/assets/tree"],
