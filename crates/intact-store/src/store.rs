@@ -514,14 +514,7 @@ impl Store {
             for f in &rec.files {
                 match self.blobs.size(&f.sha256).await? {
                     Some(size) if size == f.size => {}
-                    // Staged but never persisted (the server died between the two steps, and
-                    // the client committed anyway): refuse rather than name missing bytes.
-                    _ => {
-                        return Err(Error::BadRequest {
-                            field: "files",
-                            message: format!("file {} was not fully uploaded; upload it again", f.path),
-                        });
-                    }
+                    _ => return Err(self.missing_staged_blob(id, &rec, f).await),
                 }
             }
         }
@@ -537,6 +530,29 @@ impl Store {
         }
         self.notify_txns();
         Ok(outcome)
+    }
+
+    /// Why a staged file's bytes are gone at commit, looking again at the transaction `rec`
+    /// was read from: it ended meanwhile (rolled back or expired, its blobs reclaimed), or
+    /// the file was uploaded again (the first bytes swept); otherwise it was staged but never
+    /// persisted (the server died between the two steps, and the client committed anyway),
+    /// and the commit is refused rather than name missing bytes.
+    async fn missing_staged_blob(&self, id: &TxnId, rec: &TxnRecord, file: &FileEntry) -> Error {
+        match self.catalog.txn(id).await {
+            Err(e) => e,
+            Ok(now) if now.state != intact_core::TxnState::Open => Error::TxnNotOpen {
+                id: id.clone(),
+                state: now.state,
+            },
+            Ok(now) if now.files != rec.files => Error::UploadsInProgress {
+                id: id.clone(),
+                detail: format!("file {} was uploaded again while the commit was checking it", file.path),
+            },
+            Ok(_) => Error::BadRequest {
+                field: "files",
+                message: format!("file {} was not fully uploaded; upload it again", file.path),
+            },
+        }
     }
 
     /// Rolls transaction `id` back and reclaims what it staged.

@@ -6,6 +6,7 @@ mod guard;
 mod publish;
 mod reads;
 mod transactions;
+mod unread_body;
 
 use std::time::Duration;
 
@@ -62,8 +63,9 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .with_state(state)
-        // Outermost, so it sees every request, whichever route or fallback answers it.
+        // Outer layers, so they see every request, whichever route or fallback answers it.
         .layer(middleware::from_fn(guard::guard))
+        .layer(middleware::from_fn(unread_body::close_when_unread))
 }
 
 /// A path that exists for other methods: the JSON error shape, like every other error.

@@ -13,6 +13,7 @@ mod large;
 mod locking;
 mod paths;
 mod publish;
+mod races;
 mod roundtrip;
 mod slow_clients;
 mod uploads;

@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::{Server, assert_error, json_of};
+use crate::{Server, assert_error, json_of, raw_exchange};
 
 /// A request body fed by the test, chunk by chunk; it ends when the sender drops.
 fn fed_body() -> (reqwest::Body, mpsc::Sender<Result<Vec<u8>, std::io::Error>>) {
@@ -75,6 +75,44 @@ async fn a_stalled_upload_gets_408_and_stages_nothing() {
     let t = s.txn(&id).await;
     assert_eq!(t["state"], "open", "{t}");
     assert_eq!(t["files"], json!([]), "{t}");
+}
+
+/// An upload refused before its body has arrived (here: into a rolled-back transaction)
+/// ends its connection, and the answer says so (`Connection: close`). hyper writes the
+/// answer's head before it notices the body was dropped half-read, then closes anyway; a
+/// head promising keep-alive makes a client reuse the closing connection, and its next
+/// request (a commit, say) fails without an answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_refused_before_its_body_arrived_says_connection_close() {
+    let s = Server::start().await;
+    let (id, _) = s.open(json!({"name": "refused/early", "version": "1"})).await;
+    assert_eq!(s.abort(&id).await, StatusCode::NO_CONTENT);
+    // Headers announce 1 MB; only the first KiB is sent (and the write side stays open).
+    let mut req = format!(
+        "PUT /api/v1/transactions/{id}/files/big.bin HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000\r\n\r\n"
+    )
+    .into_bytes();
+    req.extend_from_slice(&[7u8; 1024]);
+    let (resp, buf) = raw_exchange(s.addr, &req).await;
+    let resp = resp.unwrap_or_else(|| panic!("no answer: {:?}", String::from_utf8_lossy(&buf)));
+    assert_eq!(resp.status, 409, "{:?}", resp.json());
+    assert_eq!(resp.json().map(|v| v["error"].clone()), Some(json!("not_open")));
+    assert_eq!(
+        resp.header("connection"),
+        Some("close"),
+        "the connection ends here; the answer must not invite reuse: {:?}",
+        resp.headers
+    );
+
+    // A request whose body was read to its end keeps its connection.
+    let (id, _) = s.open(json!({"name": "refused/early", "version": "2"})).await;
+    let req = format!(
+        "PUT /api/v1/transactions/{id}/files/small.bin HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\nhello"
+    );
+    let (resp, _) = raw_exchange(s.addr, req.as_bytes()).await;
+    let resp = resp.expect("answer");
+    assert_eq!(resp.status, 201, "{:?}", resp.json());
+    assert_eq!(resp.header("connection"), None, "{:?}", resp.headers);
 }
 
 /// Accepted sockets carry TCP keepalive, so a peer that vanished without a FIN is found.

@@ -820,6 +820,86 @@ pub async fn commit_never_names_a_file_staged_after_its_check(h: &Harness) {
     assert_eq!(read_all(h, "race", "1", "b").await, b"not yet durable");
 }
 
+/// A commit that read its transaction as open, and then finds a staged blob gone because
+/// the transaction was rolled back or expired meanwhile (and its blobs reclaimed), is
+/// refused as `not_open` with that state: not as a file "not fully uploaded", which would
+/// send the client to upload again into a finished transaction. A file replaced meanwhile
+/// by a second upload (the old bytes swept) is the retryable `uploads_in_progress`.
+pub async fn commit_racing_a_rollback_or_expiry_is_refused_as_not_open(h: &Harness) {
+    for (version, end) in [
+        ("1", Some(TxnState::Aborted)),
+        ("2", Some(TxnState::Expired)),
+        ("3", None),
+    ] {
+        // A fresh gate each time (a released permit goes back to the gate).
+        let gated = std::sync::Arc::new(GatedBlobs::new(h.store.blobs().clone()));
+        let store = std::sync::Arc::new(intact_store::Store::new(
+            h.store.catalog().clone(),
+            gated.clone(),
+            std::sync::Arc::new(h.clock.clone()),
+            intact_store::StoreConfig::default(),
+        ));
+        let mut r = req("rolled-back-under-commit", version);
+        r.lease = Some(Duration::from_secs(60));
+        let t = match store.begin(r).await.expect("begin") {
+            OpenOutcome::Created(t) => t,
+            other => panic!("{other:?}"),
+        };
+        let content = format!("only this transaction's bytes ({version})");
+        let mut body = content.as_bytes();
+        store
+            .put_file(&t.id, path("a"), &mut body, None, None)
+            .await
+            .expect("put a");
+
+        // The commit has read the transaction (open, one file) and stops checking "a".
+        gated.hold_size.store(true, std::sync::atomic::Ordering::SeqCst);
+        let commit = {
+            let (store, id) = (store.clone(), t.id.clone());
+            tokio::spawn(async move { store.commit(&id).await })
+        };
+        gated.size_arrived.notified().await;
+        gated.hold_size.store(false, std::sync::atomic::Ordering::SeqCst);
+        // Meanwhile the transaction ends and what it staged is reclaimed; or "a" is
+        // uploaded again and a collection sweeps its first bytes.
+        match end {
+            Some(TxnState::Aborted) => store.abort(&t.id).await.expect("abort"),
+            Some(_) => {
+                h.clock.advance(Duration::from_secs(61));
+                assert_eq!(store.expire_due().await.expect("expire"), 1);
+            }
+            None => {
+                let mut again: &[u8] = b"the second upload of a";
+                store
+                    .put_file(&t.id, path("a"), &mut again, None, None)
+                    .await
+                    .expect("put a again");
+                store.gc(Duration::ZERO).await.expect("gc");
+            }
+        }
+        assert!(!blob_exists(h, content.as_bytes()), "the reclaim ran");
+        gated.size_release.add_permits(1);
+        let outcome = commit.await.expect("join");
+        let right = match end {
+            Some(end) => matches!(&outcome, Err(Error::TxnNotOpen { state, .. }) if *state == end),
+            None => matches!(&outcome, Err(Error::UploadsInProgress { .. })),
+        };
+        assert!(
+            right,
+            "a commit racing the end ({end:?}) of its transaction answered {outcome:?}"
+        );
+        if end.is_none() {
+            // Asked again, the commit names the file as uploaded the second time.
+            let m = store.commit(&t.id).await.expect("commit").into_manifest();
+            assert_eq!(m.files.len(), 1);
+            assert_eq!(
+                read_all(h, "rolled-back-under-commit", "3", "a").await,
+                b"the second upload of a"
+            );
+        }
+    }
+}
+
 /// A catalog that can hold `manifest` just after it read the version, to line up a read
 /// with a concurrent delete.
 struct GatedCatalog {

@@ -103,6 +103,7 @@ suite!(sqlite_fs:
     lru_eviction_deletes_whole_versions,
     gc_racing_publishes_never_loses_a_committed_blob,
     commit_never_names_a_file_staged_after_its_check,
+    commit_racing_a_rollback_or_expiry_is_refused_as_not_open,
     manifest_cache_forgets_a_version_deleted_during_a_read,
     manifest_reads_never_see_a_version_without_its_files,
     gc_keeps_pending_blobs_still_held,

@@ -1,0 +1,42 @@
+//! Answers given before the request body was read to its end close the connection, and say
+//! so (`Connection: close`).
+//!
+//! A handler may refuse an upload without reading it (a rolled-back transaction, a guard's
+//! refusal, a JSON body over its limit). hyper then writes the answer's head first and only
+//! afterwards notices the body was dropped half-read; unless the rest had already arrived,
+//! it closes the connection, but the head went out promising keep-alive. A client reuses
+//! the closing connection and its next request fails without an answer — a create or a
+//! commit whose client cannot tell whether it happened.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
+
+use axum::body::{Body, HttpBody};
+use axum::extract::Request;
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use futures::StreamExt;
+
+/// The outermost layer: watches whether the handler read the body to its end.
+pub(crate) async fn close_when_unread(req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    if body.is_end_stream() {
+        return next.run(Request::from_parts(parts, body)).await;
+    }
+    let read_to_end = Arc::new(AtomicBool::new(false));
+    let flag = read_to_end.clone();
+    // Polled only once the body's own stream has ended (not after an error).
+    let end = futures::stream::poll_fn(move |_| {
+        flag.store(true, Ordering::Release);
+        Poll::Ready(None)
+    });
+    let watched = Body::from_stream(body.into_data_stream().chain(end));
+    let mut resp = next.run(Request::from_parts(parts, watched)).await;
+    if !read_to_end.load(Ordering::Acquire) {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
