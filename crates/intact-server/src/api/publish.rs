@@ -67,8 +67,18 @@ impl Fields {
 /// What opening the publish's transaction gave: a transaction to fill, or (an idempotent
 /// retry of a publish that already landed) the committed version.
 enum Opened {
-    Txn(TxnRecord),
+    Txn(TxnRecord, Owner),
     Done(Response),
+}
+
+/// Who opened the transaction a publish fills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    /// This request: on failure it rolls the transaction back.
+    This,
+    /// An earlier request with the same idempotency key, maybe still uploading: a failure of
+    /// this retry leaves the transaction to it (and to its lease).
+    Earlier,
 }
 
 async fn open_txn(
@@ -90,7 +100,8 @@ async fn open_txn(
         wait_seconds: None,
     };
     Ok(match state.store.begin(req.into_begin(repo, headers)?).await? {
-        OpenOutcome::Created(t) | OpenOutcome::Resumed(t) => Opened::Txn(t),
+        OpenOutcome::Created(t) => Opened::Txn(t, Owner::This),
+        OpenOutcome::Resumed(t) => Opened::Txn(t, Owner::Earlier),
         OpenOutcome::Committed(_, m) => Opened::Done((StatusCode::OK, Json(manifest_json(&m))).into_response()),
     })
 }
@@ -126,6 +137,7 @@ pub(crate) async fn publish(
     let mut multipart = multipart.map_err(|e| ApiError::bad("body", e.body_text()))?;
     let mut fields = Fields::default();
     let mut txn: Option<TxnRecord> = None;
+    let mut owns_txn = false;
     // The path of the first file part, once one arrived: text fields are over by then.
     let mut first_file: Option<String> = None;
     // If the connection drops and hyper cancels this handler mid-publish, the code after the
@@ -209,8 +221,11 @@ pub(crate) async fn publish(
                 )
                 .await?
                 {
-                    Opened::Txn(t) => {
-                        guard.id = Some(t.id.clone());
+                    Opened::Txn(t, owner) => {
+                        if owner == Owner::This {
+                            guard.id = Some(t.id.clone());
+                        }
+                        owns_txn = owner == Owner::This;
                         txn = Some(t);
                     }
                     Opened::Done(resp) => return Ok(resp),
@@ -226,8 +241,11 @@ pub(crate) async fn publish(
             None => {
                 // A publish without files: a metadata-only version.
                 match open_txn(&state, &repo, &headers, &fields, "fields name and version are required").await? {
-                    Opened::Txn(t) => {
-                        guard.id = Some(t.id.clone());
+                    Opened::Txn(t, owner) => {
+                        if owner == Owner::This {
+                            guard.id = Some(t.id.clone());
+                        }
+                        owns_txn = owner == Owner::This;
                         txn = Some(t.clone());
                         t
                     }
@@ -243,7 +261,10 @@ pub(crate) async fn publish(
     .await;
 
     guard.id = None;
+    // A keyed retry that resumed an earlier request's open transaction leaves it to that
+    // request (which may still be uploading) and to its lease.
     if result.is_err()
+        && owns_txn
         && let Some(t) = &txn
     {
         // Roll back whatever this request staged; nothing of it becomes visible.

@@ -453,3 +453,48 @@ async fn text_fields_after_a_file_part_are_refused() {
     assert_eq!(m["metadata"], json!({"os": "linux"}));
     s.stop().await;
 }
+
+/// Two keyed retries of one publish at once: the second resumes the first's transaction and
+/// finds the first still uploading (a retryable 409). It must leave that transaction alone, so
+/// the first, once its upload ends, commits the version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_retry_never_rolls_back_the_request_it_resumed() {
+    let s = Server::start().await;
+    let content = b"the one build".to_vec();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
+    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    tx.send(Ok(content[..4].to_vec())).await.expect("feed");
+    let slow = form()
+        .text("name", "keyed/twins")
+        .text("version", "1")
+        .text("idempotency_key", "job-42")
+        .part(
+            "build.bin",
+            Part::stream(reqwest::Body::wrap_stream(stream)).file_name("build.bin"),
+        );
+    let first = {
+        let (http, url) = (s.http.clone(), s.url("/api/v1/repos/files/publish"));
+        tokio::spawn(async move { json_of(http.post(url).multipart(slow).send().await.expect("first")).await })
+    };
+    // Lets the first request open the transaction and start its upload (ordering only).
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let retry = form()
+        .text("name", "keyed/twins")
+        .text("version", "1")
+        .text("idempotency_key", "job-42")
+        .part("build.bin", Part::bytes(content.clone()).file_name("build.bin"));
+    let got = publish_form(&s, retry).await;
+    assert_error(&got, StatusCode::CONFLICT, "uploads_in_progress", None);
+    tx.send(Ok(content[4..].to_vec())).await.expect("feed");
+    drop(tx);
+    let (status, m) = first.await.expect("join");
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "the first request's transaction survived the retry: {m}"
+    );
+    assert_eq!(
+        s.get_bytes("/api/v1/repos/files/keyed/twins/@v/1/build.bin").await,
+        (StatusCode::OK, content)
+    );
+}
