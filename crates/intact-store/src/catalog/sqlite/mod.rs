@@ -1,0 +1,303 @@
+//! The embedded catalog: SQLite in WAL mode through sqlx.
+//!
+//! * One write connection, and every writing transaction starts with `BEGIN IMMEDIATE`, so a
+//!   read-then-write (version allocation, lock takeover, commit) can never fail late with
+//!   `SQLITE_BUSY`; other processes opening the same file wait on the busy timeout.
+//! * `synchronous = FULL`: a commit is acknowledged only once it is durable in the WAL.
+//! * Several read connections serve the hot read path concurrently with writes.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use intact_core::{
+    ContentDiff, Digest, FileEntry, FilePath, Manifest, Name, RepoName, Timestamp, TxnId, TxnState, Version,
+    content_fingerprint,
+};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use tokio::sync::watch;
+
+use super::{
+    BlobUser, Catalog, CommitOutcome, Event, Finished, NewTxn, OpenOutcome, RepoUsage, SweepReport, TxnRecord,
+    TxnStatus, VersionSpec, VersionSummary, VersionUse, VersionsPageJson,
+};
+use crate::{BlobStore, Clock, Error, Result};
+
+/// Ordered schema migrations; each runs once, inside one transaction, recorded in
+/// `schema_migrations`.
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../../../migrations/sqlite/0002_lru.sql")),
+];
+
+const SWEEP_BATCH: i64 = 500;
+
+#[derive(Clone)]
+pub struct SqliteCatalog {
+    write: SqlitePool,
+    read: SqlitePool,
+    /// The catalog's clock: leases are compared against a reading taken *inside* the write
+    /// transaction, after the writer lock is held, never against one taken before waiting.
+    clock: Arc<dyn Clock>,
+    /// Bumped after every committed write transaction, whichever operation appended events
+    /// (a commit, a rollback, an expiry noticed by a lock takeover...): wakes event followers.
+    /// One process owns the database file, so its own writes are all there are.
+    writes: Arc<watch::Sender<u64>>,
+}
+
+impl std::fmt::Debug for SqliteCatalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteCatalog").finish_non_exhaustive()
+    }
+}
+
+type Tx = Transaction<'static, Sqlite>;
+
+impl SqliteCatalog {
+    /// Opens (creating and migrating if needed) the catalog database at `path`. `clock` is
+    /// the catalog's clock (this process's, for the embedded catalog).
+    pub async fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self> {
+        let base = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30))
+            .pragma("temp_store", "memory");
+        // A local file does not go stale: no liveness ping before each acquire, no idle or
+        // lifetime reaping.
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(60))
+            .test_before_acquire(false)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(base.clone())
+            .await?;
+        let catalog = Self {
+            read: SqlitePoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(60))
+                .test_before_acquire(false)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(base.pragma("query_only", "true"))
+                .await?,
+            write,
+            clock,
+            writes: Arc::new(watch::Sender::new(0)),
+        };
+        catalog.migrate().await?;
+        Ok(catalog)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let (mut tx, _) = self.begin().await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+            .fetch_all(&mut *tx)
+            .await?;
+        for (version, sql) in MIGRATIONS {
+            if applied.contains(version) {
+                continue;
+            }
+            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, strftime('%s','now') * 1000)")
+                .bind(version)
+                .execute(&mut *tx)
+                .await?;
+        }
+        self.commit(tx).await?;
+        Ok(())
+    }
+
+    /// Commits a write transaction and wakes event followers (a spurious wake-up only costs
+    /// them one query).
+    async fn commit(&self, tx: Tx) -> Result<()> {
+        tx.commit().await?;
+        self.writes.send_modify(|n| *n = n.wrapping_add(1));
+        Ok(())
+    }
+
+    /// Starts a write transaction and reads the clock once the writer lock is held: every
+    /// lease decision of the transaction uses that reading.
+    async fn begin(&self) -> Result<(Tx, Timestamp)> {
+        let conn = self.write_connection().await?;
+        let tx = sqlx::Transaction::begin(conn, Some("BEGIN IMMEDIATE".into())).await?;
+        Ok((tx, self.clock.now()))
+    }
+
+    /// The write connection, in a known state. A COMMIT that failed (a full disk) can make
+    /// SQLite roll the transaction back by itself, after which the driver's rollback fails
+    /// and its transaction depth stays off by one for ever: every later write would be
+    /// refused. Such a connection is closed and a fresh one opened instead.
+    async fn write_connection(&self) -> Result<sqlx::pool::PoolConnection<Sqlite>> {
+        use sqlx::Connection;
+        for _ in 0..3 {
+            let mut conn = self.write.acquire().await?;
+            if !conn.is_in_transaction() {
+                return Ok(conn);
+            }
+            tracing::warn!("catalog write connection left inside a failed transaction; reconnecting");
+            conn.close_on_drop();
+        }
+        Err(Error::Catalog {
+            context: "opening a write connection".into(),
+            source: "every write connection was left inside a failed transaction".into(),
+        })
+    }
+}
+
+mod blobs;
+mod events;
+mod rows;
+mod txns;
+mod versions;
+use events::append_event;
+use rows::*;
+
+#[async_trait]
+impl Catalog for SqliteCatalog {
+    async fn open_txn(&self, req: &NewTxn) -> Result<OpenOutcome> {
+        txns::open_txn(self, req).await
+    }
+
+    async fn txn(&self, id: &TxnId) -> Result<TxnRecord> {
+        txns::txn(self, id).await
+    }
+
+    async fn txn_status(&self, id: &TxnId) -> Result<TxnStatus> {
+        txns::txn_status(self, id).await
+    }
+
+    async fn renew_txn(&self, id: &TxnId) -> Result<TxnRecord> {
+        txns::renew_txn(self, id).await
+    }
+
+    async fn stage_file(&self, id: &TxnId, file: &FileEntry) -> Result<()> {
+        txns::stage_file(self, id, file).await
+    }
+
+    async fn commit_txn(&self, id: &TxnId, verified: &[FileEntry]) -> Result<CommitOutcome> {
+        txns::commit_txn(self, id, verified).await
+    }
+
+    async fn abort_txn(&self, id: &TxnId) -> Result<Finished> {
+        txns::abort_txn(self, id).await
+    }
+
+    async fn expire_txns(&self) -> Result<Finished> {
+        txns::expire_txns(self).await
+    }
+
+    async fn manifest(&self, repo: &RepoName, name: &Name, version: &Version) -> Result<Option<Manifest>> {
+        versions::manifest(self, repo, name, version).await
+    }
+
+    async fn list_versions(
+        &self,
+        repo: &RepoName,
+        name: &Name,
+        after: Option<&Version>,
+        limit: u32,
+    ) -> Result<Vec<VersionSummary>> {
+        versions::list_versions(self, repo, name, after, limit).await
+    }
+
+    async fn list_versions_json(
+        &self,
+        repo: &RepoName,
+        name: &Name,
+        after: Option<&Version>,
+        limit: u32,
+    ) -> Result<VersionsPageJson> {
+        versions::list_versions_json(self, repo, name, after, limit).await
+    }
+
+    async fn list_names(&self, repo: &RepoName, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<Name>> {
+        versions::list_names(self, repo, prefix, after, limit).await
+    }
+
+    async fn events(&self, after: i64, limit: u32) -> Result<Vec<Event>> {
+        events::events(self, after, limit).await
+    }
+
+    async fn check_writable(&self) -> Result<()> {
+        blobs::check_writable(self).await
+    }
+
+    fn event_wakeups(&self) -> watch::Receiver<u64> {
+        events::event_wakeups(self)
+    }
+
+    async fn last_event_seq(&self) -> Result<i64> {
+        events::last_event_seq(self).await
+    }
+
+    async fn sweep_blobs(
+        &self,
+        min_age: Duration,
+        only: Option<&[Digest]>,
+        blobs: &dyn BlobStore,
+    ) -> Result<SweepReport> {
+        blobs::sweep_blobs(self, min_age, only, blobs).await
+    }
+
+    async fn sweep_orphans(&self, candidates: &[Digest], blobs: &dyn BlobStore) -> Result<SweepReport> {
+        blobs::sweep_orphans(self, candidates, blobs).await
+    }
+
+    async fn committed_blobs(&self, after: Option<&Digest>, limit: u32) -> Result<Vec<(Digest, u64)>> {
+        blobs::committed_blobs(self, after, limit).await
+    }
+
+    async fn blob_users(&self, digest: &Digest, limit: u32) -> Result<Vec<BlobUser>> {
+        blobs::blob_users(self, digest, limit).await
+    }
+
+    async fn touch_versions(&self, accesses: &[(RepoName, Name, Version, Timestamp)]) -> Result<()> {
+        versions::touch_versions(self, accesses).await
+    }
+
+    async fn repo_usage(&self, repo: &RepoName) -> Result<RepoUsage> {
+        versions::repo_usage(self, repo).await
+    }
+
+    async fn least_recently_used(&self, repo: &RepoName, limit: u32) -> Result<Vec<VersionUse>> {
+        versions::least_recently_used(self, repo, limit).await
+    }
+
+    async fn delete_version(
+        &self,
+        repo: &RepoName,
+        name: &Name,
+        version: &Version,
+        reason: &str,
+    ) -> Result<Option<Manifest>> {
+        versions::delete_version(self, repo, name, version, reason).await
+    }
+
+    async fn prune_txns(&self, older_than: Duration) -> Result<u64> {
+        txns::prune_txns(self, older_than).await
+    }
+}
+
+impl FromStr for VersionSpec {
+    type Err = intact_core::ValidationError;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        if s == "auto" {
+            Ok(Self::Auto)
+        } else {
+            Version::parse(s).map(Self::Exact)
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Reading catalog rows back into domain types (and the conversions they need).
+
+use super::*;
+
+pub(super) fn corrupt(what: impl Into<String>) -> Error {
+    Error::Catalog {
+        context: "reading catalog row".into(),
+        source: what.into().into(),
+    }
+}
+
+pub(super) fn parse_json(s: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(s).map_err(|e| corrupt(format!("bad JSON in catalog: {e}")))
+}
+
+pub(super) fn u64_of(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+pub(super) fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+pub(super) fn what(repo: &RepoName, name: &Name, version: &Version) -> String {
+    format!("version {repo}/{name}@{version}")
+}
+
+pub(super) fn row_to_file(row: &SqliteRow) -> Result<FileEntry> {
+    let path: String = row.try_get("path")?;
+    let digest: String = row.try_get("digest")?;
+    Ok(FileEntry {
+        path: FilePath::parse(&path).map_err(|e| corrupt(e.to_string()))?,
+        size: u64_of(row.try_get("size")?),
+        sha256: Digest::parse(&digest).map_err(|e| corrupt(e.to_string()))?,
+    })
+}
+
+pub(super) fn parse_ids(row: &SqliteRow) -> Result<(RepoName, Name, Version)> {
+    let repo: String = row.try_get("repo")?;
+    let name: String = row.try_get("name")?;
+    let version: String = row.try_get("version")?;
+    Ok((
+        RepoName::parse(&repo).map_err(|e| corrupt(e.to_string()))?,
+        Name::parse_internal(&name).map_err(|e| corrupt(e.to_string()))?,
+        Version::parse(&version).map_err(|e| corrupt(e.to_string()))?,
+    ))
+}
+
+pub(super) async fn load_txn(tx: &mut sqlx::SqliteConnection, id: &str) -> Result<Option<TxnRecord>> {
+    let Some(row) = sqlx::query(
+        "SELECT id, repo, name, version, state, metadata, idempotency_key, created_at, expires_at, finished_at, lease_ms
+         FROM txns WHERE id = ?",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let (repo, name, version) = parse_ids(&row)?;
+    let state: String = row.try_get("state")?;
+    let files = sqlx::query("SELECT path, size, digest FROM staged WHERE txn_id = ? ORDER BY path")
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(row_to_file)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(TxnRecord {
+        id: TxnId::parse(&row.try_get::<String, _>("id")?).map_err(|e| corrupt(e.to_string()))?,
+        repo,
+        name,
+        version,
+        state: TxnState::parse(&state).ok_or_else(|| corrupt(format!("bad state {state}")))?,
+        metadata: parse_json(&row.try_get::<String, _>("metadata")?)?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        created_at: Timestamp(row.try_get("created_at")?),
+        expires_at: Timestamp(row.try_get("expires_at")?),
+        finished_at: row.try_get::<Option<i64>, _>("finished_at")?.map(Timestamp),
+        lease_seconds: u64_of(row.try_get::<i64, _>("lease_ms")?) / 1000,
+        files,
+    }))
+}
+
+pub(super) async fn load_manifest_by_id(tx: &mut sqlx::SqliteConnection, version_id: i64) -> Result<Option<Manifest>> {
+    let Some(row) =
+        sqlx::query("SELECT id, repo, name, version, metadata, created_at, txn_id, seq FROM versions WHERE id = ?")
+            .bind(version_id)
+            .fetch_optional(&mut *tx)
+            .await?
+    else {
+        return Ok(None);
+    };
+    manifest_from_row(tx, &row).await.map(Some)
+}
+
+/// The `versions` row of a committed version (the columns `manifest_from_row` reads).
+pub(super) async fn version_row(
+    conn: &mut sqlx::SqliteConnection,
+    repo: &RepoName,
+    name: &Name,
+    version: &Version,
+) -> Result<Option<SqliteRow>> {
+    Ok(sqlx::query(
+        "SELECT id, repo, name, version, metadata, created_at, txn_id, seq FROM versions
+         WHERE repo = ? AND name = ? AND version = ?",
+    )
+    .bind(repo.as_str())
+    .bind(name.as_str())
+    .bind(version.as_str())
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+pub(super) async fn manifest_from_row(tx: &mut sqlx::SqliteConnection, row: &SqliteRow) -> Result<Manifest> {
+    let (repo, name, version) = parse_ids(row)?;
+    let id: i64 = row.try_get("id")?;
+    let files = sqlx::query("SELECT path, size, digest FROM files WHERE version_id = ? ORDER BY path")
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(row_to_file)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Manifest {
+        repo,
+        name,
+        version,
+        files,
+        metadata: parse_json(&row.try_get::<String, _>("metadata")?)?,
+        created_at: Timestamp(row.try_get("created_at")?),
+        transaction: row
+            .try_get::<Option<String>, _>("txn_id")?
+            .and_then(|s| TxnId::parse(&s).ok()),
+        seq: row.try_get("seq")?,
+    })
+}
+
+pub(super) async fn version_id_of(
+    tx: &mut sqlx::SqliteConnection,
+    repo: &str,
+    name: &str,
+    version: &str,
+) -> Result<Option<(i64, String)>> {
+    let row = sqlx::query("SELECT id, fingerprint FROM versions WHERE repo = ? AND name = ? AND version = ?")
+        .bind(repo)
+        .bind(name)
+        .bind(version)
+        .fetch_optional(&mut *tx)
+        .await?;
+    row.map(|r| Ok((r.try_get("id")?, r.try_get("fingerprint")?)))
+        .transpose()
+}

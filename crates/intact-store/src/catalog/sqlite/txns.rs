@@ -1,0 +1,548 @@
+//! Transactions in SQL: opening (soft lock, `auto` numbers, idempotency keys), staging, the
+//! commit that makes a version visible, rollback, lease expiry and pruning.
+
+use super::*;
+
+/// The identity of an open request, to detect an idempotency key reused for something else.
+pub(super) fn request_fingerprint(req: &NewTxn) -> String {
+    let spec = match &req.version {
+        VersionSpec::Exact(v) => v.as_str().to_owned(),
+        VersionSpec::Auto => "\0auto".to_owned(),
+    };
+    let mut h = intact_core::DigestHasher::new();
+    for part in [req.name.as_str(), "\0", spec.as_str(), "\0", &req.metadata.to_string()] {
+        h.update(part.as_bytes());
+    }
+    h.finish().to_hex()
+}
+
+/// Moves an open transaction to a final state, dropping its staged rows, appending an
+/// `aborted` event. Returns the digests it had staged.
+pub(super) async fn finish_open_txn(
+    tx: &mut sqlx::SqliteConnection,
+    rec: &TxnRecord,
+    state: TxnState,
+    now: Timestamp,
+) -> Result<Vec<Digest>> {
+    sqlx::query("UPDATE txns SET state = ?, finished_at = ? WHERE id = ? AND state = 'open'")
+        .bind(state.as_str())
+        .bind(now.millis())
+        .bind(rec.id.as_str())
+        .execute(&mut *tx)
+        .await?;
+    // A rollback drops its staged rows here and hands the digests to the caller to reclaim.
+    // An expiry may be noticed on any path (commit, upload, lock takeover); its rows stay
+    // until `expire_txns` collects them, so every expired transaction's data is reclaimed by
+    // the one sweep that runs every second.
+    if state != TxnState::Expired {
+        sqlx::query("DELETE FROM staged WHERE txn_id = ?")
+            .bind(rec.id.as_str())
+            .execute(&mut *tx)
+            .await?;
+    }
+    let reason = if state == TxnState::Expired {
+        "lease expired"
+    } else {
+        "rolled back"
+    };
+    append_event(
+        tx,
+        now,
+        "aborted",
+        (rec.repo.as_str(), rec.name.as_str(), rec.version.as_str()),
+        Some(rec.id.as_str()),
+        serde_json::json!({ "reason": reason, "state": state.as_str() }),
+    )
+    .await?;
+    Ok(rec.files.iter().map(|f| f.sha256).collect())
+}
+
+/// Finishes `rec` as expired if it is open and its lease ran out by `now`.
+pub(super) async fn expire_if_due(
+    tx: &mut sqlx::SqliteConnection,
+    rec: &mut TxnRecord,
+    now: Timestamp,
+) -> Result<bool> {
+    if rec.state == TxnState::Open && rec.expires_at <= now {
+        finish_open_txn(tx, rec, TxnState::Expired, now).await?;
+        rec.state = TxnState::Expired;
+        rec.finished_at = Some(now);
+        rec.files.clear();
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+pub(super) async fn next_auto_number(tx: &mut sqlx::SqliteConnection, repo: &str, name: &str) -> Result<i64> {
+    let committed: Option<i64> = sqlx::query_scalar(
+        "SELECT MAX(auto_number) FROM versions WHERE repo = ? AND name = ? AND auto_number IS NOT NULL",
+    )
+    .bind(repo)
+    .bind(name)
+    .fetch_one(&mut *tx)
+    .await?;
+    let open: Option<i64> = sqlx::query_scalar(
+        "SELECT MAX(auto_number) FROM txns WHERE repo = ? AND name = ? AND state = 'open' AND auto_number IS NOT NULL",
+    )
+    .bind(repo)
+    .bind(name)
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(committed.unwrap_or(0).max(open.unwrap_or(0)).saturating_add(1))
+}
+
+pub(super) async fn open_txn(cat: &SqliteCatalog, req: &NewTxn) -> Result<OpenOutcome> {
+    let (mut tx, now) = cat.begin().await?;
+    let fingerprint = request_fingerprint(req);
+    let repo = req.repo.as_str();
+    let name = req.name.as_str();
+
+    if let Some(key) = &req.idempotency_key {
+        let existing: Option<String> = sqlx::query_scalar("SELECT txn_id FROM idempotency WHERE repo = ? AND key = ?")
+            .bind(repo)
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(txn_id) = existing {
+            let prior_fp: Option<String> = sqlx::query_scalar("SELECT request_fingerprint FROM txns WHERE id = ?")
+                .bind(&txn_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let (Some(prior_fp), Some(mut prior)) = (prior_fp, load_txn(&mut tx, &txn_id).await?) {
+                if prior_fp != fingerprint {
+                    return Err(Error::IdempotencyMismatch {
+                        key: key.clone(),
+                        detail: format!(
+                            "it opened {}/{}@{} with other name, version or metadata",
+                            prior.repo, prior.name, prior.version
+                        ),
+                    });
+                }
+                let expired_now = expire_if_due(&mut tx, &mut prior, now).await?;
+                match prior.state {
+                    TxnState::Open => {
+                        cat.commit(tx).await?;
+                        return Ok(OpenOutcome::Resumed(prior));
+                    }
+                    TxnState::Committed => {
+                        let vid: Option<i64> = sqlx::query_scalar("SELECT version_id FROM txns WHERE id = ?")
+                            .bind(&txn_id)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        if let Some(m) = match vid {
+                            Some(v) => load_manifest_by_id(&mut tx, v).await?,
+                            None => None,
+                        } {
+                            cat.commit(tx).await?;
+                            return Ok(OpenOutcome::Committed(prior, m));
+                        }
+                        // The version it committed has since been deleted: start afresh.
+                    }
+                    TxnState::Aborted | TxnState::Expired => {
+                        // A retry after a rollback or an expired lease starts a new transaction.
+                        let _ = expired_now;
+                    }
+                }
+            }
+        }
+    }
+
+    let (version, auto_number) = match &req.version {
+        VersionSpec::Exact(v) => (v.clone(), v.as_auto_number()),
+        VersionSpec::Auto => {
+            let n = next_auto_number(&mut tx, repo, name).await?;
+            (Version::from_number(n), Some(n))
+        }
+    };
+
+    // A version that is already committed may be opened again: publishing the same
+    // content again is an idempotent success and anything else a conflict, decided at
+    // commit, once the content is known.
+
+    let holder: Option<String> =
+        sqlx::query_scalar("SELECT id FROM txns WHERE repo = ? AND name = ? AND version = ? AND state = 'open'")
+            .bind(repo)
+            .bind(name)
+            .bind(version.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+    if let Some(holder_id) = holder
+        && let Some(mut holder) = load_txn(&mut tx, &holder_id).await?
+        && !expire_if_due(&mut tx, &mut holder, now).await?
+    {
+        return Err(Error::Locked {
+            what: what(&req.repo, &req.name, &version),
+            holder: holder.id,
+            expires_at: holder.expires_at,
+        });
+    }
+
+    let lease_ms = i64::try_from(req.lease.as_millis()).unwrap_or(i64::MAX);
+    let expires_at = now.plus(req.lease);
+    sqlx::query(
+        "INSERT INTO txns (id, repo, name, version, auto_number, metadata, state, idempotency_key,
+                           request_fingerprint, lease_ms, created_at, expires_at)
+         VALUES (?, ?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?)",
+    )
+    .bind(req.id.as_str())
+    .bind(repo)
+    .bind(name)
+    .bind(version.as_str())
+    .bind(auto_number)
+    .bind(req.metadata.to_string())
+    .bind(req.idempotency_key.as_deref())
+    .bind(&fingerprint)
+    .bind(lease_ms)
+    .bind(now.millis())
+    .bind(expires_at.millis())
+    .execute(&mut *tx)
+    .await?;
+    if let Some(key) = &req.idempotency_key {
+        sqlx::query("INSERT OR REPLACE INTO idempotency (repo, key, txn_id) VALUES (?, ?, ?)")
+            .bind(repo)
+            .bind(key)
+            .bind(req.id.as_str())
+            .execute(&mut *tx)
+            .await?;
+    }
+    cat.commit(tx).await?;
+    Ok(OpenOutcome::Created(TxnRecord {
+        id: req.id.clone(),
+        repo: req.repo.clone(),
+        name: req.name.clone(),
+        version,
+        state: TxnState::Open,
+        metadata: req.metadata.clone(),
+        idempotency_key: req.idempotency_key.clone(),
+        created_at: now,
+        expires_at,
+        finished_at: None,
+        lease_seconds: req.lease.as_secs(),
+        files: Vec::new(),
+    }))
+}
+
+pub(super) async fn txn(cat: &SqliteCatalog, id: &TxnId) -> Result<TxnRecord> {
+    // One snapshot for the row and its staged files (two statements).
+    let mut tx = cat.read.begin().await?;
+    let rec = load_txn(&mut tx, id.as_str()).await?;
+    tx.rollback().await?;
+    rec.ok_or_else(|| Error::not_found(format!("transaction {id}")))
+}
+
+pub(super) async fn txn_status(cat: &SqliteCatalog, id: &TxnId) -> Result<TxnStatus> {
+    let row = sqlx::query("SELECT state, expires_at, lease_ms FROM txns WHERE id = ?")
+        .bind(id.as_str())
+        .fetch_optional(&cat.read)
+        .await?
+        .ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
+    let state: String = row.try_get("state")?;
+    Ok(TxnStatus {
+        state: TxnState::parse(&state).ok_or_else(|| corrupt(format!("bad state {state}")))?,
+        expires_at: Timestamp(row.try_get("expires_at")?),
+        lease: Duration::from_millis(u64_of(row.try_get("lease_ms")?)),
+    })
+}
+
+pub(super) async fn renew_txn(cat: &SqliteCatalog, id: &TxnId) -> Result<TxnRecord> {
+    let (mut tx, now) = cat.begin().await?;
+    let mut rec = load_txn(&mut tx, id.as_str())
+        .await?
+        .ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
+    if expire_if_due(&mut tx, &mut rec, now).await? {
+        cat.commit(tx).await?;
+        return Err(Error::TxnNotOpen {
+            id: id.clone(),
+            state: TxnState::Expired,
+        });
+    }
+    if rec.state != TxnState::Open {
+        return Err(Error::TxnNotOpen {
+            id: id.clone(),
+            state: rec.state,
+        });
+    }
+    let expires_at = now.plus(Duration::from_secs(rec.lease_seconds)).max(rec.expires_at);
+    sqlx::query("UPDATE txns SET expires_at = ? WHERE id = ?")
+        .bind(expires_at.millis())
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?;
+    cat.commit(tx).await?;
+    rec.expires_at = expires_at;
+    Ok(rec)
+}
+
+pub(super) async fn stage_file(cat: &SqliteCatalog, id: &TxnId, file: &FileEntry) -> Result<()> {
+    let (mut tx, now) = cat.begin().await?;
+    let row = sqlx::query("SELECT state, expires_at, lease_ms FROM txns WHERE id = ?")
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
+    let state: String = row.try_get("state")?;
+    let state = TxnState::parse(&state).ok_or_else(|| corrupt(format!("bad state {state}")))?;
+    let expires_at = Timestamp(row.try_get("expires_at")?);
+    let lease_ms: i64 = row.try_get("lease_ms")?;
+    if state != TxnState::Open {
+        return Err(Error::TxnNotOpen { id: id.clone(), state });
+    }
+    if expires_at <= now {
+        let mut rec = load_txn(&mut tx, id.as_str())
+            .await?
+            .ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
+        expire_if_due(&mut tx, &mut rec, now).await?;
+        cat.commit(tx).await?;
+        return Err(Error::TxnNotOpen {
+            id: id.clone(),
+            state: TxnState::Expired,
+        });
+    }
+    let digest = file.sha256.to_hex();
+    sqlx::query(
+        "INSERT INTO blobs (digest, size, registered) VALUES (?, ?, ?)
+         ON CONFLICT (digest) DO UPDATE SET registered = excluded.registered",
+    )
+    .bind(&digest)
+    .bind(i64_of(file.size))
+    .bind(now.millis())
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("INSERT OR REPLACE INTO staged (txn_id, path, size, digest) VALUES (?, ?, ?, ?)")
+        .bind(id.as_str())
+        .bind(file.path.as_str())
+        .bind(i64_of(file.size))
+        .bind(&digest)
+        .execute(&mut *tx)
+        .await?;
+    // Activity renews the lease.
+    sqlx::query("UPDATE txns SET expires_at = MAX(expires_at, ?) WHERE id = ?")
+        .bind(now.millis().saturating_add(lease_ms))
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?;
+    cat.commit(tx).await?;
+    Ok(())
+}
+
+pub(super) async fn commit_txn(cat: &SqliteCatalog, id: &TxnId, verified: &[FileEntry]) -> Result<CommitOutcome> {
+    let (mut tx, now) = cat.begin().await?;
+    let mut rec = load_txn(&mut tx, id.as_str())
+        .await?
+        .ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
+    match rec.state {
+        TxnState::Committed => {
+            let vid: Option<i64> = sqlx::query_scalar("SELECT version_id FROM txns WHERE id = ?")
+                .bind(id.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+            let manifest = match vid {
+                Some(v) => load_manifest_by_id(&mut tx, v).await?,
+                None => None,
+            };
+            return manifest
+                .map(CommitOutcome::AlreadyCommitted)
+                .ok_or_else(|| Error::not_found(format!("the version committed by {id} (since deleted)")));
+        }
+        TxnState::Aborted | TxnState::Expired => {
+            return Err(Error::TxnNotOpen {
+                id: id.clone(),
+                state: rec.state,
+            });
+        }
+        TxnState::Open => {}
+    }
+    if expire_if_due(&mut tx, &mut rec, now).await? {
+        cat.commit(tx).await?;
+        return Err(Error::TxnNotOpen {
+            id: id.clone(),
+            state: TxnState::Expired,
+        });
+    }
+    if rec.files != verified {
+        return Err(Error::UploadsInProgress {
+            id: id.clone(),
+            detail: "a file was staged while the commit was checking the others".into(),
+        });
+    }
+    let (repo, name, version) = (rec.repo.as_str(), rec.name.as_str(), rec.version.as_str());
+    let fingerprint = content_fingerprint(rec.files.iter().map(|f| (f.path.as_str(), &f.sha256)), &rec.metadata);
+
+    if let Some((existing_id, existing_fp)) = version_id_of(&mut tx, repo, name, version).await? {
+        if existing_fp != fingerprint.to_hex() {
+            let existing = load_manifest_by_id(&mut tx, existing_id).await?;
+            let diff = existing
+                .map(|m| ContentDiff::between(&m.files, &m.metadata, &rec.files, &rec.metadata))
+                .filter(|d| !d.is_empty());
+            return Err(Error::Conflict {
+                what: what(&rec.repo, &rec.name, &rec.version),
+                diff: diff.map(Box::new),
+            });
+        }
+        // Identical content: this commit is a retry of one that already landed.
+        sqlx::query("UPDATE txns SET state = 'committed', finished_at = ?, version_id = ? WHERE id = ?")
+            .bind(now.millis())
+            .bind(existing_id)
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM staged WHERE txn_id = ?")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let manifest = load_manifest_by_id(&mut tx, existing_id)
+            .await?
+            .ok_or_else(|| corrupt("version vanished inside a transaction"))?;
+        cat.commit(tx).await?;
+        return Ok(CommitOutcome::AlreadyCommitted(manifest));
+    }
+
+    let total: u64 = rec.files.iter().map(|f| f.size).sum();
+    let seq = append_event(
+        &mut tx,
+        now,
+        "committed",
+        (repo, name, version),
+        Some(id.as_str()),
+        serde_json::json!({ "files": rec.files.len(), "size": total, "fingerprint": fingerprint.to_hex() }),
+    )
+    .await?;
+    let version_id = sqlx::query(
+        "INSERT INTO versions (repo, name, version, auto_number, metadata, fingerprint, txn_id, seq, created_at,
+                               last_access, total_size, file_count)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(repo)
+    .bind(name)
+    .bind(version)
+    .bind(rec.version.as_auto_number())
+    .bind(rec.metadata.to_string())
+    .bind(fingerprint.to_hex())
+    .bind(id.as_str())
+    .bind(seq)
+    .bind(now.millis())
+    .bind(now.millis())
+    .bind(i64_of(total))
+    .bind(i64_of(rec.files.len() as u64))
+    .execute(&mut *tx)
+    .await?
+    .last_insert_rowid();
+    sqlx::query(
+        "INSERT INTO files (version_id, path, size, digest) SELECT ?, path, size, digest FROM staged WHERE txn_id = ?",
+    )
+    .bind(version_id)
+    .bind(id.as_str())
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM staged WHERE txn_id = ?")
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE txns SET state = 'committed', finished_at = ?, version_id = ? WHERE id = ?")
+        .bind(now.millis())
+        .bind(version_id)
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO names (repo, name, versions) VALUES (?, ?, 1)
+         ON CONFLICT (repo, name) DO UPDATE SET versions = versions + 1",
+    )
+    .bind(repo)
+    .bind(name)
+    .execute(&mut *tx)
+    .await?;
+    cat.commit(tx).await?;
+    Ok(CommitOutcome::Committed(Manifest {
+        repo: rec.repo,
+        name: rec.name,
+        version: rec.version,
+        files: rec.files,
+        metadata: rec.metadata,
+        created_at: now,
+        transaction: Some(id.clone()),
+        seq,
+    }))
+}
+
+pub(super) async fn abort_txn(cat: &SqliteCatalog, id: &TxnId) -> Result<Finished> {
+    let (mut tx, now) = cat.begin().await?;
+    let rec = load_txn(&mut tx, id.as_str())
+        .await?
+        .ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
+    match rec.state {
+        TxnState::Aborted | TxnState::Expired => Ok(Finished::default()),
+        TxnState::Committed => Err(Error::TxnNotOpen {
+            id: id.clone(),
+            state: rec.state,
+        }),
+        TxnState::Open => {
+            let digests = finish_open_txn(&mut tx, &rec, TxnState::Aborted, now).await?;
+            cat.commit(tx).await?;
+            Ok(Finished {
+                txns: vec![rec.id],
+                staged_digests: digests,
+            })
+        }
+    }
+}
+
+pub(super) async fn expire_txns(cat: &SqliteCatalog) -> Result<Finished> {
+    const LEFTOVERS: &str = "SELECT DISTINCT s.txn_id, s.digest FROM staged s JOIN txns t ON t.id = s.txn_id
+                             WHERE t.state <> 'open'";
+    let mut finished = Finished::default();
+    // A cheap look first, outside the writer lock; each candidate is checked again against
+    // the clock read inside the write transaction.
+    let due: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM txns WHERE state = 'open' AND expires_at <= ? LIMIT 1000")
+            .bind(cat.clock.now().millis())
+            .fetch_all(&cat.read)
+            .await?;
+    let leftovers: Option<i64> = sqlx::query_scalar(&format!("SELECT 1 FROM ({LEFTOVERS}) LIMIT 1"))
+        .fetch_optional(&cat.read)
+        .await?;
+    if due.is_empty() && leftovers.is_none() {
+        return Ok(finished);
+    }
+    let (mut tx, now) = cat.begin().await?;
+    for id in due {
+        if let Some(mut rec) = load_txn(&mut tx, &id).await?
+            && expire_if_due(&mut tx, &mut rec, now).await?
+        {
+            finished.txns.push(rec.id);
+        }
+    }
+    // Staged rows of every finished transaction: this sweep's expiries and those noticed
+    // elsewhere since the last sweep.
+    let rows = sqlx::query(LEFTOVERS).fetch_all(&mut *tx).await?;
+    for r in &rows {
+        let hex: String = r.try_get("digest")?;
+        finished
+            .staged_digests
+            .push(Digest::parse(&hex).map_err(|e| corrupt(e.to_string()))?);
+        let id: String = r.try_get("txn_id")?;
+        if let Ok(id) = TxnId::parse(&id)
+            && !finished.txns.contains(&id)
+        {
+            finished.txns.push(id);
+        }
+    }
+    sqlx::query("DELETE FROM staged WHERE txn_id IN (SELECT id FROM txns WHERE state <> 'open')")
+        .execute(&mut *tx)
+        .await?;
+    cat.commit(tx).await?;
+    Ok(finished)
+}
+
+pub(super) async fn prune_txns(cat: &SqliteCatalog, older_than: Duration) -> Result<u64> {
+    let (mut tx, now) = cat.begin().await?;
+    let res = sqlx::query("DELETE FROM txns WHERE state <> 'open' AND finished_at < ?")
+        .bind(now.minus(older_than).millis())
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM idempotency WHERE txn_id NOT IN (SELECT id FROM txns)")
+        .execute(&mut *tx)
+        .await?;
+    cat.commit(tx).await?;
+    Ok(res.rows_affected())
+}
