@@ -148,11 +148,12 @@ pub async fn send_file(
     }
     // A whole file is checked against its sha256 as it streams: a damaged blob ends the
     // response before its last bytes (the client sees a cut body, never a complete wrong one)
-    // and is quarantined. A range cannot be checked without reading the rest of the blob;
-    // the background scrubber covers those bytes.
+    // and is quarantined. So is a range that covers the whole file (`bytes=0-`, how many
+    // download managers start): it is a whole download. Any other range cannot be checked
+    // without reading the rest of the blob; the background scrubber covers those bytes.
     let read = match byte_range {
-        None => store.read_file_verified(file).await?,
-        Some(range) => store.read_file(file, Some(range)).await?,
+        Some(range) if !(range.start == 0 && range.end == size) => store.read_file(file, Some(range)).await?,
+        _ => store.read_file_verified(file).await?,
     };
     // Size the buffer to the body: a 4 KiB file should not allocate a 256 KiB chunk.
     let chunk = usize::try_from(len).unwrap_or(STREAM_CHUNK).clamp(1, STREAM_CHUNK);
