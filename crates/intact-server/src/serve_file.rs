@@ -144,6 +144,11 @@ pub async fn send_file(
     resp_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
 
     if method == Method::HEAD {
+        // No body to check, but the answer must not promise bytes that are gone (lost, or
+        // quarantined as damaged): one stat, and a proxy repo then fetches its copy again.
+        if store.blobs().size(&file.sha256).await? != Some(size) {
+            return Err(intact_store::Error::BlobMissing { digest: file.sha256 }.into());
+        }
         return Ok((status, resp_headers).into_response());
     }
     // A whole file is checked against its sha256 as it streams: a damaged blob ends the

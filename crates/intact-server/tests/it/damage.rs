@@ -179,3 +179,18 @@ async fn a_range_covering_the_whole_file_never_serves_damage_whole() {
         }
     }
 }
+
+/// `HEAD` sends no bytes, but its answer must not promise bytes that are gone: a file whose
+/// blob was quarantined (or lost) answers like `GET` does, not `200` with its length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_does_not_promise_a_lost_blob() {
+    let s = Server::start().await;
+    let content = b"a file that will be lost".to_vec();
+    s.publish("lost", "1", &[("f.txt", &content)]).await;
+    std::fs::remove_file(s.blob_path(&Digest::of(&content))).expect("lose the blob");
+    let url = s.url("/api/v1/repos/files/lost/@v/1/f.txt");
+    let get = s.http.get(&url).send().await.expect("get").status();
+    let head = s.http.head(&url).send().await.expect("head").status();
+    assert_eq!(get, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(head, get, "HEAD answered {head} for a file GET cannot serve");
+}
