@@ -101,6 +101,16 @@ pub async fn send_file(
         HeaderValue::from_static("public, max-age=31536000, immutable"),
     );
     resp_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    // Stored files come from whoever published them (or from an upstream), yet are served
+    // from intact's own origin: an HTML or SVG file opened in a browser would otherwise be a
+    // same-origin page whose script could write here past the cross-site check. Sandboxed,
+    // it is an opaque origin (scripts may still run, a report stays usable) whose writes
+    // the guard refuses like any other site's; and nothing is sniffed into a page.
+    resp_headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox allow-scripts allow-popups allow-downloads"),
+    );
+    resp_headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(last_modified.to_system())) {
         resp_headers.insert(header::LAST_MODIFIED, v);
     }
