@@ -42,18 +42,24 @@ pub async fn serve(
     let idle = Duration::from_secs(settings.idle_timeout_seconds);
     // Request bodies: every frame must come within the idle timeout.
     let app = app.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(idle));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only. Every client of intact (curl, go, the CLI, browsers over plain http)
+    // speaks it, and the limits here are HTTP/1's: with HTTP/2 offered too, a connection is
+    // first sniffed for the HTTP/2 preface with no deadline at all (a client that connects
+    // and sends nothing was held for ever), and HTTP/2's flow control lets a client stall
+    // one response without stalling the connection's writes (an unread stream pinned its
+    // open blob for ever, a hundred of them per connection).
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(settings.header_timeout_seconds));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(TCP_KEEPALIVE_IDLE))
-        .keep_alive_timeout(idle);
     let graceful = GracefulShutdown::new();
+    // Every connection's task, so that those still busy after the grace period are really
+    // dropped (a detached task would keep serving, and holding the store, after `serve`
+    // returned). Finished ones are reaped as new connections arrive.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = stopped(&mut shutdown) => break,
@@ -70,10 +76,10 @@ pub async fn serve(
         configure_socket(&tcp);
         let io = TokioIo::new(StallGuard::new(tcp, idle));
         let conn = builder
-            .serve_connection_with_upgrades(io, TowerToHyperService::new(app.clone()))
+            .serve_connection(io, TowerToHyperService::new(app.clone()))
             .into_owned();
         let conn = graceful.watch(conn);
-        tokio::spawn(async move {
+        connections.spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
@@ -83,6 +89,7 @@ pub async fn serve(
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
         tracing::info!("shutdown: requests still in flight after the grace period were dropped");
     }
+    connections.shutdown().await;
     Ok(())
 }
 

@@ -101,6 +101,16 @@ pub async fn send_file(
         HeaderValue::from_static("public, max-age=31536000, immutable"),
     );
     resp_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    // Stored files come from whoever published them (or from an upstream), yet are served
+    // from intact's own origin: an HTML or SVG file opened in a browser would otherwise be a
+    // same-origin page whose script could write here past the cross-site check. Sandboxed,
+    // it is an opaque origin (scripts may still run, a report stays usable) whose writes
+    // the guard refuses like any other site's; and nothing is sniffed into a page.
+    resp_headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox allow-scripts allow-popups allow-downloads"),
+    );
+    resp_headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(last_modified.to_system())) {
         resp_headers.insert(header::LAST_MODIFIED, v);
     }
@@ -144,15 +154,21 @@ pub async fn send_file(
     resp_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
 
     if method == Method::HEAD {
+        // No body to check, but the answer must not promise bytes that are gone (lost, or
+        // quarantined as damaged): one stat, and a proxy repo then fetches its copy again.
+        if store.blobs().size(&file.sha256).await? != Some(size) {
+            return Err(intact_store::Error::BlobMissing { digest: file.sha256 }.into());
+        }
         return Ok((status, resp_headers).into_response());
     }
     // A whole file is checked against its sha256 as it streams: a damaged blob ends the
     // response before its last bytes (the client sees a cut body, never a complete wrong one)
-    // and is quarantined. A range cannot be checked without reading the rest of the blob;
-    // the background scrubber covers those bytes.
+    // and is quarantined. So is a range that covers the whole file (`bytes=0-`, how many
+    // download managers start): it is a whole download. Any other range cannot be checked
+    // without reading the rest of the blob; the background scrubber covers those bytes.
     let read = match byte_range {
-        None => store.read_file_verified(file).await?,
-        Some(range) => store.read_file(file, Some(range)).await?,
+        Some(range) if !(range.start == 0 && range.end == size) => store.read_file(file, Some(range)).await?,
+        _ => store.read_file_verified(file).await?,
     };
     // Size the buffer to the body: a 4 KiB file should not allocate a 256 KiB chunk.
     let chunk = usize::try_from(len).unwrap_or(STREAM_CHUNK).clamp(1, STREAM_CHUNK);

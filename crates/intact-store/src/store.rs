@@ -409,10 +409,11 @@ impl Store {
         // file out of the version.
         let _in_flight = self.uploads.start(id);
         let now = self.now();
-        if status.expires_at <= now.plus(status.lease / 2) {
-            self.catalog.renew_txn(id).await?;
+        let mut expires_at = status.expires_at;
+        if expires_at <= now.plus(status.lease / 2) {
+            expires_at = self.catalog.renew_txn(id).await?.expires_at;
         }
-        let pending = self.stream_body(id, status.lease, body, progress).await?;
+        let pending = self.stream_body(id, status.lease, expires_at, body, progress).await?;
         if let Some(expected) = expected
             && expected != pending.digest
         {
@@ -425,8 +426,11 @@ impl Store {
     }
 
     /// Streams an upload's body into a pending blob, watching it: an upload may outlast its
-    /// lease (1 GiB at a few MB/s), so while bytes keep arriving the lease is renewed every
-    /// half lease, and the reaper never expires a transaction busy receiving bytes. A body
+    /// lease (1 GiB at a few MB/s), so while bytes keep arriving the lease is renewed once
+    /// less than half of it is left (judged against `expires_at`, the lease's end when the
+    /// upload starts, not against the upload's start: an upload may begin with barely more
+    /// than half a lease left), and the reaper never expires a transaction busy receiving
+    /// bytes. A body
     /// that sends nothing for the idle timeout (at most the lease) is ended: the lease is not
     /// renewed for it, so a client that vanished without closing cannot pin the version. If
     /// the transaction ends meanwhile (rolled back), the upload stops there.
@@ -434,11 +438,13 @@ impl Store {
         &self,
         id: &TxnId,
         lease: Duration,
+        mut expires_at: Timestamp,
         body: &mut (dyn AsyncRead + Send + Unpin),
         progress: Option<Progress<'_>>,
     ) -> Result<PendingBlob> {
         let idle_limit = self.config.upload_idle_timeout.min(lease).max(Duration::from_secs(1));
         let renew_every = (lease / 2).max(Duration::from_millis(100));
+        let renew_when_left = i64::try_from((lease / 2).as_millis()).unwrap_or(i64::MAX);
         let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut metered = crate::upload::Metered {
             inner: body,
@@ -449,9 +455,8 @@ impl Store {
         let check_every = (idle_limit / 4).min(renew_every).max(Duration::from_millis(50));
         let mut tick = tokio::time::interval(check_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let start = tokio::time::Instant::now();
-        let (mut seen, mut last_byte) = (0u64, start);
-        let (mut renewed_at_bytes, mut last_renewal) = (0u64, start);
+        let (mut seen, mut last_byte) = (0u64, tokio::time::Instant::now());
+        let mut renewed_at_bytes = 0u64;
         loop {
             tokio::select! {
                 written = &mut write => return written,
@@ -463,9 +468,10 @@ impl Store {
                     } else if now.duration_since(last_byte) >= idle_limit {
                         return Err(Error::BodyIdle { seconds: idle_limit.as_secs() });
                     }
-                    if now.duration_since(last_renewal) >= renew_every && n != renewed_at_bytes {
-                        self.catalog.renew_txn(id).await?;
-                        (renewed_at_bytes, last_renewal) = (n, now);
+                    let left = expires_at.millis().saturating_sub(self.now().millis());
+                    if left <= renew_when_left && n != renewed_at_bytes {
+                        expires_at = self.catalog.renew_txn(id).await?.expires_at;
+                        renewed_at_bytes = n;
                     }
                 }
             }
@@ -840,9 +846,14 @@ impl Store {
     }
 
     /// Takes a damaged blob out of service and logs which committed files it breaks; returns
-    /// them. Reads of those files then fail as missing instead of serving wrong bytes.
+    /// them. Reads of those files then fail as missing instead of serving wrong bytes. A late
+    /// report, about bytes already moved aside and stored again since, changes nothing (and
+    /// names no file).
     pub async fn quarantine(&self, digest: &Digest, detail: &str) -> Result<Vec<crate::BlobUser>> {
-        self.blobs.quarantine(digest).await?;
+        if !self.blobs.quarantine(digest).await? {
+            tracing::info!(%digest, %detail, "damage reported for a blob that is absent or good now; nothing to quarantine");
+            return Ok(Vec::new());
+        }
         let users = self.catalog.blob_users(digest, USERS_NAMED).await?;
         let named: Vec<String> = users.iter().map(ToString::to_string).collect();
         tracing::error!(%digest, %detail, versions = ?named, "damaged blob quarantined; the versions holding it need repair");

@@ -18,7 +18,7 @@ use axum::extract::{Multipart, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
-use intact_core::FilePath;
+use intact_core::{ContentDiff, DigestHasher, FileEntry, FilePath, Manifest};
 use intact_store::{CommitOutcome, OpenOutcome, TxnRecord};
 use tokio_util::io::StreamReader;
 
@@ -64,11 +64,44 @@ impl Fields {
     }
 }
 
-/// What opening the publish's transaction gave: a transaction to fill, or (an idempotent
-/// retry of a publish that already landed) the committed version.
+/// What opening the publish's transaction gave: a transaction to fill, or (the idempotency
+/// key already published a version) that version, which the parts sent must match.
 enum Opened {
     Txn(TxnRecord, Owner),
-    Done(Response),
+    Done(Manifest),
+}
+
+/// Hashes a file part without storing it (a retry under a used idempotency key: its parts
+/// are only compared with what the key published).
+async fn hash_part(mut field: Field<'_>, path: FilePath) -> ApiResult<FileEntry> {
+    let mut hasher = DigestHasher::new();
+    while let Some(chunk) = field.chunk().await.map_err(|e| ApiError::bad("body", e.body_text()))? {
+        hasher.update(&chunk);
+    }
+    Ok(FileEntry {
+        path,
+        size: hasher.len(),
+        sha256: hasher.finish(),
+    })
+}
+
+/// The answer to a publish whose idempotency key already published `m`: the same version
+/// again when the parts sent are its content, else a reused key (the parts were never
+/// published, and a `200` would say they were).
+fn answer_retry(m: &Manifest, sent: &[FileEntry], fields: &Fields) -> ApiResult<Response> {
+    let metadata = fields.metadata.clone().unwrap_or_else(|| serde_json::json!({}));
+    let diff = ContentDiff::between(&m.files, &m.metadata, sent, &metadata);
+    if diff.is_empty() {
+        return Ok((StatusCode::OK, Json(manifest_json(m))).into_response());
+    }
+    Err(intact_store::Error::IdempotencyMismatch {
+        key: fields.idempotency_key.clone().unwrap_or_default(),
+        detail: format!(
+            "it published {}/{}@{}, whose content differs from these parts: {diff}; nothing was published",
+            m.repo, m.name, m.version
+        ),
+    }
+    .into())
 }
 
 /// Who opened the transaction a publish fills.
@@ -102,7 +135,7 @@ async fn open_txn(
     Ok(match state.store.begin(req.into_begin(repo, headers)?).await? {
         OpenOutcome::Created(t) => Opened::Txn(t, Owner::This),
         OpenOutcome::Resumed(t) => Opened::Txn(t, Owner::Earlier),
-        OpenOutcome::Committed(_, m) => Opened::Done((StatusCode::OK, Json(manifest_json(&m))).into_response()),
+        OpenOutcome::Committed(_, m) => Opened::Done(m),
     })
 }
 
@@ -138,6 +171,10 @@ pub(crate) async fn publish(
     let mut fields = Fields::default();
     let mut txn: Option<TxnRecord> = None;
     let mut owns_txn = false;
+    // Set when the idempotency key already published a version: the parts are then hashed
+    // (into `sent`) and compared with it, never stored.
+    let mut published: Option<Manifest> = None;
+    let mut sent: Vec<FileEntry> = Vec::new();
     // The path of the first file part, once one arrived: text fields are over by then.
     let mut first_file: Option<String> = None;
     // If the connection drops and hyper cancels this handler mid-publish, the code after the
@@ -211,7 +248,7 @@ pub(crate) async fn publish(
             };
             let path = FilePath::parse(&path)?;
             first_file.get_or_insert_with(|| path.to_string());
-            if txn.is_none() {
+            if txn.is_none() && published.is_none() {
                 match open_txn(
                     &state,
                     &repo,
@@ -228,13 +265,20 @@ pub(crate) async fn publish(
                         owns_txn = owner == Owner::This;
                         txn = Some(t);
                     }
-                    Opened::Done(resp) => return Ok(resp),
+                    Opened::Done(m) => published = Some(m),
                 }
+            }
+            if published.is_some() {
+                sent.push(hash_part(field, path).await?);
+                continue;
             }
             let Some(t) = txn.as_ref() else { continue };
             let stream = field.map_err(std::io::Error::other);
             let mut reader = StreamReader::new(stream);
             state.store.put_file(&t.id, path, &mut reader, None, None).await?;
+        }
+        if let Some(m) = &published {
+            return answer_retry(m, &sent, &fields);
         }
         let t = match txn.as_ref() {
             Some(t) => t.clone(),
@@ -249,7 +293,7 @@ pub(crate) async fn publish(
                         txn = Some(t.clone());
                         t
                     }
-                    Opened::Done(resp) => return Ok(resp),
+                    Opened::Done(m) => return answer_retry(&m, &sent, &fields),
                 }
             }
         };

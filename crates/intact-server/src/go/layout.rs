@@ -123,12 +123,29 @@ pub async fn read_small(store: &Store, file: &FileEntry) -> Result<Vec<u8>, Prox
             file.path, file.size
         )));
     }
-    let mut read = store.read_file(file, None).await?;
+    let read = store.read_file(file, None).await?;
     let mut buf = Vec::with_capacity(file.size as usize);
     read.body
+        .take(file.size + 1)
         .read_to_end(&mut buf)
         .await
         .map_err(|e| ProxyError::Internal(format!("reading stored {}: {e}", file.path)))?;
+    // These bytes are served, or copied into another version under a digest of their own:
+    // checked like any whole read, so damage is quarantined and never passed on as right.
+    let actual = intact_core::Digest::of(&buf);
+    if actual != file.sha256 || buf.len() as u64 != file.size {
+        let detail = format!(
+            "blob {} is damaged: {} bytes hashing to {actual}",
+            file.sha256,
+            buf.len()
+        );
+        store.quarantine(&file.sha256, &detail).await?;
+        return Err(intact_store::Error::BlobDamaged {
+            digest: file.sha256,
+            detail,
+        }
+        .into());
+    }
     Ok(buf)
 }
 
@@ -136,12 +153,6 @@ pub async fn read_small(store: &Store, file: &FileEntry) -> Result<Vec<u8>, Prox
 pub async fn pending_from_bytes(store: &Store, bytes: &[u8]) -> Result<PendingBlob, ProxyError> {
     let mut reader = bytes;
     Ok(store.blobs().write(&mut reader, None).await?)
-}
-
-/// Copies a stored file into a new pending blob (a no-op on disk once persisted: same digest).
-pub async fn pending_from_stored(store: &Store, file: &FileEntry) -> Result<PendingBlob, ProxyError> {
-    let bytes = read_small(store, file).await?;
-    pending_from_bytes(store, &bytes).await
 }
 
 /// What committing a version found.

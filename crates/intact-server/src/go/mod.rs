@@ -628,6 +628,34 @@ members = ["go-private", "go-http"]
         assert!(body == zip, "the damaged copy was served");
     }
 
+    /// A `.mod`-only copy whose go.mod rotted must not be copied into the complete version
+    /// when the `.zip` is fetched later: the damaged bytes would be stored under their own
+    /// (matching) digest and served from then on as if they were right. It is fetched again
+    /// instead, and both files are served right.
+    #[tokio::test]
+    async fn a_damaged_mod_only_copy_is_not_laundered_into_the_full_version() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let up = root.path().join("up");
+        let go_mod = "module example.com/m\n";
+        let zip = publish_upstream(&up, "example.com/m", "v1.0.0", go_mod);
+        let app = app_with(root.path(), &[], None).await;
+        let base = "/go/go/example.com/m/@v/v1.0.0";
+        let (s, _, body) = call(&app, "GET", &format!("{base}.mod"), vec![]).await;
+        assert_eq!((s, body.as_slice()), (StatusCode::OK, go_mod.as_bytes()));
+        let hex = intact_core::Digest::of(go_mod.as_bytes()).to_hex();
+        let blob = root.path().join("data/blobs/sha256").join(&hex[..2]).join(&hex);
+        std::fs::write(&blob, "module example.com/M\n").expect("rot");
+        let (s, _, body) = call(&app, "GET", &format!("{base}.zip"), vec![]).await;
+        assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        assert!(body == zip, "the zip");
+        let (s, _, body) = call(&app, "GET", &format!("{base}.mod"), vec![]).await;
+        assert_eq!(
+            (s, String::from_utf8_lossy(&body).into_owned()),
+            (StatusCode::OK, go_mod.to_owned()),
+            "the go.mod served after the zip was fetched"
+        );
+    }
+
     #[tokio::test]
     async fn a_groups_not_found_gives_every_members_reason() {
         let root = tempfile::tempdir().expect("tempdir");

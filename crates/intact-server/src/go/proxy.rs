@@ -348,7 +348,7 @@ impl ProxyRepo {
             self.ensure_mod_only(store, module, version),
             self.download_zip(module, version, deadline, what)
         );
-        let mod_only = mod_only?;
+        let mut mod_only = mod_only?;
         let (zip_path, source) = zip?;
         let checked = match check::zip_file(zip_path.to_path_buf(), module.to_owned(), version.to_string()).await {
             Ok(Ok(c)) => c,
@@ -362,12 +362,24 @@ impl ProxyRepo {
             }
             Err(e) => return Err(ProxyError::Internal(e)),
         };
-        let (Some(info), Some(go_mod)) = (mod_only.file(INFO_FILE), mod_only.file(MOD_FILE)) else {
-            return Err(ProxyError::Internal(format!(
-                "stored {module}@{version} lacks .info or .mod"
-            )));
+        // The stored .info and .mod are copied into the complete version; a copy whose bytes
+        // were damaged or lost is dropped and fetched again (once), never copied on.
+        let (info_bytes, go_mod_bytes) = match stored_info_and_mod(store, &mod_only, module, version).await {
+            Err(ProxyError::LostBytes(why)) => {
+                tracing::warn!(repo = %self.name, module, %version, %why, "a cached .info/.mod lost its bytes; fetching it again");
+                store
+                    .delete_version(
+                        &mod_only.repo,
+                        &mod_only.name,
+                        &mod_only.version,
+                        "a blob was damaged or missing; fetched again",
+                    )
+                    .await?;
+                mod_only = self.ensure_mod_only(store, module, version).await?;
+                stored_info_and_mod(store, &mod_only, module, version).await?
+            }
+            read => read?,
         };
-        let go_mod_bytes = layout::read_small(store, go_mod).await?;
         let zip_blob = {
             let mut file = tokio::fs::File::open(&zip_path)
                 .await
@@ -383,7 +395,7 @@ impl ProxyRepo {
             "upstream": source.to_string(),
         });
         let files = vec![
-            (INFO_FILE, layout::pending_from_stored(store, info).await?),
+            (INFO_FILE, layout::pending_from_bytes(store, &info_bytes).await?),
             (MOD_FILE, layout::pending_from_bytes(store, &go_mod_bytes).await?),
             (ZIP_FILE, zip_blob),
         ];
@@ -563,6 +575,24 @@ impl ProxyRepo {
         }
         Err(failure.unwrap_or_else(|| ProxyError::NotFound(format!("not found: {}: no upstream", key.module))))
     }
+}
+
+/// The stored `.info` and `.mod` bytes of `m` (checked against their digests).
+async fn stored_info_and_mod(
+    store: &Store,
+    m: &Manifest,
+    module: &str,
+    version: &Version,
+) -> Result<(Vec<u8>, Vec<u8>), ProxyError> {
+    let (Some(info), Some(go_mod)) = (m.file(INFO_FILE), m.file(MOD_FILE)) else {
+        return Err(ProxyError::Internal(format!(
+            "stored {module}@{version} lacks .info or .mod"
+        )));
+    };
+    Ok((
+        layout::read_small(store, info).await?,
+        layout::read_small(store, go_mod).await?,
+    ))
 }
 
 fn check_info_and_mod(

@@ -41,6 +41,9 @@ pub enum StageError {
         "{what} did not finish within its deadline of {seconds}s (fetch_deadline_seconds): the upstream is too slow; nothing was staged"
     )]
     Deadline { what: String, seconds: u64 },
+    /// The disk under the store is full: nothing was staged. Resumes once space is freed.
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// A fault on this side (local disk, catalog).
     #[error("{0}")]
     Internal(String),
@@ -53,6 +56,7 @@ impl StageError {
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::Upstream(_) | Self::BadArchive { .. } | Self::BadContent(_) => StatusCode::BAD_GATEWAY,
             Self::Timeout { .. } | Self::Deadline { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -66,6 +70,7 @@ impl StageError {
             Self::BadArchive { .. } => "bad_archive",
             Self::BadContent(_) => "bad_upstream_content",
             Self::Timeout { .. } | Self::Deadline { .. } => "timeout",
+            Self::InsufficientStorage(_) => "insufficient_storage",
             Self::Internal(_) => "internal",
         }
     }
@@ -105,6 +110,7 @@ impl StageError {
                 what: format!("{what} ({note})"),
                 seconds: *seconds,
             },
+            Self::InsufficientStorage(m) => Self::InsufficientStorage(format!("{m} ({note})")),
             Self::Internal(m) => Self::Internal(format!("{m} ({note})")),
         }
     }
@@ -138,6 +144,13 @@ impl From<intact_store::Error> for StageError {
         match e {
             intact_store::Error::WaitTimeout { what, seconds } => Self::Timeout { what, seconds },
             intact_store::Error::Invalid(v) => Self::bad(v.field, v.to_string()),
+            // The upstream's files cannot all exist at once on a client (`x` and `x/y`, or
+            // paths differing only in case in a case-insensitive repo): its content, not a
+            // fault here, and the same on every try.
+            intact_store::Error::PathClash(c) => {
+                Self::BadContent(format!("the upstream files cannot be one version: {c}"))
+            }
+            full @ intact_store::Error::StorageFull { .. } => Self::InsufficientStorage(full.to_string()),
             other => Self::Internal(other.to_string()),
         }
     }
@@ -176,5 +189,22 @@ impl IntoResponse for StageError {
             tracing::error!(error = %self, "staging failed");
         }
         (self.status(), Json(self.body())).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full disk is the server's condition, said as such (507, retryable), like the
+    /// artifact API and the Go proxy say it; not a 500 "internal".
+    #[test]
+    fn a_full_disk_is_insufficient_storage() {
+        let e = StageError::from(intact_store::Error::StorageFull {
+            context: "the catalog".into(),
+        });
+        assert_eq!(e.status(), StatusCode::INSUFFICIENT_STORAGE, "{e:?}");
+        assert_eq!(e.code(), "insufficient_storage");
+        assert!(!e.is_definitive());
     }
 }

@@ -262,3 +262,25 @@ packed = {{ files = ["a.tar"], extract = true }}
     let rs = state.staging.repo(&repo).expect("staging repo");
     assert_eq!(rs.flights.remembered_failures(), 0, "a deadline is not remembered");
 }
+
+/// Upstream files whose paths differ only in case (`Build.bin`, `build.bin`, both matched by
+/// one pattern) cannot become a version of a case-insensitive repo. That is a definitive
+/// answer about the upstream content: a 502 naming both paths (and the setting that allows
+/// it), remembered like other bad content; not a 500 that every request answers by
+/// downloading everything again.
+#[tokio::test]
+async fn upstream_files_whose_paths_differ_only_in_case_are_bad_upstream_content() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    put(tmp.path(), "b/1/Build.bin", b"upper");
+    put(tmp.path(), "b/1/build.bin", b"lower");
+    let state = state_for(tmp.path(), REPOS).await;
+    let err = stage_art(&state, "builds", "b/1", "payload")
+        .await
+        .expect_err("case clash");
+    assert!(matches!(err, StageError::BadContent(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("Build.bin") && err.to_string().contains("case_sensitive_paths"),
+        "{err}"
+    );
+    assert!(crate::singleflight::Failure::is_definitive(&err));
+}

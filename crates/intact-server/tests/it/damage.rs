@@ -139,3 +139,58 @@ payload = {{ files = ["payload.bin"] }}
     }
     assert_eq!(served, payload, "the cached copy was not staged again");
 }
+
+/// A range that covers the whole file (`bytes=0-`, as download managers and resuming clients
+/// send for a fresh download, or its other spellings) *is* a whole download: a damaged blob
+/// must not go out complete through it either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_covering_the_whole_file_never_serves_damage_whole() {
+    let s = Server::start().await;
+    let small = b"release notes".to_vec();
+    let big: Vec<u8> = (0..2_000_000u32).map(|i| (i % 241) as u8).collect();
+    for (file, content) in [("notes.txt", &small), ("image.bin", &big)] {
+        let len = content.len() + 1;
+        for (i, range) in [
+            "bytes=0-".to_owned(),
+            format!("bytes=0-{}", len - 1),
+            format!("bytes=-{len}"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            // Other content each round (one more byte), so every round starts from a blob
+            // nobody has read (or quarantined) yet.
+            let version = format!("{file}-{i}");
+            let mut content = content.clone();
+            content.push(i as u8);
+            s.publish("ranged", &version, &[(file, content.as_slice())]).await;
+            rot(&s, &content);
+            let url = s.url(&format!("/api/v1/repos/files/ranged/@v/{version}/{file}"));
+            let Ok(resp) = crate::client().get(&url).header("range", &range).send().await else {
+                continue;
+            };
+            let status = resp.status();
+            if let Ok(body) = resp.bytes().await {
+                assert!(
+                    !(status.is_success() && body.len() == len),
+                    "{file} {range}: {status} served the damaged file whole"
+                );
+            }
+        }
+    }
+}
+
+/// `HEAD` sends no bytes, but its answer must not promise bytes that are gone: a file whose
+/// blob was quarantined (or lost) answers like `GET` does, not `200` with its length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_does_not_promise_a_lost_blob() {
+    let s = Server::start().await;
+    let content = b"a file that will be lost".to_vec();
+    s.publish("lost", "1", &[("f.txt", &content)]).await;
+    std::fs::remove_file(s.blob_path(&Digest::of(&content))).expect("lose the blob");
+    let url = s.url("/api/v1/repos/files/lost/@v/1/f.txt");
+    let get = s.http.get(&url).send().await.expect("get").status();
+    let head = s.http.head(&url).send().await.expect("head").status();
+    assert_eq!(get, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(head, get, "HEAD answered {head} for a file GET cannot serve");
+}

@@ -253,3 +253,44 @@ async fn admin_calls_require_a_json_content_type() {
     );
     s.stop().await;
 }
+
+/// A stored file is served from intact's own origin, so an HTML (or SVG) artifact opened in a
+/// browser would be a same-origin page: its script could publish, abort transactions and
+/// collect garbage with `Sec-Fetch-Site: same-origin`, walking past the cross-site check (a
+/// build's coverage report from a proxied upstream is enough). Files are served sandboxed,
+/// as an opaque origin whose writes the guard refuses like any other site's, and never
+/// content-sniffed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_files_are_not_same_origin_pages() {
+    let s = Server::start().await;
+    let page = b"<script>fetch('/api/v1/admin/gc', {method: 'POST'})</script>".to_vec();
+    s.publish("report", "1", &[("index.html", &page), ("logo.svg", b"<svg/>")])
+        .await;
+    for file in ["index.html", "logo.svg"] {
+        let resp = s
+            .http
+            .get(s.url(&format!("/api/v1/repos/files/report/@v/1/{file}")))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(resp.status(), StatusCode::OK);
+        let csp = resp
+            .headers()
+            .get("content-security-policy")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let directives: Vec<&str> = csp.split(';').map(str::trim).collect();
+        assert!(
+            directives
+                .iter()
+                .any(|d| d.split_whitespace().next() == Some("sandbox") && !d.contains("allow-same-origin")),
+            "{file}: served as a same-origin page (Content-Security-Policy: {csp:?})"
+        );
+        assert_eq!(
+            resp.headers().get("x-content-type-options").map(|v| v.as_bytes()),
+            Some(&b"nosniff"[..]),
+            "{file}"
+        );
+    }
+}

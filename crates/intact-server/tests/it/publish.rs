@@ -498,3 +498,38 @@ async fn a_keyed_retry_never_rolls_back_the_request_it_resumed() {
         (StatusCode::OK, content)
     );
 }
+
+/// A multipart publish under an idempotency key that already published a version is a retry
+/// only if it sends that version's content. Other file bytes under a used key (a re-run CI
+/// job reusing its job id) were never published: `200` with the old manifest would tell the
+/// client they were. They are refused as a reused key, naming what differs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_used_idempotency_key_with_other_files_is_refused() {
+    let s = Server::start().await;
+    let keyed = |bytes: &[u8], extra: bool| {
+        let mut f = form()
+            .text("name", "tools/job")
+            .text("version", "auto")
+            .text("idempotency_key", "ci-job-9")
+            .part("files", Part::bytes(bytes.to_vec()).file_name("a.txt"));
+        if extra {
+            f = f.part("files", Part::bytes(b"more".to_vec()).file_name("b.txt"));
+        }
+        f
+    };
+    let (status, first) = publish_form(&s, keyed(b"first build", false)).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let (status, retry) = publish_form(&s, keyed(b"first build", false)).await;
+    assert_eq!((status, &retry), (StatusCode::OK, &first), "the same publish again");
+    for (bytes, extra, differs) in [(&b"second build"[..], false, "a.txt"), (b"first build", true, "b.txt")] {
+        let got = publish_form(&s, keyed(bytes, extra)).await;
+        assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "idempotency_mismatch", None);
+        let message = got.1["message"].as_str().unwrap_or_default();
+        assert!(message.contains("ci-job-9") && message.contains(differs), "{}", got.1);
+    }
+    assert_eq!(s.versions("tools/job").await, ["1"]);
+    assert_eq!(
+        s.get_bytes("/api/v1/repos/files/tools/job/@v/1/a.txt").await,
+        (StatusCode::OK, b"first build".to_vec())
+    );
+}

@@ -108,3 +108,119 @@ async fn a_client_that_stops_reading_a_response_is_dropped() {
     assert!(released, "a client that stopped reading still holds the blob open");
     drop(sock);
 }
+
+/// A client that connects and sends nothing, or only the start of the HTTP/2 preface, has
+/// sent no request head at all: the head deadline applies to it too (the easiest slow-loris
+/// there is: hold thousands of connections open by never writing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_sends_a_request_head_is_dropped() {
+    let s = Server::start_with(quick_timeouts()).await;
+    for sent in [&b""[..], b"PRI * HTTP/2.0\r\n"] {
+        let mut sock = tokio::net::TcpStream::connect(s.addr).await.expect("connect");
+        sock.write_all(sent).await.expect("write");
+        closed_by_server(&mut sock).await;
+    }
+}
+
+/// The same promise over HTTP/2 (cleartext, prior knowledge): a client that stops reading a
+/// response must not hold the blob open for ever. (HTTP/2 flow control stalls a stream
+/// without stalling the connection's writes, so the cut-off for a client that stops reading
+/// never sees it; a server that does not speak HTTP/2 keeps the promise trivially.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_stops_reading_a_response_is_dropped() {
+    let s = Server::start_with(quick_timeouts()).await;
+    let big: Vec<u8> = (0..64_000_000u32).map(|i| (i % 251) as u8).collect();
+    let (id, _) = s.open(serde_json::json!({"name": "big", "version": "1"})).await;
+    assert_eq!(s.put(&id, "big.bin", big.clone()).await.0, StatusCode::CREATED);
+    assert_eq!(s.commit(&id).await.0, StatusCode::CREATED);
+    let blob = s.blob_path(&intact_core::Digest::of(&big));
+    let _ = crate::client();
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let Ok(resp) = h2.get(s.url("/api/v1/repos/files/big/@v/1/big.bin")).send().await else {
+        // Not spoken: no stream to stall.
+        return;
+    };
+    assert_eq!(resp.status(), StatusCode::OK);
+    // The response is never read: once the stream's window is used up the server's body
+    // stalls. Within the idle timeout the server must let the blob go (60 s guard).
+    let mut released = false;
+    for _ in 0..600 {
+        if open_handles_on(&blob) == 0 {
+            released = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        released,
+        "an HTTP/2 client that stopped reading still holds the blob open"
+    );
+    drop(resp);
+}
+
+/// What the cut-offs must never touch: a long poll that waits longer than every timeout
+/// before its answer, and a download to a client that reads slowly but steadily for longer
+/// than the idle timeout. Both end complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_polls_and_slow_steady_downloads_are_not_cut() {
+    let s = Server::start_with(quick_timeouts()).await;
+    // Three times the head and idle timeouts with nothing sent either way.
+    let resp = s
+        .http
+        .get(s.url("/api/v1/events?after=0&wait_seconds=6"))
+        .send()
+        .await
+        .expect("long poll answered");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(v["events"], serde_json::json!([]), "{v}");
+
+    let big: Vec<u8> = (0..6_000_000u32).map(|i| (i % 247) as u8).collect();
+    s.publish("steady", "1", &[("big.bin", &big)]).await;
+    let mut sock = tokio::net::TcpStream::connect(s.addr).await.expect("connect");
+    sock.write_all(
+        b"GET /api/v1/repos/files/steady/@v/1/big.bin HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    // About 1 MB a second: six seconds for the whole body, never a pause near 2 s.
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 50_000];
+    loop {
+        let n = sock.read(&mut buf).await.expect("read");
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").expect("head") + 4;
+    assert!(got.starts_with(b"HTTP/1.1 200"));
+    assert!(got[head_end..] == big[..], "the slow reader got the whole file");
+}
+
+/// Shutting down with a long poll in flight ends within the bounded grace period instead of
+/// waiting for the poll, and the requests still in flight then are really dropped: nothing of
+/// the stopped server keeps serving (or holding its store) behind its back. Guards of 60 s
+/// and 30 s, not measurements: the poll would otherwise wait 300 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_bounded_with_a_long_poll_in_flight() {
+    let s = Server::start_with(quick_timeouts()).await;
+    let poll = {
+        let (http, url) = (s.http.clone(), s.url("/api/v1/events?after=0&wait_seconds=300"));
+        tokio::spawn(async move { http.get(url).send().await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::timeout(Duration::from_secs(60), s.stop())
+        .await
+        .expect("the server stopped although a long poll was waiting");
+    let answer = tokio::time::timeout(Duration::from_secs(30), poll)
+        .await
+        .expect("the long poll was still being served after the server stopped")
+        .expect("join");
+    assert!(answer.is_err(), "the dropped request got no answer: {answer:?}");
+}

@@ -36,6 +36,9 @@ pub struct FsBlobStore {
     tmp: PathBuf,
     /// Damaged blobs, moved aside under `<digest>.<ms>` (never read again, kept to inspect).
     quarantine: PathBuf,
+    /// Held while a blob is checked and moved aside: one quarantine at a time, so that two
+    /// reports of the same damage cannot both pass the check before either moves the file.
+    quarantining: Arc<Mutex<()>>,
     /// Names of the temp files of pending blobs still held in this process: not leftovers,
     /// however old (a staging run holds its first files while it downloads the rest).
     held: Arc<Mutex<HashSet<OsString>>>,
@@ -90,6 +93,7 @@ impl FsBlobStore {
             blobs,
             tmp,
             quarantine: root.join("quarantine"),
+            quarantining: Arc::default(),
             held: Arc::default(),
         })
     }
@@ -235,7 +239,7 @@ impl BlobStore for FsBlobStore {
         })
     }
 
-    async fn quarantine(&self, digest: &Digest) -> Result<()> {
+    async fn quarantine(&self, digest: &Digest) -> Result<bool> {
         let from = self.path_of(digest);
         let dir = self.quarantine.clone();
         let name = format!(
@@ -243,18 +247,42 @@ impl BlobStore for FsBlobStore {
             digest.to_hex(),
             Timestamp::from_system(SystemTime::now()).millis()
         );
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let (expected, one_at_a_time) = (*digest, self.quarantining.clone());
+        tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
+            use std::io::Read;
+            let _one = one_at_a_time.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            // The damage was seen earlier, maybe in a file that has since been moved aside and
+            // replaced by a good copy of the same content (a re-upload heals): only bytes that
+            // are still wrong are moved. A good copy can only appear where none is (`persist`
+            // never overwrites), so it cannot slip in between this check and the rename.
+            let mut file = match std::fs::File::open(&from) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            let mut hasher = DigestHasher::new();
+            let mut buf = vec![0u8; WRITE_BUFFER];
+            loop {
+                let n = file.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+            }
+            if hasher.finish() == expected {
+                return Ok(false);
+            }
             std::fs::create_dir_all(&dir)?;
             match std::fs::rename(&from, dir.join(name)) {
                 Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
                 Err(e) => return Err(e),
             }
             fsync_dir(&dir)?;
             if let Some(parent) = from.parent() {
                 fsync_dir(parent)?;
             }
-            Ok(())
+            Ok(true)
         })
         .await
         .map_err(|e| Error::io(format!("quarantining blob {digest}"), std::io::Error::other(e)))?

@@ -67,8 +67,10 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Takes a damaged blob out of service: afterwards it reads as missing. A backend keeps
     /// the bytes aside for inspection where it can (never under the digest they no longer
-    /// match).
-    async fn quarantine(&self, digest: &Digest) -> Result<()>;
+    /// match). The damage may have been seen a while ago: bytes stored under `digest` that
+    /// hash right now (the same content stored again since) stay in service. Returns whether
+    /// a blob was taken out of service.
+    async fn quarantine(&self, digest: &Digest) -> Result<bool>;
 
     /// Every stored digest (for orphan scans and `verify`).
     async fn list(&self) -> Result<Vec<Digest>>;

@@ -210,11 +210,24 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         )
         .await?;
     if let Some(m) = txn.get("manifest") {
+        // The key already published a version. Only the same content makes this a retry:
+        // anything else was never published, and saying so is the only honest answer.
+        let existing: Manifest =
+            serde_json::from_value(m.clone()).context("reading the manifest the idempotency key published")?;
+        let local = hash_local(&files).await?;
+        let diff = ContentDiff::between(&existing.files, &existing.metadata, &local, &meta);
+        if !diff.is_empty() {
+            bail!(
+                "idempotency key {:?} already published {}/{}@{} with different content ({diff}); nothing was published: use a new key for new content",
+                args.idempotency_key.as_deref().unwrap_or_default(),
+                args.repo,
+                args.name,
+                existing.version
+            );
+        }
         println!(
             "already published {}/{}@{} (idempotent retry)",
-            args.repo,
-            args.name,
-            m["version"].as_str().unwrap_or("?")
+            args.repo, args.name, existing.version
         );
         return Ok(ExitCode::SUCCESS);
     }

@@ -190,3 +190,31 @@ fn verify_and_gc_work_offline_on_a_data_dir_and_refuse_a_busy_one() {
         .expect("run");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// An idempotency key says "this is the same publish again": when the key already published a
+/// version but the local files (or metadata) are not what it holds, the new content was never
+/// published, and success would be a lie (a re-run CI job reusing its job id as the key,
+/// after a fix). The CLI refuses, naming the key and what differs.
+#[test]
+fn an_idempotency_key_reused_for_other_content_is_not_reported_as_published() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), None, &[]);
+    let file = dir.path().join("build.bin");
+    std::fs::write(&file, b"first build").expect("write");
+    let file_s = file.to_str().expect("utf8");
+    let args = ["publish", "files", "app", "auto", file_s, "--idempotency-key", "job-7"];
+    let (ok, out, err) = intact(&server, &args);
+    assert!(ok, "{out}{err}");
+    // The very same publish again: fine, nothing new.
+    let (ok, out, err) = intact(&server, &args);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("already published"), "{out}");
+    // Other bytes under the same key.
+    std::fs::write(&file, b"second build, after a fix").expect("write");
+    let (ok, out, err) = intact(&server, &args);
+    assert!(
+        !ok,
+        "other content under a used key was reported as published: {out}{err}"
+    );
+    assert!(err.contains("job-7") && err.contains("changed: build.bin"), "{err}");
+}
