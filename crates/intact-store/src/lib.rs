@@ -14,7 +14,7 @@ pub mod verified;
 pub use blob::{BlobRead, BlobStore, FsBlobStore, PendingBlob};
 pub use catalog::{
     BlobUser, Catalog, CommitOutcome, Event, NewTxn, OpenOutcome, RepoUsage, SqliteCatalog, SweepReport, TxnRecord,
-    TxnStatus, VersionSpec, VersionSummary, VersionUse, VersionsPageJson,
+    TxnStatus, VersionSpec, VersionSummary, VersionUse,
 };
 pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
 pub use error::{Error, Result};

@@ -642,17 +642,6 @@ impl Store {
         self.catalog.list_versions(repo, name, after, limit).await
     }
 
-    /// `list_versions` rendered as the API's JSON array (see `Catalog::list_versions_json`).
-    pub async fn list_versions_json(
-        &self,
-        repo: &RepoName,
-        name: &Name,
-        after: Option<&Version>,
-        limit: u32,
-    ) -> Result<crate::VersionsPageJson> {
-        self.catalog.list_versions_json(repo, name, after, limit).await
-    }
-
     pub async fn list_names(
         &self,
         repo: &RepoName,

@@ -205,17 +205,15 @@ async fn versions(state: &AppState, repo: &RepoConfig, name: &Name, page: Page) 
         _ => vec![repo.name.clone()],
     };
     if members.len() == 1 {
-        // The hot path: the catalog renders the page; only the envelope is built here.
-        let page = state
+        // The hot path: one index walk, serialized straight from the rows.
+        let list = state
             .store
-            .list_versions_json(&members[0], name, after.as_ref(), limit)
+            .list_versions(&members[0], name, after.as_ref(), limit)
             .await?;
-        let next = match page.last.filter(|_| page.count == u64::from(limit)) {
-            Some(v) => serde_json::to_string(&v).unwrap_or_else(|_| "null".into()),
-            None => "null".into(),
-        };
-        let body = format!("{{\"versions\":{},\"next\":{next}}}", page.json);
-        return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
+        let next = (list.len() as u32 == limit)
+            .then(|| list.last().map(|v| v.version.clone()))
+            .flatten();
+        return Ok(Json(VersionsPage { versions: &list, next }).into_response());
     }
     // A group merges its members' listings (first member wins on duplicates); pagination
     // continues after a version present in any member.

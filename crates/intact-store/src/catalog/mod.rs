@@ -3,6 +3,7 @@
 //! transaction. All SQL lives behind this trait so SQLite and PostgreSQL backends pass one
 //! conformance suite.
 
+pub mod rules;
 mod sqlite;
 
 use std::time::Duration;
@@ -103,16 +104,6 @@ pub struct VersionSummary {
     pub created_at: Timestamp,
     pub size: u64,
     pub files: u64,
-}
-
-/// A page of versions already rendered as a JSON array.
-#[derive(Debug, Clone)]
-pub struct VersionsPageJson {
-    /// `[{"version","created_at","size","files"}, ...]`, oldest first.
-    pub json: String,
-    pub count: u64,
-    /// The page's last version (the cursor for the next page).
-    pub last: Option<Version>,
 }
 
 /// An entry of the event log, in commit order.
@@ -218,7 +209,7 @@ pub trait Catalog: Send + Sync + 'static {
 
     async fn manifest(&self, repo: &RepoName, name: &Name, version: &Version) -> Result<Option<Manifest>>;
 
-    /// Committed versions of a name, oldest first, after the version `after` (exclusive).
+    /// Committed versions of a name in commit order, after the version `after` (exclusive).
     async fn list_versions(
         &self,
         repo: &RepoName,
@@ -226,16 +217,6 @@ pub trait Catalog: Send + Sync + 'static {
         after: Option<&Version>,
         limit: u32,
     ) -> Result<Vec<VersionSummary>>;
-
-    /// The same page as `list_versions`, rendered as the JSON array the API sends
-    /// (`[{"version","created_at","size","files"}, ...]`), for the hot listing path.
-    async fn list_versions_json(
-        &self,
-        repo: &RepoName,
-        name: &Name,
-        after: Option<&Version>,
-        limit: u32,
-    ) -> Result<VersionsPageJson>;
 
     /// Names with at least one committed version, sorted, starting with `prefix`, after `after`.
     async fn list_names(&self, repo: &RepoName, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<Name>>;

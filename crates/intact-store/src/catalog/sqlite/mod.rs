@@ -12,17 +12,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use intact_core::{
-    ContentDiff, Digest, FileEntry, FilePath, Manifest, Name, RepoName, Timestamp, TxnId, TxnState, Version,
-    content_fingerprint,
-};
+use intact_core::{Digest, FileEntry, FilePath, Manifest, Name, RepoName, Timestamp, TxnId, TxnState, Version};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use tokio::sync::watch;
 
 use super::{
     BlobUser, Catalog, CommitOutcome, Event, Finished, NewTxn, OpenOutcome, RepoUsage, SweepReport, TxnRecord,
-    TxnStatus, VersionSpec, VersionSummary, VersionUse, VersionsPageJson,
+    TxnStatus, VersionSpec, VersionSummary, VersionUse, rules,
 };
 use crate::{BlobStore, Clock, Error, Result};
 
@@ -31,6 +28,7 @@ use crate::{BlobStore, Clock, Error, Result};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../../migrations/sqlite/0002_lru.sql")),
+    (3, include_str!("../../../migrations/sqlite/0003_list_by_seq.sql")),
 ];
 
 const SWEEP_BATCH: i64 = 500;
@@ -211,16 +209,6 @@ impl Catalog for SqliteCatalog {
         limit: u32,
     ) -> Result<Vec<VersionSummary>> {
         versions::list_versions(self, repo, name, after, limit).await
-    }
-
-    async fn list_versions_json(
-        &self,
-        repo: &RepoName,
-        name: &Name,
-        after: Option<&Version>,
-        limit: u32,
-    ) -> Result<VersionsPageJson> {
-        versions::list_versions_json(self, repo, name, after, limit).await
     }
 
     async fn list_names(&self, repo: &RepoName, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<Name>> {

@@ -3,19 +3,6 @@
 
 use super::*;
 
-/// The identity of an open request, to detect an idempotency key reused for something else.
-pub(super) fn request_fingerprint(req: &NewTxn) -> String {
-    let spec = match &req.version {
-        VersionSpec::Exact(v) => v.as_str().to_owned(),
-        VersionSpec::Auto => "\0auto".to_owned(),
-    };
-    let mut h = intact_core::DigestHasher::new();
-    for part in [req.name.as_str(), "\0", spec.as_str(), "\0", &req.metadata.to_string()] {
-        h.update(part.as_bytes());
-    }
-    h.finish().to_hex()
-}
-
 /// Moves an open transaction to a final state, dropping its staged rows, appending an
 /// `aborted` event. Returns the digests it had staged.
 pub(super) async fn finish_open_txn(
@@ -63,7 +50,7 @@ pub(super) async fn expire_if_due(
     rec: &mut TxnRecord,
     now: Timestamp,
 ) -> Result<bool> {
-    if rec.state == TxnState::Open && rec.expires_at <= now {
+    if rules::lease_ran_out(rec, now) {
         finish_open_txn(tx, rec, TxnState::Expired, now).await?;
         rec.state = TxnState::Expired;
         rec.finished_at = Some(now);
@@ -88,12 +75,12 @@ pub(super) async fn next_auto_number(tx: &mut sqlx::SqliteConnection, repo: &str
     .bind(name)
     .fetch_one(&mut *tx)
     .await?;
-    Ok(committed.unwrap_or(0).max(open.unwrap_or(0)).saturating_add(1))
+    Ok(rules::next_auto_number(committed, open))
 }
 
 pub(super) async fn open_txn(cat: &SqliteCatalog, req: &NewTxn) -> Result<OpenOutcome> {
     let (mut tx, now) = cat.begin().await?;
-    let fingerprint = request_fingerprint(req);
+    let fingerprint = rules::request_fingerprint(req);
     let repo = req.repo.as_str();
     let name = req.name.as_str();
 
@@ -359,26 +346,18 @@ pub(super) async fn commit_txn(cat: &SqliteCatalog, id: &TxnId, verified: &[File
             state: TxnState::Expired,
         });
     }
-    if rec.files != verified {
-        return Err(Error::UploadsInProgress {
-            id: id.clone(),
-            detail: "a file was staged while the commit was checking the others".into(),
-        });
-    }
+    rules::check_staged(&rec, verified)?;
     let (repo, name, version) = (rec.repo.as_str(), rec.name.as_str(), rec.version.as_str());
-    let fingerprint = content_fingerprint(rec.files.iter().map(|f| (f.path.as_str(), &f.sha256)), &rec.metadata);
+    let fingerprint = rules::content_of(&rec);
 
     if let Some((existing_id, existing_fp)) = version_id_of(&mut tx, repo, name, version).await? {
-        if existing_fp != fingerprint.to_hex() {
-            let existing = load_manifest_by_id(&mut tx, existing_id).await?;
-            let diff = existing
-                .map(|m| ContentDiff::between(&m.files, &m.metadata, &rec.files, &rec.metadata))
-                .filter(|d| !d.is_empty());
-            return Err(Error::Conflict {
-                what: what(&rec.repo, &rec.name, &rec.version),
-                diff: diff.map(Box::new),
-            });
-        }
+        // Loaded only to say what differs (a conflict is rare; a retry is not).
+        let existing = if existing_fp != fingerprint {
+            load_manifest_by_id(&mut tx, existing_id).await?
+        } else {
+            None
+        };
+        rules::same_content(&rec, &existing_fp, existing.as_ref())?;
         // Identical content: this commit is a retry of one that already landed.
         sqlx::query("UPDATE txns SET state = 'committed', finished_at = ?, version_id = ? WHERE id = ?")
             .bind(now.millis())
@@ -404,7 +383,7 @@ pub(super) async fn commit_txn(cat: &SqliteCatalog, id: &TxnId, verified: &[File
         "committed",
         (repo, name, version),
         Some(id.as_str()),
-        serde_json::json!({ "files": rec.files.len(), "size": total, "fingerprint": fingerprint.to_hex() }),
+        serde_json::json!({ "files": rec.files.len(), "size": total, "fingerprint": fingerprint }),
     )
     .await?;
     let version_id = sqlx::query(
@@ -417,7 +396,7 @@ pub(super) async fn commit_txn(cat: &SqliteCatalog, id: &TxnId, verified: &[File
     .bind(version)
     .bind(rec.version.as_auto_number())
     .bind(rec.metadata.to_string())
-    .bind(fingerprint.to_hex())
+    .bind(&fingerprint)
     .bind(id.as_str())
     .bind(seq)
     .bind(now.millis())

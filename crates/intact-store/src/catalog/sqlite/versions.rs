@@ -2,8 +2,9 @@
 
 use super::*;
 
-/// The id after which a listing continues: the row of version `after` (a 400 naming the field
-/// when it is not a committed version of the name).
+/// Where a listing continues: the commit position (event `seq`) of version `after` (a 400
+/// naming the field when it is not a committed version of the name). Listings page in commit
+/// order, which every backend can keep (row ids are a SQLite detail).
 pub(super) async fn after_cursor(
     conn: &mut sqlx::SqliteConnection,
     repo: &RepoName,
@@ -11,8 +12,14 @@ pub(super) async fn after_cursor(
     after: Option<&Version>,
 ) -> Result<i64> {
     let Some(v) = after else { return Ok(0) };
-    match version_id_of(conn, repo.as_str(), name.as_str(), v.as_str()).await? {
-        Some((id, _)) => Ok(id),
+    let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM versions WHERE repo = ? AND name = ? AND version = ?")
+        .bind(repo.as_str())
+        .bind(name.as_str())
+        .bind(v.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+    match seq {
+        Some(seq) => Ok(seq),
         None => Err(Error::BadRequest {
             field: "after",
             message: format!("{v:?} is not a committed version of {repo}/{name}"),
@@ -45,14 +52,14 @@ pub(super) async fn list_versions(
     limit: u32,
 ) -> Result<Vec<VersionSummary>> {
     let mut conn = cat.read.acquire().await?;
-    let after_id = after_cursor(&mut conn, repo, name, after).await?;
+    let after_seq = after_cursor(&mut conn, repo, name, after).await?;
     let rows = sqlx::query(
         "SELECT version, created_at, total_size, file_count FROM versions
-         WHERE repo = ? AND name = ? AND id > ? ORDER BY id LIMIT ?",
+         WHERE repo = ? AND name = ? AND seq > ? ORDER BY seq LIMIT ?",
     )
     .bind(repo.as_str())
     .bind(name.as_str())
-    .bind(after_id)
+    .bind(after_seq)
     .bind(i64::from(limit))
     .fetch_all(&mut *conn)
     .await?;
@@ -67,49 +74,6 @@ pub(super) async fn list_versions(
             })
         })
         .collect()
-}
-
-pub(super) async fn list_versions_json(
-    cat: &SqliteCatalog,
-    repo: &RepoName,
-    name: &Name,
-    after: Option<&Version>,
-    limit: u32,
-) -> Result<VersionsPageJson> {
-    let mut conn = cat.read.acquire().await?;
-    let after_id = after_cursor(&mut conn, repo, name, after).await?;
-    // The page is rendered by SQLite in one row: the driver hands rows over one at a time
-    // through a channel (~2.7 µs each), which dominated 10,000-row pages. The timestamp
-    // format is `Timestamp::to_rfc3339` (UTC, milliseconds); a conformance test holds the
-    // two renderings equal.
-    let row = sqlx::query(
-        "WITH page AS (
-             SELECT id, version, created_at, total_size, file_count FROM versions
-             WHERE repo = ? AND name = ? AND id > ? ORDER BY id LIMIT ?)
-         SELECT COALESCE(json_group_array(json_object(
-                    'version', version,
-                    'created_at', strftime('%Y-%m-%dT%H:%M:%S', created_at / 1000, 'unixepoch')
-                                  || printf('.%03dZ', created_at % 1000),
-                    'size', total_size,
-                    'files', file_count) ORDER BY id), '[]') AS json,
-                COUNT(*) AS n,
-                (SELECT version FROM page ORDER BY id DESC LIMIT 1) AS last
-         FROM page",
-    )
-    .bind(repo.as_str())
-    .bind(name.as_str())
-    .bind(after_id)
-    .bind(i64::from(limit))
-    .fetch_one(&mut *conn)
-    .await?;
-    let last: Option<String> = row.try_get("last")?;
-    Ok(VersionsPageJson {
-        json: row.try_get("json")?,
-        count: u64_of(row.try_get("n")?),
-        last: last
-            .map(|v| Version::parse(&v).map_err(|e| corrupt(e.to_string())))
-            .transpose()?,
-    })
 }
 
 pub(super) async fn list_names(
