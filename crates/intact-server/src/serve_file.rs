@@ -71,7 +71,8 @@ fn etag_of(file: &FileEntry) -> String {
     format!("\"{}\"", file.sha256)
 }
 
-fn etag_matches(list: &str, etag: &str) -> bool {
+/// Whether an `If-None-Match` list (`"a", W/"b"` or `*`) names `etag`.
+pub fn etag_matches(list: &str, etag: &str) -> bool {
     list.split(',')
         .map(str::trim)
         .any(|t| t == "*" || t == etag || t.strip_prefix("W/") == Some(etag))

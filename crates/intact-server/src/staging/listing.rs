@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 
 /// Names of the files a directory index page links to, sorted and unique.
-pub(crate) fn parse_index(html: &str) -> Vec<String> {
+pub fn parse_index(html: &str) -> Vec<String> {
     let lower = html.to_ascii_lowercase();
     let mut out = BTreeSet::new();
     let mut pos = 0;
@@ -91,7 +91,7 @@ fn child_name(href: &str) -> Option<String> {
 }
 
 /// Strict percent-decoding: a malformed escape or invalid UTF-8 refuses the whole name.
-pub(crate) fn percent_decode(s: &str) -> Option<String> {
+pub fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -109,7 +109,7 @@ pub(crate) fn percent_decode(s: &str) -> Option<String> {
 }
 
 /// Percent-encodes one path segment for a URL (unreserved characters stay as they are).
-pub(crate) fn percent_encode(seg: &str) -> String {
+pub fn percent_encode(seg: &str) -> String {
     let mut out = String::with_capacity(seg.len());
     for b in seg.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -122,12 +122,12 @@ pub(crate) fn percent_encode(seg: &str) -> String {
 }
 
 /// Whether a pattern uses glob characters.
-pub(crate) fn is_glob(pattern: &str) -> bool {
+pub fn is_glob(pattern: &str) -> bool {
     pattern.contains(['*', '?'])
 }
 
 /// Shell-style matching of one name: `*` is any run of characters, `?` exactly one.
-pub(crate) fn glob_match(pattern: &str, name: &str) -> bool {
+pub fn glob_match(pattern: &str, name: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let n: Vec<char> = name.chars().collect();
     // Iterative matching with one backtrack point: linear in practice, never exponential.
@@ -153,7 +153,7 @@ pub(crate) fn glob_match(pattern: &str, name: &str) -> bool {
 
 /// Splits `dir/sub/pattern` into its directory part (`dir/sub`, possibly empty) and last
 /// segment. Globs may only appear in the last segment (checked when the config is loaded).
-pub(crate) fn split_pattern(pattern: &str) -> (&str, &str) {
+pub fn split_pattern(pattern: &str) -> (&str, &str) {
     match pattern.rsplit_once('/') {
         Some((dir, last)) => (dir, last),
         None => ("", pattern),
@@ -162,7 +162,7 @@ pub(crate) fn split_pattern(pattern: &str) -> (&str, &str) {
 
 /// Checks an artifact's file pattern at start-up: a valid relative path once glob characters
 /// are set aside, with globs only in its last segment.
-pub(crate) fn check_pattern(pattern: &str) -> Result<(), String> {
+pub fn check_pattern(pattern: &str) -> Result<(), String> {
     let (dir, last) = split_pattern(pattern);
     if is_glob(dir) {
         return Err(format!(
