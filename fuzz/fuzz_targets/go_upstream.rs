@@ -64,11 +64,13 @@ fuzz_target!(|data: &[u8]| {
     let listed = versions::parse_list(data);
     assert!(listed.iter().all(|v| versions::is_listed(v)), "{listed:?}");
     let merged = versions::merge([listed.as_slice()]);
+    // Go's order: precedence, then plain string order for equal precedence (`v1.0.0` and
+    // `v1.0.0+meta` are different spellings of one precedence and both stay listed).
     for w in merged.windows(2) {
         assert_eq!(
-            intact_go::semver::compare(&w[0], &w[1]),
+            intact_go::semver::compare(&w[0], &w[1]).then_with(|| w[0].cmp(&w[1])),
             std::cmp::Ordering::Less,
-            "{merged:?} not strictly sorted"
+            "{merged:?} not sorted and unique"
         );
     }
     let body = versions::render(&merged);

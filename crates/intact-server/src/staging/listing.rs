@@ -134,12 +134,13 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
     let (mut pi, mut ni) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ni < n.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
-            pi += 1;
-            ni += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        // `*` first: a name may contain a literal `*`, which must not use up the wildcard.
+        if pi < p.len() && p[pi] == '*' {
             star = Some((pi, ni));
             pi += 1;
+        } else if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
         } else if let Some((sp, sn)) = star {
             pi = sp + 1;
             ni = sn + 1;
@@ -241,6 +242,17 @@ mod tests {
         // Pathological patterns stay fast.
         let long = "a".repeat(5000);
         assert!(!glob_match("*a*a*a*a*a*a*b", &long));
+    }
+
+    /// Found by the `staging_listing` fuzz target: a `*` in the pattern facing a literal `*`
+    /// in the name was taken as that character, so the wildcard was lost.
+    #[test]
+    fn a_star_in_the_name_does_not_eat_the_wildcard() {
+        assert!(glob_match("a*b", "a*xb"));
+        assert!(glob_match("*^n*", "d.bin*^n*\nd.bin"));
+        assert!(glob_match("*", "*"));
+        assert!(glob_match("a*", "a*"));
+        assert!(!glob_match("a*c", "a*b"));
     }
 
     #[test]
