@@ -98,6 +98,10 @@ pub fn percent_decode(s: &str) -> Option<String> {
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = s.get(i + 1..i + 3)?;
+            // `from_str_radix` alone would also take a sign (`%+D`).
+            if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
         } else {
@@ -271,5 +275,16 @@ mod tests {
         assert_eq!(percent_decode("a%20b%2Bc.tar").as_deref(), Some("a b+c.tar"));
         assert_eq!(percent_decode("%"), None);
         assert_eq!(percent_decode("%ff"), None);
+    }
+
+    /// Found by the `staging_listing` fuzz target: `u8::from_str_radix` takes a sign, so
+    /// `%+D` decoded to a carriage return instead of refusing the malformed escape.
+    #[test]
+    fn escapes_are_two_hex_digits() {
+        assert_eq!(percent_decode("uu.%+D/D"), None);
+        assert_eq!(percent_decode("a%+1b"), None);
+        assert_eq!(percent_decode("a%-1b"), None);
+        assert_eq!(percent_decode("a% 1b"), None);
+        assert_eq!(percent_decode("%2e%2E").as_deref(), Some(".."));
     }
 }
