@@ -234,13 +234,15 @@ fn entry_name(raw: &[u8]) -> Result<String, GoError> {
     })
 }
 
-/// Corrupt data shows up as I/O errors from the decompressor or CRC check; those are the
-/// zip's fault. Anything else is the reader's.
+/// Corrupt data shows up as I/O errors from the decompressor or CRC check, and an unknown
+/// compression method as an `Unsupported` one; those are the zip's fault. Anything else is
+/// the reader's.
 fn read_error(name: &str, e: io::Error) -> GoError {
     match e.kind() {
-        io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput | io::ErrorKind::UnexpectedEof => {
-            GoError::zip(format!("{name:?}: {e}"))
-        }
+        io::ErrorKind::InvalidData
+        | io::ErrorKind::InvalidInput
+        | io::ErrorKind::UnexpectedEof
+        | io::ErrorKind::Unsupported => GoError::zip(format!("{name:?}: {e}")),
         _ => GoError::Io(e),
     }
 }
@@ -248,9 +250,10 @@ fn read_error(name: &str, e: io::Error) -> GoError {
 pub(crate) fn zip_error(e: ZipError) -> GoError {
     match e {
         ZipError::Io(e) => match e.kind() {
-            io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput | io::ErrorKind::UnexpectedEof => {
-                GoError::zip(e.to_string())
-            }
+            io::ErrorKind::InvalidData
+            | io::ErrorKind::InvalidInput
+            | io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::Unsupported => GoError::zip(e.to_string()),
             _ => GoError::Io(e),
         },
         other => GoError::zip(other.to_string()),
@@ -831,6 +834,36 @@ mod tests {
         for bytes in [&b""[..], b"PK\x03\x04", b"PK\x05\x06", &[0u8; 100]] {
             let e = check_zip(Cursor::new(bytes.to_vec()), M, V).unwrap_err();
             assert!(matches!(e, GoError::InvalidZip { .. }), "{bytes:?}: {e}");
+        }
+    }
+
+    /// Found by the `go_proxy_http` fuzz target: an entry whose compression method the zip
+    /// reader does not support failed with an `Unsupported` I/O error, which the Go front-end
+    /// answers with a 500 although the upload is at fault.
+    #[test]
+    fn unsupported_compression_is_invalid_not_io() {
+        let mut bytes = zip_of(&[
+            ("example.com/m@v1.0.0/go.mod", b"module example.com/m\n"),
+            ("example.com/m@v1.0.0/m.go", b"package m\n"),
+        ]);
+        // Method 3336 in every local header (offset 8) and central directory entry (offset 10).
+        for (signature, offset) in [(b"PK\x03\x04", 8), (b"PK\x01\x02", 10)] {
+            let starts: Vec<usize> = bytes
+                .windows(4)
+                .enumerate()
+                .filter(|(_, w)| w == signature)
+                .map(|(i, _)| i)
+                .collect();
+            assert!(!starts.is_empty());
+            for i in starts {
+                bytes[i + offset..i + offset + 2].copy_from_slice(&3336u16.to_le_bytes());
+            }
+        }
+        for result in [
+            check_zip(Cursor::new(&bytes), M, V).map(|_| ()),
+            crate::dirhash::hash_zip(Cursor::new(&bytes)).map(|_| ()),
+        ] {
+            assert!(matches!(result, Err(GoError::InvalidZip { .. })), "{result:?}");
         }
     }
 
