@@ -1,9 +1,9 @@
 //! Names, versions, file paths, digests and transaction ids from outside: parsing never
 //! panics, and whatever is accepted is safe to use (no `.`/`..` segment, no empty segment, no
-//! byte outside the grammar) and round-trips.
+//! byte outside the grammar) and round-trips; so do timestamps.
 #![no_main]
 
-use intact_core::{Digest, FilePath, Name, RepoName, TxnId, Version};
+use intact_core::{Digest, FilePath, Name, RepoName, Timestamp, TxnId, Version};
 use libfuzzer_sys::fuzz_target;
 
 fn segments_safe(s: &str) -> bool {
@@ -22,7 +22,11 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(p) = FilePath::parse(s) {
         assert!(segments_safe(p.as_str()));
-        assert!(p.as_str().bytes().all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b)));
+        assert!(
+            p.as_str()
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b))
+        );
     }
     if let Ok(v) = Version::parse(s) {
         assert!(!v.as_str().contains('/'));
@@ -36,5 +40,9 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(id) = TxnId::parse(s) {
         assert_eq!(id.as_str(), s);
+    }
+    // Times arrive in manifests and transaction records: what parses prints and reads back.
+    if let Some(t) = Timestamp::parse_rfc3339(s) {
+        assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()), Some(t), "{s:?}");
     }
 });

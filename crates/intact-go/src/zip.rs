@@ -934,6 +934,36 @@ mod tests {
         }
     }
 
+    /// Found by the `go_proxy_http` fuzz target: an entry whose compression method the zip
+    /// reader does not support failed with an `Unsupported` I/O error, which the Go front-end
+    /// answers with a 500 although the upload is at fault.
+    #[test]
+    fn an_unknown_compression_method_is_invalid_not_io() {
+        let mut bytes = zip_of(&[
+            ("example.com/m@v1.0.0/go.mod", b"module example.com/m\n"),
+            ("example.com/m@v1.0.0/m.go", b"package m\n"),
+        ]);
+        // Method 3336 in every local header (offset 8) and central directory entry (offset 10).
+        for (signature, offset) in [(b"PK\x03\x04", 8), (b"PK\x01\x02", 10)] {
+            let starts: Vec<usize> = bytes
+                .windows(4)
+                .enumerate()
+                .filter(|(_, w)| w == signature)
+                .map(|(i, _)| i)
+                .collect();
+            assert!(!starts.is_empty());
+            for i in starts {
+                bytes[i + offset..i + offset + 2].copy_from_slice(&3336u16.to_le_bytes());
+            }
+        }
+        for result in [
+            check_zip(Cursor::new(&bytes), M, V).map(|_| ()),
+            crate::dirhash::hash_zip(Cursor::new(&bytes)).map(|_| ()),
+        ] {
+            assert!(matches!(result, Err(GoError::InvalidZip { .. })), "{result:?}");
+        }
+    }
+
     #[test]
     fn vendored_package_rule() {
         // After TestIsVendoredPackage in x/mod/zip/vendor_test.go.

@@ -44,7 +44,7 @@ pub fn parse_range(value: &str, size: u64) -> RangeRequest {
     let (first, last) = (first.trim(), last.trim());
     if first.is_empty() {
         // Suffix range: the last n bytes.
-        let Ok(n) = last.parse::<u64>() else {
+        let Some(n) = position(last) else {
             return RangeRequest::Full;
         };
         if n == 0 || size == 0 {
@@ -52,14 +52,14 @@ pub fn parse_range(value: &str, size: u64) -> RangeRequest {
         }
         return RangeRequest::Partial(size.saturating_sub(n), size);
     }
-    let Ok(start) = first.parse::<u64>() else {
+    let Some(start) = position(first) else {
         return RangeRequest::Full;
     };
     let end = if last.is_empty() {
         size
     } else {
-        match last.parse::<u64>() {
-            Ok(l) if l >= start => l.saturating_add(1).min(size),
+        match position(last) {
+            Some(l) if l >= start => l.saturating_add(1).min(size),
             _ => return RangeRequest::Full,
         }
     };
@@ -69,11 +69,21 @@ pub fn parse_range(value: &str, size: u64) -> RangeRequest {
     RangeRequest::Partial(start, end)
 }
 
+/// A byte position: ASCII digits only (`u64::from_str` would also take a `+` sign). One too
+/// large for u64 is still a valid position, past the end of any file.
+fn position(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(s.parse().unwrap_or(u64::MAX))
+}
+
 fn etag_of(file: &FileEntry) -> String {
     format!("\"{}\"", file.sha256)
 }
 
-fn etag_matches(list: &str, etag: &str) -> bool {
+/// Whether an `If-None-Match` list (`"a", W/"b"` or `*`) names `etag`.
+pub fn etag_matches(list: &str, etag: &str) -> bool {
     list.split(',')
         .map(str::trim)
         .any(|t| t == "*" || t == etag || t.strip_prefix("W/") == Some(etag))
@@ -217,6 +227,30 @@ mod tests {
         assert_eq!(parse_range("bytes=0-1,5-6", 100), RangeRequest::Full);
         assert_eq!(parse_range("items=0-1", 100), RangeRequest::Full);
         assert_eq!(parse_range("bytes=x-1", 100), RangeRequest::Full);
+    }
+
+    /// Found by the `http_range` fuzz target: positions are digits only (`u64::from_str` also
+    /// takes a `+` sign), and a position too large for u64 is past the end of any file
+    /// rather than a reason to ignore the header (RFC 9110 §14.1.2).
+    #[test]
+    fn positions_are_plain_digits_of_any_length() {
+        assert_eq!(parse_range("bytes=-+39999", 100_000), RangeRequest::Full);
+        assert_eq!(parse_range("bytes=+1-2", 100), RangeRequest::Full);
+        assert_eq!(parse_range("bytes=1-+2", 100), RangeRequest::Full);
+        let huge = "99999999999999999999999";
+        assert_eq!(
+            parse_range(&format!("bytes=-{huge}"), 100),
+            RangeRequest::Partial(0, 100)
+        );
+        assert_eq!(
+            parse_range(&format!("bytes=5-{huge}"), 100),
+            RangeRequest::Partial(5, 100)
+        );
+        assert_eq!(parse_range(&format!("bytes={huge}-"), 100), RangeRequest::Unsatisfiable);
+        assert_eq!(
+            parse_range(&format!("bytes={huge}-{huge}"), 100),
+            RangeRequest::Unsatisfiable
+        );
     }
 
     #[test]

@@ -183,7 +183,9 @@ fn parse_url(item: &str) -> Result<Source, String> {
             if url.query().is_some() || url.fragment().is_some() {
                 return Err(format!("{item:?}: a module proxy URL has no query or fragment"));
             }
-            Ok(Source::Http(item.trim_end_matches('/').to_owned()))
+            // The parsed form, not `item`: parsing drops stray control characters around the
+            // URL, and request URLs are built by appending to this text.
+            Ok(Source::Http(url.as_str().trim_end_matches('/').to_owned()))
         }
         "file" => {
             let dir = url
@@ -482,6 +484,27 @@ mod tests {
         ] {
             let err = parse_list(bad).expect_err(bad);
             assert!(err.contains(needle), "{bad}: {err}");
+        }
+    }
+
+    /// Found by the `go_upstream` fuzz target: URL parsing drops leading and trailing control
+    /// characters, so `https://a\0` passed the start-up check while every request URL built
+    /// from the raw text (`https://a\0/{module}/@v/list`) was refused. The stored base is
+    /// the parsed URL, so what passes the check is what requests are built on.
+    #[test]
+    fn stored_bases_build_request_urls_for_the_same_host() {
+        for (item, host) in [
+            ("\thttps:OO\0", "oo"),
+            ("https://a.example\u{1}", "a.example"),
+            ("HTTPS://A.Example:443/p/", "a.example"),
+        ] {
+            let entries = parse_list(item).expect(item);
+            let Source::Http(base) = &entries[0].source else {
+                panic!("{item:?}: {entries:?}")
+            };
+            let url = reqwest::Url::parse(&format!("{base}/example.com/m/@v/list"))
+                .unwrap_or_else(|e| panic!("{item:?} stored as {base:?}: {e}"));
+            assert_eq!(url.host_str(), Some(host), "{item:?}");
         }
     }
 

@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 
 /// Names of the files a directory index page links to, sorted and unique.
-pub(crate) fn parse_index(html: &str) -> Vec<String> {
+pub fn parse_index(html: &str) -> Vec<String> {
     let lower = html.to_ascii_lowercase();
     let mut out = BTreeSet::new();
     let mut pos = 0;
@@ -91,13 +91,17 @@ fn child_name(href: &str) -> Option<String> {
 }
 
 /// Strict percent-decoding: a malformed escape or invalid UTF-8 refuses the whole name.
-pub(crate) fn percent_decode(s: &str) -> Option<String> {
+pub fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = s.get(i + 1..i + 3)?;
+            // `from_str_radix` alone would also take a sign (`%+D`).
+            if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
         } else {
@@ -109,7 +113,7 @@ pub(crate) fn percent_decode(s: &str) -> Option<String> {
 }
 
 /// Percent-encodes one path segment for a URL (unreserved characters stay as they are).
-pub(crate) fn percent_encode(seg: &str) -> String {
+pub fn percent_encode(seg: &str) -> String {
     let mut out = String::with_capacity(seg.len());
     for b in seg.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -122,24 +126,25 @@ pub(crate) fn percent_encode(seg: &str) -> String {
 }
 
 /// Whether a pattern uses glob characters.
-pub(crate) fn is_glob(pattern: &str) -> bool {
+pub fn is_glob(pattern: &str) -> bool {
     pattern.contains(['*', '?'])
 }
 
 /// Shell-style matching of one name: `*` is any run of characters, `?` exactly one.
-pub(crate) fn glob_match(pattern: &str, name: &str) -> bool {
+pub fn glob_match(pattern: &str, name: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let n: Vec<char> = name.chars().collect();
     // Iterative matching with one backtrack point: linear in practice, never exponential.
     let (mut pi, mut ni) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ni < n.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
-            pi += 1;
-            ni += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        // `*` first: a name may contain a literal `*`, which must not use up the wildcard.
+        if pi < p.len() && p[pi] == '*' {
             star = Some((pi, ni));
             pi += 1;
+        } else if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
         } else if let Some((sp, sn)) = star {
             pi = sp + 1;
             ni = sn + 1;
@@ -153,7 +158,7 @@ pub(crate) fn glob_match(pattern: &str, name: &str) -> bool {
 
 /// Splits `dir/sub/pattern` into its directory part (`dir/sub`, possibly empty) and last
 /// segment. Globs may only appear in the last segment (checked when the config is loaded).
-pub(crate) fn split_pattern(pattern: &str) -> (&str, &str) {
+pub fn split_pattern(pattern: &str) -> (&str, &str) {
     match pattern.rsplit_once('/') {
         Some((dir, last)) => (dir, last),
         None => ("", pattern),
@@ -162,7 +167,7 @@ pub(crate) fn split_pattern(pattern: &str) -> (&str, &str) {
 
 /// Checks an artifact's file pattern at start-up: a valid relative path once glob characters
 /// are set aside, with globs only in its last segment.
-pub(crate) fn check_pattern(pattern: &str) -> Result<(), String> {
+pub fn check_pattern(pattern: &str) -> Result<(), String> {
     let (dir, last) = split_pattern(pattern);
     if is_glob(dir) {
         return Err(format!(
@@ -243,6 +248,17 @@ mod tests {
         assert!(!glob_match("*a*a*a*a*a*a*b", &long));
     }
 
+    /// Found by the `staging_listing` fuzz target: a `*` in the pattern facing a literal `*`
+    /// in the name was taken as that character, so the wildcard was lost.
+    #[test]
+    fn a_star_in_the_name_does_not_eat_the_wildcard() {
+        assert!(glob_match("a*b", "a*xb"));
+        assert!(glob_match("*^n*", "d.bin*^n*\nd.bin"));
+        assert!(glob_match("*", "*"));
+        assert!(glob_match("a*", "a*"));
+        assert!(!glob_match("a*c", "a*b"));
+    }
+
     #[test]
     fn patterns_are_checked() {
         assert!(check_pattern("*_full_dev.bin").is_ok());
@@ -259,5 +275,16 @@ mod tests {
         assert_eq!(percent_decode("a%20b%2Bc.tar").as_deref(), Some("a b+c.tar"));
         assert_eq!(percent_decode("%"), None);
         assert_eq!(percent_decode("%ff"), None);
+    }
+
+    /// Found by the `staging_listing` fuzz target: `u8::from_str_radix` takes a sign, so
+    /// `%+D` decoded to a carriage return instead of refusing the malformed escape.
+    #[test]
+    fn escapes_are_two_hex_digits() {
+        assert_eq!(percent_decode("uu.%+D/D"), None);
+        assert_eq!(percent_decode("a%+1b"), None);
+        assert_eq!(percent_decode("a%-1b"), None);
+        assert_eq!(percent_decode("a% 1b"), None);
+        assert_eq!(percent_decode("%2e%2E").as_deref(), Some(".."));
     }
 }

@@ -17,7 +17,7 @@
 mod api;
 mod error;
 mod jobs;
-mod listing;
+pub mod listing;
 mod stager;
 mod upstream;
 
