@@ -18,6 +18,12 @@ impl Server {
     /// Starts `intact serve` on an ephemeral port over `data_dir`, with an optional TOML
     /// config, and waits for its "listening" line.
     pub fn start(data_dir: &Path, config: Option<&str>, extra: &[&str]) -> Server {
+        Self::start_beside(data_dir, data_dir, config, extra)
+    }
+
+    /// `start`, with the log and config at `side.log` and `side.toml` (for a data dir whose
+    /// filesystem must hold nothing else, like the power-loss suite's).
+    pub fn start_beside(data_dir: &Path, side: &Path, config: Option<&str>, extra: &[&str]) -> Server {
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
             .arg("--listen")
@@ -25,7 +31,7 @@ impl Server {
             .arg("--data-dir")
             .arg(data_dir);
         if let Some(text) = config {
-            let path = data_dir.with_extension("toml");
+            let path = side.with_extension("toml");
             std::fs::write(&path, text).expect("write config");
             cmd.arg("--config").arg(path);
         }
@@ -33,7 +39,7 @@ impl Server {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(data_dir.with_extension("log"))
+            .open(side.with_extension("log"))
             .expect("log file");
         cmd.stdout(Stdio::piped()).stderr(log).env("INTACT_LOG", "info");
         let mut child = cmd.spawn().expect("spawn intact");
@@ -51,7 +57,7 @@ impl Server {
             Ok(l) => l,
             Err(_) => {
                 let _ = child.kill();
-                let log = std::fs::read_to_string(data_dir.with_extension("log")).unwrap_or_default();
+                let log = std::fs::read_to_string(side.with_extension("log")).unwrap_or_default();
                 panic!("intact did not start; log:\n{log}");
             }
         };
