@@ -85,7 +85,12 @@ impl FsBlobStore {
             fsync_dir(&root_clone)
         })
         .await
-        .map_err(|e| Error::io(format!("creating blob store in {}", root.display()), std::io::Error::other(e)))?
+        .map_err(|e| {
+            Error::io(
+                format!("creating blob store in {}", root.display()),
+                std::io::Error::other(e),
+            )
+        })?
         .map_err(|e| Error::io(format!("creating blob store in {}", root.display()), e))?;
         Ok(Self {
             blobs,
@@ -129,7 +134,11 @@ pub fn create_dir_all_durable(dir: &Path) -> std::io::Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && new.is_dir() => {}
             Err(e) => return Err(e),
         }
-        fsync_dir(new.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))?;
+        fsync_dir(
+            new.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+        )?;
     }
     Ok(())
 }

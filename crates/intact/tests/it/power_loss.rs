@@ -192,8 +192,9 @@ fn power_loss_keeps_a_deduplicated_blob_whose_directory_entry_another_upload_lef
     assert_eq!(verify["ok"], json!(true), "{verify}");
 }
 
-/// Power cuts at random instants under publishes and Go fetches (the torture driver, with the
-/// data dir on the lossy filesystem): after every restart each acknowledged version is there,
+/// Power cuts at random instants under publishes (transactions and multipart, with and
+/// without idempotency keys) and Go fetches (the torture driver, with the data dir on the
+/// lossy filesystem): after every restart each acknowledged version is there,
 /// byte for byte, and nothing partial is visible.
 #[test]
 fn power_loss_at_random_instants_keeps_every_acknowledged_version() {
@@ -203,8 +204,8 @@ fn power_loss_at_random_instants_keeps_every_acknowledged_version() {
     let data = fs.mountpoint().join("data");
     let plan = Plan {
         suite: "power-loss",
-        cycles: sized(24, 300),
-        checkpoint_every: sized(12, 100),
+        cycles: sized(40, 300),
+        checkpoint_every: sized(20, 100),
         kill_after_ms: 30..900,
         sizes: Sizes {
             large: 64_000,
@@ -212,7 +213,9 @@ fn power_loss_at_random_instants_keeps_every_acknowledged_version() {
         },
         publishers: 4,
         go_clients: 1,
-        builds: 1,
+        // Staging is the SIGKILL torture's: its begin-to-journal window orphans a transaction
+        // for its whole 120 s lease far more often when every fsync is a FUSE round trip.
+        builds: 0,
     };
     let mut rig = Rig::new(plan, dir.path(), &data, Death::PowerCut(fs), seed());
     for cycle in 0..rig.plan.cycles {

@@ -37,6 +37,15 @@ pub struct Snapshot {
 /// done in the shared-memory index, the files are left as the crash left them.
 pub async fn read(data_dir: &Path) -> Snapshot {
     let path = data_dir.join("catalog.db");
+    let empty = Snapshot {
+        versions: BTreeMap::new(),
+        leftovers: Leftovers::default(),
+    };
+    if !path.exists() {
+        // Lost with its directory entry: every acknowledged version is then reported gone.
+        println!("catalog {} does not exist", path.display());
+        return empty;
+    }
     let opts = SqliteConnectOptions::new()
         .filename(&path)
         .read_only(true)
@@ -46,6 +55,15 @@ pub async fn read(data_dir: &Path) -> Snapshot {
         .connect_with(opts)
         .await
         .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let has_schema: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE name = 'versions'")
+        .fetch_one(&pool)
+        .await
+        .expect("schema");
+    if has_schema == 0 {
+        println!("catalog {} has no schema", path.display());
+        pool.close().await;
+        return empty;
+    }
     let mut versions: BTreeMap<i64, (VersionKey, VersionRow)> = BTreeMap::new();
     for row in sqlx::query("SELECT id, repo, name, version, metadata FROM versions")
         .fetch_all(&pool)

@@ -193,10 +193,7 @@ impl GoUpstream {
                     .await;
             });
         });
-        GoUpstream {
-            base,
-            _stop: stop_tx,
-        }
+        GoUpstream { base, _stop: stop_tx }
     }
 }
 
@@ -262,7 +259,10 @@ pub fn build(name: &str, sizes: Sizes) -> Build {
         .map(|i| {
             (
                 format!("suite/d{}/f{i}.bin", i % 2),
-                pattern(seed.wrapping_add(i), 1 + ((seed >> 8) as usize + i as usize * 997) % sizes.small),
+                pattern(
+                    seed.wrapping_add(i),
+                    1 + ((seed >> 8) as usize + i as usize * 997) % sizes.small,
+                ),
             )
         })
         .collect();

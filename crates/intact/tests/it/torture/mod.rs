@@ -267,7 +267,11 @@ fetch_timeout_seconds = 60
         let files = match repo.as_str() {
             "files" => {
                 let keyed = name.starts_with("t/ak") || name.starts_with("t/mk");
-                let seed_key = if keyed { metadata["job"].as_str()? } else { version.as_str() };
+                let seed_key = if keyed {
+                    metadata["job"].as_str()?
+                } else {
+                    version.as_str()
+                };
                 content::api_summary(name, seed_key, self.plan.sizes)
             }
             "goproxy" => match name.strip_prefix("@gomod/") {
@@ -307,10 +311,16 @@ fetch_timeout_seconds = 60
                 && !name.starts_with('@')
                 && row.metadata["h1"].as_str() != Some(self.go.get(name, version).h1.as_str())
             {
-                violations.push(format!("{name}@{version}: stored h1 {} differs from upstream", row.metadata["h1"]));
+                violations.push(format!(
+                    "{name}@{version}: stored h1 {} differs from upstream",
+                    row.metadata["h1"]
+                ));
             }
             if let Some(job) = row.metadata["job"].as_str() {
-                job_versions.entry(job.to_owned()).or_default().push(format!("{name}@{version}"));
+                job_versions
+                    .entry(job.to_owned())
+                    .or_default()
+                    .push(format!("{name}@{version}"));
             }
             for (_, size, sha) in &row.files {
                 digests.insert(sha.clone(), *size);
@@ -318,7 +328,10 @@ fetch_timeout_seconds = 60
         }
         for (job, versions) in &job_versions {
             if versions.len() > 1 {
-                violations.push(format!("idempotency key {job} landed {} times: {versions:?}", versions.len()));
+                violations.push(format!(
+                    "idempotency key {job} landed {} times: {versions:?}",
+                    versions.len()
+                ));
             }
         }
         {
@@ -331,7 +344,9 @@ fetch_timeout_seconds = 60
             for (job, version) in &l.jobs_done {
                 let landed = job_versions.get(job).and_then(|v| v.first());
                 if landed.is_none_or(|l| !l.ends_with(&format!("@{version}"))) {
-                    violations.push(format!("job {job} was acknowledged as version {version}, catalog has {landed:?}"));
+                    violations.push(format!(
+                        "job {job} was acknowledged as version {version}, catalog has {landed:?}"
+                    ));
                 }
             }
             for ((module, version), zip) in &l.go_acked {
@@ -361,7 +376,8 @@ fetch_timeout_seconds = 60
         self.seen = snap.versions.keys().cloned().collect();
         self.figures.versions_visible = self.seen.len() as u64;
         let mut l = self.ledger();
-        l.violations.extend(violations.into_iter().map(|v| format!("cycle {cycle}: {v}")));
+        l.violations
+            .extend(violations.into_iter().map(|v| format!("cycle {cycle}: {v}")));
         if !l.violations.is_empty() {
             let shown: Vec<_> = l.violations.iter().take(20).cloned().collect();
             panic!(
@@ -416,7 +432,9 @@ fetch_timeout_seconds = 60
             }
         }
         if !problems.is_empty() {
-            self.ledger().violations.extend(problems.iter().map(|p| format!("read back: {p}")));
+            self.ledger()
+                .violations
+                .extend(problems.iter().map(|p| format!("read back: {p}")));
             panic!(
                 "{}: read-back failed (seed {}):\n{}",
                 self.plan.suite,
@@ -512,7 +530,10 @@ fetch_timeout_seconds = 60
             );
             return;
         }
-        panic!("{}: transactions still open after waiting out their leases", self.plan.suite);
+        panic!(
+            "{}: transactions still open after waiting out their leases",
+            self.plan.suite
+        );
     }
 
     /// The last round: every retry runs to completion on a server left alive (idempotent jobs
@@ -547,9 +568,21 @@ fetch_timeout_seconds = 60
         self.check(&snap, cycle);
         {
             let l = self.ledger();
-            assert!(l.jobs_pending.is_empty(), "jobs never acknowledged: {:?}", l.jobs_pending);
-            assert!(l.go_pending.is_empty(), "Go fetches never acknowledged: {:?}", l.go_pending);
-            assert!(l.stage_pending.is_empty(), "stagings never acknowledged: {:?}", l.stage_pending);
+            assert!(
+                l.jobs_pending.is_empty(),
+                "jobs never acknowledged: {:?}",
+                l.jobs_pending
+            );
+            assert!(
+                l.go_pending.is_empty(),
+                "Go fetches never acknowledged: {:?}",
+                l.go_pending
+            );
+            assert!(
+                l.stage_pending.is_empty(),
+                "stagings never acknowledged: {:?}",
+                l.stage_pending
+            );
         }
         self.checkpoint();
         let l = self.ledger();

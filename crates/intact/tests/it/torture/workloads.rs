@@ -76,10 +76,12 @@ impl Ctx {
         self.ledger().violations.push(format!("cycle {}: {what}", self.cycle));
     }
 
-    /// Classifies an answer: 2xx is fine, 5xx other than 504 is a violation (a healthy
-    /// server answered with a fault), anything else is counted as an anomaly.
+    /// Classifies a failed answer. Every request here is well-formed and every upstream has
+    /// what is asked, so only two failures can be legitimate, and are counted as anomalies:
+    /// 409 (a lease ran out on an overloaded machine, a crashed holder's lease still runs)
+    /// and 504 (a bounded wait ran out). Anything else is a violation.
     fn unexpected(&self, what: &str, status: reqwest::StatusCode, body: &str) {
-        if status.is_server_error() && status != reqwest::StatusCode::GATEWAY_TIMEOUT {
+        if status != reqwest::StatusCode::CONFLICT && status != reqwest::StatusCode::GATEWAY_TIMEOUT {
             self.violation(format!("{what}: {status} {body}"));
         } else {
             let code = serde_json::from_str::<Value>(body)
@@ -422,7 +424,9 @@ pub async fn stager(ctx: Ctx, builds: Vec<String>) {
                 }
             } else {
                 drop(l);
-                ctx.violation(format!("stage {name} {artifacts:?}: 200 without every item staged: {v}"));
+                ctx.violation(format!(
+                    "stage {name} {artifacts:?}: 200 without every item staged: {v}"
+                ));
             }
         }
     }
