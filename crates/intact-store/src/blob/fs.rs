@@ -200,14 +200,16 @@ impl BlobStore for FsBlobStore {
         };
         let digest = pending.digest;
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            if target.exists() {
+            match std::fs::File::open(&target) {
                 // Same content already stored: no second copy (the temp file is removed when
                 // `temp` drops). But the file may be another upload's, renamed into place and
                 // not yet made durable by that upload's directory fsync; the caller may commit
                 // as soon as this returns. So make it durable here too, bytes and name.
-                std::fs::File::open(&target)?.sync_all()?;
-            } else {
-                temp.persist(&target).map_err(|e| e.error)?;
+                Ok(existing) => existing.sync_all()?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    temp.persist(&target).map_err(|e| e.error)?;
+                }
+                Err(e) => return Err(e),
             }
             if let Some(parent) = target.parent() {
                 fsync_dir(parent)?;

@@ -8,6 +8,12 @@ use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_intact");
 
+/// The server binary `Server` starts: `BIN`, or `$INTACT_SERVER_BIN` (a long full-size run
+/// can pin a copy of the build while the workspace goes on being rebuilt).
+fn server_bin() -> std::ffi::OsString {
+    std::env::var_os("INTACT_SERVER_BIN").unwrap_or_else(|| BIN.into())
+}
+
 pub struct Server {
     child: Child,
     pub base: String,
@@ -24,7 +30,7 @@ impl Server {
     /// `start`, with the log and config at `side.log` and `side.toml` (for a data dir whose
     /// filesystem must hold nothing else, like the power-loss suite's).
     pub fn start_beside(data_dir: &Path, side: &Path, config: Option<&str>, extra: &[&str]) -> Server {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(server_bin());
         cmd.arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")

@@ -253,7 +253,8 @@ fetch_timeout_seconds = 60
         self.figures.cycles += 1;
         let snap = self.rt.block_on(catalog::read(&self.data));
         self.check(&snap, cycle);
-        if (cycle + 1).is_multiple_of(self.plan.checkpoint_every) {
+        // The last cycle's checkpoint is `finish`'s.
+        if (cycle + 1).is_multiple_of(self.plan.checkpoint_every) && cycle + 1 < self.plan.cycles {
             self.checkpoint();
         }
     }
