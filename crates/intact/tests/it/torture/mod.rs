@@ -446,7 +446,8 @@ fetch_timeout_seconds = 60
     }
 
     /// Starts the server, lets every lease a kill orphaned run out, collects garbage with no
-    /// grace, stops it, and counts what is left: exactly the referenced blobs, nothing else.
+    /// grace, re-hashes every committed blob (`verify`), stops it, and counts what is left:
+    /// exactly the referenced blobs, nothing else.
     pub fn checkpoint(&mut self) {
         self.figures.checkpoints += 1;
         for attempt in 0..2 {
@@ -465,6 +466,24 @@ fetch_timeout_seconds = 60
                 assert!(resp.status().is_success(), "gc: {}", resp.status());
                 resp.json().await.expect("gc json")
             });
+            // Every blob a committed version names, re-hashed by the server.
+            let verify: Value = self.rt.block_on(async {
+                self.http
+                    .post(server.url("/api/v1/admin/verify"))
+                    .send()
+                    .await
+                    .expect("verify")
+                    .json()
+                    .await
+                    .expect("verify json")
+            });
+            assert_eq!(
+                verify["ok"],
+                json!(true),
+                "{}: verify at checkpoint (seed {}): {verify}",
+                self.plan.suite,
+                self.seed
+            );
             // Stopped without a power cut: gc's deletions are not made durable one by one
             // (an orphan file coming back after a power cut is swept at the next start).
             server.kill9();
@@ -538,8 +557,8 @@ fetch_timeout_seconds = 60
     }
 
     /// The last round: every retry runs to completion on a server left alive (idempotent jobs
-    /// land exactly once, in-doubt fetches and stagings succeed), then a final check,
-    /// checkpoint and `verify`.
+    /// land exactly once, in-doubt fetches and stagings succeed), then a final check and
+    /// checkpoint.
     pub fn finish(&mut self, started: Instant) {
         let server = self.start();
         self.read_back_new(&server);
@@ -553,17 +572,6 @@ fetch_timeout_seconds = 60
                     .expect("join");
             }
         });
-        let verify: Value = self.rt.block_on(async {
-            self.http
-                .post(server.url("/api/v1/admin/verify"))
-                .send()
-                .await
-                .expect("verify")
-                .json()
-                .await
-                .expect("verify json")
-        });
-        assert_eq!(verify["ok"], json!(true), "verify: {verify}");
         server.kill9();
         let snap = self.rt.block_on(catalog::read(&self.data));
         self.check(&snap, cycle);

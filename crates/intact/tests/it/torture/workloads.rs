@@ -381,7 +381,8 @@ async fn go_fetches(ctx: &Ctx, fetches: impl Iterator<Item = (usize, String, Str
     Ok(())
 }
 
-/// Stages this cycle's builds (and the ones a kill left unanswered).
+/// Stages this cycle's builds (and the ones a kill left unanswered), every request at once: a
+/// retry stuck behind a crashed run's lock must not hold up the new builds.
 pub async fn stager(ctx: Ctx, builds: Vec<String>) {
     let retry: Vec<_> = ctx.ledger().stage_pending.iter().cloned().collect();
     let mut requests: Vec<Vec<(String, String)>> = retry.into_iter().map(|r| vec![r]).collect();
@@ -393,41 +394,44 @@ pub async fn stager(ctx: Ctx, builds: Vec<String>) {
             requests.push(vec![(build, "payload".into())]);
         }
     }
-    for items in requests {
-        let name = items[0].0.clone();
-        let artifacts: Vec<&str> = items.iter().map(|(_, a)| a.as_str()).collect();
-        {
-            let mut l = ctx.ledger();
-            l.counts.stagings_sent += 1;
-            l.stage_pending.extend(items.iter().cloned());
-        }
-        let req = ctx
-            .http
-            .post(format!("{}/api/v1/repos/builds/stage", ctx.base))
-            .json(&json!({"name": name, "artifacts": artifacts}));
-        let Ok(answer) = ctx.json(req, "stage").await else {
-            return;
-        };
+    futures::future::join_all(requests.into_iter().map(|items| stage(&ctx, items))).await;
+}
+
+/// One staging request; what it asked for stays pending if the server died before answering.
+async fn stage(ctx: &Ctx, items: Vec<(String, String)>) {
+    let name = items[0].0.clone();
+    let artifacts: Vec<&str> = items.iter().map(|(_, a)| a.as_str()).collect();
+    {
         let mut l = ctx.ledger();
-        for item in &items {
-            l.stage_pending.remove(item);
-        }
-        if let Some(v) = answer {
-            let all_staged = v["items"]
-                .as_array()
-                .is_some_and(|a| a.len() == items.len() && a.iter().all(|i| i["state"] == "staged"));
-            if all_staged {
-                l.counts.stagings_acknowledged += 1;
-                l.staged.extend(items.iter().cloned());
-                for (build, artifact) in &items {
-                    l.acked.insert(("builds".into(), build.clone(), artifact.clone()));
-                }
-            } else {
-                drop(l);
-                ctx.violation(format!(
-                    "stage {name} {artifacts:?}: 200 without every item staged: {v}"
-                ));
+        l.counts.stagings_sent += 1;
+        l.stage_pending.extend(items.iter().cloned());
+    }
+    let req = ctx
+        .http
+        .post(format!("{}/api/v1/repos/builds/stage", ctx.base))
+        .json(&json!({"name": name, "artifacts": artifacts}));
+    let Ok(answer) = ctx.json(req, "stage").await else {
+        return;
+    };
+    let mut l = ctx.ledger();
+    for item in &items {
+        l.stage_pending.remove(item);
+    }
+    if let Some(v) = answer {
+        let all_staged = v["items"]
+            .as_array()
+            .is_some_and(|a| a.len() == items.len() && a.iter().all(|i| i["state"] == "staged"));
+        if all_staged {
+            l.counts.stagings_acknowledged += 1;
+            l.staged.extend(items.iter().cloned());
+            for (build, artifact) in &items {
+                l.acked.insert(("builds".into(), build.clone(), artifact.clone()));
             }
+        } else {
+            drop(l);
+            ctx.violation(format!(
+                "stage {name} {artifacts:?}: 200 without every item staged: {v}"
+            ));
         }
     }
 }
