@@ -381,24 +381,37 @@ async fn go_fetches(ctx: &Ctx, fetches: impl Iterator<Item = (usize, String, Str
     Ok(())
 }
 
-/// Stages this cycle's builds (and the ones a kill left unanswered), every request at once: a
-/// retry stuck behind a crashed run's lock must not hold up the new builds.
+/// Stages this cycle's builds, all at once, while the requests a kill left unanswered are
+/// retried one after the other beside them: a retry stuck behind a crashed run's lock holds
+/// up neither the new builds nor more than one waiter.
 pub async fn stager(ctx: Ctx, builds: Vec<String>) {
     let retry: Vec<_> = ctx.ledger().stage_pending.iter().cloned().collect();
-    let mut requests: Vec<Vec<(String, String)>> = retry.into_iter().map(|r| vec![r]).collect();
+    let mut fresh: Vec<Vec<(String, String)>> = Vec::new();
     for (j, build) in builds.into_iter().enumerate() {
         if j % 2 == 0 {
-            requests.push(vec![(build.clone(), "payload".into()), (build, "suite".into())]);
+            fresh.push(vec![(build.clone(), "payload".into()), (build, "suite".into())]);
         } else {
-            requests.push(vec![(build.clone(), "suite".into())]);
-            requests.push(vec![(build, "payload".into())]);
+            fresh.push(vec![(build.clone(), "suite".into())]);
+            fresh.push(vec![(build, "payload".into())]);
         }
     }
-    futures::future::join_all(requests.into_iter().map(|items| stage(&ctx, items))).await;
+    let retries = async {
+        for item in retry {
+            if !stage(&ctx, vec![item]).await {
+                return;
+            }
+        }
+    };
+    futures::future::join(
+        retries,
+        futures::future::join_all(fresh.into_iter().map(|items| stage(&ctx, items))),
+    )
+    .await;
 }
 
-/// One staging request; what it asked for stays pending if the server died before answering.
-async fn stage(ctx: &Ctx, items: Vec<(String, String)>) {
+/// One staging request; what it asked for stays pending if the server died before answering
+/// (then `false`).
+async fn stage(ctx: &Ctx, items: Vec<(String, String)>) -> bool {
     let name = items[0].0.clone();
     let artifacts: Vec<&str> = items.iter().map(|(_, a)| a.as_str()).collect();
     {
@@ -411,7 +424,7 @@ async fn stage(ctx: &Ctx, items: Vec<(String, String)>) {
         .post(format!("{}/api/v1/repos/builds/stage", ctx.base))
         .json(&json!({"name": name, "artifacts": artifacts}));
     let Ok(answer) = ctx.json(req, "stage").await else {
-        return;
+        return false;
     };
     let mut l = ctx.ledger();
     for item in &items {
@@ -434,4 +447,5 @@ async fn stage(ctx: &Ctx, items: Vec<(String, String)>) {
             ));
         }
     }
+    true
 }
