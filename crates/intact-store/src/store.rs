@@ -174,8 +174,10 @@ fn lock_data_dir(dir: &Path) -> Result<std::fs::File> {
 impl Store {
     /// The embedded default: a SQLite catalog and blob files under `data_dir`.
     pub async fn open_local(data_dir: &Path, config: StoreConfig) -> Result<Arc<Self>> {
-        tokio::fs::create_dir_all(data_dir)
+        let dir = data_dir.to_owned();
+        tokio::task::spawn_blocking(move || crate::blob::create_dir_all_durable(&dir))
             .await
+            .map_err(|e| Error::io("creating data dir", std::io::Error::other(e)))?
             .map_err(|e| Error::io(format!("creating data dir {}", data_dir.display()), e))?;
         let lock = lock_data_dir(data_dir)?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);

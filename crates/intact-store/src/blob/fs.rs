@@ -1,9 +1,12 @@
 //! Blobs as plain files: `blobs/sha256/<first two hex>/<64 hex>`. Plain files keep the door
 //! open for zero-copy sending and hardlink/reflink imports.
 //!
-//! Durability order: write a temp file in the same
-//! filesystem, fsync it, rename into place, fsync the directory. Only then is a blob durable,
-//! and only durable blobs are ever named by a catalog commit.
+//! Durability order: write a temp file in the same filesystem, fsync it, rename into place,
+//! fsync the directory. Only then is a blob durable, and only durable blobs are ever named by
+//! a catalog commit. A blob found already in place (deduplication) is made durable the same
+//! way before `persist` returns, and every directory the store creates is fsynced into its
+//! parent. The power-loss suite (`crates/intact/tests/it/power_loss.rs`) checks all three on a
+//! filesystem that drops whatever was not fsynced.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -64,15 +67,12 @@ impl FsBlobStore {
     pub async fn open(root: &Path) -> Result<Self> {
         let blobs = root.join("blobs").join("sha256");
         let tmp = root.join("tmp");
-        for dir in [&blobs, &tmp] {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        }
-        // Create every shard directory once, up front, and fsync the parent: a shard created
-        // lazily by a later write would need its own parent fsync to be durable.
-        let blobs_clone = blobs.clone();
+        let (root_clone, blobs_clone, tmp_clone) = (root.to_owned(), blobs.clone(), tmp.clone());
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            create_dir_all_durable(&blobs_clone)?;
+            create_dir_all_durable(&tmp_clone)?;
+            // Create every shard directory once, up front, and fsync the parent: a shard
+            // created lazily by a later write would need its own parent fsync to be durable.
             let mut created = false;
             for i in 0..=255u8 {
                 let shard = blobs_clone.join(format!("{i:02x}"));
@@ -84,11 +84,19 @@ impl FsBlobStore {
             if created {
                 fsync_dir(&blobs_clone)?;
             }
-            Ok(())
+            // The root's own entries, whoever created them: SQLite syncs the directory when it
+            // creates a journal or WAL, never for the database file itself, so a catalog
+            // created just before this call is only durable by name once this returns.
+            fsync_dir(&root_clone)
         })
         .await
-        .map_err(|e| Error::io("creating blob shards", std::io::Error::other(e)))?
-        .map_err(|e| Error::io("creating blob shards", e))?;
+        .map_err(|e| {
+            Error::io(
+                format!("creating blob store in {}", root.display()),
+                std::io::Error::other(e),
+            )
+        })?
+        .map_err(|e| Error::io(format!("creating blob store in {}", root.display()), e))?;
         Ok(Self {
             blobs,
             tmp,
@@ -111,6 +119,35 @@ impl FsBlobStore {
 
 fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// `create_dir_all` whose result survives a power loss: each directory it creates is made
+/// durable in its parent (an fsync of the parent), from the first one that already existed
+/// down. Without it a new data dir, or its `blobs` or `tmp`, can vanish with everything in it.
+pub fn create_dir_all_durable(dir: &Path) -> std::io::Result<()> {
+    let mut missing = Vec::new();
+    let mut existing = dir;
+    while !existing.is_dir() {
+        missing.push(existing);
+        existing = match existing.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+    }
+    for new in missing.into_iter().rev() {
+        match std::fs::create_dir(new) {
+            Ok(()) => {}
+            // Created meanwhile by someone else: still make its entry durable below.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && new.is_dir() => {}
+            Err(e) => return Err(e),
+        }
+        fsync_dir(
+            new.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+        )?;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -170,15 +207,19 @@ impl BlobStore for FsBlobStore {
         };
         let digest = pending.digest;
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            if target.exists() {
-                // Same content already stored: writing it twice is a no-op. The temp file is
-                // removed when `temp` drops.
-                return Ok(());
+            match std::fs::File::open(&target) {
+                // Same content already stored: no second copy (the temp file is removed when
+                // `temp` drops). But the file may be another upload's, renamed into place and
+                // not yet made durable by that upload's directory fsync; the caller may commit
+                // as soon as this returns. So make it durable here too, bytes and name.
+                Ok(existing) => existing.sync_all()?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    temp.persist(&target).map_err(|e| e.error)?;
+                }
+                Err(e) => return Err(e),
             }
-            let parent = target.parent().map(Path::to_path_buf);
-            temp.persist(&target).map_err(|e| e.error)?;
-            if let Some(parent) = parent {
-                fsync_dir(&parent)?;
+            if let Some(parent) = target.parent() {
+                fsync_dir(parent)?;
             }
             Ok(())
         })
@@ -364,5 +405,21 @@ impl BlobStore for FsBlobStore {
         .await
         .map_err(|e| Error::io("sweeping temp files", std::io::Error::other(e)))?
         .map_err(|e| Error::io("sweeping temp files", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_dir_all_durable_creates_every_missing_level_and_accepts_existing_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let deep = dir.path().join("a/b/c");
+        create_dir_all_durable(&deep).expect("create");
+        assert!(deep.is_dir());
+        create_dir_all_durable(&deep).expect("again");
+        std::fs::write(dir.path().join("file"), b"x").expect("write");
+        assert!(create_dir_all_durable(&dir.path().join("file/below")).is_err());
     }
 }

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use intact_core::Digest;
 use tokio::io::AsyncRead;
 
-pub use fs::FsBlobStore;
+pub use fs::{FsBlobStore, create_dir_all_durable};
 
 use crate::Result;
 

@@ -8,6 +8,12 @@ use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_intact");
 
+/// The server binary `Server` starts: `BIN`, or `$INTACT_SERVER_BIN` (a long full-size run
+/// can pin a copy of the build while the workspace goes on being rebuilt).
+fn server_bin() -> std::ffi::OsString {
+    std::env::var_os("INTACT_SERVER_BIN").unwrap_or_else(|| BIN.into())
+}
+
 pub struct Server {
     child: Child,
     pub base: String,
@@ -18,14 +24,20 @@ impl Server {
     /// Starts `intact serve` on an ephemeral port over `data_dir`, with an optional TOML
     /// config, and waits for its "listening" line.
     pub fn start(data_dir: &Path, config: Option<&str>, extra: &[&str]) -> Server {
-        let mut cmd = Command::new(BIN);
+        Self::start_beside(data_dir, data_dir, config, extra)
+    }
+
+    /// `start`, with the log and config at `side.log` and `side.toml` (for a data dir whose
+    /// filesystem must hold nothing else, like the power-loss suite's).
+    pub fn start_beside(data_dir: &Path, side: &Path, config: Option<&str>, extra: &[&str]) -> Server {
+        let mut cmd = Command::new(server_bin());
         cmd.arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(data_dir);
         if let Some(text) = config {
-            let path = data_dir.with_extension("toml");
+            let path = side.with_extension("toml");
             std::fs::write(&path, text).expect("write config");
             cmd.arg("--config").arg(path);
         }
@@ -33,7 +45,7 @@ impl Server {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(data_dir.with_extension("log"))
+            .open(side.with_extension("log"))
             .expect("log file");
         cmd.stdout(Stdio::piped()).stderr(log).env("INTACT_LOG", "info");
         let mut child = cmd.spawn().expect("spawn intact");
@@ -51,7 +63,7 @@ impl Server {
             Ok(l) => l,
             Err(_) => {
                 let _ = child.kill();
-                let log = std::fs::read_to_string(data_dir.with_extension("log")).unwrap_or_default();
+                let log = std::fs::read_to_string(side.with_extension("log")).unwrap_or_default();
                 panic!("intact did not start; log:\n{log}");
             }
         };

@@ -7,4 +7,6 @@ mod go_fixtures;
 mod go_proxy;
 mod harness;
 mod large;
+mod power_loss;
 mod staging;
+mod torture;
