@@ -341,19 +341,8 @@ impl Store {
         loop {
             let mut changes = self.txns_changed.subscribe();
             match self.catalog.open_txn(&new).await {
-                Err(Error::Locked {
-                    what,
-                    holder,
-                    expires_at,
-                }) if tokio::time::Instant::now() < deadline => {
-                    let until_expiry =
-                        Duration::from_millis(u64::try_from(expires_at.millis() - self.now().millis()).unwrap_or(0));
-                    let wake = deadline.min(tokio::time::Instant::now() + until_expiry);
-                    tokio::select! {
-                        _ = changes.changed() => {}
-                        _ = tokio::time::sleep_until(wake) => {}
-                    }
-                    let _ = (what, holder);
+                Err(Error::Locked { holder, expires_at, .. }) if tokio::time::Instant::now() < deadline => {
+                    self.wait_for_holder(&holder, expires_at, deadline, &mut changes).await;
                 }
                 Ok(outcome) => {
                     if matches!(outcome, OpenOutcome::Created(_)) {
@@ -362,6 +351,35 @@ impl Store {
                     return Ok(outcome);
                 }
                 Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Waits until `holder` may have let go of its lock: it finished, its lease ran out, or
+    /// the wait's `deadline` came. Every transaction change in the store wakes this, so it
+    /// checks the holder with a read and goes back to sleep while the holder is still open:
+    /// only a waiter with a real chance retries the open (a write transaction). Otherwise a
+    /// dozen waiters would each retry on every unrelated commit and starve the writer.
+    async fn wait_for_holder(
+        &self,
+        holder: &TxnId,
+        mut expires_at: Timestamp,
+        deadline: tokio::time::Instant,
+        changes: &mut watch::Receiver<u64>,
+    ) {
+        loop {
+            let until_expiry =
+                Duration::from_millis(u64::try_from(expires_at.millis() - self.now().millis()).unwrap_or(0));
+            let wake = deadline.min(tokio::time::Instant::now() + until_expiry);
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep_until(wake) => return,
+            }
+            match self.catalog.txn_status(holder).await {
+                Ok(status) if status.state == intact_core::TxnState::Open && status.expires_at > self.now() => {
+                    expires_at = status.expires_at;
+                }
+                _ => return,
             }
         }
     }

@@ -900,11 +900,26 @@ struct GatedCatalog {
     hold_manifest: std::sync::atomic::AtomicBool,
     manifest_arrived: tokio::sync::Notify,
     manifest_release: tokio::sync::Semaphore,
+    /// Calls of `open_txn` (a write transaction each).
+    opens: std::sync::atomic::AtomicUsize,
+}
+
+impl GatedCatalog {
+    fn over(inner: std::sync::Arc<dyn intact_store::Catalog>) -> Self {
+        Self {
+            inner,
+            hold_manifest: false.into(),
+            manifest_arrived: tokio::sync::Notify::new(),
+            manifest_release: tokio::sync::Semaphore::new(0),
+            opens: 0.into(),
+        }
+    }
 }
 
 #[async_trait::async_trait]
 impl intact_store::Catalog for GatedCatalog {
     async fn open_txn(&self, req: &intact_store::NewTxn) -> intact_store::Result<OpenOutcome> {
+        self.opens.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.open_txn(req).await
     }
     async fn txn(&self, id: &intact_core::TxnId) -> intact_store::Result<TxnRecord> {
@@ -1031,12 +1046,7 @@ impl intact_store::Catalog for GatedCatalog {
 /// its blobs gone: a staging repo would never stage it again and every read would fail).
 pub async fn manifest_cache_forgets_a_version_deleted_during_a_read(h: &Harness) {
     publish(h, "evict", "1", &[("a", b"soon gone")]).await;
-    let catalog = std::sync::Arc::new(GatedCatalog {
-        inner: h.store.catalog().clone(),
-        hold_manifest: false.into(),
-        manifest_arrived: tokio::sync::Notify::new(),
-        manifest_release: tokio::sync::Semaphore::new(0),
-    });
+    let catalog = std::sync::Arc::new(GatedCatalog::over(h.store.catalog().clone()));
     // A store whose cache is cold for the version (like a reader racing the evictor).
     let store = std::sync::Arc::new(intact_store::Store::new(
         catalog.clone(),
@@ -1439,4 +1449,61 @@ pub async fn an_upload_renews_a_lease_that_runs_out_before_half_a_lease_has_pass
     assert_eq!(h.store.expire_due().await.expect("reaper"), 0);
     upload.await.expect("join").expect("the upload was staged");
     h.store.commit(&t.id).await.expect("commit");
+}
+
+/// Waiters for a locked version wait with reads: work on other versions (each commit wakes
+/// every waiter) must not make each of them retry the open, a write transaction, and starve
+/// the catalog's writer. When the holder finishes, they proceed.
+pub async fn lock_waiters_do_not_retry_writes_on_unrelated_changes(h: &Harness) {
+    let catalog = std::sync::Arc::new(GatedCatalog::over(h.store.catalog().clone()));
+    let store = std::sync::Arc::new(intact_store::Store::new(
+        catalog.clone(),
+        h.store.blobs().clone(),
+        std::sync::Arc::new(h.clock.clone()),
+        intact_store::StoreConfig::default(),
+    ));
+    let holder = match store.begin(req("wanted", "1")).await.expect("begin") {
+        OpenOutcome::Created(t) => t,
+        other => panic!("{other:?}"),
+    };
+    const WAITERS: usize = 8;
+    let mut waiters = Vec::new();
+    for _ in 0..WAITERS {
+        let store = store.clone();
+        waiters.push(tokio::spawn(async move {
+            let mut r = req("wanted", "1");
+            r.wait = Duration::from_secs(120);
+            store.begin(r).await
+        }));
+    }
+    // Lets every waiter reach its wait (ordering only).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let opens_before = catalog.opens.load(std::sync::atomic::Ordering::SeqCst);
+    for i in 0..30 {
+        let t = match store.begin(req(&format!("other{i}"), "1")).await.expect("begin") {
+            OpenOutcome::Created(t) => t,
+            other => panic!("{other:?}"),
+        };
+        store.commit(&t.id).await.expect("commit");
+    }
+    let opens = catalog.opens.load(std::sync::atomic::Ordering::SeqCst) - opens_before;
+    assert!(
+        opens <= 30 + WAITERS,
+        "{WAITERS} waiters retried the open {} times over 30 unrelated commits",
+        opens - 30
+    );
+    store.abort(&holder.id).await.expect("abort");
+    // Each waiter in turn gets the version; rolling its transaction back lets the next one in.
+    let mut pending: futures::stream::FuturesUnordered<_> = waiters.into_iter().collect();
+    let mut created = 0;
+    while let Some(done) = pending.next().await {
+        match done.expect("join") {
+            Ok(OpenOutcome::Created(t)) => {
+                created += 1;
+                store.abort(&t.id).await.expect("abort");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(created, WAITERS, "each waiter got the version in turn");
 }

@@ -113,6 +113,7 @@ suite!(sqlite_fs:
     a_stalled_upload_ends_instead_of_holding_its_lock,
     damaged_blobs_are_never_read_whole_and_are_quarantined,
     versions_no_file_system_can_hold_are_refused,
+    lock_waiters_do_not_retry_writes_on_unrelated_changes,
     a_late_damage_report_never_quarantines_a_healed_blob,
     an_upload_renews_a_lease_that_runs_out_before_half_a_lease_has_passed,
 );
