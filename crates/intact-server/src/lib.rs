@@ -28,6 +28,18 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
         .with_context(|| format!("opening data dir {}", config.data_dir.display()))?;
     let report = store.recover().await.context("start-up recovery")?;
     tracing::info!(?report, "start-up recovery done");
+    // Only intact writes into proxy repos (Go fetches, staging runs), and this process owns
+    // the data dir: what is open there belongs to a process that died mid-commit and would
+    // hold its version (every request for it waiting) until its lease ran out.
+    for repo in config.repos.iter().filter(|r| r.kind == config::RepoKind::Proxy) {
+        let n = store
+            .abort_all_open(&repo.name)
+            .await
+            .with_context(|| format!("rolling back repo {}'s transactions left open", repo.name))?;
+        if n > 0 {
+            tracing::info!(repo = %repo.name, transactions = n, "rolled back transactions a dead process left open");
+        }
+    }
     let state = AppState::new(Arc::new(config), store)?;
     staging::recover(&state).await;
     Ok(state)
@@ -77,4 +89,68 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: watch::Receiv
         t.abort();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use intact_core::{Name, RepoName};
+    use intact_store::{BeginRequest, OpenOutcome, Store, StoreConfig, VersionSpec};
+
+    use super::*;
+
+    fn begin(repo: &str, name: &str) -> BeginRequest {
+        BeginRequest {
+            repo: RepoName::parse(repo).expect("repo"),
+            name: Name::parse(name).expect("name"),
+            version: VersionSpec::Exact(intact_core::Version::parse("1").expect("v")),
+            metadata: serde_json::json!({}),
+            lease: None,
+            idempotency_key: None,
+            wait: Duration::ZERO,
+        }
+    }
+
+    /// Only intact itself writes into proxy repos (Go fetches, staging runs): a transaction
+    /// of theirs still open at start-up belongs to a process that died mid-commit, and would
+    /// hold its version until its lease ran out (every request for it waiting, then failing).
+    /// Start-up rolls such transactions back; a hosted repo's belong to clients, who may
+    /// still come back to them.
+    #[tokio::test]
+    async fn start_up_rolls_back_what_a_dead_process_left_open_in_proxy_repos() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config::from_toml(
+            r#"
+[[repo]]
+name = "files"
+kind = "hosted"
+
+[[repo]]
+name = "builds"
+kind = "proxy"
+format = "generic"
+upstream = "file:///nonexistent"
+"#,
+        )
+        .expect("config");
+        config.data_dir = dir.path().join("data");
+        let (proxied, hosted) = {
+            let store = Store::open_local(&config.data_dir, StoreConfig::default())
+                .await
+                .expect("store");
+            let open = |o: OpenOutcome| match o {
+                OpenOutcome::Created(t) => t.id,
+                other => panic!("{other:?}"),
+            };
+            let p = open(store.begin(begin("builds", "b7")).await.expect("begin"));
+            let h = open(store.begin(begin("files", "f")).await.expect("begin"));
+            (p, h)
+        };
+        let state = open(config).await.expect("open");
+        let state_of = |id| {
+            let store = state.store.clone();
+            async move { store.txn(&id).await.expect("txn").state }
+        };
+        assert_eq!(state_of(proxied).await, intact_core::TxnState::Aborted);
+        assert_eq!(state_of(hosted).await, intact_core::TxnState::Open);
+    }
 }

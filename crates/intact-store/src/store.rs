@@ -283,6 +283,27 @@ impl Store {
         Ok(report)
     }
 
+    /// Rolls back every open transaction of `repo` (start-up of the one process that writes
+    /// into it, for repos only intact itself writes to: what is open belongs to a process that
+    /// died). Returns how many.
+    pub async fn abort_all_open(&self, repo: &RepoName) -> Result<u64> {
+        let mut aborted = 0;
+        loop {
+            let ids = self.catalog.open_txns(repo, 1000).await?;
+            if ids.is_empty() {
+                return Ok(aborted);
+            }
+            for id in ids {
+                match self.abort(&id).await {
+                    Ok(()) => aborted += 1,
+                    // Finished meanwhile: nothing to roll back.
+                    Err(Error::TxnNotOpen { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+
     /// Expires overdue transactions and reclaims what they had staged.
     pub async fn expire_due(&self) -> Result<u64> {
         let finished = self.catalog.expire_txns().await?;

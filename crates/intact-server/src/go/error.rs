@@ -195,6 +195,12 @@ impl From<intact_store::Error> for ProxyError {
         match e {
             intact_store::Error::NotFound { what } => Self::NotFound(format!("{what} not found")),
             intact_store::Error::WaitTimeout { what, seconds } => Self::Timeout { what, seconds },
+            // Another fetch of the same version still holds it past this one's wait: a
+            // moment's unavailability (504, the go command retries), not a fault here.
+            locked @ intact_store::Error::Locked { .. } => Self::Timeout {
+                what: format!("another fetch to commit ({locked})"),
+                seconds: super::layout::COMMIT_WAIT_SECONDS,
+            },
             full @ intact_store::Error::StorageFull { .. } => Self::InsufficientStorage(full.to_string()),
             lost @ (intact_store::Error::BlobMissing { .. } | intact_store::Error::BlobDamaged { .. }) => {
                 Self::LostBytes(lost.to_string())
@@ -272,6 +278,15 @@ mod tests {
         }
         .into();
         assert_eq!(e.status(), StatusCode::GATEWAY_TIMEOUT);
+        // Another fetch still committing the version: a moment's unavailability, not a 500.
+        let e: ProxyError = intact_store::Error::Locked {
+            what: "version go-public/m@v1.0.0".into(),
+            holder: intact_core::TxnId::from_random([7; 17]),
+            expires_at: intact_core::Timestamp(0),
+        }
+        .into();
+        assert_eq!(e.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert!(e.to_string().contains("another fetch"), "{e}");
         let e: ProxyError = FlightError::Timeout {
             what: "upstream fetch of m@v1".into(),
             seconds: 5,

@@ -25,6 +25,9 @@ pub const INFO_FILE: &str = "info.json";
 pub const MOD_FILE: &str = "go.mod";
 pub const ZIP_FILE: &str = "module.zip";
 
+/// How long a commit waits for another fetch committing the same version.
+pub const COMMIT_WAIT_SECONDS: u64 = 30;
+
 /// The internal namespace of `.info`+`.mod`-only versions.
 pub const GOMOD_PREFIX: &str = "@gomod/";
 
@@ -194,7 +197,7 @@ pub async fn commit(
         metadata,
         lease: None,
         idempotency_key: None,
-        wait: std::time::Duration::from_secs(30),
+        wait: std::time::Duration::from_secs(COMMIT_WAIT_SECONDS),
     };
     match store.publish_pending(req, staged).await {
         Ok(CommitOutcome::Committed(m)) => Ok(Committed::New(Arc::new(m))),

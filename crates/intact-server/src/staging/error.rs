@@ -143,6 +143,11 @@ impl From<intact_store::Error> for StageError {
     fn from(e: intact_store::Error) -> Self {
         match e {
             intact_store::Error::WaitTimeout { what, seconds } => Self::Timeout { what, seconds },
+            // Another staging of the same artifact still holds it past this run's wait.
+            locked @ intact_store::Error::Locked { .. } => Self::Timeout {
+                what: format!("another staging of it to commit ({locked})"),
+                seconds: super::stager::LEASE.as_secs(),
+            },
             intact_store::Error::Invalid(v) => Self::bad(v.field, v.to_string()),
             // The upstream's files cannot all exist at once on a client (`x` and `x/y`, or
             // paths differing only in case in a case-insensitive repo): its content, not a

@@ -29,7 +29,7 @@ use super::upstream::Upstream;
 
 /// Lease of a staging transaction; every staged file renews it. Only matters after a crash
 /// that the journal missed: the orphan is then expired by the catalog after this long.
-const LEASE: Duration = Duration::from_secs(120);
+pub(crate) const LEASE: Duration = Duration::from_secs(120);
 
 /// What one staging run produces: a configured artifact (patterns, maybe archives to unpack)
 /// or a single raw file.
@@ -67,7 +67,7 @@ impl Dirs {
             Err(e) => return Err(e),
         }
         std::fs::create_dir_all(&self.tmp)?;
-        std::fs::create_dir_all(&self.txns)?;
+        intact_store::blob::create_dir_all_durable(&self.txns)?;
         let mut ids = Vec::new();
         for entry in std::fs::read_dir(&self.txns)? {
             let entry = entry?;
@@ -85,7 +85,7 @@ impl Dirs {
         let dir = self.txns.clone();
         let path = dir.join(id.as_str());
         tokio::task::spawn_blocking(move || -> io::Result<()> {
-            std::fs::create_dir_all(&dir)?;
+            intact_store::blob::create_dir_all_durable(&dir)?;
             std::fs::File::create(&path)?.sync_all()?;
             std::fs::File::open(&dir)?.sync_all()
         })

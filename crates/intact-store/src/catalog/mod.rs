@@ -178,6 +178,9 @@ pub trait Catalog: Send + Sync + 'static {
     /// A transaction with its staged files. `NotFound` for unknown ids.
     async fn txn(&self, id: &TxnId) -> Result<TxnRecord>;
 
+    /// The open transactions of `repo` (at most `limit`), oldest first.
+    async fn open_txns(&self, repo: &RepoName, limit: u32) -> Result<Vec<TxnId>>;
+
     /// A transaction's state and lease, without its staged files (cheap; no write).
     async fn txn_status(&self, id: &TxnId) -> Result<TxnStatus>;
 

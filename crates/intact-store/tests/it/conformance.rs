@@ -925,6 +925,9 @@ impl intact_store::Catalog for GatedCatalog {
     async fn txn(&self, id: &intact_core::TxnId) -> intact_store::Result<TxnRecord> {
         self.inner.txn(id).await
     }
+    async fn open_txns(&self, repo: &RepoName, limit: u32) -> intact_store::Result<Vec<intact_core::TxnId>> {
+        self.inner.open_txns(repo, limit).await
+    }
     async fn txn_status(&self, id: &intact_core::TxnId) -> intact_store::Result<intact_store::catalog::TxnStatus> {
         self.inner.txn_status(id).await
     }

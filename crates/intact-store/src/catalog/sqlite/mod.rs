@@ -173,6 +173,10 @@ impl Catalog for SqliteCatalog {
         txns::txn(self, id).await
     }
 
+    async fn open_txns(&self, repo: &RepoName, limit: u32) -> Result<Vec<TxnId>> {
+        txns::open_txns(self, repo, limit).await
+    }
+
     async fn txn_status(&self, id: &TxnId) -> Result<TxnStatus> {
         txns::txn_status(self, id).await
     }

@@ -525,3 +525,15 @@ pub(super) async fn prune_txns(cat: &SqliteCatalog, older_than: Duration) -> Res
     cat.commit(tx).await?;
     Ok(res.rows_affected())
 }
+
+pub(super) async fn open_txns(cat: &SqliteCatalog, repo: &RepoName, limit: u32) -> Result<Vec<TxnId>> {
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM txns WHERE state = 'open' AND repo = ? ORDER BY created_at LIMIT ?")
+            .bind(repo.as_str())
+            .bind(i64::from(limit))
+            .fetch_all(&cat.read)
+            .await?;
+    ids.iter()
+        .map(|id| TxnId::parse(id).map_err(|e| corrupt(e.to_string())))
+        .collect()
+}
