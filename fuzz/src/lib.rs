@@ -258,12 +258,19 @@ impl Server {
     /// after each input: a publish that failed must have rolled its transaction back, and
     /// transactions opened on purpose must not lock a later input's version.
     pub fn close_open_transactions(&self) -> Vec<String> {
-        let far = self.state.store.now().plus(Duration::from_secs(100 * 365 * 24 * 3600));
-        let finished = self
-            .runtime
-            .block_on(self.state.store.catalog().expire_txns(far))
-            .expect("expire open transactions");
-        finished.txns.iter().map(|t| t.as_str().to_owned()).collect()
+        let store = self.state.store.clone();
+        let repos: Vec<_> = self.state.config.repos.iter().map(|r| r.name.clone()).collect();
+        self.runtime.block_on(async move {
+            let mut closed = Vec::new();
+            for repo in &repos {
+                let open = store.catalog().open_txns(repo, 10_000).await.expect("list open transactions");
+                for id in open {
+                    store.abort(&id).await.expect("roll back an open transaction");
+                    closed.push(id.as_str().to_owned());
+                }
+            }
+            closed
+        })
     }
 
     pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
