@@ -182,6 +182,7 @@ fn power_loss_keeps_a_deduplicated_blob_whose_directory_entry_another_upload_lef
     let verify: Value = one.rt.block_on(async {
         one.http
             .post(server.url("/api/v1/admin/verify"))
+            .json(&json!({}))
             .send()
             .await
             .expect("verify")

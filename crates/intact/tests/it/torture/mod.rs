@@ -470,6 +470,7 @@ fetch_timeout_seconds = 60
             let verify: Value = self.rt.block_on(async {
                 self.http
                     .post(server.url("/api/v1/admin/verify"))
+                    .json(&json!({}))
                     .send()
                     .await
                     .expect("verify")
