@@ -28,7 +28,7 @@ pub struct StoreConfig {
     /// Longest lease a client may ask for.
     pub max_lease: Duration,
     /// Unreferenced blobs younger than this survive a sweep (defence in depth on top of the
-    /// catalog-locked sweep; also lets an operator undo a mistaken delete).
+    /// sweep's per-digest exclusion; also lets an operator undo a mistaken delete).
     pub gc_grace: Duration,
     /// How long finished transactions (and their idempotency keys) are remembered.
     pub txn_retention: Duration,

@@ -62,7 +62,8 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn read(&self, digest: &Digest, range: Option<std::ops::Range<u64>>) -> Result<BlobRead>;
 
     /// Deletes a stored blob; deleting an absent blob is not an error. Only the catalog's
-    /// sweep calls this, under the catalog's write lock.
+    /// sweep calls this, holding the digest's exclusion in the catalog (no `stage_file`
+    /// of the same digest runs meanwhile).
     async fn delete(&self, digest: &Digest) -> Result<()>;
 
     /// Takes a damaged blob out of service: afterwards it reads as missing. A backend keeps

@@ -190,7 +190,8 @@ pub trait Catalog: Send + Sync + 'static {
 
     /// Records `file` as staged in an open, unexpired transaction (replacing the same path)
     /// and registers its blob as live, in one catalog transaction. Must be called *before*
-    /// the blob is persisted, so that no sweep can delete the bytes in between.
+    /// the blob is persisted, so that no sweep can delete the bytes in between. It takes the
+    /// same per-digest exclusion as the sweeps (see `sweep_blobs`).
     async fn stage_file(&self, id: &TxnId, file: &FileEntry) -> Result<()>;
 
     /// The visibility point: inside one catalog transaction, checks the transaction is open
@@ -240,9 +241,16 @@ pub trait Catalog: Send + Sync + 'static {
 
     /// Deletes blobs that no committed file and no staged file references, and that were
     /// registered at least `min_age` ago by the catalog's clock (or, with `only`, just those
-    /// digests whatever their age). The blob files are deleted *while the catalog's write lock is held*, so a
-    /// concurrent `stage_file` of the same digest either happens first (and keeps it) or
-    /// after (and re-persists it).
+    /// digests whatever their age).
+    ///
+    /// The contract is *mutual exclusion per digest*: each blob file is deleted while the
+    /// sweep holds that digest's exclusion, which `stage_file` of the same digest also takes,
+    /// and the "unreferenced" check is made under it. So a concurrent `stage_file` of the same
+    /// digest either happens first (the sweep then sees the reference and keeps the blob) or
+    /// after the delete (and its upload re-persists the bytes it still holds). How a backend
+    /// excludes is its own (the embedded catalog's single writer covers every digest at
+    /// once; a shared catalog locks the digest alone, so replicas sweep and publish side by
+    /// side). A digest whose exclusion is busy may be skipped until the next sweep.
     async fn sweep_blobs(
         &self,
         min_age: Duration,
@@ -251,7 +259,7 @@ pub trait Catalog: Send + Sync + 'static {
     ) -> Result<SweepReport>;
 
     /// Deletes stored blob files the catalog has no record of (left by a restored catalog or
-    /// by hand), under the write lock like `sweep_blobs`.
+    /// by hand), each under its digest's exclusion like `sweep_blobs`.
     async fn sweep_orphans(&self, candidates: &[Digest], blobs: &dyn BlobStore) -> Result<SweepReport>;
 
     /// Blobs some committed version references, with their recorded size, in digest order

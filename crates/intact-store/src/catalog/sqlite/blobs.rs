@@ -1,5 +1,8 @@
-//! Blob bookkeeping: garbage-collection sweeps (under the writer lock) and walks over
-//! committed blobs.
+//! Blob bookkeeping: garbage-collection sweeps and walks over committed blobs.
+//!
+//! The sweep contract asks for mutual exclusion per digest with `stage_file`. Here the
+//! single write connection gives more: each batch runs in one `BEGIN IMMEDIATE`
+//! transaction, so no `stage_file` of any digest runs while the batch checks and deletes.
 
 use super::*;
 
