@@ -388,7 +388,12 @@ impl BlobStore for FsBlobStore {
                 if held.lock().is_ok_and(|h| h.contains(&entry.file_name())) {
                     continue;
                 }
-                let meta = entry.metadata()?;
+                let meta = match entry.metadata() {
+                    Ok(meta) => meta,
+                    // Persisted (renamed into place) or dropped since the listing: not ours.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
                 if meta.modified().map(|m| m <= cutoff).unwrap_or(true) {
                     let res = if meta.is_dir() {
                         std::fs::remove_dir_all(entry.path())
