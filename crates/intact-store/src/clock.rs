@@ -76,3 +76,34 @@ impl Clock for ManualClock {
         Timestamp(self.now.load(std::sync::atomic::Ordering::SeqCst))
     }
 }
+
+/// The wall clock plus an offset that only moves when told to: the clock of tests against a
+/// catalog whose time is a database's (PostgreSQL's), which a test can move forward but never
+/// stop. The same offset is added to the database's reading (see
+/// `PostgresCatalog::with_time_offset`), so the store and the catalog agree.
+#[derive(Debug, Clone, Default)]
+pub struct OffsetClock {
+    offset_ms: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl OffsetClock {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn advance(&self, by: std::time::Duration) {
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        self.offset_ms.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How far ahead of the wall clock this clock runs, in milliseconds.
+    pub fn offset_millis(&self) -> i64 {
+        self.offset_ms.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Clock for OffsetClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(SystemClock.now().millis().saturating_add(self.offset_millis()))
+    }
+}

@@ -128,13 +128,25 @@ impl Error {
 /// SQLite's primary result code for "database or disk is full".
 const SQLITE_FULL: i64 = 13;
 
+/// PostgreSQL's SQLSTATE for a full disk (`disk_full`).
+const PG_DISK_FULL: &[&str] = &["53100"];
+
+/// Whether a database error means the catalog's storage is full (each engine says it its way).
+fn is_storage_full(db: &(dyn sqlx::error::DatabaseError + 'static)) -> bool {
+    if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        return PG_DISK_FULL.contains(&pg.code());
+    }
+    db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+        && db
+            .code()
+            .and_then(|c| c.parse::<i64>().ok())
+            .is_some_and(|code| code & 0xff == SQLITE_FULL)
+}
+
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         if let sqlx::Error::Database(db) = &e
-            && db
-                .code()
-                .and_then(|c| c.parse::<i64>().ok())
-                .is_some_and(|code| code & 0xff == SQLITE_FULL)
+            && is_storage_full(db.as_ref())
         {
             return Self::StorageFull {
                 context: "the catalog".into(),

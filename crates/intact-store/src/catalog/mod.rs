@@ -3,6 +3,8 @@
 //! transaction. All SQL lives behind this trait so SQLite and PostgreSQL backends pass one
 //! conformance suite.
 
+mod columns;
+mod postgres;
 pub mod rules;
 mod sqlite;
 
@@ -12,6 +14,7 @@ use async_trait::async_trait;
 use intact_core::{Digest, FileEntry, FilePath, Manifest, Name, RepoName, Timestamp, TxnId, TxnState, Version};
 use serde::Serialize;
 
+pub use postgres::PostgresCatalog;
 pub use sqlite::SqliteCatalog;
 
 use crate::{BlobStore, Result};

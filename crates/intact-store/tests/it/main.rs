@@ -1,40 +1,109 @@
 //! The storage conformance suite: every behaviour the publish protocol promises, run against
-//! each backend combination. Today: SQLite catalog + file blobs. A new backend (PostgreSQL,
-//! S3) adds one `Harness` constructor and runs the same functions.
+//! each backend combination: SQLite catalog + file blobs, PostgreSQL catalog + file blobs
+//! (each test on a fresh database). A new backend adds one `Harness` constructor and runs the
+//! same functions; `postgres` holds what only a shared catalog promises (several catalogs on
+//! one database).
 
 mod conformance;
 mod long_upload;
+mod postgres;
 
 use std::sync::Arc;
 
 use intact_core::Timestamp;
-use intact_store::{FsBlobStore, ManualClock, SqliteCatalog, Store, StoreConfig};
+use intact_store::{Clock, FsBlobStore, ManualClock, OffsetClock, PostgresCatalog, SqliteCatalog, Store, StoreConfig};
+use intact_testkit::TestDatabase;
+
+/// The clock a test moves forward: a stopped one for SQLite (the catalog reads the process's
+/// clock, which a test can own outright), the wall clock plus an offset for PostgreSQL (the
+/// catalog reads the database's clock, which a test can only add to).
+#[derive(Debug, Clone)]
+pub enum TestClock {
+    Manual(ManualClock),
+    Offset(OffsetClock),
+}
+
+impl TestClock {
+    pub fn advance(&self, by: std::time::Duration) {
+        match self {
+            Self::Manual(c) => c.advance(by),
+            Self::Offset(c) => c.advance(by),
+        }
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> Timestamp {
+        match self {
+            Self::Manual(c) => c.now(),
+            Self::Offset(c) => c.now(),
+        }
+    }
+}
+
+/// Where the catalog under test lives.
+enum Backend {
+    Sqlite,
+    Postgres(TestDatabase),
+}
 
 /// A store on fresh backends plus handles the tests poke at directly.
 pub struct Harness {
     pub store: Arc<Store>,
-    pub clock: ManualClock,
+    pub clock: TestClock,
     pub blobs: FsBlobStore,
+    backend: Backend,
     dir: tempfile::TempDir,
 }
 
 /// Keeps the catalog's writers waiting until dropped (a test hook: lines a write up behind
 /// another one, as a busy catalog would).
-pub struct HeldWriter {
-    _conn: sqlx::SqliteConnection,
+pub enum HeldWriter {
+    Sqlite(#[allow(dead_code)] sqlx::SqliteConnection),
+    Postgres(#[allow(dead_code)] sqlx::PgConnection),
 }
 
 impl Harness {
-    /// Takes the catalog's write lock from outside the store, as another writer would.
+    /// Blocks the catalog's writers from outside the store, as another writer would: on
+    /// SQLite the write lock; on PostgreSQL every transaction row (a commit, renewal or
+    /// rollback waits for its row; reads go on).
     pub async fn hold_writer(&self) -> HeldWriter {
         use sqlx::Connection;
-        let url = format!("sqlite://{}", self.dir.path().join("catalog.db").display());
-        let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("second connection");
-        sqlx::raw_sql("BEGIN IMMEDIATE")
-            .execute(&mut conn)
-            .await
-            .expect("take the write lock");
-        HeldWriter { _conn: conn }
+        match &self.backend {
+            Backend::Sqlite => {
+                let url = format!("sqlite://{}", self.dir.path().join("catalog.db").display());
+                let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("second connection");
+                sqlx::raw_sql("BEGIN IMMEDIATE")
+                    .execute(&mut conn)
+                    .await
+                    .expect("take the write lock");
+                HeldWriter::Sqlite(conn)
+            }
+            Backend::Postgres(db) => {
+                let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("second connection");
+                sqlx::raw_sql("BEGIN; LOCK TABLE txns IN EXCLUSIVE MODE")
+                    .execute(&mut conn)
+                    .await
+                    .expect("lock the transaction rows");
+                HeldWriter::Postgres(conn)
+            }
+        }
+    }
+
+    /// The PostgreSQL database under test, if that is the backend.
+    pub fn postgres(&self) -> Option<&TestDatabase> {
+        match &self.backend {
+            Backend::Postgres(db) => Some(db),
+            Backend::Sqlite => None,
+        }
+    }
+}
+
+fn test_store_config() -> StoreConfig {
+    StoreConfig {
+        gc_grace: std::time::Duration::ZERO,
+        upload_idle_timeout: std::time::Duration::from_secs(2),
+        ..StoreConfig::default()
     }
 }
 
@@ -45,21 +114,43 @@ pub async fn sqlite_fs() -> Harness {
         .await
         .expect("open catalog");
     let blobs = FsBlobStore::open(dir.path()).await.expect("open blobs");
-    let config = StoreConfig {
-        gc_grace: std::time::Duration::ZERO,
-        upload_idle_timeout: std::time::Duration::from_secs(2),
-        ..StoreConfig::default()
-    };
+    let clock = TestClock::Manual(clock);
     let store = Store::new(
         Arc::new(catalog),
         Arc::new(blobs.clone()),
         Arc::new(clock.clone()),
-        config,
+        test_store_config(),
     );
     Harness {
         store: Arc::new(store),
         clock,
         blobs,
+        backend: Backend::Sqlite,
+        dir,
+    }
+}
+
+pub async fn postgres_fs() -> Harness {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = TestDatabase::create().await;
+    let clock = OffsetClock::new();
+    let catalog = PostgresCatalog::open(&db.url)
+        .await
+        .expect("open catalog")
+        .with_time_offset(clock.clone());
+    let blobs = FsBlobStore::open(dir.path()).await.expect("open blobs");
+    let clock = TestClock::Offset(clock);
+    let store = Store::new(
+        Arc::new(catalog),
+        Arc::new(blobs.clone()),
+        Arc::new(clock.clone()),
+        test_store_config(),
+    );
+    Harness {
+        store: Arc::new(store),
+        clock,
+        blobs,
+        backend: Backend::Postgres(db),
         dir,
     }
 }
@@ -78,7 +169,12 @@ macro_rules! suite {
     };
 }
 
-suite!(sqlite_fs:
+/// Every promise of the conformance suite, handed to `$m` after `$args` (one list for every
+/// backend, so none can be left out on one of them).
+macro_rules! every_promise {
+    ($m:ident!($($args:tt)*)) => {
+        $m!($($args)*
+
     publish_then_read_back,
     nothing_visible_before_commit,
     auto_versions_count_up,
@@ -116,4 +212,9 @@ suite!(sqlite_fs:
     lock_waiters_do_not_retry_writes_on_unrelated_changes,
     a_late_damage_report_never_quarantines_a_healed_blob,
     an_upload_renews_a_lease_that_runs_out_before_half_a_lease_has_passed,
-);
+        );
+    };
+}
+
+every_promise!(suite!(sqlite_fs:));
+every_promise!(suite!(postgres_fs:));

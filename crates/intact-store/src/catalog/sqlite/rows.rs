@@ -1,49 +1,24 @@
 //! Reading catalog rows back into domain types (and the conversions they need).
 
 use super::*;
+use crate::catalog::columns;
 
-pub(super) fn corrupt(what: impl Into<String>) -> Error {
-    Error::Catalog {
-        context: "reading catalog row".into(),
-        source: what.into().into(),
-    }
-}
-
-pub(super) fn parse_json(s: &str) -> Result<serde_json::Value> {
-    serde_json::from_str(s).map_err(|e| corrupt(format!("bad JSON in catalog: {e}")))
-}
-
-pub(super) fn u64_of(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
-pub(super) fn i64_of(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-pub(super) fn what(repo: &RepoName, name: &Name, version: &Version) -> String {
-    format!("version {repo}/{name}@{version}")
-}
+pub(super) use crate::catalog::columns::{corrupt, i64_of, parse_json, u64_of, what};
 
 pub(super) fn row_to_file(row: &SqliteRow) -> Result<FileEntry> {
-    let path: String = row.try_get("path")?;
-    let digest: String = row.try_get("digest")?;
-    Ok(FileEntry {
-        path: FilePath::parse(&path).map_err(|e| corrupt(e.to_string()))?,
-        size: u64_of(row.try_get("size")?),
-        sha256: Digest::parse(&digest).map_err(|e| corrupt(e.to_string()))?,
-    })
+    columns::file(
+        &row.try_get::<String, _>("path")?,
+        row.try_get("size")?,
+        &row.try_get::<String, _>("digest")?,
+    )
 }
 
 pub(super) fn parse_ids(row: &SqliteRow) -> Result<(RepoName, Name, Version)> {
-    let repo: String = row.try_get("repo")?;
-    let name: String = row.try_get("name")?;
-    let version: String = row.try_get("version")?;
-    Ok((
-        RepoName::parse(&repo).map_err(|e| corrupt(e.to_string()))?,
-        Name::parse_internal(&name).map_err(|e| corrupt(e.to_string()))?,
-        Version::parse(&version).map_err(|e| corrupt(e.to_string()))?,
-    ))
+    columns::ids(
+        &row.try_get::<String, _>("repo")?,
+        &row.try_get::<String, _>("name")?,
+        &row.try_get::<String, _>("version")?,
+    )
 }
 
 pub(super) async fn load_txn(tx: &mut sqlx::SqliteConnection, id: &str) -> Result<Option<TxnRecord>> {

@@ -1,0 +1,274 @@
+//! The shared catalog: PostgreSQL through sqlx, for any number of intact replicas on one
+//! database.
+//!
+//! Nothing here assumes it is the only writer:
+//! * Writers are serialized where they meet and nowhere else: a transaction-scoped advisory
+//!   lock per idempotency key and per (repo, name) for opening, committing and deleting
+//!   versions of a name (version allocation, soft locks); a row lock (`FOR UPDATE`) on a
+//!   transaction's row for anything that changes it; a per-digest advisory lock shared by
+//!   `stage_file` and the blob sweeps; and one global advisory lock held from the moment a
+//!   transaction inserts its events until it commits, so event numbers follow commit order.
+//!   Locks are always taken in that order (key, name, transaction rows, digest, events) and
+//!   nothing is locked after the event lock, so writers never deadlock on each other.
+//! * The clock is the database's (`clock_timestamp()`), read once a write holds its locks:
+//!   replicas never judge a lease by their own clocks, and never by a reading taken before a
+//!   wait.
+//! * Event followers are woken by `NOTIFY`, sent inside the transaction that appends events
+//!   (so it is delivered at commit, to every replica), and heard by a background `LISTEN`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use intact_core::{Digest, FileEntry, Manifest, Name, RepoName, Timestamp, TxnId, Version};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Postgres, Row, Transaction};
+use tokio::sync::watch;
+
+use super::columns::{self, corrupt, i64_of, u64_of};
+use super::{
+    BlobUser, Catalog, CommitOutcome, Event, Finished, NewTxn, OpenOutcome, RepoUsage, SweepReport, TxnRecord,
+    TxnStatus, VersionSpec, VersionSummary, VersionUse, rules,
+};
+use crate::clock::OffsetClock;
+use crate::{BlobStore, Error, Result};
+
+mod blobs;
+mod events;
+mod migrate;
+mod rows;
+mod txns;
+mod versions;
+
+/// The channel on which committed event appends are announced.
+const EVENTS_CHANNEL: &str = "intact_events";
+
+#[derive(Clone)]
+pub struct PostgresCatalog {
+    pool: PgPool,
+    /// Added to the database's clock. Always zero in service; tests move it forward to
+    /// expire leases without waiting (the database's clock cannot be stopped or set, so a
+    /// test clock can only add to it: see `OffsetClock`).
+    time_offset: Option<OffsetClock>,
+    /// Bumped by the `LISTEN` task on every notification and every reconnection.
+    wakeups: Arc<watch::Sender<u64>>,
+    /// Stops the `LISTEN` task when the last clone of this catalog is dropped.
+    _listener: Arc<tokio_util::sync::DropGuard>,
+}
+
+impl std::fmt::Debug for PostgresCatalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresCatalog").finish_non_exhaustive()
+    }
+}
+
+type Tx = Transaction<'static, Postgres>;
+
+/// A write in progress: its SQL transaction and the events it appends when it commits.
+/// Events wait here until every other lock is held (see the module comment).
+pub(super) struct Write {
+    tx: Tx,
+    events: Vec<events::NewEvent>,
+}
+
+impl Write {
+    fn conn(&mut self) -> &mut sqlx::PgConnection {
+        &mut self.tx
+    }
+}
+
+impl PostgresCatalog {
+    /// Connects to the database at `url`, applying any pending migrations (several replicas
+    /// may do this at once: the migrator holds an advisory lock meanwhile).
+    pub async fn open(url: &str) -> Result<Self> {
+        let options: PgConnectOptions = url.parse().map_err(|e| Error::Catalog {
+            context: "parsing the catalog URL".into(),
+            source: Box::new(e),
+        })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(options)
+            .await?;
+        migrate::run(&pool).await?;
+        let (wakeups, listener) = events::listen(&pool).await?;
+        Ok(Self {
+            pool,
+            time_offset: None,
+            wakeups,
+            _listener: Arc::new(listener.drop_guard()),
+        })
+    }
+
+    /// The catalog's time runs `clock`'s offset ahead of the database's (tests only; see
+    /// `OffsetClock`).
+    pub fn with_time_offset(mut self, clock: OffsetClock) -> Self {
+        self.time_offset = Some(clock);
+        self
+    }
+
+    async fn begin(&self) -> Result<Write> {
+        Ok(Write {
+            tx: self.pool.begin().await?,
+            events: Vec::new(),
+        })
+    }
+
+    /// The catalog's clock, read inside `w` once it holds its locks. `clock_timestamp()`,
+    /// not `now()`: PostgreSQL's `now()` is the time the transaction *began*, before any
+    /// wait for a lock, and a lease must be judged by a reading taken after it.
+    async fn now(&self, w: &mut Write) -> Result<Timestamp> {
+        let db: i64 = sqlx::query_scalar("SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT")
+            .fetch_one(w.conn())
+            .await?;
+        let offset = self.time_offset.as_ref().map_or(0, OffsetClock::offset_millis);
+        Ok(Timestamp(db.saturating_add(offset)))
+    }
+
+    /// Appends the write's events (under the event lock, with a `NOTIFY`) and commits.
+    async fn commit(&self, mut w: Write) -> Result<()> {
+        let pending = std::mem::take(&mut w.events);
+        for ev in &pending {
+            events::insert(&mut w, ev).await?;
+        }
+        w.tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// The transaction-scoped advisory lock on `key` (a 64-bit hash of it: a collision only makes
+/// two unrelated writers wait for each other). Parts are joined with U+001F, which no name
+/// holds (and PostgreSQL text cannot hold the NUL a hash input would otherwise use).
+async fn lock(conn: &mut sqlx::PgConnection, space: &str, key: &str) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("{space}\u{1f}{key}"))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Serializes every change to the versions and open transactions of one name across replicas:
+/// `auto` numbers, the soft lock, commits and deletes.
+async fn lock_name(conn: &mut sqlx::PgConnection, repo: &str, name: &str) -> Result<()> {
+    lock(conn, "name", &format!("{repo}\u{1f}{name}")).await
+}
+
+#[async_trait]
+impl Catalog for PostgresCatalog {
+    async fn open_txn(&self, req: &NewTxn) -> Result<OpenOutcome> {
+        txns::open_txn(self, req).await
+    }
+
+    async fn txn(&self, id: &TxnId) -> Result<TxnRecord> {
+        txns::txn(self, id).await
+    }
+
+    async fn open_txns(&self, repo: &RepoName, limit: u32) -> Result<Vec<TxnId>> {
+        txns::open_txns(self, repo, limit).await
+    }
+
+    async fn txn_status(&self, id: &TxnId) -> Result<TxnStatus> {
+        txns::txn_status(self, id).await
+    }
+
+    async fn renew_txn(&self, id: &TxnId) -> Result<TxnRecord> {
+        txns::renew_txn(self, id).await
+    }
+
+    async fn stage_file(&self, id: &TxnId, file: &FileEntry) -> Result<()> {
+        txns::stage_file(self, id, file).await
+    }
+
+    async fn commit_txn(&self, id: &TxnId, verified: &[FileEntry]) -> Result<CommitOutcome> {
+        txns::commit_txn(self, id, verified).await
+    }
+
+    async fn abort_txn(&self, id: &TxnId) -> Result<Finished> {
+        txns::abort_txn(self, id).await
+    }
+
+    async fn expire_txns(&self) -> Result<Finished> {
+        txns::expire_txns(self).await
+    }
+
+    async fn manifest(&self, repo: &RepoName, name: &Name, version: &Version) -> Result<Option<Manifest>> {
+        versions::manifest(self, repo, name, version).await
+    }
+
+    async fn list_versions(
+        &self,
+        repo: &RepoName,
+        name: &Name,
+        after: Option<&Version>,
+        limit: u32,
+    ) -> Result<Vec<VersionSummary>> {
+        versions::list_versions(self, repo, name, after, limit).await
+    }
+
+    async fn list_names(&self, repo: &RepoName, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<Name>> {
+        versions::list_names(self, repo, prefix, after, limit).await
+    }
+
+    async fn events(&self, after: i64, limit: u32) -> Result<Vec<Event>> {
+        events::events(self, after, limit).await
+    }
+
+    async fn check_writable(&self) -> Result<()> {
+        blobs::check_writable(self).await
+    }
+
+    fn event_wakeups(&self) -> watch::Receiver<u64> {
+        self.wakeups.subscribe()
+    }
+
+    async fn last_event_seq(&self) -> Result<i64> {
+        events::last_event_seq(self).await
+    }
+
+    async fn sweep_blobs(
+        &self,
+        min_age: Duration,
+        only: Option<&[Digest]>,
+        blobs: &dyn BlobStore,
+    ) -> Result<SweepReport> {
+        blobs::sweep_blobs(self, min_age, only, blobs).await
+    }
+
+    async fn sweep_orphans(&self, candidates: &[Digest], blobs: &dyn BlobStore) -> Result<SweepReport> {
+        blobs::sweep_orphans(self, candidates, blobs).await
+    }
+
+    async fn committed_blobs(&self, after: Option<&Digest>, limit: u32) -> Result<Vec<(Digest, u64)>> {
+        blobs::committed_blobs(self, after, limit).await
+    }
+
+    async fn blob_users(&self, digest: &Digest, limit: u32) -> Result<Vec<BlobUser>> {
+        blobs::blob_users(self, digest, limit).await
+    }
+
+    async fn touch_versions(&self, accesses: &[(RepoName, Name, Version, Timestamp)]) -> Result<()> {
+        versions::touch_versions(self, accesses).await
+    }
+
+    async fn repo_usage(&self, repo: &RepoName) -> Result<RepoUsage> {
+        versions::repo_usage(self, repo).await
+    }
+
+    async fn least_recently_used(&self, repo: &RepoName, limit: u32) -> Result<Vec<VersionUse>> {
+        versions::least_recently_used(self, repo, limit).await
+    }
+
+    async fn delete_version(
+        &self,
+        repo: &RepoName,
+        name: &Name,
+        version: &Version,
+        reason: &str,
+    ) -> Result<Option<Manifest>> {
+        versions::delete_version(self, repo, name, version, reason).await
+    }
+
+    async fn prune_txns(&self, older_than: Duration) -> Result<u64> {
+        txns::prune_txns(self, older_than).await
+    }
+}
