@@ -570,7 +570,10 @@ pub async fn names_are_browsable_by_prefix(h: &Harness) {
 pub async fn duplicate_content_is_stored_once(h: &Harness) {
     publish(h, "d", "1", &[("a", b"same-bytes"), ("b", b"same-bytes")]).await;
     publish(h, "d", "2", &[("a", b"same-bytes")]).await;
-    let stored = intact_store::BlobStore::list(&h.blobs).await.expect("list");
+    let stored: Vec<Digest> = intact_store::BlobStore::list(&h.blobs)
+        .map(|d| d.expect("list"))
+        .collect()
+        .await;
     assert_eq!(stored.len(), 1);
     // Publishing again the content of a version's blob after GC ran still works.
     h.store.gc(Duration::ZERO).await.expect("gc");
@@ -745,8 +748,8 @@ impl intact_store::BlobStore for GatedBlobs {
     async fn quarantine(&self, digest: &Digest) -> intact_store::Result<bool> {
         self.inner.quarantine(digest).await
     }
-    async fn list(&self) -> intact_store::Result<Vec<Digest>> {
-        self.inner.list().await
+    fn list(&self) -> futures::stream::BoxStream<'_, intact_store::Result<Digest>> {
+        self.inner.list()
     }
     async fn sweep_pending(&self, older_than: Duration) -> intact_store::Result<u64> {
         self.inner.sweep_pending(older_than).await
