@@ -411,6 +411,31 @@ impl BlobStore for FsBlobStore {
     }
 }
 
+#[async_trait]
+impl super::BlobTestHooks for FsBlobStore {
+    async fn store_raw(&self, digest: &Digest, bytes: &[u8]) -> Result<()> {
+        let path = self.path_of(digest);
+        tokio::fs::write(&path, bytes)
+            .await
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+    }
+
+    async fn pending_count(&self) -> Result<usize> {
+        let mut entries = tokio::fs::read_dir(&self.tmp)
+            .await
+            .map_err(|e| Error::io(format!("listing {}", self.tmp.display()), e))?;
+        let mut n = 0;
+        while let Some(_entry) = entries
+            .next_entry()
+            .await
+            .map_err(|e| Error::io(format!("listing {}", self.tmp.display()), e))?
+        {
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
 /// The digests stored in one shard directory (none when it is missing).
 async fn list_shard(shard: PathBuf) -> Result<Vec<Digest>> {
     let context = format!("listing blobs in {}", shard.display());

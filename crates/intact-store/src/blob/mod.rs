@@ -4,6 +4,8 @@
 //! it; deciding *that* is the catalog's job, not the blob store's.
 
 mod fs;
+mod memory;
+pub mod testing;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,6 +17,8 @@ use intact_core::Digest;
 use tokio::io::AsyncRead;
 
 pub use fs::{FsBlobStore, create_dir_all_durable};
+pub use memory::MemoryBlobStore;
+pub use testing::BlobTestHooks;
 
 use crate::{Error, Result};
 

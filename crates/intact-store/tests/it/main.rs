@@ -1,6 +1,7 @@
 //! The storage conformance suite: every behaviour the publish protocol promises, run against
-//! each backend combination. Today: SQLite catalog + file blobs. A new backend (PostgreSQL,
-//! S3) adds one `Harness` constructor and runs the same functions.
+//! each backend combination: SQLite catalog with blobs as files, in memory, and on S3 (a
+//! Garage started by the test setup). A new backend adds one `Harness` constructor and runs
+//! the same functions.
 
 mod conformance;
 mod long_upload;
@@ -8,13 +9,17 @@ mod long_upload;
 use std::sync::Arc;
 
 use intact_core::Timestamp;
-use intact_store::{FsBlobStore, ManualClock, SqliteCatalog, Store, StoreConfig};
+use intact_store::{
+    BlobStore, BlobTestHooks, FsBlobStore, ManualClock, MemoryBlobStore, SqliteCatalog, Store, StoreConfig,
+};
 
 /// A store on fresh backends plus handles the tests poke at directly.
 pub struct Harness {
     pub store: Arc<Store>,
     pub clock: ManualClock,
-    pub blobs: FsBlobStore,
+    /// The store's blob backend, and the same backend's test hooks.
+    pub blobs: Arc<dyn BlobStore>,
+    pub hooks: Arc<dyn BlobTestHooks>,
     dir: tempfile::TempDir,
 }
 
@@ -40,26 +45,32 @@ impl Harness {
 
 pub async fn sqlite_fs() -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
+    let blobs = Arc::new(FsBlobStore::open(dir.path()).await.expect("open blobs"));
+    harness(dir, blobs.clone(), blobs).await
+}
+
+pub async fn sqlite_memory() -> Harness {
+    let blobs = Arc::new(MemoryBlobStore::new());
+    harness(tempfile::tempdir().expect("tempdir"), blobs.clone(), blobs).await
+}
+
+/// A SQLite catalog in `dir` over `blobs`.
+async fn harness(dir: tempfile::TempDir, blobs: Arc<dyn BlobStore>, hooks: Arc<dyn BlobTestHooks>) -> Harness {
     let clock = ManualClock::new(Timestamp(1_800_000_000_000));
     let catalog = SqliteCatalog::open(&dir.path().join("catalog.db"), Arc::new(clock.clone()))
         .await
         .expect("open catalog");
-    let blobs = FsBlobStore::open(dir.path()).await.expect("open blobs");
     let config = StoreConfig {
         gc_grace: std::time::Duration::ZERO,
         upload_idle_timeout: std::time::Duration::from_secs(2),
         ..StoreConfig::default()
     };
-    let store = Store::new(
-        Arc::new(catalog),
-        Arc::new(blobs.clone()),
-        Arc::new(clock.clone()),
-        config,
-    );
+    let store = Store::new(Arc::new(catalog), blobs.clone(), Arc::new(clock.clone()), config);
     Harness {
         store: Arc::new(store),
         clock,
         blobs,
+        hooks,
         dir,
     }
 }
@@ -78,7 +89,10 @@ macro_rules! suite {
     };
 }
 
-suite!(sqlite_fs:
+/// Calls `$callback!($($args)* <every conformance test>)`: one list for every backend.
+macro_rules! every_test {
+    ($callback:ident!($($args:tt)*)) => {
+        $callback!($($args)*
     publish_then_read_back,
     nothing_visible_before_commit,
     auto_versions_count_up,
@@ -116,4 +130,9 @@ suite!(sqlite_fs:
     lock_waiters_do_not_retry_writes_on_unrelated_changes,
     a_late_damage_report_never_quarantines_a_healed_blob,
     an_upload_renews_a_lease_that_runs_out_before_half_a_lease_has_passed,
-);
+        );
+    };
+}
+
+every_test!(suite!(sqlite_fs:));
+every_test!(suite!(sqlite_memory:));
