@@ -41,6 +41,12 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
         }
     }
     let state = AppState::new(Arc::new(config), store)?;
+    let go = state.go.clone();
+    match tokio::task::spawn_blocking(move || go.remove_leftovers()).await? {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(files = n, "removed Go temp files a dead process left"),
+        Err(e) => tracing::warn!(error = %e, "removing Go temp files left by a dead process failed"),
+    }
     staging::recover(&state).await;
     Ok(state)
 }

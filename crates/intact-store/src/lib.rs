@@ -11,7 +11,7 @@ pub mod store;
 mod upload;
 pub mod verified;
 
-pub use blob::{BlobRead, BlobStore, FsBlobStore, PendingBlob};
+pub use blob::{BlobRead, BlobStore, BlobTestHooks, FsBlobStore, MemoryBlobStore, PendingBlob};
 pub use catalog::{
     BlobUser, Catalog, CommitOutcome, Event, NewTxn, OpenOutcome, PostgresCatalog, RepoUsage, SqliteCatalog,
     SweepReport, TxnRecord, TxnStatus, VersionSpec, VersionSummary, VersionUse,

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use intact_core::{Digest, DigestHasher, FileEntry, FilePath, Manifest, Name, RepoName, Timestamp, TxnId, Version};
 use rand::RngCore;
 use serde::Serialize;
@@ -84,6 +85,10 @@ const USERS_NAMED: u32 = 100;
 
 /// Blobs read per page by walks over every committed blob (verify, scrubbing).
 const BLOB_PAGE: u32 = 1000;
+
+/// Stored digests checked against the catalog per orphan-sweep call (gc pages through the
+/// blob store's listing).
+const ORPHAN_PAGE: usize = 1000;
 
 /// Reads up to this size are verified before anything is returned (a damaged small file is
 /// an error before any byte is sent); larger ones are verified as they stream.
@@ -558,10 +563,13 @@ impl Store {
                 rec.files.iter().map(|f| &f.path),
                 self.config.case_sensitive_repos.contains(&rec.repo),
             )?;
+            let mut digests: Vec<Digest> = rec.files.iter().map(|f| f.sha256).collect();
+            digests.sort_unstable();
+            digests.dedup();
+            let stored = self.blobs.sizes(&digests).await?;
             for f in &rec.files {
-                match self.blobs.size(&f.sha256).await? {
-                    Some(size) if size == f.size => {}
-                    _ => return Err(self.missing_staged_blob(id, &rec, f).await),
+                if stored.get(&f.sha256) != Some(&f.size) {
+                    return Err(self.missing_staged_blob(id, &rec, f).await);
                 }
             }
         }
@@ -720,10 +728,13 @@ impl Store {
         let swept = self.catalog.sweep_blobs(grace, None, self.blobs.as_ref()).await?;
         report.blobs_deleted = reclaimed.blobs_deleted + swept.blobs_deleted;
         report.bytes_deleted = reclaimed.bytes_deleted + swept.bytes_deleted;
-        let stored = self.blobs.list().await?;
-        let orphans = self.catalog.sweep_orphans(&stored, self.blobs.as_ref()).await?;
-        report.orphan_blobs_deleted = orphans.blobs_deleted;
-        report.bytes_deleted += orphans.bytes_deleted;
+        let mut stored = self.blobs.list().chunks(ORPHAN_PAGE);
+        while let Some(page) = stored.next().await {
+            let page = page.into_iter().collect::<Result<Vec<Digest>>>()?;
+            let orphans = self.catalog.sweep_orphans(&page, self.blobs.as_ref()).await?;
+            report.orphan_blobs_deleted += orphans.blobs_deleted;
+            report.bytes_deleted += orphans.bytes_deleted;
+        }
         report.pending_files_removed = self.blobs.sweep_pending(grace.max(Duration::from_secs(3600))).await?;
         report.transactions_pruned = self.catalog.prune_txns(self.config.txn_retention).await?;
         Ok(report)

@@ -49,8 +49,9 @@ pub const DEFAULT_LIST_CACHE_SECONDS: u64 = 60;
 #[derive(Debug)]
 pub struct GoState {
     proxies: HashMap<RepoName, Arc<ProxyRepo>>,
-    /// Temp files (downloads, uploads) live next to the blobs, so a crash's leftovers are
-    /// swept by the store's start-up recovery.
+    /// Temp files of downloads and uploads (zips being checked before their files become
+    /// blobs). The Go front-end's own directory: the blob store may keep no local files at
+    /// all. A crash's leftovers are removed at start-up ([`GoState::remove_leftovers`]).
     tmp_dir: PathBuf,
 }
 
@@ -58,7 +59,7 @@ impl GoState {
     /// Checks every Go repo's settings (a bad upstream fails start-up, naming the repo) and
     /// builds the proxies' clients.
     pub fn new(config: &Config) -> anyhow::Result<Self> {
-        let tmp_dir = config.data_dir.join("tmp");
+        let tmp_dir = config.data_dir.join(TMP_DIR);
         let mut proxies = HashMap::new();
         for repo in config.repos.iter().filter(|r| r.format == RepoFormat::Go) {
             let n = &repo.name;
@@ -118,7 +119,31 @@ impl GoState {
     pub fn tmp_dir(&self) -> &FsPath {
         &self.tmp_dir
     }
+
+    /// Removes temp files a dead process left behind. Only at start-up, by the process that
+    /// holds the data dir's lock: every file there is then a leftover. Returns how many.
+    pub fn remove_leftovers(&self) -> std::io::Result<u64> {
+        let entries = match std::fs::read_dir(&self.tmp_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                std::fs::remove_dir_all(entry.path())?;
+            } else {
+                std::fs::remove_file(entry.path())?;
+            }
+            removed += 1;
+        }
+        Ok(removed)
+    }
 }
+
+/// The Go front-end's temp directory, under the data dir.
+pub const TMP_DIR: &str = "go-tmp";
 
 /// Routes under `/go`.
 pub fn routes() -> Router<AppState> {

@@ -16,10 +16,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use intact_core::{Digest, DigestHasher, Timestamp};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use super::{BlobRead, BlobStore, PendingBlob, Progress};
+use super::{BlobRead, BlobStore, PendingBlob, PendingHandle, Progress};
 use crate::{Error, Result};
 
 const WRITE_BUFFER: usize = 1 << 20;
@@ -47,9 +49,18 @@ pub struct FsBlobStore {
     held: Arc<Mutex<HashSet<OsString>>>,
 }
 
+/// A pending blob's temp file: deleted, and no longer held, when dropped.
+#[derive(Debug)]
+struct FsPending {
+    temp: tempfile::TempPath,
+    _held: Option<Held>,
+}
+
+impl PendingHandle for FsPending {}
+
 /// Marks a pending blob's temp file as held until dropped.
 #[derive(Debug)]
-pub(crate) struct Held {
+struct Held {
     held: Arc<Mutex<HashSet<OsString>>>,
     name: OsString,
 }
@@ -195,18 +206,20 @@ impl BlobStore for FsBlobStore {
         Ok(PendingBlob {
             digest: hasher.finish(),
             size,
-            temp: Some(temp_path),
-            _held: held,
+            handle: Box::new(FsPending {
+                temp: temp_path,
+                _held: held,
+            }),
         })
     }
 
-    async fn persist(&self, mut pending: PendingBlob) -> Result<()> {
-        let target = self.path_of(&pending.digest);
-        let Some(temp) = pending.temp.take() else {
-            return Ok(());
-        };
+    async fn persist(&self, pending: PendingBlob) -> Result<()> {
         let digest = pending.digest;
+        let target = self.path_of(&digest);
+        let handle = pending.into_handle::<FsPending>()?;
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            // Held until the temp file is renamed or removed: `sweep_pending` leaves it alone.
+            let FsPending { temp, _held } = *handle;
             match std::fs::File::open(&target) {
                 // Same content already stored: no second copy (the temp file is removed when
                 // `temp` drops). But the file may be another upload's, renamed into place and
@@ -338,27 +351,17 @@ impl BlobStore for FsBlobStore {
         }
     }
 
-    async fn list(&self) -> Result<Vec<Digest>> {
-        let blobs = self.blobs.clone();
-        tokio::task::spawn_blocking(move || -> std::io::Result<Vec<Digest>> {
-            let mut out = Vec::new();
-            for shard in std::fs::read_dir(&blobs)? {
-                let shard = shard?;
-                if !shard.file_type()?.is_dir() {
-                    continue;
-                }
-                for entry in std::fs::read_dir(shard.path())? {
-                    let entry = entry?;
-                    if let Some(d) = entry.file_name().to_str().and_then(|n| Digest::parse(n).ok()) {
-                        out.push(d);
-                    }
-                }
-            }
-            Ok(out)
-        })
-        .await
-        .map_err(|e| Error::io("listing blobs", std::io::Error::other(e)))?
-        .map_err(|e| Error::io("listing blobs", e))
+    fn list(&self) -> BoxStream<'_, Result<Digest>> {
+        // One shard (1/256 of the store) in memory at a time.
+        futures::stream::iter(0..=255u8)
+            .then(move |i| list_shard(self.blobs.join(format!("{i:02x}"))))
+            .flat_map(|shard| {
+                futures::stream::iter(match shard {
+                    Ok(digests) => digests.into_iter().map(Ok).collect::<Vec<_>>(),
+                    Err(e) => vec![Err(e)],
+                })
+            })
+            .boxed()
     }
 
     async fn check_writable(&self) -> Result<()> {
@@ -411,6 +414,53 @@ impl BlobStore for FsBlobStore {
         .map_err(|e| Error::io("sweeping temp files", std::io::Error::other(e)))?
         .map_err(|e| Error::io("sweeping temp files", e))
     }
+}
+
+#[async_trait]
+impl super::BlobTestHooks for FsBlobStore {
+    async fn store_raw(&self, digest: &Digest, bytes: &[u8]) -> Result<()> {
+        let path = self.path_of(digest);
+        tokio::fs::write(&path, bytes)
+            .await
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+    }
+
+    async fn pending_count(&self) -> Result<usize> {
+        let mut entries = tokio::fs::read_dir(&self.tmp)
+            .await
+            .map_err(|e| Error::io(format!("listing {}", self.tmp.display()), e))?;
+        let mut n = 0;
+        while let Some(_entry) = entries
+            .next_entry()
+            .await
+            .map_err(|e| Error::io(format!("listing {}", self.tmp.display()), e))?
+        {
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// The digests stored in one shard directory (none when it is missing).
+async fn list_shard(shard: PathBuf) -> Result<Vec<Digest>> {
+    let context = format!("listing blobs in {}", shard.display());
+    tokio::task::spawn_blocking(move || -> std::io::Result<Vec<Digest>> {
+        let entries = match std::fs::read_dir(&shard) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            if let Some(d) = entry?.file_name().to_str().and_then(|n| Digest::parse(n).ok()) {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| Error::io(context.clone(), std::io::Error::other(e)))?
+    .map_err(|e| Error::io(context, e))
 }
 
 #[cfg(test)]

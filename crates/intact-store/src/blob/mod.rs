@@ -4,17 +4,27 @@
 //! it; deciding *that* is the catalog's job, not the blob store's.
 
 mod fs;
+mod memory;
+pub mod testing;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::pin::Pin;
 
 use async_trait::async_trait;
+use futures::stream::BoxStream;
 use intact_core::Digest;
 use tokio::io::AsyncRead;
 
 pub use fs::{FsBlobStore, create_dir_all_durable};
+pub use memory::MemoryBlobStore;
+pub use testing::BlobTestHooks;
 
-use crate::Result;
+use crate::{Error, Result};
+
+/// Where a backend keeps the bytes of one pending blob (a temp file, a pending object, a
+/// buffer). Only the backend that made it knows what it is; dropping it discards the bytes.
+pub trait PendingHandle: std::any::Any + Send + Sync + std::fmt::Debug {}
 
 /// Bytes that have been written and hashed but are not yet stored under their digest.
 /// Dropping it discards the bytes.
@@ -22,10 +32,23 @@ use crate::Result;
 pub struct PendingBlob {
     pub digest: Digest,
     pub size: u64,
-    /// Backend-specific location of the pending bytes (deleted on drop for files).
-    pub(crate) temp: Option<tempfile::TempPath>,
-    /// Keeps the pending bytes out of `sweep_pending` for as long as they are held.
-    pub(crate) _held: Option<fs::Held>,
+    /// The backend's own handle on the pending bytes.
+    pub handle: Box<dyn PendingHandle>,
+}
+
+impl PendingBlob {
+    /// The handle as the backend type `H` that made it (for `persist`). A pending blob
+    /// written by another backend is an error: its bytes are not where `H` could find them.
+    pub fn into_handle<H: PendingHandle>(self) -> Result<Box<H>> {
+        let digest = self.digest;
+        let any: Box<dyn std::any::Any + Send + Sync> = self.handle;
+        any.downcast::<H>().map_err(|_| {
+            Error::io(
+                format!("persisting blob {digest}"),
+                std::io::Error::other("the pending blob was written by another blob store"),
+            )
+        })
+    }
 }
 
 /// An open blob, or a byte range of one.
@@ -58,6 +81,19 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Size of a stored blob, or `None`.
     async fn size(&self, digest: &Digest) -> Result<Option<u64>>;
 
+    /// Sizes of the stored blobs among `digests` (absent ones are left out): a commit checks
+    /// all of its files with one call. Backends with a round trip per blob run them
+    /// concurrently.
+    async fn sizes(&self, digests: &[Digest]) -> Result<HashMap<Digest, u64>> {
+        let mut out = HashMap::with_capacity(digests.len());
+        for digest in digests {
+            if let Some(size) = self.size(digest).await? {
+                out.insert(*digest, size);
+            }
+        }
+        Ok(out)
+    }
+
     /// Opens a stored blob, optionally only `range` (start..end, end exclusive, within size).
     async fn read(&self, digest: &Digest, range: Option<std::ops::Range<u64>>) -> Result<BlobRead>;
 
@@ -73,8 +109,10 @@ pub trait BlobStore: Send + Sync + 'static {
     /// a blob was taken out of service.
     async fn quarantine(&self, digest: &Digest) -> Result<bool>;
 
-    /// Every stored digest (for orphan scans and `verify`).
-    async fn list(&self) -> Result<Vec<Digest>>;
+    /// Every stored digest, streamed (for orphan scans): callers page through it, so a store
+    /// of any size lists in flat memory. Blobs written or deleted meanwhile may or may not
+    /// be seen.
+    fn list(&self) -> BoxStream<'_, Result<Digest>>;
 
     /// Whether a blob could be written right now (a readiness probe after running out of
     /// space). Backends without a local disk have nothing to check.

@@ -1,8 +1,8 @@
 //! The storage conformance suite: every behaviour the publish protocol promises, run against
-//! each backend combination: SQLite catalog + file blobs, PostgreSQL catalog + file blobs
-//! (each test on a fresh database). A new backend adds one `Harness` constructor and runs the
-//! same functions; `postgres` holds what only a shared catalog promises (several catalogs on
-//! one database).
+//! each backend combination: SQLite or PostgreSQL catalog (each PostgreSQL test on a fresh
+//! database) with blobs as files, in memory, or on S3 (a Garage started by the test setup). A
+//! new backend adds one `Harness` constructor and runs the same functions; `postgres` holds
+//! what only a shared catalog promises (several catalogs on one database).
 
 mod conformance;
 mod long_upload;
@@ -11,7 +11,10 @@ mod postgres;
 use std::sync::Arc;
 
 use intact_core::Timestamp;
-use intact_store::{Clock, FsBlobStore, ManualClock, OffsetClock, PostgresCatalog, SqliteCatalog, Store, StoreConfig};
+use intact_store::{
+    BlobStore, BlobTestHooks, Clock, FsBlobStore, ManualClock, MemoryBlobStore, OffsetClock, PostgresCatalog,
+    SqliteCatalog, Store, StoreConfig,
+};
 use intact_testkit::TestDatabase;
 
 /// The clock a test moves forward: a stopped one for SQLite (the catalog reads the process's
@@ -51,7 +54,9 @@ enum Backend {
 pub struct Harness {
     pub store: Arc<Store>,
     pub clock: TestClock,
-    pub blobs: FsBlobStore,
+    /// The store's blob backend, and the same backend's test hooks.
+    pub blobs: Arc<dyn BlobStore>,
+    pub hooks: Arc<dyn BlobTestHooks>,
     backend: Backend,
     dir: tempfile::TempDir,
 }
@@ -109,15 +114,31 @@ fn test_store_config() -> StoreConfig {
 
 pub async fn sqlite_fs() -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
+    let blobs = Arc::new(FsBlobStore::open(dir.path()).await.expect("open blobs"));
+    sqlite(dir, blobs.clone(), blobs).await
+}
+
+pub async fn sqlite_memory() -> Harness {
+    let blobs = Arc::new(MemoryBlobStore::new());
+    sqlite(tempfile::tempdir().expect("tempdir"), blobs.clone(), blobs).await
+}
+
+pub async fn postgres_fs() -> Harness {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blobs = Arc::new(FsBlobStore::open(dir.path()).await.expect("open blobs"));
+    postgres(dir, blobs.clone(), blobs).await
+}
+
+/// A SQLite catalog in `dir` over `blobs`.
+async fn sqlite(dir: tempfile::TempDir, blobs: Arc<dyn BlobStore>, hooks: Arc<dyn BlobTestHooks>) -> Harness {
     let clock = ManualClock::new(Timestamp(1_800_000_000_000));
     let catalog = SqliteCatalog::open(&dir.path().join("catalog.db"), Arc::new(clock.clone()))
         .await
         .expect("open catalog");
-    let blobs = FsBlobStore::open(dir.path()).await.expect("open blobs");
     let clock = TestClock::Manual(clock);
     let store = Store::new(
         Arc::new(catalog),
-        Arc::new(blobs.clone()),
+        blobs.clone(),
         Arc::new(clock.clone()),
         test_store_config(),
     );
@@ -125,24 +146,24 @@ pub async fn sqlite_fs() -> Harness {
         store: Arc::new(store),
         clock,
         blobs,
+        hooks,
         backend: Backend::Sqlite,
         dir,
     }
 }
 
-pub async fn postgres_fs() -> Harness {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// A PostgreSQL catalog on a fresh database over `blobs`.
+async fn postgres(dir: tempfile::TempDir, blobs: Arc<dyn BlobStore>, hooks: Arc<dyn BlobTestHooks>) -> Harness {
     let db = TestDatabase::create().await;
     let clock = OffsetClock::new();
     let catalog = PostgresCatalog::open(&db.url)
         .await
         .expect("open catalog")
         .with_time_offset(clock.clone());
-    let blobs = FsBlobStore::open(dir.path()).await.expect("open blobs");
     let clock = TestClock::Offset(clock);
     let store = Store::new(
         Arc::new(catalog),
-        Arc::new(blobs.clone()),
+        blobs.clone(),
         Arc::new(clock.clone()),
         test_store_config(),
     );
@@ -150,6 +171,7 @@ pub async fn postgres_fs() -> Harness {
         store: Arc::new(store),
         clock,
         blobs,
+        hooks,
         backend: Backend::Postgres(db),
         dir,
     }
@@ -217,4 +239,5 @@ macro_rules! every_promise {
 }
 
 every_promise!(suite!(sqlite_fs:));
+every_promise!(suite!(sqlite_memory:));
 every_promise!(suite!(postgres_fs:));

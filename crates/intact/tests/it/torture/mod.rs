@@ -519,7 +519,7 @@ fetch_timeout_seconds = 60
                     referenced.len()
                 ));
             }
-            for dir in ["tmp", "staging/tmp", "staging/txns"] {
+            for dir in ["tmp", "go-tmp", "staging/tmp", "staging/txns"] {
                 let left: Vec<_> = std::fs::read_dir(self.data.join(dir))
                     .into_iter()
                     .flatten()
