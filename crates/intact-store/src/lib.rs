@@ -7,6 +7,7 @@ pub mod blob;
 pub mod catalog;
 pub mod clock;
 pub mod error;
+pub mod migrate;
 pub mod store;
 mod upload;
 pub mod verified;

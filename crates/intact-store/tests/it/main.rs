@@ -6,6 +6,7 @@
 
 mod conformance;
 mod long_upload;
+mod migrate;
 mod postgres;
 
 use std::sync::Arc;
