@@ -4,6 +4,7 @@
 //! new backend adds one `Harness` constructor and runs the same functions; `postgres` holds
 //! what only a shared catalog promises (several catalogs on one database).
 
+mod catalog_outage;
 mod conformance;
 mod long_upload;
 mod migrate;

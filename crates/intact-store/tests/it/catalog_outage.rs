@@ -1,0 +1,163 @@
+//! The catalog going away and coming back: a PostgreSQL catalog reached through a TCP relay
+//! the test cuts (every connection reset, new ones refused) and restores, as a database
+//! restart or a network failure would. The store must answer promptly with a retryable error
+//! while the catalog is away, keep serving what it has cached, report not-ready, and come
+//! back by itself: writes work again and event wake-ups resume, with no restart.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use intact_core::{FilePath, Name, RepoName, Version};
+use intact_store::store::BeginRequest;
+use intact_store::{FsBlobStore, OpenOutcome, PostgresCatalog, Store, StoreConfig, SystemClock};
+use intact_testkit::TestDatabase;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// A TCP relay to PostgreSQL that can be cut and restored.
+struct Relay {
+    port: u16,
+    up: Arc<AtomicBool>,
+    /// Bumped on every cut: live relays end when they see it change.
+    cuts: watch::Sender<u64>,
+}
+
+impl Relay {
+    async fn start(to: &'static str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
+        let port = listener.local_addr().expect("addr").port();
+        let up = Arc::new(AtomicBool::new(true));
+        let cuts = watch::Sender::new(0u64);
+        let (up2, cuts2) = (up.clone(), cuts.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    drop(client); // refused: closed at once
+                    continue;
+                }
+                let mut cut = cuts2.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(to).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {} // dropping both ends resets the connection
+                    }
+                });
+            }
+        });
+        Self { port, up, cuts }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.cuts.send_modify(|n| *n += 1);
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+fn repo() -> RepoName {
+    RepoName::parse("files").expect("repo")
+}
+
+fn begin_request(version: &str) -> BeginRequest {
+    BeginRequest {
+        repo: repo(),
+        name: Name::parse("app").expect("name"),
+        version: version.parse().expect("version"),
+        metadata: serde_json::json!({}),
+        lease: None,
+        idempotency_key: None,
+        wait: Duration::ZERO,
+    }
+}
+
+async fn publish(store: &Store, version: &str) -> intact_store::Result<()> {
+    let t = match store.begin(begin_request(version)).await? {
+        OpenOutcome::Created(t) | OpenOutcome::Resumed(t) => t,
+        OpenOutcome::Committed(..) => return Ok(()),
+    };
+    let mut body = version.as_bytes();
+    store
+        .put_file(&t.id, FilePath::parse("a").expect("path"), &mut body, None, None)
+        .await?;
+    store.commit(&t.id).await.map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_going_away_gives_prompt_retryable_errors_and_service_resumes_by_itself() {
+    let db = TestDatabase::create().await;
+    let relay = Relay::start("127.0.0.1:5432").await;
+    let via_relay = db
+        .url
+        .replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", relay.port), 1);
+    assert_ne!(via_relay, db.url, "the test database is on 127.0.0.1:5432");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let catalog = PostgresCatalog::open(&via_relay).await.expect("open catalog");
+    let blobs = FsBlobStore::open(dir.path()).await.expect("blobs");
+    let store = Store::new(
+        Arc::new(catalog),
+        Arc::new(blobs),
+        Arc::new(SystemClock),
+        StoreConfig::default(),
+    );
+    publish(&store, "1").await.expect("publish before the outage");
+    let v1 = Version::parse("1").expect("v");
+    let name = Name::parse("app").expect("n");
+    store.manifest(&repo(), &name, &v1).await.expect("cached");
+    let mut wakeups = store.catalog().event_wakeups();
+
+    relay.cut();
+    let started = tokio::time::Instant::now();
+    let err = publish(&store, "2").await.expect_err("no catalog, no publish");
+    let waited = started.elapsed();
+    assert!(err.is_transient(), "a catalog outage is retryable: {err}");
+    assert!(
+        waited < Duration::from_secs(30),
+        "a request must not hang on a missing catalog (answered after {waited:?}): {err}"
+    );
+    let not_ready = store.readiness().await.expect_err("not ready without a catalog");
+    assert!(not_ready.contains("catalog"), "{not_ready}");
+    // Committed versions are immutable: what is cached is still served.
+    store
+        .manifest(&repo(), &name, &v1)
+        .await
+        .expect("served from the cache");
+
+    relay.restore();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match publish(&store, "2").await {
+            Ok(()) => break,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                assert!(e.is_transient(), "only retryable errors while reconnecting: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("the store did not come back within 60 s of the catalog: {e}"),
+        }
+    }
+    store.readiness().await.expect("ready again");
+
+    // Event wake-ups resumed: a commit by another replica (straight to the database) wakes
+    // this one's followers.
+    wakeups.borrow_and_update();
+    let other = PostgresCatalog::open(&db.url).await.expect("second replica");
+    let other = Store::new(
+        Arc::new(other),
+        Arc::new(FsBlobStore::open(dir.path()).await.expect("blobs")),
+        Arc::new(SystemClock),
+        StoreConfig::default(),
+    );
+    publish(&other, "3").await.expect("publish on the other replica");
+    tokio::time::timeout(Duration::from_secs(30), wakeups.changed())
+        .await
+        .expect("woken by a commit on another replica after the outage")
+        .expect("wake-ups still running");
+    let listed = store.list_versions(&repo(), &name, None, 10).await.expect("list");
+    assert_eq!(listed.len(), 3);
+}
