@@ -29,6 +29,45 @@ pub struct Config {
     /// Connection handling.
     #[serde(default)]
     pub http: HttpSettings,
+    /// Where blobs live (default: plain files in `data_dir`).
+    #[serde(default)]
+    pub blobs: BlobsConfig,
+}
+
+/// `[blobs]`: where blob bytes live. Without `url`, plain files under `data_dir`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlobsConfig {
+    /// `s3://bucket/prefix`: any S3-compatible store. Credentials come from the `AWS_*`
+    /// environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The S3 API's URL (`http://garage:3900`); unset for AWS itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+}
+
+impl BlobsConfig {
+    /// The store's blob settings (checked: a bad url names the problem).
+    pub fn settings(&self) -> anyhow::Result<intact_store::BlobSettings> {
+        let Some(url) = &self.url else {
+            if self.endpoint.is_some() || self.region.is_some() {
+                anyhow::bail!("blobs.endpoint and blobs.region need blobs.url = \"s3://bucket/prefix\"");
+            }
+            return Ok(intact_store::BlobSettings::Files);
+        };
+        let mut s3 = intact_store::S3Settings::from_url(url).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Some(endpoint) = &self.endpoint {
+            if !endpoint.starts_with("http://") && !endpoint.starts_with("https://") {
+                anyhow::bail!("blobs.endpoint {endpoint:?} must start with http:// or https://");
+            }
+            s3.endpoint = Some(endpoint.clone());
+        }
+        s3.region.clone_from(&self.region);
+        Ok(intact_store::BlobSettings::S3(s3))
+    }
 }
 
 /// How long the server waits on a client (all optional).
@@ -68,6 +107,7 @@ impl Default for Config {
             repos: Vec::new(),
             store: StoreSettings::default(),
             http: HttpSettings::default(),
+            blobs: BlobsConfig::default(),
         }
     }
 }
@@ -291,6 +331,7 @@ impl Config {
         if self.http.header_timeout_seconds == 0 || self.http.idle_timeout_seconds == 0 {
             bail!("http.header_timeout_seconds and http.idle_timeout_seconds must be at least 1");
         }
+        self.blobs.settings()?;
         if st.upload_idle_timeout_seconds == 0 {
             bail!("store.upload_idle_timeout_seconds must be at least 1");
         }
@@ -407,6 +448,29 @@ format = "generic"
     }
 
     #[test]
+    fn blobs_default_to_files_and_take_an_s3_url() {
+        let files = Config::from_toml("")
+            .expect("parses")
+            .blobs
+            .settings()
+            .expect("settings");
+        assert!(matches!(files, intact_store::BlobSettings::Files));
+        let c = Config::from_toml(
+            "[blobs]\nurl = \"s3://artifacts/intact/\"\nendpoint = \"http://garage:3900\"\nregion = \"garage\"",
+        )
+        .expect("parses");
+        match c.blobs.settings().expect("settings") {
+            intact_store::BlobSettings::S3(s3) => {
+                assert_eq!((s3.bucket.as_str(), s3.prefix.as_str()), ("artifacts", "intact"));
+                assert_eq!(s3.endpoint.as_deref(), Some("http://garage:3900"));
+                assert_eq!(s3.region.as_deref(), Some("garage"));
+                assert!(s3.credentials.is_none(), "credentials come from AWS_* variables");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn defaults_without_repos() {
         let c = Config::from_toml("").expect("parses");
         assert!(c.repo("files").is_some());
@@ -425,6 +489,13 @@ format = "generic"
             ),
             ("[[repo]]\nname = \"h\"\nkind = \"hosted\"\ncolour = 1", "colour"),
             ("[store]\ngc_grace_seconds = 999999999999", "store.gc_grace_seconds"),
+            ("[blobs]\nurl = \"https://bucket\"", "s3://bucket/prefix"),
+            ("[blobs]\nurl = \"s3:///prefix\"", "names no bucket"),
+            ("[blobs]\nendpoint = \"http://garage:3900\"", "need blobs.url"),
+            (
+                "[blobs]\nurl = \"s3://b\"\nendpoint = \"garage:3900\"",
+                "blobs.endpoint",
+            ),
             (
                 "[[repo]]\nname = \"p\"\nkind = \"proxy\"\nformat = \"go\"\nupstream = \"https://x\"\nfetch_timeout_seconds = 999999999999",
                 "fetch_timeout_seconds",

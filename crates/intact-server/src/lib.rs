@@ -23,7 +23,8 @@ pub use state::AppState;
 
 /// Opens the store for `config`, runs start-up recovery and builds the shared state.
 pub async fn open(config: Config) -> anyhow::Result<AppState> {
-    let store = intact_store::Store::open_local(&config.data_dir, config.store_config())
+    let blobs = config.blobs.settings()?;
+    let store = intact_store::Store::open(&config.data_dir, &blobs, config.store_config())
         .await
         .with_context(|| format!("opening data dir {}", config.data_dir.display()))?;
     let report = store.recover().await.context("start-up recovery")?;

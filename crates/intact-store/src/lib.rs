@@ -11,11 +11,13 @@ pub mod store;
 mod upload;
 pub mod verified;
 
-pub use blob::{BlobRead, BlobStore, BlobTestHooks, FsBlobStore, MemoryBlobStore, PendingBlob};
+pub use blob::{
+    BlobRead, BlobStore, BlobTestHooks, FsBlobStore, MemoryBlobStore, PendingBlob, S3BlobStore, S3Settings,
+};
 pub use catalog::{
     BlobUser, Catalog, CommitOutcome, Event, NewTxn, OpenOutcome, RepoUsage, SqliteCatalog, SweepReport, TxnRecord,
     TxnStatus, VersionSpec, VersionSummary, VersionUse,
 };
 pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
 pub use error::{Error, Result};
-pub use store::{BeginRequest, GcReport, Store, StoreConfig, VerifyProblem, VerifyReport};
+pub use store::{BeginRequest, BlobSettings, GcReport, Store, StoreConfig, VerifyProblem, VerifyReport};

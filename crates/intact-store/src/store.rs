@@ -176,9 +176,34 @@ fn lock_data_dir(dir: &Path) -> Result<std::fs::File> {
     }
 }
 
+/// Where blobs live (the server's `[blobs]` section).
+#[derive(Debug, Clone, Default)]
+pub enum BlobSettings {
+    /// Plain files under the data dir (the embedded default).
+    #[default]
+    Files,
+    /// An S3-compatible bucket, shared by every replica.
+    S3(crate::S3Settings),
+}
+
+impl BlobSettings {
+    /// Opens the blob store these settings name, for the data dir `data_dir`.
+    pub async fn open(&self, data_dir: &Path) -> Result<Arc<dyn BlobStore>> {
+        Ok(match self {
+            Self::Files => Arc::new(FsBlobStore::open(data_dir).await?),
+            Self::S3(s3) => Arc::new(crate::S3BlobStore::open(s3).await?),
+        })
+    }
+}
+
 impl Store {
     /// The embedded default: a SQLite catalog and blob files under `data_dir`.
     pub async fn open_local(data_dir: &Path, config: StoreConfig) -> Result<Arc<Self>> {
+        Self::open(data_dir, &BlobSettings::Files, config).await
+    }
+
+    /// A SQLite catalog under `data_dir` and the blob store `blobs` names.
+    pub async fn open(data_dir: &Path, blobs: &BlobSettings, config: StoreConfig) -> Result<Arc<Self>> {
         let dir = data_dir.to_owned();
         tokio::task::spawn_blocking(move || crate::blob::create_dir_all_durable(&dir))
             .await
@@ -187,8 +212,8 @@ impl Store {
         let lock = lock_data_dir(data_dir)?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let catalog = SqliteCatalog::open(&data_dir.join("catalog.db"), clock.clone()).await?;
-        let blobs = FsBlobStore::open(data_dir).await?;
-        let mut store = Self::new(Arc::new(catalog), Arc::new(blobs), clock, config);
+        let blobs = blobs.open(data_dir).await?;
+        let mut store = Self::new(Arc::new(catalog), blobs, clock, config);
         store._dir_lock = Some(lock);
         Ok(Arc::new(store))
     }
@@ -281,7 +306,9 @@ impl Store {
     /// Start-up recovery: expire transactions whose lease ran out while we were down, drop
     /// pending bytes no transaction can still use, collect garbage.
     pub async fn recover(&self) -> Result<GcReport> {
-        // We hold the data-dir lock, so every pending file is a leftover of a dead process.
+        // We hold the data-dir lock, so every pending file there is a leftover of a dead
+        // process. (A blob store shared by several replicas keeps young pending objects
+        // whatever age is asked: it cannot tell another replica's from a leftover.)
         let pending = self.blobs.sweep_pending(Duration::ZERO).await?;
         let mut report = self.gc(self.config.gc_grace).await?;
         report.pending_files_removed += pending;

@@ -5,6 +5,7 @@
 
 mod fs;
 mod memory;
+mod s3;
 pub mod testing;
 
 use std::collections::HashMap;
@@ -18,6 +19,7 @@ use tokio::io::AsyncRead;
 
 pub use fs::{FsBlobStore, create_dir_all_durable};
 pub use memory::MemoryBlobStore;
+pub use s3::{S3BlobStore, S3Settings, SERVER_COPY_LIMIT};
 pub use testing::BlobTestHooks;
 
 use crate::{Error, Result};

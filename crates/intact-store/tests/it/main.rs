@@ -3,6 +3,7 @@
 //! Garage started by the test setup). A new backend adds one `Harness` constructor and runs
 //! the same functions.
 
+mod blobs;
 mod conformance;
 mod long_upload;
 
@@ -10,7 +11,8 @@ use std::sync::Arc;
 
 use intact_core::Timestamp;
 use intact_store::{
-    BlobStore, BlobTestHooks, FsBlobStore, ManualClock, MemoryBlobStore, SqliteCatalog, Store, StoreConfig,
+    BlobStore, BlobTestHooks, FsBlobStore, ManualClock, MemoryBlobStore, S3BlobStore, S3Settings, SqliteCatalog, Store,
+    StoreConfig,
 };
 
 /// A store on fresh backends plus handles the tests poke at directly.
@@ -52,6 +54,36 @@ pub async fn sqlite_fs() -> Harness {
 pub async fn sqlite_memory() -> Harness {
     let blobs = Arc::new(MemoryBlobStore::new());
     harness(tempfile::tempdir().expect("tempdir"), blobs.clone(), blobs).await
+}
+
+pub async fn sqlite_s3() -> Harness {
+    let blobs = Arc::new(s3_blobs("conformance", |_| {}).await);
+    harness(tempfile::tempdir().expect("tempdir"), blobs.clone(), blobs).await
+}
+
+/// A blob store on the shared test Garage under a prefix of its own; `adjust` changes the
+/// settings first.
+pub async fn s3_blobs(test: &str, adjust: impl FnOnce(&mut S3Settings)) -> S3BlobStore {
+    let settings = {
+        let garage = tokio::task::spawn_blocking(intact_testkit::shared_garage)
+            .await
+            .expect("start garage");
+        let mut settings = s3_settings(garage, test);
+        adjust(&mut settings);
+        settings
+    };
+    S3BlobStore::open(&settings).await.expect("open S3 blob store")
+}
+
+pub fn s3_settings(garage: &intact_testkit::Garage, test: &str) -> S3Settings {
+    let mut settings =
+        S3Settings::from_url(&format!("s3://{}/{}", garage.bucket, garage.prefix(test))).expect("s3 url");
+    settings.endpoint = Some(garage.endpoint.clone());
+    settings.region = Some(garage.region.clone());
+    settings.credentials = Some((garage.access_key_id.clone(), garage.secret_access_key.clone()));
+    // One process, one test: every pending object not held is a leftover.
+    settings.pending_min_age = std::time::Duration::ZERO;
+    settings
 }
 
 /// A SQLite catalog in `dir` over `blobs`.
@@ -136,3 +168,4 @@ macro_rules! every_test {
 
 every_test!(suite!(sqlite_fs:));
 every_test!(suite!(sqlite_memory:));
+every_test!(suite!(sqlite_s3:));
