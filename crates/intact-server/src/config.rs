@@ -47,14 +47,64 @@ pub struct BlobsConfig {
     pub endpoint: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// A local cache of this replica's own: `{ dir = "/var/cache/intact", max_size = "200GiB" }`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_cache: Option<LocalCacheConfig>,
+}
+
+/// `[blobs] local_cache`: warm reads from local disk.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalCacheConfig {
+    pub dir: PathBuf,
+    /// Bytes (`1073741824`) or a size with a unit (`"200GiB"`, `"500MB"`).
+    pub max_size: ByteSize,
+}
+
+/// A size in bytes, written as a number or as a string with a unit.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum ByteSize {
+    Bytes(u64),
+    Text(String),
+}
+
+impl ByteSize {
+    pub fn bytes(&self) -> anyhow::Result<u64> {
+        let text = match self {
+            Self::Bytes(n) => return Ok(*n),
+            Self::Text(t) => t.trim(),
+        };
+        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let (digits, unit) = text.split_at(split);
+        let n: u64 = digits
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{text:?} is not a size (e.g. \"200GiB\")"))?;
+        let scale: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            "TB" => 1_000_000_000_000,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "TiB" => 1 << 40,
+            other => anyhow::bail!("{text:?}: unknown unit {other:?} (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"),
+        };
+        n.checked_mul(scale)
+            .ok_or_else(|| anyhow::anyhow!("{text:?} is too large"))
+    }
 }
 
 impl BlobsConfig {
     /// The store's blob settings (checked: a bad url names the problem).
     pub fn settings(&self) -> anyhow::Result<intact_store::BlobSettings> {
         let Some(url) = &self.url else {
-            if self.endpoint.is_some() || self.region.is_some() {
-                anyhow::bail!("blobs.endpoint and blobs.region need blobs.url = \"s3://bucket/prefix\"");
+            if self.endpoint.is_some() || self.region.is_some() || self.local_cache.is_some() {
+                anyhow::bail!(
+                    "blobs.endpoint, blobs.region and blobs.local_cache need blobs.url = \"s3://bucket/prefix\""
+                );
             }
             return Ok(intact_store::BlobSettings::Files);
         };
@@ -66,7 +116,23 @@ impl BlobsConfig {
             s3.endpoint = Some(endpoint.clone());
         }
         s3.region.clone_from(&self.region);
-        Ok(intact_store::BlobSettings::S3(s3))
+        let cache = match &self.local_cache {
+            None => None,
+            Some(c) => {
+                let max_size = c
+                    .max_size
+                    .bytes()
+                    .map_err(|e| anyhow::anyhow!("blobs.local_cache.max_size: {e}"))?;
+                if max_size == 0 {
+                    anyhow::bail!("blobs.local_cache.max_size must be more than 0 (leave local_cache out for none)");
+                }
+                Some(intact_store::LocalCacheSettings {
+                    dir: c.dir.clone(),
+                    max_size,
+                })
+            }
+        };
+        Ok(intact_store::BlobSettings::S3(s3, cache))
     }
 }
 
@@ -460,13 +526,35 @@ format = "generic"
         )
         .expect("parses");
         match c.blobs.settings().expect("settings") {
-            intact_store::BlobSettings::S3(s3) => {
+            intact_store::BlobSettings::S3(s3, cache) => {
                 assert_eq!((s3.bucket.as_str(), s3.prefix.as_str()), ("artifacts", "intact"));
                 assert_eq!(s3.endpoint.as_deref(), Some("http://garage:3900"));
                 assert_eq!(s3.region.as_deref(), Some("garage"));
                 assert!(s3.credentials.is_none(), "credentials come from AWS_* variables");
+                assert!(cache.is_none());
             }
             other => panic!("{other:?}"),
+        }
+        let c = Config::from_toml(
+            "[blobs]\nurl = \"s3://a\"\nlocal_cache = { dir = \"/var/cache/intact\", max_size = \"200GiB\" }",
+        )
+        .expect("parses");
+        match c.blobs.settings().expect("settings") {
+            intact_store::BlobSettings::S3(_, Some(cache)) => {
+                assert_eq!(cache.dir, PathBuf::from("/var/cache/intact"));
+                assert_eq!(cache.max_size, 200 << 30);
+            }
+            other => panic!("{other:?}"),
+        }
+        for (size, bytes) in [("1048576", 1 << 20), ("\"500MB\"", 500_000_000), ("\"3 KiB\"", 3 << 10)] {
+            let c = Config::from_toml(&format!(
+                "[blobs]\nurl = \"s3://a\"\nlocal_cache = {{ dir = \"/c\", max_size = {size} }}"
+            ))
+            .expect("parses");
+            match c.blobs.settings().expect("settings") {
+                intact_store::BlobSettings::S3(_, Some(cache)) => assert_eq!(cache.max_size, bytes, "{size}"),
+                other => panic!("{other:?}"),
+            }
         }
     }
 
@@ -492,6 +580,10 @@ format = "generic"
             ("[blobs]\nurl = \"https://bucket\"", "s3://bucket/prefix"),
             ("[blobs]\nurl = \"s3:///prefix\"", "names no bucket"),
             ("[blobs]\nendpoint = \"http://garage:3900\"", "need blobs.url"),
+            (
+                "[blobs]\nurl = \"s3://b\"\nlocal_cache = { dir = \"/c\", max_size = \"2 parsecs\" }",
+                "blobs.local_cache.max_size",
+            ),
             (
                 "[blobs]\nurl = \"s3://b\"\nendpoint = \"garage:3900\"",
                 "blobs.endpoint",

@@ -12,7 +12,8 @@ mod upload;
 pub mod verified;
 
 pub use blob::{
-    BlobRead, BlobStore, BlobTestHooks, FsBlobStore, MemoryBlobStore, PendingBlob, S3BlobStore, S3Settings,
+    BlobRead, BlobStore, BlobTestHooks, CachedBlobStore, FsBlobStore, MemoryBlobStore, PendingBlob, S3BlobStore,
+    S3Settings,
 };
 pub use catalog::{
     BlobUser, Catalog, CommitOutcome, Event, NewTxn, OpenOutcome, RepoUsage, SqliteCatalog, SweepReport, TxnRecord,
@@ -20,4 +21,6 @@ pub use catalog::{
 };
 pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
 pub use error::{Error, Result};
-pub use store::{BeginRequest, BlobSettings, GcReport, Store, StoreConfig, VerifyProblem, VerifyReport};
+pub use store::{
+    BeginRequest, BlobSettings, GcReport, LocalCacheSettings, Store, StoreConfig, VerifyProblem, VerifyReport,
+};

@@ -182,8 +182,17 @@ pub enum BlobSettings {
     /// Plain files under the data dir (the embedded default).
     #[default]
     Files,
-    /// An S3-compatible bucket, shared by every replica.
-    S3(crate::S3Settings),
+    /// An S3-compatible bucket, shared by every replica, optionally with a local cache of
+    /// this replica's own.
+    S3(crate::S3Settings, Option<LocalCacheSettings>),
+}
+
+/// A per-replica local cache of remote blobs.
+#[derive(Debug, Clone)]
+pub struct LocalCacheSettings {
+    pub dir: PathBuf,
+    /// At most this many bytes are cached; the least recently read go first.
+    pub max_size: u64,
 }
 
 impl BlobSettings {
@@ -191,7 +200,11 @@ impl BlobSettings {
     pub async fn open(&self, data_dir: &Path) -> Result<Arc<dyn BlobStore>> {
         Ok(match self {
             Self::Files => Arc::new(FsBlobStore::open(data_dir).await?),
-            Self::S3(s3) => Arc::new(crate::S3BlobStore::open(s3).await?),
+            Self::S3(s3, None) => Arc::new(crate::S3BlobStore::open(s3).await?),
+            Self::S3(s3, Some(cache)) => {
+                let remote = Arc::new(crate::S3BlobStore::open(s3).await?);
+                Arc::new(crate::CachedBlobStore::open(remote, &cache.dir, cache.max_size).await?)
+            }
         })
     }
 }

@@ -3,6 +3,7 @@
 //! content twice is harmless. A blob is invisible to readers until a committed manifest names
 //! it; deciding *that* is the catalog's job, not the blob store's.
 
+mod cache;
 mod fs;
 mod memory;
 mod s3;
@@ -17,6 +18,7 @@ use futures::stream::BoxStream;
 use intact_core::Digest;
 use tokio::io::AsyncRead;
 
+pub use cache::CachedBlobStore;
 pub use fs::{FsBlobStore, create_dir_all_durable};
 pub use memory::MemoryBlobStore;
 pub use s3::{S3BlobStore, S3Settings, SERVER_COPY_LIMIT};

@@ -4,6 +4,7 @@
 //! the same functions.
 
 mod blobs;
+mod cache;
 mod conformance;
 mod long_upload;
 
