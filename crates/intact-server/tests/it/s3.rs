@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use intact_core::Digest;
-use intact_store::{BlobStore, BlobTestHooks, S3BlobStore, S3Settings};
+use intact_store::{BlobStore, BlobTestHooks, CachedBlobStore, S3BlobStore, S3Settings};
 use reqwest::{StatusCode, header};
 use serde_json::{Value, json};
 
@@ -114,5 +114,38 @@ async fn the_artifact_api_publishes_reads_collects_and_verifies_blobs_in_s3() {
         None,
         "quarantined"
     );
+    s.stop().await;
+}
+
+/// With a local cache in front of the bucket, a file read once is served from local disk:
+/// it still reads back after its object left the bucket (content-addressed: never stale).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_reads_come_from_the_local_cache() {
+    let remote = Arc::new(garage_blobs("local-cache").await);
+    let cache_dir = tempfile::tempdir().expect("cache dir");
+    let cached = Arc::new(
+        CachedBlobStore::open(remote.clone(), cache_dir.path(), 64 << 20)
+            .await
+            .expect("open cache"),
+    );
+    let s = Server::start_on_blobs(cached.clone()).await;
+    let content: Vec<u8> = (0..3_000_000u32).map(|i| (i % 241) as u8).collect();
+    s.publish("cached", "1", &[("f.bin", &content)]).await;
+    let digest = Digest::of(&content);
+    let (status, cold) = s.get_bytes("/api/v1/repos/files/cached/@v/1/f.bin").await;
+    assert!(status == StatusCode::OK && cold == content, "cold read");
+    let mut filled = false;
+    for _ in 0..200 {
+        if cached.contains(&digest) {
+            filled = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(filled, "the cold read filled the cache");
+    remote.delete(&digest).await.expect("delete from the bucket");
+    assert_eq!(remote.size(&digest).await.expect("size"), None);
+    let (status, warm) = s.get_bytes("/api/v1/repos/files/cached/@v/1/f.bin").await;
+    assert!(status == StatusCode::OK && warm == content, "warm read from local disk");
     s.stop().await;
 }
