@@ -32,6 +32,111 @@ pub struct Config {
     /// Connection handling.
     #[serde(default)]
     pub http: HttpSettings,
+    /// Where blobs live (default: plain files in `data_dir`).
+    #[serde(default)]
+    pub blobs: BlobsConfig,
+}
+
+/// `[blobs]`: where blob bytes live. Without `url`, plain files under `data_dir`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlobsConfig {
+    /// `s3://bucket/prefix`: any S3-compatible store. Credentials come from the `AWS_*`
+    /// environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The S3 API's URL (`http://garage:3900`); unset for AWS itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// A local cache of this replica's own: `{ dir = "/var/cache/intact", max_size = "200GiB" }`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_cache: Option<LocalCacheConfig>,
+}
+
+/// `[blobs] local_cache`: warm reads from local disk.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalCacheConfig {
+    pub dir: PathBuf,
+    /// Bytes (`1073741824`) or a size with a unit (`"200GiB"`, `"500MB"`).
+    pub max_size: ByteSize,
+}
+
+/// A size in bytes, written as a number or as a string with a unit.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum ByteSize {
+    Bytes(u64),
+    Text(String),
+}
+
+impl ByteSize {
+    pub fn bytes(&self) -> anyhow::Result<u64> {
+        let text = match self {
+            Self::Bytes(n) => return Ok(*n),
+            Self::Text(t) => t.trim(),
+        };
+        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let (digits, unit) = text.split_at(split);
+        let n: u64 = digits
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{text:?} is not a size (e.g. \"200GiB\")"))?;
+        let scale: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            "TB" => 1_000_000_000_000,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "TiB" => 1 << 40,
+            other => anyhow::bail!("{text:?}: unknown unit {other:?} (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"),
+        };
+        n.checked_mul(scale)
+            .ok_or_else(|| anyhow::anyhow!("{text:?} is too large"))
+    }
+}
+
+impl BlobsConfig {
+    /// The store's blob settings (checked: a bad url names the problem).
+    pub fn settings(&self) -> anyhow::Result<intact_store::BlobSettings> {
+        let Some(url) = &self.url else {
+            if self.endpoint.is_some() || self.region.is_some() || self.local_cache.is_some() {
+                anyhow::bail!(
+                    "blobs.endpoint, blobs.region and blobs.local_cache need blobs.url = \"s3://bucket/prefix\""
+                );
+            }
+            return Ok(intact_store::BlobSettings::Files);
+        };
+        let mut s3 = intact_store::S3Settings::from_url(url).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Some(endpoint) = &self.endpoint {
+            if !endpoint.starts_with("http://") && !endpoint.starts_with("https://") {
+                anyhow::bail!("blobs.endpoint {endpoint:?} must start with http:// or https://");
+            }
+            s3.endpoint = Some(endpoint.clone());
+        }
+        s3.region.clone_from(&self.region);
+        let cache = match &self.local_cache {
+            None => None,
+            Some(c) => {
+                let max_size = c
+                    .max_size
+                    .bytes()
+                    .map_err(|e| anyhow::anyhow!("blobs.local_cache.max_size: {e}"))?;
+                if max_size == 0 {
+                    anyhow::bail!("blobs.local_cache.max_size must be more than 0 (leave local_cache out for none)");
+                }
+                Some(intact_store::LocalCacheSettings {
+                    dir: c.dir.clone(),
+                    max_size,
+                })
+            }
+        };
+        Ok(intact_store::BlobSettings::S3(s3, cache))
+    }
 }
 
 /// `[catalog]`: where versions, transactions and events are kept.
@@ -97,6 +202,7 @@ impl Default for Config {
             repos: Vec::new(),
             store: StoreSettings::default(),
             http: HttpSettings::default(),
+            blobs: BlobsConfig::default(),
         }
     }
 }
@@ -321,6 +427,7 @@ impl Config {
         if self.http.header_timeout_seconds == 0 || self.http.idle_timeout_seconds == 0 {
             bail!("http.header_timeout_seconds and http.idle_timeout_seconds must be at least 1");
         }
+        self.blobs.settings()?;
         if st.upload_idle_timeout_seconds == 0 {
             bail!("store.upload_idle_timeout_seconds must be at least 1");
         }
@@ -456,6 +563,51 @@ format = "generic"
     }
 
     #[test]
+    fn blobs_default_to_files_and_take_an_s3_url() {
+        let files = Config::from_toml("")
+            .expect("parses")
+            .blobs
+            .settings()
+            .expect("settings");
+        assert!(matches!(files, intact_store::BlobSettings::Files));
+        let c = Config::from_toml(
+            "[blobs]\nurl = \"s3://artifacts/intact/\"\nendpoint = \"http://garage:3900\"\nregion = \"garage\"",
+        )
+        .expect("parses");
+        match c.blobs.settings().expect("settings") {
+            intact_store::BlobSettings::S3(s3, cache) => {
+                assert_eq!((s3.bucket.as_str(), s3.prefix.as_str()), ("artifacts", "intact"));
+                assert_eq!(s3.endpoint.as_deref(), Some("http://garage:3900"));
+                assert_eq!(s3.region.as_deref(), Some("garage"));
+                assert!(s3.credentials.is_none(), "credentials come from AWS_* variables");
+                assert!(cache.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+        let c = Config::from_toml(
+            "[blobs]\nurl = \"s3://a\"\nlocal_cache = { dir = \"/var/cache/intact\", max_size = \"200GiB\" }",
+        )
+        .expect("parses");
+        match c.blobs.settings().expect("settings") {
+            intact_store::BlobSettings::S3(_, Some(cache)) => {
+                assert_eq!(cache.dir, PathBuf::from("/var/cache/intact"));
+                assert_eq!(cache.max_size, 200 << 30);
+            }
+            other => panic!("{other:?}"),
+        }
+        for (size, bytes) in [("1048576", 1 << 20), ("\"500MB\"", 500_000_000), ("\"3 KiB\"", 3 << 10)] {
+            let c = Config::from_toml(&format!(
+                "[blobs]\nurl = \"s3://a\"\nlocal_cache = {{ dir = \"/c\", max_size = {size} }}"
+            ))
+            .expect("parses");
+            match c.blobs.settings().expect("settings") {
+                intact_store::BlobSettings::S3(_, Some(cache)) => assert_eq!(cache.max_size, bytes, "{size}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn defaults_without_repos() {
         let c = Config::from_toml("").expect("parses");
         assert!(c.repo("files").is_some());
@@ -474,6 +626,17 @@ format = "generic"
             ),
             ("[[repo]]\nname = \"h\"\nkind = \"hosted\"\ncolour = 1", "colour"),
             ("[store]\ngc_grace_seconds = 999999999999", "store.gc_grace_seconds"),
+            ("[blobs]\nurl = \"https://bucket\"", "s3://bucket/prefix"),
+            ("[blobs]\nurl = \"s3:///prefix\"", "names no bucket"),
+            ("[blobs]\nendpoint = \"http://garage:3900\"", "need blobs.url"),
+            (
+                "[blobs]\nurl = \"s3://b\"\nlocal_cache = { dir = \"/c\", max_size = \"2 parsecs\" }",
+                "blobs.local_cache.max_size",
+            ),
+            (
+                "[blobs]\nurl = \"s3://b\"\nendpoint = \"garage:3900\"",
+                "blobs.endpoint",
+            ),
             (
                 "[[repo]]\nname = \"p\"\nkind = \"proxy\"\nformat = \"go\"\nupstream = \"https://x\"\nfetch_timeout_seconds = 999999999999",
                 "fetch_timeout_seconds",

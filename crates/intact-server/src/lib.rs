@@ -24,7 +24,8 @@ pub use state::AppState;
 /// Opens the store for `config`, runs start-up recovery and builds the shared state.
 pub async fn open(config: Config) -> anyhow::Result<AppState> {
     let catalog = config.catalog.choice()?;
-    let store = intact_store::Store::open(&config.data_dir, &catalog, config.store_config())
+    let blobs = config.blobs.settings()?;
+    let store = intact_store::Store::open(&config.data_dir, &catalog, &blobs, config.store_config())
         .await
         .with_context(|| {
             format!(

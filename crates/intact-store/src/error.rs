@@ -81,6 +81,14 @@ pub enum Error {
     #[error("{detail}; it was quarantined (run `intact verify` to see the versions affected)")]
     BlobDamaged { digest: Digest, detail: String },
 
+    /// A remote blob store (S3) did not answer as it should: unreachable, refusing the
+    /// credentials, or failing. Retryable; `context` names the bucket and key.
+    #[error("blob store unavailable: {context}: {source}")]
+    Unavailable {
+        context: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     #[error("storage io error: {context}: {source}")]
     Io { context: String, source: std::io::Error },
 
@@ -119,6 +127,7 @@ impl Error {
                 | Self::UploadsInProgress { .. }
                 | Self::WaitTimeout { .. }
                 | Self::Io { .. }
+                | Self::Unavailable { .. }
                 | Self::StorageFull { .. }
                 | Self::Catalog { .. }
         )

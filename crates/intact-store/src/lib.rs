@@ -13,12 +13,15 @@ pub mod store;
 mod upload;
 pub mod verified;
 
-pub use blob::{BlobRead, BlobStore, BlobTestHooks, FsBlobStore, MemoryBlobStore, PendingBlob};
+pub use blob::{
+    BlobRead, BlobStore, BlobTestHooks, CachedBlobStore, FsBlobStore, MemoryBlobStore, PendingBlob, S3BlobStore,
+    S3Settings,
+};
 pub use catalog::{
     BlobUser, Catalog, CommitOutcome, Event, NewTxn, OpenOutcome, PostgresCatalog, RepoUsage, SqliteCatalog,
     SweepReport, TxnRecord, TxnStatus, VersionSpec, VersionSummary, VersionUse,
 };
 pub use clock::{Clock, ManualClock, OffsetClock, SystemClock, TokioClock};
 pub use error::{Error, Result};
-pub use open::{CatalogChoice, redact};
+pub use open::{BlobSettings, CatalogChoice, LocalCacheSettings, redact};
 pub use store::{BeginRequest, GcReport, Store, StoreConfig, VerifyProblem, VerifyReport};

@@ -1,12 +1,46 @@
 //! Which backends a store runs on, and opening them: the one place a deployment's choice
 //! (embedded SQLite or a shared PostgreSQL catalog) becomes a [`Store`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::{
-    Catalog, Clock, Error, FsBlobStore, PostgresCatalog, Result, SqliteCatalog, Store, StoreConfig, SystemClock,
+    BlobStore, Catalog, Clock, Error, FsBlobStore, PostgresCatalog, Result, SqliteCatalog, Store, StoreConfig,
+    SystemClock,
 };
+
+/// Where blobs live (the server's `[blobs]` section).
+#[derive(Debug, Clone, Default)]
+pub enum BlobSettings {
+    /// Plain files under the data dir (the embedded default).
+    #[default]
+    Files,
+    /// An S3-compatible bucket, shared by every replica, optionally with a local cache of
+    /// this replica's own.
+    S3(crate::S3Settings, Option<LocalCacheSettings>),
+}
+
+/// A per-replica local cache of remote blobs.
+#[derive(Debug, Clone)]
+pub struct LocalCacheSettings {
+    pub dir: PathBuf,
+    /// At most this many bytes are cached; the least recently read go first.
+    pub max_size: u64,
+}
+
+impl BlobSettings {
+    /// Opens the blob store these settings name, for the data dir `data_dir`.
+    pub async fn open(&self, data_dir: &Path) -> Result<Arc<dyn BlobStore>> {
+        Ok(match self {
+            Self::Files => Arc::new(FsBlobStore::open(data_dir).await?),
+            Self::S3(s3, None) => Arc::new(crate::S3BlobStore::open(s3).await?),
+            Self::S3(s3, Some(cache)) => {
+                let remote = Arc::new(crate::S3BlobStore::open(s3).await?);
+                Arc::new(crate::CachedBlobStore::open(remote, &cache.dir, cache.max_size).await?)
+            }
+        })
+    }
+}
 
 /// Where the catalog lives.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -103,8 +137,14 @@ async fn open_catalog(
 }
 
 impl Store {
-    /// Opens the store: the catalog `catalog` names, and blob files under `data_dir`.
-    pub async fn open(data_dir: &Path, catalog: &CatalogChoice, config: StoreConfig) -> Result<Arc<Self>> {
+    /// Opens the store: the catalog `catalog` names and the blob store `blobs` names, with
+    /// `data_dir` for what is local (the embedded catalog, blob files, temporary files).
+    pub async fn open(
+        data_dir: &Path,
+        catalog: &CatalogChoice,
+        blobs: &BlobSettings,
+        config: StoreConfig,
+    ) -> Result<Arc<Self>> {
         let dir = data_dir.to_owned();
         tokio::task::spawn_blocking(move || crate::blob::create_dir_all_durable(&dir))
             .await
@@ -112,15 +152,15 @@ impl Store {
             .map_err(|e| Error::io(format!("creating data dir {}", data_dir.display()), e))?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let (catalog, dir_lock) = open_catalog(data_dir, catalog, clock.clone()).await?;
-        let blobs = FsBlobStore::open(data_dir).await?;
+        let blobs = blobs.open(data_dir).await?;
         Ok(Arc::new(
-            Self::new(catalog, Arc::new(blobs), clock, config).owning_data_dir(dir_lock),
+            Self::new(catalog, blobs, clock, config).owning_data_dir(dir_lock),
         ))
     }
 
     /// The embedded default: a SQLite catalog and blob files under `data_dir`.
     pub async fn open_local(data_dir: &Path, config: StoreConfig) -> Result<Arc<Self>> {
-        Self::open(data_dir, &CatalogChoice::Embedded, config).await
+        Self::open(data_dir, &CatalogChoice::Embedded, &BlobSettings::Files, config).await
     }
 }
 

@@ -262,7 +262,8 @@ impl Store {
     /// pending bytes no transaction can still use, collect garbage.
     pub async fn recover(&self) -> Result<GcReport> {
         // Holding the data-dir lock, every pending file is a leftover of a dead process.
-        // Replicas sharing a blob directory may be uploading: only old files are leftovers.
+        // Replicas sharing a blob store may be uploading: only old pending data is left over
+        // (an S3 store also keeps young pending objects whatever age is asked).
         let pending_age = if self.is_sole_writer() {
             Duration::ZERO
         } else {

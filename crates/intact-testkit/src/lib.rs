@@ -4,6 +4,13 @@
 //! `INTACT_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`), dropped
 //! when the test is done. A test that needs PostgreSQL fails when it is unreachable, saying
 //! how to start it: it never skips.
+//!
+//! [`Garage`]: a real S3-compatible server started on loopback ([`shared_garage`] gives each
+//! test binary one), for the tests of the S3 blob store.
+
+pub mod garage;
+
+pub use garage::{Garage, shared_garage};
 
 use sqlx::{Connection, PgConnection};
 

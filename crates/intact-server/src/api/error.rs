@@ -201,6 +201,13 @@ pub fn store_error_response(e: StoreError) -> Response {
             json!({"error": "timeout", "message": message}),
         ),
         StoreError::Body(_) => body(StatusCode::BAD_REQUEST, json!({"error": "body", "message": message})),
+        StoreError::Unavailable { .. } => {
+            tracing::error!(%message, "blob store unavailable");
+            body(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "unavailable", "retryable": true, "message": message}),
+            )
+        }
         StoreError::BlobMissing { .. } => {
             tracing::error!(%message, "committed blob missing; run `intact verify`");
             body(

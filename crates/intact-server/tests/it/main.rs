@@ -16,6 +16,7 @@ mod postgres;
 mod publish;
 mod races;
 mod roundtrip;
+mod s3;
 mod slow_clients;
 mod uploads;
 
@@ -26,7 +27,7 @@ use std::time::{Duration, SystemTime};
 
 use intact_core::{Digest, Timestamp};
 use intact_server::{AppState, Config};
-use intact_store::{FsBlobStore, ManualClock, SqliteCatalog, Store, StoreConfig};
+use intact_store::{BlobStore, FsBlobStore, ManualClock, SqliteCatalog, Store, StoreConfig};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -85,19 +86,34 @@ impl Server {
 
     /// A server whose data dir is `root/data` (e.g. `root` on a small file system).
     pub async fn start_in(root: tempfile::TempDir, config: Config, store_config: StoreConfig) -> Self {
+        Self::start_over(root, config, store_config, None).await
+    }
+
+    /// A server over the embedded default configuration whose blobs live in `blobs`.
+    pub async fn start_on_blobs(blobs: Arc<dyn BlobStore>) -> Self {
+        let config = Config::embedded_default();
+        let store_config = config.store_config();
+        Self::start_over(tempfile::tempdir().expect("tempdir"), config, store_config, Some(blobs)).await
+    }
+
+    /// A server whose data dir is `root/data`, its blobs in `blobs` (default: files there).
+    async fn start_over(
+        root: tempfile::TempDir,
+        config: Config,
+        store_config: StoreConfig,
+        blobs: Option<Arc<dyn BlobStore>>,
+    ) -> Self {
         let data = root.path().join("data");
         std::fs::create_dir(&data).expect("data dir");
         let clock = ManualClock::new(Timestamp::from_system(SystemTime::now()));
         let catalog = SqliteCatalog::open(&data.join("catalog.db"), Arc::new(clock.clone()))
             .await
             .expect("open catalog");
-        let blobs = FsBlobStore::open(&data).await.expect("open blobs");
-        let store = Store::new(
-            Arc::new(catalog),
-            Arc::new(blobs),
-            Arc::new(clock.clone()),
-            store_config,
-        );
+        let blobs = match blobs {
+            Some(blobs) => blobs,
+            None => Arc::new(FsBlobStore::open(&data).await.expect("open blobs")),
+        };
+        let store = Store::new(Arc::new(catalog), blobs, Arc::new(clock.clone()), store_config);
         let config = Config {
             data_dir: data.clone(),
             ..config

@@ -3,8 +3,10 @@
 //! content twice is harmless. A blob is invisible to readers until a committed manifest names
 //! it; deciding *that* is the catalog's job, not the blob store's.
 
+mod cache;
 mod fs;
 mod memory;
+mod s3;
 pub mod testing;
 
 use std::collections::HashMap;
@@ -16,8 +18,10 @@ use futures::stream::BoxStream;
 use intact_core::Digest;
 use tokio::io::AsyncRead;
 
+pub use cache::CachedBlobStore;
 pub use fs::{FsBlobStore, create_dir_all_durable};
 pub use memory::MemoryBlobStore;
+pub use s3::{S3BlobStore, S3Settings, SERVER_COPY_LIMIT};
 pub use testing::BlobTestHooks;
 
 use crate::{Error, Result};

@@ -4,6 +4,8 @@
 //! new backend adds one `Harness` constructor and runs the same functions; `postgres` holds
 //! what only a shared catalog promises (several catalogs on one database).
 
+mod blobs;
+mod cache;
 mod catalog_outage;
 mod conformance;
 mod long_upload;
@@ -15,7 +17,7 @@ use std::sync::Arc;
 use intact_core::Timestamp;
 use intact_store::{
     BlobStore, BlobTestHooks, Clock, FsBlobStore, ManualClock, MemoryBlobStore, OffsetClock, PostgresCatalog,
-    SqliteCatalog, Store, StoreConfig,
+    S3BlobStore, S3Settings, SqliteCatalog, Store, StoreConfig,
 };
 use intact_testkit::TestDatabase;
 
@@ -131,6 +133,42 @@ pub async fn postgres_fs() -> Harness {
     postgres(dir, blobs.clone(), blobs).await
 }
 
+pub async fn sqlite_s3() -> Harness {
+    let blobs = Arc::new(s3_blobs("conformance", |_| {}).await);
+    sqlite(tempfile::tempdir().expect("tempdir"), blobs.clone(), blobs).await
+}
+
+/// What replicas run on: a shared PostgreSQL catalog and an S3 bucket.
+pub async fn postgres_s3() -> Harness {
+    let blobs = Arc::new(s3_blobs("conformance", |_| {}).await);
+    postgres(tempfile::tempdir().expect("tempdir"), blobs.clone(), blobs).await
+}
+
+/// A blob store on the shared test Garage under a prefix of its own; `adjust` changes the
+/// settings first.
+pub async fn s3_blobs(test: &str, adjust: impl FnOnce(&mut S3Settings)) -> S3BlobStore {
+    let settings = {
+        let garage = tokio::task::spawn_blocking(intact_testkit::shared_garage)
+            .await
+            .expect("start garage");
+        let mut settings = s3_settings(garage, test);
+        adjust(&mut settings);
+        settings
+    };
+    S3BlobStore::open(&settings).await.expect("open S3 blob store")
+}
+
+pub fn s3_settings(garage: &intact_testkit::Garage, test: &str) -> S3Settings {
+    let mut settings =
+        S3Settings::from_url(&format!("s3://{}/{}", garage.bucket, garage.prefix(test))).expect("s3 url");
+    settings.endpoint = Some(garage.endpoint.clone());
+    settings.region = Some(garage.region.clone());
+    settings.credentials = Some((garage.access_key_id.clone(), garage.secret_access_key.clone()));
+    // One process, one test: every pending object not held is a leftover.
+    settings.pending_min_age = std::time::Duration::ZERO;
+    settings
+}
+
 /// A SQLite catalog in `dir` over `blobs`.
 async fn sqlite(dir: tempfile::TempDir, blobs: Arc<dyn BlobStore>, hooks: Arc<dyn BlobTestHooks>) -> Harness {
     let clock = ManualClock::new(Timestamp(1_800_000_000_000));
@@ -242,4 +280,6 @@ macro_rules! every_promise {
 
 every_promise!(suite!(sqlite_fs:));
 every_promise!(suite!(sqlite_memory:));
+every_promise!(suite!(sqlite_s3:));
 every_promise!(suite!(postgres_fs:));
+every_promise!(suite!(postgres_s3:));
