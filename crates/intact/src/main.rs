@@ -43,6 +43,8 @@ enum Command {
     Stage(cmd::stage::Args),
     /// Go modules: publish a module directory into a hosted Go repo.
     Go(cmd::go::Args),
+    /// Copy a stopped server's embedded data dir to PostgreSQL + S3 (resumable, verified).
+    Migrate(cmd::migrate::Args),
 }
 
 fn init_logging() {
@@ -79,6 +81,7 @@ fn main() -> std::process::ExitCode {
             Command::Verify(a) => cmd::admin::verify(a).await,
             Command::Stage(a) => cmd::stage::run(a).await,
             Command::Go(a) => cmd::go::run(a).await,
+            Command::Migrate(a) => cmd::migrate::run(a).await,
         }
     });
     match result {

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod get;
 pub mod go;
 pub mod ls;
+pub mod migrate;
 pub mod publish;
 pub mod serve;
 pub mod stage;

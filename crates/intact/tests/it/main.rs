@@ -8,5 +8,6 @@ mod go_proxy;
 mod harness;
 mod large;
 mod power_loss;
+mod scale_out;
 mod staging;
 mod torture;

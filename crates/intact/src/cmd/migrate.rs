@@ -1,0 +1,93 @@
+//! `intact migrate`: copy a stopped server's embedded data dir (SQLite + files) to a
+//! PostgreSQL catalog and an S3-compatible bucket, resumably, then check the copy.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use intact_store::migrate::{MigrateReport, migrate, verify_copy};
+use intact_store::{BlobSettings, CatalogChoice, S3Settings, Store, StoreConfig};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The embedded data dir to copy from (its server must be stopped).
+    #[arg(long, env = "INTACT_DATA_DIR", default_value = "./intact-data")]
+    data_dir: PathBuf,
+    /// The PostgreSQL catalog to copy into (postgres://user@host/database).
+    #[arg(long)]
+    to_catalog: String,
+    /// The S3-compatible bucket to copy blobs into (s3://bucket/prefix); credentials come
+    /// from the AWS_* environment variables.
+    #[arg(long)]
+    to_blobs: String,
+    /// The S3 API's URL, for stores other than AWS (e.g. http://garage:3900).
+    #[arg(long)]
+    to_blobs_endpoint: Option<String>,
+    /// The bucket's region.
+    #[arg(long)]
+    to_blobs_region: Option<String>,
+    /// Skip the final check of every version against the target.
+    #[arg(long)]
+    no_verify: bool,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let catalog = CatalogChoice::from_url(Some(&args.to_catalog)).map_err(|e| anyhow::anyhow!("--to-catalog: {e}"))?;
+    let mut s3 = S3Settings::from_url(&args.to_blobs).map_err(|e| anyhow::anyhow!("--to-blobs: {e}"))?;
+    s3.endpoint = args.to_blobs_endpoint.clone();
+    s3.region = args.to_blobs_region.clone();
+
+    let source = Store::open_local(&args.data_dir, StoreConfig::default())
+        .await
+        .with_context(|| format!("opening the data dir {} to copy from", args.data_dir.display()))?;
+    // The target needs no local state of its own beyond scratch space for uploads.
+    let scratch = tempfile::tempdir().context("creating a scratch dir")?;
+    let target = Store::open(
+        scratch.path(),
+        &catalog,
+        &BlobSettings::S3(s3, None),
+        StoreConfig::default(),
+    )
+    .await
+    .context("opening the target (catalog and blob store)")?;
+
+    let total = u64::try_from(source.catalog().last_event_seq().await?).unwrap_or(0);
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} copying versions {msg} [{elapsed}]")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    let show = |r: &MigrateReport| {
+        bar.set_message(format!(
+            "{} copied, {} already there, {} blobs / {} bytes copied, {} problem(s)",
+            r.versions_copied,
+            r.versions_already_there,
+            r.blobs_copied,
+            r.bytes_copied,
+            r.problems.len()
+        ));
+        bar.tick();
+    };
+    let report = migrate(&source, &target, &show)
+        .await
+        .context("the copy stopped (a backend failed); run the same command again to resume where it stopped")?;
+    bar.finish_and_clear();
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    let mut ok = report.problems.is_empty();
+    if !args.no_verify {
+        let check = verify_copy(&source, &Arc::clone(&target))
+            .await
+            .context("checking the copy")?;
+        println!("{}", serde_json::to_string_pretty(&check)?);
+        ok &= check.problems.is_empty();
+    }
+    if ok {
+        eprintln!("migrated: point the replicas' [catalog] url and [blobs] url at the target");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("migration finished with problems (listed above); the rest was copied");
+        Ok(ExitCode::FAILURE)
+    }
+}
