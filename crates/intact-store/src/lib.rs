@@ -18,4 +18,4 @@ pub use catalog::{
 };
 pub use clock::{Clock, ManualClock, OffsetClock, SystemClock, TokioClock};
 pub use error::{Error, Result};
-pub use store::{BeginRequest, GcReport, Store, StoreConfig, VerifyProblem, VerifyReport};
+pub use store::{BeginRequest, GcReport, Store, StoreConfig, VerifyProblem, VerifyReport, WORKER_LEASE};

@@ -20,6 +20,12 @@ use crate::{
     Result, SqliteCatalog, SystemClock, TxnRecord, VersionSpec, VersionSummary,
 };
 
+/// The lease of the transactions intact's own workers open (Go proxy fetches, staging):
+/// short, because the worker renews it for as long as it runs ([`Store::renewing`]), and a
+/// dead worker's transaction must free its version soon (on a shared catalog nobody else can
+/// tell a dead replica from a slow one).
+pub const WORKER_LEASE: Duration = Duration::from_secs(15);
+
 /// Tunables of the store. Defaults suit the embedded single-node server.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -286,7 +292,15 @@ impl Store {
     /// Rolls back every open transaction of `repo` (start-up of the one process that writes
     /// into it, for repos only intact itself writes to: what is open belongs to a process that
     /// died). Returns how many.
+    ///
+    /// Embedded catalog only: on a shared catalog what is open may belong to a live replica
+    /// still filling it, so nothing is touched (0). There, intact's own transactions hold
+    /// [`WORKER_LEASE`] and are renewed while their worker runs ([`Store::renewing`]): a dead
+    /// replica's lapse within that lease and the next claimant takes the version over.
     pub async fn abort_all_open(&self, repo: &RepoName) -> Result<u64> {
+        if self.catalog.is_shared() {
+            return Ok(0);
+        }
         let mut aborted = 0;
         loop {
             let ids = self.catalog.open_txns(repo, 1000).await?;
@@ -602,6 +616,37 @@ impl Store {
         }
     }
 
+    /// Runs `work` while renewing transaction `id`'s lease (`lease` long) every third of it:
+    /// a worker holds a short lease for as long as it is alive and working, and a dead one's
+    /// transaction lapses within that lease (nobody has to guess whether its owner is alive).
+    /// A renewal that fails is retried at the next tick; once the transaction is final
+    /// renewing stops, and `work` finds out by its own next step.
+    pub async fn renewing<T>(
+        &self,
+        id: &TxnId,
+        lease: Duration,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let every = (lease / 3).max(Duration::from_millis(100));
+        let keep_alive = async {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match self.catalog.renew_txn(id).await {
+                    Ok(_) => {}
+                    Err(Error::TxnNotOpen { .. } | Error::NotFound { .. }) => return,
+                    Err(e) => tracing::warn!(txn = %id, error = %e, "renewing a worker's lease failed"),
+                }
+            }
+        };
+        tokio::pin!(work);
+        tokio::select! {
+            result = &mut work => result,
+            () = keep_alive => work.await,
+        }
+    }
+
     /// Rolls transaction `id` back and reclaims what it staged.
     pub async fn abort(&self, id: &TxnId) -> Result<()> {
         let finished = self.catalog.abort_txn(id).await?;
@@ -610,8 +655,8 @@ impl Store {
     }
 
     /// Opens, stages and commits in one call: the building block of the Go proxy and staging,
-    /// whose files were already streamed into pending blobs. On any error the transaction is
-    /// rolled back.
+    /// whose files were already streamed into pending blobs. The lease is renewed while this
+    /// works (see [`Store::renewing`]). On any error the transaction is rolled back.
     pub async fn publish_pending(
         &self,
         req: BeginRequest,
@@ -621,13 +666,15 @@ impl Store {
             OpenOutcome::Created(t) | OpenOutcome::Resumed(t) => t,
             OpenOutcome::Committed(_, m) => return Ok(CommitOutcome::AlreadyCommitted(m)),
         };
-        let result = async {
-            for (path, pending) in files {
-                self.stage_pending(&txn.id, path, pending).await?;
-            }
-            self.commit(&txn.id).await
-        }
-        .await;
+        let lease = Duration::from_secs(txn.lease_seconds);
+        let result = self
+            .renewing(&txn.id, lease, async {
+                for (path, pending) in files {
+                    self.stage_pending(&txn.id, path, pending).await?;
+                }
+                self.commit(&txn.id).await
+            })
+            .await;
         if result.is_err() {
             let _ = self.abort(&txn.id).await;
         }

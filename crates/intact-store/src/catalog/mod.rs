@@ -235,6 +235,11 @@ pub trait Catalog: Send + Sync + 'static {
     /// changes anything).
     async fn check_writable(&self) -> Result<()>;
 
+    /// Whether other processes (replicas) write to this catalog too. Then nothing open in it
+    /// may be taken for a dead process's leftover: it may belong to a live replica, and ends
+    /// only by its owner or its lease.
+    fn is_shared(&self) -> bool;
+
     /// Changes (at least) whenever events may have been appended, by any writer of this
     /// catalog: event followers wait on it instead of polling. Spurious changes are allowed.
     fn event_wakeups(&self) -> tokio::sync::watch::Receiver<u64>;

@@ -984,6 +984,9 @@ impl intact_store::Catalog for GatedCatalog {
     async fn events(&self, after: i64, limit: u32) -> intact_store::Result<Vec<intact_store::Event>> {
         self.inner.events(after, limit).await
     }
+    fn is_shared(&self) -> bool {
+        self.inner.is_shared()
+    }
     fn event_wakeups(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.event_wakeups()
     }

@@ -309,3 +309,61 @@ async fn gc_on_one_replica_never_loses_a_blob_published_on_another() {
         report.problems
     );
 }
+
+/// On a shared catalog a starting replica rolls back nothing (what is open may be a live
+/// replica's work in progress); a worker renews its short lease for as long as it works,
+/// well past the lease itself; and once the worker is gone (a replica that died), its
+/// transaction lapses within that lease and another replica takes the version over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_workers_keep_their_transactions_and_dead_ones_lapse_within_the_lease() {
+    let db = TestDatabase::create().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blobs = FsBlobStore::open(dir.path()).await.expect("blobs");
+    let stores = replicas(&db, &blobs, 2).await;
+    let (a, b) = (stores[0].clone(), stores[1].clone());
+    let lease = Duration::from_secs(2);
+    let proxied = |wait: Duration| BeginRequest {
+        repo: RepoName::parse("builds").expect("repo"),
+        lease: Some(lease),
+        wait,
+        ..req("b7", "1")
+    };
+    let t = match a.begin(proxied(Duration::ZERO)).await.expect("begin") {
+        OpenOutcome::Created(t) => t,
+        other => panic!("unexpected {other:?}"),
+    };
+    let worker = {
+        let (a, id) = (a.clone(), t.id.clone());
+        tokio::spawn(async move {
+            a.renewing(&id, lease, async {
+                tokio::time::sleep(lease * 5 / 2).await;
+                Ok(())
+            })
+            .await
+        })
+    };
+    assert_eq!(
+        b.abort_all_open(&RepoName::parse("builds").expect("repo"))
+            .await
+            .expect("start-up rollback"),
+        0,
+        "a replica starting on a shared catalog rolled back another's open transaction"
+    );
+    tokio::time::sleep(lease * 2).await;
+    assert_eq!(b.txn(&t.id).await.expect("txn").state, intact_core::TxnState::Open);
+    assert!(
+        matches!(b.begin(proxied(Duration::ZERO)).await, Err(Error::Locked { .. })),
+        "a worker renewing its lease lost its version to another replica"
+    );
+    worker.await.expect("join").expect("work");
+    // The worker is gone and nothing renews: the other replica's wait ends within a lease.
+    let started = std::time::Instant::now();
+    let taken = b.begin(proxied(Duration::from_secs(60))).await.expect("take over");
+    assert!(matches!(taken, OpenOutcome::Created(_)), "{taken:?}");
+    let waited = started.elapsed();
+    assert!(
+        waited <= lease + Duration::from_secs(2),
+        "took {waited:?} to take over a dead worker's version (lease {lease:?})"
+    );
+    assert_eq!(b.txn(&t.id).await.expect("txn").state, intact_core::TxnState::Expired);
+}

@@ -217,6 +217,11 @@ impl Catalog for PostgresCatalog {
         blobs::check_writable(self).await
     }
 
+    /// Any number of replicas share the database.
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     fn event_wakeups(&self) -> watch::Receiver<u64> {
         self.wakeups.subscribe()
     }

@@ -227,6 +227,11 @@ impl Catalog for SqliteCatalog {
         blobs::check_writable(self).await
     }
 
+    /// One process owns the data dir and its catalog.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
     fn event_wakeups(&self) -> watch::Receiver<u64> {
         events::event_wakeups(self)
     }
