@@ -139,6 +139,13 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// What wakes a lock waiter: a transaction change in this store, or an event appended to
+/// the catalog by any process (every transaction ends with one).
+struct TxnChanges {
+    here: watch::Receiver<u64>,
+    anywhere: watch::Receiver<u64>,
+}
+
 /// A request to begin a transaction, before an id is assigned.
 #[derive(Debug, Clone)]
 pub struct BeginRequest {
@@ -374,7 +381,11 @@ impl Store {
         };
         let deadline = tokio::time::Instant::now() + req.wait;
         loop {
-            let mut changes = self.txns_changed.subscribe();
+            // Subscribed before the attempt, so a holder finishing in between still wakes us.
+            let mut changes = TxnChanges {
+                here: self.txns_changed.subscribe(),
+                anywhere: self.catalog.event_wakeups(),
+            };
             match self.catalog.open_txn(&new).await {
                 Err(Error::Locked { holder, expires_at, .. }) if tokio::time::Instant::now() < deadline => {
                     self.wait_for_holder(&holder, expires_at, deadline, &mut changes).await;
@@ -391,23 +402,26 @@ impl Store {
     }
 
     /// Waits until `holder` may have let go of its lock: it finished, its lease ran out, or
-    /// the wait's `deadline` came. Every transaction change in the store wakes this, so it
-    /// checks the holder with a read and goes back to sleep while the holder is still open:
-    /// only a waiter with a real chance retries the open (a write transaction). Otherwise a
-    /// dozen waiters would each retry on every unrelated commit and starve the writer.
+    /// the wait's `deadline` came. Every transaction change in the store wakes this, and so
+    /// does every event appended to the catalog by any process (a transaction ends with an
+    /// event, so a holder finishing on another replica wakes its waiters here). It checks the
+    /// holder with a read and goes back to sleep while the holder is still open: only a
+    /// waiter with a real chance retries the open (a write transaction). Otherwise a dozen
+    /// waiters would each retry on every unrelated commit and starve the writer.
     async fn wait_for_holder(
         &self,
         holder: &TxnId,
         mut expires_at: Timestamp,
         deadline: tokio::time::Instant,
-        changes: &mut watch::Receiver<u64>,
+        changes: &mut TxnChanges,
     ) {
         loop {
             let until_expiry =
                 Duration::from_millis(u64::try_from(expires_at.millis() - self.now().millis()).unwrap_or(0));
             let wake = deadline.min(tokio::time::Instant::now() + until_expiry);
             tokio::select! {
-                _ = changes.changed() => {}
+                _ = changes.here.changed() => {}
+                _ = changes.anywhere.changed() => {}
                 _ = tokio::time::sleep_until(wake) => return,
             }
             match self.catalog.txn_status(holder).await {

@@ -367,3 +367,39 @@ async fn live_workers_keep_their_transactions_and_dead_ones_lapse_within_the_lea
     );
     assert_eq!(b.txn(&t.id).await.expect("txn").state, intact_core::TxnState::Expired);
 }
+
+/// A waiter for a version's lock on one replica is woken when the holder finishes on another
+/// (the holder's end appends an event, and events wake every replica), not when its own wait
+/// or the holder's lease runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_waiter_is_woken_by_a_holder_finishing_on_another_replica() {
+    let db = TestDatabase::create().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blobs = FsBlobStore::open(dir.path()).await.expect("blobs");
+    let stores = replicas(&db, &blobs, 2).await;
+    let (a, b) = (stores[0].clone(), stores[1].clone());
+    let held = match a.begin(req("contended", "1")).await.expect("begin") {
+        OpenOutcome::Created(t) => t,
+        other => panic!("unexpected {other:?}"),
+    };
+    let waiter = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let outcome = b
+            .begin(BeginRequest {
+                wait: Duration::from_secs(120),
+                ..req("contended", "1")
+            })
+            .await;
+        (outcome, started.elapsed())
+    });
+    // Lets the waiter start waiting (were it late, it would find the lock free at once and
+    // the test would pass without showing the wake-up, never fail wrongly).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.abort(&held.id).await.expect("abort");
+    let (outcome, waited) = waiter.await.expect("join");
+    assert!(matches!(outcome, Ok(OpenOutcome::Created(_))), "{outcome:?}");
+    assert!(
+        waited < Duration::from_secs(10),
+        "the waiter slept {waited:?}: it was not woken by the holder finishing on another replica"
+    );
+}
