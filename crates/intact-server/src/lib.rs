@@ -49,6 +49,7 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
 /// (lease expiry, periodic garbage collection) running alongside.
 pub async fn run(listener: TcpListener, state: AppState, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let reaper = tokio::spawn(state.store.clone().run_reaper(Duration::from_secs(1), shutdown.clone()));
+    let invalidator = tokio::spawn(state.store.clone().run_invalidator(shutdown.clone()));
     let scrubber = tokio::spawn(
         state
             .store
@@ -81,6 +82,7 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: watch::Receiv
         .await
         .context("http server")?;
     reaper.abort();
+    invalidator.abort();
     scrubber.abort();
     if let Some(t) = gc_task {
         t.abort();

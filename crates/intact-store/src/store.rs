@@ -1088,6 +1088,52 @@ impl Store {
         Ok(evicted)
     }
 
+    /// On a shared catalog, follows the event log for `deleted` events (another replica
+    /// evicting a proxy version) and forgets those versions' cached manifests, until
+    /// `shutdown` resolves. A version deleted elsewhere stays served from this cache for at
+    /// most the time its event takes to arrive (a notification), never for good. The
+    /// embedded catalog needs none of this: its only writer invalidates as it deletes.
+    pub async fn run_invalidator(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        if !self.catalog.is_shared() {
+            return;
+        }
+        let mut after = loop {
+            match self.catalog.last_event_seq().await {
+                Ok(seq) => break seq,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cache invalidation: reading the event log failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            }
+        };
+        loop {
+            let batch = tokio::select! {
+                batch = self.events(after, Duration::from_secs(30), 1000) => batch,
+                _ = shutdown.changed() => return,
+            };
+            match batch {
+                Ok(events) => {
+                    for e in events {
+                        if e.kind == "deleted" {
+                            self.invalidate(&e.repo, &e.name, &e.version);
+                        }
+                        after = e.seq;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cache invalidation: following the event log failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            }
+        }
+    }
+
     /// Runs lease expiry every `every` until `shutdown` resolves.
     pub async fn run_reaper(self: Arc<Self>, every: Duration, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(every);

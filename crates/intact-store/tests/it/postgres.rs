@@ -403,3 +403,44 @@ async fn a_lock_waiter_is_woken_by_a_holder_finishing_on_another_replica() {
         "the waiter slept {waited:?}: it was not woken by the holder finishing on another replica"
     );
 }
+
+/// A version evicted (deleted) on one replica is not served from another replica's manifest
+/// cache for long: every replica follows `deleted` events and forgets what it cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_deleted_on_one_replica_leaves_every_replicas_cache() {
+    let db = TestDatabase::create().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blobs = FsBlobStore::open(dir.path()).await.expect("blobs");
+    let stores = replicas(&db, &blobs, 2).await;
+    let (a, b) = (stores[0].clone(), stores[1].clone());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let invalidator = tokio::spawn(a.clone().run_invalidator(stopped));
+    let t = match b.begin(req("evictable", "1")).await.expect("begin") {
+        OpenOutcome::Created(t) => t,
+        other => panic!("unexpected {other:?}"),
+    };
+    b.commit(&t.id).await.expect("commit");
+    let (repo, name, version) = (
+        RepoName::parse("files").expect("repo"),
+        Name::parse("evictable").expect("name"),
+        Version::parse("1").expect("version"),
+    );
+    a.manifest(&repo, &name, &version).await.expect("cached on a");
+    // Lets the invalidator start following (were it late, it would start after the delete and
+    // the cache would keep the version: the test fails, never passes wrongly).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.delete_version(&repo, &name, &version, "evicted (test)")
+        .await
+        .expect("delete")
+        .expect("was there");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match a.manifest(&repo, &name, &version).await {
+            Err(Error::NotFound { .. }) => break,
+            Ok(_) if std::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            other => panic!("replica a still serves the version deleted on b 10 s later: {other:?}"),
+        }
+    }
+    let _ = stop.send(true);
+    invalidator.await.expect("join");
+}
