@@ -13,8 +13,9 @@ pub mod verified;
 
 pub use blob::{BlobRead, BlobStore, FsBlobStore, PendingBlob};
 pub use catalog::{
-    BlobUser, Catalog, CommitOutcome, Event, NewTxn, OpenOutcome, PostgresCatalog, RepoUsage, SqliteCatalog,
-    SweepReport, TxnRecord, TxnStatus, VersionSpec, VersionSummary, VersionUse,
+    BlobUser, Catalog, CommitOutcome, Event, FlightClaim, FlightEnd, FlightFailure, FlightState, NewTxn, OpenOutcome,
+    PostgresCatalog, RepoUsage, SqliteCatalog, SweepReport, TxnRecord, TxnStatus, VersionSpec, VersionSummary,
+    VersionUse,
 };
 pub use clock::{Clock, ManualClock, OffsetClock, SystemClock, TokioClock};
 pub use error::{Error, Result};

@@ -444,3 +444,32 @@ async fn a_version_deleted_on_one_replica_leaves_every_replicas_cache() {
     let _ = stop.send(true);
     invalidator.await.expect("join");
 }
+
+/// Replicas claiming one flight at once: exactly one leads, every other follows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leader_among_replicas_claiming_a_flight_at_once() {
+    let db = TestDatabase::create().await;
+    let mut catalogs = Vec::new();
+    for _ in 0..6 {
+        catalogs.push(Arc::new(PostgresCatalog::open(&db.url).await.expect("open catalog")));
+    }
+    let claims = catalogs.iter().enumerate().flat_map(|(i, c)| {
+        (0..4).map(move |j| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                c.claim_flight("go/example.com/m@v1.0.0", &format!("r{i}-{j}"), Duration::from_secs(30))
+                    .await
+            })
+        })
+    });
+    let answers: Vec<intact_store::FlightClaim> = futures::future::join_all(claims)
+        .await
+        .into_iter()
+        .map(|joined| joined.expect("join").expect("claim"))
+        .collect();
+    let leaders = answers
+        .iter()
+        .filter(|a| **a == intact_store::FlightClaim::Leading)
+        .count();
+    assert_eq!(leaders, 1, "{answers:?}");
+}

@@ -35,6 +35,7 @@ use crate::{BlobStore, Error, Result};
 
 mod blobs;
 mod events;
+mod flights;
 mod migrate;
 mod rows;
 mod txns;
@@ -224,6 +225,22 @@ impl Catalog for PostgresCatalog {
 
     fn event_wakeups(&self) -> watch::Receiver<u64> {
         self.wakeups.subscribe()
+    }
+
+    async fn claim_flight(&self, key: &str, holder: &str, lease: Duration) -> Result<super::FlightClaim> {
+        flights::claim(self, key, holder, lease).await
+    }
+
+    async fn renew_flight(&self, key: &str, holder: &str, lease: Duration) -> Result<bool> {
+        flights::renew(self, key, holder, lease).await
+    }
+
+    async fn finish_flight(&self, key: &str, holder: &str, end: &super::FlightEnd) -> Result<()> {
+        flights::finish(self, key, holder, end).await
+    }
+
+    async fn flight(&self, key: &str) -> Result<Option<super::FlightState>> {
+        flights::flight(self, key).await
     }
 
     async fn last_event_seq(&self) -> Result<i64> {

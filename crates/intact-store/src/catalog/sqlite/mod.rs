@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../../migrations/sqlite/0002_lru.sql")),
     (3, include_str!("../../../migrations/sqlite/0003_list_by_seq.sql")),
+    (4, include_str!("../../../migrations/sqlite/0004_flights.sql")),
 ];
 
 const SWEEP_BATCH: i64 = 500;
@@ -157,6 +158,7 @@ impl SqliteCatalog {
 
 mod blobs;
 mod events;
+mod flights;
 mod rows;
 mod txns;
 mod versions;
@@ -234,6 +236,22 @@ impl Catalog for SqliteCatalog {
 
     fn event_wakeups(&self) -> watch::Receiver<u64> {
         events::event_wakeups(self)
+    }
+
+    async fn claim_flight(&self, key: &str, holder: &str, lease: Duration) -> Result<super::FlightClaim> {
+        flights::claim(self, key, holder, lease).await
+    }
+
+    async fn renew_flight(&self, key: &str, holder: &str, lease: Duration) -> Result<bool> {
+        flights::renew(self, key, holder, lease).await
+    }
+
+    async fn finish_flight(&self, key: &str, holder: &str, end: &super::FlightEnd) -> Result<()> {
+        flights::finish(self, key, holder, end).await
+    }
+
+    async fn flight(&self, key: &str) -> Result<Option<super::FlightState>> {
+        flights::flight(self, key).await
     }
 
     async fn last_event_seq(&self) -> Result<i64> {
