@@ -7,6 +7,7 @@ pub mod config;
 pub mod go;
 pub mod listener;
 pub mod serve_file;
+pub mod shared_flight;
 pub mod singleflight;
 pub mod staging;
 pub mod state;
