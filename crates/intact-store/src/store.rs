@@ -477,6 +477,28 @@ impl Store {
         // the request is cancelled): a commit meanwhile is refused rather than leaving this
         // file out of the version.
         let _in_flight = self.uploads.start(id);
+        // On a shared catalog, also where a commit on another replica sees it.
+        let shared = match self.catalog.is_shared() {
+            true => Some(crate::upload::SharedUpload::start(self.catalog.clone(), id).await?),
+            false => None,
+        };
+        let upload = self.stream_and_stage(id, path, body, expected, progress, status);
+        match shared {
+            Some(shared) => shared.run(upload).await,
+            None => upload.await,
+        }
+    }
+
+    /// The rest of `put_file`, once the upload is registered.
+    async fn stream_and_stage(
+        &self,
+        id: &TxnId,
+        path: FilePath,
+        body: &mut (dyn AsyncRead + Send + Unpin),
+        expected: Option<Digest>,
+        progress: Option<Progress<'_>>,
+        status: crate::catalog::TxnStatus,
+    ) -> Result<FileEntry> {
         let now = self.now();
         let mut expires_at = status.expires_at;
         if expires_at <= now.plus(status.lease / 2) {
@@ -573,7 +595,11 @@ impl Store {
 
     async fn commit_unwatched(&self, id: &TxnId) -> Result<CommitOutcome> {
         let deletes_before = self.deletes_so_far();
-        let uploading = self.uploads.count(id);
+        let mut uploading = self.uploads.count(id) as u64;
+        if uploading == 0 && self.catalog.is_shared() {
+            // Uploads streaming into it on other replicas.
+            uploading = self.catalog.uploads_in_flight(id).await?;
+        }
         if uploading > 0 {
             return Err(Error::UploadsInProgress {
                 id: id.clone(),

@@ -316,6 +316,20 @@ pub trait Catalog: Send + Sync + 'static {
     /// Flight `key` as it stands (`None`: finished with success, or never claimed).
     async fn flight(&self, key: &str) -> Result<Option<FlightState>>;
 
+    /// Records upload `upload` (an id unique among every process's) as streaming into
+    /// transaction `txn`, counting for `lease` unless renewed (a dead process's upload stops
+    /// counting then). Forgets uploads whose lease lapsed.
+    async fn start_upload(&self, txn: &TxnId, upload: &str, lease: Duration) -> Result<()>;
+
+    /// Extends upload `upload`'s lease to the catalog's now + `lease`.
+    async fn renew_upload(&self, upload: &str, lease: Duration) -> Result<()>;
+
+    /// Upload `upload` is over (staged or failed).
+    async fn end_upload(&self, upload: &str) -> Result<()>;
+
+    /// How many uploads into `txn` count right now, on any process.
+    async fn uploads_in_flight(&self, txn: &TxnId) -> Result<u64>;
+
     /// Forgets final transactions (and their idempotency keys) finished more than
     /// `older_than` ago.
     async fn prune_txns(&self, older_than: Duration) -> Result<u64>;

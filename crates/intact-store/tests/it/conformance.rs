@@ -1004,6 +1004,23 @@ impl intact_store::Catalog for GatedCatalog {
     async fn flight(&self, key: &str) -> intact_store::Result<Option<intact_store::FlightState>> {
         self.inner.flight(key).await
     }
+    async fn start_upload(
+        &self,
+        txn: &intact_core::TxnId,
+        upload: &str,
+        lease: std::time::Duration,
+    ) -> intact_store::Result<()> {
+        self.inner.start_upload(txn, upload, lease).await
+    }
+    async fn renew_upload(&self, upload: &str, lease: std::time::Duration) -> intact_store::Result<()> {
+        self.inner.renew_upload(upload, lease).await
+    }
+    async fn end_upload(&self, upload: &str) -> intact_store::Result<()> {
+        self.inner.end_upload(upload).await
+    }
+    async fn uploads_in_flight(&self, txn: &intact_core::TxnId) -> intact_store::Result<u64> {
+        self.inner.uploads_in_flight(txn).await
+    }
     fn event_wakeups(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.event_wakeups()
     }
@@ -1243,7 +1260,7 @@ pub async fn long_polls_wake_for_expiries_noticed_by_other_operations(h: &Harnes
 
 /// A request body that sends `first`, then nothing until `rest` is released (and then the
 /// rest), like a client uploading slowly or one that vanished without closing.
-fn stalling_body(
+pub fn stalling_body(
     first: &'static [u8],
 ) -> (
     impl tokio::io::AsyncRead + Send + Unpin,
@@ -1619,4 +1636,27 @@ pub async fn flights_elect_one_leader_and_share_its_outcome(h: &Harness) {
     assert_eq!(claim("d").await.expect("claim"), FlightClaim::Leading);
     finish("d", FlightEnd::Succeeded).await;
     assert_eq!(state().await.expect("flight"), None);
+}
+
+/// Uploads recorded in the catalog count for their transaction until ended, or until their
+/// lease lapses unrenewed (a process that died mid-upload); renewing keeps one counting.
+pub async fn recorded_uploads_count_until_ended_or_lapsed(h: &Harness) {
+    let c = h.store.catalog();
+    let t = begin(h, req("uploading", "1")).await;
+    let lease = Duration::from_secs(10);
+    c.start_upload(&t.id, "u1", lease).await.expect("start");
+    c.start_upload(&t.id, "u2", lease).await.expect("start");
+    assert_eq!(c.uploads_in_flight(&t.id).await.expect("count"), 2);
+    c.end_upload("u1").await.expect("end");
+    assert_eq!(c.uploads_in_flight(&t.id).await.expect("count"), 1);
+    h.clock.advance(Duration::from_secs(6));
+    c.renew_upload("u2", lease).await.expect("renew");
+    h.clock.advance(Duration::from_secs(6));
+    assert_eq!(
+        c.uploads_in_flight(&t.id).await.expect("count"),
+        1,
+        "renewed: still counts"
+    );
+    h.clock.advance(Duration::from_secs(5));
+    assert_eq!(c.uploads_in_flight(&t.id).await.expect("count"), 0, "lapsed");
 }

@@ -473,3 +473,61 @@ async fn one_leader_among_replicas_claiming_a_flight_at_once() {
         .count();
     assert_eq!(leaders, 1, "{answers:?}");
 }
+
+/// An upload streaming on one replica holds back a commit of its transaction on another
+/// (the upload is recorded in the catalog while it streams); once it is staged the commit
+/// goes through with its file. An upload whose replica died stops counting once its lease
+/// lapses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_on_one_replica_holds_back_a_commit_on_another() {
+    let db = TestDatabase::create().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blobs = FsBlobStore::open(dir.path()).await.expect("blobs");
+    let stores = replicas(&db, &blobs, 2).await;
+    let (a, b) = (stores[0].clone(), stores[1].clone());
+    let t = match b.begin(req("parallel", "1")).await.expect("begin") {
+        OpenOutcome::Created(t) => t,
+        other => panic!("unexpected {other:?}"),
+    };
+    let (mut body, release) = crate::conformance::stalling_body(b"half of ");
+    let upload = {
+        let (a, id) = (a.clone(), t.id.clone());
+        tokio::spawn(async move {
+            a.put_file(
+                &id,
+                FilePath::parse("streaming.bin").expect("path"),
+                &mut body,
+                None,
+                None,
+            )
+            .await
+        })
+    };
+    // Lets the upload start (ordering only: were it not started, the test could only pass).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    match b.commit(&t.id).await {
+        Err(Error::UploadsInProgress { .. }) => {}
+        other => panic!("a commit on b racing an upload on a must be refused, got {other:?}"),
+    }
+    release.send(b"the file").expect("release");
+    upload.await.expect("join").expect("upload");
+    let m = b
+        .commit(&t.id)
+        .await
+        .expect("commit right after the upload")
+        .into_manifest();
+    assert_eq!(m.files.len(), 1);
+
+    // A replica that died mid-upload: its record lapses with its lease, unrenewed.
+    let t = match b.begin(req("orphaned", "1")).await.expect("begin") {
+        OpenOutcome::Created(t) => t,
+        other => panic!("unexpected {other:?}"),
+    };
+    a.catalog()
+        .start_upload(&t.id, "upload-of-a-dead-replica", Duration::from_secs(1))
+        .await
+        .expect("record");
+    assert!(matches!(b.commit(&t.id).await, Err(Error::UploadsInProgress { .. })));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    b.commit(&t.id).await.expect("the dead upload no longer counts");
+}

@@ -17,6 +17,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "flights",
         include_str!("../../../migrations/postgres/0002_flights.sql"),
     ),
+    (
+        3,
+        "uploads",
+        include_str!("../../../migrations/postgres/0003_uploads.sql"),
+    ),
 ];
 
 pub(super) async fn run(pool: &PgPool) -> Result<()> {

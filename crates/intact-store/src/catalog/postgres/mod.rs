@@ -39,6 +39,7 @@ mod flights;
 mod migrate;
 mod rows;
 mod txns;
+mod uploads;
 mod versions;
 
 /// The channel on which committed event appends are announced.
@@ -241,6 +242,22 @@ impl Catalog for PostgresCatalog {
 
     async fn flight(&self, key: &str) -> Result<Option<super::FlightState>> {
         flights::flight(self, key).await
+    }
+
+    async fn start_upload(&self, txn: &TxnId, upload: &str, lease: Duration) -> Result<()> {
+        uploads::start(self, txn, upload, lease).await
+    }
+
+    async fn renew_upload(&self, upload: &str, lease: Duration) -> Result<()> {
+        uploads::renew(self, upload, lease).await
+    }
+
+    async fn end_upload(&self, upload: &str) -> Result<()> {
+        uploads::end(self, upload).await
+    }
+
+    async fn uploads_in_flight(&self, txn: &TxnId) -> Result<u64> {
+        uploads::in_flight(self, txn).await
     }
 
     async fn last_event_seq(&self) -> Result<i64> {

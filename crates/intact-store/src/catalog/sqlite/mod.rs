@@ -30,6 +30,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../../migrations/sqlite/0002_lru.sql")),
     (3, include_str!("../../../migrations/sqlite/0003_list_by_seq.sql")),
     (4, include_str!("../../../migrations/sqlite/0004_flights.sql")),
+    (5, include_str!("../../../migrations/sqlite/0005_uploads.sql")),
 ];
 
 const SWEEP_BATCH: i64 = 500;
@@ -161,6 +162,7 @@ mod events;
 mod flights;
 mod rows;
 mod txns;
+mod uploads;
 mod versions;
 use events::append_event;
 use rows::*;
@@ -252,6 +254,22 @@ impl Catalog for SqliteCatalog {
 
     async fn flight(&self, key: &str) -> Result<Option<super::FlightState>> {
         flights::flight(self, key).await
+    }
+
+    async fn start_upload(&self, txn: &TxnId, upload: &str, lease: Duration) -> Result<()> {
+        uploads::start(self, txn, upload, lease).await
+    }
+
+    async fn renew_upload(&self, upload: &str, lease: Duration) -> Result<()> {
+        uploads::renew(self, upload, lease).await
+    }
+
+    async fn end_upload(&self, upload: &str) -> Result<()> {
+        uploads::end(self, upload).await
+    }
+
+    async fn uploads_in_flight(&self, txn: &TxnId) -> Result<u64> {
+        uploads::in_flight(self, txn).await
     }
 
     async fn last_event_seq(&self) -> Result<i64> {
