@@ -20,6 +20,9 @@ pub struct Config {
     /// Where the embedded catalog (`catalog.db`) and blobs live.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// Which catalog to use (default: the embedded SQLite catalog in `data_dir`).
+    #[serde(default)]
+    pub catalog: CatalogSettings,
     /// Repositories. When the file declares none, the defaults are used.
     #[serde(default, rename = "repo")]
     pub repos: Vec<RepoConfig>,
@@ -29,6 +32,31 @@ pub struct Config {
     /// Connection handling.
     #[serde(default)]
     pub http: HttpSettings,
+}
+
+/// `[catalog]`: where versions, transactions and events are kept.
+#[derive(Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogSettings {
+    /// `postgres://user[:password]@host[:port]/database` for a PostgreSQL catalog that any
+    /// number of replicas share; unset for the embedded SQLite catalog in `data_dir`, owned
+    /// by one process. Overridden by `INTACT_CATALOG_URL`.
+    pub url: Option<String>,
+}
+
+impl CatalogSettings {
+    pub fn choice(&self) -> anyhow::Result<intact_store::CatalogChoice> {
+        intact_store::CatalogChoice::from_url(self.url.as_deref()).map_err(|e| anyhow::anyhow!("catalog.url: {e}"))
+    }
+}
+
+/// Never prints a password in the URL.
+impl std::fmt::Debug for CatalogSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CatalogSettings")
+            .field("url", &self.url.as_deref().map(intact_store::redact))
+            .finish()
+    }
 }
 
 /// How long the server waits on a client (all optional).
@@ -65,6 +93,7 @@ impl Default for Config {
         Self {
             listen: default_listen(),
             data_dir: default_data_dir(),
+            catalog: CatalogSettings::default(),
             repos: Vec::new(),
             store: StoreSettings::default(),
             http: HttpSettings::default(),
@@ -273,6 +302,7 @@ impl Config {
         // Durations end up added to clock readings; absurd values must fail here, not overflow
         // later.
         const MAX_SECONDS: u64 = 10 * 365 * 24 * 3600;
+        self.catalog.choice()?;
         let st = &self.store;
         for (field, v) in [
             ("store.default_lease_seconds", st.default_lease_seconds),
@@ -404,6 +434,25 @@ format = "generic"
         .expect("parses");
         assert_eq!(c.repos.len(), 1);
         assert_eq!(c.repos[0].name.as_str(), "renders");
+    }
+
+    #[test]
+    fn catalog_url_chooses_the_catalog() {
+        let c = Config::from_toml("").expect("parses");
+        assert_eq!(
+            c.catalog.choice().expect("choice"),
+            intact_store::CatalogChoice::Embedded
+        );
+        let c = Config::from_toml("[catalog]\nurl = \"postgres://intact:pw@db/intact\"").expect("parses");
+        assert_eq!(
+            c.catalog.choice().expect("choice"),
+            intact_store::CatalogChoice::Postgres {
+                url: "postgres://intact:pw@db/intact".into()
+            }
+        );
+        assert!(!format!("{c:?}").contains("pw"), "the password is never printed");
+        let err = Config::from_toml("[catalog]\nurl = \"mysql://db\"").expect_err("unknown scheme");
+        assert!(format!("{err:#}").contains("catalog.url"), "{err:#}");
     }
 
     #[test]

@@ -24,11 +24,23 @@ pub use state::AppState;
 
 /// Opens the store for `config`, runs start-up recovery and builds the shared state.
 pub async fn open(config: Config) -> anyhow::Result<AppState> {
-    let store = intact_store::Store::open_local(&config.data_dir, config.store_config())
+    let catalog = config.catalog.choice()?;
+    let store = intact_store::Store::open(&config.data_dir, &catalog, config.store_config())
         .await
-        .with_context(|| format!("opening data dir {}", config.data_dir.display()))?;
+        .with_context(|| {
+            format!(
+                "opening the store (data dir {}, catalog {catalog:?})",
+                config.data_dir.display()
+            )
+        })?;
     let report = store.recover().await.context("start-up recovery")?;
     tracing::info!(?report, "start-up recovery done");
+    if !store.is_sole_writer() {
+        // A shared catalog: what is open in proxy repos and the staging journal may belong
+        // to live replicas. A dead replica's transactions end when their leases run out.
+        tracing::info!("shared catalog: transactions left open by a dead replica end with their leases");
+        return AppState::new(Arc::new(config), store);
+    }
     // Only intact writes into proxy repos (Go fetches, staging runs), and this process owns
     // the data dir: what is open there belongs to a process that died mid-commit and would
     // hold its version (every request for it waiting) until its lease ran out.

@@ -7,6 +7,7 @@ pub mod blob;
 pub mod catalog;
 pub mod clock;
 pub mod error;
+mod open;
 pub mod store;
 mod upload;
 pub mod verified;
@@ -19,4 +20,5 @@ pub use catalog::{
 };
 pub use clock::{Clock, ManualClock, OffsetClock, SystemClock, TokioClock};
 pub use error::{Error, Result};
+pub use open::{CatalogChoice, redact};
 pub use store::{BeginRequest, GcReport, Store, StoreConfig, VerifyProblem, VerifyReport, WORKER_LEASE};

@@ -16,8 +16,8 @@ use tokio::sync::watch;
 use crate::blob::Progress;
 use crate::catalog::{Finished, SweepReport};
 use crate::{
-    BlobRead, BlobStore, Catalog, Clock, CommitOutcome, Error, Event, FsBlobStore, NewTxn, OpenOutcome, PendingBlob,
-    Result, SqliteCatalog, SystemClock, TxnRecord, VersionSpec, VersionSummary,
+    BlobRead, BlobStore, Catalog, Clock, CommitOutcome, Error, Event, NewTxn, OpenOutcome, PendingBlob, Result,
+    TxnRecord, VersionSpec, VersionSummary,
 };
 
 /// The lease of the transactions intact's own workers open (Go proxy fetches, staging):
@@ -127,7 +127,8 @@ pub struct Store {
     /// Reads not yet written to the catalog (`last_access`), flushed in batches so the hot
     /// read path never writes.
     pending_access: std::sync::Mutex<std::collections::HashMap<VersionKey, Timestamp>>,
-    /// Held for the life of the store: one process owns a data dir.
+    /// Held for the life of the store when its catalog is embedded: one process owns the
+    /// data dir (`None` for a shared catalog, or a store built by hand with `new`).
     _dir_lock: Option<std::fs::File>,
 }
 
@@ -165,42 +166,7 @@ fn new_txn_id() -> TxnId {
     TxnId::from_random(bytes)
 }
 
-/// Takes an exclusive lock on `dir/lock` so two processes never own one data dir.
-fn lock_data_dir(dir: &Path) -> Result<std::fs::File> {
-    let path = dir.join("lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::io(
-            format!("data dir {} is in use by another intact process", dir.display()),
-            std::io::Error::new(std::io::ErrorKind::WouldBlock, "locked"),
-        )),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(format!("locking {}", path.display()), e)),
-    }
-}
-
 impl Store {
-    /// The embedded default: a SQLite catalog and blob files under `data_dir`.
-    pub async fn open_local(data_dir: &Path, config: StoreConfig) -> Result<Arc<Self>> {
-        let dir = data_dir.to_owned();
-        tokio::task::spawn_blocking(move || crate::blob::create_dir_all_durable(&dir))
-            .await
-            .map_err(|e| Error::io("creating data dir", std::io::Error::other(e)))?
-            .map_err(|e| Error::io(format!("creating data dir {}", data_dir.display()), e))?;
-        let lock = lock_data_dir(data_dir)?;
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let catalog = SqliteCatalog::open(&data_dir.join("catalog.db"), clock.clone()).await?;
-        let blobs = FsBlobStore::open(data_dir).await?;
-        let mut store = Self::new(Arc::new(catalog), Arc::new(blobs), clock, config);
-        store._dir_lock = Some(lock);
-        Ok(Arc::new(store))
-    }
-
     pub fn new(
         catalog: Arc<dyn Catalog>,
         blobs: Arc<dyn BlobStore>,
@@ -221,6 +187,20 @@ impl Store {
             pending_access: std::sync::Mutex::new(std::collections::HashMap::new()),
             _dir_lock: None,
         }
+    }
+
+    /// Holds `lock` (the data dir's) for the life of the store: this process is the only
+    /// writer of its catalog.
+    pub(crate) fn owning_data_dir(mut self, lock: Option<std::fs::File>) -> Self {
+        self._dir_lock = lock;
+        self
+    }
+
+    /// Whether this process is the only writer of its catalog and data dir (the embedded
+    /// catalog). With a shared catalog, other replicas' transactions and pending uploads are
+    /// alive: nothing open may be taken for a dead process's leftovers.
+    pub fn is_sole_writer(&self) -> bool {
+        self._dir_lock.is_some()
     }
 
     pub fn config(&self) -> &StoreConfig {
@@ -289,8 +269,14 @@ impl Store {
     /// Start-up recovery: expire transactions whose lease ran out while we were down, drop
     /// pending bytes no transaction can still use, collect garbage.
     pub async fn recover(&self) -> Result<GcReport> {
-        // We hold the data-dir lock, so every pending file is a leftover of a dead process.
-        let pending = self.blobs.sweep_pending(Duration::ZERO).await?;
+        // Holding the data-dir lock, every pending file is a leftover of a dead process.
+        // Replicas sharing a blob directory may be uploading: only old files are leftovers.
+        let pending_age = if self.is_sole_writer() {
+            Duration::ZERO
+        } else {
+            self.config.gc_grace.max(Duration::from_secs(3600))
+        };
+        let pending = self.blobs.sweep_pending(pending_age).await?;
         let mut report = self.gc(self.config.gc_grace).await?;
         report.pending_files_removed += pending;
         Ok(report)

@@ -12,6 +12,7 @@ mod hostile;
 mod large;
 mod locking;
 mod paths;
+mod postgres;
 mod publish;
 mod races;
 mod roundtrip;
@@ -111,6 +112,32 @@ impl Server {
             base: format!("http://{addr}"),
             http: client(),
             clock,
+            root,
+            data,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    /// A server opened the way `intact serve` opens one (`intact_server::open`: the catalog
+    /// `config` names, recovery, then serving), over `data` (which may be shared with other
+    /// servers when the catalog is). `clock` then drives nothing: the store reads the
+    /// catalog's clock.
+    pub async fn start_opened(root: tempfile::TempDir, data: PathBuf, config: Config) -> Self {
+        let config = Config {
+            data_dir: data.clone(),
+            ..config
+        };
+        let state = intact_server::open(config).await.expect("open the server");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let (shutdown, rx) = watch::channel(false);
+        let task = tokio::spawn(intact_server::run(listener, state, rx));
+        Self {
+            addr,
+            base: format!("http://{addr}"),
+            http: client(),
+            clock: ManualClock::new(Timestamp::from_system(SystemTime::now())),
             root,
             data,
             shutdown,

@@ -17,6 +17,9 @@ pub struct Args {
     /// Data directory for the embedded catalog and blobs [default: ./intact-data].
     #[arg(long, env = "INTACT_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Catalog URL (`postgres://...`) [default: the embedded SQLite catalog in the data dir].
+    #[arg(long, env = "INTACT_CATALOG_URL", hide_env_values = true)]
+    catalog_url: Option<String>,
     /// Collect garbage every N seconds (0 disables; start-up recovery always runs).
     #[arg(long, env = "INTACT_GC_INTERVAL_SECONDS")]
     gc_interval_seconds: Option<u64>,
@@ -38,6 +41,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if let Some(d) = args.data_dir {
         config.data_dir = d;
+    }
+    if let Some(url) = args.catalog_url {
+        config.catalog.url = Some(url);
+        config.validate()?;
     }
     if let Some(s) = args.gc_interval_seconds {
         config.store.gc_interval_seconds = s;
