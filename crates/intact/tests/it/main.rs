@@ -8,5 +8,6 @@ mod go_proxy;
 mod harness;
 mod large;
 mod power_loss;
+mod replicas;
 mod staging;
 mod torture;
