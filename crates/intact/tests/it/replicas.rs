@@ -1,7 +1,8 @@
 //! Three `intact serve` processes as replicas behind a load balancer: one PostgreSQL catalog
 //! (a fresh database per test), one shared blob directory, and a counting fake Go upstream.
 //! Cold requests spread over the replicas cost the upstream one request per file; SIGKILL of
-//! the replica leading a slow fetch leaves another to complete it, with nothing partial.
+//! the replica leading a slow fetch leaves another to complete it, with nothing partial; a
+//! follower of `/events` on any replica sees every commit made on the others, in order.
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,10 @@ fn config(db: &TestDatabase, upstream: &str) -> String {
         r#"
 [catalog]
 url = "{url}"
+
+[[repo]]
+name = "files"
+kind = "hosted"
 
 [[repo]]
 name = "go"
@@ -183,4 +188,107 @@ fn a_replica_killed_while_leading_a_slow_fetch_is_taken_over() {
         assert!(!info.is_empty());
     }
     assert_eq!(r.upstream.count(&zip_path), 2, "served from the store after that");
+}
+
+/// Publishes `name@version` (one file) through `base`'s artifact API.
+async fn publish(http: &reqwest::Client, base: &str, name: &str, version: &str) {
+    let txn: serde_json::Value = http
+        .post(format!("{base}/api/v1/repos/files/transactions"))
+        .json(&serde_json::json!({"name": name, "version": version, "wait_seconds": 30}))
+        .send()
+        .await
+        .expect("begin")
+        .error_for_status()
+        .expect("begin status")
+        .json()
+        .await
+        .expect("begin body");
+    let id = txn["id"].as_str().expect("transaction id").to_owned();
+    http.put(format!("{base}/api/v1/transactions/{id}/files/data.bin"))
+        .body(format!("{name}@{version}"))
+        .send()
+        .await
+        .expect("put")
+        .error_for_status()
+        .expect("put status");
+    http.post(format!("{base}/api/v1/transactions/{id}/commit"))
+        .send()
+        .await
+        .expect("commit")
+        .error_for_status()
+        .expect("commit status");
+}
+
+/// Follows `base`'s `/events` from the start until `want` commits were seen: (seq, name@version).
+async fn follow(http: &reqwest::Client, base: &str, want: usize) -> Vec<(i64, String)> {
+    let (mut after, mut seen) = (0i64, Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while seen.len() < want {
+        assert!(Instant::now() < deadline, "{base} saw only {seen:?}");
+        let page: serde_json::Value = http
+            .get(format!("{base}/api/v1/events?after={after}&wait_seconds=10"))
+            .send()
+            .await
+            .expect("events")
+            .json()
+            .await
+            .expect("events body");
+        for e in page["events"].as_array().expect("events") {
+            let seq = e["seq"].as_i64().expect("seq");
+            assert!(seq > after, "{base}: event {seq} after {after}: out of order");
+            after = seq;
+            if e["kind"] == "committed" && e["repo"] == "files" {
+                seen.push((
+                    seq,
+                    format!(
+                        "{}@{}",
+                        e["name"].as_str().unwrap_or(""),
+                        e["version"].as_str().unwrap_or("")
+                    ),
+                ));
+            }
+        }
+    }
+    seen
+}
+
+/// Twelve commits spread over three replicas, published while a follower on every replica
+/// long-polls `/events`: each follower sees all twelve, in one and the same order.
+#[test]
+fn every_replicas_event_follower_sees_the_commits_of_all_in_one_order() {
+    let r = Replicas::start(3);
+    let rt = harness::runtime();
+    let bases: Vec<String> = (0..3).map(|i| r.base(i)).collect();
+    let seen = rt.block_on(async {
+        let followers: Vec<_> = bases
+            .iter()
+            .map(|b| {
+                let (http, b) = (r.http.clone(), b.clone());
+                tokio::spawn(async move { follow(&http, &b, 12).await })
+            })
+            .collect();
+        let publishers: Vec<_> = (0..12)
+            .map(|i| {
+                let (http, b) = (r.http.clone(), bases[i % 3].clone());
+                tokio::spawn(
+                    async move { publish(&http, &b, &format!("app{}", i % 4), &format!("{}", i / 4 + 1)).await },
+                )
+            })
+            .collect();
+        for p in publishers {
+            p.await.expect("publisher");
+        }
+        let mut seen = Vec::new();
+        for f in followers {
+            seen.push(f.await.expect("follower"));
+        }
+        seen
+    });
+    let mut all: Vec<String> = seen[0].iter().map(|(_, v)| v.clone()).collect();
+    all.sort();
+    let mut expected: Vec<String> = (0..12).map(|i| format!("app{}@{}", i % 4, i / 4 + 1)).collect();
+    expected.sort();
+    assert_eq!(all, expected, "a commit is missing");
+    assert_eq!(seen[1], seen[0], "replicas 0 and 1 saw different orders");
+    assert_eq!(seen[2], seen[0], "replicas 0 and 2 saw different orders");
 }
