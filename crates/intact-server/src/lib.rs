@@ -7,6 +7,7 @@ pub mod config;
 pub mod go;
 pub mod listener;
 pub mod serve_file;
+pub mod shared_flight;
 pub mod singleflight;
 pub mod staging;
 pub mod state;
@@ -68,6 +69,7 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
 /// (lease expiry, periodic garbage collection) running alongside.
 pub async fn run(listener: TcpListener, state: AppState, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let reaper = tokio::spawn(state.store.clone().run_reaper(Duration::from_secs(1), shutdown.clone()));
+    let invalidator = tokio::spawn(state.store.clone().run_invalidator(shutdown.clone()));
     let scrubber = tokio::spawn(
         state
             .store
@@ -100,6 +102,7 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: watch::Receiv
         .await
         .context("http server")?;
     reaper.abort();
+    invalidator.abort();
     scrubber.abort();
     if let Some(t) = gc_task {
         t.abort();

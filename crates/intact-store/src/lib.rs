@@ -18,10 +18,11 @@ pub use blob::{
     S3Settings,
 };
 pub use catalog::{
-    BlobUser, Catalog, CommitOutcome, Event, NewTxn, OpenOutcome, PostgresCatalog, RepoUsage, SqliteCatalog,
-    SweepReport, TxnRecord, TxnStatus, VersionSpec, VersionSummary, VersionUse,
+    BlobUser, Catalog, CommitOutcome, Event, FlightClaim, FlightEnd, FlightFailure, FlightState, NewTxn, OpenOutcome,
+    PostgresCatalog, RepoUsage, SqliteCatalog, SweepReport, TxnRecord, TxnStatus, VersionSpec, VersionSummary,
+    VersionUse,
 };
 pub use clock::{Clock, ManualClock, OffsetClock, SystemClock, TokioClock};
 pub use error::{Error, Result};
 pub use open::{BlobSettings, CatalogChoice, LocalCacheSettings, redact};
-pub use store::{BeginRequest, GcReport, Store, StoreConfig, VerifyProblem, VerifyReport};
+pub use store::{BeginRequest, GcReport, Store, StoreConfig, VerifyProblem, VerifyReport, WORKER_LEASE};

@@ -21,6 +21,12 @@ use crate::{
     TxnRecord, VersionSpec, VersionSummary,
 };
 
+/// The lease of the transactions intact's own workers open (Go proxy fetches, staging):
+/// short, because the worker renews it for as long as it runs ([`Store::renewing`]), and a
+/// dead worker's transaction must free its version soon (on a shared catalog nobody else can
+/// tell a dead replica from a slow one).
+pub const WORKER_LEASE: Duration = Duration::from_secs(15);
+
 /// Tunables of the store. Defaults suit the embedded single-node server.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -137,6 +143,13 @@ impl std::fmt::Debug for Store {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
+}
+
+/// What wakes a lock waiter: a transaction change in this store, or an event appended to
+/// the catalog by any process (every transaction ends with one).
+struct TxnChanges {
+    here: watch::Receiver<u64>,
+    anywhere: watch::Receiver<u64>,
 }
 
 /// A request to begin a transaction, before an id is assigned.
@@ -278,7 +291,15 @@ impl Store {
     /// Rolls back every open transaction of `repo` (start-up of the one process that writes
     /// into it, for repos only intact itself writes to: what is open belongs to a process that
     /// died). Returns how many.
+    ///
+    /// Embedded catalog only: on a shared catalog what is open may belong to a live replica
+    /// still filling it, so nothing is touched (0). There, intact's own transactions hold
+    /// [`WORKER_LEASE`] and are renewed while their worker runs ([`Store::renewing`]): a dead
+    /// replica's lapse within that lease and the next claimant takes the version over.
     pub async fn abort_all_open(&self, repo: &RepoName) -> Result<u64> {
+        if self.catalog.is_shared() {
+            return Ok(0);
+        }
         let mut aborted = 0;
         loop {
             let ids = self.catalog.open_txns(repo, 1000).await?;
@@ -352,7 +373,11 @@ impl Store {
         };
         let deadline = tokio::time::Instant::now() + req.wait;
         loop {
-            let mut changes = self.txns_changed.subscribe();
+            // Subscribed before the attempt, so a holder finishing in between still wakes us.
+            let mut changes = TxnChanges {
+                here: self.txns_changed.subscribe(),
+                anywhere: self.catalog.event_wakeups(),
+            };
             match self.catalog.open_txn(&new).await {
                 Err(Error::Locked { holder, expires_at, .. }) if tokio::time::Instant::now() < deadline => {
                     self.wait_for_holder(&holder, expires_at, deadline, &mut changes).await;
@@ -369,23 +394,26 @@ impl Store {
     }
 
     /// Waits until `holder` may have let go of its lock: it finished, its lease ran out, or
-    /// the wait's `deadline` came. Every transaction change in the store wakes this, so it
-    /// checks the holder with a read and goes back to sleep while the holder is still open:
-    /// only a waiter with a real chance retries the open (a write transaction). Otherwise a
-    /// dozen waiters would each retry on every unrelated commit and starve the writer.
+    /// the wait's `deadline` came. Every transaction change in the store wakes this, and so
+    /// does every event appended to the catalog by any process (a transaction ends with an
+    /// event, so a holder finishing on another replica wakes its waiters here). It checks the
+    /// holder with a read and goes back to sleep while the holder is still open: only a
+    /// waiter with a real chance retries the open (a write transaction). Otherwise a dozen
+    /// waiters would each retry on every unrelated commit and starve the writer.
     async fn wait_for_holder(
         &self,
         holder: &TxnId,
         mut expires_at: Timestamp,
         deadline: tokio::time::Instant,
-        changes: &mut watch::Receiver<u64>,
+        changes: &mut TxnChanges,
     ) {
         loop {
             let until_expiry =
                 Duration::from_millis(u64::try_from(expires_at.millis() - self.now().millis()).unwrap_or(0));
             let wake = deadline.min(tokio::time::Instant::now() + until_expiry);
             tokio::select! {
-                _ = changes.changed() => {}
+                _ = changes.here.changed() => {}
+                _ = changes.anywhere.changed() => {}
                 _ = tokio::time::sleep_until(wake) => return,
             }
             match self.catalog.txn_status(holder).await {
@@ -441,6 +469,28 @@ impl Store {
         // the request is cancelled): a commit meanwhile is refused rather than leaving this
         // file out of the version.
         let _in_flight = self.uploads.start(id);
+        // On a shared catalog, also where a commit on another replica sees it.
+        let shared = match self.catalog.is_shared() {
+            true => Some(crate::upload::SharedUpload::start(self.catalog.clone(), id).await?),
+            false => None,
+        };
+        let upload = self.stream_and_stage(id, path, body, expected, progress, status);
+        match shared {
+            Some(shared) => shared.run(upload).await,
+            None => upload.await,
+        }
+    }
+
+    /// The rest of `put_file`, once the upload is registered.
+    async fn stream_and_stage(
+        &self,
+        id: &TxnId,
+        path: FilePath,
+        body: &mut (dyn AsyncRead + Send + Unpin),
+        expected: Option<Digest>,
+        progress: Option<Progress<'_>>,
+        status: crate::catalog::TxnStatus,
+    ) -> Result<FileEntry> {
         let now = self.now();
         let mut expires_at = status.expires_at;
         if expires_at <= now.plus(status.lease / 2) {
@@ -537,7 +587,11 @@ impl Store {
 
     async fn commit_unwatched(&self, id: &TxnId) -> Result<CommitOutcome> {
         let deletes_before = self.deletes_so_far();
-        let uploading = self.uploads.count(id);
+        let mut uploading = self.uploads.count(id) as u64;
+        if uploading == 0 && self.catalog.is_shared() {
+            // Uploads streaming into it on other replicas.
+            uploading = self.catalog.uploads_in_flight(id).await?;
+        }
         if uploading > 0 {
             return Err(Error::UploadsInProgress {
                 id: id.clone(),
@@ -597,6 +651,37 @@ impl Store {
         }
     }
 
+    /// Runs `work` while renewing transaction `id`'s lease (`lease` long) every third of it:
+    /// a worker holds a short lease for as long as it is alive and working, and a dead one's
+    /// transaction lapses within that lease (nobody has to guess whether its owner is alive).
+    /// A renewal that fails is retried at the next tick; once the transaction is final
+    /// renewing stops, and `work` finds out by its own next step.
+    pub async fn renewing<T>(
+        &self,
+        id: &TxnId,
+        lease: Duration,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let every = (lease / 3).max(Duration::from_millis(100));
+        let keep_alive = async {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match self.catalog.renew_txn(id).await {
+                    Ok(_) => {}
+                    Err(Error::TxnNotOpen { .. } | Error::NotFound { .. }) => return,
+                    Err(e) => tracing::warn!(txn = %id, error = %e, "renewing a worker's lease failed"),
+                }
+            }
+        };
+        tokio::pin!(work);
+        tokio::select! {
+            result = &mut work => result,
+            () = keep_alive => work.await,
+        }
+    }
+
     /// Rolls transaction `id` back and reclaims what it staged.
     pub async fn abort(&self, id: &TxnId) -> Result<()> {
         let finished = self.catalog.abort_txn(id).await?;
@@ -605,8 +690,8 @@ impl Store {
     }
 
     /// Opens, stages and commits in one call: the building block of the Go proxy and staging,
-    /// whose files were already streamed into pending blobs. On any error the transaction is
-    /// rolled back.
+    /// whose files were already streamed into pending blobs. The lease is renewed while this
+    /// works (see [`Store::renewing`]). On any error the transaction is rolled back.
     pub async fn publish_pending(
         &self,
         req: BeginRequest,
@@ -616,13 +701,15 @@ impl Store {
             OpenOutcome::Created(t) | OpenOutcome::Resumed(t) => t,
             OpenOutcome::Committed(_, m) => return Ok(CommitOutcome::AlreadyCommitted(m)),
         };
-        let result = async {
-            for (path, pending) in files {
-                self.stage_pending(&txn.id, path, pending).await?;
-            }
-            self.commit(&txn.id).await
-        }
-        .await;
+        let lease = Duration::from_secs(txn.lease_seconds);
+        let result = self
+            .renewing(&txn.id, lease, async {
+                for (path, pending) in files {
+                    self.stage_pending(&txn.id, path, pending).await?;
+                }
+                self.commit(&txn.id).await
+            })
+            .await;
         if result.is_err() {
             let _ = self.abort(&txn.id).await;
         }
@@ -1023,6 +1110,52 @@ impl Store {
             }
         }
         Ok(evicted)
+    }
+
+    /// On a shared catalog, follows the event log for `deleted` events (another replica
+    /// evicting a proxy version) and forgets those versions' cached manifests, until
+    /// `shutdown` resolves. A version deleted elsewhere stays served from this cache for at
+    /// most the time its event takes to arrive (a notification), never for good. The
+    /// embedded catalog needs none of this: its only writer invalidates as it deletes.
+    pub async fn run_invalidator(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        if !self.catalog.is_shared() {
+            return;
+        }
+        let mut after = loop {
+            match self.catalog.last_event_seq().await {
+                Ok(seq) => break seq,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cache invalidation: reading the event log failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            }
+        };
+        loop {
+            let batch = tokio::select! {
+                batch = self.events(after, Duration::from_secs(30), 1000) => batch,
+                _ = shutdown.changed() => return,
+            };
+            match batch {
+                Ok(events) => {
+                    for e in events {
+                        if e.kind == "deleted" {
+                            self.invalidate(&e.repo, &e.name, &e.version);
+                        }
+                        after = e.seq;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cache invalidation: following the event log failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            }
+        }
     }
 
     /// Runs lease expiry every `every` until `shutdown` resolves.

@@ -62,6 +62,68 @@ impl Drop for UploadGuard {
     }
 }
 
+/// How long an upload counts on a shared catalog without its process renewing it: a dead
+/// replica's upload stops holding commits back this long after its last renewal.
+pub(crate) const SHARED_UPLOAD_LEASE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// An upload recorded in a shared catalog (so a commit on any replica refuses while it
+/// streams): renewed while its work runs, ended when it is done, or when this drops (a
+/// cancelled request); if the process dies instead, its lease lapses.
+pub(crate) struct SharedUpload {
+    catalog: Arc<dyn crate::Catalog>,
+    id: String,
+}
+
+impl SharedUpload {
+    pub async fn start(catalog: Arc<dyn crate::Catalog>, txn: &TxnId) -> crate::Result<Self> {
+        let mut bytes = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+        let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        catalog.start_upload(txn, &id, SHARED_UPLOAD_LEASE).await?;
+        Ok(Self { catalog, id })
+    }
+
+    /// Runs `work`, renewing this upload's lease every third of it, and ends the upload once
+    /// `work` is done (awaited: a commit right after the upload must not still count it).
+    pub async fn run<T>(mut self, work: impl std::future::Future<Output = T>) -> T {
+        let every = SHARED_UPLOAD_LEASE / 3;
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => {
+                    let id = std::mem::take(&mut self.id);
+                    if let Err(e) = self.catalog.end_upload(&id).await {
+                        tracing::warn!(error = %e, "ending an upload failed; its lease will lapse");
+                    }
+                    return out;
+                }
+                _ = tick.tick() => {
+                    if let Err(e) = self.catalog.renew_upload(&self.id, SHARED_UPLOAD_LEASE).await {
+                        tracing::warn!(error = %e, "renewing an upload's lease failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for SharedUpload {
+    fn drop(&mut self) {
+        if self.id.is_empty() {
+            return;
+        }
+        let (catalog, id) = (self.catalog.clone(), std::mem::take(&mut self.id));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = catalog.end_upload(&id).await {
+                    tracing::warn!(error = %e, "ending an upload failed; its lease will lapse");
+                }
+            });
+        }
+    }
+}
+
 /// A body reader that counts the bytes it hands out, so a watcher can tell an upload that is
 /// receiving bytes from one that stalled.
 pub(crate) struct Metered<'a> {

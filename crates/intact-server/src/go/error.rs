@@ -190,6 +190,53 @@ impl Failure for ProxyError {
     }
 }
 
+/// Recorded by kind and text (timeouts keep their seconds), so a follower on another replica
+/// answers with the same status the leader's clients got.
+impl crate::shared_flight::SharedFailure for ProxyError {
+    fn record(&self) -> (String, String) {
+        match self {
+            Self::NotFound(m) => ("not_found".into(), m.clone()),
+            Self::Gone(m) => ("gone".into(), m.clone()),
+            Self::Upstream(m) => ("upstream".into(), m.clone()),
+            Self::InvalidUpstream(m) => ("invalid_upstream".into(), m.clone()),
+            Self::Timeout { what, seconds } => (format!("timeout:{seconds}"), what.clone()),
+            Self::Deadline { what, seconds } => (format!("deadline:{seconds}"), what.clone()),
+            Self::LostBytes(m) => ("lost_bytes".into(), m.clone()),
+            Self::InsufficientStorage(m) => ("insufficient_storage".into(), m.clone()),
+            Self::Internal(m) => ("internal".into(), m.clone()),
+        }
+    }
+
+    fn rebuild(kind: &str, message: &str) -> Self {
+        let m = message.to_owned();
+        let seconds = |k: &str| kind.strip_prefix(k).and_then(|s| s.parse().ok());
+        match kind {
+            "not_found" => Self::NotFound(m),
+            "gone" => Self::Gone(m),
+            "upstream" => Self::Upstream(m),
+            "invalid_upstream" => Self::InvalidUpstream(m),
+            "lost_bytes" => Self::LostBytes(m),
+            "insufficient_storage" => Self::InsufficientStorage(m),
+            _ if kind.starts_with("timeout:") => Self::Timeout {
+                what: m,
+                seconds: seconds("timeout:").unwrap_or(0),
+            },
+            _ if kind.starts_with("deadline:") => Self::Deadline {
+                what: m,
+                seconds: seconds("deadline:").unwrap_or(0),
+            },
+            _ => Self::Internal(m),
+        }
+    }
+
+    fn timed_out(what: &str, seconds: u64) -> Self {
+        Self::Timeout {
+            what: format!("{what} (led by another replica)"),
+            seconds,
+        }
+    }
+}
+
 impl From<intact_store::Error> for ProxyError {
     fn from(e: intact_store::Error) -> Self {
         match e {

@@ -195,7 +195,9 @@ pub async fn commit(
         name: name.clone(),
         version: VersionSpec::Exact(version.clone()),
         metadata,
-        lease: None,
+        // Renewed while this commits (publish_pending): a replica dying mid-commit frees the
+        // version within one short lease.
+        lease: Some(intact_store::WORKER_LEASE),
         idempotency_key: None,
         wait: std::time::Duration::from_secs(COMMIT_WAIT_SECONDS),
     };

@@ -33,6 +33,7 @@ use super::layout::{self, Committed, INFO_FILE, MOD_FILE, ZIP_FILE};
 use super::request::FileKind;
 use super::upstream::{self, Entry, ProtocolPath, Source, Upstream};
 use super::versions;
+use crate::shared_flight::across_replicas;
 use crate::singleflight::SingleFlight;
 
 /// One version fetch: `full` = all three files, otherwise `.info` + `.mod`.
@@ -152,6 +153,7 @@ pub struct ProxyRepo {
     exclude: String,
     fetch_timeout: Duration,
     fetch_deadline: Duration,
+    failure_ttl: Duration,
     tmp_dir: PathBuf,
     versions: SingleFlight<VersionKey, Arc<Manifest>, ProxyError>,
     meta: SingleFlight<MetaKey, Arc<Vec<u8>>, ProxyError>,
@@ -167,6 +169,7 @@ impl ProxyRepo {
             exclude: settings.exclude.join(","),
             fetch_timeout: settings.fetch_timeout,
             fetch_deadline: settings.fetch_deadline,
+            failure_ttl: settings.failure_ttl,
             tmp_dir: settings.tmp_dir,
             versions: SingleFlight::new(settings.failure_ttl),
             meta: SingleFlight::new(settings.failure_ttl),
@@ -245,7 +248,17 @@ impl ProxyRepo {
         Ok(self
             .versions
             .run(key, &what, self.fetch_timeout, move || async move {
-                this.fetch_mod_only(&store, &module, &version, &work_what).await
+                let flight = format!("go/{}/{module}@{version}/mod", this.name);
+                across_replicas(
+                    &store,
+                    &flight,
+                    &work_what,
+                    this.fetch_timeout,
+                    this.failure_ttl,
+                    || stored(&store, &this.name, &module, &version, true),
+                    || this.fetch_mod_only(&store, &module, &version, &work_what),
+                )
+                .await
             })
             .await?)
     }
@@ -271,7 +284,17 @@ impl ProxyRepo {
         Ok(self
             .versions
             .run(key, &what, self.fetch_timeout, move || async move {
-                this.fetch_full(&store, &module, &version, &work_what).await
+                let flight = format!("go/{}/{module}@{version}/zip", this.name);
+                across_replicas(
+                    &store,
+                    &flight,
+                    &work_what,
+                    this.fetch_timeout,
+                    this.failure_ttl,
+                    || stored(&store, &this.name, &module, &version, false),
+                    || this.fetch_full(&store, &module, &version, &work_what),
+                )
+                .await
             })
             .await?)
     }

@@ -127,6 +127,65 @@ impl StageError {
     }
 }
 
+/// Recorded by code and text (timeouts keep their seconds), so a follower on another replica
+/// answers with the same status and code the leader's clients got.
+impl crate::shared_flight::SharedFailure for StageError {
+    fn record(&self) -> (String, String) {
+        match self {
+            Self::BadRequest { field, message } => (format!("bad_request:{field}"), message.clone()),
+            Self::NotFound { what } => ("not_found".into(), what.clone()),
+            Self::Upstream(m) => ("upstream".into(), m.clone()),
+            Self::BadArchive { file, message } => (format!("bad_archive:{file}"), message.clone()),
+            Self::BadContent(m) => ("bad_content".into(), m.clone()),
+            Self::Timeout { what, seconds } => (format!("timeout:{seconds}"), what.clone()),
+            Self::Deadline { what, seconds } => (format!("deadline:{seconds}"), what.clone()),
+            Self::InsufficientStorage(m) => ("insufficient_storage".into(), m.clone()),
+            Self::Internal(m) => ("internal".into(), m.clone()),
+        }
+    }
+
+    fn rebuild(kind: &str, message: &str) -> Self {
+        let m = message.to_owned();
+        let seconds = |k: &str| kind.strip_prefix(k).and_then(|s| s.parse().ok()).unwrap_or(0);
+        match kind.split_once(':') {
+            // The field names of bad requests are this program's own: one of them, or none.
+            Some(("bad_request", field)) => Self::BadRequest {
+                field: ["files", "wait_seconds", "artifact", "file", "path", "name", "version"]
+                    .into_iter()
+                    .find(|f| *f == field)
+                    .unwrap_or("request"),
+                message: m,
+            },
+            Some(("bad_archive", file)) => Self::BadArchive {
+                file: file.to_owned(),
+                message: m,
+            },
+            Some(("timeout", _)) => Self::Timeout {
+                what: m,
+                seconds: seconds("timeout:"),
+            },
+            Some(("deadline", _)) => Self::Deadline {
+                what: m,
+                seconds: seconds("deadline:"),
+            },
+            _ => match kind {
+                "not_found" => Self::NotFound { what: m },
+                "upstream" => Self::Upstream(m),
+                "bad_content" => Self::BadContent(m),
+                "insufficient_storage" => Self::InsufficientStorage(m),
+                _ => Self::Internal(m),
+            },
+        }
+    }
+
+    fn timed_out(what: &str, seconds: u64) -> Self {
+        Self::Timeout {
+            what: format!("{what} (led by another replica)"),
+            seconds,
+        }
+    }
+}
+
 /// What upstream answered about the artifact (missing, an archive or names intact refuses) is
 /// remembered for `failure_cache_seconds`; an outage, a cut download, a timeout or a local
 /// fault is not: the next request tries again.

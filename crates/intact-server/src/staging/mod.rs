@@ -39,6 +39,7 @@ use self::stager::{Dirs, Item, Run};
 use self::upstream::Upstream;
 use crate::api::error::ApiError;
 use crate::config::{Config, RepoConfig, RepoFormat, RepoKind};
+use crate::shared_flight::across_replicas;
 use crate::singleflight::SingleFlight;
 use crate::state::AppState;
 
@@ -294,8 +295,21 @@ pub(crate) async fn stage(
                 limits: state.staging.limits,
                 job: job.clone(),
             };
+            let flight = format!("staging/{}/{name}@{version}", rs.name());
+            let follow_for = rs.fetch_deadline;
+            let failure_ttl = rs.failure_ttl;
             async move {
-                let result = run.run().await;
+                let lookup = || async { Ok(state.store.has_version(rs.name(), &name, &version).await?) };
+                let result = across_replicas(
+                    &state.store,
+                    &flight,
+                    &run.what.clone(),
+                    follow_for,
+                    failure_ttl,
+                    lookup,
+                    || run.run(),
+                )
+                .await;
                 let jobs = &state.staging.jobs;
                 match &result {
                     Ok(m) => {

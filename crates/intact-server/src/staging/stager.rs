@@ -27,8 +27,8 @@ use super::jobs::Job;
 use super::listing::{glob_match, is_glob, split_pattern};
 use super::upstream::Upstream;
 
-/// Lease of a staging transaction; every staged file renews it. Only matters after a crash
-/// that the journal missed: the orphan is then expired by the catalog after this long.
+/// How long a staging run waits for another holder of its version (a stager elsewhere, or a
+/// transaction a crash left open, which lapses within `WORKER_LEASE`).
 pub(crate) const LEASE: Duration = Duration::from_secs(120);
 
 /// What one staging run produces: a configured artifact (patterns, maybe archives to unpack)
@@ -364,7 +364,9 @@ impl Run {
             name: self.name.clone(),
             version: VersionSpec::Exact(self.version.clone()),
             metadata,
-            lease: Some(LEASE),
+            // Renewed while staging and committing (below): a replica dying mid-commit frees
+            // the version within one short lease.
+            lease: Some(intact_store::WORKER_LEASE),
             idempotency_key: None,
             // A transaction left by a crash the journal missed expires within one lease.
             wait: LEASE,
@@ -382,13 +384,15 @@ impl Run {
             let _ = self.store.abort(&txn.id).await;
             return Err(StageError::Internal(format!("journaling staging transaction: {e}")));
         }
-        let result = async {
-            for (path, pending) in files {
-                self.store.stage_pending(&txn.id, path, pending).await?;
-            }
-            self.store.commit(&txn.id).await
-        }
-        .await;
+        let result = self
+            .store
+            .renewing(&txn.id, intact_store::WORKER_LEASE, async {
+                for (path, pending) in files {
+                    self.store.stage_pending(&txn.id, path, pending).await?;
+                }
+                self.store.commit(&txn.id).await
+            })
+            .await;
         if result.is_err() {
             let _ = self.store.abort(&txn.id).await;
         }

@@ -4,6 +4,7 @@
 //! conformance suite.
 
 mod columns;
+pub mod flight;
 mod postgres;
 pub mod rules;
 mod sqlite;
@@ -14,6 +15,7 @@ use async_trait::async_trait;
 use intact_core::{Digest, FileEntry, FilePath, Manifest, Name, RepoName, Timestamp, TxnId, TxnState, Version};
 use serde::Serialize;
 
+pub use flight::{FlightClaim, FlightEnd, FlightFailure, FlightState};
 pub use postgres::PostgresCatalog;
 pub use sqlite::SqliteCatalog;
 
@@ -235,8 +237,14 @@ pub trait Catalog: Send + Sync + 'static {
     /// changes anything).
     async fn check_writable(&self) -> Result<()>;
 
-    /// Changes (at least) whenever events may have been appended, by any writer of this
-    /// catalog: event followers wait on it instead of polling. Spurious changes are allowed.
+    /// Whether other processes (replicas) write to this catalog too. Then nothing open in it
+    /// may be taken for a dead process's leftover: it may belong to a live replica, and ends
+    /// only by its owner or its lease.
+    fn is_shared(&self) -> bool;
+
+    /// Changes (at least) whenever events may have been appended or a flight finished, by
+    /// any writer of this catalog: event followers and flight followers wait on it instead of
+    /// polling. Spurious changes are allowed.
     fn event_wakeups(&self) -> tokio::sync::watch::Receiver<u64>;
 
     /// The highest event sequence number committed so far (0 when none).
@@ -291,6 +299,36 @@ pub trait Catalog: Send + Sync + 'static {
         version: &Version,
         reason: &str,
     ) -> Result<Option<Manifest>>;
+
+    /// Claims flight `key` for `holder` with a lease of `lease` (see `flight`): `Leading`
+    /// when nobody leads, the leader's lease lapsed, or its last outcome does not answer for
+    /// it any more; otherwise who leads, or the definitive failure remembered.
+    async fn claim_flight(&self, key: &str, holder: &str, lease: Duration) -> Result<FlightClaim>;
+
+    /// Extends `holder`'s lease on flight `key` to the catalog's now + `lease`. `false` when
+    /// `holder` no longer leads it (its lease lapsed and another took over).
+    async fn renew_flight(&self, key: &str, holder: &str, lease: Duration) -> Result<bool>;
+
+    /// Ends `holder`'s flight `key` with `end` and wakes its followers; a no-op when another
+    /// holder took the flight over.
+    async fn finish_flight(&self, key: &str, holder: &str, end: &FlightEnd) -> Result<()>;
+
+    /// Flight `key` as it stands (`None`: finished with success, or never claimed).
+    async fn flight(&self, key: &str) -> Result<Option<FlightState>>;
+
+    /// Records upload `upload` (an id unique among every process's) as streaming into
+    /// transaction `txn`, counting for `lease` unless renewed (a dead process's upload stops
+    /// counting then). Forgets uploads whose lease lapsed.
+    async fn start_upload(&self, txn: &TxnId, upload: &str, lease: Duration) -> Result<()>;
+
+    /// Extends upload `upload`'s lease to the catalog's now + `lease`.
+    async fn renew_upload(&self, upload: &str, lease: Duration) -> Result<()>;
+
+    /// Upload `upload` is over (staged or failed).
+    async fn end_upload(&self, upload: &str) -> Result<()>;
+
+    /// How many uploads into `txn` count right now, on any process.
+    async fn uploads_in_flight(&self, txn: &TxnId) -> Result<u64>;
 
     /// Forgets final transactions (and their idempotency keys) finished more than
     /// `older_than` ago.

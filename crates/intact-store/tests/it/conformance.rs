@@ -993,6 +993,43 @@ impl intact_store::Catalog for GatedCatalog {
     async fn events(&self, after: i64, limit: u32) -> intact_store::Result<Vec<intact_store::Event>> {
         self.inner.events(after, limit).await
     }
+    fn is_shared(&self) -> bool {
+        self.inner.is_shared()
+    }
+    async fn claim_flight(
+        &self,
+        key: &str,
+        holder: &str,
+        lease: std::time::Duration,
+    ) -> intact_store::Result<intact_store::FlightClaim> {
+        self.inner.claim_flight(key, holder, lease).await
+    }
+    async fn renew_flight(&self, key: &str, holder: &str, lease: std::time::Duration) -> intact_store::Result<bool> {
+        self.inner.renew_flight(key, holder, lease).await
+    }
+    async fn finish_flight(&self, key: &str, holder: &str, end: &intact_store::FlightEnd) -> intact_store::Result<()> {
+        self.inner.finish_flight(key, holder, end).await
+    }
+    async fn flight(&self, key: &str) -> intact_store::Result<Option<intact_store::FlightState>> {
+        self.inner.flight(key).await
+    }
+    async fn start_upload(
+        &self,
+        txn: &intact_core::TxnId,
+        upload: &str,
+        lease: std::time::Duration,
+    ) -> intact_store::Result<()> {
+        self.inner.start_upload(txn, upload, lease).await
+    }
+    async fn renew_upload(&self, upload: &str, lease: std::time::Duration) -> intact_store::Result<()> {
+        self.inner.renew_upload(upload, lease).await
+    }
+    async fn end_upload(&self, upload: &str) -> intact_store::Result<()> {
+        self.inner.end_upload(upload).await
+    }
+    async fn uploads_in_flight(&self, txn: &intact_core::TxnId) -> intact_store::Result<u64> {
+        self.inner.uploads_in_flight(txn).await
+    }
     fn event_wakeups(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.event_wakeups()
     }
@@ -1227,7 +1264,7 @@ pub async fn long_polls_wake_for_expiries_noticed_by_other_operations(h: &Harnes
 
 /// A request body that sends `first`, then nothing until `rest` is released (and then the
 /// rest), like a client uploading slowly or one that vanished without closing.
-fn stalling_body(
+pub fn stalling_body(
     first: &'static [u8],
 ) -> (
     impl tokio::io::AsyncRead + Send + Unpin,
@@ -1513,4 +1550,117 @@ pub async fn lock_waiters_do_not_retry_writes_on_unrelated_changes(h: &Harness) 
         }
     }
     assert_eq!(created, WAITERS, "each waiter got the version in turn");
+}
+
+/// Flights: one leader at a time; a lapsed leader is taken over (and its late finish
+/// ignored); a transient failure reaches followers of that flight only (the next claim
+/// leads), a definitive one answers every claim until its `until`; a success clears the
+/// flight; a finish wakes followers.
+pub async fn flights_elect_one_leader_and_share_its_outcome(h: &Harness) {
+    use intact_store::{FlightClaim, FlightEnd, FlightState};
+    let c = h.store.catalog();
+    let lease = Duration::from_secs(10);
+    let claim = |holder: &'static str| c.claim_flight("go/example.com/m@v1.0.0", holder, lease);
+    let state = || c.flight("go/example.com/m@v1.0.0");
+    let finish = |holder: &'static str, end: FlightEnd| async move {
+        c.finish_flight("go/example.com/m@v1.0.0", holder, &end)
+            .await
+            .expect("finish")
+    };
+    let failed = |kind: &str, remember_for: Option<Duration>| FlightEnd::Failed {
+        kind: kind.into(),
+        message: format!("{kind} upstream"),
+        remember_for,
+    };
+
+    assert_eq!(state().await.expect("flight"), None);
+    assert_eq!(claim("a").await.expect("claim"), FlightClaim::Leading);
+    match claim("b").await.expect("claim") {
+        FlightClaim::Led { holder, .. } => assert_eq!(holder, "a"),
+        other => panic!("a second claimant must follow the leader: {other:?}"),
+    }
+    assert!(matches!(state().await.expect("flight"), Some(FlightState::Running { holder, .. }) if holder == "a"));
+    assert!(
+        c.renew_flight("go/example.com/m@v1.0.0", "a", lease)
+            .await
+            .expect("renew")
+    );
+    assert!(
+        !c.renew_flight("go/example.com/m@v1.0.0", "b", lease)
+            .await
+            .expect("renew")
+    );
+
+    // The leader dies: its lease lapses and the next claim takes over.
+    h.clock.advance(lease + Duration::from_secs(1));
+    assert_eq!(claim("b").await.expect("claim"), FlightClaim::Leading);
+    assert!(
+        !c.renew_flight("go/example.com/m@v1.0.0", "a", lease)
+            .await
+            .expect("renew")
+    );
+    finish("a", FlightEnd::Succeeded).await;
+    assert!(
+        matches!(state().await.expect("flight"), Some(FlightState::Running { holder, .. }) if holder == "b"),
+        "a leader that lost its flight must not end the new leader's"
+    );
+
+    // A transient failure: its followers read it; the next claim tries again.
+    let mut wakeups = c.event_wakeups();
+    wakeups.borrow_and_update();
+    finish("b", failed("unavailable", None)).await;
+    tokio::time::timeout(Duration::from_secs(10), wakeups.changed())
+        .await
+        .expect("a finished flight wakes its followers")
+        .expect("wake-ups");
+    match state().await.expect("flight") {
+        Some(FlightState::Failed { holder, failure }) => {
+            assert_eq!(
+                (holder.as_str(), failure.kind.as_str(), failure.until),
+                ("b", "unavailable", None)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(claim("c").await.expect("claim"), FlightClaim::Leading);
+
+    // A definitive failure answers every claim until its `until`.
+    finish("c", failed("not_found", Some(Duration::from_secs(60)))).await;
+    match claim("d").await.expect("claim") {
+        FlightClaim::Failed(f) => {
+            assert_eq!(
+                (f.kind.as_str(), f.message.as_str()),
+                ("not_found", "not_found upstream")
+            );
+            assert!(f.until.is_some_and(|u| u > f.at), "{f:?}");
+        }
+        other => panic!("a remembered failure must answer the claim: {other:?}"),
+    }
+    h.clock.advance(Duration::from_secs(61));
+    assert_eq!(claim("d").await.expect("claim"), FlightClaim::Leading);
+    finish("d", FlightEnd::Succeeded).await;
+    assert_eq!(state().await.expect("flight"), None);
+}
+
+/// Uploads recorded in the catalog count for their transaction until ended, or until their
+/// lease lapses unrenewed (a process that died mid-upload); renewing keeps one counting.
+pub async fn recorded_uploads_count_until_ended_or_lapsed(h: &Harness) {
+    let c = h.store.catalog();
+    let t = begin(h, req("uploading", "1")).await;
+    let lease = Duration::from_secs(10);
+    c.start_upload(&t.id, "u1", lease).await.expect("start");
+    c.start_upload(&t.id, "u2", lease).await.expect("start");
+    assert_eq!(c.uploads_in_flight(&t.id).await.expect("count"), 2);
+    c.end_upload("u1").await.expect("end");
+    assert_eq!(c.uploads_in_flight(&t.id).await.expect("count"), 1);
+    h.clock.advance(Duration::from_secs(6));
+    c.renew_upload("u2", lease).await.expect("renew");
+    h.clock.advance(Duration::from_secs(6));
+    assert_eq!(
+        c.uploads_in_flight(&t.id).await.expect("count"),
+        1,
+        "renewed: still counts"
+    );
+    h.clock.advance(Duration::from_secs(5));
+    assert_eq!(c.uploads_in_flight(&t.id).await.expect("count"), 0, "lapsed");
 }

@@ -274,6 +274,8 @@ macro_rules! every_promise {
     lock_waiters_do_not_retry_writes_on_unrelated_changes,
     a_late_damage_report_never_quarantines_a_healed_blob,
     an_upload_renews_a_lease_that_runs_out_before_half_a_lease_has_passed,
+    flights_elect_one_leader_and_share_its_outcome,
+    recorded_uploads_count_until_ended_or_lapsed,
         );
     };
 }

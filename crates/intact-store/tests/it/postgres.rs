@@ -309,3 +309,225 @@ async fn gc_on_one_replica_never_loses_a_blob_published_on_another() {
         report.problems
     );
 }
+
+/// On a shared catalog a starting replica rolls back nothing (what is open may be a live
+/// replica's work in progress); a worker renews its short lease for as long as it works,
+/// well past the lease itself; and once the worker is gone (a replica that died), its
+/// transaction lapses within that lease and another replica takes the version over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_workers_keep_their_transactions_and_dead_ones_lapse_within_the_lease() {
+    let db = TestDatabase::create().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blobs = FsBlobStore::open(dir.path()).await.expect("blobs");
+    let stores = replicas(&db, &blobs, 2).await;
+    let (a, b) = (stores[0].clone(), stores[1].clone());
+    let lease = Duration::from_secs(2);
+    let proxied = |wait: Duration| BeginRequest {
+        repo: RepoName::parse("builds").expect("repo"),
+        lease: Some(lease),
+        wait,
+        ..req("b7", "1")
+    };
+    let t = match a.begin(proxied(Duration::ZERO)).await.expect("begin") {
+        OpenOutcome::Created(t) => t,
+        other => panic!("unexpected {other:?}"),
+    };
+    let worker = {
+        let (a, id) = (a.clone(), t.id.clone());
+        tokio::spawn(async move {
+            a.renewing(&id, lease, async {
+                tokio::time::sleep(lease * 5 / 2).await;
+                Ok(())
+            })
+            .await
+        })
+    };
+    assert_eq!(
+        b.abort_all_open(&RepoName::parse("builds").expect("repo"))
+            .await
+            .expect("start-up rollback"),
+        0,
+        "a replica starting on a shared catalog rolled back another's open transaction"
+    );
+    tokio::time::sleep(lease * 2).await;
+    assert_eq!(b.txn(&t.id).await.expect("txn").state, intact_core::TxnState::Open);
+    assert!(
+        matches!(b.begin(proxied(Duration::ZERO)).await, Err(Error::Locked { .. })),
+        "a worker renewing its lease lost its version to another replica"
+    );
+    worker.await.expect("join").expect("work");
+    // The worker is gone and nothing renews: the other replica's wait ends within a lease.
+    let started = std::time::Instant::now();
+    let taken = b.begin(proxied(Duration::from_secs(60))).await.expect("take over");
+    assert!(matches!(taken, OpenOutcome::Created(_)), "{taken:?}");
+    let waited = started.elapsed();
+    assert!(
+        waited <= lease + Duration::from_secs(2),
+        "took {waited:?} to take over a dead worker's version (lease {lease:?})"
+    );
+    assert_eq!(b.txn(&t.id).await.expect("txn").state, intact_core::TxnState::Expired);
+}
+
+/// A waiter for a version's lock on one replica is woken when the holder finishes on another
+/// (the holder's end appends an event, and events wake every replica), not when its own wait
+/// or the holder's lease runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_waiter_is_woken_by_a_holder_finishing_on_another_replica() {
+    let db = TestDatabase::create().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blobs = FsBlobStore::open(dir.path()).await.expect("blobs");
+    let stores = replicas(&db, &blobs, 2).await;
+    let (a, b) = (stores[0].clone(), stores[1].clone());
+    let held = match a.begin(req("contended", "1")).await.expect("begin") {
+        OpenOutcome::Created(t) => t,
+        other => panic!("unexpected {other:?}"),
+    };
+    let waiter = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let outcome = b
+            .begin(BeginRequest {
+                wait: Duration::from_secs(120),
+                ..req("contended", "1")
+            })
+            .await;
+        (outcome, started.elapsed())
+    });
+    // Lets the waiter start waiting (were it late, it would find the lock free at once and
+    // the test would pass without showing the wake-up, never fail wrongly).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.abort(&held.id).await.expect("abort");
+    let (outcome, waited) = waiter.await.expect("join");
+    assert!(matches!(outcome, Ok(OpenOutcome::Created(_))), "{outcome:?}");
+    assert!(
+        waited < Duration::from_secs(10),
+        "the waiter slept {waited:?}: it was not woken by the holder finishing on another replica"
+    );
+}
+
+/// A version evicted (deleted) on one replica is not served from another replica's manifest
+/// cache for long: every replica follows `deleted` events and forgets what it cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_deleted_on_one_replica_leaves_every_replicas_cache() {
+    let db = TestDatabase::create().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blobs = FsBlobStore::open(dir.path()).await.expect("blobs");
+    let stores = replicas(&db, &blobs, 2).await;
+    let (a, b) = (stores[0].clone(), stores[1].clone());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let invalidator = tokio::spawn(a.clone().run_invalidator(stopped));
+    let t = match b.begin(req("evictable", "1")).await.expect("begin") {
+        OpenOutcome::Created(t) => t,
+        other => panic!("unexpected {other:?}"),
+    };
+    b.commit(&t.id).await.expect("commit");
+    let (repo, name, version) = (
+        RepoName::parse("files").expect("repo"),
+        Name::parse("evictable").expect("name"),
+        Version::parse("1").expect("version"),
+    );
+    a.manifest(&repo, &name, &version).await.expect("cached on a");
+    // Lets the invalidator start following (were it late, it would start after the delete and
+    // the cache would keep the version: the test fails, never passes wrongly).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.delete_version(&repo, &name, &version, "evicted (test)")
+        .await
+        .expect("delete")
+        .expect("was there");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match a.manifest(&repo, &name, &version).await {
+            Err(Error::NotFound { .. }) => break,
+            Ok(_) if std::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            other => panic!("replica a still serves the version deleted on b 10 s later: {other:?}"),
+        }
+    }
+    let _ = stop.send(true);
+    invalidator.await.expect("join");
+}
+
+/// Replicas claiming one flight at once: exactly one leads, every other follows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leader_among_replicas_claiming_a_flight_at_once() {
+    let db = TestDatabase::create().await;
+    let mut catalogs = Vec::new();
+    for _ in 0..6 {
+        catalogs.push(Arc::new(PostgresCatalog::open(&db.url).await.expect("open catalog")));
+    }
+    let claims = catalogs.iter().enumerate().flat_map(|(i, c)| {
+        (0..4).map(move |j| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                c.claim_flight("go/example.com/m@v1.0.0", &format!("r{i}-{j}"), Duration::from_secs(30))
+                    .await
+            })
+        })
+    });
+    let answers: Vec<intact_store::FlightClaim> = futures::future::join_all(claims)
+        .await
+        .into_iter()
+        .map(|joined| joined.expect("join").expect("claim"))
+        .collect();
+    let leaders = answers
+        .iter()
+        .filter(|a| **a == intact_store::FlightClaim::Leading)
+        .count();
+    assert_eq!(leaders, 1, "{answers:?}");
+}
+
+/// An upload streaming on one replica holds back a commit of its transaction on another
+/// (the upload is recorded in the catalog while it streams); once it is staged the commit
+/// goes through with its file. An upload whose replica died stops counting once its lease
+/// lapses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_on_one_replica_holds_back_a_commit_on_another() {
+    let db = TestDatabase::create().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blobs = FsBlobStore::open(dir.path()).await.expect("blobs");
+    let stores = replicas(&db, &blobs, 2).await;
+    let (a, b) = (stores[0].clone(), stores[1].clone());
+    let t = match b.begin(req("parallel", "1")).await.expect("begin") {
+        OpenOutcome::Created(t) => t,
+        other => panic!("unexpected {other:?}"),
+    };
+    let (mut body, release) = crate::conformance::stalling_body(b"half of ");
+    let upload = {
+        let (a, id) = (a.clone(), t.id.clone());
+        tokio::spawn(async move {
+            a.put_file(
+                &id,
+                FilePath::parse("streaming.bin").expect("path"),
+                &mut body,
+                None,
+                None,
+            )
+            .await
+        })
+    };
+    // Lets the upload start (ordering only: were it not started, the test could only pass).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    match b.commit(&t.id).await {
+        Err(Error::UploadsInProgress { .. }) => {}
+        other => panic!("a commit on b racing an upload on a must be refused, got {other:?}"),
+    }
+    release.send(b"the file").expect("release");
+    upload.await.expect("join").expect("upload");
+    let m = b
+        .commit(&t.id)
+        .await
+        .expect("commit right after the upload")
+        .into_manifest();
+    assert_eq!(m.files.len(), 1);
+
+    // A replica that died mid-upload: its record lapses with its lease, unrenewed.
+    let t = match b.begin(req("orphaned", "1")).await.expect("begin") {
+        OpenOutcome::Created(t) => t,
+        other => panic!("unexpected {other:?}"),
+    };
+    a.catalog()
+        .start_upload(&t.id, "upload-of-a-dead-replica", Duration::from_secs(1))
+        .await
+        .expect("record");
+    assert!(matches!(b.commit(&t.id).await, Err(Error::UploadsInProgress { .. })));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    b.commit(&t.id).await.expect("the dead upload no longer counts");
+}

@@ -8,6 +8,7 @@ mod go_proxy;
 mod harness;
 mod large;
 mod power_loss;
+mod replicas;
 mod scale_out;
 mod staging;
 mod torture;

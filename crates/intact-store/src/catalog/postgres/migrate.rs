@@ -10,7 +10,19 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use crate::{Error, Result};
 
 /// Ordered schema migrations (`migrations/postgres/`), embedded in the binary.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../../../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../../../migrations/postgres/0001_init.sql")),
+    (
+        2,
+        "flights",
+        include_str!("../../../migrations/postgres/0002_flights.sql"),
+    ),
+    (
+        3,
+        "uploads",
+        include_str!("../../../migrations/postgres/0003_uploads.sql"),
+    ),
+];
 
 pub(super) async fn run(pool: &PgPool) -> Result<()> {
     let migrations = MIGRATIONS

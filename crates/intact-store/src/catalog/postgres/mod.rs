@@ -35,9 +35,11 @@ use crate::{BlobStore, Error, Result};
 
 mod blobs;
 mod events;
+mod flights;
 mod migrate;
 mod rows;
 mod txns;
+mod uploads;
 mod versions;
 
 /// The channel on which committed event appends are announced.
@@ -217,8 +219,45 @@ impl Catalog for PostgresCatalog {
         blobs::check_writable(self).await
     }
 
+    /// Any number of replicas share the database.
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     fn event_wakeups(&self) -> watch::Receiver<u64> {
         self.wakeups.subscribe()
+    }
+
+    async fn claim_flight(&self, key: &str, holder: &str, lease: Duration) -> Result<super::FlightClaim> {
+        flights::claim(self, key, holder, lease).await
+    }
+
+    async fn renew_flight(&self, key: &str, holder: &str, lease: Duration) -> Result<bool> {
+        flights::renew(self, key, holder, lease).await
+    }
+
+    async fn finish_flight(&self, key: &str, holder: &str, end: &super::FlightEnd) -> Result<()> {
+        flights::finish(self, key, holder, end).await
+    }
+
+    async fn flight(&self, key: &str) -> Result<Option<super::FlightState>> {
+        flights::flight(self, key).await
+    }
+
+    async fn start_upload(&self, txn: &TxnId, upload: &str, lease: Duration) -> Result<()> {
+        uploads::start(self, txn, upload, lease).await
+    }
+
+    async fn renew_upload(&self, upload: &str, lease: Duration) -> Result<()> {
+        uploads::renew(self, upload, lease).await
+    }
+
+    async fn end_upload(&self, upload: &str) -> Result<()> {
+        uploads::end(self, upload).await
+    }
+
+    async fn uploads_in_flight(&self, txn: &TxnId) -> Result<u64> {
+        uploads::in_flight(self, txn).await
     }
 
     async fn last_event_seq(&self) -> Result<i64> {

@@ -29,6 +29,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../../migrations/sqlite/0002_lru.sql")),
     (3, include_str!("../../../migrations/sqlite/0003_list_by_seq.sql")),
+    (4, include_str!("../../../migrations/sqlite/0004_flights.sql")),
+    (5, include_str!("../../../migrations/sqlite/0005_uploads.sql")),
 ];
 
 const SWEEP_BATCH: i64 = 500;
@@ -157,8 +159,10 @@ impl SqliteCatalog {
 
 mod blobs;
 mod events;
+mod flights;
 mod rows;
 mod txns;
+mod uploads;
 mod versions;
 use events::append_event;
 use rows::*;
@@ -227,8 +231,45 @@ impl Catalog for SqliteCatalog {
         blobs::check_writable(self).await
     }
 
+    /// One process owns the data dir and its catalog.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
     fn event_wakeups(&self) -> watch::Receiver<u64> {
         events::event_wakeups(self)
+    }
+
+    async fn claim_flight(&self, key: &str, holder: &str, lease: Duration) -> Result<super::FlightClaim> {
+        flights::claim(self, key, holder, lease).await
+    }
+
+    async fn renew_flight(&self, key: &str, holder: &str, lease: Duration) -> Result<bool> {
+        flights::renew(self, key, holder, lease).await
+    }
+
+    async fn finish_flight(&self, key: &str, holder: &str, end: &super::FlightEnd) -> Result<()> {
+        flights::finish(self, key, holder, end).await
+    }
+
+    async fn flight(&self, key: &str) -> Result<Option<super::FlightState>> {
+        flights::flight(self, key).await
+    }
+
+    async fn start_upload(&self, txn: &TxnId, upload: &str, lease: Duration) -> Result<()> {
+        uploads::start(self, txn, upload, lease).await
+    }
+
+    async fn renew_upload(&self, upload: &str, lease: Duration) -> Result<()> {
+        uploads::renew(self, upload, lease).await
+    }
+
+    async fn end_upload(&self, upload: &str) -> Result<()> {
+        uploads::end(self, upload).await
+    }
+
+    async fn uploads_in_flight(&self, txn: &TxnId) -> Result<u64> {
+        uploads::in_flight(self, txn).await
     }
 
     async fn last_event_seq(&self) -> Result<i64> {
