@@ -89,6 +89,14 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
+    /// The catalog could not be reached: its server is down or restarting, the network to
+    /// it failed, or every connection stayed busy too long. Nothing was written. Retryable;
+    /// service resumes by itself once the catalog answers again.
+    #[error("catalog unavailable: {source}")]
+    CatalogUnavailable {
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     #[error("storage io error: {context}: {source}")]
     Io { context: String, source: std::io::Error },
 
@@ -128,6 +136,7 @@ impl Error {
                 | Self::WaitTimeout { .. }
                 | Self::Io { .. }
                 | Self::Unavailable { .. }
+                | Self::CatalogUnavailable { .. }
                 | Self::StorageFull { .. }
                 | Self::Catalog { .. }
         )
@@ -139,6 +148,27 @@ const SQLITE_FULL: i64 = 13;
 
 /// PostgreSQL's SQLSTATE for a full disk (`disk_full`).
 const PG_DISK_FULL: &[&str] = &["53100"];
+
+/// PostgreSQL's SQLSTATEs for "the server is going away or not there yet": class 08
+/// (connection exceptions), and admin/crash shutdown and "cannot connect now" (starting up).
+fn is_pg_unreachable(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+}
+
+/// Whether `e` says the catalog could not be reached (as opposed to refusing a statement).
+fn is_unreachable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .is_some_and(|pg| is_pg_unreachable(pg.code())),
+        _ => false,
+    }
+}
 
 /// Whether a database error means the catalog's storage is full (each engine says it its way).
 fn is_storage_full(db: &(dyn sqlx::error::DatabaseError + 'static)) -> bool {
@@ -170,6 +200,9 @@ impl From<sqlx::Error> for Error {
             return Self::StorageFull {
                 context: "the catalog".into(),
             };
+        }
+        if is_unreachable(&e) {
+            return Self::CatalogUnavailable { source: Box::new(e) };
         }
         Self::Catalog {
             context: "sql".into(),

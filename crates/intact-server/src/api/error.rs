@@ -201,8 +201,8 @@ pub fn store_error_response(e: StoreError) -> Response {
             json!({"error": "timeout", "message": message}),
         ),
         StoreError::Body(_) => body(StatusCode::BAD_REQUEST, json!({"error": "body", "message": message})),
-        StoreError::Unavailable { .. } => {
-            tracing::error!(%message, "blob store unavailable");
+        StoreError::Unavailable { .. } | StoreError::CatalogUnavailable { .. } => {
+            tracing::error!(%message, "backend unavailable");
             body(
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({"error": "unavailable", "retryable": true, "message": message}),
@@ -221,6 +221,28 @@ pub fn store_error_response(e: StoreError) -> Response {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 json!({"error": "internal", "message": other.to_string()}),
             )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_backend_is_a_retryable_503() {
+        for e in [
+            StoreError::CatalogUnavailable {
+                source: Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+            },
+            StoreError::Unavailable {
+                context: "reading s3://b/k".into(),
+                source: Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+            },
+        ] {
+            let what = e.to_string();
+            let resp = store_error_response(e);
+            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE, "{what}");
         }
     }
 }

@@ -116,6 +116,10 @@ async fn the_catalog_going_away_gives_prompt_retryable_errors_and_service_resume
     let started = tokio::time::Instant::now();
     let err = publish(&store, "2").await.expect_err("no catalog, no publish");
     let waited = started.elapsed();
+    assert!(
+        matches!(err, intact_store::Error::CatalogUnavailable { .. }),
+        "a catalog outage is said as such (503 on the API), not as an internal error: {err:?}"
+    );
     assert!(err.is_transient(), "a catalog outage is retryable: {err}");
     assert!(
         waited < Duration::from_secs(30),
