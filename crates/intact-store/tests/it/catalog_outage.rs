@@ -2,7 +2,9 @@
 //! the test cuts (every connection reset, new ones refused) and restores, as a database
 //! restart or a network failure would. The store must answer promptly with a retryable error
 //! while the catalog is away, keep serving what it has cached, report not-ready, and come
-//! back by itself: writes work again and event wake-ups resume, with no restart.
+//! back by itself: writes work again and event wake-ups resume, with no restart. And the
+//! network going silent (every byte dropped, no connection closed, as in a partition): each
+//! call still ends within the catalog's call limit, answered as unavailable.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,10 +17,12 @@ use intact_testkit::TestDatabase;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-/// A TCP relay to PostgreSQL that can be cut and restored.
+/// A TCP relay to PostgreSQL that can be cut and restored, or made silent.
 struct Relay {
     port: u16,
     up: Arc<AtomicBool>,
+    /// While set, nothing is forwarded either way and nothing is closed.
+    silent: Arc<AtomicBool>,
     /// Bumped on every cut: live relays end when they see it change.
     cuts: watch::Sender<u64>,
 }
@@ -28,27 +32,37 @@ impl Relay {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
         let port = listener.local_addr().expect("addr").port();
         let up = Arc::new(AtomicBool::new(true));
+        let silent = Arc::new(AtomicBool::new(false));
         let cuts = watch::Sender::new(0u64);
-        let (up2, cuts2) = (up.clone(), cuts.clone());
+        let (up2, silent2, cuts2) = (up.clone(), silent.clone(), cuts.clone());
         tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
+            while let Ok((client, _)) = listener.accept().await {
                 if !up2.load(Ordering::SeqCst) {
                     drop(client); // refused: closed at once
                     continue;
                 }
                 let mut cut = cuts2.subscribe();
+                let silent = silent2.clone();
                 tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(to).await else {
+                    let Ok(server) = TcpStream::connect(to).await else {
                         return;
                     };
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = forward(client_read, server_write, silent.clone()) => {}
+                        _ = forward(server_read, client_write, silent) => {}
                         _ = cut.changed() => {} // dropping both ends resets the connection
                     }
                 });
             }
         });
-        Self { port, up, cuts }
+        Self { port, up, silent, cuts }
+    }
+
+    /// Every byte dropped from now on, both ways, on every connection; nothing closed.
+    fn go_silent(&self) {
+        self.silent.store(true, Ordering::SeqCst);
     }
 
     fn cut(&self) {
@@ -58,6 +72,30 @@ impl Relay {
 
     fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` to `to`, dropping what arrives while `silent` is set (as a partitioned
+/// network does), until either end closes.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    silent: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if silent.load(Ordering::SeqCst) {
+                    continue;
+                }
+                if to.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
     }
 }
 
@@ -164,4 +202,63 @@ async fn the_catalog_going_away_gives_prompt_retryable_errors_and_service_resume
         .expect("wake-ups still running");
     let listed = store.list_versions(&repo(), &name, None, 10).await.expect("list");
     assert_eq!(listed.len(), 3);
+}
+
+/// A silent network (a partition: every packet dropped, no connection closed): the kernel
+/// would take many minutes to give up on the connections, so without a limit of its own
+/// every request would hang that long. Each call ends within the catalog's limit instead,
+/// answered as unavailable (retryable), and the store reports not-ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_network_to_the_catalog_ends_each_call_within_its_limit() {
+    const LIMIT: Duration = Duration::from_secs(2);
+    let db = TestDatabase::create().await;
+    let relay = Relay::start("127.0.0.1:5432").await;
+    let via_relay = db
+        .url
+        .replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", relay.port), 1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let catalog = PostgresCatalog::open(&via_relay)
+        .await
+        .expect("open catalog")
+        .with_op_timeout(LIMIT);
+    let store = Store::new(
+        Arc::new(catalog),
+        Arc::new(FsBlobStore::open(dir.path()).await.expect("blobs")),
+        Arc::new(SystemClock),
+        StoreConfig::default(),
+    );
+    publish(&store, "1").await.expect("publish before the partition");
+
+    relay.go_silent();
+    for attempt in ["publish", "list"] {
+        let started = tokio::time::Instant::now();
+        let result = tokio::time::timeout(Duration::from_secs(60), async {
+            match attempt {
+                "publish" => publish(&store, "2").await,
+                _ => store
+                    .list_versions(&repo(), &Name::parse("app").expect("n"), None, 10)
+                    .await
+                    .map(|_| ()),
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{attempt} hung for a minute on a silent catalog"));
+        let waited = started.elapsed();
+        let err = result.expect_err("no answer from the catalog, no success");
+        assert!(
+            matches!(err, intact_store::Error::CatalogUnavailable { .. }),
+            "{attempt}: a silent catalog is said as unavailable: {err:?}"
+        );
+        assert!(err.is_transient(), "{attempt}: retryable: {err}");
+        // One call (a publish makes a few) ends within the limit.
+        assert!(
+            waited < LIMIT * 4,
+            "{attempt} answered after {waited:?}, past the call limit {LIMIT:?}: {err}"
+        );
+    }
+    let not_ready = tokio::time::timeout(Duration::from_secs(60), store.readiness())
+        .await
+        .expect("readiness answers on a silent catalog")
+        .expect_err("not ready without a catalog");
+    assert!(not_ready.contains("catalog"), "{not_ready}");
 }

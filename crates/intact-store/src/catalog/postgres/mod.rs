@@ -45,6 +45,12 @@ mod versions;
 /// The channel on which committed event appends are announced.
 const EVENTS_CHANNEL: &str = "intact_events";
 
+/// The longest one catalog call may take before it is answered `CatalogUnavailable`.
+/// Every call is a few short statements (lock waits included: locks are held for one short
+/// SQL transaction), so this is far above any healthy call and far below the many minutes
+/// the kernel takes to give up on a connection whose peer went silent.
+pub const OP_TIMEOUT: Duration = Duration::from_secs(30);
+
 #[derive(Clone)]
 pub struct PostgresCatalog {
     pool: PgPool,
@@ -56,6 +62,8 @@ pub struct PostgresCatalog {
     wakeups: Arc<watch::Sender<u64>>,
     /// Stops the `LISTEN` task when the last clone of this catalog is dropped.
     _listener: Arc<tokio_util::sync::DropGuard>,
+    /// The longest one catalog call may take (see [`PostgresCatalog::bounded`]).
+    op_timeout: Duration,
 }
 
 impl std::fmt::Debug for PostgresCatalog {
@@ -89,7 +97,7 @@ impl PostgresCatalog {
         })?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            .acquire_timeout(Duration::from_secs(60))
+            .acquire_timeout(OP_TIMEOUT)
             .connect_with(options)
             .await?;
         migrate::run(&pool).await?;
@@ -99,7 +107,34 @@ impl PostgresCatalog {
             time_offset: None,
             wakeups,
             _listener: Arc::new(listener.drop_guard()),
+            op_timeout: OP_TIMEOUT,
         })
+    }
+
+    /// Every call ends within `limit` instead of [`OP_TIMEOUT`] (tests of a silent network).
+    pub fn with_op_timeout(mut self, limit: Duration) -> Self {
+        self.op_timeout = limit;
+        self
+    }
+
+    /// Runs one catalog call within `op_timeout`. A database that stops answering without
+    /// closing the connection (a silent network partition, a failover that leaves the old
+    /// address black-holed) would otherwise hold the request, and the connection, until the
+    /// kernel gives up on TCP, many minutes later. Past the limit the call is abandoned (sqlx
+    /// rolls back an abandoned SQL transaction; a commit abandoned after it was sent may
+    /// still land, which a retry then finds, as after any lost answer) and answered
+    /// `CatalogUnavailable`, retryable.
+    async fn bounded<T>(&self, what: &'static str, call: impl Future<Output = Result<T>>) -> Result<T> {
+        match tokio::time::timeout(self.op_timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::CatalogUnavailable {
+                source: format!(
+                    "PostgreSQL did not answer {what} within {} s",
+                    self.op_timeout.as_secs_f64()
+                )
+                .into(),
+            }),
+        }
     }
 
     /// The catalog's time runs `clock`'s offset ahead of the database's (tests only; see
@@ -158,43 +193,44 @@ async fn lock_name(conn: &mut sqlx::PgConnection, repo: &str, name: &str) -> Res
 #[async_trait]
 impl Catalog for PostgresCatalog {
     async fn open_txn(&self, req: &NewTxn) -> Result<OpenOutcome> {
-        txns::open_txn(self, req).await
+        self.bounded("open txn", txns::open_txn(self, req)).await
     }
 
     async fn txn(&self, id: &TxnId) -> Result<TxnRecord> {
-        txns::txn(self, id).await
+        self.bounded("txn", txns::txn(self, id)).await
     }
 
     async fn open_txns(&self, repo: &RepoName, limit: u32) -> Result<Vec<TxnId>> {
-        txns::open_txns(self, repo, limit).await
+        self.bounded("open txns", txns::open_txns(self, repo, limit)).await
     }
 
     async fn txn_status(&self, id: &TxnId) -> Result<TxnStatus> {
-        txns::txn_status(self, id).await
+        self.bounded("txn status", txns::txn_status(self, id)).await
     }
 
     async fn renew_txn(&self, id: &TxnId) -> Result<TxnRecord> {
-        txns::renew_txn(self, id).await
+        self.bounded("renew txn", txns::renew_txn(self, id)).await
     }
 
     async fn stage_file(&self, id: &TxnId, file: &FileEntry) -> Result<()> {
-        txns::stage_file(self, id, file).await
+        self.bounded("stage file", txns::stage_file(self, id, file)).await
     }
 
     async fn commit_txn(&self, id: &TxnId, verified: &[FileEntry]) -> Result<CommitOutcome> {
-        txns::commit_txn(self, id, verified).await
+        self.bounded("commit txn", txns::commit_txn(self, id, verified)).await
     }
 
     async fn abort_txn(&self, id: &TxnId) -> Result<Finished> {
-        txns::abort_txn(self, id).await
+        self.bounded("abort txn", txns::abort_txn(self, id)).await
     }
 
     async fn expire_txns(&self) -> Result<Finished> {
-        txns::expire_txns(self).await
+        self.bounded("expire txns", txns::expire_txns(self)).await
     }
 
     async fn manifest(&self, repo: &RepoName, name: &Name, version: &Version) -> Result<Option<Manifest>> {
-        versions::manifest(self, repo, name, version).await
+        self.bounded("manifest", versions::manifest(self, repo, name, version))
+            .await
     }
 
     async fn list_versions(
@@ -204,19 +240,21 @@ impl Catalog for PostgresCatalog {
         after: Option<&Version>,
         limit: u32,
     ) -> Result<Vec<VersionSummary>> {
-        versions::list_versions(self, repo, name, after, limit).await
+        self.bounded("list versions", versions::list_versions(self, repo, name, after, limit))
+            .await
     }
 
     async fn list_names(&self, repo: &RepoName, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<Name>> {
-        versions::list_names(self, repo, prefix, after, limit).await
+        self.bounded("list names", versions::list_names(self, repo, prefix, after, limit))
+            .await
     }
 
     async fn events(&self, after: i64, limit: u32) -> Result<Vec<Event>> {
-        events::events(self, after, limit).await
+        self.bounded("events", events::events(self, after, limit)).await
     }
 
     async fn check_writable(&self) -> Result<()> {
-        blobs::check_writable(self).await
+        self.bounded("check writable", blobs::check_writable(self)).await
     }
 
     /// Any number of replicas share the database.
@@ -229,41 +267,47 @@ impl Catalog for PostgresCatalog {
     }
 
     async fn claim_flight(&self, key: &str, holder: &str, lease: Duration) -> Result<super::FlightClaim> {
-        flights::claim(self, key, holder, lease).await
+        self.bounded("claim flight", flights::claim(self, key, holder, lease))
+            .await
     }
 
     async fn renew_flight(&self, key: &str, holder: &str, lease: Duration) -> Result<bool> {
-        flights::renew(self, key, holder, lease).await
+        self.bounded("renew flight", flights::renew(self, key, holder, lease))
+            .await
     }
 
     async fn finish_flight(&self, key: &str, holder: &str, end: &super::FlightEnd) -> Result<()> {
-        flights::finish(self, key, holder, end).await
+        self.bounded("finish flight", flights::finish(self, key, holder, end))
+            .await
     }
 
     async fn flight(&self, key: &str) -> Result<Option<super::FlightState>> {
-        flights::flight(self, key).await
+        self.bounded("flight", flights::flight(self, key)).await
     }
 
     async fn start_upload(&self, txn: &TxnId, upload: &str, lease: Duration) -> Result<()> {
-        uploads::start(self, txn, upload, lease).await
+        self.bounded("start upload", uploads::start(self, txn, upload, lease))
+            .await
     }
 
     async fn renew_upload(&self, upload: &str, lease: Duration) -> Result<()> {
-        uploads::renew(self, upload, lease).await
+        self.bounded("renew upload", uploads::renew(self, upload, lease)).await
     }
 
     async fn end_upload(&self, upload: &str) -> Result<()> {
-        uploads::end(self, upload).await
+        self.bounded("end upload", uploads::end(self, upload)).await
     }
 
     async fn uploads_in_flight(&self, txn: &TxnId) -> Result<u64> {
-        uploads::in_flight(self, txn).await
+        self.bounded("uploads in flight", uploads::in_flight(self, txn)).await
     }
 
     async fn last_event_seq(&self) -> Result<i64> {
-        events::last_event_seq(self).await
+        self.bounded("last event seq", events::last_event_seq(self)).await
     }
 
+    // The sweeps are not bounded as a whole: they run for as long as there is garbage,
+    // deleting from the blob store between their short statements.
     async fn sweep_blobs(
         &self,
         min_age: Duration,
@@ -278,23 +322,26 @@ impl Catalog for PostgresCatalog {
     }
 
     async fn committed_blobs(&self, after: Option<&Digest>, limit: u32) -> Result<Vec<(Digest, u64)>> {
-        blobs::committed_blobs(self, after, limit).await
+        self.bounded("committed blobs", blobs::committed_blobs(self, after, limit))
+            .await
     }
 
     async fn blob_users(&self, digest: &Digest, limit: u32) -> Result<Vec<BlobUser>> {
-        blobs::blob_users(self, digest, limit).await
+        self.bounded("blob users", blobs::blob_users(self, digest, limit)).await
     }
 
     async fn touch_versions(&self, accesses: &[(RepoName, Name, Version, Timestamp)]) -> Result<()> {
-        versions::touch_versions(self, accesses).await
+        self.bounded("touch versions", versions::touch_versions(self, accesses))
+            .await
     }
 
     async fn repo_usage(&self, repo: &RepoName) -> Result<RepoUsage> {
-        versions::repo_usage(self, repo).await
+        self.bounded("repo usage", versions::repo_usage(self, repo)).await
     }
 
     async fn least_recently_used(&self, repo: &RepoName, limit: u32) -> Result<Vec<VersionUse>> {
-        versions::least_recently_used(self, repo, limit).await
+        self.bounded("least recently used", versions::least_recently_used(self, repo, limit))
+            .await
     }
 
     async fn delete_version(
@@ -304,10 +351,14 @@ impl Catalog for PostgresCatalog {
         version: &Version,
         reason: &str,
     ) -> Result<Option<Manifest>> {
-        versions::delete_version(self, repo, name, version, reason).await
+        self.bounded(
+            "delete version",
+            versions::delete_version(self, repo, name, version, reason),
+        )
+        .await
     }
 
     async fn prune_txns(&self, older_than: Duration) -> Result<u64> {
-        txns::prune_txns(self, older_than).await
+        self.bounded("prune txns", txns::prune_txns(self, older_than)).await
     }
 }
