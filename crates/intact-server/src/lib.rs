@@ -37,7 +37,7 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
     let report = store.recover().await.context("start-up recovery")?;
     tracing::info!(?report, "start-up recovery done");
     if !store.is_sole_writer() {
-        // A shared catalog: what is open in proxy repos and the staging journal may belong
+        // A shared catalog: what is open in proxy repos (Go fetches, staging runs) may belong
         // to live replicas. A dead replica's transactions end when their leases run out.
         tracing::info!("shared catalog: transactions left open by a dead replica end with their leases");
         return AppState::new(Arc::new(config), store);

@@ -151,30 +151,18 @@ pub fn routes() -> Router<AppState> {
         .route("/jobs/{id}", get(api::job))
 }
 
-/// Start-up recovery, before serving: drops a dead process's staging temp files and aborts
-/// the staging transactions it journaled (their staged blobs are then reclaimed).
+/// Start-up recovery, before serving: drops a dead process's staging temp files. (Its open
+/// staging transactions are the catalog's to end: rolled back at start-up on the embedded
+/// catalog with the rest of the proxy repos', lapsing with their worker lease on a shared one.)
 pub async fn recover(state: &AppState) {
     if state.staging.repos.is_empty() {
         return;
     }
     let dirs = state.staging.dirs.clone();
-    let orphans = match tokio::task::spawn_blocking(move || dirs.recover()).await {
-        Ok(Ok(ids)) => ids,
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "staging start-up cleanup failed");
-            Vec::new()
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "staging start-up cleanup failed");
-            Vec::new()
-        }
-    };
-    for id in orphans {
-        match state.store.abort(&id).await {
-            Ok(()) => tracing::info!(txn = %id, "aborted a staging transaction left by a crash"),
-            Err(e) => tracing::debug!(txn = %id, error = %e, "journaled staging transaction already final"),
-        }
-        state.staging.dirs.journal_remove(&id).await;
+    match tokio::task::spawn_blocking(move || dirs.recover()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "staging start-up cleanup failed"),
+        Err(e) => tracing::warn!(error = %e, "staging start-up cleanup failed"),
     }
 }
 

@@ -4,9 +4,11 @@
 //! visible; on any failure the transaction is rolled back and the temp dir removed.
 //!
 //! Crash safety: the temp dir lives under `<data_dir>/staging/tmp`, which is emptied at
-//! start-up; a staging transaction's id is journaled under `<data_dir>/staging/txns` from
-//! `begin` to its end, and start-up aborts every journaled transaction (only staging writes
-//! into proxy repos, so such a transaction can only belong to a dead process).
+//! start-up. The catalog is the journal of open staging transactions: each is a transaction
+//! row in a proxy repo, renewed by its worker ([`intact_store::WORKER_LEASE`]). On the
+//! embedded catalog start-up rolls back every open transaction of the proxy repos (only this
+//! process writes there, so what is open belongs to a dead one); on a shared catalog a dead
+//! replica's transactions lapse with their lease.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -17,7 +19,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use intact_archive::{ArchiveError, ArchiveKind, Limits};
-use intact_core::{DigestHasher, FilePath, Manifest, Name, RepoName, TxnId, Version};
+use intact_core::{DigestHasher, FilePath, Manifest, Name, RepoName, Version};
 use intact_store::{BeginRequest, OpenOutcome, PendingBlob, Store, VersionSpec};
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
@@ -44,57 +46,27 @@ pub(crate) enum Item {
 pub(crate) struct Dirs {
     /// Private temp space: downloads and extractions in progress.
     pub tmp: PathBuf,
-    /// One empty file per open staging transaction, named by its id.
-    pub txns: PathBuf,
 }
 
 impl Dirs {
     pub fn new(data_dir: &Path) -> Self {
-        let root = data_dir.join("staging");
         Self {
-            tmp: root.join("tmp"),
-            txns: root.join("txns"),
+            tmp: data_dir.join("staging").join("tmp"),
         }
     }
 
-    /// Start-up: drops leftovers of a dead process (temp files, journaled transactions) and
-    /// returns the journaled transaction ids to abort. Must run before any staging starts and
-    /// while this process holds the data dir.
-    pub fn recover(&self) -> io::Result<Vec<TxnId>> {
+    /// Start-up: drops a dead process's temp files. Must run before any staging starts, and
+    /// only in the process that owns the data dir (replicas sharing one leave it alone).
+    pub fn recover(&self) -> io::Result<()> {
         match std::fs::remove_dir_all(&self.tmp) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
         std::fs::create_dir_all(&self.tmp)?;
-        intact_store::blob::create_dir_all_durable(&self.txns)?;
-        let mut ids = Vec::new();
-        for entry in std::fs::read_dir(&self.txns)? {
-            let entry = entry?;
-            match entry.file_name().to_str().map(TxnId::parse) {
-                Some(Ok(id)) => ids.push(id),
-                _ => {
-                    let _ = std::fs::remove_file(entry.path());
-                }
-            }
-        }
-        Ok(ids)
-    }
-
-    async fn journal_add(&self, id: &TxnId) -> io::Result<()> {
-        let dir = self.txns.clone();
-        let path = dir.join(id.as_str());
-        tokio::task::spawn_blocking(move || -> io::Result<()> {
-            intact_store::blob::create_dir_all_durable(&dir)?;
-            std::fs::File::create(&path)?.sync_all()?;
-            std::fs::File::open(&dir)?.sync_all()
-        })
-        .await
-        .map_err(io::Error::other)?
-    }
-
-    pub async fn journal_remove(&self, id: &TxnId) {
-        let _ = tokio::fs::remove_file(self.txns.join(id.as_str())).await;
+        // The journal directory of earlier releases: the catalog holds that now.
+        let _ = std::fs::remove_dir_all(self.tmp.with_file_name("txns"));
+        Ok(())
     }
 }
 
@@ -368,7 +340,7 @@ impl Run {
             // the version within one short lease.
             lease: Some(intact_store::WORKER_LEASE),
             idempotency_key: None,
-            // A transaction left by a crash the journal missed expires within one lease.
+            // A transaction a dead replica left open lapses within its worker lease.
             wait: LEASE,
         };
         // Committed meanwhile by someone else (another process on a shared catalog): theirs.
@@ -380,10 +352,6 @@ impl Run {
             Ok(OpenOutcome::Committed(_, m)) => return Ok(m),
             Err(e) => return Err(e.into()),
         };
-        if let Err(e) = self.dirs.journal_add(&txn.id).await {
-            let _ = self.store.abort(&txn.id).await;
-            return Err(StageError::Internal(format!("journaling staging transaction: {e}")));
-        }
         let result = self
             .store
             .renewing(&txn.id, intact_store::WORKER_LEASE, async {
@@ -396,7 +364,6 @@ impl Run {
         if result.is_err() {
             let _ = self.store.abort(&txn.id).await;
         }
-        self.dirs.journal_remove(&txn.id).await;
         match result {
             Ok(outcome) => Ok(outcome.into_manifest()),
             // Another stager committed first, from other bytes (a moving upstream): versions
