@@ -36,25 +36,32 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
         })?;
     let report = store.recover().await.context("start-up recovery")?;
     tracing::info!(?report, "start-up recovery done");
-    if !store.is_sole_writer() {
+    if store.is_sole_writer() {
+        // Only intact writes into proxy repos (Go fetches, staging runs), and this process is
+        // the catalog's only writer: what is open there belongs to a process that died
+        // mid-commit and would hold its version (every request for it waiting) until its
+        // lease ran out.
+        for repo in config.repos.iter().filter(|r| r.kind == config::RepoKind::Proxy) {
+            let n = store
+                .abort_all_open(&repo.name)
+                .await
+                .with_context(|| format!("rolling back repo {}'s transactions left open", repo.name))?;
+            if n > 0 {
+                tracing::info!(repo = %repo.name, transactions = n, "rolled back transactions a dead process left open");
+            }
+        }
+    } else {
         // A shared catalog: what is open in proxy repos (Go fetches, staging runs) may belong
         // to live replicas. A dead replica's transactions end when their leases run out.
         tracing::info!("shared catalog: transactions left open by a dead replica end with their leases");
-        return AppState::new(Arc::new(config), store);
     }
-    // Only intact writes into proxy repos (Go fetches, staging runs), and this process owns
-    // the data dir: what is open there belongs to a process that died mid-commit and would
-    // hold its version (every request for it waiting) until its lease ran out.
-    for repo in config.repos.iter().filter(|r| r.kind == config::RepoKind::Proxy) {
-        let n = store
-            .abort_all_open(&repo.name)
-            .await
-            .with_context(|| format!("rolling back repo {}'s transactions left open", repo.name))?;
-        if n > 0 {
-            tracing::info!(repo = %repo.name, transactions = n, "rolled back transactions a dead process left open");
-        }
-    }
+    let owns_data_dir = store.owns_data_dir();
     let state = AppState::new(Arc::new(config), store)?;
+    if !owns_data_dir {
+        // Replicas sharing a data dir (and the blob directory in it): another one's temp
+        // files may be in use.
+        return Ok(state);
+    }
     let go = state.go.clone();
     match tokio::task::spawn_blocking(move || go.remove_leftovers()).await? {
         Ok(0) => {}

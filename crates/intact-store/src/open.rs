@@ -151,7 +151,20 @@ impl Store {
             .map_err(|e| Error::io("creating data dir", std::io::Error::other(e)))?
             .map_err(|e| Error::io(format!("creating data dir {}", data_dir.display()), e))?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let (catalog, dir_lock) = open_catalog(data_dir, catalog, clock.clone()).await?;
+        let (catalog, mut dir_lock) = open_catalog(data_dir, catalog, clock.clone()).await?;
+        if dir_lock.is_none() && matches!(blobs, BlobSettings::S3(..)) {
+            // Blobs in S3 leave the data dir only this replica's temporary files (and its
+            // cache): it owns it, so start-up can clear what a dead run of it left there.
+            // (With blob files, replicas on a shared catalog share the data dir that holds
+            // them, and no one of them owns it.)
+            dir_lock = Some(lock_data_dir(data_dir).map_err(|e| match e {
+                Error::Io { context, source } => Error::Io {
+                    context: format!("{context} (with blobs in S3 every replica needs a data dir of its own)"),
+                    source,
+                },
+                other => other,
+            })?);
+        }
         let blobs = blobs.open(data_dir).await?;
         Ok(Arc::new(
             Self::new(catalog, blobs, clock, config).owning_data_dir(dir_lock),

@@ -194,17 +194,25 @@ impl Store {
         }
     }
 
-    /// Holds `lock` (the data dir's) for the life of the store: this process is the only
-    /// writer of its catalog.
+    /// Holds `lock` (the data dir's) for the life of the store: no other process uses the
+    /// data dir.
     pub(crate) fn owning_data_dir(mut self, lock: Option<std::fs::File>) -> Self {
         self._dir_lock = lock;
         self
     }
 
-    /// Whether this process is the only writer of its catalog and data dir (the embedded
-    /// catalog). With a shared catalog, other replicas' transactions and pending uploads are
-    /// alive: nothing open may be taken for a dead process's leftovers.
+    /// Whether this process is the only writer of its catalog (the embedded one). With a
+    /// shared catalog, other replicas' transactions and pending uploads are alive: nothing
+    /// open may be taken for a dead process's leftovers.
     pub fn is_sole_writer(&self) -> bool {
+        !self.catalog.is_shared()
+    }
+
+    /// Whether this process alone uses its data dir (the embedded catalog, or blobs in S3,
+    /// which leave the data dir only this replica's temporary files): what a dead process
+    /// left in it at start-up is leftovers. Replicas sharing a blob directory share the data
+    /// dir that holds it, and none owns it.
+    pub fn owns_data_dir(&self) -> bool {
         self._dir_lock.is_some()
     }
 
