@@ -30,6 +30,17 @@ impl Server {
     /// `start`, with the log and config at `side.log` and `side.toml` (for a data dir whose
     /// filesystem must hold nothing else, like the power-loss suite's).
     pub fn start_beside(data_dir: &Path, side: &Path, config: Option<&str>, extra: &[&str]) -> Server {
+        Self::start_with_env(data_dir, side, config, extra, &[])
+    }
+
+    /// `start_beside`, with extra environment for the server (e.g. S3 credentials).
+    pub fn start_with_env(
+        data_dir: &Path,
+        side: &Path,
+        config: Option<&str>,
+        extra: &[&str],
+        env: &[(String, String)],
+    ) -> Server {
         let mut cmd = Command::new(server_bin());
         cmd.arg("serve")
             .arg("--listen")
@@ -42,6 +53,7 @@ impl Server {
             cmd.arg("--config").arg(path);
         }
         cmd.args(extra);
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

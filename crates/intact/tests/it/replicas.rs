@@ -1,23 +1,25 @@
-//! Three `intact serve` processes as replicas behind a load balancer: one PostgreSQL catalog
-//! (a fresh database per test), one shared blob directory, and a counting fake Go upstream.
-//! Cold requests spread over the replicas cost the upstream one request per file; SIGKILL of
-//! the replica leading a slow fetch leaves another to complete it, with nothing partial; a
-//! follower of `/events` on any replica sees every commit made on the others, in order.
+//! Three `intact serve` processes as replicas behind a load balancer, on the scale-out
+//! engines: one PostgreSQL catalog (a fresh database per test), one bucket prefix in a real S3
+//! server (Garage), a data dir of its own per replica (temp files only), a counting fake Go
+//! upstream and a counting HTTP staging upstream. A hundred publishers racing for one version
+//! over the replicas make exactly one; cold Go and staging requests spread over the replicas
+//! cost the upstream one request per file; SIGKILL of the replica leading a slow fetch leaves
+//! another to complete it, with nothing partial; a follower of `/events` on any replica sees
+//! every commit made on the others, in order.
 
 use std::time::{Duration, Instant};
 
-use intact_testkit::TestDatabase;
 use reqwest::StatusCode;
+use serde_json::{Value, json};
 
 use crate::go_fixtures::{Fault, HttpUpstream, Proxy, build_proxy};
 use crate::harness::{self, Server};
+use crate::staging as staging_fixtures;
+use crate::torture::backend::Backend;
 
-fn config(db: &TestDatabase, upstream: &str) -> String {
+fn config(engines: &str, go_upstream: &str, staging_upstream: &str) -> String {
     format!(
-        r#"
-[catalog]
-url = "{url}"
-
+        r#"{engines}
 [[repo]]
 name = "files"
 kind = "hosted"
@@ -26,46 +28,61 @@ kind = "hosted"
 name = "go"
 kind = "proxy"
 format = "go"
-upstream = "{upstream}"
+upstream = "{go_upstream}"
 fetch_timeout_seconds = 120
-"#,
-        url = db.url,
+
+{staging}"#,
+        staging = staging_fixtures::staging_repo(
+            "builds",
+            staging_upstream,
+            "fetch_timeout_seconds = 120",
+            staging_fixtures::ARTIFACTS
+        ),
     )
 }
 
 struct Replicas {
-    /// The shared data (blob) directory and the replicas' logs.
-    _tmp: tempfile::TempDir,
+    /// The replicas' data dirs and logs, and the upstreams' files.
+    tmp: tempfile::TempDir,
     proxy: Proxy,
     upstream: HttpUpstream,
+    staging_upstream: staging_fixtures::HttpUpstream,
     servers: Vec<Option<Server>>,
     http: reqwest::Client,
+    /// Runs the staging upstream.
+    rt: tokio::runtime::Runtime,
     // Dropped last: the servers are gone by then.
-    _db: TestDatabase,
+    _backend: Backend,
 }
 
 impl Replicas {
     fn start(n: usize) -> Replicas {
         let rt = harness::runtime();
-        let db = rt.block_on(TestDatabase::create());
+        let backend = Backend::postgres_and_s3(&rt, "replicas");
         let tmp = tempfile::tempdir().expect("tempdir");
         let proxy = build_proxy(tmp.path());
         let upstream = HttpUpstream::start(proxy.dir.clone());
-        let data = tmp.path().join("data");
-        let text = config(&db, &upstream.base);
+        let builds = tmp.path().join("builds-upstream");
+        let staging_upstream = rt.block_on(staging_fixtures::HttpUpstream::start(&builds));
+        staging_fixtures::populate_build(&builds);
+        let text = config(&backend.config(), &upstream.base, &staging_upstream.url());
+        let env = backend.env();
         let servers = (0..n)
             .map(|i| {
                 let side = tmp.path().join(format!("replica{i}"));
-                Some(Server::start_beside(&data, &side, Some(&text), &[]))
+                let data = tmp.path().join(format!("replica{i}-data"));
+                Some(Server::start_with_env(&data, &side, Some(&text), &[], &env))
             })
             .collect();
         Replicas {
-            _tmp: tmp,
+            tmp,
             proxy,
             upstream,
+            staging_upstream,
             servers,
             http: harness::client(),
-            _db: db,
+            rt,
+            _backend: backend,
         }
     }
 
@@ -192,9 +209,9 @@ fn a_replica_killed_while_leading_a_slow_fetch_is_taken_over() {
 
 /// Publishes `name@version` (one file) through `base`'s artifact API.
 async fn publish(http: &reqwest::Client, base: &str, name: &str, version: &str) {
-    let txn: serde_json::Value = http
+    let txn: Value = http
         .post(format!("{base}/api/v1/repos/files/transactions"))
-        .json(&serde_json::json!({"name": name, "version": version, "wait_seconds": 30}))
+        .json(&json!({"name": name, "version": version, "wait_seconds": 30}))
         .send()
         .await
         .expect("begin")
@@ -225,7 +242,7 @@ async fn follow(http: &reqwest::Client, base: &str, want: usize) -> Vec<(i64, St
     let deadline = Instant::now() + Duration::from_secs(120);
     while seen.len() < want {
         assert!(Instant::now() < deadline, "{base} saw only {seen:?}");
-        let page: serde_json::Value = http
+        let page: Value = http
             .get(format!("{base}/api/v1/events?after={after}&wait_seconds=10"))
             .send()
             .await
@@ -257,7 +274,7 @@ async fn follow(http: &reqwest::Client, base: &str, want: usize) -> Vec<(i64, St
 #[test]
 fn every_replicas_event_follower_sees_the_commits_of_all_in_one_order() {
     let r = Replicas::start(3);
-    let rt = harness::runtime();
+    let rt = &r.rt;
     let bases: Vec<String> = (0..3).map(|i| r.base(i)).collect();
     let seen = rt.block_on(async {
         let followers: Vec<_> = bases
@@ -291,4 +308,184 @@ fn every_replicas_event_follower_sees_the_commits_of_all_in_one_order() {
     assert_eq!(all, expected, "a commit is missing");
     assert_eq!(seen[1], seen[0], "replicas 0 and 1 saw different orders");
     assert_eq!(seen[2], seen[0], "replicas 0 and 2 saw different orders");
+}
+
+/// One publisher's attempt at `race@1` through `base`: `Some(content)` when its commit made the
+/// version, `None` when another publisher held or had made it (409). Anything else fails.
+async fn race_once(http: &reqwest::Client, base: &str, i: usize) -> Option<Vec<u8>> {
+    let resp = http
+        .post(format!("{base}/api/v1/repos/files/transactions"))
+        .json(&json!({"name": "race", "version": "1", "metadata": {"publisher": i}}))
+        .send()
+        .await
+        .expect("begin");
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    if status == StatusCode::CONFLICT {
+        return None;
+    }
+    assert_eq!(status, StatusCode::CREATED, "publisher {i}: begin: {v}");
+    let id = v["id"].as_str().expect("transaction id").to_owned();
+    let content = format!("publisher {i}'s payload").into_bytes();
+    let resp = http
+        .put(format!("{base}/api/v1/transactions/{id}/files/payload"))
+        .body(content.clone())
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(resp.status(), StatusCode::CREATED, "publisher {i}: upload");
+    let resp = http
+        .post(format!("{base}/api/v1/transactions/{id}/commit"))
+        .send()
+        .await
+        .expect("commit");
+    match resp.status() {
+        StatusCode::CREATED => Some(content),
+        StatusCode::CONFLICT => None,
+        other => panic!(
+            "publisher {i}: commit answered {other}: {}",
+            resp.text().await.unwrap_or_default()
+        ),
+    }
+}
+
+/// A hundred publishers of one version with different content, spread over three replicas
+/// and released at once: exactly one commits, the other 99 are told 409, and every replica
+/// reads back the winner's manifest and bytes.
+#[test]
+fn a_hundred_publishers_racing_over_three_replicas_make_exactly_one_version() {
+    let r = Replicas::start(3);
+    let bases: Vec<String> = (0..3).map(|i| r.base(i)).collect();
+    let winners: Vec<(usize, Vec<u8>)> = r.rt.block_on(async {
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(100));
+        let racers: Vec<_> = (0..100)
+            .map(|i| {
+                let (http, base, start) = (r.http.clone(), bases[i % 3].clone(), start.clone());
+                tokio::spawn(async move {
+                    start.wait().await;
+                    race_once(&http, &base, i).await.map(|c| (i, c))
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for racer in racers {
+            winners.extend(racer.await.expect("racer"));
+        }
+        winners
+    });
+    assert_eq!(winners.len(), 1, "exactly one publisher commits race@1");
+    let (winner, content) = &winners[0];
+    let manifests: Vec<Value> = bases
+        .iter()
+        .map(|base| {
+            r.rt.block_on(async {
+                let versions: Value = r
+                    .http
+                    .get(format!("{base}/api/v1/repos/files/race/@versions"))
+                    .send()
+                    .await
+                    .expect("list")
+                    .json()
+                    .await
+                    .expect("list body");
+                let listed: Vec<&str> = versions["versions"]
+                    .as_array()
+                    .expect("versions")
+                    .iter()
+                    .filter_map(|v| v["version"].as_str())
+                    .collect();
+                assert_eq!(listed, ["1"], "{base}: one version");
+                let bytes = r
+                    .http
+                    .get(format!("{base}/api/v1/repos/files/race/@v/1/payload"))
+                    .send()
+                    .await
+                    .expect("read")
+                    .bytes()
+                    .await
+                    .expect("read body");
+                assert_eq!(bytes.as_ref(), content.as_slice(), "{base}: the winner's bytes");
+                r.http
+                    .get(format!("{base}/api/v1/repos/files/race/@v/1"))
+                    .send()
+                    .await
+                    .expect("manifest")
+                    .json()
+                    .await
+                    .expect("manifest body")
+            })
+        })
+        .collect();
+    assert_eq!(manifests[0]["metadata"]["publisher"], json!(winner));
+    assert_eq!(manifests[1], manifests[0], "replicas 0 and 1 read different manifests");
+    assert_eq!(manifests[2], manifests[0], "replicas 0 and 2 read different manifests");
+}
+
+/// Cold staging requests for one artifact, three clients on each of three replicas, while the
+/// upstream holds the download mid-stream: the upstream sees one download per file, every
+/// client gets the same version, and every replica serves its bytes.
+#[test]
+fn cold_staging_over_three_replicas_costs_one_upstream_download_per_file() {
+    let r = Replicas::start(3);
+    let build = staging_fixtures::BUILD;
+    let bin = format!("{build}/chromeos_R19_full_dev.bin");
+    let json_file = format!("{build}/chromeos_R19_full_dev.bin.json");
+    r.staging_upstream.close_gate(&bin);
+    let bases: Vec<String> = (0..3).map(|i| r.base(i)).collect();
+    let answers: Vec<(StatusCode, Value)> = r.rt.block_on(async {
+        let clients: Vec<_> = (0..9)
+            .map(|c| {
+                let (http, base) = (r.http.clone(), bases[c % 3].clone());
+                tokio::spawn(async move {
+                    let resp = http
+                        .post(format!("{base}/api/v1/repos/builds/stage"))
+                        .json(&json!({"name": build, "artifacts": ["full_payload"]}))
+                        .send()
+                        .await
+                        .expect("stage");
+                    let status = resp.status();
+                    (status, resp.json().await.unwrap_or(Value::Null))
+                })
+            })
+            .collect();
+        // Every replica's requests arrive while the one download is held.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while r.staging_upstream.gets(&bin) == 0 {
+            assert!(Instant::now() < deadline, "nobody downloaded {bin}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        r.staging_upstream.open_gate(&bin);
+        let mut answers = Vec::new();
+        for c in clients {
+            answers.push(c.await.expect("client"));
+        }
+        answers
+    });
+    let mut fingerprints = std::collections::BTreeSet::new();
+    for (c, (status, v)) in answers.iter().enumerate() {
+        assert_eq!(*status, StatusCode::OK, "client {c}: {v}");
+        assert_eq!(v["items"][0]["state"], "staged", "client {c}: {v}");
+        fingerprints.insert(v["items"][0]["fingerprint"].as_str().expect("fingerprint").to_owned());
+    }
+    assert_eq!(fingerprints.len(), 1, "every client got the same version");
+    assert_eq!(r.staging_upstream.gets(&bin), 1, "one download of the payload");
+    assert_eq!(r.staging_upstream.gets(&json_file), 1, "one download of its .json");
+    let want = std::fs::read(r.tmp.path().join("builds-upstream").join(&bin)).expect("upstream file");
+    for base in &bases {
+        let bytes = r.rt.block_on(async {
+            r.http
+                .get(format!(
+                    "{base}/api/v1/repos/builds/{build}/@v/full_payload/chromeos_R19_full_dev.bin"
+                ))
+                .send()
+                .await
+                .expect("read")
+                .bytes()
+                .await
+                .expect("read body")
+        });
+        assert!(bytes.as_ref() == want.as_slice(), "{base} serves the staged bytes");
+    }
+    assert_eq!(r.staging_upstream.gets(&bin), 1, "served from the store after that");
 }

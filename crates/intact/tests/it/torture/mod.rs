@@ -14,6 +14,7 @@
 //! The kill instants come from a seeded RNG; the seed is printed and `INTACT_TORTURE_SEED`
 //! replays its schedule (thread timing still varies, so a replay is close, not identical).
 
+pub mod backend;
 pub mod catalog;
 pub mod content;
 pub mod workloads;
@@ -27,10 +28,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
+use self::backend::Backend;
 use self::catalog::{Snapshot, VersionKey};
 use self::content::{Files, GoModules, GoUpstream, Sizes};
 use self::workloads::{Ctx, Ledger};
-use crate::harness::{Server, blob_files, client, report, runtime};
+use crate::harness::{Server, client, report, runtime};
 
 /// What the suite runs and how hard.
 pub struct Plan {
@@ -80,6 +82,7 @@ pub struct Rig {
     rng: StdRng,
     pub seed: u64,
     pub death: Death,
+    pub backend: Backend,
     /// Expected files per version (computed once).
     expected: HashMap<VersionKey, Files>,
     /// Versions committed at the last check: none may disappear.
@@ -101,14 +104,29 @@ pub struct Figures {
     pub files_read_back: u64,
     pub blobs_statted: u64,
     pub orphaned_txn_waits: u64,
+    /// Pending upload objects the kills left in the bucket (PostgreSQL + S3 only).
+    pub pending_objects_left: u64,
 }
 
 impl Rig {
     /// `side`: a directory for upstreams and logs; `data`: the server's data dir (may be on
     /// the lossy filesystem).
     pub fn new(plan: Plan, side: &Path, data: &Path, death: Death, seed: u64) -> Rig {
+        Self::on(plan, side, data, death, seed, |_| Backend::Embedded)
+    }
+
+    /// `new`, on the engines `backend` makes.
+    pub fn on(
+        plan: Plan,
+        side: &Path,
+        data: &Path,
+        death: Death,
+        seed: u64,
+        backend: impl FnOnce(&tokio::runtime::Runtime) -> Backend,
+    ) -> Rig {
         let go = Arc::new(GoModules::new(plan.sizes));
         let rt = runtime();
+        let backend = backend(&rt);
         let go_upstream = {
             let _guard = rt.enter();
             GoUpstream::start(go.clone())
@@ -116,7 +134,7 @@ impl Rig {
         let stage_root = side.join("builds-upstream");
         std::fs::create_dir_all(&stage_root).expect("upstream dir");
         let config = format!(
-            r#"
+            r#"{engines}
 [store]
 # Go proxy fetches take the default lease: a fetch killed mid-commit holds its version only
 # this long after the restart.
@@ -148,10 +166,13 @@ fetch_timeout_seconds = 60
             go = go_upstream.base,
             builds = stage_root.display(),
             artifacts = content::STAGING_ARTIFACTS,
+            engines = backend.config(),
         );
         println!(
-            "{}: seed {seed} (replay with INTACT_TORTURE_SEED={seed}), {} cycles",
-            plan.suite, plan.cycles
+            "{}: seed {seed} (replay with INTACT_TORTURE_SEED={seed}), {} cycles on {}",
+            plan.suite,
+            plan.cycles,
+            backend.name()
         );
         Rig {
             plan,
@@ -167,6 +188,7 @@ fetch_timeout_seconds = 60
             rng: StdRng::seed_from_u64(seed),
             seed,
             death,
+            backend,
             expected: HashMap::new(),
             seen: BTreeSet::new(),
             read_back: BTreeSet::new(),
@@ -180,11 +202,12 @@ fetch_timeout_seconds = 60
     }
 
     pub fn start(&self) -> Server {
-        Server::start_beside(
+        Server::start_with_env(
             &self.data,
             &self.side.join("server"),
             Some(&self.config),
             &["--gc-grace-seconds", "0"],
+            &self.backend.env(),
         )
     }
 
@@ -251,7 +274,7 @@ fetch_timeout_seconds = 60
             }
         });
         self.figures.cycles += 1;
-        let snap = self.rt.block_on(catalog::read(&self.data));
+        let snap = self.rt.block_on(catalog::read(&self.backend.catalog(&self.data)));
         self.check(&snap, cycle);
         // The last cycle's checkpoint is `finish`'s.
         if (cycle + 1).is_multiple_of(self.plan.checkpoint_every) && cycle + 1 < self.plan.cycles {
@@ -364,13 +387,14 @@ fetch_timeout_seconds = 60
                 violations.push(format!("{}/{}@{} was committed and disappeared", key.0, key.1, key.2));
             }
         }
-        // Every blob a committed version names is on disk with its size.
+        // Every blob a committed version names is stored with its size.
+        let names: BTreeSet<String> = digests.keys().cloned().collect();
+        let stored = self.rt.block_on(self.backend.sizes(&self.data, &names));
         for (sha, size) in &digests {
-            let path = self.data.join("blobs/sha256").join(&sha[..2]).join(sha);
-            match std::fs::metadata(&path) {
-                Ok(m) if m.len() == *size => {}
-                Ok(m) => violations.push(format!("blob {sha}: {} bytes on disk, {size} in the catalog", m.len())),
-                Err(e) => violations.push(format!("blob {sha} of a committed version: {e}")),
+            match stored.get(sha).copied().flatten() {
+                Some(n) if n == *size => {}
+                Some(n) => violations.push(format!("blob {sha}: {n} bytes stored, {size} in the catalog")),
+                None => violations.push(format!("blob {sha} of a committed version is not stored")),
             }
         }
         self.figures.blobs_statted += digests.len() as u64;
@@ -455,6 +479,10 @@ fetch_timeout_seconds = 60
             self.read_back_new(&server);
             // Leases here: 2 s (publishers), 5 s (the Go proxy's default lease).
             std::thread::sleep(Duration::from_secs(6));
+            let gc_at_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
             let gc: Value = self.rt.block_on(async {
                 let resp = self
                     .http
@@ -488,15 +516,17 @@ fetch_timeout_seconds = 60
             // Stopped without a power cut: gc's deletions are not made durable one by one
             // (an orphan file coming back after a power cut is swept at the next start).
             server.kill9();
-            let snap = self.rt.block_on(catalog::read(&self.data));
+            let snap = self.rt.block_on(catalog::read(&self.backend.catalog(&self.data)));
             let left = &snap.leftovers;
             let now_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or(0);
-            if attempt == 0 && left.open_transactions > 0 && left.open.iter().all(|t| t.4 > now_ms) {
-                // A transaction orphaned by a kill that its own recovery does not know about
-                // (staging's window between begin and journal) holds its lease: wait it out.
+            // A transaction still open must have been within its lease when gc ran.
+            if attempt == 0 && left.open_transactions > 0 && left.open.iter().all(|t| t.4 > gc_at_ms) {
+                // A transaction orphaned by a kill on a shared catalog (start-up leaves open
+                // transactions alone: they might be a live replica's) holds its worker lease
+                // until it lapses: wait it out.
                 let until = left.open.iter().map(|t| t.4).max().unwrap_or(now_ms);
                 println!("checkpoint: waiting out orphaned transactions {:?}", left.open);
                 self.figures.orphaned_txn_waits += 1;
@@ -508,8 +538,11 @@ fetch_timeout_seconds = 60
                 .values()
                 .flat_map(|v| v.files.iter().map(|f| f.2.clone()))
                 .collect();
-            let on_disk = blob_files(&self.data);
+            let on_disk = self.rt.block_on(self.backend.stored(&self.data));
             let mut problems = Vec::new();
+            if let Some(n) = self.rt.block_on(self.backend.sweep_pending_left_by_kills()) {
+                self.figures.pending_objects_left += n as u64;
+            }
             if on_disk != referenced {
                 let extra: Vec<_> = on_disk.difference(&referenced).take(5).collect();
                 let missing: Vec<_> = referenced.difference(&on_disk).take(5).collect();
@@ -519,7 +552,7 @@ fetch_timeout_seconds = 60
                     referenced.len()
                 ));
             }
-            for dir in ["tmp", "go-tmp", "staging/tmp", "staging/txns"] {
+            for dir in ["tmp", "go-tmp", "staging/tmp"] {
                 let left: Vec<_> = std::fs::read_dir(self.data.join(dir))
                     .into_iter()
                     .flatten()
@@ -574,14 +607,15 @@ fetch_timeout_seconds = 60
             }
         });
         server.kill9();
-        let snap = self.rt.block_on(catalog::read(&self.data));
+        let snap = self.rt.block_on(catalog::read(&self.backend.catalog(&self.data)));
         self.check(&snap, cycle);
         {
             let l = self.ledger();
             assert!(
                 l.jobs_pending.is_empty(),
-                "jobs never acknowledged: {:?}",
-                l.jobs_pending
+                "jobs never acknowledged: {:?} (answers other than 2xx: {:?})",
+                l.jobs_pending,
+                l.anomalies
             );
             assert!(
                 l.go_pending.is_empty(),
@@ -601,6 +635,7 @@ fetch_timeout_seconds = 60
             Death::Sigkill => None,
         };
         let figures = json!({
+            "engines": self.backend.name(),
             "seed": self.seed,
             "seconds": started.elapsed().as_secs(),
             "cycles": self.figures.cycles,
@@ -617,6 +652,7 @@ fetch_timeout_seconds = 60
             "go_fetches_acknowledged": l.go_acked.len(),
             "stagings_acknowledged": l.staged.len(),
             "orphaned_txn_waits": self.figures.orphaned_txn_waits,
+            "pending_objects_left": self.figures.pending_objects_left,
             "anomalies": l.anomalies,
             "lossyfs": fs_stats.map(|s| json!({"file_syncs": s.file_syncs, "dir_syncs": s.dir_syncs,
                 "inodes_lost": s.inodes_lost, "files_reverted": s.files_reverted, "dirs_reverted": s.dirs_reverted})),

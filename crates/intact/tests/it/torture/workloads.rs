@@ -273,9 +273,21 @@ async fn retry_jobs(ctx: &Ctx, task: usize) -> Result<(), Gone> {
     Ok(())
 }
 
-/// The final round: only the retries, on a server left alive.
+/// The final round: only the retries, on a server left alive, each until it is answered
+/// with its version. A retryable 409 is tried again a second later, as a render farm would:
+/// on a shared catalog a killed server's uploads into the job's transaction hold its commit
+/// (`uploads_in_progress`) until their short lease lapses, since another replica cannot tell
+/// a dead upload from a live one elsewhere.
 pub async fn drain_jobs(ctx: &Ctx, task: usize) {
-    let _ = retry_jobs(ctx, task).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let _ = retry_jobs(ctx, task).await;
+        let left = ctx.ledger().jobs_pending.iter().any(|j| j.task == task);
+        if !left || tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }
 
 async fn run_job(ctx: &Ctx, job: &Job) -> Result<(), Gone> {
