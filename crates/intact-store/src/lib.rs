@@ -25,4 +25,6 @@ pub use catalog::{
 pub use clock::{Clock, ManualClock, OffsetClock, SystemClock, TokioClock};
 pub use error::{Error, Result};
 pub use open::{BlobSettings, CatalogChoice, LocalCacheSettings, redact};
-pub use store::{BeginRequest, GcReport, Store, StoreConfig, VerifyProblem, VerifyReport, WORKER_LEASE};
+pub use store::{
+    BeginRequest, FLIGHT_RETENTION, GcReport, Store, StoreConfig, VerifyProblem, VerifyReport, WORKER_LEASE,
+};

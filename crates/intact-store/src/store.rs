@@ -27,6 +27,10 @@ use crate::{
 /// tell a dead replica from a slow one).
 pub const WORKER_LEASE: Duration = Duration::from_secs(15);
 
+/// How long a flight that ended stays after it ended (or after its remembered failure ran
+/// out): long enough for every waiter woken by its end to read its outcome.
+pub const FLIGHT_RETENTION: Duration = Duration::from_secs(600);
+
 /// Tunables of the store. Defaults suit the embedded single-node server.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -72,6 +76,8 @@ pub struct GcReport {
     pub orphan_blobs_deleted: u64,
     pub pending_files_removed: u64,
     pub transactions_pruned: u64,
+    /// Ended flights forgotten (upstream fetches' shared outcomes, `FLIGHT_RETENTION` on).
+    pub flights_pruned: u64,
 }
 
 /// One problem `verify` found.
@@ -819,6 +825,7 @@ impl Store {
         }
         report.pending_files_removed = self.blobs.sweep_pending(grace.max(Duration::from_secs(3600))).await?;
         report.transactions_pruned = self.catalog.prune_txns(self.config.txn_retention).await?;
+        report.flights_pruned = self.catalog.prune_flights(FLIGHT_RETENTION).await?;
         Ok(report)
     }
 

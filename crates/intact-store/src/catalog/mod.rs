@@ -333,4 +333,11 @@ pub trait Catalog: Send + Sync + 'static {
     /// Forgets final transactions (and their idempotency keys) finished more than
     /// `older_than` ago.
     async fn prune_txns(&self, older_than: Duration) -> Result<u64>;
+
+    /// Forgets flights that ended more than `older_than` ago: a failure no longer remembered
+    /// (a transient one from when it failed, a definitive one from its `until`), or a leader
+    /// whose lease lapsed with no one taking over. Without this every distinct key that ever
+    /// failed upstream (any client can ask for modules that do not exist) would keep a row.
+    /// Returns how many.
+    async fn prune_flights(&self, older_than: Duration) -> Result<u64>;
 }

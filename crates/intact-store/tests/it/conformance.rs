@@ -1088,6 +1088,10 @@ impl intact_store::Catalog for GatedCatalog {
     async fn prune_txns(&self, older_than: std::time::Duration) -> intact_store::Result<u64> {
         self.inner.prune_txns(older_than).await
     }
+
+    async fn prune_flights(&self, older_than: std::time::Duration) -> intact_store::Result<u64> {
+        self.inner.prune_flights(older_than).await
+    }
 }
 
 /// The manifest cache after an eviction: a read that looked the version up just before it was
@@ -1550,6 +1554,57 @@ pub async fn lock_waiters_do_not_retry_writes_on_unrelated_changes(h: &Harness) 
         }
     }
     assert_eq!(created, WAITERS, "each waiter got the version in turn");
+}
+
+/// Ended flights do not pile up: gc forgets a transient failure `FLIGHT_RETENTION` after it
+/// failed, a definitive one that long after its memory ran out, and a flight whose leader's
+/// lease lapsed with no one taking over that long after the lapse; a running flight and a
+/// failure still remembered stay.
+pub async fn gc_forgets_ended_flights(h: &Harness) {
+    use intact_store::{FLIGHT_RETENTION, FlightClaim, FlightEnd};
+    let c = h.store.catalog();
+    let short = Duration::from_secs(10);
+    let long = Duration::from_secs(7200);
+    for (key, lease) in [
+        ("transient", short),
+        ("definitive", short),
+        ("lapsed", short),
+        ("running", long),
+    ] {
+        assert_eq!(
+            c.claim_flight(key, "a", lease).await.expect("claim"),
+            FlightClaim::Leading
+        );
+    }
+    let failed = |kind: &str, remember_for| FlightEnd::Failed {
+        kind: kind.into(),
+        message: format!("{kind} upstream"),
+        remember_for,
+    };
+    c.finish_flight("transient", "a", &failed("unavailable", None))
+        .await
+        .expect("finish");
+    c.finish_flight("definitive", "a", &failed("not_found", Some(Duration::from_secs(3600))))
+        .await
+        .expect("finish");
+    let gc = || async { h.store.gc(Duration::from_secs(3600)).await.expect("gc").flights_pruned };
+    let present = |key: &'static str| async move { c.flight(key).await.expect("flight").is_some() };
+
+    assert_eq!(gc().await, 0, "nothing ended long enough ago");
+    h.clock.advance(FLIGHT_RETENTION + short + Duration::from_secs(1));
+    assert_eq!(gc().await, 2, "the transient failure and the lapsed leader's flight");
+    assert!(!present("transient").await && !present("lapsed").await);
+    assert!(present("definitive").await, "a failure still remembered stays");
+    assert!(present("running").await, "a running flight stays");
+
+    h.clock.advance(Duration::from_secs(3600));
+    assert_eq!(
+        gc().await,
+        1,
+        "the definitive failure, once its memory ran out long enough ago"
+    );
+    assert!(!present("definitive").await);
+    assert!(present("running").await, "a running flight stays");
 }
 
 /// Flights: one leader at a time; a lapsed leader is taken over (and its late finish

@@ -275,6 +275,7 @@ macro_rules! every_promise {
     a_late_damage_report_never_quarantines_a_healed_blob,
     an_upload_renews_a_lease_that_runs_out_before_half_a_lease_has_passed,
     flights_elect_one_leader_and_share_its_outcome,
+    gc_forgets_ended_flights,
     recorded_uploads_count_until_ended_or_lapsed,
         );
     };

@@ -117,3 +117,20 @@ pub(super) async fn flight(cat: &PostgresCatalog, key: &str) -> Result<Option<Fl
         None => Ok(None),
     }
 }
+
+/// No lock per key: a row that ended long ago is only ever replaced by a claim, which upserts
+/// it whether or not this delete ran first.
+pub(super) async fn prune(cat: &PostgresCatalog, older_than: Duration) -> Result<u64> {
+    let mut w = cat.begin().await?;
+    let cutoff = cat.now(&mut w).await?.minus(older_than).millis();
+    let res = sqlx::query(
+        "DELETE FROM flights
+         WHERE (NOT running AND COALESCE(failed_until, failed_at, 0) < $1)
+            OR (running AND expires_at < $1)",
+    )
+    .bind(cutoff)
+    .execute(w.conn())
+    .await?;
+    cat.commit(w).await?;
+    Ok(res.rows_affected())
+}

@@ -361,4 +361,8 @@ impl Catalog for PostgresCatalog {
     async fn prune_txns(&self, older_than: Duration) -> Result<u64> {
         self.bounded("prune txns", txns::prune_txns(self, older_than)).await
     }
+
+    async fn prune_flights(&self, older_than: Duration) -> Result<u64> {
+        self.bounded("prune flights", flights::prune(self, older_than)).await
+    }
 }

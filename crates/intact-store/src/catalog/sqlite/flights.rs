@@ -105,3 +105,19 @@ pub(super) async fn flight(cat: &SqliteCatalog, key: &str) -> Result<Option<Flig
         None => Ok(None),
     }
 }
+
+pub(super) async fn prune(cat: &SqliteCatalog, older_than: Duration) -> Result<u64> {
+    let (mut tx, now) = cat.begin().await?;
+    let cutoff = now.minus(older_than).millis();
+    let res = sqlx::query(
+        "DELETE FROM flights
+         WHERE (running = 0 AND COALESCE(failed_until, failed_at, 0) < ?)
+            OR (running = 1 AND expires_at < ?)",
+    )
+    .bind(cutoff)
+    .bind(cutoff)
+    .execute(&mut *tx)
+    .await?;
+    cat.commit(tx).await?;
+    Ok(res.rows_affected())
+}

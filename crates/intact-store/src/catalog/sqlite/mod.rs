@@ -322,6 +322,10 @@ impl Catalog for SqliteCatalog {
     async fn prune_txns(&self, older_than: Duration) -> Result<u64> {
         txns::prune_txns(self, older_than).await
     }
+
+    async fn prune_flights(&self, older_than: Duration) -> Result<u64> {
+        flights::prune(self, older_than).await
+    }
 }
 
 impl FromStr for VersionSpec {
