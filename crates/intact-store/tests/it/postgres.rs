@@ -531,3 +531,47 @@ async fn an_upload_on_one_replica_holds_back_a_commit_on_another() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     b.commit(&t.id).await.expect("the dead upload no longer counts");
 }
+
+/// With blobs in S3 a replica's data dir holds only its own temporary files, so the replica
+/// owns it (start-up clears what a dead run left there): a second replica pointed at the
+/// same data dir is refused, saying why, instead of having its temp files removed under it.
+/// Replicas sharing a blob directory share the data dir that holds it and own none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_with_blobs_in_s3_need_a_data_dir_each() {
+    let db = TestDatabase::create().await;
+    let garage = tokio::task::spawn_blocking(intact_testkit::shared_garage)
+        .await
+        .expect("start garage");
+    let blobs = intact_store::BlobSettings::S3(crate::s3_settings(garage, "own-data-dir"), None);
+    let catalog = intact_store::CatalogChoice::Postgres { url: db.url.clone() };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = Store::open(dir.path(), &catalog, &blobs, StoreConfig::default())
+        .await
+        .expect("the first replica opens");
+    assert!(first.owns_data_dir() && !first.is_sole_writer());
+    let err = Store::open(dir.path(), &catalog, &blobs, StoreConfig::default())
+        .await
+        .err()
+        .expect("a second replica on the same data dir is refused");
+    let message = err.to_string();
+    assert!(
+        message.contains("in use") && message.contains("data dir of its own"),
+        "{message}"
+    );
+    let other = tempfile::tempdir().expect("tempdir");
+    let second = Store::open(other.path(), &catalog, &blobs, StoreConfig::default())
+        .await
+        .expect("a data dir of its own");
+    assert!(second.owns_data_dir());
+
+    // Blob files: the data dir is shared by design, nobody owns it.
+    let files = intact_store::BlobSettings::Files;
+    let shared = tempfile::tempdir().expect("tempdir");
+    let a = Store::open(shared.path(), &catalog, &files, StoreConfig::default())
+        .await
+        .expect("open");
+    let b = Store::open(shared.path(), &catalog, &files, StoreConfig::default())
+        .await
+        .expect("replicas share a blob directory");
+    assert!(!a.owns_data_dir() && !b.owns_data_dir());
+}
