@@ -214,9 +214,9 @@ fn power_loss_at_random_instants_keeps_every_acknowledged_version() {
         },
         publishers: 4,
         go_clients: 1,
-        // Staging is the SIGKILL torture's: its begin-to-journal window orphans a transaction
-        // for its whole 120 s lease far more often when every fsync is a FUSE round trip.
-        builds: 0,
+        // One build staged per cycle: start-up rolls back what a cut left open in proxy repos
+        // (the catalog is staging's journal), so a cut staging never holds its version.
+        builds: 1,
     };
     let mut rig = Rig::new(plan, dir.path(), &data, Death::PowerCut(fs), seed());
     for cycle in 0..rig.plan.cycles {
