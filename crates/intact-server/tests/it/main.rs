@@ -11,6 +11,7 @@ mod guard;
 mod hostile;
 mod large;
 mod locking;
+mod outage;
 mod paths;
 mod postgres;
 mod publish;

@@ -5,61 +5,12 @@
 //! back by itself: writes work again and event wake-ups resume, with no restart.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use intact_core::{FilePath, Name, RepoName, Version};
 use intact_store::store::BeginRequest;
 use intact_store::{FsBlobStore, OpenOutcome, PostgresCatalog, Store, StoreConfig, SystemClock};
-use intact_testkit::TestDatabase;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-
-/// A TCP relay to PostgreSQL that can be cut and restored.
-struct Relay {
-    port: u16,
-    up: Arc<AtomicBool>,
-    /// Bumped on every cut: live relays end when they see it change.
-    cuts: watch::Sender<u64>,
-}
-
-impl Relay {
-    async fn start(to: &'static str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
-        let port = listener.local_addr().expect("addr").port();
-        let up = Arc::new(AtomicBool::new(true));
-        let cuts = watch::Sender::new(0u64);
-        let (up2, cuts2) = (up.clone(), cuts.clone());
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if !up2.load(Ordering::SeqCst) {
-                    drop(client); // refused: closed at once
-                    continue;
-                }
-                let mut cut = cuts2.subscribe();
-                tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(to).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut.changed() => {} // dropping both ends resets the connection
-                    }
-                });
-            }
-        });
-        Self { port, up, cuts }
-    }
-
-    fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        self.cuts.send_modify(|n| *n += 1);
-    }
-
-    fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
+use intact_testkit::{Relay, TestDatabase};
 
 fn repo() -> RepoName {
     RepoName::parse("files").expect("repo")
