@@ -270,7 +270,7 @@ impl From<intact_store::Error> for ProxyError {
 }
 
 /// What a client is told when the catalog or blob store is unreachable: what failed, and
-/// that asking again shortly is the remedy (the go command retries a 503 on its next run).
+/// that asking again shortly is the remedy (nothing is wrong with the request or module).
 pub fn unavailable_message(e: &intact_store::Error) -> String {
     format!("{e}; the server is temporarily unable to answer, try again shortly")
 }
