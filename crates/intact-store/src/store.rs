@@ -601,6 +601,14 @@ impl Store {
 
     async fn commit_unwatched(&self, id: &TxnId) -> Result<CommitOutcome> {
         let deletes_before = self.deletes_so_far();
+        // The transaction is read before uploads in flight are counted, not after: an upload
+        // stages its file in the catalog and only then persists the bytes, and stays counted
+        // until both are done. Counted after the read, none in flight means every file `rec`
+        // holds has its bytes in place (or its upload failed). Counted before, an upload that
+        // started just after the count could stage a file that `rec` then holds while its
+        // bytes were still on their way, and the commit took it for a file never uploaded
+        // (found by the races suite across two replicas: a PUT on one, the commit on another).
+        let rec = self.catalog.txn(id).await?;
         let mut uploading = self.uploads.count(id) as u64;
         if uploading == 0 && self.catalog.is_shared() {
             // Uploads streaming into it on other replicas.
@@ -612,7 +620,6 @@ impl Store {
                 detail: format!("{uploading} upload(s) still streaming"),
             });
         }
-        let rec = self.catalog.txn(id).await?;
         if rec.state == intact_core::TxnState::Open {
             intact_core::check_tree(
                 rec.files.iter().map(|f| &f.path),

@@ -7,10 +7,14 @@
 //!
 //! [`Garage`]: a real S3-compatible server started on loopback ([`shared_garage`] gives each
 //! test binary one), for the tests of the S3 blob store.
+//!
+//! [`Relay`]: a TCP relay to a backend that a test cuts and restores (an outage).
 
 pub mod garage;
+pub mod relay;
 
 pub use garage::{Garage, shared_garage};
+pub use relay::Relay;
 
 use sqlx::{Connection, PgConnection};
 

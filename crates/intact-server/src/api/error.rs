@@ -24,6 +24,9 @@ pub enum ApiError {
     WrongRepo(String),
     /// Something broke that the client cannot fix.
     Internal(String),
+    /// The catalog or blob store could not be reached (a front-end's own outcome, e.g.
+    /// staging's): 503 `unavailable`, retryable, like a store error saying so.
+    Unavailable(String),
     /// A front-end's own outcome with its status and stable code (e.g. staging's 502
     /// `bad_archive` or 504 `timeout`).
     Coded {
@@ -111,6 +114,15 @@ fn body(status: StatusCode, value: serde_json::Value) -> Response {
     (status, Json(value)).into_response()
 }
 
+/// 503 `unavailable`, retryable: the catalog or blob store could not be reached.
+fn unavailable(message: String) -> Response {
+    tracing::error!(%message, "backend unavailable");
+    body(
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({"error": "unavailable", "retryable": true, "message": message}),
+    )
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
@@ -134,6 +146,7 @@ impl IntoResponse for ApiError {
                 )
             }
             Self::Coded { status, code, message } => body(status, json!({"error": code, "message": message})),
+            Self::Unavailable(message) => unavailable(message),
             Self::Store(e) => store_error_response(e),
         }
     }
@@ -201,13 +214,7 @@ pub fn store_error_response(e: StoreError) -> Response {
             json!({"error": "timeout", "message": message}),
         ),
         StoreError::Body(_) => body(StatusCode::BAD_REQUEST, json!({"error": "body", "message": message})),
-        StoreError::Unavailable { .. } | StoreError::CatalogUnavailable { .. } => {
-            tracing::error!(%message, "backend unavailable");
-            body(
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({"error": "unavailable", "retryable": true, "message": message}),
-            )
-        }
+        StoreError::Unavailable { .. } | StoreError::CatalogUnavailable { .. } => unavailable(message),
         StoreError::BlobMissing { .. } => {
             tracing::error!(%message, "committed blob missing; run `intact verify`");
             body(

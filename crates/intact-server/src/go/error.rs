@@ -44,6 +44,11 @@ pub enum ProxyError {
     /// The disk under the store is full: nothing was cached. Resumes once space is freed.
     #[error("{0}")]
     InsufficientStorage(String),
+    /// The catalog or the blob store could not be reached (down, restarting, the network to
+    /// it failed): a moment's outage of this server, not a fault in the request or the
+    /// module. Resumes by itself once they answer again.
+    #[error("{0}")]
+    Unavailable(String),
     /// A fault on this side (storage, temp files).
     #[error("{0}")]
     Internal(String),
@@ -62,6 +67,7 @@ impl ProxyError {
             Self::Upstream(_) | Self::InvalidUpstream(_) => StatusCode::BAD_GATEWAY,
             Self::Timeout { .. } | Self::Deadline { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::LostBytes(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -83,6 +89,7 @@ impl ProxyError {
             Self::InvalidUpstream(m) => Self::InvalidUpstream(f(m)),
             Self::Internal(m) => Self::Internal(f(m)),
             Self::InsufficientStorage(m) => Self::InsufficientStorage(f(m)),
+            Self::Unavailable(m) => Self::Unavailable(f(m)),
             Self::LostBytes(m) => Self::LostBytes(f(m)),
             Self::Timeout { what, seconds } => Self::Timeout { what: f(what), seconds },
             Self::Deadline { what, seconds } => Self::Deadline { what: f(what), seconds },
@@ -98,7 +105,7 @@ impl ProxyError {
             Self::InvalidUpstream(_) => 2,
             Self::Upstream(_) => 3,
             Self::Timeout { .. } | Self::Deadline { .. } => 4,
-            Self::InsufficientStorage(_) | Self::LostBytes(_) | Self::Internal(_) => 5,
+            Self::InsufficientStorage(_) | Self::Unavailable(_) | Self::LostBytes(_) | Self::Internal(_) => 5,
         }
     }
 
@@ -203,6 +210,7 @@ impl crate::shared_flight::SharedFailure for ProxyError {
             Self::Deadline { what, seconds } => (format!("deadline:{seconds}"), what.clone()),
             Self::LostBytes(m) => ("lost_bytes".into(), m.clone()),
             Self::InsufficientStorage(m) => ("insufficient_storage".into(), m.clone()),
+            Self::Unavailable(m) => ("unavailable".into(), m.clone()),
             Self::Internal(m) => ("internal".into(), m.clone()),
         }
     }
@@ -217,6 +225,7 @@ impl crate::shared_flight::SharedFailure for ProxyError {
             "invalid_upstream" => Self::InvalidUpstream(m),
             "lost_bytes" => Self::LostBytes(m),
             "insufficient_storage" => Self::InsufficientStorage(m),
+            "unavailable" => Self::Unavailable(m),
             _ if kind.starts_with("timeout:") => Self::Timeout {
                 what: m,
                 seconds: seconds("timeout:").unwrap_or(0),
@@ -249,12 +258,21 @@ impl From<intact_store::Error> for ProxyError {
                 seconds: super::layout::COMMIT_WAIT_SECONDS,
             },
             full @ intact_store::Error::StorageFull { .. } => Self::InsufficientStorage(full.to_string()),
+            down @ (intact_store::Error::Unavailable { .. } | intact_store::Error::CatalogUnavailable { .. }) => {
+                Self::Unavailable(unavailable_message(&down))
+            }
             lost @ (intact_store::Error::BlobMissing { .. } | intact_store::Error::BlobDamaged { .. }) => {
                 Self::LostBytes(lost.to_string())
             }
             other => Self::Internal(format!("storage: {other}")),
         }
     }
+}
+
+/// What a client is told when the catalog or blob store is unreachable: what failed, and
+/// that asking again shortly is the remedy (nothing is wrong with the request or module).
+pub fn unavailable_message(e: &intact_store::Error) -> String {
+    format!("{e}; the server is temporarily unable to answer, try again shortly")
 }
 
 impl From<FlightError<ProxyError>> for ProxyError {
@@ -342,6 +360,32 @@ mod tests {
         assert_eq!(e.to_string(), "timed out after 5s waiting for upstream fetch of m@v1");
         let e: ProxyError = FlightError::Failed(std::sync::Arc::new(ProxyError::Gone("gone".into()))).into();
         assert_eq!(e, ProxyError::Gone("gone".into()));
+    }
+
+    /// An unreachable catalog or blob store is a moment's outage of this server, said as
+    /// such (503, like the artifact API), not a 500 "internal" fault; and not remembered as
+    /// an answer about the module.
+    #[test]
+    fn an_unreachable_backend_is_a_retryable_503() {
+        for e in [
+            intact_store::Error::CatalogUnavailable {
+                source: Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+            },
+            intact_store::Error::Unavailable {
+                context: "reading s3://b/k".into(),
+                source: Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+            },
+        ] {
+            let what = e.to_string();
+            let e = ProxyError::from(e);
+            assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE, "{what}: {e:?}");
+            assert!(!e.is_definitive(), "{e:?}");
+            assert!(e.to_string().contains("try again"), "{e}");
+            let (kind, text) = crate::shared_flight::SharedFailure::record(&e);
+            let rebuilt: ProxyError = crate::shared_flight::SharedFailure::rebuild(&kind, &text);
+            assert_eq!(rebuilt, e, "another replica answers the same");
+            assert_eq!(e.into_response().status(), StatusCode::SERVICE_UNAVAILABLE);
+        }
     }
 
     #[test]

@@ -44,6 +44,10 @@ pub enum StageError {
     /// The disk under the store is full: nothing was staged. Resumes once space is freed.
     #[error("{0}")]
     InsufficientStorage(String),
+    /// The catalog or the blob store could not be reached: a moment's outage of this server,
+    /// nothing about the artifact. Retryable; resumes by itself once they answer again.
+    #[error("{0}")]
+    Unavailable(String),
     /// A fault on this side (local disk, catalog).
     #[error("{0}")]
     Internal(String),
@@ -57,6 +61,7 @@ impl StageError {
             Self::Upstream(_) | Self::BadArchive { .. } | Self::BadContent(_) => StatusCode::BAD_GATEWAY,
             Self::Timeout { .. } | Self::Deadline { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -71,6 +76,7 @@ impl StageError {
             Self::BadContent(_) => "bad_upstream_content",
             Self::Timeout { .. } | Self::Deadline { .. } => "timeout",
             Self::InsufficientStorage(_) => "insufficient_storage",
+            Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
     }
@@ -78,8 +84,11 @@ impl StageError {
     /// The JSON body (without per-item details).
     pub fn body(&self) -> serde_json::Value {
         let mut v = json!({"error": self.code(), "message": self.to_string()});
-        if let Self::BadRequest { field, .. } = self {
-            v["field"] = json!(field);
+        match self {
+            Self::BadRequest { field, .. } => v["field"] = json!(field),
+            // As the artifact API says it: a client may retry as it is.
+            Self::Unavailable(_) => v["retryable"] = json!(true),
+            _ => {}
         }
         v
     }
@@ -111,6 +120,7 @@ impl StageError {
                 seconds: *seconds,
             },
             Self::InsufficientStorage(m) => Self::InsufficientStorage(format!("{m} ({note})")),
+            Self::Unavailable(m) => Self::Unavailable(format!("{m} ({note})")),
             Self::Internal(m) => Self::Internal(format!("{m} ({note})")),
         }
     }
@@ -140,6 +150,7 @@ impl crate::shared_flight::SharedFailure for StageError {
             Self::Timeout { what, seconds } => (format!("timeout:{seconds}"), what.clone()),
             Self::Deadline { what, seconds } => (format!("deadline:{seconds}"), what.clone()),
             Self::InsufficientStorage(m) => ("insufficient_storage".into(), m.clone()),
+            Self::Unavailable(m) => ("unavailable".into(), m.clone()),
             Self::Internal(m) => ("internal".into(), m.clone()),
         }
     }
@@ -173,6 +184,7 @@ impl crate::shared_flight::SharedFailure for StageError {
                 "upstream" => Self::Upstream(m),
                 "bad_content" => Self::BadContent(m),
                 "insufficient_storage" => Self::InsufficientStorage(m),
+                "unavailable" => Self::Unavailable(m),
                 _ => Self::Internal(m),
             },
         }
@@ -215,6 +227,9 @@ impl From<intact_store::Error> for StageError {
                 Self::BadContent(format!("the upstream files cannot be one version: {c}"))
             }
             full @ intact_store::Error::StorageFull { .. } => Self::InsufficientStorage(full.to_string()),
+            down @ (intact_store::Error::Unavailable { .. } | intact_store::Error::CatalogUnavailable { .. }) => {
+                Self::Unavailable(crate::go::error::unavailable_message(&down))
+            }
             other => Self::Internal(other.to_string()),
         }
     }
@@ -238,6 +253,7 @@ impl From<StageError> for ApiError {
             // The read path falls through to the next group member on NotFound.
             StageError::NotFound { what } => ApiError::NotFound(what),
             StageError::Internal(message) => ApiError::Internal(message),
+            StageError::Unavailable(message) => ApiError::Unavailable(message),
             other => ApiError::Coded {
                 status: other.status(),
                 code: other.code(),
@@ -270,5 +286,39 @@ mod tests {
         assert_eq!(e.status(), StatusCode::INSUFFICIENT_STORAGE, "{e:?}");
         assert_eq!(e.code(), "insufficient_storage");
         assert!(!e.is_definitive());
+    }
+
+    /// An unreachable catalog or blob store is a moment's outage of this server: 503
+    /// `unavailable` with `retryable`, like the artifact API says it; not a 500 "internal",
+    /// and not remembered as an answer about the artifact.
+    #[test]
+    fn an_unreachable_backend_is_a_retryable_503() {
+        for e in [
+            intact_store::Error::CatalogUnavailable {
+                source: Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+            },
+            intact_store::Error::Unavailable {
+                context: "reading s3://b/k".into(),
+                source: Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+            },
+        ] {
+            let what = e.to_string();
+            let e = StageError::from(e);
+            assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE, "{what}: {e:?}");
+            assert_eq!(e.code(), "unavailable");
+            assert_eq!(e.body()["retryable"], true, "{}", e.body());
+            assert!(!e.is_definitive(), "{e:?}");
+            let (kind, text) = crate::shared_flight::SharedFailure::record(&e);
+            let rebuilt: StageError = crate::shared_flight::SharedFailure::rebuild(&kind, &text);
+            assert_eq!(
+                rebuilt.status(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "another replica answers the same"
+            );
+            // Read through the artifact API (a staging repo's files), the same answer.
+            let resp = ApiError::from(e.clone()).into_response();
+            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(e.into_response().status(), StatusCode::SERVICE_UNAVAILABLE);
+        }
     }
 }

@@ -11,6 +11,7 @@ mod guard;
 mod hostile;
 mod large;
 mod locking;
+mod outage;
 mod paths;
 mod postgres;
 mod publish;
@@ -145,6 +146,34 @@ impl Server {
             ..config
         };
         let state = intact_server::open(config).await.expect("open the server");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let (shutdown, rx) = watch::channel(false);
+        let task = tokio::spawn(intact_server::run(listener, state, rx));
+        Self {
+            addr,
+            base: format!("http://{addr}"),
+            http: client(),
+            clock: ManualClock::new(Timestamp::from_system(SystemTime::now())),
+            root,
+            data,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    /// A server over `store` as it is (a replica's: its catalog and blobs shared with other
+    /// servers), with the embedded default configuration and a data dir of its own for what
+    /// stays local. `clock` then drives nothing: the store has its own.
+    pub async fn start_on_store(store: Store) -> Self {
+        let root = tempfile::tempdir().expect("tempdir");
+        let data = root.path().join("data");
+        std::fs::create_dir(&data).expect("data dir");
+        let config = Config {
+            data_dir: data.clone(),
+            ..Config::embedded_default()
+        };
+        let state = AppState::new(Arc::new(config), Arc::new(store)).expect("app state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let (shutdown, rx) = watch::channel(false);

@@ -3,6 +3,11 @@
 //! every promise of the publish protocol is checked against what each client was told, not
 //! just "no error" (docs/reliability.md, "Races").
 //!
+//! The race runs on the embedded default (one server, SQLite catalog, blob files), and on
+//! PostgreSQL + S3 with two servers sharing that one database and bucket, every client's
+//! requests taking turns between them as a load balancer without session affinity would
+//! send them.
+//!
 //! Choices are seeded: the seed is printed, and `INTACT_RACES_SEED` replays it (the
 //! interleaving of the tasks still varies from run to run).
 
@@ -16,18 +21,48 @@ mod reads;
 use std::sync::Arc;
 use std::time::Duration;
 
-use intact_store::ManualClock;
+use intact_core::Timestamp;
+use intact_store::{Clock, ManualClock, OffsetClock, PostgresCatalog, S3BlobStore, Store};
+use intact_testkit::TestDatabase;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::{Server, report, sized};
+use check::Blobs;
 use client::Racer;
 use ledger::{Counts, Ledger, Wire};
 
 /// The lease of a transaction meant to finish (the clock jumps ahead by a few seconds at a
 /// time; short leases are chosen on purpose to race expiry).
 pub const LONG_LEASE: u64 = 900;
+
+/// The servers' lease clock, which the race moves ahead. The embedded catalog reads a
+/// `ManualClock`; PostgreSQL reads its own clock, which can only be shifted forward (an
+/// `OffsetClock` added to it by every replica's catalog).
+#[derive(Clone)]
+pub enum LeaseClock {
+    Manual(ManualClock),
+    Offset(OffsetClock),
+}
+
+impl LeaseClock {
+    pub fn advance(&self, by: Duration) {
+        match self {
+            Self::Manual(c) => c.advance(by),
+            Self::Offset(c) => c.advance(by),
+        }
+    }
+}
+
+impl Clock for LeaseClock {
+    fn now(&self) -> Timestamp {
+        match self {
+            Self::Manual(c) => c.now(),
+            Self::Offset(c) => c.now(),
+        }
+    }
+}
 
 /// How big the race is and which names it fights over.
 pub struct Plan {
@@ -104,7 +139,7 @@ async fn collect_garbage(wire: Wire, mut rng: Rng, stop: watch::Receiver<bool>) 
 }
 
 /// Moves the lease clock ahead a few seconds at a time, so short leases run out mid-race.
-async fn advance_clock(clock: ManualClock, ledger: Arc<Ledger>, mut rng: Rng, stop: watch::Receiver<bool>) {
+async fn advance_clock(clock: LeaseClock, ledger: Arc<Ledger>, mut rng: Rng, stop: watch::Receiver<bool>) {
     while !*stop.borrow() {
         tokio::time::sleep(Duration::from_millis(20 + rng.below(40))).await;
         clock.advance(Duration::from_millis(1000 + rng.below(4000)));
@@ -172,11 +207,9 @@ async fn follow(wire: Wire, limit: u32, drain: watch::Receiver<bool>) -> Vec<Val
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn many_clients_race_the_same_names_while_gc_runs() {
-    let seed = seed();
-    println!("races: seed {seed} (replay with INTACT_RACES_SEED={seed})");
-    let plan = Arc::new(Plan {
+/// The plan of both races: `sized` picks the CI or the full size.
+fn plan() -> Arc<Plan> {
+    Arc::new(Plan {
         clients: sized(10, 32),
         rounds: sized(50, 600),
         exact_names: sized(
@@ -190,32 +223,130 @@ async fn many_clients_race_the_same_names_while_gc_runs() {
             .into_iter()
             .map(str::to_owned)
             .collect(),
-    });
+    })
+}
+
+/// What a race runs on.
+struct Arena<'a> {
+    /// The reliability report's suite name.
+    suite: &'static str,
+    /// The servers (replicas of one store): every client's requests take turns among them,
+    /// garbage is collected on each, and each is followed by its own event followers.
+    bases: Vec<String>,
+    clock: LeaseClock,
+    blobs: Blobs<'a>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_clients_race_the_same_names_while_gc_runs() {
     let s = Server::start().await;
+    race(Arena {
+        suite: "races",
+        bases: vec![s.base.clone()],
+        clock: LeaseClock::Manual(s.clock.clone()),
+        blobs: Blobs::Dir(&s.data),
+    })
+    .await;
+    s.stop().await;
+}
+
+/// The same race on two replicas sharing one PostgreSQL catalog and one S3 bucket (Garage).
+/// Each replica has its own catalog pool, its own S3 client and its own data dir, as two
+/// processes would; they share only the database, the bucket and the test's shift of the
+/// database's clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_clients_race_the_same_names_across_two_replicas_on_postgres_and_s3() {
+    let db = TestDatabase::create().await;
+    let settings = crate::s3::garage_settings("races").await;
+    let clock = OffsetClock::new();
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let catalog = PostgresCatalog::open(&db.url)
+            .await
+            .expect("open the PostgreSQL catalog")
+            .with_time_offset(clock.clone());
+        let blobs = S3BlobStore::open(&settings).await.expect("open the S3 blob store");
+        let store = Store::new(
+            Arc::new(catalog),
+            Arc::new(blobs),
+            Arc::new(clock.clone()),
+            intact_server::Config::embedded_default().store_config(),
+        );
+        replicas.push(Server::start_on_store(store).await);
+    }
+    // The checker's own view of the bucket (it holds nothing pending).
+    let bucket = S3BlobStore::open(&settings).await.expect("open the S3 blob store");
+    race(Arena {
+        suite: "races-postgres-s3",
+        bases: replicas.iter().map(|r| r.base.clone()).collect(),
+        clock: LeaseClock::Offset(clock),
+        blobs: Blobs::Bucket(&bucket),
+    })
+    .await;
+    for r in replicas {
+        r.stop().await;
+    }
+}
+
+/// Runs the race on `arena`, checks every promise, reports the figures, and fails on any
+/// violation.
+async fn race(arena: Arena<'_>) {
+    let seed = seed();
+    println!("{}: seed {seed} (replay with INTACT_RACES_SEED={seed})", arena.suite);
+    let plan = plan();
     let ledger = Arc::new(Ledger::new(seed));
-    let wire = |who: &str| Wire::new(who.to_owned(), &s.base, ledger.clone());
+    let on = |who: String, base: &String| Wire::new(who, base, ledger.clone());
+    let servers = arena.bases.len();
+    // Names a task by its server when there is more than one.
+    let named = |who: &str, i: usize| {
+        if servers == 1 {
+            who.to_owned()
+        } else {
+            format!("{who} on server {i}")
+        }
+    };
 
     let (stop, stopped) = watch::channel(false);
     let (drain, draining) = watch::channel(false);
-    let gc = tokio::spawn(collect_garbage(wire("gc"), Rng::new(seed ^ 0x6c), stopped.clone()));
-    let clock = tokio::spawn(advance_clock(
-        s.clock.clone(),
+    let mut background: Vec<_> = arena
+        .bases
+        .iter()
+        .enumerate()
+        .map(|(i, base)| {
+            tokio::spawn(collect_garbage(
+                on(named("gc", i), base),
+                Rng::new(seed ^ 0x6c ^ ((i as u64) << 32)),
+                stopped.clone(),
+            ))
+        })
+        .collect();
+    background.push(tokio::spawn(advance_clock(
+        arena.clock.clone(),
         ledger.clone(),
         Rng::new(seed ^ 0xc1),
         stopped.clone(),
-    ));
-    let followers: Vec<_> = [7, 500]
-        .into_iter()
-        .map(|limit| {
+    )));
+    let followers: Vec<_> = arena
+        .bases
+        .iter()
+        .enumerate()
+        .flat_map(|(i, base)| [7, 500].map(|limit| (i, base, limit)))
+        .map(|(i, base, limit)| {
             tokio::spawn(follow(
-                wire(&format!("follower (pages of {limit})")),
+                on(named(&format!("follower (pages of {limit})"), i), base),
                 limit,
                 draining.clone(),
             ))
         })
         .collect();
     let clients: Vec<_> = (0..plan.clients)
-        .map(|i| tokio::spawn(Racer::new(i as u32, &s.base, s.clock.clone(), ledger.clone(), plan.clone()).run()))
+        .map(|i| {
+            // Each client starts on another server, so the first requests are spread too.
+            let mut bases = arena.bases.clone();
+            bases.rotate_left(i % servers);
+            let racer = Racer::new(i as u32, &bases, arena.clock.clone(), ledger.clone(), plan.clone());
+            tokio::spawn(racer.run())
+        })
         .collect();
     for c in clients {
         if let Err(e) = c.await {
@@ -223,15 +354,16 @@ async fn many_clients_race_the_same_names_while_gc_runs() {
         }
     }
     let _ = stop.send(true);
-    for task in [gc, clock] {
+    for task in background {
         if let Err(e) = task.await {
             ledger.violation(format!("a background task failed: {e}"));
         }
     }
 
     // Every lease runs out; a last collection with no grace leaves only what is committed.
-    s.clock.advance(Duration::from_secs(4 * LONG_LEASE));
-    let checker = wire("checker");
+    arena.clock.advance(Duration::from_secs(4 * LONG_LEASE));
+    // The checker reads through every server in turn.
+    let checker = Wire::across("checker".to_owned(), &arena.bases, ledger.clone());
     check::final_gc(&checker).await;
     let _ = drain.send(true);
     let mut logs = Vec::new();
@@ -241,15 +373,16 @@ async fn many_clients_race_the_same_names_while_gc_runs() {
             Err(e) => ledger.violation(format!("a follower failed: {e}")),
         }
     }
-    let figures = check::everything(&s.data, &checker, &ledger, &plan, logs).await;
+    let figures = check::everything(&arena.blobs, &checker, &ledger, &plan, logs).await;
     check::auto_numbers_reused(&checker, &ledger, &figures.auto_max).await;
 
     let c = &ledger.counts;
     let violations = ledger.violations();
     report(
-        "races",
+        arena.suite,
         json!({
             "seed": seed,
+            "servers": servers,
             "clients": plan.clients,
             "rounds": plan.rounds,
             "operations": Counts::get(&c.operations),
@@ -282,5 +415,4 @@ async fn many_clients_race_the_same_names_while_gc_runs() {
             shown.iter().map(|v| format!("  - {v}")).collect::<Vec<_>>().join("\n")
         );
     }
-    s.stop().await;
 }

@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 
 use crate::{Server, json_of};
 
-async fn garage_blobs(test: &str) -> S3BlobStore {
+/// Settings for blobs under `test`'s own prefix of the bucket of the Garage this test binary
+/// shares (started on first use).
+pub async fn garage_settings(test: &str) -> S3Settings {
     let garage = tokio::task::spawn_blocking(intact_testkit::shared_garage)
         .await
         .expect("start garage");
@@ -20,7 +22,13 @@ async fn garage_blobs(test: &str) -> S3BlobStore {
     settings.endpoint = Some(garage.endpoint.clone());
     settings.region = Some(garage.region.clone());
     settings.credentials = Some((garage.access_key_id.clone(), garage.secret_access_key.clone()));
-    S3BlobStore::open(&settings).await.expect("open S3 blob store")
+    settings
+}
+
+async fn garage_blobs(test: &str) -> S3BlobStore {
+    S3BlobStore::open(&garage_settings(test).await)
+        .await
+        .expect("open S3 blob store")
 }
 
 async fn admin(s: &Server, what: &str, body: Value) -> Value {

@@ -7,97 +7,12 @@
 //! call still ends within the catalog's call limit, answered as unavailable.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use intact_core::{FilePath, Name, RepoName, Version};
 use intact_store::store::BeginRequest;
 use intact_store::{FsBlobStore, OpenOutcome, PostgresCatalog, Store, StoreConfig, SystemClock};
-use intact_testkit::TestDatabase;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-
-/// A TCP relay to PostgreSQL that can be cut and restored, or made silent.
-struct Relay {
-    port: u16,
-    up: Arc<AtomicBool>,
-    /// While set, nothing is forwarded either way and nothing is closed.
-    silent: Arc<AtomicBool>,
-    /// Bumped on every cut: live relays end when they see it change.
-    cuts: watch::Sender<u64>,
-}
-
-impl Relay {
-    async fn start(to: &'static str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
-        let port = listener.local_addr().expect("addr").port();
-        let up = Arc::new(AtomicBool::new(true));
-        let silent = Arc::new(AtomicBool::new(false));
-        let cuts = watch::Sender::new(0u64);
-        let (up2, silent2, cuts2) = (up.clone(), silent.clone(), cuts.clone());
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                if !up2.load(Ordering::SeqCst) {
-                    drop(client); // refused: closed at once
-                    continue;
-                }
-                let mut cut = cuts2.subscribe();
-                let silent = silent2.clone();
-                tokio::spawn(async move {
-                    let Ok(server) = TcpStream::connect(to).await else {
-                        return;
-                    };
-                    let (client_read, client_write) = client.into_split();
-                    let (server_read, server_write) = server.into_split();
-                    tokio::select! {
-                        _ = forward(client_read, server_write, silent.clone()) => {}
-                        _ = forward(server_read, client_write, silent) => {}
-                        _ = cut.changed() => {} // dropping both ends resets the connection
-                    }
-                });
-            }
-        });
-        Self { port, up, silent, cuts }
-    }
-
-    /// Every byte dropped from now on, both ways, on every connection; nothing closed.
-    fn go_silent(&self) {
-        self.silent.store(true, Ordering::SeqCst);
-    }
-
-    fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        self.cuts.send_modify(|n| *n += 1);
-    }
-
-    fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
-
-/// Copies `from` to `to`, dropping what arrives while `silent` is set (as a partitioned
-/// network does), until either end closes.
-async fn forward(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    silent: Arc<AtomicBool>,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                if silent.load(Ordering::SeqCst) {
-                    continue;
-                }
-                if to.write_all(&buf[..n]).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
+use intact_testkit::{Relay, TestDatabase};
 
 fn repo() -> RepoName {
     RepoName::parse("files").expect("repo")

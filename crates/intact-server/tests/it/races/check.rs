@@ -2,12 +2,15 @@
 //! version whole and committed by exactly one acknowledged publish; every acknowledgment
 //! visible with exactly the bytes acknowledged; nothing of a rolled-back or expired
 //! transaction visible; the event log, the listings and the `auto` numbers consistent with
-//! the versions; and on disk, exactly the blobs committed versions name.
+//! the versions; and in the blob store (files on disk or a bucket), exactly the blobs
+//! committed versions name.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
+use futures::TryStreamExt;
 use intact_core::Manifest;
+use intact_store::{BlobStore, BlobTestHooks, S3BlobStore};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -15,6 +18,14 @@ use super::Plan;
 use super::content::Author;
 use super::ledger::{Counts, Key, Ledger, Wire};
 use crate::files_under;
+
+/// Where the servers keep their blobs, as the final check looks at them.
+pub enum Blobs<'a> {
+    /// Blob files under the data dir `0` (`blobs/`, pending ones in `tmp/`).
+    Dir(&'a Path),
+    /// Objects in a bucket (under the test's prefix), shared by every replica.
+    Bucket(&'a S3BlobStore),
+}
 
 /// What the final state held.
 #[derive(Debug, Default)]
@@ -94,7 +105,13 @@ async fn listing(wire: &Wire, name: &str) -> Vec<String> {
     }
 }
 
-pub async fn everything(data: &Path, wire: &Wire, ledger: &Ledger, plan: &Plan, followers: Vec<Vec<Value>>) -> Figures {
+pub async fn everything(
+    blobs: &Blobs<'_>,
+    wire: &Wire,
+    ledger: &Ledger,
+    plan: &Plan,
+    followers: Vec<Vec<Value>>,
+) -> Figures {
     let mut figures = Figures::default();
     let events = all_events(wire).await;
     figures.events = events.len();
@@ -155,7 +172,7 @@ pub async fn everything(data: &Path, wire: &Wire, ledger: &Ledger, plan: &Plan, 
     check_listings(wire, ledger, plan, &visible).await;
     (figures.auto_max, figures.auto_gaps) = check_auto_numbers(ledger, plan, &visible, &events);
     check_conflicts(ledger, &visible);
-    figures.blobs = check_disk(wire, ledger, data, &visible).await;
+    figures.blobs = check_blobs(wire, ledger, blobs, &visible).await;
     figures
 }
 
@@ -506,30 +523,58 @@ fn differences(m: &Manifest, files: &BTreeMap<String, String>, metadata: &Value)
     })
 }
 
-/// After the final collection: the blob files on disk are exactly those committed versions
-/// name, nothing is left pending in `tmp/`, and `verify` re-hashes them all fine. Returns
-/// how many blobs there are.
-async fn check_disk(wire: &Wire, ledger: &Ledger, data: &Path, visible: &BTreeMap<Key, (Value, Manifest)>) -> usize {
+/// After the final collection: the stored blobs are exactly those committed versions name,
+/// nothing is left pending (`tmp/`, or `pending/` in the bucket), and `verify` re-hashes them
+/// all fine. Returns how many blobs there are.
+async fn check_blobs(
+    wire: &Wire,
+    ledger: &Ledger,
+    blobs: &Blobs<'_>,
+    visible: &BTreeMap<Key, (Value, Manifest)>,
+) -> usize {
     let referenced: BTreeSet<String> = visible
         .values()
         .flat_map(|(_, m)| m.files.iter().map(|f| f.sha256.to_hex()))
         .collect();
-    let on_disk: BTreeSet<String> = files_under(&data.join("blobs"))
-        .iter()
-        .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_owned))
-        .collect();
-    let stray: Vec<&String> = on_disk.difference(&referenced).collect();
-    let lost: Vec<&String> = referenced.difference(&on_disk).collect();
+    let (stored, pending): (BTreeSet<String>, Vec<String>) = match blobs {
+        Blobs::Dir(data) => (
+            files_under(&data.join("blobs"))
+                .iter()
+                .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_owned))
+                .collect(),
+            files_under(&data.join("tmp"))
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+        ),
+        Blobs::Bucket(bucket) => {
+            let listed: Result<Vec<_>, _> = bucket.list().try_collect().await;
+            let stored = match listed {
+                Ok(digests) => digests.iter().map(|d| d.to_hex()).collect(),
+                Err(e) => {
+                    ledger.violation(format!("listing the bucket's blobs failed: {e}"));
+                    BTreeSet::new()
+                }
+            };
+            let pending = match bucket.pending_count().await {
+                Ok(0) => Vec::new(),
+                Ok(n) => vec![format!("{n} pending object(s)")],
+                Err(e) => vec![format!("counting pending objects failed: {e}")],
+            };
+            (stored, pending)
+        }
+    };
+    let stray: Vec<&String> = stored.difference(&referenced).collect();
+    let lost: Vec<&String> = referenced.difference(&stored).collect();
     if !stray.is_empty() || !lost.is_empty() {
         ledger.violation(format!(
-            "blob files on disk are not the committed ones: {} unreferenced left behind {stray:?}, {} referenced missing {lost:?}",
+            "stored blobs are not the committed ones: {} unreferenced left behind {stray:?}, {} referenced missing {lost:?}",
             stray.len(),
             lost.len()
         ));
     }
-    let pending = files_under(&data.join("tmp"));
     if !pending.is_empty() {
-        ledger.violation(format!("tmp/ is not empty after the final collection: {pending:?}"));
+        ledger.violation(format!("pending data is left after the final collection: {pending:?}"));
     }
     let req = wire.http.post(wire.url("/api/v1/admin/verify")).json(&json!({}));
     match wire.json("verify", req).await {

@@ -6,14 +6,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use intact_core::{Digest, Manifest};
-use intact_store::ManualClock;
 use reqwest::StatusCode;
 use reqwest::multipart::Form;
 use serde_json::Value;
 
 use super::content::{Author, FileSpec, Publish};
 use super::ledger::{Ack, ConflictSeen, Counts, Key, Ledger, Wire};
-use super::{Plan, Rng};
+use super::{LeaseClock, Plan, Rng};
 
 /// Files a transaction holds as its client knows them: path -> sha256.
 pub(super) type Staged = BTreeMap<String, Digest>;
@@ -61,8 +60,8 @@ pub(super) struct Stale {
 pub struct Racer {
     pub id: u32,
     pub(super) wire: Wire,
-    /// The server's lease clock: read to know when a lease has certainly run out.
-    pub(super) clock: ManualClock,
+    /// The servers' lease clock: read to know when a lease has certainly run out.
+    pub(super) clock: LeaseClock,
     pub(super) rng: Rng,
     pub(super) plan: Arc<Plan>,
     pub(super) round: usize,
@@ -77,11 +76,12 @@ pub struct Racer {
 }
 
 impl Racer {
-    pub fn new(id: u32, base: &str, clock: ManualClock, ledger: Arc<Ledger>, plan: Arc<Plan>) -> Self {
+    /// Client `id`, its requests taking turns among the servers at `bases`.
+    pub fn new(id: u32, bases: &[String], clock: LeaseClock, ledger: Arc<Ledger>, plan: Arc<Plan>) -> Self {
         let seed = ledger.seed ^ u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         Self {
             id,
-            wire: Wire::new(format!("client {id}"), base, ledger),
+            wire: Wire::across(format!("client {id}"), bases, ledger),
             clock,
             rng: Rng::new(seed),
             plan,

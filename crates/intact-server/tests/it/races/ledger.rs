@@ -3,7 +3,7 @@
 //! the first read of every version, and the violations found along the way.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use intact_core::Manifest;
@@ -301,7 +301,11 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 pub struct Wire {
     pub who: String,
     pub http: reqwest::Client,
-    pub base: String,
+    /// The servers this task talks to (replicas behind one load balancer): each request goes
+    /// to the next in turn, so one transaction is opened, filled and committed through
+    /// different replicas, as a balancer without session affinity would send it.
+    bases: Vec<String>,
+    turn: AtomicUsize,
     pub ledger: Arc<Ledger>,
 }
 
@@ -320,16 +324,25 @@ impl Answer {
 
 impl Wire {
     pub fn new(who: String, base: &str, ledger: Arc<Ledger>) -> Self {
+        Self::across(who, &[base.to_owned()], ledger)
+    }
+
+    /// A task whose requests take turns among the servers at `bases`.
+    pub fn across(who: String, bases: &[String], ledger: Arc<Ledger>) -> Self {
+        assert!(!bases.is_empty(), "a wire needs a server");
         Self {
             who,
             http: crate::client(),
-            base: base.to_owned(),
+            bases: bases.to_vec(),
+            turn: AtomicUsize::new(0),
             ledger,
         }
     }
 
+    /// `path` on the next server in turn.
     pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        let i = self.turn.fetch_add(1, Ordering::Relaxed) % self.bases.len();
+        format!("{}{path}", self.bases[i])
     }
 
     /// Sends `req`; `None` (recorded as a violation) when no answer came back.
