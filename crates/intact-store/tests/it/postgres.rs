@@ -549,10 +549,9 @@ async fn replicas_with_blobs_in_s3_need_a_data_dir_each() {
         .await
         .expect("the first replica opens");
     assert!(first.owns_data_dir() && !first.is_sole_writer());
-    let err = Store::open(dir.path(), &catalog, &blobs, StoreConfig::default())
-        .await
-        .err()
-        .expect("a second replica on the same data dir is refused");
+    let Err(err) = Store::open(dir.path(), &catalog, &blobs, StoreConfig::default()).await else {
+        panic!("a second replica on the same data dir is refused");
+    };
     let message = err.to_string();
     assert!(
         message.contains("in use") && message.contains("data dir of its own"),
