@@ -275,7 +275,7 @@ struct Setup {
     prefix: String,
 }
 
-async fn start_services(ctx: &Ctx, root: &Path) -> Result<(Garage, TestDatabase)> {
+async fn start_services(root: &Path) -> Result<(Garage, TestDatabase)> {
     progress("starting Garage (one node on loopback) and a scratch PostgreSQL database");
     let garage = tokio::task::spawn_blocking(Garage::start)
         .await
@@ -290,7 +290,13 @@ async fn start_services(ctx: &Ctx, root: &Path) -> Result<(Garage, TestDatabase)
     Ok((garage, db))
 }
 
-fn start_replica(ctx: &Ctx, setup: (&Garage, &TestDatabase, &str), root: &Path, label: &str, cache: Option<&Path>) -> Result<Server> {
+fn start_replica(
+    ctx: &Ctx,
+    setup: (&Garage, &TestDatabase, &str),
+    root: &Path,
+    label: &str,
+    cache: Option<&Path>,
+) -> Result<Server> {
     let (garage, db, prefix) = setup;
     let config = root.join(format!("{label}.toml"));
     std::fs::write(&config, replica_config(db, garage, prefix, cache))
@@ -316,7 +322,7 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
         .clone()
         .ok_or_else(|| anyhow!("curl is not installed (scripts/bench installs it)"))?;
     let root = ctx.work.join("scaleout");
-    let (garage, db) = start_services(ctx, &root).await?;
+    let (garage, db) = start_services(&root).await?;
     let prefix = garage.prefix("bench");
     let warm_cache = root.join("cache-warm");
     std::fs::create_dir_all(&warm_cache).with_context(|| format!("creating {}", warm_cache.display()))?;
@@ -348,7 +354,10 @@ async fn measure(ctx: &Ctx, curl: &Path, root: &Path, s: &Setup) -> Result<Vec<R
     let small_bytes = std::fs::read(&small_src)?;
 
     let mut blobs = Vec::new();
-    for (server, who) in [(&s.warm, "the replica (PostgreSQL + Garage)"), (&s.embedded, "embedded")] {
+    for (server, who) in [
+        (&s.warm, "the replica (PostgreSQL + Garage)"),
+        (&s.embedded, "embedded"),
+    ] {
         progress(format!(
             "publishing {SMALL_NAME}@1 (4 KiB) and {LARGE_NAME}@1 ({} MiB) through {who}'s HTTP API",
             ctx.args.large_mib
@@ -357,8 +366,8 @@ async fn measure(ctx: &Ctx, curl: &Path, root: &Path, s: &Setup) -> Result<Vec<R
         let large = publish_via_http(ctx, curl, server, LARGE_NAME, &large_src).await?;
         blobs.push((small, large));
     }
-    let [(small, large), (embedded_small, embedded_large)] = <[_; 2]>::try_from(blobs)
-        .map_err(|_| anyhow!("expected two publishes"))?;
+    let [(small, large), (embedded_small, embedded_large)] =
+        <[_; 2]>::try_from(blobs).map_err(|_| anyhow!("expected two publishes"))?;
     ensure!(
         small.sha256 == embedded_small.sha256 && large.sha256 == embedded_large.sha256,
         "the replica and embedded stored different digests for the same bytes"
@@ -440,7 +449,12 @@ async fn measure(ctx: &Ctx, curl: &Path, root: &Path, s: &Setup) -> Result<Vec<R
          idle servers of the other side keep running while one side is measured",
     );
 
-    let downloads_what = |kind: &str| format!("{} MiB download {kind}, curl -o /dev/null, median of {runs}", large_size >> 20);
+    let downloads_what = |kind: &str| {
+        format!(
+            "{} MiB download {kind}, curl -o /dev/null, median of {runs}",
+            large_size >> 20
+        )
+    };
     let embedded_download = (
         embedded_rate,
         format!("{embedded_rate:.0} MB/s (runs {})", fmt_runs(&embedded_runs)),
