@@ -44,7 +44,8 @@ const EMBEDDED: &str = "embedded (SQLite + local files)";
 const CACHE_MAX: &str = "2GiB";
 
 /// A replica's configuration file: the shared catalog and bucket, with or without a cache.
-fn replica_config(db: &TestDatabase, garage: &Garage, prefix: &str, cache: Option<&Path>) -> String {
+fn replica_config(services: &Services, cache: Option<&Path>) -> String {
+    let Services { garage, db, prefix } = services;
     let cache_line = cache.map_or_else(String::new, |dir| {
         format!(
             "local_cache = {{ dir = {}, max_size = {CACHE_MAX:?} }}\n",
@@ -264,18 +265,23 @@ async fn check_published(ctx: &Ctx, server: &Server, count: u64) -> Result<()> {
     check_same_bytes(ctx, &url, publish_body(count).as_bytes()).await
 }
 
-/// Everything the group starts, in the order it must stop: servers before the services they
-/// use (their `Drop`s kill them), Garage and the scratch database last.
-struct Setup {
-    embedded: Server,
-    warm: Server,
-    warm_cache: PathBuf,
+/// What every replica shares: the object store (with this run's key prefix) and the catalog.
+struct Services {
     garage: Garage,
     db: TestDatabase,
     prefix: String,
 }
 
-async fn start_services(root: &Path) -> Result<(Garage, TestDatabase)> {
+/// Everything the group starts, in the order it must stop (fields drop in declaration order):
+/// servers before the services they use (their `Drop`s kill them), the services last.
+struct Setup {
+    embedded: Server,
+    warm: Server,
+    warm_cache: PathBuf,
+    services: Services,
+}
+
+async fn start_services(root: &Path) -> Result<Services> {
     progress("starting Garage (one node on loopback) and a scratch PostgreSQL database");
     let garage = tokio::task::spawn_blocking(Garage::start)
         .await
@@ -287,19 +293,14 @@ async fn start_services(root: &Path) -> Result<(Garage, TestDatabase)> {
         garage.endpoint, garage.bucket, db.name
     ));
     std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
-    Ok((garage, db))
+    let prefix = garage.prefix("bench");
+    Ok(Services { garage, db, prefix })
 }
 
-fn start_replica(
-    ctx: &Ctx,
-    setup: (&Garage, &TestDatabase, &str),
-    root: &Path,
-    label: &str,
-    cache: Option<&Path>,
-) -> Result<Server> {
-    let (garage, db, prefix) = setup;
+fn start_replica(ctx: &Ctx, services: &Services, root: &Path, label: &str, cache: Option<&Path>) -> Result<Server> {
+    let garage = &services.garage;
     let config = root.join(format!("{label}.toml"));
-    std::fs::write(&config, replica_config(db, garage, prefix, cache))
+    std::fs::write(&config, replica_config(services, cache))
         .with_context(|| format!("writing {}", config.display()))?;
     let data = root.join(label);
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
@@ -322,20 +323,17 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
         .clone()
         .ok_or_else(|| anyhow!("curl is not installed (scripts/bench installs it)"))?;
     let root = ctx.work.join("scaleout");
-    let (garage, db) = start_services(&root).await?;
-    let prefix = garage.prefix("bench");
+    let services = start_services(&root).await?;
     let warm_cache = root.join("cache-warm");
     std::fs::create_dir_all(&warm_cache).with_context(|| format!("creating {}", warm_cache.display()))?;
-    let warm = start_replica(ctx, (&garage, &db, &prefix), &root, "replica-warm", Some(&warm_cache))?;
+    let warm = start_replica(ctx, &services, &root, "replica-warm", Some(&warm_cache))?;
     let embedded_data = root.join("embedded");
     let embedded = Server::start(ctx, &embedded_data, "embedded")?;
     let setup = Setup {
         embedded,
         warm,
         warm_cache,
-        garage,
-        db,
-        prefix,
+        services,
     };
     let rows = measure(ctx, &curl, &root, &setup).await;
     drop(setup);
@@ -353,21 +351,18 @@ async fn measure(ctx: &Ctx, curl: &Path, root: &Path, s: &Setup) -> Result<Vec<R
     write_pattern(&large_src, 62, large_size)?;
     let small_bytes = std::fs::read(&small_src)?;
 
-    let mut blobs = Vec::new();
-    for (server, who) in [
-        (&s.warm, "the replica (PostgreSQL + Garage)"),
-        (&s.embedded, "embedded"),
-    ] {
+    let publish_both = |server: &'static str| {
         progress(format!(
-            "publishing {SMALL_NAME}@1 (4 KiB) and {LARGE_NAME}@1 ({} MiB) through {who}'s HTTP API",
+            "publishing {SMALL_NAME}@1 (4 KiB) and {LARGE_NAME}@1 ({} MiB) through {server}'s HTTP API",
             ctx.args.large_mib
         ));
-        let small = publish_via_http(ctx, curl, server, SMALL_NAME, &small_src).await?;
-        let large = publish_via_http(ctx, curl, server, LARGE_NAME, &large_src).await?;
-        blobs.push((small, large));
-    }
-    let [(small, large), (embedded_small, embedded_large)] =
-        <[_; 2]>::try_from(blobs).map_err(|_| anyhow!("expected two publishes"))?;
+    };
+    publish_both("the replica (PostgreSQL + Garage)");
+    let small = publish_via_http(ctx, curl, &s.warm, SMALL_NAME, &small_src).await?;
+    let large = publish_via_http(ctx, curl, &s.warm, LARGE_NAME, &large_src).await?;
+    publish_both("embedded");
+    let embedded_small = publish_via_http(ctx, curl, &s.embedded, SMALL_NAME, &small_src).await?;
+    let embedded_large = publish_via_http(ctx, curl, &s.embedded, LARGE_NAME, &large_src).await?;
     ensure!(
         small.sha256 == embedded_small.sha256 && large.sha256 == embedded_large.sha256,
         "the replica and embedded stored different digests for the same bytes"
@@ -405,7 +400,7 @@ async fn measure(ctx: &Ctx, curl: &Path, root: &Path, s: &Setup) -> Result<Vec<R
     let (embedded_rate, embedded_runs) = downloads(curl, &s.embedded.url(LARGE_PATH), large_size, runs).await?;
 
     // 6c: a second replica with no cache: every read streams from Garage.
-    let cold = start_replica(ctx, (&s.garage, &s.db, &s.prefix), root, "replica-cold", None)?;
+    let cold = start_replica(ctx, &s.services, root, "replica-cold", None)?;
     check_same_bytes(ctx, &cold.url(SMALL_PATH), &small_bytes).await?;
     progress("6c: large download from a replica without a local cache (straight from Garage)");
     let (cold_rate, cold_runs) = downloads(curl, &cold.url(LARGE_PATH), large_size, runs).await?;
