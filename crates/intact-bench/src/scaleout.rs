@@ -153,6 +153,8 @@ async fn warm_cache(curl: &Path, url: &str, cache_dir: &Path, blob: &Committed) 
 struct Publishing {
     count: u64,
     elapsed: Duration,
+    /// Calls tried again after a retryable 503 (their time is in the figures).
+    retried: u64,
     open: Summary,
     put: Summary,
     commit: Summary,
@@ -164,8 +166,12 @@ impl Publishing {
     }
 
     fn figure(&self) -> String {
+        let retried = match self.retried {
+            0 => String::new(),
+            n => format!(" · {n} calls retried after a retryable 503"),
+        };
         format!(
-            "{} · open p50 {} · PUT p50 {} · commit p50 {}",
+            "{} · open p50 {} · PUT p50 {} · commit p50 {}{retried}",
             fmt_rate(self.per_sec(), "versions"),
             fmt_dur(self.open.p50),
             fmt_dur(self.put.p50),
@@ -179,10 +185,43 @@ fn publish_body(number: u64) -> String {
     format!("{number:016}")
 }
 
+/// Tries of one call that answers a retryable `503` (`"retryable": true`), as a client of the
+/// API is told to retry it: the object store can fail one request under load (Garage's own
+/// metadata database answers "database is locked" now and then) without anything being wrong.
+const TRIES: u32 = 4;
+
+/// Sends `request`, again after a retryable `503` (up to [`TRIES`] in all, backing off), and
+/// returns the final status and body. `retried` counts the extra tries, for the report.
+async fn send_retrying(request: reqwest::RequestBuilder, retried: &AtomicU64) -> Result<(u16, String)> {
+    for attempt in 1..=TRIES {
+        let this_try = request
+            .try_clone()
+            .ok_or_else(|| anyhow!("a request with a streamed body cannot be retried"))?;
+        let resp = this_try.send().await?;
+        let status = resp.status().as_u16();
+        let body = resp.text().await?;
+        let retryable =
+            status == 503 && serde_json::from_str::<Value>(&body).is_ok_and(|v| v["retryable"].as_bool() == Some(true));
+        if retryable && attempt < TRIES {
+            retried.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+            continue;
+        }
+        return Ok((status, body));
+    }
+    Err(anyhow!("no try was made"))
+}
+
+/// `body` as JSON, or an error quoting it.
+fn json_of(body: &str, what: &str) -> Result<Value> {
+    serde_json::from_str(body).with_context(|| format!("{what}: not JSON: {body}"))
+}
+
 /// Publishes versions `1..=count` of [`PUBLISH_NAME`], `workers` at a time, each on its own
 /// keep-alive connection as separate clients would.
 async fn publish_many(server: &Server, count: u64, workers: usize) -> Result<Publishing> {
     let next = Arc::new(AtomicU64::new(0));
+    let retried = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..workers.max(1) {
@@ -190,7 +229,7 @@ async fn publish_many(server: &Server, count: u64, workers: usize) -> Result<Pub
             .pool_max_idle_per_host(1)
             .timeout(Duration::from_secs(60))
             .build()?;
-        let (next, base) = (next.clone(), server.base.clone());
+        let (next, retried, base) = (next.clone(), retried.clone(), server.base.clone());
         tasks.spawn(async move {
             let (mut opens, mut puts, mut commits) = (Vec::new(), Vec::new(), Vec::new());
             loop {
@@ -200,35 +239,27 @@ async fn publish_many(server: &Server, count: u64, workers: usize) -> Result<Pub
                 }
                 let number = i + 1;
                 let t0 = Instant::now();
-                let resp = client
+                let open = client
                     .post(format!("{base}/api/v1/repos/files/transactions"))
-                    .json(&json!({"name": PUBLISH_NAME, "version": number.to_string()}))
-                    .send()
-                    .await?;
-                let status = resp.status();
-                let txn: Value = resp.json().await?;
-                ensure!(status.as_u16() == 201, "open version {number}: {status} {txn}");
+                    .json(&json!({"name": PUBLISH_NAME, "version": number.to_string()}));
+                let (status, body) = send_retrying(open, &retried).await?;
+                ensure!(status == 201, "open version {number}: {status} {body}");
+                let txn = json_of(&body, "open")?;
                 let id = txn["id"]
                     .as_str()
                     .ok_or_else(|| anyhow!("no transaction id in {txn}"))?
                     .to_owned();
                 let t1 = Instant::now();
-                let resp = client
+                let put = client
                     .put(format!("{base}/api/v1/transactions/{id}/files/f.txt"))
-                    .body(publish_body(number))
-                    .send()
-                    .await?;
-                let status = resp.status();
-                let text = resp.text().await?;
-                ensure!(status.as_u16() == 201, "PUT version {number}: {status} {text}");
+                    .body(publish_body(number));
+                let (status, body) = send_retrying(put, &retried).await?;
+                ensure!(status == 201, "PUT version {number}: {status} {body}");
                 let t2 = Instant::now();
-                let resp = client
-                    .post(format!("{base}/api/v1/transactions/{id}/commit"))
-                    .send()
-                    .await?;
-                let status = resp.status();
-                let manifest: Value = resp.json().await?;
-                ensure!(status.as_u16() == 201, "commit version {number}: {status} {manifest}");
+                let commit = client.post(format!("{base}/api/v1/transactions/{id}/commit"));
+                let (status, body) = send_retrying(commit, &retried).await?;
+                ensure!(status == 201, "commit version {number}: {status} {body}");
+                let manifest = json_of(&body, "commit")?;
                 ensure!(
                     manifest["files"][0]["size"].as_u64() == Some(16),
                     "version {number} committed with the wrong size: {manifest}"
@@ -252,6 +283,7 @@ async fn publish_many(server: &Server, count: u64, workers: usize) -> Result<Pub
     Ok(Publishing {
         count,
         elapsed,
+        retried: retried.load(Ordering::Relaxed),
         open: Summary::of(opens),
         put: Summary::of(puts),
         commit: Summary::of(commits),
