@@ -47,7 +47,7 @@ pub async fn curl_download(curl: &Path, url: &str) -> Result<(u64, f64)> {
 }
 
 /// A warm-up and `runs` timed downloads; the median rate in MB/s and each run's rate.
-pub async fn downloads(curl: &Path, url: &str, size: u64, runs: usize) -> Result<(f64, Vec<f64>)> {
+async fn downloads(curl: &Path, url: &str, size: u64, runs: usize) -> Result<(f64, Vec<f64>)> {
     progress(format!("curl -s -o /dev/null {url}  (1 warm-up + {runs} runs)"));
     let (got, _) = curl_download(curl, url).await?;
     ensure!(got == size, "{url}: downloaded {got} bytes, expected {size}");

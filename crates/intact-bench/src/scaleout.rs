@@ -23,12 +23,12 @@ use intact_testkit::{Garage, TestDatabase};
 use serde_json::{Value, json};
 
 use crate::fixture::write_pattern;
-use crate::large_file::{downloads, fmt_runs};
+use crate::large_file::{curl_download, fmt_runs};
 use crate::load::{self, LoadResult};
 use crate::report::{Better, Row};
 use crate::server::Server;
 use crate::small_files::check_same_bytes;
-use crate::stats::{Summary, fmt_dur, fmt_int, fmt_rate};
+use crate::stats::{Summary, fmt_dur, fmt_int, fmt_rate, median};
 use crate::upload::post_json;
 use crate::{Ctx, progress};
 
@@ -135,7 +135,7 @@ fn cached_whole(cache_dir: &Path, sha256: &str, size: u64) -> bool {
 async fn warm_cache(curl: &Path, url: &str, cache_dir: &Path, blob: &Committed) -> Result<Option<usize>> {
     const ATTEMPTS: usize = 5;
     for attempt in 1..=ATTEMPTS {
-        let (got, _) = crate::large_file::curl_download(curl, url).await?;
+        let (got, _) = curl_download(curl, url).await?;
         ensure!(got == blob.size, "{url}: {got} bytes, expected {}", blob.size);
         // The fill finishes (hash check, rename) just after the client has its last byte.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -147,6 +147,62 @@ async fn warm_cache(curl: &Path, url: &str, cache_dir: &Path, blob: &Committed) 
         }
     }
     Ok(None)
+}
+
+/// Large downloads from several servers taken in turns — a warm-up from each, then run 1 from
+/// each, run 2 from each, ... — so that a change in the machine's load (other work shares its
+/// cores) falls on all of them alike, not on whichever happened to be measured during it.
+/// Returns each server's rates, MB/s, in run order.
+async fn downloads_in_turns(curl: &Path, urls: &[&str], size: u64, runs: usize) -> Result<Vec<Vec<f64>>> {
+    progress(format!(
+        "curl -s -o /dev/null, in turns from {} servers (1 warm-up each + {runs} runs each)",
+        urls.len()
+    ));
+    let mut rates = vec![Vec::new(); urls.len()];
+    for round in 0..=runs.max(1) {
+        for (server, url) in urls.iter().enumerate() {
+            let (got, secs) = curl_download(curl, url).await?;
+            ensure!(got == size, "{url}: downloaded {got} bytes, expected {size}");
+            // Round 0 is the warm-up: page cache, connection set-up, the catalog's first read.
+            if round > 0 {
+                rates[server].push(got as f64 / 1e6 / secs.max(1e-9));
+            }
+        }
+    }
+    for (url, r) in urls.iter().zip(&rates) {
+        progress(format!("  {url}: median {:.0} MB/s (runs: {})", median(r), fmt_runs(r)));
+    }
+    Ok(rates)
+}
+
+/// 6a's load in turns, for the same reason: replica, embedded, embedded, replica, each for half
+/// of `--duration-secs` (at least 1 s). Each side's requests/s and p50 are the means of its
+/// two rounds, its p99 the worse of the two.
+async fn small_loads_in_turns(ctx: &Ctx, replica: &str, embedded: &str) -> Result<(LoadResult, LoadResult)> {
+    let half = (ctx.args.duration_secs / 2).max(1);
+    progress(format!(
+        "6a: 4 KiB GETs in turns (replica, embedded, embedded, replica; {half} s each)"
+    ));
+    let replica_first = load::run_for(ctx, replica, half).await?;
+    let embedded_first = load::run_for(ctx, embedded, half).await?;
+    let embedded_second = load::run_for(ctx, embedded, half).await?;
+    let replica_second = load::run_for(ctx, replica, half).await?;
+    Ok((
+        two_rounds(&replica_first, &replica_second),
+        two_rounds(&embedded_first, &embedded_second),
+    ))
+}
+
+/// One figure from two rounds of the same load (see [`small_loads_in_turns`]).
+fn two_rounds(first: &LoadResult, second: &LoadResult) -> LoadResult {
+    LoadResult {
+        requests_per_sec: (first.requests_per_sec + second.requests_per_sec) / 2.0,
+        p50: (first.p50 + second.p50) / 2,
+        p99: first.p99.max(second.p99),
+        requests: first.requests + second.requests,
+        errors: first.errors + second.errors,
+        command: format!("{} (twice, in turns with the peer)", first.command),
+    }
 }
 
 /// The rate of publishing `count` versions with one 16-byte file each through the HTTP API.
@@ -419,26 +475,26 @@ async fn measure(ctx: &Ctx, curl: &Path, root: &Path, s: &Setup) -> Result<Vec<R
     check_same_bytes(ctx, &s.embedded.url(SMALL_PATH), &small_bytes).await?;
     crate::settle().await;
 
-    // 6a: small GETs, warm cache vs embedded.
-    progress("6a: loading the replica (warm cache) with 4 KiB GETs");
-    let mut replica_small = load::run(ctx, &s.warm.url(SMALL_PATH)).await?;
-    replica_small.command = replica_small.command.replace(&s.warm.base, "$REPLICA");
-    progress("6a: loading embedded with 4 KiB GETs");
-    let mut embedded_small_load = load::run(ctx, &s.embedded.url(SMALL_PATH)).await?;
-    embedded_small_load.command = embedded_small_load.command.replace(&s.embedded.base, "$EMBEDDED");
-
-    // 6b: large download, warm cache vs embedded.
-    let runs = ctx.args.runs;
-    progress("6b: large download from the replica's warm cache");
-    let (warm_rate, warm_runs) = downloads(curl, &s.warm.url(LARGE_PATH), large_size, runs).await?;
-    progress("6b/6c: large download from embedded");
-    let (embedded_rate, embedded_runs) = downloads(curl, &s.embedded.url(LARGE_PATH), large_size, runs).await?;
-
-    // 6c: a second replica with no cache: every read streams from Garage.
+    // A second replica with no cache (every read streams from Garage), for 6c, started first
+    // so that 6b and 6c can be measured in the same turns.
     let cold = start_replica(ctx, &s.services, root, "replica-cold", None)?;
     check_same_bytes(ctx, &cold.url(SMALL_PATH), &small_bytes).await?;
-    progress("6c: large download from a replica without a local cache (straight from Garage)");
-    let (cold_rate, cold_runs) = downloads(curl, &cold.url(LARGE_PATH), large_size, runs).await?;
+
+    // 6a: small GETs, warm cache vs embedded.
+    let (mut replica_small, mut embedded_small_load) =
+        small_loads_in_turns(ctx, &s.warm.url(SMALL_PATH), &s.embedded.url(SMALL_PATH)).await?;
+    replica_small.command = replica_small.command.replace(&s.warm.base, "$REPLICA");
+    embedded_small_load.command = embedded_small_load.command.replace(&s.embedded.base, "$EMBEDDED");
+
+    // 6b and 6c: the large download from the warm cache, from embedded and from Garage.
+    let runs = ctx.args.runs.max(1);
+    progress("6b/6c: large downloads: the replica's warm cache, embedded, the replica without a cache");
+    let (warm_url, embedded_url, cold_url) = (s.warm.url(LARGE_PATH), s.embedded.url(LARGE_PATH), cold.url(LARGE_PATH));
+    let rates = downloads_in_turns(curl, &[&warm_url, &embedded_url, &cold_url], large_size, runs).await?;
+    let [warm_runs, embedded_runs, cold_runs] =
+        <[Vec<f64>; 3]>::try_from(rates).map_err(|_| anyhow!("one list of rates per server"))?;
+    let (warm_rate, embedded_rate, cold_rate) = (median(&warm_runs), median(&embedded_runs), median(&cold_runs));
+
     // Not a row of its own: what a cacheless replica does with small reads, for the docs.
     progress("4 KiB GETs from the replica without a cache (for the notes)");
     let cold_small = load::run(ctx, &cold.url(SMALL_PATH)).await?;
