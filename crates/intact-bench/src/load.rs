@@ -23,18 +23,24 @@ pub struct LoadResult {
 
 /// Loads `url` with the configured threads, connections and duration.
 pub async fn run(ctx: &Ctx, url: &str) -> Result<LoadResult> {
+    run_for(ctx, url, ctx.args.duration_secs).await
+}
+
+/// [`run`] for `duration_secs` instead of `--duration-secs` (measurements that split their
+/// load into rounds).
+pub async fn run_for(ctx: &Ctx, url: &str, duration_secs: u64) -> Result<LoadResult> {
     let a = &ctx.args;
     let result = match &ctx.tools.wrk {
         Some(wrk) => {
             let command = format!(
                 "wrk -t{} -c{} -d{}s --latency {url}",
-                a.threads, a.connections, a.duration_secs
+                a.threads, a.connections, duration_secs
             );
             crate::progress(&command);
             let out = tokio::process::Command::new(wrk)
                 .arg(format!("-t{}", a.threads))
                 .arg(format!("-c{}", a.connections))
-                .arg(format!("-d{}s", a.duration_secs))
+                .arg(format!("-d{duration_secs}s"))
                 .arg("--latency")
                 .arg(url)
                 .output()
@@ -50,7 +56,7 @@ pub async fn run(ctx: &Ctx, url: &str) -> Result<LoadResult> {
             }
             parse_wrk(&text, command).with_context(|| format!("reading wrk's output:\n{text}"))?
         }
-        None => builtin(url, a.connections, Duration::from_secs(a.duration_secs)).await?,
+        None => builtin(url, a.connections, Duration::from_secs(duration_secs)).await?,
     };
     crate::progress(format!(
         "  {:.0} req/s, p50 {:?}, p99 {:?}, {} requests, {} errors",

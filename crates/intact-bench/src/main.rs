@@ -12,6 +12,7 @@ mod load;
 mod memory;
 mod nginx;
 mod report;
+mod scaleout;
 mod server;
 mod small_files;
 mod stats;
@@ -35,6 +36,10 @@ pub enum Measurement {
     Large,
     /// 4 and 5: a large upload and commit (peer: dd conv=fsync) and the server's peak memory.
     Upload,
+    /// 6: a replica on PostgreSQL + Garage (S3), with and without its local cache (peer: the
+    /// embedded engines). Not in the default set: it needs PostgreSQL running and the garage
+    /// binary (`scripts/bench --only scaleout` provides both).
+    Scaleout,
 }
 
 #[derive(Parser, Debug, Clone)]
@@ -66,7 +71,8 @@ pub struct Args {
     /// Concurrent publishers while populating.
     #[arg(long, default_value_t = 4)]
     pub workers: usize,
-    /// Versions published with one small file each (a second, slower publish figure).
+    /// Versions published with one small file each (a second, slower publish figure; also
+    /// measurement 6's publish rate).
     #[arg(long, default_value_t = 1_000)]
     pub file_versions: u64,
     /// Repetitions of each single-page listing request.
@@ -241,6 +247,9 @@ async fn main() -> Result<()> {
             None
         };
         rows.extend(memory::rows(download.as_ref(), upload.as_ref()));
+    }
+    if ctx.wants(Measurement::Scaleout) {
+        rows.extend(scaleout::run(&ctx).await.context("measurement 6 (scale-out engines)")?);
     }
 
     let took = started.elapsed();

@@ -19,17 +19,35 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `intact serve` over `data_dir` and waits for its "listening on" line. Its log goes
-    /// to `<work>/<label>.log`.
+    /// Starts `intact serve` over `data_dir` (default configuration: the embedded catalog and
+    /// blob files) and waits for its "listening on" line. Its log goes to `<work>/<label>.log`.
     pub fn start(ctx: &Ctx, data_dir: &Path, label: &str) -> Result<Self> {
+        Self::start_configured(ctx, data_dir, label, None, &[])
+    }
+
+    /// [`Server::start`] with a configuration file (`--config`) and extra environment (the
+    /// object store's credentials), as a replica on PostgreSQL and S3 is run.
+    pub fn start_configured(
+        ctx: &Ctx,
+        data_dir: &Path,
+        label: &str,
+        config: Option<&Path>,
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let log_path = ctx.work.join(format!("intact-{label}.log"));
         let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
-        let mut child = Command::new(&ctx.intact_bin)
+        let mut command = Command::new(&ctx.intact_bin);
+        command
             .arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data-dir")
-            .arg(data_dir)
+            .arg(data_dir);
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let mut child = command
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)

@@ -28,7 +28,7 @@ fn mark(src: &Path, i: usize) -> Result<()> {
     Ok(())
 }
 
-async fn post_json(ctx: &Ctx, url: &str, body: Option<Value>) -> Result<(u16, Value)> {
+pub async fn post_json(ctx: &Ctx, url: &str, body: Option<Value>) -> Result<(u16, Value)> {
     let mut req = ctx.client.post(url);
     if let Some(b) = body {
         req = req.json(&b);

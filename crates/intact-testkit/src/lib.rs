@@ -1,4 +1,6 @@
-//! Test support shared by intact's suites (a dev-dependency only, never linked into intact).
+//! Test support shared by intact's suites (a dev-dependency of the suites, never linked into
+//! the intact binary); intact-bench's scale-out group starts its PostgreSQL database and Garage
+//! with it too.
 //!
 //! [`TestDatabase`]: a fresh PostgreSQL database for one test, on the server named by
 //! `INTACT_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`), dropped
@@ -55,26 +57,31 @@ impl TestDatabase {
     /// Creates a fresh, empty database. Panics, saying how to start PostgreSQL, when the
     /// server cannot be reached.
     pub async fn create() -> Self {
+        Self::try_create().await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`TestDatabase::create`] for callers that report failure themselves (intact-bench's
+    /// scale-out group is a program, not a test: it exits with the message instead).
+    pub async fn try_create() -> Result<Self, String> {
         let admin_url = admin_url();
-        let mut admin = match PgConnection::connect(&admin_url).await {
-            Ok(c) => c,
-            Err(e) => panic!(
-                "this test needs PostgreSQL at {admin_url} ({e}). Start it with `scripts/test` (which \
+        let mut admin = PgConnection::connect(&admin_url).await.map_err(|e| {
+            format!(
+                "this needs PostgreSQL at {admin_url} ({e}). Start it with `scripts/test` (which \
                  starts or installs it), or by hand: `pg_ctlcluster --skip-systemctl-redirect 15 main start` \
                  (see `pg_lsclusters`); or point INTACT_TEST_POSTGRES_URL at another server"
-            ),
-        };
+            )
+        })?;
         let name = format!("intact_test_{:016x}", rand::random::<u64>());
         sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
             .execute(&mut admin)
             .await
-            .unwrap_or_else(|e| panic!("creating test database {name} on {admin_url}: {e}"));
+            .map_err(|e| format!("creating test database {name} on {admin_url}: {e}"))?;
         let _ = admin.close().await;
-        Self {
+        Ok(Self {
             url: with_database(&admin_url, &name),
             name,
             admin_url,
-        }
+        })
     }
 }
 
