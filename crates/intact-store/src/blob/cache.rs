@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use intact_core::{Digest, DigestHasher};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::sync::mpsc;
 
 use super::{BlobRead, BlobStore, PendingBlob, Progress};
@@ -190,27 +190,14 @@ impl CachedBlobStore {
             return Ok(None);
         }
         let path = self.shared.path_of(digest);
-        let mut file = match tokio::fs::File::open(&path).await {
-            Ok(f) => f,
+        // The same one-trip read as the file store's: warm reads at local-disk speed.
+        let (size, body) = match super::local_read::open(path.clone(), range.clone()).await {
+            Ok(opened) => opened,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 lock(&self.shared.index).remove(digest);
                 return Ok(None);
             }
             Err(e) => return Err(Error::io(format!("opening cached blob {}", path.display()), e)),
-        };
-        let size = file
-            .metadata()
-            .await
-            .map_err(|e| Error::io(format!("opening cached blob {}", path.display()), e))?
-            .len();
-        let body: Pin<Box<dyn AsyncRead + Send>> = match range {
-            None => Box::pin(file),
-            Some(r) => {
-                file.seek(std::io::SeekFrom::Start(r.start))
-                    .await
-                    .map_err(|e| Error::io(format!("reading cached blob {}", path.display()), e))?;
-                Box::pin(file.take(r.end.saturating_sub(r.start)))
-            }
         };
         Ok(Some(BlobRead {
             size,

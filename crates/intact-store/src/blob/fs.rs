@@ -10,7 +10,6 @@
 
 use std::collections::HashSet;
 use std::ffi::OsString;
-use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -25,15 +24,6 @@ use super::{BlobRead, BlobStore, PendingBlob, PendingHandle, Progress};
 use crate::{Error, Result};
 
 const WRITE_BUFFER: usize = 1 << 20;
-
-/// Reads up to this size are done in one blocking call and served from memory.
-const SMALL_READ: u64 = 256 * 1024;
-
-/// An opened blob: small ones already read.
-enum Opened {
-    Bytes(Vec<u8>),
-    File(std::fs::File, u64),
-}
 
 #[derive(Debug, Clone)]
 pub struct FsBlobStore {
@@ -251,40 +241,10 @@ impl BlobStore for FsBlobStore {
 
     async fn read(&self, digest: &Digest, range: Option<std::ops::Range<u64>>) -> Result<BlobRead> {
         let path = self.path_of(digest);
-        let digest = *digest;
-        // One trip to the blocking pool opens, stats, positions and — for small reads, the
-        // common case of an artifact store's hot path — reads the bytes too.
-        let opened = {
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || -> std::io::Result<(u64, Opened)> {
-                use std::io::{Read, Seek};
-                let mut file = std::fs::File::open(&path)?;
-                let size = file.metadata()?.len();
-                let (start, len) = match &range {
-                    None => (0, size),
-                    Some(r) => (r.start, r.end.saturating_sub(r.start)),
-                };
-                if start > 0 {
-                    file.seek(SeekFrom::Start(start))?;
-                }
-                if len <= SMALL_READ {
-                    let mut buf = Vec::with_capacity(len as usize);
-                    file.take(len).read_to_end(&mut buf)?;
-                    return Ok((size, Opened::Bytes(buf)));
-                }
-                Ok((size, Opened::File(file, len)))
-            })
-            .await
-            .map_err(|e| Error::io(format!("opening blob {digest}"), std::io::Error::other(e)))?
-        };
-        let (size, opened) = match opened {
-            Ok(o) => o,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::BlobMissing { digest }),
+        let (size, body) = match super::local_read::open(path.clone(), range).await {
+            Ok(opened) => opened,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::BlobMissing { digest: *digest }),
             Err(e) => return Err(Error::io(format!("opening blob {digest}"), e)),
-        };
-        let body: std::pin::Pin<Box<dyn AsyncRead + Send>> = match opened {
-            Opened::Bytes(buf) => Box::pin(std::io::Cursor::new(buf)),
-            Opened::File(file, len) => Box::pin(tokio::fs::File::from_std(file).take(len)),
         };
         Ok(BlobRead {
             size,

@@ -5,6 +5,7 @@
 
 mod cache;
 mod fs;
+mod local_read;
 mod memory;
 mod s3;
 pub mod testing;
