@@ -218,3 +218,65 @@ async fn a_damaged_cache_entry_is_dropped_and_the_object_store_read_instead() {
         );
     }
 }
+
+/// A user's bad day: `[blobs] local_cache.dir` set to the data dir itself (docs/scale-out.md
+/// says the data dir holds "the optional blob cache"). Opening the cache removes every file
+/// in its dir that is not named by a digest: in the data dir that is the embedded catalog
+/// (`catalog.db` and its WAL) and the data dir's lock file. Either the store refuses that
+/// configuration, or what was committed is still there after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_dir_that_is_the_data_dir_never_costs_the_catalog() {
+    use intact_core::{FilePath, Name, RepoName, Version};
+    use intact_store::store::BeginRequest;
+    use intact_store::{BlobSettings, CatalogChoice, LocalCacheSettings, OpenOutcome, Store, StoreConfig};
+
+    let dir = tempfile::tempdir().expect("data dir");
+    let garage = tokio::task::spawn_blocking(intact_testkit::shared_garage)
+        .await
+        .expect("start garage");
+    let blobs = BlobSettings::S3(
+        crate::s3_settings(garage, "cache-in-data-dir"),
+        Some(LocalCacheSettings {
+            dir: dir.path().to_owned(),
+            max_size: 1 << 20,
+        }),
+    );
+    let open = || Store::open(dir.path(), &CatalogChoice::Embedded, &blobs, StoreConfig::default());
+    let repo = RepoName::parse("files").expect("repo");
+    let name = Name::parse("app").expect("name");
+    let v1 = Version::parse("1").expect("v");
+    {
+        let store = match open().await {
+            Ok(store) => store,
+            // Refused, saying why: nothing lost.
+            Err(_) => return,
+        };
+        let t = match store
+            .begin(BeginRequest {
+                repo: repo.clone(),
+                name: name.clone(),
+                version: "1".parse().expect("version spec"),
+                metadata: serde_json::json!({}),
+                lease: None,
+                idempotency_key: None,
+                wait: Duration::ZERO,
+            })
+            .await
+            .expect("begin")
+        {
+            OpenOutcome::Created(t) => t,
+            other => panic!("expected a new transaction, got {other:?}"),
+        };
+        let mut body: &[u8] = b"precious";
+        store
+            .put_file(&t.id, FilePath::parse("f").expect("path"), &mut body, None, None)
+            .await
+            .expect("put_file");
+        store.commit(&t.id).await.expect("commit");
+    }
+    let store = open().await.expect("reopen");
+    assert!(
+        store.has_version(&repo, &name, &v1).await.expect("lookup").is_some(),
+        "a committed version vanished across a restart: the cache's start-up removed the catalog"
+    );
+}
