@@ -926,17 +926,39 @@ impl Store {
     /// versions it breaks) the moment the damage shows. Small files are checked before
     /// anything is returned (`BlobDamaged`); larger ones fail before their last bytes.
     pub async fn read_file_verified(self: &Arc<Self>, file: &FileEntry) -> Result<BlobRead> {
+        match self.read_file_verified_once(file).await? {
+            Ok(read) => Ok(read),
+            // The damaged bytes were a local copy (a replica's cache), dropped when the
+            // damage showed, while the blob store's own copy is good: read that one.
+            Err((false, _)) => match self.read_file_verified_once(file).await? {
+                Ok(read) => Ok(read),
+                Err((_, e)) => Err(e),
+            },
+            Err((true, e)) => Err(e),
+        }
+    }
+
+    /// One attempt of [`Store::read_file_verified`]: the read, or the damage it found and
+    /// whether that took the blob out of service (`false`: the blob store holds good bytes,
+    /// or none, now).
+    async fn read_file_verified_once(
+        self: &Arc<Self>,
+        file: &FileEntry,
+    ) -> Result<std::result::Result<BlobRead, (bool, Error)>> {
         let mut read = self.blobs.read(&file.sha256, None).await?;
         if read.size != file.size {
             let detail = format!(
                 "blob {} is damaged: {} bytes, the catalog says {}",
                 file.sha256, read.size, file.size
             );
-            self.quarantine(&file.sha256, &detail).await?;
-            return Err(Error::BlobDamaged {
-                digest: file.sha256,
-                detail,
-            });
+            let moved = self.quarantine_found(&file.sha256, &detail).await?.is_some();
+            return Ok(Err((
+                moved,
+                Error::BlobDamaged {
+                    digest: file.sha256,
+                    detail,
+                },
+            )));
         }
         if file.size <= VERIFY_AHEAD {
             let mut bytes = Vec::with_capacity(usize::try_from(file.size).unwrap_or(0));
@@ -952,14 +974,17 @@ impl Store {
                     file.sha256,
                     bytes.len()
                 );
-                self.quarantine(&file.sha256, &detail).await?;
-                return Err(Error::BlobDamaged {
-                    digest: file.sha256,
-                    detail,
-                });
+                let moved = self.quarantine_found(&file.sha256, &detail).await?.is_some();
+                return Ok(Err((
+                    moved,
+                    Error::BlobDamaged {
+                        digest: file.sha256,
+                        detail,
+                    },
+                )));
             }
             read.body = Box::pin(std::io::Cursor::new(bytes));
-            return Ok(read);
+            return Ok(Ok(read));
         }
         let store = self.clone();
         let digest = file.sha256;
@@ -979,7 +1004,7 @@ impl Store {
             file.size,
             on_damage,
         ));
-        Ok(read)
+        Ok(Ok(read))
     }
 
     /// Takes a damaged blob out of service and logs which committed files it breaks; returns
@@ -987,14 +1012,20 @@ impl Store {
     /// report, about bytes already moved aside and stored again since, changes nothing (and
     /// names no file).
     pub async fn quarantine(&self, digest: &Digest, detail: &str) -> Result<Vec<crate::BlobUser>> {
+        Ok(self.quarantine_found(digest, detail).await?.unwrap_or_default())
+    }
+
+    /// [`Store::quarantine`], saying whether anything was taken out of service (`None`: the
+    /// blob is absent or good now).
+    async fn quarantine_found(&self, digest: &Digest, detail: &str) -> Result<Option<Vec<crate::BlobUser>>> {
         if !self.blobs.quarantine(digest).await? {
             tracing::info!(%digest, %detail, "damage reported for a blob that is absent or good now; nothing to quarantine");
-            return Ok(Vec::new());
+            return Ok(None);
         }
         let users = self.catalog.blob_users(digest, USERS_NAMED).await?;
         let named: Vec<String> = users.iter().map(ToString::to_string).collect();
         tracing::error!(%digest, %detail, versions = ?named, "damaged blob quarantined; the versions holding it need repair");
-        Ok(users)
+        Ok(Some(users))
     }
 
     /// Re-hashes every committed blob, over and over, at no more than `bytes_per_second`,

@@ -28,6 +28,9 @@ use crate::{Error, Result};
 /// Chunks queued for the background writer of one fill before the fill gives up.
 const FILL_QUEUE: usize = 64;
 
+/// How an unfinished fill's temporary file is named (then the digest and a random suffix).
+const FILL_PREFIX: &str = "fill-";
+
 /// The cache's bookkeeping: entries by digest, and by last use (oldest first).
 #[derive(Debug, Default)]
 struct Index {
@@ -135,7 +138,7 @@ impl std::fmt::Debug for CachedBlobStore {
 impl CachedBlobStore {
     /// A cache in `dir` (created if needed) of at most `max_size` bytes in front of `inner`.
     /// Entries a previous run left are kept (oldest modified first to go); unfinished fills
-    /// are removed.
+    /// are removed; other files in `dir` are left alone.
     pub async fn open(inner: Arc<dyn BlobStore>, dir: &Path, max_size: u64) -> Result<Self> {
         let context = format!("opening blob cache {}", dir.display());
         let scan_dir = dir.to_owned();
@@ -150,7 +153,13 @@ impl CachedBlobStore {
                         Some(digest) if meta.is_file() => {
                             found.push((meta.modified()?, digest, meta.len()));
                         }
-                        _ if meta.is_file() => std::fs::remove_file(entry.path())?,
+                        // Only this cache's own unfinished fills: the dir may hold other
+                        // files (set to the data dir, it holds the embedded catalog).
+                        _ if meta.is_file()
+                            && entry.file_name().to_str().is_some_and(|n| n.starts_with(FILL_PREFIX)) =>
+                        {
+                            std::fs::remove_file(entry.path())?;
+                        }
                         _ => {}
                     }
                 }
@@ -216,7 +225,7 @@ impl CachedBlobStore {
         tokio::spawn(async move {
             let temp = shared
                 .dir
-                .join(format!("fill-{}-{}", digest.to_hex(), rand::random::<u64>()));
+                .join(format!("{FILL_PREFIX}{}-{}", digest.to_hex(), rand::random::<u64>()));
             let filled = async {
                 let mut file = tokio::fs::File::create(&temp).await?;
                 let mut hasher = DigestHasher::new();

@@ -127,3 +127,156 @@ async fn damaged_remote_bytes_never_become_a_cache_entry() {
         "no leftover fill"
     );
 }
+
+/// docs/scale-out.md, "When something fails": "a replica's local cache is damaged | the
+/// cached copy fails verification and is dropped; the object store is read instead". The
+/// bytes in the object store are good, so the read that finds the damaged copy must serve
+/// them, not fail (the HTTP API answers that failure `500 blob_damaged`; on a staging proxy
+/// repo it also deletes the version for every replica).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_cache_entry_is_dropped_and_the_object_store_read_instead() {
+    use intact_core::{FilePath, Name, RepoName, Version};
+    use intact_store::OpenOutcome;
+    use intact_store::store::BeginRequest;
+
+    let cache_dir = tempfile::tempdir().expect("cache dir");
+    let remote = Arc::new(MemoryBlobStore::new());
+    let cache = Arc::new(
+        CachedBlobStore::open(remote.clone(), cache_dir.path(), 1 << 20)
+            .await
+            .expect("open cache"),
+    );
+    let h = crate::sqlite(tempfile::tempdir().expect("tempdir"), cache.clone(), remote.clone()).await;
+    let repo = RepoName::parse("files").expect("repo");
+    let name = Name::parse("app").expect("name");
+    let flipped: Vec<u8> = (0..5_000u32).map(|i| (i % 251) as u8).collect();
+    let truncated: Vec<u8> = (0..7_000u32).map(|i| (i % 241) as u8).collect();
+    let t = match h
+        .store
+        .begin(BeginRequest {
+            repo: repo.clone(),
+            name: name.clone(),
+            version: "1".parse().expect("version spec"),
+            metadata: serde_json::json!({}),
+            lease: None,
+            idempotency_key: None,
+            wait: Duration::ZERO,
+        })
+        .await
+        .expect("begin")
+    {
+        OpenOutcome::Created(t) => t,
+        other => panic!("expected a new transaction, got {other:?}"),
+    };
+    for (p, bytes) in [("flipped", &flipped), ("truncated", &truncated)] {
+        let mut body = bytes.as_slice();
+        h.store
+            .put_file(&t.id, FilePath::parse(p).expect("path"), &mut body, None, None)
+            .await
+            .expect("put_file");
+    }
+    h.store.commit(&t.id).await.expect("commit");
+    let m = h
+        .store
+        .manifest(&repo, &name, &Version::parse("1").expect("v"))
+        .await
+        .expect("manifest");
+
+    for (p, content) in [("flipped", &flipped), ("truncated", &truncated)] {
+        let file = m.file(p).expect("file").clone();
+        let mut cold = h.store.read_file_verified(&file).await.expect("cold read");
+        let mut out = Vec::new();
+        cold.body.read_to_end(&mut out).await.expect("cold body");
+        assert!(out == *content);
+        assert!(
+            cached(&cache, &file.sha256).await,
+            "{p}: the cold read filled the cache"
+        );
+
+        // The replica's disk damages its copy (the object store's is intact).
+        let entry = cache_dir.path().join(file.sha256.to_hex());
+        let mut damaged = std::fs::read(&entry).expect("cache entry");
+        if p == "flipped" {
+            damaged[100] ^= 0xff;
+        } else {
+            damaged.truncate(1_000);
+        }
+        std::fs::write(&entry, &damaged).expect("damage the cache entry");
+
+        let mut read = h
+            .store
+            .read_file_verified(&file)
+            .await
+            .unwrap_or_else(|e| panic!("{p}: the object store holds good bytes, yet the read failed: {e}"));
+        let mut got = Vec::new();
+        read.body.read_to_end(&mut got).await.expect("body");
+        assert!(got == *content, "{p}: the object store's bytes are served");
+        assert_eq!(
+            remote.size(&file.sha256).await.expect("size"),
+            Some(content.len() as u64),
+            "{p}: the good remote copy stays"
+        );
+    }
+}
+
+/// A user's bad day: `[blobs] local_cache.dir` set to the data dir itself (docs/scale-out.md
+/// says the data dir holds "the optional blob cache"). Opening the cache removes every file
+/// in its dir that is not named by a digest: in the data dir that is the embedded catalog
+/// (`catalog.db` and its WAL) and the data dir's lock file. Either the store refuses that
+/// configuration, or what was committed is still there after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_dir_that_is_the_data_dir_never_costs_the_catalog() {
+    use intact_core::{FilePath, Name, RepoName, Version};
+    use intact_store::store::BeginRequest;
+    use intact_store::{BlobSettings, CatalogChoice, LocalCacheSettings, OpenOutcome, Store, StoreConfig};
+
+    let dir = tempfile::tempdir().expect("data dir");
+    let garage = tokio::task::spawn_blocking(intact_testkit::shared_garage)
+        .await
+        .expect("start garage");
+    let blobs = BlobSettings::S3(
+        crate::s3_settings(garage, "cache-in-data-dir"),
+        Some(LocalCacheSettings {
+            dir: dir.path().to_owned(),
+            max_size: 1 << 20,
+        }),
+    );
+    let open = || Store::open(dir.path(), &CatalogChoice::Embedded, &blobs, StoreConfig::default());
+    let repo = RepoName::parse("files").expect("repo");
+    let name = Name::parse("app").expect("name");
+    let v1 = Version::parse("1").expect("v");
+    {
+        let store = match open().await {
+            Ok(store) => store,
+            // Refused, saying why: nothing lost.
+            Err(_) => return,
+        };
+        let t = match store
+            .begin(BeginRequest {
+                repo: repo.clone(),
+                name: name.clone(),
+                version: "1".parse().expect("version spec"),
+                metadata: serde_json::json!({}),
+                lease: None,
+                idempotency_key: None,
+                wait: Duration::ZERO,
+            })
+            .await
+            .expect("begin")
+        {
+            OpenOutcome::Created(t) => t,
+            other => panic!("expected a new transaction, got {other:?}"),
+        };
+        let mut body: &[u8] = b"precious";
+        store
+            .put_file(&t.id, FilePath::parse("f").expect("path"), &mut body, None, None)
+            .await
+            .expect("put_file");
+        store.commit(&t.id).await.expect("commit");
+    }
+    let store = open().await.expect("reopen");
+    assert!(
+        store.has_version(&repo, &name, &v1).await.expect("lookup").is_some(),
+        "a committed version vanished across a restart: the cache's start-up removed the catalog"
+    );
+}

@@ -177,3 +177,107 @@ async fn a_silent_network_to_the_catalog_ends_each_call_within_its_limit() {
         .expect_err("not ready without a catalog");
     assert!(not_ready.contains("catalog"), "{not_ready}");
 }
+
+/// One replica's network to PostgreSQL goes silent while its commit holds the global event
+/// lock (between its event insert and its COMMIT). That replica abandons the call within its
+/// limit — but the database never hears of it: the session stays open, idle in transaction,
+/// holding the lock. Every other replica's writes must not wait on a client that is gone
+/// for longer than a call may last (docs/scale-out.md: "A replica keeps nothing that
+/// another needs; it can be killed at any instant").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_partitioned_mid_commit_does_not_block_the_others_writes() {
+    use sqlx::Connection;
+    let db = TestDatabase::create().await;
+    let relay = Relay::start("127.0.0.1:5432").await;
+    let via_relay = db
+        .url
+        .replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", relay.port), 1);
+    let dir_a = tempfile::tempdir().expect("tempdir");
+    let dir_b = tempfile::tempdir().expect("tempdir");
+    let blobs = Arc::new(FsBlobStore::open(dir_a.path()).await.expect("blobs"));
+    let partitioned = Store::new(
+        Arc::new(
+            PostgresCatalog::open(&via_relay)
+                .await
+                .expect("open catalog")
+                .with_op_timeout(Duration::from_secs(2)),
+        ),
+        blobs,
+        Arc::new(SystemClock),
+        StoreConfig::default(),
+    );
+    // The healthy replica waits longer than the production call limit before giving up,
+    // so what is measured is how long the lock stays held.
+    let healthy = Store::new(
+        Arc::new(
+            PostgresCatalog::open(&db.url)
+                .await
+                .expect("open catalog")
+                .with_op_timeout(Duration::from_secs(120)),
+        ),
+        Arc::new(FsBlobStore::open(dir_b.path()).await.expect("blobs")),
+        Arc::new(SystemClock),
+        StoreConfig::default(),
+    );
+
+    let t = match partitioned.begin(begin_request("1")).await.expect("begin") {
+        OpenOutcome::Created(t) => t,
+        other => panic!("expected a new transaction, got {other:?}"),
+    };
+    let mut body: &[u8] = b"one";
+    partitioned
+        .put_file(&t.id, FilePath::parse("a").expect("path"), &mut body, None, None)
+        .await
+        .expect("put");
+
+    // Hold the commit right after it took the event lock: its event insert waits for this.
+    let mut blocker = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+    sqlx::raw_sql("BEGIN; LOCK TABLE events IN EXCLUSIVE MODE")
+        .execute(&mut blocker)
+        .await
+        .expect("lock events");
+    let commit = tokio::spawn(async move { partitioned.commit(&t.id).await.map(|_| ()) });
+    let mut watcher = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+    for i in 0.. {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut watcher)
+        .await
+        .expect("pg_stat_activity");
+        if waiting > 0 {
+            break;
+        }
+        assert!(i < 500, "the commit never reached the event insert");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Now the network goes silent; the insert goes through and its answer is lost.
+    relay.go_silent();
+    sqlx::raw_sql("COMMIT").execute(&mut blocker).await.expect("release");
+    let abandoned = commit.await.expect("join");
+    assert!(abandoned.is_err(), "no answer, no success");
+
+    // Another replica publishes something else entirely.
+    let started = tokio::time::Instant::now();
+    let published = tokio::time::timeout(Duration::from_secs(300), async {
+        let other_name = BeginRequest {
+            name: Name::parse("other").expect("name"),
+            ..begin_request("1")
+        };
+        let t = match healthy.begin(other_name).await? {
+            OpenOutcome::Created(t) => t,
+            other => panic!("expected a new transaction, got {other:?}"),
+        };
+        let mut body: &[u8] = b"two";
+        healthy
+            .put_file(&t.id, FilePath::parse("a").expect("path"), &mut body, None, None)
+            .await?;
+        healthy.commit(&t.id).await.map(|_| ())
+    })
+    .await;
+    let waited = started.elapsed();
+    assert!(
+        matches!(published, Ok(Ok(()))) && waited < Duration::from_secs(60),
+        "a healthy replica's publish waited {waited:?} on a partitioned one's abandoned commit: {published:?}"
+    );
+}

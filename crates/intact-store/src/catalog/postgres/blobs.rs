@@ -17,8 +17,15 @@ pub(super) async fn lock_digest(conn: &mut sqlx::PgConnection, digest: &str) -> 
     lock(conn, "blob", digest).await
 }
 
-/// Takes `digest`'s exclusion if nobody holds it.
+/// Takes `digest`'s exclusion if nobody holds it. A sweep holds it across the object
+/// store's delete, which may take longer than any catalog call: the session's limit on
+/// idling in a transaction is raised for this one, since losing the exclusion while a
+/// delete is in flight would let a publish of the same content register and store its
+/// bytes just before the delete lands.
 async fn try_lock_digest(conn: &mut sqlx::PgConnection, digest: &str) -> Result<bool> {
+    sqlx::query("SET LOCAL idle_in_transaction_session_timeout = '15min'")
+        .execute(&mut *conn)
+        .await?;
     Ok(
         sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
             .bind(format!("blob\u{1f}{digest}"))

@@ -87,6 +87,11 @@ impl Write {
     }
 }
 
+/// Ends a session idle in a transaction for longer than any call may last ([`OP_TIMEOUT`], in
+/// milliseconds).
+const IDLE_IN_TXN_LIMIT: &str = "SET idle_in_transaction_session_timeout = 30000";
+const _: () = assert!(OP_TIMEOUT.as_millis() == 30_000, "IDLE_IN_TXN_LIMIT follows OP_TIMEOUT");
+
 impl PostgresCatalog {
     /// Connects to the database at `url`, applying any pending migrations (several replicas
     /// may do this at once: the migrator holds an advisory lock meanwhile).
@@ -95,9 +100,22 @@ impl PostgresCatalog {
             context: "parsing the catalog URL".into(),
             source: Box::new(e),
         })?;
+        // A call abandoned at its limit on a silent network never gets its rollback to the
+        // database: the session would stay idle in transaction, holding its locks (a name's,
+        // a digest's, the global event lock) until the server's TCP gave up on it, hours on
+        // a black-holed network, and every replica's writes would wait on it. No call lasts
+        // longer than OP_TIMEOUT, so a transaction idle that long belongs to no one. (Set
+        // once connected rather than as a startup parameter, which poolers such as PgBouncer
+        // refuse.)
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(OP_TIMEOUT)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::Executor::execute(conn, IDLE_IN_TXN_LIMIT).await?;
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await?;
         migrate::run(&pool).await?;
