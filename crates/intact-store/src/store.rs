@@ -772,8 +772,32 @@ impl Store {
     }
 
     /// Opens a file of a committed version (or a range of it).
+    /// Reads `file`'s bytes in `range` (all of them when `None`), unchecked: a range cannot be
+    /// hashed without the rest of the blob (the scrubber covers those bytes). Its size is
+    /// checked, though: a copy of another size cannot hold the file, and a range of it would
+    /// come out short of what the answer promised. Such a copy is quarantined; when that was
+    /// a local copy (a replica's cache) while the blob store's own bytes are whole, the read
+    /// is made again, once, from those.
     pub async fn read_file(&self, file: &FileEntry, range: Option<std::ops::Range<u64>>) -> Result<BlobRead> {
-        self.blobs.read(&file.sha256, range).await
+        let mut retried = false;
+        loop {
+            let read = self.blobs.read(&file.sha256, range.clone()).await?;
+            if read.size == file.size {
+                return Ok(read);
+            }
+            let detail = format!(
+                "blob {} is damaged: {} bytes, the catalog says {}",
+                file.sha256, read.size, file.size
+            );
+            let moved = self.quarantine_found(&file.sha256, &detail).await?.is_some();
+            if moved || retried {
+                return Err(Error::BlobDamaged {
+                    digest: file.sha256,
+                    detail,
+                });
+            }
+            retried = true;
+        }
     }
 
     pub async fn list_versions(
