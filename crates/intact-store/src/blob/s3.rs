@@ -380,8 +380,18 @@ impl BlobStore for S3BlobStore {
             Ok(_) | Err(object_store::Error::NotFound { .. }) => self.copy(&handle.key, &target, size).await?,
             Err(e) => return Err(self.unavailable("checking", &target, e)),
         }
-        self.remove(&handle.key).await?;
-        handle.gone = true;
+        // The blob is whole under its key now; the pending copy is only garbage. An object
+        // store's transient error on this clean-up must not turn a stored blob into a failed
+        // upload (seen with Garage under load: "database is locked"): the handle's drop tries
+        // once more in the background, and the pending sweep takes whatever is left.
+        match self.remove(&handle.key).await {
+            Ok(()) => handle.gone = true,
+            Err(e) => tracing::warn!(
+                key = %handle.key,
+                error = %e,
+                "removing a persisted blob's pending copy failed; retried in the background, else swept later"
+            ),
+        }
         Ok(())
     }
 
