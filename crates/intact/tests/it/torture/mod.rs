@@ -232,6 +232,7 @@ fetch_timeout_seconds = 60
             sizes: self.plan.sizes,
             go: self.go.clone(),
             cycle,
+            networked_engines: matches!(self.backend, Backend::Shared(_)),
         }
     }
 

@@ -61,6 +61,11 @@ pub struct Ctx {
     pub sizes: Sizes,
     pub go: Arc<GoModules>,
     pub cycle: u64,
+    /// A `503` (retryable: the engines are unavailable) is an answer, not a violation: the engines are real
+    /// services (PostgreSQL, an S3 server) that may fail a request now and then, and saying
+    /// so is what intact promises. Never set for the embedded engines, which have no such
+    /// outage of their own.
+    pub networked_engines: bool,
 }
 
 /// A request that got no answer: the server died (or is dying).
@@ -81,7 +86,12 @@ impl Ctx {
     /// 409 (a lease ran out on an overloaded machine, a crashed holder's lease still runs)
     /// and 504 (a bounded wait ran out). Anything else is a violation.
     fn unexpected(&self, what: &str, status: reqwest::StatusCode, body: &str) {
-        if status != reqwest::StatusCode::CONFLICT && status != reqwest::StatusCode::GATEWAY_TIMEOUT {
+        // (The API says `"retryable": true`, the Go proxy "try again shortly" in plain text.)
+        let retryable_outage = self.networked_engines && status == reqwest::StatusCode::SERVICE_UNAVAILABLE;
+        if status != reqwest::StatusCode::CONFLICT
+            && status != reqwest::StatusCode::GATEWAY_TIMEOUT
+            && !retryable_outage
+        {
             self.violation(format!("{what}: {status} {body}"));
         } else {
             let code = serde_json::from_str::<Value>(body)
