@@ -3,7 +3,7 @@
 //! prescribes (checked against a small model written from the RFC's grammar).
 #![no_main]
 
-use intact_server::serve_file::{RangeRequest, etag_matches, parse_range};
+use intact_server::http::serve_file::{RangeRequest, etag_matches, parse_range};
 use libfuzzer_sys::fuzz_target;
 
 /// The answer RFC 9110 §14 gives `value` for a file of `size` bytes, for the one spelling

@@ -35,6 +35,19 @@ pub struct Config {
     /// Where blobs live (default: plain files in `data_dir`).
     #[serde(default)]
     pub blobs: BlobsConfig,
+    /// Access control (docs/security.md).
+    #[serde(default)]
+    pub auth: AuthSettings,
+}
+
+/// `[auth]`: when tokens are required.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// Require a token from the start. By default the server is open (every request may do
+    /// everything) until the first token is created; from then on only what a repo's
+    /// `anonymous_read` allows is anonymous.
+    pub required: bool,
 }
 
 /// `[blobs]`: where blob bytes live. Without `url`, plain files under `data_dir`.
@@ -203,6 +216,7 @@ impl Default for Config {
             store: StoreSettings::default(),
             http: HttpSettings::default(),
             blobs: BlobsConfig::default(),
+            auth: AuthSettings::default(),
         }
     }
 }
@@ -343,6 +357,11 @@ pub struct RepoConfig {
     /// default: macOS and Windows clients could not hold both files.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub case_sensitive_paths: bool,
+    /// Anyone may read this repo without a token, also once tokens are in use (reading a
+    /// proxy repo fetches from its upstream; staging stages). Writing always needs a token
+    /// once any token exists.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub anonymous_read: bool,
 }
 
 fn default_format() -> RepoFormat {
@@ -368,6 +387,7 @@ impl RepoConfig {
             s3_region: None,
             s3_allow_http: false,
             case_sensitive_paths: false,
+            anonymous_read: false,
         }
     }
 }

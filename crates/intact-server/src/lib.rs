@@ -7,7 +7,6 @@ pub mod config;
 pub mod go;
 pub mod http;
 pub mod listener;
-pub mod serve_file;
 pub mod shared_flight;
 pub mod singleflight;
 pub mod staging;

@@ -15,13 +15,17 @@ pub struct AppState {
     pub store: Arc<Store>,
     pub go: Arc<crate::go::GoState>,
     pub staging: Arc<crate::staging::StagingState>,
+    /// Whether access control is on.
+    pub auth: Arc<crate::http::auth::Gate>,
 }
 
 impl AppState {
     pub fn new(config: Arc<Config>, store: Arc<Store>) -> anyhow::Result<Self> {
         let go = Arc::new(crate::go::GoState::new(&config)?);
         let staging = Arc::new(crate::staging::StagingState::new(&config)?);
+        let auth = Arc::new(crate::http::auth::Gate::new(config.auth.required));
         Ok(Self {
+            auth,
             config,
             store,
             go,
@@ -31,6 +35,16 @@ impl AppState {
 
     pub fn repo(&self, name: &str) -> Option<&RepoConfig> {
         self.config.repo(name)
+    }
+
+    /// The repos that answer for `repo`, in the order they are tried: a group's members, or
+    /// the repo itself. Every front-end resolves groups here (a read through a group needs
+    /// access to the group only: its members are how it answers, not who asks).
+    pub fn members<'a>(&'a self, repo: &'a RepoConfig) -> Vec<&'a RepoConfig> {
+        match repo.kind {
+            crate::config::RepoKind::Group => repo.members.iter().filter_map(|m| self.repo(m.as_str())).collect(),
+            _ => vec![repo],
+        }
     }
 
     /// Starts the front-ends' background tasks (if any).

@@ -23,6 +23,10 @@ pub enum Error {
     #[error("{what} not found")]
     NotFound { what: String },
 
+    /// Something that is created once (a token name) already exists.
+    #[error("{what} already exists")]
+    Exists { what: String },
+
     /// Another open transaction holds (repo, name, version).
     #[error("{what} is locked by transaction {holder} until {expires_at}")]
     Locked {

@@ -10,6 +10,7 @@ pub mod error;
 pub mod migrate;
 mod open;
 pub mod store;
+pub mod tokens;
 mod upload;
 pub mod verified;
 

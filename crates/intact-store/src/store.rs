@@ -351,10 +351,15 @@ impl Store {
 
     /// Begins a transaction, waiting up to `req.wait` for a holder of the same version.
     pub async fn begin(&self, req: BeginRequest) -> Result<OpenOutcome> {
-        self.watch_space(self.begin_unwatched(req).await)
+        self.begin_owned(req, None).await
     }
 
-    async fn begin_unwatched(&self, req: BeginRequest) -> Result<OpenOutcome> {
+    /// `begin` on behalf of token `owner` (recorded, so its open transactions can be counted).
+    pub async fn begin_owned(&self, req: BeginRequest, owner: Option<&str>) -> Result<OpenOutcome> {
+        self.watch_space(self.begin_unwatched(req, owner).await)
+    }
+
+    async fn begin_unwatched(&self, req: BeginRequest, owner: Option<&str>) -> Result<OpenOutcome> {
         let lease = req.lease.unwrap_or(self.config.default_lease);
         if lease.is_zero() || lease > self.config.max_lease {
             return Err(Error::BadRequest {
@@ -384,6 +389,7 @@ impl Store {
             metadata: req.metadata,
             lease,
             idempotency_key: req.idempotency_key,
+            owner: owner.map(str::to_owned),
         };
         let deadline = tokio::time::Instant::now() + req.wait;
         loop {

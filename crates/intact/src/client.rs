@@ -11,13 +11,21 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(server: &str) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("intact/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+    /// A client for the server `args` names, sending its token (from `--token`,
+    /// `INTACT_TOKEN` or the CLI config file) with every request.
+    pub fn new(args: &crate::ServerArgs) -> anyhow::Result<Self> {
+        let mut builder = reqwest::Client::builder().user_agent(concat!("intact/", env!("CARGO_PKG_VERSION")));
+        if let Some(token) = token(args)? {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .context("the token is not a valid header value (visible ASCII only)")?;
+            value.set_sensitive(true);
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+            builder = builder.default_headers(headers);
+        }
         Ok(Self {
-            http,
-            base: server.trim_end_matches('/').to_owned(),
+            http: builder.build()?,
+            base: args.server.trim_end_matches('/').to_owned(),
         })
     }
 
@@ -61,6 +69,41 @@ impl Client {
         let status = resp.status();
         Ok((status, resp.json().await?))
     }
+}
+
+/// The token to send: `--token`/`INTACT_TOKEN`, else `token` in the CLI config file.
+fn token(args: &crate::ServerArgs) -> anyhow::Result<Option<String>> {
+    if let Some(t) = &args.token {
+        return Ok(Some(t.trim().to_owned()).filter(|t| !t.is_empty()));
+    }
+    let Some(path) = cli_config_path() else {
+        return Ok(None);
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct CliConfig {
+        token: Option<String>,
+    }
+    let config: CliConfig = toml::from_str(&text).with_context(|| format!("in {}", path.display()))?;
+    Ok(config.token)
+}
+
+/// `INTACT_CLI_CONFIG`, else `$XDG_CONFIG_HOME/intact/config.toml`, else
+/// `~/.config/intact/config.toml`.
+fn cli_config_path() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("INTACT_CLI_CONFIG") {
+        return Some(p.into());
+    }
+    let base = match std::env::var_os("XDG_CONFIG_HOME") {
+        Some(x) if !x.is_empty() => std::path::PathBuf::from(x),
+        _ => std::path::PathBuf::from(std::env::var_os("HOME")?).join(".config"),
+    };
+    Some(base.join("intact").join("config.toml"))
 }
 
 /// Percent-encodes each `/`-separated segment of a validated name or path for a URL.

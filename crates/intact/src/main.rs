@@ -23,6 +23,10 @@ pub struct ServerArgs {
     /// Base URL of the intact server.
     #[arg(long, env = "INTACT_SERVER", default_value = "http://127.0.0.1:7333", global = true)]
     pub server: String,
+    /// API token sent to the server (default: `token` in the CLI config file,
+    /// $XDG_CONFIG_HOME/intact/config.toml or ~/.config/intact/config.toml, or INTACT_CLI_CONFIG).
+    #[arg(long, env = "INTACT_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -45,6 +49,8 @@ enum Command {
     Go(cmd::go::Args),
     /// Copy a stopped server's embedded data dir to PostgreSQL + S3 (resumable, verified).
     Migrate(cmd::migrate::Args),
+    /// API tokens: create, list, revoke (docs/security.md).
+    Token(cmd::token::Args),
 }
 
 fn init_logging() {
@@ -82,6 +88,7 @@ fn main() -> std::process::ExitCode {
             Command::Stage(a) => cmd::stage::run(a).await,
             Command::Go(a) => cmd::go::run(a).await,
             Command::Migrate(a) => cmd::migrate::run(a).await,
+            Command::Token(a) => cmd::token::run(a).await,
         }
     });
     match result {

@@ -2,7 +2,6 @@
 //! body has `"error"` (a stable code a client branches on) and `"message"` (for humans);
 //! validation errors also name the `field` and the `rule`.
 
-use axum::Json;
 use axum::extract::path::ErrorKind as PathErrorKind;
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
@@ -10,6 +9,8 @@ use axum::response::{IntoResponse, Response};
 use intact_core::ValidationError;
 use intact_store::Error as StoreError;
 use serde_json::json;
+
+use crate::http::reply::{BodyFormat, ErrorReply};
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -110,126 +111,124 @@ impl From<PathRejection> for ApiError {
     }
 }
 
-fn body(status: StatusCode, value: serde_json::Value) -> Response {
-    (status, Json(value)).into_response()
-}
+impl ErrorReply for ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { .. } | Self::WrongRepo(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Coded { status, .. } => *status,
+            Self::Store(e) => store_status_and_code(e).0,
+        }
+    }
 
-/// 503 `unavailable`, retryable: the catalog or blob store could not be reached.
-fn unavailable(message: String) -> Response {
-    tracing::error!(%message, "backend unavailable");
-    body(
-        StatusCode::SERVICE_UNAVAILABLE,
-        json!({"error": "unavailable", "retryable": true, "message": message}),
-    )
+    fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest { .. } => "bad_request",
+            Self::NotFound(_) => "not_found",
+            Self::WrongRepo(_) => "unsupported",
+            Self::Internal(_) => "internal",
+            Self::Unavailable(_) => "unavailable",
+            Self::Coded { code, .. } => code,
+            Self::Store(e) => store_status_and_code(e).1,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Self::BadRequest { field, message } => format!("{field}: {message}"),
+            Self::NotFound(what) => format!("{what} not found"),
+            Self::WrongRepo(m) | Self::Internal(m) | Self::Unavailable(m) | Self::Coded { message: m, .. } => m.clone(),
+            Self::Store(e) => e.to_string(),
+        }
+    }
+
+    fn details(&self) -> Option<serde_json::Value> {
+        match self {
+            Self::BadRequest { field, .. } => Some(json!({"field": field})),
+            Self::WrongRepo(_) => Some(json!({"field": "repo"})),
+            Self::Unavailable(_) => Some(json!({"retryable": true})),
+            Self::Store(e) => store_details(e),
+            _ => None,
+        }
+    }
+
+    fn format(&self) -> BodyFormat {
+        BodyFormat::Json
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        match self {
-            Self::BadRequest { field, message } => body(
-                StatusCode::BAD_REQUEST,
-                json!({"error": "bad_request", "field": field, "message": format!("{field}: {message}")}),
-            ),
-            Self::NotFound(what) => body(
-                StatusCode::NOT_FOUND,
-                json!({"error": "not_found", "message": format!("{what} not found")}),
-            ),
-            Self::WrongRepo(message) => body(
-                StatusCode::BAD_REQUEST,
-                json!({"error": "unsupported", "field": "repo", "message": message}),
-            ),
-            Self::Internal(message) => {
-                tracing::error!(%message, "internal error");
-                body(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    json!({"error": "internal", "message": message}),
-                )
-            }
-            Self::Coded { status, code, message } => body(status, json!({"error": code, "message": message})),
-            Self::Unavailable(message) => unavailable(message),
-            Self::Store(e) => store_error_response(e),
+        let status = self.status();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            tracing::error!(message = %self.message(), "backend unavailable");
+        } else if status.is_server_error() || matches!(self, Self::Store(StoreError::StorageFull { .. })) {
+            tracing::error!(code = self.code(), message = %self.message(), "request failed");
         }
+        self.reply()
     }
+}
+
+/// A storage outcome's status and stable code, as every JSON front-end answers it.
+pub fn store_status_and_code(e: &StoreError) -> (StatusCode, &'static str) {
+    match e {
+        StoreError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
+        StoreError::BadRequest { .. } => (StatusCode::BAD_REQUEST, "bad_request"),
+        StoreError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+        StoreError::Exists { .. } => (StatusCode::CONFLICT, "exists"),
+        StoreError::Locked { .. } => (StatusCode::CONFLICT, "locked"),
+        StoreError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
+        StoreError::TxnNotOpen { .. } => (StatusCode::CONFLICT, "not_open"),
+        StoreError::UploadsInProgress { .. } => (StatusCode::CONFLICT, "uploads_in_progress"),
+        StoreError::BodyIdle { .. } => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+        StoreError::PathClash(_) => (StatusCode::BAD_REQUEST, "path_conflict"),
+        StoreError::BlobDamaged { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "blob_damaged"),
+        StoreError::StorageFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage"),
+        StoreError::IdempotencyMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_mismatch"),
+        StoreError::ChecksumMismatch { .. } => (StatusCode::BAD_REQUEST, "checksum_mismatch"),
+        StoreError::WaitTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+        StoreError::Body(_) => (StatusCode::BAD_REQUEST, "body"),
+        StoreError::Unavailable { .. } | StoreError::CatalogUnavailable { .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        }
+        StoreError::BlobMissing { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "blob_missing"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    }
+}
+
+/// The extra JSON fields a storage outcome's body carries.
+fn store_details(e: &StoreError) -> Option<serde_json::Value> {
+    Some(match e {
+        StoreError::Invalid(v) => json!({"field": v.field, "rule": v.rule, "value": v.value}),
+        StoreError::BadRequest { field, .. } => json!({"field": field}),
+        StoreError::Locked { holder, expires_at, .. } => {
+            json!({"holder": {"id": holder, "expires_at": expires_at}})
+        }
+        StoreError::Conflict { diff, .. } => json!({"differences": diff}),
+        StoreError::TxnNotOpen { state, .. } => json!({"state": state}),
+        StoreError::UploadsInProgress { .. }
+        | StoreError::Unavailable { .. }
+        | StoreError::CatalogUnavailable { .. } => {
+            json!({"retryable": true})
+        }
+        StoreError::PathClash(_) => json!({"field": "files"}),
+        StoreError::IdempotencyMismatch { .. } => json!({"field": "idempotency_key"}),
+        StoreError::ChecksumMismatch { expected, actual } => {
+            json!({"field": "x-checksum-sha256", "expected": expected, "actual": actual})
+        }
+        _ => return None,
+    })
 }
 
 /// Maps a storage outcome to a response. Public so the other front-ends can reuse the JSON
 /// shape where they want the same codes.
 pub fn store_error_response(e: StoreError) -> Response {
-    let message = e.to_string();
-    match e {
-        StoreError::Invalid(v) => body(
-            StatusCode::BAD_REQUEST,
-            json!({"error": "invalid", "field": v.field, "rule": v.rule, "value": v.value, "message": message}),
-        ),
-        StoreError::BadRequest { field, .. } => body(
-            StatusCode::BAD_REQUEST,
-            json!({"error": "bad_request", "field": field, "message": message}),
-        ),
-        StoreError::NotFound { .. } => body(StatusCode::NOT_FOUND, json!({"error": "not_found", "message": message})),
-        StoreError::Locked { holder, expires_at, .. } => body(
-            StatusCode::CONFLICT,
-            json!({"error": "locked", "holder": {"id": holder, "expires_at": expires_at}, "message": message}),
-        ),
-        StoreError::Conflict { diff, .. } => body(
-            StatusCode::CONFLICT,
-            json!({"error": "conflict", "differences": diff, "message": message}),
-        ),
-        StoreError::TxnNotOpen { state, .. } => body(
-            StatusCode::CONFLICT,
-            json!({"error": "not_open", "state": state, "message": message}),
-        ),
-        StoreError::UploadsInProgress { .. } => body(
-            StatusCode::CONFLICT,
-            json!({"error": "uploads_in_progress", "retryable": true, "message": message}),
-        ),
-        StoreError::BodyIdle { .. } => body(
-            StatusCode::REQUEST_TIMEOUT,
-            json!({"error": "body_timeout", "message": message}),
-        ),
-        StoreError::PathClash(_) => body(
-            StatusCode::BAD_REQUEST,
-            json!({"error": "path_conflict", "field": "files", "message": message}),
-        ),
-        StoreError::BlobDamaged { .. } => body(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            json!({"error": "blob_damaged", "message": message}),
-        ),
-        StoreError::StorageFull { .. } => {
-            tracing::error!(%message, "out of space");
-            body(
-                StatusCode::INSUFFICIENT_STORAGE,
-                json!({"error": "insufficient_storage", "message": message}),
-            )
-        }
-        StoreError::IdempotencyMismatch { .. } => body(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            json!({"error": "idempotency_mismatch", "field": "idempotency_key", "message": message}),
-        ),
-        StoreError::ChecksumMismatch { expected, actual } => body(
-            StatusCode::BAD_REQUEST,
-            json!({"error": "checksum_mismatch", "field": "x-checksum-sha256", "expected": expected, "actual": actual, "message": message}),
-        ),
-        StoreError::WaitTimeout { .. } => body(
-            StatusCode::GATEWAY_TIMEOUT,
-            json!({"error": "timeout", "message": message}),
-        ),
-        StoreError::Body(_) => body(StatusCode::BAD_REQUEST, json!({"error": "body", "message": message})),
-        StoreError::Unavailable { .. } | StoreError::CatalogUnavailable { .. } => unavailable(message),
-        StoreError::BlobMissing { .. } => {
-            tracing::error!(%message, "committed blob missing; run `intact verify`");
-            body(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                json!({"error": "blob_missing", "message": message}),
-            )
-        }
-        other => {
-            tracing::error!(error = %other, "storage error");
-            body(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                json!({"error": "internal", "message": other.to_string()}),
-            )
-        }
+    if let StoreError::BlobMissing { .. } = e {
+        tracing::error!(error = %e, "committed blob missing; run `intact verify`");
     }
+    ApiError::Store(e).into_response()
 }
 
 #[cfg(test)]

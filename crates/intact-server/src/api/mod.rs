@@ -5,6 +5,7 @@ pub mod error;
 mod guard;
 mod publish;
 mod reads;
+mod tokens;
 mod transactions;
 mod unread_body;
 
@@ -16,12 +17,14 @@ use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::{Json, Router, middleware};
+use axum::{Extension, Json, Router, middleware};
+use intact_store::tokens::Access;
 use serde::Deserialize;
 use serde_json::json;
 
 use self::error::{ApiError, ApiResult};
 use crate::config::{RepoConfig, RepoFormat, RepoKind};
+use crate::http::Caller;
 use crate::state::AppState;
 
 /// The whole HTTP surface.
@@ -49,6 +52,16 @@ pub fn router(state: AppState) -> Router {
             "/admin/verify",
             post(admin_verify).route_layer(middleware::from_fn(guard::require_json)),
         )
+        .route(
+            "/tokens",
+            get(tokens::list)
+                .post(tokens::create)
+                .route_layer(middleware::from_fn(guard::require_json)),
+        )
+        .route(
+            "/tokens/{name}",
+            axum::routing::delete(tokens::revoke).route_layer(middleware::from_fn(guard::require_json)),
+        )
         .merge(crate::staging::routes())
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()
@@ -62,8 +75,10 @@ pub fn router(state: AppState) -> Router {
                 Json(json!({"error": "not_found", "message": "no such endpoint"})),
             )
         })
-        .with_state(state)
-        // Outer layers, so they see every request, whichever route or fallback answers it.
+        .with_state(state.clone())
+        // Outer layers, so they see every request, whichever route or fallback answers it:
+        // the guard's checks first, then who is calling and whether it may.
+        .layer(middleware::from_fn_with_state(state, crate::http::auth::authorize))
         .layer(middleware::from_fn(guard::guard))
         .layer(middleware::from_fn(unread_body::close_when_unread))
 }
@@ -110,8 +125,15 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn list_repos(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!({ "repos": state.config.repos }))
+/// The repos the caller may read.
+async fn list_repos(State(state): State<AppState>, caller: Extension<Caller>) -> Json<serde_json::Value> {
+    let repos: Vec<&RepoConfig> = state
+        .config
+        .repos
+        .iter()
+        .filter(|r| caller.may(&state, r.name.as_str(), Access::Read))
+        .collect();
+    Json(json!({ "repos": repos }))
 }
 
 #[derive(Deserialize)]
@@ -124,8 +146,11 @@ struct EventsQuery {
 
 const MAX_WAIT: u64 = 300;
 
+/// The event log, showing the caller only events of repos it may read (`next` still moves
+/// past the others, so a follower never asks for them again).
 async fn events(
     State(state): State<AppState>,
+    caller: Extension<Caller>,
     query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let Query(q) = query?;
@@ -138,8 +163,9 @@ async fn events(
         return Err(ApiError::bad("wait_seconds", format!("must be at most {MAX_WAIT}")));
     }
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
-    let events = state.store.events(after, Duration::from_secs(wait), limit).await?;
+    let mut events = state.store.events(after, Duration::from_secs(wait), limit).await?;
     let next = events.last().map_or(after, |e| e.seq);
+    events.retain(|e| caller.may(&state, e.repo.as_str(), Access::Read));
     Ok(Json(json!({ "events": events, "next": next })))
 }
 

@@ -16,7 +16,7 @@ use serde_json::json;
 use super::error::{ApiError, ApiResult};
 use super::repo_or_404;
 use crate::config::{RepoConfig, RepoFormat, RepoKind};
-use crate::serve_file::{content_type_for, send_file};
+use crate::http::serve_file::{content_type_for, send_file};
 use crate::state::AppState;
 
 /// What a path under `/repos/{repo}/` asks for.
@@ -89,10 +89,7 @@ pub(crate) async fn resolve_manifest(
     name: &Name,
     version: &Version,
 ) -> ApiResult<Arc<Manifest>> {
-    let candidates: Vec<&RepoConfig> = match repo.kind {
-        RepoKind::Group => repo.members.iter().filter_map(|m| state.repo(m.as_str())).collect(),
-        _ => vec![repo],
-    };
+    let candidates = state.members(repo);
     for member in &candidates {
         if let Some(m) = state.store.has_version(&member.name, name, version).await? {
             return Ok(m);
@@ -182,16 +179,14 @@ pub(crate) async fn read(
                     m.created_at,
                 )
                 .await;
-                if let Err(ApiError::Store(
-                    intact_store::Error::BlobMissing { .. } | intact_store::Error::BlobDamaged { .. },
-                )) = &sent
+                if let Err(intact_store::Error::BlobMissing { .. } | intact_store::Error::BlobDamaged { .. }) = &sent
                     && !evicted_once
                     && can_read_again(&state, &m).await?
                 {
                     evicted_once = true;
                     continue;
                 }
-                break sent;
+                break sent.map_err(ApiError::from);
             }
         }
     }
@@ -200,10 +195,7 @@ pub(crate) async fn read(
 async fn versions(state: &AppState, repo: &RepoConfig, name: &Name, page: Page) -> ApiResult<Response> {
     let limit = page.limit.unwrap_or(1000).clamp(1, 10_000);
     let after = page.after.as_deref().map(Version::parse).transpose()?;
-    let members: Vec<RepoName> = match repo.kind {
-        RepoKind::Group => repo.members.clone(),
-        _ => vec![repo.name.clone()],
-    };
+    let members: Vec<RepoName> = state.members(repo).into_iter().map(|r| r.name.clone()).collect();
     if members.len() == 1 {
         // The hot path: one index walk, serialized straight from the rows.
         let list = state
@@ -279,10 +271,7 @@ pub(crate) async fn names(
         ));
     }
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
-    let members: Vec<RepoName> = match repo.kind {
-        RepoKind::Group => repo.members.clone(),
-        _ => vec![repo.name.clone()],
-    };
+    let members: Vec<RepoName> = state.members(repo).into_iter().map(|r| r.name.clone()).collect();
     let mut all = std::collections::BTreeSet::new();
     for m in &members {
         for n in state.store.list_names(m, &prefix, q.after.as_deref(), limit).await? {

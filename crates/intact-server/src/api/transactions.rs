@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use futures::TryStreamExt;
 use intact_core::{Digest, FilePath, Manifest, Name, TxnId};
 use intact_store::store::BeginRequest;
@@ -19,6 +19,7 @@ use tokio_util::io::StreamReader;
 
 use super::error::{ApiError, ApiResult};
 use super::{MAX_WAIT, writable_repo};
+use crate::http::Caller;
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -95,6 +96,7 @@ fn created(t: &TxnRecord) -> Response {
 
 pub(crate) async fn create(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Json<CreateTxn>, JsonRejection>,
@@ -103,7 +105,8 @@ pub(crate) async fn create(
     let repo = writable_repo(&state, &repo)?.name.clone();
     let Json(req) = body?;
     let begin = req.into_begin(&repo, &headers)?;
-    Ok(match state.store.begin(begin).await? {
+    let owner = caller.as_ref().and_then(|c| c.token_name());
+    Ok(match state.store.begin_owned(begin, owner).await? {
         OpenOutcome::Created(t) => created(&t),
         OpenOutcome::Resumed(t) => (StatusCode::OK, Json(txn_json(&t))).into_response(),
         OpenOutcome::Committed(t, m) => {

@@ -6,8 +6,10 @@
 //! an older or different copy elsewhere. Bodies are `text/plain`: the go command prints such
 //! a body after the status line, so the user reads *why*.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+
+use crate::http::reply::{BodyFormat, ErrorReply};
 
 use intact_core::Timestamp;
 
@@ -286,21 +288,42 @@ impl From<FlightError<ProxyError>> for ProxyError {
     }
 }
 
+/// Every Go answer is `text/plain`, whichever layer gives it.
+impl ErrorReply for ProxyError {
+    fn status(&self) -> StatusCode {
+        ProxyError::status(self)
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::NotFound(_) => "not_found",
+            Self::Gone(_) => "gone",
+            Self::Upstream(_) => "upstream",
+            Self::InvalidUpstream(_) => "invalid_upstream",
+            Self::Timeout { .. } | Self::Deadline { .. } => "timeout",
+            Self::LostBytes(_) => "lost_bytes",
+            Self::InsufficientStorage(_) => "insufficient_storage",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    fn message(&self) -> String {
+        self.to_string()
+    }
+
+    fn format(&self) -> BodyFormat {
+        BodyFormat::Text
+    }
+}
+
 impl IntoResponse for ProxyError {
     fn into_response(self) -> Response {
-        let status = self.status();
+        let status = ProxyError::status(&self);
         if status.is_server_error() {
             tracing::warn!(%status, error = %self, "go request failed");
         }
-        let mut resp = (status, format!("{self}\n")).into_response();
-        let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        // A failure is an answer about this moment only.
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        resp
+        self.reply()
     }
 }
 
@@ -329,7 +352,10 @@ mod tests {
             assert_eq!(e.is_not_found(), code == 404 || code == 410);
             let resp = e.into_response();
             assert_eq!(resp.status().as_u16(), code);
-            assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/plain; charset=utf-8");
+            assert_eq!(
+                resp.headers()[axum::http::header::CONTENT_TYPE],
+                "text/plain; charset=utf-8"
+            );
         }
     }
 

@@ -210,10 +210,7 @@ fn go_repo<'a>(state: &'a AppState, name: &str) -> Result<&'a RepoConfig, ProxyE
 
 /// The repos that answer for `repo`: its members, in order, for a group; else itself.
 fn members<'a>(state: &'a AppState, repo: &'a RepoConfig) -> Vec<&'a RepoConfig> {
-    match repo.kind {
-        RepoKind::Group => repo.members.iter().filter_map(|m| state.repo(m.as_str())).collect(),
-        _ => vec![repo],
-    }
+    state.members(repo)
 }
 
 /// Collects the members' reasons for `repo` (a group's answer names each).
@@ -353,13 +350,10 @@ async fn send(
     kind: FileKind,
     committed_at: intact_core::Timestamp,
 ) -> Result<Response, ProxyError> {
-    crate::serve_file::send_file(&state.store, method, headers, file, kind.content_type(), committed_at)
+    // Go clients get text/plain errors, like every other Go answer.
+    crate::http::serve_file::send_file(&state.store, method, headers, file, kind.content_type(), committed_at)
         .await
-        .map_err(|e| match e {
-            // Go clients get text/plain errors, like every other Go answer.
-            crate::api::error::ApiError::Store(e) => ProxyError::from(e),
-            other => ProxyError::Internal(format!("{other:?}")),
-        })
+        .map_err(ProxyError::from)
 }
 
 /// The merged `list` of `repo` (every member's, for a group). Not found only when no member

@@ -15,6 +15,11 @@ pub struct ClientAddr(pub IpAddr);
 pub struct Caller {
     /// The name of the token the request presented (`intact token list` shows it).
     pub token: Option<Arc<str>>,
+    /// The token itself, with its scopes.
+    pub record: Option<Arc<intact_store::tokens::TokenRecord>>,
+    /// Whether access control is on (some token exists, or `[auth] required`); while it is
+    /// off, every caller may do everything.
+    pub enforced: bool,
 }
 
 impl Caller {

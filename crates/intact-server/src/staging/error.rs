@@ -2,12 +2,12 @@
 //! (the upstream failed, or sent an archive intact refuses), "not there upstream" a 404, a
 //! bounded wait that ran out a 504 naming what was awaited.
 
-use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::api::error::ApiError;
+use crate::http::reply::{BodyFormat, ErrorReply};
 use intact_core::Timestamp;
 
 use crate::singleflight::{Failure, FlightError, remembered_note};
@@ -263,12 +263,34 @@ impl From<StageError> for ApiError {
     }
 }
 
+impl ErrorReply for StageError {
+    fn status(&self) -> StatusCode {
+        StageError::status(self)
+    }
+
+    fn code(&self) -> &'static str {
+        StageError::code(self)
+    }
+
+    fn message(&self) -> String {
+        self.to_string()
+    }
+
+    fn details(&self) -> Option<serde_json::Value> {
+        Some(self.body())
+    }
+
+    fn format(&self) -> BodyFormat {
+        BodyFormat::Json
+    }
+}
+
 impl IntoResponse for StageError {
     fn into_response(self) -> Response {
         if matches!(self, Self::Internal(_)) {
             tracing::error!(error = %self, "staging failed");
         }
-        (self.status(), Json(self.body())).into_response()
+        self.reply()
     }
 }
 

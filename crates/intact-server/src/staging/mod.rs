@@ -101,6 +101,11 @@ impl std::fmt::Debug for StagingState {
 }
 
 impl StagingState {
+    /// The repo a staging job stages into (access control reads a job as its repo).
+    pub(crate) fn job_repo(&self, id: &str) -> Option<RepoName> {
+        self.jobs.get(id).map(|job| job.key.0.clone())
+    }
+
     pub fn new(config: &Config) -> anyhow::Result<Self> {
         let mut repos = HashMap::new();
         for repo in &config.repos {

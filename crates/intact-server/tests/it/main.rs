@@ -3,6 +3,7 @@
 //! not normalise paths, the `curl` binary). Lease time is a [`ManualClock`] the test advances,
 //! so expiry is deterministic; nothing asserts how long anything took.
 
+mod auth;
 mod corpus;
 mod damage;
 mod disk_full;
@@ -20,6 +21,7 @@ mod roundtrip;
 mod s3;
 mod slow_clients;
 mod uploads;
+mod upstream_only;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

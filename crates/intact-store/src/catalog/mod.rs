@@ -19,6 +19,7 @@ pub use flight::{FlightClaim, FlightEnd, FlightFailure, FlightState};
 pub use postgres::PostgresCatalog;
 pub use sqlite::SqliteCatalog;
 
+use crate::tokens::{NewToken, TokenRecord};
 use crate::{BlobStore, Result};
 
 /// Which version a new transaction is for.
@@ -40,6 +41,8 @@ pub struct NewTxn {
     pub metadata: serde_json::Value,
     pub lease: Duration,
     pub idempotency_key: Option<String>,
+    /// The token that opens it (`None`: anonymous, or intact's own workers).
+    pub owner: Option<String>,
 }
 
 /// A transaction as the catalog knows it, with the files staged so far.
@@ -63,8 +66,10 @@ pub struct TxnRecord {
 }
 
 /// A transaction's state and lease.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct TxnStatus {
+    /// The repository the transaction writes into (what access control checks).
+    pub repo: RepoName,
     pub state: TxnState,
     pub expires_at: Timestamp,
     pub lease: Duration,
@@ -340,4 +345,46 @@ pub trait Catalog: Send + Sync + 'static {
     /// failed upstream (any client can ask for modules that do not exist) would keep a row.
     /// Returns how many.
     async fn prune_flights(&self, older_than: Duration) -> Result<u64>;
+
+    /// Adds a token. `Exists` when a token (even a revoked one) already has its name.
+    async fn create_token(&self, token: &NewToken) -> Result<TokenRecord>;
+
+    /// Every token, revoked ones included, by name.
+    async fn tokens(&self) -> Result<Vec<TokenRecord>>;
+
+    /// The token whose secret hashes to `secret_sha256` (revoked or expired ones too: the
+    /// caller says why they cannot be used).
+    async fn token_by_secret_hash(&self, secret_sha256: &str) -> Result<Option<TokenRecord>>;
+
+    /// Marks token `name` revoked (a no-op when it already is). `None` when there is none.
+    async fn revoke_token(&self, name: &str) -> Result<Option<TokenRecord>>;
+
+    /// How many transactions token `owner` holds open (expired-but-unswept ones included:
+    /// the reaper ends them within a second).
+    async fn open_txns_owned_by(&self, owner: &str) -> Result<u64>;
+
+    /// Whether any token was ever made (revoked ones count: once access control is on, it
+    /// stays on).
+    async fn has_tokens(&self) -> Result<bool>;
+}
+
+/// A token row's columns, as both backends read them.
+pub(crate) fn token_record(
+    name: String,
+    scopes: &str,
+    created_at: i64,
+    expires_at: Option<i64>,
+    revoked_at: Option<i64>,
+) -> Result<TokenRecord> {
+    let scopes: Vec<crate::tokens::Scope> = serde_json::from_str(scopes).map_err(|e| crate::Error::Catalog {
+        context: format!("reading token {name}'s scopes"),
+        source: Box::new(e),
+    })?;
+    Ok(TokenRecord {
+        name,
+        scopes,
+        created_at: Timestamp(created_at),
+        expires_at: expires_at.map(Timestamp),
+        revoked_at: revoked_at.map(Timestamp),
+    })
 }

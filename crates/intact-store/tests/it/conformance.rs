@@ -1092,6 +1092,27 @@ impl intact_store::Catalog for GatedCatalog {
     async fn prune_flights(&self, older_than: std::time::Duration) -> intact_store::Result<u64> {
         self.inner.prune_flights(older_than).await
     }
+    async fn create_token(
+        &self,
+        t: &intact_store::tokens::NewToken,
+    ) -> intact_store::Result<intact_store::tokens::TokenRecord> {
+        self.inner.create_token(t).await
+    }
+    async fn tokens(&self) -> intact_store::Result<Vec<intact_store::tokens::TokenRecord>> {
+        self.inner.tokens().await
+    }
+    async fn token_by_secret_hash(&self, h: &str) -> intact_store::Result<Option<intact_store::tokens::TokenRecord>> {
+        self.inner.token_by_secret_hash(h).await
+    }
+    async fn revoke_token(&self, name: &str) -> intact_store::Result<Option<intact_store::tokens::TokenRecord>> {
+        self.inner.revoke_token(name).await
+    }
+    async fn has_tokens(&self) -> intact_store::Result<bool> {
+        self.inner.has_tokens().await
+    }
+    async fn open_txns_owned_by(&self, owner: &str) -> intact_store::Result<u64> {
+        self.inner.open_txns_owned_by(owner).await
+    }
 }
 
 /// The manifest cache after an eviction: a read that looked the version up just before it was
@@ -1718,4 +1739,84 @@ pub async fn recorded_uploads_count_until_ended_or_lapsed(h: &Harness) {
     );
     h.clock.advance(Duration::from_secs(5));
     assert_eq!(c.uploads_in_flight(&t.id).await.expect("count"), 0, "lapsed");
+}
+
+/// Tokens: only the secret's hash is kept; a lookup finds the token by its secret alone; a
+/// name is never reused (revoked ones included); revoking keeps the token, marked; and the
+/// open transactions of a token are counted.
+pub async fn tokens_are_kept_hashed_revoked_for_good_and_owners_counted(h: &Harness) {
+    use intact_store::tokens::{self, Access, Presented};
+    let catalog = h.store.catalog().clone();
+    assert!(!catalog.has_tokens().await.expect("has"));
+    let scopes = vec![
+        "files:publish".parse().expect("scope"),
+        "*:read".parse().expect("scope"),
+    ];
+    let (made, secret) = tokens::create(catalog.as_ref(), "ci", scopes, None)
+        .await
+        .expect("create");
+    assert!(catalog.has_tokens().await.expect("has"));
+    assert!(made.allows("files", Access::Publish) && made.allows("other", Access::Read));
+    assert!(!made.allows("other", Access::Publish) && !made.allows("files", Access::Admin));
+    let now = h.store.now();
+    match tokens::authenticate(catalog.as_ref(), &secret, now)
+        .await
+        .expect("auth")
+    {
+        Presented::Valid(t) => assert_eq!((t.name.as_str(), t.scopes.len()), ("ci", 2)),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        tokens::authenticate(catalog.as_ref(), "intact_wrong", now)
+            .await
+            .expect("auth"),
+        Presented::Unknown
+    ));
+    let again = tokens::create(catalog.as_ref(), "ci", vec!["*:read".parse().expect("scope")], None).await;
+    assert!(matches!(again, Err(intact_store::Error::Exists { .. })), "{again:?}");
+
+    let short = tokens::create(
+        catalog.as_ref(),
+        "short",
+        vec!["*:read".parse().expect("scope")],
+        Some(now.plus(std::time::Duration::from_secs(60))),
+    )
+    .await
+    .expect("create");
+    let later = now.plus(std::time::Duration::from_secs(61));
+    assert!(matches!(
+        tokens::authenticate(catalog.as_ref(), &short.1, later).await.expect("auth"),
+        Presented::Unusable(why) if why.contains("expired")
+    ));
+
+    let revoked = catalog.revoke_token("ci").await.expect("revoke").expect("exists");
+    assert!(revoked.revoked_at.is_some());
+    assert!(matches!(
+        tokens::authenticate(catalog.as_ref(), &secret, now).await.expect("auth"),
+        Presented::Unusable(why) if why.contains("revoked")
+    ));
+    assert!(catalog.revoke_token("nobody").await.expect("revoke").is_none());
+    let all = catalog.tokens().await.expect("list");
+    let names: Vec<&str> = all.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["ci", "short"]);
+    let again = tokens::create(catalog.as_ref(), "ci", vec!["*:read".parse().expect("scope")], None).await;
+    assert!(
+        matches!(again, Err(intact_store::Error::Exists { .. })),
+        "a revoked name stays taken"
+    );
+
+    // Open transactions are counted per owner; committed and aborted ones are not.
+    assert_eq!(catalog.open_txns_owned_by("bot").await.expect("count"), 0);
+    let mut ids = Vec::new();
+    for v in ["1", "2", "3"] {
+        match h.store.begin_owned(req("owned", v), Some("bot")).await.expect("begin") {
+            OpenOutcome::Created(t) => ids.push(t.id),
+            other => panic!("{other:?}"),
+        }
+    }
+    begin(h, req("owned", "4")).await;
+    assert_eq!(catalog.open_txns_owned_by("bot").await.expect("count"), 3);
+    h.store.abort(&ids[0]).await.expect("abort");
+    h.store.commit(&ids[1]).await.expect("commit");
+    assert_eq!(catalog.open_txns_owned_by("bot").await.expect("count"), 1);
 }

@@ -8,6 +8,7 @@ pub mod migrate;
 pub mod publish;
 pub mod serve;
 pub mod stage;
+pub mod token;
 
 /// Whether progress bars make sense (stderr is a terminal).
 pub fn interactive() -> bool {

@@ -66,6 +66,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         repos.join(", ")
     );
     tracing::info!(%addr, "serving");
+    if !addr.ip().is_loopback() && !state.config.auth.required && !state.store.catalog().has_tokens().await? {
+        tracing::warn!(
+            %addr,
+            "listening beyond loopback with no token: until one exists anyone who can reach this port may publish, read \
+             and run admin operations; create one with `intact token create NAME --scope '*:admin' --config ...` \
+             or set [auth] required = true (docs/security.md)"
+        );
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -22,6 +22,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "uploads",
         include_str!("../../../migrations/postgres/0003_uploads.sql"),
     ),
+    (
+        4,
+        "tokens",
+        include_str!("../../../migrations/postgres/0004_tokens.sql"),
+    ),
 ];
 
 pub(super) async fn run(pool: &PgPool) -> Result<()> {

@@ -31,6 +31,7 @@ use super::{
     TxnStatus, VersionSpec, VersionSummary, VersionUse, rules,
 };
 use crate::clock::OffsetClock;
+use crate::tokens::{NewToken, TokenRecord};
 use crate::{BlobStore, Error, Result};
 
 mod blobs;
@@ -38,6 +39,7 @@ mod events;
 mod flights;
 mod migrate;
 mod rows;
+mod tokens;
 mod txns;
 mod uploads;
 mod versions;
@@ -382,5 +384,31 @@ impl Catalog for PostgresCatalog {
 
     async fn prune_flights(&self, older_than: Duration) -> Result<u64> {
         self.bounded("prune flights", flights::prune(self, older_than)).await
+    }
+
+    async fn create_token(&self, token: &NewToken) -> Result<TokenRecord> {
+        self.bounded("create token", tokens::create(self, token)).await
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.bounded("list tokens", tokens::list(self)).await
+    }
+
+    async fn token_by_secret_hash(&self, secret_sha256: &str) -> Result<Option<TokenRecord>> {
+        self.bounded("token lookup", tokens::by_secret_hash(self, secret_sha256))
+            .await
+    }
+
+    async fn revoke_token(&self, name: &str) -> Result<Option<TokenRecord>> {
+        self.bounded("revoke token", tokens::revoke(self, name)).await
+    }
+
+    async fn has_tokens(&self) -> Result<bool> {
+        self.bounded("any tokens", tokens::any(self)).await
+    }
+
+    async fn open_txns_owned_by(&self, owner: &str) -> Result<u64> {
+        self.bounded("open transactions of a token", tokens::open_txns_owned_by(self, owner))
+            .await
     }
 }

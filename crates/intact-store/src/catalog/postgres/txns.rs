@@ -172,8 +172,8 @@ pub(super) async fn open_txn(cat: &PostgresCatalog, req: &NewTxn) -> Result<Open
     let expires_at = now.plus(req.lease);
     sqlx::query(
         "INSERT INTO txns (id, repo, name, version, auto_number, metadata, state, idempotency_key,
-                           request_fingerprint, lease_ms, created_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8, $9, $10, $11)",
+                           request_fingerprint, lease_ms, created_at, expires_at, owner)
+         VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8, $9, $10, $11, $12)",
     )
     .bind(req.id.as_str())
     .bind(repo)
@@ -186,6 +186,7 @@ pub(super) async fn open_txn(cat: &PostgresCatalog, req: &NewTxn) -> Result<Open
     .bind(lease_ms)
     .bind(now.millis())
     .bind(expires_at.millis())
+    .bind(req.owner.as_deref())
     .execute(w.conn())
     .await?;
     if let Some(key) = &req.idempotency_key {
@@ -228,12 +229,13 @@ pub(super) async fn txn(cat: &PostgresCatalog, id: &TxnId) -> Result<TxnRecord> 
 }
 
 pub(super) async fn txn_status(cat: &PostgresCatalog, id: &TxnId) -> Result<TxnStatus> {
-    let row = sqlx::query("SELECT state, expires_at, lease_ms FROM txns WHERE id = $1")
+    let row = sqlx::query("SELECT repo, state, expires_at, lease_ms FROM txns WHERE id = $1")
         .bind(id.as_str())
         .fetch_optional(&cat.pool)
         .await?
         .ok_or_else(|| not_found(id))?;
     Ok(TxnStatus {
+        repo: RepoName::parse(&row.try_get::<String, _>("repo")?).map_err(|e| corrupt(e.to_string()))?,
         state: columns::state(&row.try_get::<String, _>("state")?)?,
         expires_at: Timestamp(row.try_get("expires_at")?),
         lease: Duration::from_millis(u64_of(row.try_get("lease_ms")?)),
@@ -272,7 +274,7 @@ pub(super) async fn renew_txn(cat: &PostgresCatalog, id: &TxnId) -> Result<TxnRe
 
 pub(super) async fn stage_file(cat: &PostgresCatalog, id: &TxnId, file: &FileEntry) -> Result<()> {
     let mut w = cat.begin().await?;
-    let row = sqlx::query("SELECT state, expires_at, lease_ms FROM txns WHERE id = $1 FOR UPDATE")
+    let row = sqlx::query("SELECT repo, state, expires_at, lease_ms FROM txns WHERE id = $1 FOR UPDATE")
         .bind(id.as_str())
         .fetch_optional(w.conn())
         .await?

@@ -21,6 +21,7 @@ use super::{
     BlobUser, Catalog, CommitOutcome, Event, Finished, NewTxn, OpenOutcome, RepoUsage, SweepReport, TxnRecord,
     TxnStatus, VersionSpec, VersionSummary, VersionUse, rules,
 };
+use crate::tokens::{NewToken, TokenRecord};
 use crate::{BlobStore, Clock, Error, Result};
 
 /// Ordered schema migrations; each runs once, inside one transaction, recorded in
@@ -31,6 +32,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../../migrations/sqlite/0003_list_by_seq.sql")),
     (4, include_str!("../../../migrations/sqlite/0004_flights.sql")),
     (5, include_str!("../../../migrations/sqlite/0005_uploads.sql")),
+    (6, include_str!("../../../migrations/sqlite/0006_tokens.sql")),
 ];
 
 const SWEEP_BATCH: i64 = 500;
@@ -161,6 +163,7 @@ mod blobs;
 mod events;
 mod flights;
 mod rows;
+mod tokens;
 mod txns;
 mod uploads;
 mod versions;
@@ -325,6 +328,30 @@ impl Catalog for SqliteCatalog {
 
     async fn prune_flights(&self, older_than: Duration) -> Result<u64> {
         flights::prune(self, older_than).await
+    }
+
+    async fn create_token(&self, token: &NewToken) -> Result<TokenRecord> {
+        tokens::create(self, token).await
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        tokens::list(self).await
+    }
+
+    async fn token_by_secret_hash(&self, secret_sha256: &str) -> Result<Option<TokenRecord>> {
+        tokens::by_secret_hash(self, secret_sha256).await
+    }
+
+    async fn revoke_token(&self, name: &str) -> Result<Option<TokenRecord>> {
+        tokens::revoke(self, name).await
+    }
+
+    async fn has_tokens(&self) -> Result<bool> {
+        tokens::any(self).await
+    }
+
+    async fn open_txns_owned_by(&self, owner: &str) -> Result<u64> {
+        tokens::open_txns_owned_by(self, owner).await
     }
 }
 

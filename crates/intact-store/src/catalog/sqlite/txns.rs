@@ -168,8 +168,8 @@ pub(super) async fn open_txn(cat: &SqliteCatalog, req: &NewTxn) -> Result<OpenOu
     let expires_at = now.plus(req.lease);
     sqlx::query(
         "INSERT INTO txns (id, repo, name, version, auto_number, metadata, state, idempotency_key,
-                           request_fingerprint, lease_ms, created_at, expires_at)
-         VALUES (?, ?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?)",
+                           request_fingerprint, lease_ms, created_at, expires_at, owner)
+         VALUES (?, ?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, ?)",
     )
     .bind(req.id.as_str())
     .bind(repo)
@@ -182,6 +182,7 @@ pub(super) async fn open_txn(cat: &SqliteCatalog, req: &NewTxn) -> Result<OpenOu
     .bind(lease_ms)
     .bind(now.millis())
     .bind(expires_at.millis())
+    .bind(req.owner.as_deref())
     .execute(&mut *tx)
     .await?;
     if let Some(key) = &req.idempotency_key {
@@ -218,13 +219,14 @@ pub(super) async fn txn(cat: &SqliteCatalog, id: &TxnId) -> Result<TxnRecord> {
 }
 
 pub(super) async fn txn_status(cat: &SqliteCatalog, id: &TxnId) -> Result<TxnStatus> {
-    let row = sqlx::query("SELECT state, expires_at, lease_ms FROM txns WHERE id = ?")
+    let row = sqlx::query("SELECT repo, state, expires_at, lease_ms FROM txns WHERE id = ?")
         .bind(id.as_str())
         .fetch_optional(&cat.read)
         .await?
         .ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
     let state: String = row.try_get("state")?;
     Ok(TxnStatus {
+        repo: RepoName::parse(&row.try_get::<String, _>("repo")?).map_err(|e| corrupt(e.to_string()))?,
         state: TxnState::parse(&state).ok_or_else(|| corrupt(format!("bad state {state}")))?,
         expires_at: Timestamp(row.try_get("expires_at")?),
         lease: Duration::from_millis(u64_of(row.try_get("lease_ms")?)),
@@ -262,7 +264,7 @@ pub(super) async fn renew_txn(cat: &SqliteCatalog, id: &TxnId) -> Result<TxnReco
 
 pub(super) async fn stage_file(cat: &SqliteCatalog, id: &TxnId, file: &FileEntry) -> Result<()> {
     let (mut tx, now) = cat.begin().await?;
-    let row = sqlx::query("SELECT state, expires_at, lease_ms FROM txns WHERE id = ?")
+    let row = sqlx::query("SELECT repo, state, expires_at, lease_ms FROM txns WHERE id = ?")
         .bind(id.as_str())
         .fetch_optional(&mut *tx)
         .await?

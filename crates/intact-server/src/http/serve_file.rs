@@ -14,8 +14,6 @@ use std::sync::Arc;
 use intact_store::Store;
 use tokio_util::io::ReaderStream;
 
-use crate::api::error::ApiError;
-
 const STREAM_CHUNK: usize = 256 * 1024;
 
 /// A parsed `Range` header against a known size.
@@ -89,7 +87,9 @@ pub fn etag_matches(list: &str, etag: &str) -> bool {
         .any(|t| t == "*" || t == etag || t.strip_prefix("W/") == Some(etag))
 }
 
-/// Builds the response for `file`. `content_type` is the front-end's choice.
+/// Builds the response for `file`. `content_type` is the front-end's choice; a failure is a
+/// storage outcome, which the front-end maps to its own answer (the Go proxy's text/plain,
+/// the artifact API's JSON).
 pub async fn send_file(
     store: &Arc<Store>,
     method: &Method,
@@ -97,7 +97,7 @@ pub async fn send_file(
     file: &FileEntry,
     content_type: &str,
     last_modified: Timestamp,
-) -> Result<Response, ApiError> {
+) -> intact_store::Result<Response> {
     let etag = etag_of(file);
     let size = file.size;
     let mut resp_headers = HeaderMap::new();
@@ -167,7 +167,7 @@ pub async fn send_file(
         // No body to check, but the answer must not promise bytes that are gone (lost, or
         // quarantined as damaged): one stat, and a proxy repo then fetches its copy again.
         if store.blobs().size(&file.sha256).await? != Some(size) {
-            return Err(intact_store::Error::BlobMissing { digest: file.sha256 }.into());
+            return Err(intact_store::Error::BlobMissing { digest: file.sha256 });
         }
         return Ok((status, resp_headers).into_response());
     }

@@ -1,0 +1,79 @@
+//! `/api/v1/tokens`: create, list and revoke API tokens (the authentication layer lets only
+//! `*:admin` tokens here once access control is on).
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use intact_store::tokens::{self, Scope};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// The longest a token may be made to last by `expires_in_seconds` (ten years).
+const MAX_LIFETIME_SECONDS: u64 = 10 * 365 * 24 * 3600;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateToken {
+    name: String,
+    scopes: Vec<String>,
+    #[serde(default)]
+    expires_in_seconds: Option<u64>,
+}
+
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    body: Result<Json<CreateToken>, JsonRejection>,
+) -> ApiResult<Response> {
+    let Json(req) = body?;
+    let scopes = req
+        .scopes
+        .iter()
+        .map(|s| s.parse::<Scope>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let expires_at = match req.expires_in_seconds {
+        None => None,
+        Some(0) => return Err(ApiError::bad("expires_in_seconds", "must be at least 1")),
+        Some(s) if s > MAX_LIFETIME_SECONDS => {
+            return Err(ApiError::bad(
+                "expires_in_seconds",
+                format!(
+                    "must be at most {MAX_LIFETIME_SECONDS} (ten years); leave it out for a token that does not expire"
+                ),
+            ));
+        }
+        Some(s) => Some(state.store.now().plus(Duration::from_secs(s))),
+    };
+    let (record, secret) = tokens::create(state.store.catalog().as_ref(), &req.name, scopes, expires_at).await?;
+    state.auth.switch_on();
+    tracing::info!(token = %record.name, scopes = ?record.scopes.iter().map(ToString::to_string).collect::<Vec<_>>(), "token created");
+    let mut body = serde_json::to_value(&record).unwrap_or_default();
+    body["secret"] = json!(secret);
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+pub(crate) async fn list(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+    let all = state.store.catalog().tokens().await?;
+    Ok(Json(json!({ "tokens": all })))
+}
+
+pub(crate) async fn revoke(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let Path(name) = path?;
+    tokens::validate_token_name(&name)?;
+    match state.store.catalog().revoke_token(&name).await? {
+        Some(record) => {
+            tracing::info!(token = %record.name, "token revoked");
+            Ok(Json(serde_json::to_value(&record).unwrap_or_default()))
+        }
+        None => Err(ApiError::NotFound(format!("token {name}"))),
+    }
+}

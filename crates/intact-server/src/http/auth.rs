@@ -1,0 +1,377 @@
+//! Authentication and access control, one layer under every front-end.
+//!
+//! A request may present a token as `Authorization: Bearer TOKEN`, or as HTTP basic auth with
+//! the token as the password and any user name (what the go command sends from `.netrc`).
+//! The layer decides what the request needs from its method and path alone, before any
+//! handler runs, so a refused request does nothing:
+//!
+//! - reading a repo (any GET/HEAD under it, staging an artifact, fetching through a proxy
+//!   repo) needs `read` on it, or the repo's `anonymous_read`;
+//! - writing (transactions, publishes) needs `publish` on the repo; a transaction's routes
+//!   are judged by the repo the catalog says the transaction writes into;
+//! - the server's admin operations (gc, verify, tokens) need `admin` on `*`;
+//! - the repo list and the event log are open to every caller, filtered to what it may read.
+//!
+//! Until the first token exists (and unless `[auth] required`), nothing is enforced: the
+//! embedded default stays frictionless on loopback. Once one exists it stays enforced,
+//! revoked tokens included (revoking the last token must not reopen the server).
+//!
+//! Each request looks its token up in the catalog, so a revocation (by any replica, or by
+//! `intact token revoke` on the host) takes effect at the next request.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use intact_core::TxnId;
+use intact_store::tokens::{self, Access, Presented, TokenRecord};
+use serde_json::json;
+
+use super::caller::Caller;
+use super::reply::Refusal;
+use crate::state::AppState;
+
+/// How long "no token exists yet" is believed before the catalog is asked again: the first
+/// token, made by `intact token create` on the host, is enforced within this long.
+const NO_TOKENS_RECHECK: Duration = Duration::from_secs(1);
+
+/// Whether access control is on. Once on, it stays on for the life of the process.
+pub struct Gate {
+    required: bool,
+    on: AtomicBool,
+    /// Milliseconds since `epoch` of the last "no tokens" answer.
+    checked_at_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl Gate {
+    pub fn new(required: bool) -> Self {
+        Self {
+            required,
+            on: AtomicBool::new(required),
+            checked_at_ms: AtomicU64::new(u64::MAX),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Whether requests must be authorized (asks the catalog at most once a second while
+    /// no token exists).
+    async fn enforced(&self, state: &AppState) -> intact_store::Result<bool> {
+        if self.required || self.on.load(Ordering::Acquire) {
+            return Ok(true);
+        }
+        let now_ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        let last = self.checked_at_ms.load(Ordering::Acquire);
+        if last != u64::MAX && now_ms.saturating_sub(last) < NO_TOKENS_RECHECK.as_millis() as u64 {
+            return Ok(false);
+        }
+        if state.store.catalog().has_tokens().await? {
+            self.on.store(true, Ordering::Release);
+            tracing::info!("a token exists: access control is on");
+            return Ok(true);
+        }
+        self.checked_at_ms.store(now_ms, Ordering::Release);
+        Ok(false)
+    }
+
+    /// Turns access control on now (a token was just created through this server).
+    pub fn switch_on(&self) {
+        self.on.store(true, Ordering::Release);
+    }
+}
+
+/// What a request needs, judged from its method and path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Need {
+    /// Open to everyone (health checks, the 404 fallback).
+    Nothing,
+    /// Open to every caller; the handler shows only what the caller may read.
+    Filtered,
+    /// Some valid token (a transaction or job id nobody knows: the handler answers 404).
+    AnyToken,
+    Repo(String, Access),
+    /// `admin` on `*`.
+    ServerAdmin,
+}
+
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// A repo name as the path spells it. A percent-escaped one is kept as spelled: it then
+/// matches no repo and no scope but `*`, so an escape can only make a request fail closed.
+fn segment(s: &str) -> String {
+    s.to_owned()
+}
+
+async fn need_of(state: &AppState, method: &Method, path: &str) -> Need {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["healthz"] | ["readyz"] => Need::Nothing,
+        ["api", "v1", "repos"] => Need::Filtered,
+        ["api", "v1", "events"] => Need::Filtered,
+        ["api", "v1", "repos", repo, "transactions"] | ["api", "v1", "repos", repo, "publish"] => {
+            Need::Repo(segment(repo), Access::Publish)
+        }
+        // Staging an artifact fetches it from the repo's configured upstream: a read, as a
+        // proxy repo's GET is.
+        ["api", "v1", "repos", repo, "stage"] => Need::Repo(segment(repo), Access::Read),
+        ["api", "v1", "repos", repo, ..] => Need::Repo(
+            segment(repo),
+            if is_safe(method) { Access::Read } else { Access::Publish },
+        ),
+        ["api", "v1", "transactions", id, ..] => {
+            let access = if is_safe(method) { Access::Read } else { Access::Publish };
+            match TxnId::parse(id) {
+                Ok(id) => match state.store.catalog().txn_status(&id).await {
+                    Ok(status) => Need::Repo(status.repo.to_string(), access),
+                    Err(_) => Need::AnyToken,
+                },
+                Err(_) => Need::AnyToken,
+            }
+        }
+        ["api", "v1", "jobs", id] => match state.staging.job_repo(id) {
+            Some(repo) => Need::Repo(repo.to_string(), Access::Read),
+            None => Need::AnyToken,
+        },
+        ["api", "v1", "admin", ..] | ["api", "v1", "tokens", ..] => Need::ServerAdmin,
+        ["api", ..] => Need::AnyToken,
+        ["go", repo, "publish"] => Need::Repo(segment(repo), Access::Publish),
+        ["go", repo, ..] => Need::Repo(
+            segment(repo),
+            if is_safe(method) { Access::Read } else { Access::Publish },
+        ),
+        _ => Need::Nothing,
+    }
+}
+
+/// The secret a request presents, if any.
+fn presented_secret(headers: &HeaderMap) -> Result<Option<String>, String> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err("more than one Authorization header; send one".into());
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| "the Authorization header is not visible ASCII".to_owned())?
+        .trim();
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        if rest.is_empty() {
+            return Err("Authorization: Bearer without a token".into());
+        }
+        return Ok(Some(rest.to_owned()));
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .map_err(|_| "Authorization: Basic with invalid base64".to_owned())?;
+        let decoded =
+            String::from_utf8(decoded).map_err(|_| "Authorization: Basic credentials are not UTF-8".to_owned())?;
+        let Some((_user, password)) = decoded.split_once(':') else {
+            return Err("Authorization: Basic credentials are not USER:PASSWORD".into());
+        };
+        if password.is_empty() {
+            return Err("Authorization: Basic with an empty password; send the token as the password".into());
+        }
+        return Ok(Some(password.to_owned()));
+    }
+    Err(format!(
+        "unsupported Authorization scheme {:?}; send `Bearer TOKEN`, or basic auth with the token as the password",
+        scheme.chars().take(20).collect::<String>()
+    ))
+}
+
+fn unauthorized(path: &str, message: String) -> Response {
+    let mut resp = Refusal::new(StatusCode::UNAUTHORIZED, "unauthorized", message, path).into_response();
+    // Both schemes are accepted; the go command and browsers understand Basic.
+    resp.headers_mut().append(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"intact\""),
+    );
+    resp.headers_mut().append(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"intact\""),
+    );
+    resp
+}
+
+fn forbidden(path: &str, message: String) -> Response {
+    Refusal::new(StatusCode::FORBIDDEN, "forbidden", message, path).into_response()
+}
+
+const HOW: &str = "send `Authorization: Bearer TOKEN` (or basic auth with the token as the password; \
+                   the intact CLI reads INTACT_TOKEN); `intact token create` makes one";
+
+/// The layer: authenticates the request, decides what it needs, and either refuses it
+/// (401 without a usable token, 403 without the scope) or passes it on with its [`Caller`].
+pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    let secret = match presented_secret(req.headers()) {
+        Ok(s) => s,
+        Err(why) => return unauthorized(&path, why),
+    };
+    let token = match secret {
+        None => None,
+        Some(secret) => match tokens::authenticate(state.store.catalog().as_ref(), &secret, state.store.now()).await {
+            Ok(Presented::Valid(t)) => {
+                state.auth.switch_on();
+                Some(Arc::new(t))
+            }
+            Ok(Presented::Unusable(why)) => return unauthorized(&path, format!("{why}; {HOW}")),
+            Ok(Presented::Unknown) => {
+                return unauthorized(&path, format!("the token presented is not known here; {HOW}"));
+            }
+            Err(e) => return unavailable(&path, &e),
+        },
+    };
+    let enforced = match state.auth.enforced(&state).await {
+        Ok(on) => on,
+        Err(e) => return unavailable(&path, &e),
+    };
+    let caller = Caller {
+        token: token.as_ref().map(|t| Arc::from(t.name.as_str())),
+        record: token,
+        enforced,
+    };
+    if enforced {
+        let need = need_of(&state, req.method(), &path).await;
+        if let Err(resp) = check(&state, &caller, &need, &path) {
+            return resp;
+        }
+    }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+fn unavailable(path: &str, e: &intact_store::Error) -> Response {
+    tracing::error!(error = %e, "checking a token failed");
+    Refusal::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        format!("checking the request's token failed: {e}; try again shortly"),
+        path,
+    )
+    .with_details(json!({"retryable": true}))
+    .into_response()
+}
+
+fn check(state: &AppState, caller: &Caller, need: &Need, path: &str) -> Result<(), Response> {
+    match need {
+        Need::Nothing | Need::Filtered => Ok(()),
+        Need::AnyToken => match caller.record {
+            Some(_) => Ok(()),
+            None => Err(unauthorized(path, format!("this server requires a token here; {HOW}"))),
+        },
+        Need::Repo(repo, access) => {
+            if caller.may(state, repo, *access) {
+                return Ok(());
+            }
+            match &caller.record {
+                None => Err(unauthorized(
+                    path,
+                    format!(
+                        "{} repo {repo} needs a token with {access} access; {HOW}",
+                        verb(*access)
+                    ),
+                )),
+                Some(t) => Err(forbidden(
+                    path,
+                    format!(
+                        "token {} has no {access} access to repo {repo} (its scopes: {})",
+                        t.name,
+                        scopes_of(t)
+                    ),
+                )),
+            }
+        }
+        Need::ServerAdmin => match &caller.record {
+            Some(t) if t.allows("*", Access::Admin) && admin_of_every_repo(t) => Ok(()),
+            Some(t) => Err(forbidden(
+                path,
+                format!(
+                    "this is a server admin operation: it needs a token with scope *:admin; token {} has {}",
+                    t.name,
+                    scopes_of(t)
+                ),
+            )),
+            None => Err(unauthorized(
+                path,
+                format!("this is a server admin operation: it needs a token with scope *:admin; {HOW}"),
+            )),
+        },
+    }
+}
+
+/// `*:admin` itself (a scope naming one repo is admin of that repo only).
+fn admin_of_every_repo(t: &TokenRecord) -> bool {
+    t.scopes
+        .iter()
+        .any(|s| s.access == Access::Admin && s.repo == tokens::RepoPattern::Any)
+}
+
+fn verb(access: Access) -> &'static str {
+    match access {
+        Access::Read => "reading",
+        Access::Publish => "publishing to",
+        Access::Admin => "administering",
+    }
+}
+
+fn scopes_of(t: &TokenRecord) -> String {
+    let all: Vec<String> = t.scopes.iter().map(ToString::to_string).collect();
+    all.join(", ")
+}
+
+impl Caller {
+    /// Whether this caller may do `access` in `repo`.
+    pub fn may(&self, state: &AppState, repo: &str, access: Access) -> bool {
+        if !self.enforced {
+            return true;
+        }
+        if let Some(t) = &self.record
+            && t.allows(repo, access)
+        {
+            return true;
+        }
+        access == Access::Read && state.repo(repo).is_some_and(|r| r.anonymous_read)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_str(value).expect("header"));
+        h
+    }
+
+    #[test]
+    fn secrets_come_from_bearer_or_basic_password() {
+        assert_eq!(presented_secret(&HeaderMap::new()), Ok(None));
+        assert_eq!(presented_secret(&headers("Bearer abc")), Ok(Some("abc".into())));
+        assert_eq!(presented_secret(&headers("bearer   abc ")), Ok(Some("abc".into())));
+        let basic = base64::engine::general_purpose::STANDARD.encode("anyone:sekrit");
+        assert_eq!(
+            presented_secret(&headers(&format!("Basic {basic}"))),
+            Ok(Some("sekrit".into()))
+        );
+        for bad in ["Bearer", "Basic !!!", "Digest x", "Basic Zm9v"] {
+            assert!(presented_secret(&headers(bad)).is_err(), "{bad}");
+        }
+        let mut two = headers("Bearer a");
+        two.append(header::AUTHORIZATION, HeaderValue::from_static("Bearer b"));
+        assert!(presented_secret(&two).is_err());
+    }
+}

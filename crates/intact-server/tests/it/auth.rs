@@ -1,0 +1,451 @@
+//! Access control against the real server: open until the first token exists, then every
+//! write and admin path refused without a token (401), with a token of the wrong scope (403)
+//! and with a revoked or expired one (401), each time with nothing done; anonymous read only
+//! where a repo allows it; Bearer and basic auth alike.
+
+use std::time::Duration;
+
+use base64::Engine;
+use intact_server::Config;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::{Server, json_of};
+
+const CONFIG: &str = r#"
+[[repo]]
+name = "files"
+kind = "hosted"
+
+[[repo]]
+name = "other"
+kind = "hosted"
+
+[[repo]]
+name = "public"
+kind = "hosted"
+anonymous_read = true
+
+[[repo]]
+name = "go-private"
+kind = "hosted"
+format = "go"
+"#;
+
+async fn server() -> Server {
+    Server::start_with(Config::from_toml(CONFIG).expect("config")).await
+}
+
+/// A request with an optional bearer token.
+async fn call(s: &Server, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    let mut req = s.http.request(method, s.url(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    } else {
+        req = req.header("content-type", "application/json");
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status();
+    let text = resp.text().await.expect("body");
+    let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, v)
+}
+
+async fn make_token(s: &Server, admin: Option<&str>, name: &str, scopes: &[&str]) -> String {
+    let (status, v) = call(
+        s,
+        Method::POST,
+        "/api/v1/tokens",
+        admin,
+        Some(json!({"name": name, "scopes": scopes})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    assert!(v.get("secret_sha256").is_none(), "the hash is never shown: {v}");
+    v["secret"].as_str().expect("secret").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_until_the_first_token_then_closed() {
+    let s = server().await;
+    // No token yet: the embedded default's frictionless loopback use.
+    s.publish("tools/a", "1", &[("a.txt", b"a")]).await;
+    let admin = make_token(&s, None, "root", &["*:admin"]).await;
+
+    let (status, v) = call(&s, Method::GET, "/api/v1/repos/files/tools/a/@v/1", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    assert_eq!(v["error"], "unauthorized");
+    assert!(v["message"].as_str().expect("message").contains("read"), "{v}");
+    let (status, v) = call(&s, Method::GET, "/api/v1/repos/files/tools/a/@v/1", Some(&admin), None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+
+    // Health checks stay open; the repo list shows an anonymous caller only what it may read.
+    assert_eq!(call(&s, Method::GET, "/healthz", None, None).await.0, StatusCode::OK);
+    let (_, v) = call(&s, Method::GET, "/api/v1/repos", None, None).await;
+    let names: Vec<&str> = v["repos"]
+        .as_array()
+        .expect("repos")
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert_eq!(names, ["public"]);
+    let (_, v) = call(&s, Method::GET, "/api/v1/repos", Some(&admin), None).await;
+    assert_eq!(v["repos"].as_array().expect("repos").len(), 4);
+
+    // A WWW-Authenticate challenge for both schemes.
+    let resp = s
+        .http
+        .get(s.url("/api/v1/repos/files/tools/a/@v/1"))
+        .send()
+        .await
+        .expect("get");
+    let challenges: Vec<&str> = resp
+        .headers()
+        .get_all("www-authenticate")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    assert!(challenges.iter().any(|c| c.starts_with("Bearer")), "{challenges:?}");
+    assert!(challenges.iter().any(|c| c.starts_with("Basic")), "{challenges:?}");
+}
+
+/// Revoking every token does not reopen the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_the_last_token_keeps_access_control_on() {
+    let s = server().await;
+    let admin = make_token(&s, None, "root", &["*:admin"]).await;
+    let (status, v) = call(&s, Method::DELETE, "/api/v1/tokens/root", Some(&admin), None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert!(v["revoked_at"].is_string(), "{v}");
+    let (status, v) = call(
+        &s,
+        Method::POST,
+        "/api/v1/repos/files/transactions",
+        None,
+        Some(json!({"name": "x", "version": "1"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    let (status, v) = call(&s, Method::GET, "/api/v1/tokens", Some(&admin), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    assert!(v["message"].as_str().expect("message").contains("revoked"), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_read_only_where_a_repo_allows_it() {
+    let s = server().await;
+    let admin = make_token(&s, None, "root", &["*:admin"]).await;
+    let publisher = make_token(&s, Some(&admin), "pub", &["public:publish"]).await;
+    let (status, v) = call(
+        &s,
+        Method::POST,
+        "/api/v1/repos/public/transactions",
+        Some(&publisher),
+        Some(json!({"name": "n", "version": "1"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_str().expect("id").to_owned();
+    let resp = s
+        .http
+        .put(s.url(&format!("/api/v1/transactions/{id}/files/f.txt")))
+        .bearer_auth(&publisher)
+        .body("hello")
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let (status, v) = call(
+        &s,
+        Method::POST,
+        &format!("/api/v1/transactions/{id}/commit"),
+        Some(&publisher),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+
+    // Anyone reads `public`; writing it still needs a token.
+    assert_eq!(
+        s.get_bytes("/api/v1/repos/public/n/@v/1/f.txt").await,
+        (StatusCode::OK, b"hello".to_vec())
+    );
+    let (status, _) = call(
+        &s,
+        Method::POST,
+        "/api/v1/repos/public/transactions",
+        None,
+        Some(json!({"name": "n", "version": "2"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // The event log shows an anonymous caller only `public`'s events.
+    let (_, v) = call(&s, Method::GET, "/api/v1/events", None, None).await;
+    let repos: Vec<&str> = v["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["repo"].as_str())
+        .collect();
+    assert_eq!(repos, ["public"], "{v}");
+}
+
+/// Basic auth with the token as the password and any user name, as the go command sends it
+/// from `.netrc`; the Go protocol paths answer refusals in text/plain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_and_go_refusals_in_text() {
+    let s = server().await;
+    let admin = make_token(&s, None, "root", &["*:admin"]).await;
+    let reader = make_token(&s, Some(&admin), "go-reader", &["go-private:read"]).await;
+    let path = "/go/go-private/example.com/m/@v/list";
+    let resp = s.http.get(s.url(path)).send().await.expect("get");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(resp.headers()["content-type"], "text/plain; charset=utf-8");
+    let text = resp.text().await.expect("text");
+    assert!(text.contains("token"), "{text}");
+
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("whoever:{reader}"));
+    let resp = s
+        .http
+        .get(s.url(path))
+        .header("authorization", format!("Basic {basic}"))
+        .send()
+        .await
+        .expect("get");
+    // Let through: the repo answers for itself (it holds no such module).
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{:?}", resp.text().await);
+
+    let wrong = base64::engine::general_purpose::STANDARD.encode("whoever:intact_not-a-token");
+    let resp = s
+        .http
+        .get(s.url(path))
+        .header("authorization", format!("Basic {wrong}"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// Every write path and every admin path, tried without a token, with a token of the wrong
+/// scope and with a revoked one: refused, with a message, and nothing done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_write_and_admin_path_refuses_missing_wrong_and_revoked_tokens() {
+    let s = server().await;
+    let admin = make_token(&s, None, "root", &["*:admin"]).await;
+    let reader = make_token(&s, Some(&admin), "reader", &["files:read", "go-private:read"]).await;
+    let elsewhere = make_token(&s, Some(&admin), "elsewhere", &["other:admin"]).await;
+    let revoked = make_token(&s, Some(&admin), "gone", &["*:admin"]).await;
+    let (status, _) = call(&s, Method::DELETE, "/api/v1/tokens/gone", Some(&admin), None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // A transaction of the admin's to aim the transaction routes at.
+    let (status, v) = call(
+        &s,
+        Method::POST,
+        "/api/v1/repos/files/transactions",
+        Some(&admin),
+        Some(json!({"name": "t", "version": "1"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let txn = v["id"].as_str().expect("id").to_owned();
+    let events_before = s_events(&s, &admin).await;
+
+    struct Case {
+        method: Method,
+        path: String,
+        body: Option<Value>,
+        /// Whether it is a server admin operation (the repo-scoped token is refused too).
+        admin_only: bool,
+    }
+    let case = |method: Method, path: &str, body: Option<Value>, admin_only: bool| Case {
+        method,
+        path: path.to_owned(),
+        body,
+        admin_only,
+    };
+    let cases = [
+        case(
+            Method::POST,
+            "/api/v1/repos/files/transactions",
+            Some(json!({"name": "x", "version": "1"})),
+            false,
+        ),
+        case(
+            Method::PUT,
+            &format!("/api/v1/transactions/{txn}/files/a.txt"),
+            None,
+            false,
+        ),
+        case(Method::POST, &format!("/api/v1/transactions/{txn}/commit"), None, false),
+        case(Method::POST, &format!("/api/v1/transactions/{txn}/renew"), None, false),
+        case(Method::DELETE, &format!("/api/v1/transactions/{txn}"), None, false),
+        case(Method::POST, "/api/v1/repos/files/publish", None, false),
+        case(Method::POST, "/go/go-private/publish", None, false),
+        case(Method::POST, "/api/v1/admin/gc", Some(json!({})), true),
+        case(Method::POST, "/api/v1/admin/verify", Some(json!({})), true),
+        case(Method::GET, "/api/v1/tokens", None, true),
+        case(
+            Method::POST,
+            "/api/v1/tokens",
+            Some(json!({"name": "sneaky", "scopes": ["*:admin"]})),
+            true,
+        ),
+        case(Method::DELETE, "/api/v1/tokens/root", None, true),
+    ];
+    for c in &cases {
+        let what = format!("{} {}", c.method, c.path);
+        let (status, v) = call(&s, c.method.clone(), &c.path, None, c.body.clone()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{what} without a token: {v}");
+        assert_eq!(v["error"], "unauthorized", "{what}: {v}");
+        assert!(
+            v["message"].as_str().is_some_and(|m| m.contains("token")),
+            "{what}: {v}"
+        );
+
+        let (status, v) = call(&s, c.method.clone(), &c.path, Some(&reader), c.body.clone()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{what} with a read token: {v}");
+        assert_eq!(v["error"], "forbidden", "{what}: {v}");
+        assert!(
+            v["message"].as_str().is_some_and(|m| m.contains("reader")),
+            "names the token: {what}: {v}"
+        );
+
+        if c.admin_only {
+            let (status, v) = call(&s, c.method.clone(), &c.path, Some(&elsewhere), c.body.clone()).await;
+            assert_eq!(
+                status,
+                StatusCode::FORBIDDEN,
+                "{what} with another repo's admin token: {v}"
+            );
+        } else {
+            let (status, v) = call(&s, c.method.clone(), &c.path, Some(&elsewhere), c.body.clone()).await;
+            assert_eq!(
+                status,
+                StatusCode::FORBIDDEN,
+                "{what} with a token for another repo: {v}"
+            );
+        }
+
+        let (status, v) = call(&s, c.method.clone(), &c.path, Some(&revoked), c.body.clone()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{what} with a revoked token: {v}");
+        assert!(
+            v["message"].as_str().is_some_and(|m| m.contains("revoked")),
+            "{what}: {v}"
+        );
+    }
+
+    // Nothing was done: the transaction is open with no files, no version or token appeared,
+    // the event log did not move, and `root` still works.
+    let (status, t) = call(
+        &s,
+        Method::GET,
+        &format!("/api/v1/transactions/{txn}"),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{t}");
+    assert_eq!(t["state"], "open", "{t}");
+    assert_eq!(t["files"], json!([]), "{t}");
+    let (_, names) = call(&s, Method::GET, "/api/v1/repos/files/names", Some(&admin), None).await;
+    assert_eq!(names["names"], json!([]), "{names}");
+    let (status, list) = call(&s, Method::GET, "/api/v1/tokens", Some(&admin), None).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let token_names: Vec<&str> = list["tokens"]
+        .as_array()
+        .expect("tokens")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(token_names, ["elsewhere", "gone", "reader", "root"]);
+    assert_eq!(s_events(&s, &admin).await, events_before);
+}
+
+async fn s_events(s: &Server, token: &str) -> Vec<Value> {
+    let (status, v) = call(s, Method::GET, "/api/v1/events?limit=10000", Some(token), None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    v["events"].as_array().expect("events").clone()
+}
+
+/// A token that expires stops working then (judged by the server's clock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_tokens_are_refused() {
+    let s = server().await;
+    let admin = make_token(&s, None, "root", &["*:admin"]).await;
+    let (status, v) = call(
+        &s,
+        Method::POST,
+        "/api/v1/tokens",
+        Some(&admin),
+        Some(json!({"name": "short", "scopes": ["files:publish"], "expires_in_seconds": 60})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let short = v["secret"].as_str().expect("secret").to_owned();
+    let create = json!({"name": "e", "version": "1"});
+    let (status, v) = call(
+        &s,
+        Method::POST,
+        "/api/v1/repos/files/transactions",
+        Some(&short),
+        Some(create.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    s.clock.advance(Duration::from_secs(61));
+    let (status, v) = call(
+        &s,
+        Method::POST,
+        "/api/v1/repos/files/transactions",
+        Some(&short),
+        Some(json!({"name": "e", "version": "2"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    assert!(v["message"].as_str().is_some_and(|m| m.contains("expired")), "{v}");
+}
+
+/// Bad token requests are 4xx naming the problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_token_requests_are_refused_clearly() {
+    let s = server().await;
+    let admin = make_token(&s, None, "root", &["*:admin"]).await;
+    for (body, field) in [
+        (json!({"name": "bad name", "scopes": ["*:read"]}), "name"),
+        (json!({"name": "x", "scopes": ["files:write"]}), "scope"),
+        (json!({"name": "x", "scopes": []}), "scopes"),
+        (
+            json!({"name": "x", "scopes": ["*:read"], "expires_in_seconds": 0}),
+            "expires_in_seconds",
+        ),
+    ] {
+        let (status, v) = call(&s, Method::POST, "/api/v1/tokens", Some(&admin), Some(body.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert_eq!(v["field"], field, "{body}: {v}");
+    }
+    let (status, v) = call(
+        &s,
+        Method::POST,
+        "/api/v1/tokens",
+        Some(&admin),
+        Some(json!({"name": "root", "scopes": ["*:read"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "a name is never reused: {v}");
+    let (status, v) = call(&s, Method::DELETE, "/api/v1/tokens/nobody", Some(&admin), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+    let resp = s
+        .http
+        .get(s.url("/api/v1/repos"))
+        .header("authorization", "Digest whatever")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let (_, v) = json_of(resp).await;
+    assert!(v["message"].as_str().is_some_and(|m| m.contains("Bearer")), "{v}");
+}

@@ -1,0 +1,232 @@
+//! Tokens with the real binary: the first admin token made on the host straight against the
+//! data dir while the server runs, more made and revoked through the server, the CLI sending
+//! them (`INTACT_TOKEN`, the CLI config file), and the real go command sending one by basic
+//! auth.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::go_fixtures::{go_binary, go_command, run};
+use crate::harness::{BIN, Server};
+
+fn intact(server: &Server, token: Option<&str>, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env("INTACT_SERVER", &server.base)
+        .env_remove("INTACT_TOKEN")
+        // No CLI config file of the machine's.
+        .env("INTACT_CLI_CONFIG", "/nonexistent/intact-cli.toml");
+    if let Some(t) = token {
+        cmd.env("INTACT_TOKEN", t);
+    }
+    let out = cmd.output().expect("run intact");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The secret: alone on the last line of standard output.
+fn secret_of(stdout: &str) -> String {
+    let last = stdout.lines().last().expect("output").trim().to_owned();
+    assert!(last.starts_with("intact_") && !last.contains(' '), "{stdout}");
+    last
+}
+
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(30), "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn first_token_on_the_host_then_tokens_through_the_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = Server::start(&data, None, &[]);
+    let file = dir.path().join("a.txt");
+    std::fs::write(&file, b"a").expect("write");
+    let file = file.to_str().expect("utf8");
+
+    // Open until the first token exists.
+    let (ok, out, err) = intact(&server, None, &["publish", "files", "n", "1", file]);
+    assert!(ok, "{out}{err}");
+
+    // The first admin token, made on the host with no token, while the server runs.
+    let (ok, out, err) = intact(
+        &server,
+        None,
+        &[
+            "token",
+            "create",
+            "root",
+            "--scope",
+            "*:admin",
+            "--data-dir",
+            data.to_str().expect("utf8"),
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let root = secret_of(&out);
+
+    // The server notices it (within its one-second recheck): anonymous writes are refused.
+    eventually("anonymous publish refused", || {
+        let (ok, _, err) = intact(&server, None, &["publish", "files", "n", "2", file]);
+        !ok && err.contains("401")
+    });
+    let (ok, _, err) = intact(&server, None, &["publish", "files", "n", "2", file]);
+    assert!(!ok && err.contains("token"), "{err}");
+
+    // Through the server with the admin token: a publisher for `files` that expires.
+    let (ok, out, err) = intact(
+        &server,
+        Some(&root),
+        &["token", "create", "ci", "--scope", "files:publish", "--expires", "1h"],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("expires"), "{out}");
+    let ci = secret_of(&out);
+    let (ok, out, err) = intact(&server, Some(&ci), &["publish", "files", "n", "2", file]);
+    assert!(ok, "{out}{err}");
+
+    // A wrong scope: 403 naming the token.
+    let (ok, _, err) = intact(&server, Some(&ci), &["token", "list"]);
+    assert!(!ok && err.contains("403") && err.contains("ci"), "{err}");
+
+    // The CLI config file carries a token too.
+    let cli_config = dir.path().join("cli.toml");
+    std::fs::write(&cli_config, format!("token = \"{root}\"\n")).expect("write");
+    let out = Command::new(BIN)
+        .args(["token", "list"])
+        .env("INTACT_SERVER", &server.base)
+        .env_remove("INTACT_TOKEN")
+        .env("INTACT_CLI_CONFIG", &cli_config)
+        .output()
+        .expect("run");
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        listed.contains("root") && listed.contains("ci") && listed.contains("files:publish"),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains(&ci) && !listed.contains(&root),
+        "secrets are never listed: {listed}"
+    );
+
+    // Revoked through the server: refused from the next request on.
+    let (ok, out, err) = intact(&server, Some(&root), &["token", "revoke", "ci"]);
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = intact(&server, Some(&ci), &["publish", "files", "n", "3", file]);
+    assert!(!ok && err.contains("401") && err.contains("revoked"), "{err}");
+
+    // Revoked on the host, straight against the catalog: the running server refuses it at
+    // once, since it looks the token up at every request.
+    let (ok, out, err) = intact(
+        &server,
+        None,
+        &["token", "revoke", "root", "--data-dir", data.to_str().expect("utf8")],
+    );
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = intact(&server, Some(&root), &["token", "list"]);
+    assert!(!ok && err.contains("revoked"), "{err}");
+    let (ok, out, _) = intact(
+        &server,
+        None,
+        &["token", "list", "--data-dir", data.to_str().expect("utf8")],
+    );
+    assert!(ok && out.contains("REVOKED"), "{out}");
+}
+
+/// The go command sends credentials as basic auth (from the GOPROXY URL's user info here; from
+/// `.netrc` only over https): a token as the password reads a private Go repo; without it
+/// the go command reports the server's reason.
+#[test]
+fn go_reads_a_private_repo_with_a_token_by_basic_auth() {
+    let Some(go) = go_binary() else {
+        assert!(std::env::var_os("CI").is_none(), "the go command is missing in CI");
+        eprintln!("skipping: no go command");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = Server::start(&data, None, &[]);
+    let module = "example.com/private/hello";
+    let src = dir.path().join("hello");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(src.join("go.mod"), format!("module {module}\n\ngo 1.19\n")).expect("write");
+    std::fs::write(
+        src.join("hello.go"),
+        "package hello\n\nfunc Hello() string { return \"hi\" }\n",
+    )
+    .expect("write");
+
+    let (ok, out, err) = intact(
+        &server,
+        None,
+        &[
+            "token",
+            "create",
+            "root",
+            "--scope",
+            "*:admin",
+            "--data-dir",
+            data.to_str().expect("utf8"),
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let root = secret_of(&out);
+    let (ok, out, err) = intact(
+        &server,
+        Some(&root),
+        &["go", "publish", src.to_str().expect("utf8"), "--version", "v1.0.0"],
+    );
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = intact(
+        &server,
+        Some(&root),
+        &["token", "create", "builder", "--scope", "go:read"],
+    );
+    assert!(ok, "{out}{err}");
+    let reader = secret_of(&out);
+
+    let download = |home: &Path, token: Option<&str>| {
+        let goproxy = match token {
+            Some(t) => format!("http://go:{t}@{}/go/go", server.base.trim_start_matches("http://")),
+            None => format!("{}/go/go", server.base),
+        };
+        let mut cmd = go_command(&go, home, &goproxy);
+        cmd.args(["mod", "download", "-json", &format!("{module}@v1.0.0")]);
+        cmd.current_dir(home);
+        run(cmd, Duration::from_secs(120))
+    };
+
+    let home = dir.path().join("home-anon");
+    std::fs::create_dir_all(&home).expect("mkdir");
+    let out = download(&home, None);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("401") && text.contains("token"),
+        "the go command shows why: {text}"
+    );
+
+    let home = dir.path().join("home-token");
+    std::fs::create_dir_all(&home).expect("mkdir");
+    let out = download(&home, Some(&reader));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("\"Version\": \"v1.0.0\""), "{text}");
+}
