@@ -1,8 +1,12 @@
 //! A small HTTP client for the artifact API: JSON errors become readable messages.
 
+use std::path::Path;
+
 use anyhow::{Context, bail};
-use reqwest::{Response, StatusCode};
+use reqwest::{Certificate, Response, StatusCode};
 use serde_json::Value;
+
+use crate::ServerArgs;
 
 #[derive(Clone)]
 pub struct Client {
@@ -11,13 +15,17 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(server: &str) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("intact/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+    /// A client of `args.server`. https URLs are verified against the system's trusted roots
+    /// (reqwest's platform verifier), plus the CAs in `args.ca_cert` when given.
+    pub fn new(args: &ServerArgs) -> anyhow::Result<Self> {
+        let mut builder = reqwest::Client::builder().user_agent(concat!("intact/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &args.ca_cert {
+            builder = builder.tls_certs_merge(read_ca_certs(path)?);
+        }
+        let http = builder.build().context("building the HTTP client")?;
         Ok(Self {
             http,
-            base: server.trim_end_matches('/').to_owned(),
+            base: args.server.trim_end_matches('/').to_owned(),
         })
     }
 
@@ -61,6 +69,17 @@ impl Client {
         let status = resp.status();
         Ok((status, resp.json().await?))
     }
+}
+
+/// The certificates of a `--ca-cert` PEM file (one CA or a bundle).
+fn read_ca_certs(path: &Path) -> anyhow::Result<Vec<Certificate>> {
+    let pem = std::fs::read(path).with_context(|| format!("--ca-cert {}: cannot read it", path.display()))?;
+    let certs = Certificate::from_pem_bundle(&pem)
+        .with_context(|| format!("--ca-cert {}: not a PEM certificate file", path.display()))?;
+    if certs.is_empty() {
+        bail!("--ca-cert {}: no `BEGIN CERTIFICATE` block in it", path.display());
+    }
+    Ok(certs)
 }
 
 /// Percent-encodes each `/`-separated segment of a validated name or path for a URL.

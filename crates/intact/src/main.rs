@@ -23,6 +23,10 @@ pub struct ServerArgs {
     /// Base URL of the intact server.
     #[arg(long, env = "INTACT_SERVER", default_value = "http://127.0.0.1:7333", global = true)]
     pub server: String,
+    /// PEM file of CA certificates to trust for an https server, besides the system's (a
+    /// server with a certificate of a private CA, or a self-signed one).
+    #[arg(long, env = "INTACT_CA_CERT", global = true)]
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]

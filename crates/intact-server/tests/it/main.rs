@@ -19,6 +19,7 @@ mod races;
 mod roundtrip;
 mod s3;
 mod slow_clients;
+mod tls;
 mod uploads;
 
 use std::net::SocketAddr;

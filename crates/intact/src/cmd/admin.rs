@@ -45,7 +45,7 @@ pub async fn gc(args: GcArgs) -> anyhow::Result<ExitCode> {
             r
         }
         None => {
-            let client = Client::new(&args.server.server)?;
+            let client = Client::new(&args.server)?;
             let body = match args.grace_seconds {
                 Some(g) => json!({"grace_seconds": g}),
                 None => json!({}),
@@ -61,7 +61,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let report: Value = match &args.data_dir {
         Some(dir) => serde_json::to_value(open_local(dir).await?.verify().await?)?,
         None => {
-            Client::new(&args.server.server)?
+            Client::new(&args.server)?
                 .post_json("/api/v1/admin/verify", &json!({}))
                 .await?
                 .1

@@ -27,7 +27,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let client = Client::new(&args.server.server)?;
+    let client = Client::new(&args.server)?;
     let base = format!(
         "/api/v1/repos/{}/{}/@v/{}",
         encode_path(&args.repo),

@@ -113,7 +113,7 @@ async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
     );
     println!("{module} {} {}", args.version, created.h1);
 
-    let client = Client::new(&args.server.server)?;
+    let client = Client::new(&args.server)?;
     let url = client.url(&format!(
         "/go/{}/publish?module={}&version={}",
         encode_path(&args.repo),

@@ -22,7 +22,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let client = Client::new(&args.server.server)?;
+    let client = Client::new(&args.server)?;
     let repo = encode_path(&args.repo);
     let mut after: Option<String> = None;
     loop {

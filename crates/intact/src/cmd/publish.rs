@@ -193,7 +193,7 @@ async fn compare_with_existing(
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let files = collect(&args.files)?;
-    let client = Client::new(&args.server.server)?;
+    let client = Client::new(&args.server)?;
     let meta = metadata(&args)?;
     if let Some(done) = compare_with_existing(&client, &args, &files, &meta).await? {
         return Ok(done);

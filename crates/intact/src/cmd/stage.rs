@@ -150,7 +150,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.artifacts.is_empty() && args.background.is_empty() && args.files.is_empty() {
         anyhow::bail!("name at least one artifact (or --background ARTIFACT, or --file FILE)");
     }
-    let client = Client::new(&args.server.server)?;
+    let client = Client::new(&args.server)?;
     let body =
         json!({"name": args.name, "artifacts": args.artifacts, "files": args.files, "background": args.background});
     let foreground: Vec<String> = args.artifacts.iter().chain(args.files.iter()).cloned().collect();

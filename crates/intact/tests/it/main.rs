@@ -11,4 +11,5 @@ mod power_loss;
 mod replicas;
 mod scale_out;
 mod staging;
+mod tls;
 mod torture;
