@@ -24,13 +24,14 @@ use axum::extract::Request;
 use axum::response::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Sleep;
 use tokio_rustls::TlsAcceptor;
+use tower_service::Service;
 
 use crate::config::HttpSettings;
 use crate::forwarded::{ClientView, TrustedProxies};
@@ -151,16 +152,16 @@ struct StampClient {
     proxies: Arc<TrustedProxies>,
 }
 
-impl<B> tower_service::Service<Request<B>> for StampClient
+impl<B> Service<Request<B>> for StampClient
 where
-    Router: tower_service::Service<Request<B>, Response = Response, Error = Infallible>,
+    Router: Service<Request<B>, Response = Response, Error = Infallible>,
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = <Router as tower_service::Service<Request<B>>>::Future;
+    type Future = <Router as Service<Request<B>>>::Future;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        tower_service::Service::<Request<B>>::poll_ready(&mut self.app, cx)
+        Service::<Request<B>>::poll_ready(&mut self.app, cx)
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {

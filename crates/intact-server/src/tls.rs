@@ -152,3 +152,39 @@ fn read_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
         other => anyhow::Error::new(other).context(format!("tls.key_file {}: not a PEM private key", path.display())),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use intact_testkit::TestCa;
+
+    use super::*;
+
+    fn served_der(cert: &ReloadableCert) -> Vec<u8> {
+        cert.current().cert[0].as_ref().to_vec()
+    }
+
+    #[test]
+    fn reload_swaps_the_certificate_and_a_failed_one_keeps_it() {
+        let ca = TestCa::new();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = ca.issue("first");
+        let (cert_file, key_file) = first.write_to(dir.path());
+        let cert = ReloadableCert::load(&TlsSettings {
+            cert_file,
+            key_file: key_file.clone(),
+        })
+        .expect("load");
+        assert_eq!(served_der(&cert), first.der);
+
+        let second = ca.issue("second");
+        second.write_to(dir.path());
+        cert.reload().expect("reload");
+        assert_eq!(served_der(&cert), second.der);
+
+        // A key from another certificate: refused, the second one stays.
+        std::fs::write(&key_file, ca.issue("third").key_pem).expect("write");
+        let err = cert.reload().expect_err("mismatched key");
+        assert!(format!("{err:#}").contains("not usable with the certificate"), "{err:#}");
+        assert_eq!(served_der(&cert), second.der);
+    }
+}

@@ -41,7 +41,7 @@ impl TestCa {
             CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("server params");
         params.distinguished_name.push(DnType::CommonName, common_name);
         let key = KeyPair::generate().expect("server key");
-        let cert = params.signed_by(&key, &self.issuer).expect("server certificate");
+        let cert = params.signed_by(&key, &*self.issuer).expect("server certificate");
         TestCert {
             der: cert.der().to_vec(),
             cert_pem: cert.pem(),
