@@ -146,14 +146,20 @@ mod tests {
         let trusted = ["127.0.0.1", "10.0.0.0/8"];
         // A client-supplied spoof on the left is skipped: the walk stops at the first
         // address no trusted proxy is.
-        assert_eq!(walk(&trusted, "127.0.0.1", "6.6.6.6, 198.51.100.7, 10.1.2.3"), ip("198.51.100.7"));
+        assert_eq!(
+            walk(&trusted, "127.0.0.1", "6.6.6.6, 198.51.100.7, 10.1.2.3"),
+            ip("198.51.100.7")
+        );
         assert_eq!(walk(&trusted, "127.0.0.1", "198.51.100.7"), ip("198.51.100.7"));
         // Nothing forwarded: the proxy itself.
         assert_eq!(walk(&trusted, "127.0.0.1", ""), ip("127.0.0.1"));
         // Every hop trusted: the leftmost.
         assert_eq!(walk(&trusted, "127.0.0.1", "10.0.0.5, 10.0.0.6"), ip("10.0.0.5"));
         // Garbage stops the walk at the last vouched-for address.
-        assert_eq!(walk(&trusted, "127.0.0.1", "198.51.100.7, junk, 10.0.0.6"), ip("10.0.0.6"));
+        assert_eq!(
+            walk(&trusted, "127.0.0.1", "198.51.100.7, junk, 10.0.0.6"),
+            ip("10.0.0.6")
+        );
         // Ports and brackets, IPv6, and IPv4-mapped peers.
         assert_eq!(walk(&trusted, "127.0.0.1", "[2001:db8::1]:443"), ip("2001:db8::1"));
         assert_eq!(walk(&trusted, "127.0.0.1", "198.51.100.7:5555"), ip("198.51.100.7"));
@@ -166,7 +172,10 @@ mod tests {
         headers.append("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
         headers.append("x-forwarded-for", HeaderValue::from_static("198.51.100.7"));
         headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        headers.insert("x-forwarded-host", HeaderValue::from_static("evil.example, intact.example"));
+        headers.insert(
+            "x-forwarded-host",
+            HeaderValue::from_static("evil.example, intact.example"),
+        );
         let trusted = proxies(&["127.0.0.1"]);
         let (addr, view) = trusted.identify(ip("127.0.0.1"), false, &headers);
         assert_eq!(addr, ClientAddr(ip("198.51.100.7")));
@@ -192,7 +201,14 @@ mod tests {
 
     #[test]
     fn trusted_proxy_syntax() {
-        for ok in ["127.0.0.1", "::1", "10.0.0.0/8", "10.1.2.3/8", "fd00::/8", " 192.168.0.1 "] {
+        for ok in [
+            "127.0.0.1",
+            "::1",
+            "10.0.0.0/8",
+            "10.1.2.3/8",
+            "fd00::/8",
+            " 192.168.0.1 ",
+        ] {
             TrustedProxy::try_from(ok.to_owned()).expect(ok);
         }
         for bad in ["", "localhost", "10.0.0.0/33", "10.0.0", "1.2.3.4:80"] {

@@ -66,7 +66,10 @@ pub async fn serve(
     // hundred of them per connection). For the same reasons TLS offers only `http/1.1` in
     // ALPN (see `tls::ReloadableCert::acceptor`).
     let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
     let proxies = Arc::new(TrustedProxies::new(settings.trusted_proxies.clone()));
     let graceful = GracefulShutdown::new();
     // Every connection's task, so that those still busy after the grace period are really

@@ -184,7 +184,10 @@ mod tests {
         // A key from another certificate: refused, the second one stays.
         std::fs::write(&key_file, ca.issue("third").key_pem).expect("write");
         let err = cert.reload().expect_err("mismatched key");
-        assert!(format!("{err:#}").contains("not usable with the certificate"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("not usable with the certificate"),
+            "{err:#}"
+        );
         assert_eq!(served_der(&cert), second.der);
     }
 }

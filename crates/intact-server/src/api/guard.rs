@@ -348,7 +348,10 @@ mod tests {
             ("http://evil.example", "127.0.0.1"),
             ("http://127.0.0.1:7333/", "127.0.0.1:7333"),
         ] {
-            assert!(!same_origin(origin.as_bytes(), host.as_bytes(), None), "{origin} {host}");
+            assert!(
+                !same_origin(origin.as_bytes(), host.as_bytes(), None),
+                "{origin} {host}"
+            );
         }
     }
 

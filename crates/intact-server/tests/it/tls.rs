@@ -67,13 +67,26 @@ async fn https_serves_healthz_and_a_publish_round_trip() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = start_https(&ca, &cert, dir.path(), "").await;
 
-    let resp = s.http.get(s.url("/healthz")).send().await.expect("GET /healthz over https");
+    let resp = s
+        .http
+        .get(s.url("/healthz"))
+        .send()
+        .await
+        .expect("GET /healthz over https");
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.version(), reqwest::Version::HTTP_11, "ALPN offers http/1.1 only");
-    assert_eq!(peer_certificate(&resp), cert.der, "the configured certificate is served");
+    assert_eq!(
+        peer_certificate(&resp),
+        cert.der,
+        "the configured certificate is served"
+    );
 
-    s.publish("tls/round-trip", "1", &[("a.txt", b"over https"), ("dir/b.bin", &[0, 1, 2, 255])])
-        .await;
+    s.publish(
+        "tls/round-trip",
+        "1",
+        &[("a.txt", b"over https"), ("dir/b.bin", &[0, 1, 2, 255])],
+    )
+    .await;
     let (status, body) = s.get_bytes("/api/v1/repos/files/tls/round-trip/@v/1/a.txt").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, b"over https");
@@ -151,10 +164,25 @@ async fn bad_certificate_files_are_a_start_up_error_naming_the_file() {
     };
     let cases = [
         (error_for(&missing, &key_file), "tls.cert_file", &missing, "cannot read"),
-        (error_for(&garbage, &key_file), "tls.cert_file", &garbage, "BEGIN CERTIFICATE"),
+        (
+            error_for(&garbage, &key_file),
+            "tls.cert_file",
+            &garbage,
+            "BEGIN CERTIFICATE",
+        ),
         (error_for(&cert_file, &missing), "tls.key_file", &missing, "cannot read"),
-        (error_for(&cert_file, &cert_file), "tls.key_file", &cert_file, "no PEM private key"),
-        (error_for(&cert_file, &other_key), "tls.key_file", &other_key, "not usable with the certificate"),
+        (
+            error_for(&cert_file, &cert_file),
+            "tls.key_file",
+            &cert_file,
+            "no PEM private key",
+        ),
+        (
+            error_for(&cert_file, &other_key),
+            "tls.key_file",
+            &other_key,
+            "not usable with the certificate",
+        ),
     ];
     for (err, field, file, problem) in cases {
         assert!(err.contains(field), "{err}");

@@ -59,7 +59,15 @@ fn the_cli_publishes_and_reads_over_https_trusting_a_private_ca() {
 
     let (ok, out, err) = intact(
         &server.base,
-        &["publish", "files", "docs/plan", "1", src.to_str().expect("utf8"), "--ca-cert", ca_s],
+        &[
+            "publish",
+            "files",
+            "docs/plan",
+            "1",
+            src.to_str().expect("utf8"),
+            "--ca-cert",
+            ca_s,
+        ],
         &[],
     );
     assert!(ok, "publish over https failed: {out}{err}");
@@ -69,14 +77,27 @@ fn the_cli_publishes_and_reads_over_https_trusting_a_private_ca() {
     let into = dir.path().join("got");
     let (ok, out, err) = intact(
         &server.base,
-        &["get", "files", "docs/plan", "1", "--out", into.to_str().expect("utf8"), "--ca-cert", ca_s],
+        &[
+            "get",
+            "files",
+            "docs/plan",
+            "1",
+            "--out",
+            into.to_str().expect("utf8"),
+            "--ca-cert",
+            ca_s,
+        ],
         &[],
     );
     assert!(ok, "get over https failed: {out}{err}");
     assert_eq!(std::fs::read(into.join("notes.txt")).expect("read"), b"secret plans");
 
     // A CA file that is not one is a clear error.
-    let (ok, _, err) = intact(&server.base, &["ls", "files", "--ca-cert", src.to_str().expect("utf8")], &[]);
+    let (ok, _, err) = intact(
+        &server.base,
+        &["ls", "files", "--ca-cert", src.to_str().expect("utf8")],
+        &[],
+    );
     assert!(!ok);
     assert!(err.contains("--ca-cert"), "{err}");
 }
@@ -126,7 +147,10 @@ fn wait_for_log(log: &Path, needle: &str, count: usize) -> String {
         if text.lines().filter(|l| l.contains(needle)).count() >= count {
             return text;
         }
-        assert!(std::time::Instant::now() < deadline, "no {needle:?} in the log:\n{text}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {needle:?} in the log:\n{text}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -162,7 +186,10 @@ fn sighup_swaps_the_certificate_for_new_connections_and_keeps_the_old_on_failure
         // was set up with, which no new connection is given any more.
         let (status, cert) = healthz(&kept, &server).await;
         assert_eq!(status, 200, "the keep-alive connection survives the reload");
-        assert_eq!(cert, first.der, "the request went over the connection opened before the reload");
+        assert_eq!(
+            cert, first.der,
+            "the request went over the connection opened before the reload"
+        );
 
         // A broken file at reload: the error is logged, the current certificate stays.
         std::fs::write(dir.path().join("server.crt"), "-----BEGIN CERTIFICATE-----\ntruncated")
