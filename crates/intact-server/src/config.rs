@@ -38,6 +38,19 @@ pub struct Config {
     /// Access control (docs/security.md).
     #[serde(default)]
     pub auth: AuthSettings,
+    /// HTTPS: when set, the listener speaks TLS only, with this certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSettings>,
+}
+
+/// `[tls]`: the server's certificate. Both files are read at start-up and again on SIGHUP.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain, the server's own certificate first.
+    pub cert_file: PathBuf,
+    /// PEM private key of that certificate: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
+    pub key_file: PathBuf,
 }
 
 /// `[auth]`: when tokens are required.
@@ -187,6 +200,46 @@ pub struct HttpSettings {
     /// A client that sends no byte of a request body, or accepts no byte of a response, for
     /// this long is disconnected (uploads also end on `store.upload_idle_timeout_seconds`).
     pub idle_timeout_seconds: u64,
+    /// Reverse proxies whose `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Forwarded-Host`
+    /// are believed: addresses (`127.0.0.1`) or CIDR ranges (`10.0.0.0/8`). From any other
+    /// peer those headers are ignored.
+    pub trusted_proxies: Vec<TrustedProxy>,
+}
+
+/// One entry of `http.trusted_proxies`: an address or a CIDR range, as written in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TrustedProxy(ipnet::IpNet);
+
+impl TrustedProxy {
+    pub fn contains(&self, addr: &std::net::IpAddr) -> bool {
+        self.0.contains(addr)
+    }
+}
+
+impl TryFrom<String> for TrustedProxy {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        let text = text.trim();
+        if let Ok(net) = text.parse::<ipnet::IpNet>() {
+            // `10.1.2.3/8` means the range; keep it as written but match it as `10.0.0.0/8`.
+            return Ok(Self(net.trunc()));
+        }
+        if let Ok(addr) = text.parse::<std::net::IpAddr>() {
+            return Ok(Self(ipnet::IpNet::from(addr)));
+        }
+        Err(format!(
+            "http.trusted_proxies: {text:?} is neither an IP address (127.0.0.1, ::1) nor a CIDR \
+             range (10.0.0.0/8, fd00::/8)"
+        ))
+    }
+}
+
+impl From<TrustedProxy> for String {
+    fn from(proxy: TrustedProxy) -> String {
+        proxy.0.to_string()
+    }
 }
 
 impl Default for HttpSettings {
@@ -194,6 +247,7 @@ impl Default for HttpSettings {
         Self {
             header_timeout_seconds: 30,
             idle_timeout_seconds: 120,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -217,6 +271,7 @@ impl Default for Config {
             http: HttpSettings::default(),
             blobs: BlobsConfig::default(),
             auth: AuthSettings::default(),
+            tls: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod config;
+pub mod forwarded;
 pub mod go;
 pub mod http;
 pub mod listener;
@@ -11,6 +12,7 @@ pub mod shared_flight;
 pub mod singleflight;
 pub mod staging;
 pub mod state;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,8 +75,19 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
 }
 
 /// Serves `state` on `listener` until `shutdown` flips to true, with the background tasks
-/// (lease expiry, periodic garbage collection) running alongside.
+/// (lease expiry, periodic garbage collection) running alongside. With `[tls]`, serves HTTPS
+/// and reloads the certificate on SIGHUP.
 pub async fn run(listener: TcpListener, state: AppState, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    // First, so that a bad certificate stops the server before anything else starts.
+    let (tls, cert_reloader) = match &state.config.tls {
+        Some(files) => {
+            let cert = tls::ReloadableCert::load(files)?;
+            let acceptor = cert.acceptor()?;
+            let reloader = tls::spawn_sighup_reloader(cert, shutdown.clone())?;
+            (Some(acceptor), Some(reloader))
+        }
+        None => (None, None),
+    };
     let reaper = tokio::spawn(state.store.clone().run_reaper(Duration::from_secs(1), shutdown.clone()));
     let invalidator = tokio::spawn(state.store.clone().run_invalidator(shutdown.clone()));
     let scrubber = tokio::spawn(
@@ -105,9 +118,12 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: watch::Receiv
     let background = state.start_background(shutdown.clone());
     let http = state.config.http.clone();
     let app = api::router(state);
-    listener::serve(listener, app, &http, shutdown)
+    listener::serve(listener, app, &http, tls, shutdown)
         .await
         .context("http server")?;
+    if let Some(t) = cert_reloader {
+        t.abort();
+    }
     reaper.abort();
     invalidator.abort();
     scrubber.abort();

@@ -4,14 +4,24 @@
 //! response, TCP keepalive for peers that disappeared without a FIN, and a bounded graceful
 //! shutdown. (`axum::serve` has none of the timeouts: a client trickling its headers, or never
 //! reading a 10 GB response, would hold its connection, task and open blob for ever.)
+//!
+//! With `[tls]` the same, inside TLS: the handshake has the request head's deadline, so a
+//! client that connects and never sends a ClientHello is dropped like one that never sends a
+//! request line. Every request gets the [`ClientAddr`] extension (and [`ClientView`] when
+//! something is known of how the client reached the server), see [`crate::forwarded`].
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::Request;
+use axum::response::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -20,8 +30,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Sleep;
+use tokio_rustls::TlsAcceptor;
+use tower_service::Service;
 
 use crate::config::HttpSettings;
+use crate::forwarded::{ClientView, TrustedProxies};
 
 /// A connection silent this long gets keepalive probes...
 const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
@@ -32,27 +45,32 @@ const TCP_KEEPALIVE_RETRIES: u32 = 6;
 /// How long a shutdown waits for requests in flight (a long poll may hold one for minutes).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Serves `app` on `listener` until `shutdown` turns true.
+/// Serves `app` on `listener` until `shutdown` turns true: over TLS when `tls` is given
+/// (HTTPS only: a plain-HTTP request fails its handshake), else plain HTTP.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     settings: &HttpSettings,
+    tls: Option<TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let idle = Duration::from_secs(settings.idle_timeout_seconds);
+    let header_timeout = Duration::from_secs(settings.header_timeout_seconds);
     // Request bodies: every frame must come within the idle timeout.
     let app = app.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(idle));
-    // HTTP/1.1 only. Every client of intact (curl, go, the CLI, browsers over plain http)
-    // speaks it, and the limits here are HTTP/1's: with HTTP/2 offered too, a connection is
-    // first sniffed for the HTTP/2 preface with no deadline at all (a client that connects
-    // and sends nothing was held for ever), and HTTP/2's flow control lets a client stall
-    // one response without stalling the connection's writes (an unread stream pinned its
-    // open blob for ever, a hundred of them per connection).
+    // HTTP/1.1 only. Every client of intact (curl, go, the CLI, browsers) speaks it, and the
+    // limits here are HTTP/1's: with HTTP/2 offered too, a connection is first sniffed for
+    // the HTTP/2 preface with no deadline at all (a client that connects and sends nothing
+    // was held for ever), and HTTP/2's flow control lets a client stall one response without
+    // stalling the connection's writes (an unread stream pinned its open blob for ever, a
+    // hundred of them per connection). For the same reasons TLS offers only `http/1.1` in
+    // ALPN (see `tls::ReloadableCert::acceptor`).
     let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(settings.header_timeout_seconds));
+        .header_read_timeout(header_timeout);
+    let proxies = Arc::new(TrustedProxies::new(settings.trusted_proxies.clone()));
     let graceful = GracefulShutdown::new();
     // Every connection's task, so that those still busy after the grace period are really
     // dropped (a detached task would keep serving, and holding the store, after `serve`
@@ -64,8 +82,8 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
             _ = stopped(&mut shutdown) => break,
         };
-        let tcp = match accepted {
-            Ok((tcp, _peer)) => tcp,
+        let (tcp, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors (or another resource): wait rather than spin.
                 tracing::warn!(error = %e, "accepting a connection failed");
@@ -74,16 +92,45 @@ pub async fn serve(
             }
         };
         configure_socket(&tcp);
-        let io = TokioIo::new(StallGuard::new(tcp, idle));
-        let conn = builder
-            .serve_connection(io, TowerToHyperService::new(app.clone()))
-            .into_owned();
-        let conn = graceful.watch(conn);
-        connections.spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+        let stream = StallGuard::new(tcp, idle);
+        let service = StampClient {
+            app: app.clone(),
+            peer: peer.ip(),
+            tls: tls.is_some(),
+            proxies: proxies.clone(),
+        };
+        let watcher = graceful.watcher();
+        match &tls {
+            None => {
+                let conn = builder
+                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                    .into_owned();
+                connections.spawn(finish(watcher.watch(conn)));
             }
-        });
+            Some(acceptor) => {
+                // The handshake runs in the connection's task: a slow one must not hold up
+                // the accept loop.
+                let handshake = acceptor.accept(stream);
+                let builder = builder.clone();
+                connections.spawn(async move {
+                    let stream = match tokio::time::timeout(header_timeout, handshake).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake not done within the header timeout");
+                            return;
+                        }
+                    };
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                        .into_owned();
+                    finish(watcher.watch(conn)).await;
+                });
+            }
+        }
     }
     drop(listener);
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
@@ -91,6 +138,43 @@ pub async fn serve(
     }
     connections.shutdown().await;
     Ok(())
+}
+
+async fn finish<E: std::fmt::Display>(conn: impl Future<Output = Result<(), E>>) {
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// The router behind one connection, inserting into each request who sent it.
+#[derive(Clone)]
+struct StampClient {
+    app: Router,
+    peer: IpAddr,
+    tls: bool,
+    proxies: Arc<TrustedProxies>,
+}
+
+impl<B> Service<Request<B>> for StampClient
+where
+    Router: Service<Request<B>, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = <Router as Service<Request<B>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Service::<Request<B>>::poll_ready(&mut self.app, cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let (client, view) = self.proxies.identify(self.peer, self.tls, req.headers());
+        req.extensions_mut().insert(client);
+        if let Some(view) = view {
+            req.extensions_mut().insert::<ClientView>(view);
+        }
+        self.app.call(req)
+    }
 }
 
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {

@@ -11,10 +11,14 @@
 //! test binary one), for the tests of the S3 blob store.
 //!
 //! [`Relay`]: a TCP relay to a backend that a test cuts and restores (an outage).
+//!
+//! [`TestCa`]: a throw-away CA issuing server certificates, for the TLS suites.
 
+pub mod certs;
 pub mod garage;
 pub mod relay;
 
+pub use certs::{TestCa, TestCert};
 pub use garage::{Garage, shared_garage};
 pub use relay::Relay;
 

@@ -1,8 +1,12 @@
 //! A small HTTP client for the artifact API: JSON errors become readable messages.
 
+use std::path::Path;
+
 use anyhow::{Context, bail};
-use reqwest::{Response, StatusCode};
+use reqwest::{Certificate, Response, StatusCode};
 use serde_json::Value;
+
+use crate::ServerArgs;
 
 #[derive(Clone)]
 pub struct Client {
@@ -11,10 +15,14 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for the server `args` names, sending its token (from `--token`,
-    /// `INTACT_TOKEN` or the CLI config file) with every request.
-    pub fn new(args: &crate::ServerArgs) -> anyhow::Result<Self> {
+    /// A client for the server `args` names: https URLs verified against the system's trusted
+    /// roots (reqwest's platform verifier) plus the CAs in `args.ca_cert` when given, sending
+    /// its token (from `--token`, `INTACT_TOKEN` or the CLI config file) with every request.
+    pub fn new(args: &ServerArgs) -> anyhow::Result<Self> {
         let mut builder = reqwest::Client::builder().user_agent(concat!("intact/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &args.ca_cert {
+            builder = builder.tls_certs_merge(read_ca_certs(path)?);
+        }
         if let Some(token) = token(args)? {
             let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
                 .context("the token is not a valid header value (visible ASCII only)")?;
@@ -23,8 +31,9 @@ impl Client {
             headers.insert(reqwest::header::AUTHORIZATION, value);
             builder = builder.default_headers(headers);
         }
+        let http = builder.build().context("building the HTTP client")?;
         Ok(Self {
-            http: builder.build()?,
+            http,
             base: args.server.trim_end_matches('/').to_owned(),
         })
     }
@@ -104,6 +113,17 @@ fn cli_config_path() -> Option<std::path::PathBuf> {
         _ => std::path::PathBuf::from(std::env::var_os("HOME")?).join(".config"),
     };
     Some(base.join("intact").join("config.toml"))
+}
+
+/// The certificates of a `--ca-cert` PEM file (one CA or a bundle).
+fn read_ca_certs(path: &Path) -> anyhow::Result<Vec<Certificate>> {
+    let pem = std::fs::read(path).with_context(|| format!("--ca-cert {}: cannot read it", path.display()))?;
+    let certs = Certificate::from_pem_bundle(&pem)
+        .with_context(|| format!("--ca-cert {}: not a PEM certificate file", path.display()))?;
+    if certs.is_empty() {
+        bail!("--ca-cert {}: no `BEGIN CERTIFICATE` block in it", path.display());
+    }
+    Ok(certs)
 }
 
 /// Percent-encodes each `/`-separated segment of a validated name or path for a URL.

@@ -27,6 +27,10 @@ pub struct ServerArgs {
     /// $XDG_CONFIG_HOME/intact/config.toml or ~/.config/intact/config.toml, or INTACT_CLI_CONFIG).
     #[arg(long, env = "INTACT_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+    /// PEM file of CA certificates to trust for an https server, besides the system's (a
+    /// server with a certificate of a private CA, or a self-signed one).
+    #[arg(long, env = "INTACT_CA_CERT", global = true)]
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]

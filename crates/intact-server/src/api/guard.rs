@@ -20,6 +20,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::forwarded::ClientView;
+
 /// Why the guard answered instead of the route.
 struct Refusal {
     status: StatusCode,
@@ -207,12 +209,16 @@ fn check_cross_site(req: &Request) -> Result<(), Refusal> {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
     };
-    // The absolute form (`POST http://host/...`) names the host in the target itself.
-    let this = match req.uri().authority() {
-        Some(a) => a.as_str().as_bytes(),
-        None => headers.get(header::HOST).map_or(&b""[..], HeaderValue::as_bytes),
+    // Behind a trusted reverse proxy, the host the browser addressed is the one the proxy
+    // forwarded (the listener fills `ClientView` from `X-Forwarded-*` only for trusted peers).
+    // Else the absolute form (`POST http://host/...`) names the host in the target itself.
+    let view = req.extensions().get::<ClientView>();
+    let this = match (view.and_then(|v| v.host.as_ref()), req.uri().authority()) {
+        (Some(forwarded), _) => forwarded.as_bytes(),
+        (None, Some(a)) => a.as_str().as_bytes(),
+        (None, None) => headers.get(header::HOST).map_or(&b""[..], HeaderValue::as_bytes),
     };
-    if same_origin(origin.as_bytes(), this) {
+    if same_origin(origin.as_bytes(), this, view.and_then(|v| v.https)) {
         return Ok(());
     }
     Err(cross_site(
@@ -226,15 +232,20 @@ fn check_cross_site(req: &Request) -> Result<(), Refusal> {
 }
 
 /// Whether the `Origin` header (`scheme://host[:port]`, or `null`) names `host`, the
-/// authority this request was sent to, with the scheme's default port spelled or not.
-fn same_origin(origin: &[u8], host: &[u8]) -> bool {
-    let (rest, default_port) = if let Some(r) = strip_prefix_ignore_case(origin, b"http://") {
-        (r, &b":80"[..])
+/// authority this request was sent to, with the scheme's default port spelled or not; and,
+/// when it is known whether the client used HTTPS (`https`), that scheme. (Unknown for plain
+/// HTTP from a peer that is not a trusted proxy: it may be a TLS-terminating proxy.)
+fn same_origin(origin: &[u8], host: &[u8], https: Option<bool>) -> bool {
+    let (rest, default_port, origin_https) = if let Some(r) = strip_prefix_ignore_case(origin, b"http://") {
+        (r, &b":80"[..], false)
     } else if let Some(r) = strip_prefix_ignore_case(origin, b"https://") {
-        (r, &b":443"[..])
+        (r, &b":443"[..], true)
     } else {
         return false;
     };
+    if https.is_some_and(|https| https != origin_https) {
+        return false;
+    }
     if rest.is_empty() || host.is_empty() {
         return false;
     }
@@ -325,7 +336,7 @@ mod tests {
             ("https://example.com:443", "example.com"),
             ("http://[::1]:7333", "[::1]:7333"),
         ] {
-            assert!(same_origin(origin.as_bytes(), host.as_bytes()), "{origin} {host}");
+            assert!(same_origin(origin.as_bytes(), host.as_bytes(), None), "{origin} {host}");
         }
         for (origin, host) in [
             ("http://127.0.0.1:7334", "127.0.0.1:7333"),
@@ -337,8 +348,21 @@ mod tests {
             ("http://evil.example", "127.0.0.1"),
             ("http://127.0.0.1:7333/", "127.0.0.1:7333"),
         ] {
-            assert!(!same_origin(origin.as_bytes(), host.as_bytes()), "{origin} {host}");
+            assert!(
+                !same_origin(origin.as_bytes(), host.as_bytes(), None),
+                "{origin} {host}"
+            );
         }
+    }
+
+    /// When the listener knows the client's scheme (TLS, or a trusted proxy's
+    /// `X-Forwarded-Proto`), a page of the other scheme is another origin.
+    #[test]
+    fn origins_with_a_known_scheme() {
+        assert!(same_origin(b"https://example.com", b"example.com", Some(true)));
+        assert!(!same_origin(b"http://example.com", b"example.com", Some(true)));
+        assert!(same_origin(b"http://example.com", b"example.com", Some(false)));
+        assert!(!same_origin(b"https://example.com", b"example.com", Some(false)));
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod races;
 mod roundtrip;
 mod s3;
 mod slow_clients;
+mod tls;
 mod uploads;
 mod upstream_only;
 

@@ -1,4 +1,5 @@
-//! `intact serve`: load configuration, open the store, serve until Ctrl-C / SIGTERM.
+//! `intact serve`: load configuration, open the store, serve until Ctrl-C / SIGTERM (with
+//! `[tls]`, SIGHUP reloads the certificate).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,6 +53,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(s) = args.gc_grace_seconds {
         config.store.gc_grace_seconds = s;
     }
+    // A bad certificate is a start-up error before anything else happens (`run` loads it
+    // again for serving: two small files).
+    if let Some(tls) = &config.tls {
+        intact_server::tls::ReloadableCert::load(tls)?;
+    }
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
@@ -61,7 +68,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let state = intact_server::open(config).await?;
     // Tests and scripts read this line to learn the port when listening on :0.
     println!(
-        "intact listening on http://{addr} (data dir {}, repos: {})",
+        "intact listening on {scheme}://{addr} (data dir {}, repos: {})",
         data_dir.display(),
         repos.join(", ")
     );

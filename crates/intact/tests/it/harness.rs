@@ -79,14 +79,14 @@ impl Server {
                 panic!("intact did not start; log:\n{log}");
             }
         };
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
+        // "intact listening on http://127.0.0.1:PORT (...)", or https:// with `[tls]`.
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://") || w.starts_with("https://"))
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
         Server {
             child,
-            base: format!("http://{addr}"),
+            base: url.to_owned(),
             data_dir: data_dir.to_owned(),
         }
     }

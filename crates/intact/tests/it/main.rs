@@ -12,4 +12,5 @@ mod replicas;
 mod scale_out;
 mod staging;
 mod tokens;
+mod tls;
 mod torture;
