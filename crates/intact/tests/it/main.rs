@@ -11,6 +11,6 @@ mod power_loss;
 mod replicas;
 mod scale_out;
 mod staging;
-mod tokens;
 mod tls;
+mod tokens;
 mod torture;

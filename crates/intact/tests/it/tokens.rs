@@ -142,11 +142,11 @@ fn first_token_on_the_host_then_tokens_through_the_server() {
     assert!(ok && out.contains("REVOKED"), "{out}");
 }
 
-/// The go command sends credentials as basic auth (from the GOPROXY URL's user info here; from
-/// `.netrc` only over https): a token as the password reads a private Go repo; without it
-/// the go command reports the server's reason.
+/// The go command sends `.netrc` credentials as basic auth (over https only: it refuses to
+/// send credentials over plain http): a token as the password reads a private Go repo;
+/// without it the go command reports the server's reason.
 #[test]
-fn go_reads_a_private_repo_with_a_token_by_basic_auth() {
+fn go_reads_a_private_repo_over_https_with_a_token_from_netrc() {
     let Some(go) = go_binary() else {
         assert!(std::env::var_os("CI").is_none(), "the go command is missing in CI");
         eprintln!("skipping: no go command");
@@ -154,7 +154,36 @@ fn go_reads_a_private_repo_with_a_token_by_basic_auth() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let server = Server::start(&data, None, &[]);
+    let ca = intact_testkit::TestCa::new();
+    let (cert, key) = ca.issue("intact test server").write_to(dir.path());
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).expect("write CA");
+    let config = format!(
+        "[tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    let server = Server::start(&data, Some(&config), &[]);
+    assert!(server.base.starts_with("https://"), "{}", server.base);
+    let cli = |token: Option<&str>, args: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env("INTACT_SERVER", &server.base)
+            .env("INTACT_CA_CERT", &ca_file)
+            .env_remove("INTACT_TOKEN")
+            .env("INTACT_CLI_CONFIG", "/nonexistent/intact-cli.toml");
+        if let Some(t) = token {
+            cmd.env("INTACT_TOKEN", t);
+        }
+        let out = cmd.output().expect("run intact");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "intact {args:?}: {text}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
     let module = "example.com/private/hello";
     let src = dir.path().join("hello");
     std::fs::create_dir_all(&src).expect("mkdir");
@@ -165,8 +194,7 @@ fn go_reads_a_private_repo_with_a_token_by_basic_auth() {
     )
     .expect("write");
 
-    let (ok, out, err) = intact(
-        &server,
+    let root = secret_of(&cli(
         None,
         &[
             "token",
@@ -177,31 +205,22 @@ fn go_reads_a_private_repo_with_a_token_by_basic_auth() {
             "--data-dir",
             data.to_str().expect("utf8"),
         ],
-    );
-    assert!(ok, "{out}{err}");
-    let root = secret_of(&out);
-    let (ok, out, err) = intact(
-        &server,
+    ));
+    cli(
         Some(&root),
         &["go", "publish", src.to_str().expect("utf8"), "--version", "v1.0.0"],
     );
-    assert!(ok, "{out}{err}");
-    let (ok, out, err) = intact(
-        &server,
-        Some(&root),
-        &["token", "create", "builder", "--scope", "go:read"],
-    );
-    assert!(ok, "{out}{err}");
-    let reader = secret_of(&out);
+    let reader = secret_of(&cli(Some(&root), &["token", "create", "builder", "--scope", "go:read"]));
 
-    let download = |home: &Path, token: Option<&str>| {
-        let goproxy = match token {
-            Some(t) => format!("http://go:{t}@{}/go/go", server.base.trim_start_matches("http://")),
-            None => format!("{}/go/go", server.base),
-        };
+    let goproxy = format!("{}/go/go", server.base);
+    let download = |home: &Path, netrc: Option<&str>| {
         let mut cmd = go_command(&go, home, &goproxy);
-        cmd.args(["mod", "download", "-json", &format!("{module}@v1.0.0")]);
-        cmd.current_dir(home);
+        cmd.args(["mod", "download", "-json", &format!("{module}@v1.0.0")])
+            .current_dir(home)
+            .env("SSL_CERT_FILE", &ca_file);
+        let path = home.join("netrc");
+        std::fs::write(&path, netrc.unwrap_or("")).expect("write netrc");
+        cmd.env("NETRC", &path);
         run(cmd, Duration::from_secs(120))
     };
 
@@ -221,12 +240,15 @@ fn go_reads_a_private_repo_with_a_token_by_basic_auth() {
 
     let home = dir.path().join("home-token");
     std::fs::create_dir_all(&home).expect("mkdir");
-    let out = download(&home, Some(&reader));
+    let out = download(&home, Some(&format!("machine 127.0.0.1 login go password {reader}\n")));
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("\"Version\": \"v1.0.0\""), "{text}");
+    assert!(
+        text.contains("\"Version\": \"v1.0.0\"") && !text.contains("\"Error\""),
+        "{text}"
+    );
 }
