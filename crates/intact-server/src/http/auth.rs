@@ -103,15 +103,26 @@ fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// A repo name as the path spells it. A percent-escaped one is kept as spelled: it then
-/// matches no repo and no scope but `*`, so an escape can only make a request fail closed.
+/// A path segment as the router hands it to a handler: percent-decoded. A segment that is not
+/// UTF-8 once decoded is kept as spelled (the router refuses such a path; judged as spelled it
+/// names no repo and no transaction, so it can only fail closed).
+fn decoded(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map_or_else(|_| s.to_owned(), |d| d.into_owned())
+}
+
 fn segment(s: &str) -> String {
     s.to_owned()
 }
 
-async fn need_of(state: &AppState, method: &Method, path: &str) -> Need {
-    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    match parts.as_slice() {
+/// What the request needs. Judged on the decoded segments, as the handlers see them, so an
+/// escape cannot make one path look like another. A catalog failure while looking a
+/// transaction up is an error (503), never a pass.
+async fn need_of(state: &AppState, method: &Method, path: &str) -> intact_store::Result<Need> {
+    let decoded: Vec<String> = path.trim_start_matches('/').split('/').map(decoded).collect();
+    let parts: Vec<&str> = decoded.iter().map(String::as_str).collect();
+    Ok(match parts.as_slice() {
         ["healthz"] | ["readyz"] => Need::Nothing,
         ["api", "v1", "repos"] => Need::Filtered,
         ["api", "v1", "events"] => Need::Filtered,
@@ -130,7 +141,9 @@ async fn need_of(state: &AppState, method: &Method, path: &str) -> Need {
             match TxnId::parse(id) {
                 Ok(id) => match state.store.catalog().txn_status(&id).await {
                     Ok(status) => Need::Repo(status.repo.to_string(), access),
-                    Err(_) => Need::AnyToken,
+                    // Unknown here: the handler answers 404 to whoever may ask at all.
+                    Err(intact_store::Error::NotFound { .. }) => Need::AnyToken,
+                    Err(e) => return Err(e),
                 },
                 Err(_) => Need::AnyToken,
             }
@@ -147,7 +160,7 @@ async fn need_of(state: &AppState, method: &Method, path: &str) -> Need {
             if is_safe(method) { Access::Read } else { Access::Publish },
         ),
         _ => Need::Nothing,
-    }
+    })
 }
 
 /// The secret a request presents, if any.
@@ -244,7 +257,10 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
         enforced,
     };
     if enforced {
-        let need = need_of(&state, req.method(), &path).await;
+        let need = match need_of(&state, req.method(), &path).await {
+            Ok(need) => need,
+            Err(e) => return unavailable(&path, &e),
+        };
         if let Err(resp) = check(&state, &caller, &need, &path) {
             return resp;
         }

@@ -449,3 +449,33 @@ async fn bad_token_requests_are_refused_clearly() {
     let (_, v) = json_of(resp).await;
     assert!(v["message"].as_str().is_some_and(|m| m.contains("Bearer")), "{v}");
 }
+
+/// Percent-escapes in a path reach the handler decoded: access is judged on the decoded path
+/// too, so an escaped transaction id or repo name cannot slip a token past its scope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escaped_paths_are_judged_as_the_handler_sees_them() {
+    let s = server().await;
+    let admin = make_token(&s, None, "root", &["*:admin"]).await;
+    let elsewhere = make_token(&s, Some(&admin), "elsewhere", &["other:publish"]).await;
+    let (status, v) = call(&s, Method::POST, "/api/v1/repos/files/transactions", Some(&admin), Some(json!({"name": "t", "version": "1"}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let txn = v["id"].as_str().expect("id").to_owned();
+    // Every character of the id escaped.
+    let escaped: String = txn.bytes().map(|b| format!("%{b:02X}")).collect();
+    let resp = s
+        .http
+        .put(s.url(&format!("/api/v1/transactions/{escaped}/files/a.txt")))
+        .bearer_auth(&elsewhere)
+        .body("sneaked in")
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{:?}", resp.text().await);
+    let (status, v) = call(&s, Method::POST, "/api/v1/repos/fil%65s/transactions", Some(&elsewhere), Some(json!({"name": "u", "version": "1"}))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    let (_, t) = call(&s, Method::GET, &format!("/api/v1/transactions/{txn}"), Some(&admin), None).await;
+    assert_eq!(t["files"], json!([]), "{t}");
+    // And an escaped name of a repo open to anonymous reads is still that repo.
+    let (status, _) = call(&s, Method::GET, "/api/v1/repos/publi%63/names", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+}
