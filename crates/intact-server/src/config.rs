@@ -35,6 +35,9 @@ pub struct Config {
     /// Where blobs live (default: plain files in `data_dir`).
     #[serde(default)]
     pub blobs: BlobsConfig,
+    /// Request limits: sizes, rates, concurrent uploads.
+    #[serde(default)]
+    pub limits: crate::limits::LimitsSettings,
 }
 
 /// `[blobs]`: where blob bytes live. Without `url`, plain files under `data_dir`.
@@ -203,6 +206,7 @@ impl Default for Config {
             store: StoreSettings::default(),
             http: HttpSettings::default(),
             blobs: BlobsConfig::default(),
+            limits: crate::limits::LimitsSettings::default(),
         }
     }
 }
@@ -428,6 +432,7 @@ impl Config {
             bail!("http.header_timeout_seconds and http.idle_timeout_seconds must be at least 1");
         }
         self.blobs.settings()?;
+        self.limits.resolve()?;
         if st.upload_idle_timeout_seconds == 0 {
             bail!("store.upload_idle_timeout_seconds must be at least 1");
         }
@@ -516,6 +521,13 @@ impl Config {
                 .filter(|r| r.case_sensitive_paths)
                 .map(|r| r.name.clone())
                 .collect(),
+            // Checked by `validate`; an unchecked bad value keeps the default.
+            max_files_per_transaction: self
+                .limits
+                .resolve()
+                .map_or(Some(crate::limits::settings::DEFAULT_MAX_FILES_PER_TRANSACTION), |l| {
+                    l.max_files_per_transaction
+                }),
             ..self.store.to_store_config()
         }
     }

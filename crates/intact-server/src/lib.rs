@@ -6,6 +6,7 @@ pub mod api;
 pub mod config;
 pub mod go;
 pub mod http;
+pub mod limits;
 pub mod listener;
 pub mod serve_file;
 pub mod shared_flight;

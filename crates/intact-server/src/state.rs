@@ -15,17 +15,21 @@ pub struct AppState {
     pub store: Arc<Store>,
     pub go: Arc<crate::go::GoState>,
     pub staging: Arc<crate::staging::StagingState>,
+    /// `[limits]` and the rate and upload counters that enforce them.
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 impl AppState {
     pub fn new(config: Arc<Config>, store: Arc<Store>) -> anyhow::Result<Self> {
         let go = Arc::new(crate::go::GoState::new(&config)?);
         let staging = Arc::new(crate::staging::StagingState::new(&config)?);
+        let limits = crate::limits::Limits::new(config.limits.resolve()?);
         Ok(Self {
             config,
             store,
             go,
             staging,
+            limits,
         })
     }
 

@@ -27,6 +27,18 @@ pub enum ApiError {
     /// The catalog or blob store could not be reached (a front-end's own outcome, e.g.
     /// staging's): 503 `unavailable`, retryable, like a store error saying so.
     Unavailable(String),
+    /// A JSON (or other buffered) body over `limits.max_body_bytes`: 413, its message
+    /// completed with the number by `limits::explain_body_limit`.
+    BodyTooLarge(String),
+    /// A request over one of `[limits]`: `limit` is its configuration key, `field` what was
+    /// too large (`body`, `file`, `metadata`, `files`).
+    OverLimit {
+        status: StatusCode,
+        code: &'static str,
+        field: &'static str,
+        limit: &'static str,
+        message: String,
+    },
     /// A front-end's own outcome with its status and stable code (e.g. staging's 502
     /// `bad_archive` or 504 `timeout`).
     Coded {
@@ -75,11 +87,7 @@ impl From<BytesRejection> for ApiError {
 /// must send less, not fix a field), else 400 naming the body.
 fn body_rejection(status: StatusCode, message: String) -> ApiError {
     if status == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::Coded {
-            status,
-            code: "too_large",
-            message: format!("body: {message}"),
-        }
+        ApiError::BodyTooLarge(format!("body: {message} (limits.max_body_bytes)"))
     } else {
         ApiError::BadRequest { field: "body", message }
     }
@@ -146,6 +154,24 @@ impl IntoResponse for ApiError {
                 )
             }
             Self::Coded { status, code, message } => body(status, json!({"error": code, "message": message})),
+            Self::OverLimit {
+                status,
+                code,
+                field,
+                limit,
+                message,
+            } => body(
+                status,
+                json!({"error": code, "field": field, "limit": limit, "message": message}),
+            ),
+            Self::BodyTooLarge(message) => {
+                let mut resp = body(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    json!({"error": "too_large", "field": "body", "limit": "limits.max_body_bytes", "message": message}),
+                );
+                resp.extensions_mut().insert(crate::limits::BodyOverLimit);
+                resp
+            }
             Self::Unavailable(message) => unavailable(message),
             Self::Store(e) => store_error_response(e),
         }
@@ -213,7 +239,14 @@ pub fn store_error_response(e: StoreError) -> Response {
             StatusCode::GATEWAY_TIMEOUT,
             json!({"error": "timeout", "message": message}),
         ),
-        StoreError::Body(_) => body(StatusCode::BAD_REQUEST, json!({"error": "body", "message": message})),
+        StoreError::Body(e) => match crate::limits::body::file_limit_of(&e) {
+            Some(max) => crate::limits::body::file_too_large(max).into_response(),
+            None => body(StatusCode::BAD_REQUEST, json!({"error": "body", "message": message})),
+        },
+        StoreError::TooManyFiles { limit, .. } => body(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({"error": "too_many_files", "field": "files", "limit": "limits.max_files_per_transaction", "max": limit, "message": message}),
+        ),
         StoreError::Unavailable { .. } | StoreError::CatalogUnavailable { .. } => unavailable(message),
         StoreError::BlobMissing { .. } => {
             tracing::error!(%message, "committed blob missing; run `intact verify`");

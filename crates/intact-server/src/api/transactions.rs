@@ -19,6 +19,7 @@ use tokio_util::io::StreamReader;
 
 use super::error::{ApiError, ApiResult};
 use super::{MAX_WAIT, writable_repo};
+use crate::limits::body::{LimitedReader, check_declared_length};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -102,6 +103,7 @@ pub(crate) async fn create(
     let Path(repo) = path?;
     let repo = writable_repo(&state, &repo)?.name.clone();
     let Json(req) = body?;
+    crate::limits::body::check_metadata(req.metadata.as_ref(), state.limits.settings.max_metadata_bytes)?;
     let begin = req.into_begin(&repo, &headers)?;
     Ok(match state.store.begin(begin).await? {
         OpenOutcome::Created(t) => created(&t),
@@ -184,8 +186,10 @@ pub(crate) async fn put_file(
     let id = parse_id(&id)?;
     let file_path = FilePath::parse(&file_path)?;
     let expected = expected_checksum(&headers)?;
+    let max_file_bytes = state.limits.settings.max_file_bytes;
+    check_declared_length(&headers, max_file_bytes)?;
     let stream = body.into_data_stream().map_err(std::io::Error::other);
-    let mut reader = StreamReader::new(stream);
+    let mut reader = LimitedReader::new(StreamReader::new(stream), max_file_bytes);
     let entry = state
         .store
         .put_file(&id, file_path, &mut reader, expected, None)

@@ -10,6 +10,7 @@ mod events;
 mod guard;
 mod hostile;
 mod large;
+mod limits;
 mod locking;
 mod outage;
 mod paths;
