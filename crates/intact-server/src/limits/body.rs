@@ -127,6 +127,8 @@ impl<R: AsyncRead + Unpin> AsyncRead for LimitedReader<R> {
             if let Some(max) = self.max
                 && self.read > max
             {
+                // A read that fails hands out no bytes (AsyncRead's contract).
+                buf.set_filled(before);
                 return Poll::Ready(Err(std::io::Error::other(FileTooLarge { max })));
             }
         }
