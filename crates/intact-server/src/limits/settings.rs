@@ -46,13 +46,18 @@ pub const DEFAULT_MAX_METADATA_BYTES: u64 = 64 << 10;
 pub const DEFAULT_MAX_FILES_PER_TRANSACTION: u64 = 100_000;
 pub const DEFAULT_MAX_HEADER_BYTES: u64 = 64 << 10;
 pub const DEFAULT_MAX_CONCURRENT_UPLOADS: u32 = 64;
+/// Well above what one busy client does (a CI machine publishing thousands of small files
+/// runs at a few hundred requests a second, each one a catalog write), far below what it
+/// takes to swamp a server: the rate is for runaway and abusive clients, not for shaping
+/// the busy ones. 200 a second broke bulk publishing from one machine.
 pub const DEFAULT_RATE_PER_ADDRESS: RateSettings = RateSettings {
-    per_second: 200,
-    burst: 400,
+    per_second: 1000,
+    burst: 2000,
 };
+/// A token often stands for a whole build farm: more than one address's share.
 pub const DEFAULT_RATE_PER_TOKEN: RateSettings = RateSettings {
-    per_second: 500,
-    burst: 1000,
+    per_second: 2000,
+    burst: 4000,
 };
 
 /// hyper refuses heads past about 400 KiB by itself; a larger setting could never apply.
