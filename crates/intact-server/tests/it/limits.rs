@@ -427,11 +427,14 @@ async fn uploads_past_max_concurrent_uploads_are_503_busy() {
     // A probe into no transaction stores nothing whatever it meets: once it meets 503, the
     // first upload holds the slot.
     let probe = s.url("/api/v1/transactions/txn_00000000000000000000000000/files/probe");
+    let mut probes = 0;
     let busy = loop {
         let got = json_of(s.http.put(&probe).body("x").send().await.expect("probe")).await;
         if got.0 == StatusCode::SERVICE_UNAVAILABLE {
             break got;
         }
+        probes += 1;
+        assert!(probes < 10_000, "the streaming upload never held the slot: {}", got.1);
         tokio::task::yield_now().await;
     };
     assert_limit(
@@ -457,6 +460,14 @@ async fn uploads_past_max_concurrent_uploads_are_503_busy() {
     assert_eq!(got.0, StatusCode::SERVICE_UNAVAILABLE, "{}", got.1);
     let got = publish_form(&s, Form::new().text("name", "other").text("version", "1")).await;
     assert_eq!(got.0, StatusCode::SERVICE_UNAVAILABLE, "{}", got.1);
+    let got = go_publish(&s, b"not even a zip".to_vec()).await;
+    assert_limit(
+        &got,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy",
+        None,
+        "limits.max_concurrent_uploads",
+    );
 
     // Reads are not uploads.
     let (status, v) = s.get_json("/api/v1/repos").await;
