@@ -13,9 +13,9 @@
 //! Admin calls additionally require a JSON content type ([`require_json`]): a browser cannot
 //! send one cross-site without a preflight, which intact never grants.
 
-use axum::Json;
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
 use axum::middleware::Next;
