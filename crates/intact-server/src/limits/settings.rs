@@ -165,6 +165,23 @@ mod tests {
         assert_eq!(d.max_concurrent_uploads, 64);
     }
 
+    /// The `[limits]` block of docs/configuration.md spells out the defaults.
+    #[test]
+    fn the_documented_block_is_the_defaults() {
+        let doc = include_str!("../../../../docs/configuration.md");
+        let start = doc.find("[limits]").expect("a [limits] block in the docs");
+        let block: String = doc[start..]
+            .lines()
+            .skip(1)
+            .take_while(|line| !line.trim().is_empty())
+            .map(|line| format!("{line}\n"))
+            .collect();
+        assert_eq!(
+            parse(&block).expect("the documented block parses"),
+            parse("").expect("defaults")
+        );
+    }
+
     #[test]
     fn sizes_take_units_and_zero_turns_optional_limits_off() {
         let l = parse(
