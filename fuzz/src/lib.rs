@@ -88,6 +88,12 @@ data_dir = "{d}/data"
 [store]
 gc_interval_seconds = 0
 
+# A fuzzer sends thousands of requests a second from nowhere: a rate limit would answer
+# most of them 429 before they reached the code under test.
+[limits]
+rate_per_address = {{ per_second = 0, burst = 0 }}
+rate_per_token = {{ per_second = 0, burst = 0 }}
+
 [[repo]]
 name = "files"
 kind = "hosted"

@@ -41,6 +41,9 @@ pub struct Config {
     /// HTTPS: when set, the listener speaks TLS only, with this certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSettings>,
+    /// Request limits: sizes, rates, concurrent uploads.
+    #[serde(default)]
+    pub limits: crate::limits::LimitsSettings,
 }
 
 /// `[tls]`: the server's certificate. Both files are read at start-up and again on SIGHUP.
@@ -272,6 +275,7 @@ impl Default for Config {
             blobs: BlobsConfig::default(),
             auth: AuthSettings::default(),
             tls: None,
+            limits: crate::limits::LimitsSettings::default(),
         }
     }
 }
@@ -503,6 +507,7 @@ impl Config {
             bail!("http.header_timeout_seconds and http.idle_timeout_seconds must be at least 1");
         }
         self.blobs.settings()?;
+        self.limits.resolve()?;
         if st.upload_idle_timeout_seconds == 0 {
             bail!("store.upload_idle_timeout_seconds must be at least 1");
         }
@@ -591,6 +596,13 @@ impl Config {
                 .filter(|r| r.case_sensitive_paths)
                 .map(|r| r.name.clone())
                 .collect(),
+            // Checked by `validate`; an unchecked bad value keeps the default.
+            max_files_per_transaction: self
+                .limits
+                .resolve()
+                .map_or(Some(crate::limits::settings::DEFAULT_MAX_FILES_PER_TRANSACTION), |l| {
+                    l.max_files_per_transaction
+                }),
             ..self.store.to_store_config()
         }
     }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod forwarded;
 pub mod go;
 pub mod http;
+pub mod limits;
 pub mod listener;
 pub mod shared_flight;
 pub mod singleflight;

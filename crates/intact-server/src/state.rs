@@ -17,6 +17,8 @@ pub struct AppState {
     pub staging: Arc<crate::staging::StagingState>,
     /// Whether access control is on.
     pub auth: Arc<crate::http::auth::Gate>,
+    /// `[limits]` and the rate and upload counters that enforce them.
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 impl AppState {
@@ -24,12 +26,14 @@ impl AppState {
         let go = Arc::new(crate::go::GoState::new(&config)?);
         let staging = Arc::new(crate::staging::StagingState::new(&config)?);
         let auth = Arc::new(crate::http::auth::Gate::new(config.auth.required));
+        let limits = crate::limits::Limits::new(config.limits.resolve()?);
         Ok(Self {
             auth,
             config,
             store,
             go,
             staging,
+            limits,
         })
     }
 

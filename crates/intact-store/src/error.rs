@@ -52,6 +52,13 @@ pub enum Error {
     #[error("transaction {id} has uploads still in progress ({detail}); commit again once every upload has answered")]
     UploadsInProgress { id: TxnId, detail: String },
 
+    /// A transaction already stages as many distinct paths as allowed; a new path was refused
+    /// (replacing a staged path is still allowed). Nothing of the refused file was staged.
+    #[error(
+        "transaction {id} already has {limit} files, the most one transaction may hold (limits.max_files_per_transaction); commit it and publish the rest as another version"
+    )]
+    TooManyFiles { id: TxnId, limit: u64 },
+
     /// An upload's body sent nothing for too long; the upload was ended and nothing staged.
     #[error("request body sent no data for {seconds}s; the upload was ended (send it again)")]
     BodyIdle { seconds: u64 },

@@ -119,7 +119,7 @@ async fn copy_version(source: &Store, target: &Store, m: &Manifest, report: &mut
         for file in &m.files {
             // Registered first, so no sweep of the target can delete the blob between the
             // check below and the commit.
-            target.catalog().stage_file(&txn.id, file).await?;
+            target.catalog().stage_file(&txn.id, file, None).await?;
             if target.blobs().size(&file.sha256).await? == Some(file.size) {
                 report.blobs_already_there += 1;
             } else {

@@ -51,6 +51,9 @@ pub struct StoreConfig {
     /// Repositories whose versions may hold paths that differ only in case (elsewhere such a
     /// version is refused at commit: case-folding clients could not hold it).
     pub case_sensitive_repos: std::collections::HashSet<RepoName>,
+    /// The most distinct paths one transaction may stage (`None`: no limit). Checked by the
+    /// catalog inside the staging write, so concurrent uploads cannot pass it together.
+    pub max_files_per_transaction: Option<u64>,
 }
 
 impl Default for StoreConfig {
@@ -63,6 +66,7 @@ impl Default for StoreConfig {
             manifest_cache_entries: 100_000,
             upload_idle_timeout: Duration::from_secs(60),
             case_sensitive_repos: std::collections::HashSet::new(),
+            max_files_per_transaction: None,
         }
     }
 }
@@ -594,7 +598,9 @@ impl Store {
             size: pending.size,
             sha256: pending.digest,
         };
-        self.catalog.stage_file(id, &entry).await?;
+        self.catalog
+            .stage_file(id, &entry, self.config.max_files_per_transaction)
+            .await?;
         self.blobs.persist(pending).await?;
         Ok(entry)
     }

@@ -28,6 +28,18 @@ pub enum ApiError {
     /// The catalog or blob store could not be reached (a front-end's own outcome, e.g.
     /// staging's): 503 `unavailable`, retryable, like a store error saying so.
     Unavailable(String),
+    /// A JSON (or other buffered) body over `limits.max_body_bytes`: 413, its message
+    /// completed with the number by `limits::explain_body_limit`.
+    BodyTooLarge(String),
+    /// A request over one of `[limits]`: `limit` is its configuration key, `field` what was
+    /// too large (`body`, `file`, `metadata`, `files`).
+    OverLimit {
+        status: StatusCode,
+        code: &'static str,
+        field: &'static str,
+        limit: &'static str,
+        message: String,
+    },
     /// A front-end's own outcome with its status and stable code (e.g. staging's 502
     /// `bad_archive` or 504 `timeout`).
     Coded {
@@ -76,11 +88,7 @@ impl From<BytesRejection> for ApiError {
 /// must send less, not fix a field), else 400 naming the body.
 fn body_rejection(status: StatusCode, message: String) -> ApiError {
     if status == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::Coded {
-            status,
-            code: "too_large",
-            message: format!("body: {message}"),
-        }
+        ApiError::BodyTooLarge(format!("body: {message} (limits.max_body_bytes)"))
     } else {
         ApiError::BadRequest { field: "body", message }
     }
@@ -118,7 +126,8 @@ impl ErrorReply for ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Coded { status, .. } => *status,
+            Self::Coded { status, .. } | Self::OverLimit { status, .. } => *status,
+            Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Store(e) => store_status_and_code(e).0,
         }
     }
@@ -130,7 +139,8 @@ impl ErrorReply for ApiError {
             Self::WrongRepo(_) => "unsupported",
             Self::Internal(_) => "internal",
             Self::Unavailable(_) => "unavailable",
-            Self::Coded { code, .. } => code,
+            Self::Coded { code, .. } | Self::OverLimit { code, .. } => code,
+            Self::BodyTooLarge(_) => "too_large",
             Self::Store(e) => store_status_and_code(e).1,
         }
     }
@@ -139,7 +149,12 @@ impl ErrorReply for ApiError {
         match self {
             Self::BadRequest { field, message } => format!("{field}: {message}"),
             Self::NotFound(what) => format!("{what} not found"),
-            Self::WrongRepo(m) | Self::Internal(m) | Self::Unavailable(m) | Self::Coded { message: m, .. } => m.clone(),
+            Self::WrongRepo(m)
+            | Self::Internal(m)
+            | Self::Unavailable(m)
+            | Self::BodyTooLarge(m)
+            | Self::Coded { message: m, .. }
+            | Self::OverLimit { message: m, .. } => m.clone(),
             Self::Store(e) => e.to_string(),
         }
     }
@@ -149,6 +164,8 @@ impl ErrorReply for ApiError {
             Self::BadRequest { field, .. } => Some(json!({"field": field})),
             Self::WrongRepo(_) => Some(json!({"field": "repo"})),
             Self::Unavailable(_) => Some(json!({"retryable": true})),
+            Self::OverLimit { field, limit, .. } => Some(json!({"field": field, "limit": limit})),
+            Self::BodyTooLarge(_) => Some(json!({"field": "body", "limit": "limits.max_body_bytes"})),
             Self::Store(e) => store_details(e),
             _ => None,
         }
@@ -167,7 +184,18 @@ impl IntoResponse for ApiError {
         } else if status.is_server_error() || matches!(self, Self::Store(StoreError::StorageFull { .. })) {
             tracing::error!(code = self.code(), message = %self.message(), "request failed");
         }
-        self.reply()
+        // An upload cut at `limits.max_file_bytes` ends as a body error: said as the limit.
+        if let Self::Store(StoreError::Body(e)) = &self
+            && let Some(max) = crate::limits::body::file_limit_of(e)
+        {
+            return crate::limits::body::file_too_large(max).into_response();
+        }
+        let body_too_large = matches!(self, Self::BodyTooLarge(_));
+        let mut resp = self.reply();
+        if body_too_large {
+            resp.extensions_mut().insert(crate::limits::BodyOverLimit);
+        }
+        resp
     }
 }
 
@@ -194,6 +222,7 @@ pub fn store_status_and_code(e: &StoreError) -> (StatusCode, &'static str) {
             (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
         }
         StoreError::BlobMissing { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "blob_missing"),
+        StoreError::TooManyFiles { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_files"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     }
 }
@@ -217,6 +246,9 @@ fn store_details(e: &StoreError) -> Option<serde_json::Value> {
         StoreError::IdempotencyMismatch { .. } => json!({"field": "idempotency_key"}),
         StoreError::ChecksumMismatch { expected, actual } => {
             json!({"field": "x-checksum-sha256", "expected": expected, "actual": actual})
+        }
+        StoreError::TooManyFiles { limit, .. } => {
+            json!({"field": "files", "limit": "limits.max_files_per_transaction", "max": limit})
         }
         _ => return None,
     })

@@ -13,14 +13,17 @@
 //! Admin calls additionally require a JSON content type ([`require_json`]): a browser cannot
 //! send one cross-site without a preflight, which intact never grants.
 
+use std::sync::Arc;
+
 use axum::Json;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::forwarded::ClientView;
+use crate::limits::Limits;
 
 /// Why the guard answered instead of the route.
 struct Refusal {
@@ -35,8 +38,7 @@ impl Refusal {
     /// The artifact API's JSON error shape; on the GOPROXY protocol paths the Go front-end's
     /// `text/plain`, which the go command prints.
     fn into_response(self, path: &str) -> Response {
-        let go_protocol = path.starts_with("/go/") && !path.ends_with("/publish");
-        let mut resp = if go_protocol {
+        let mut resp = if crate::limits::is_go_protocol_path(path) {
             let mut r = (self.status, format!("{}\n", self.message)).into_response();
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -56,11 +58,11 @@ impl Refusal {
     }
 }
 
-/// The outer layer of the whole router: checks `Host`, the headers' size and singletons,
-/// then cross-site writes.
-pub(crate) async fn guard(req: Request, next: Next) -> Response {
+/// The outer layer of the whole router: checks `Host`, the headers' size
+/// (`limits.max_header_bytes`) and singletons, then cross-site writes.
+pub(crate) async fn guard(State(limits): State<Arc<Limits>>, req: Request, next: Next) -> Response {
     let checked = check_host(req.version(), req.headers())
-        .and_then(|()| check_headers(req.headers()))
+        .and_then(|()| check_headers(req.headers(), limits.settings.max_header_bytes))
         .and_then(|()| check_cross_site(&req));
     match checked {
         Ok(()) => next.run(req).await,
@@ -136,10 +138,6 @@ fn host_is_valid(value: &[u8]) -> bool {
     host_ok && port_ok
 }
 
-/// The most header bytes (names and values) a request may carry. hyper's own cap is about
-/// 400 KiB; no client of intact needs a tenth of this.
-const MAX_HEADER_BYTES: usize = 64 * 1024;
-
 /// Headers that mean one thing: two of them are ambiguous (a proxy may have read the other),
 /// so the request is refused rather than one of them picked.
 const SINGLETON_HEADERS: [&str; 7] = [
@@ -152,14 +150,18 @@ const SINGLETON_HEADERS: [&str; 7] = [
     "if-range",
 ];
 
-fn check_headers(headers: &HeaderMap) -> Result<(), Refusal> {
+/// `max_header_bytes` caps the header names and values together (`limits.max_header_bytes`;
+/// hyper's own cap on a head is about 400 KiB).
+fn check_headers(headers: &HeaderMap, max_header_bytes: usize) -> Result<(), Refusal> {
     let total: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
-    if total > MAX_HEADER_BYTES {
+    if total > max_header_bytes {
         return Err(Refusal {
             status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             code: "too_large",
             field: "headers",
-            message: format!("request headers too large: {total} bytes, at most {MAX_HEADER_BYTES}"),
+            message: format!(
+                "request headers too large: {total} bytes, at most {max_header_bytes} (limits.max_header_bytes)"
+            ),
         });
     }
     for name in SINGLETON_HEADERS {

@@ -29,12 +29,16 @@ use crate::state::AppState;
 
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
+    let limits = state.limits.clone();
+    let upload_slot = || middleware::from_fn_with_state(limits.clone(), crate::limits::upload_slot);
     let api = Router::new()
         .route("/repos", get(list_repos))
         .route("/repos/{repo}/transactions", post(transactions::create))
         .route(
             "/repos/{repo}/publish",
-            post(publish::publish).layer(DefaultBodyLimit::disable()),
+            post(publish::publish)
+                .layer(DefaultBodyLimit::disable())
+                .layer(upload_slot()),
         )
         .route("/repos/{repo}/names", get(reads::names))
         .route("/repos/{repo}/{*rest}", get(reads::read))
@@ -42,7 +46,10 @@ pub fn router(state: AppState) -> Router {
         .route("/transactions/{id}", get(transactions::get).delete(transactions::abort))
         .route("/transactions/{id}/commit", post(transactions::commit))
         .route("/transactions/{id}/renew", post(transactions::renew))
-        .route("/transactions/{id}/files/{*path}", put(transactions::put_file))
+        .route(
+            "/transactions/{id}/files/{*path}",
+            put(transactions::put_file).layer(upload_slot()),
+        )
         .route("/events", get(events))
         .route(
             "/admin/gc",
@@ -68,7 +75,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .nest("/api/v1", api)
-        .merge(crate::go::routes())
+        .merge(crate::go::routes(&limits))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
@@ -76,10 +83,25 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .with_state(state.clone())
-        // Outer layers, so they see every request, whichever route or fallback answers it:
-        // the guard's checks first, then who is calling and whether it may.
+        // JSON bodies (and every other buffered one) up to `limits.max_body_bytes`; uploads
+        // stream and disable it on their routes.
+        .layer(DefaultBodyLimit::max(
+            usize::try_from(limits.settings.max_body_bytes).unwrap_or(usize::MAX),
+        ))
+        .layer(middleware::from_fn_with_state(
+            limits.clone(),
+            crate::limits::explain_body_limit,
+        ))
+        // Outer layers, so they see every request, whichever route or fallback answers it.
+        // The last one added runs first: unread_body, guard, authentication, rate limit. The
+        // rate limit keys by the token authentication finds, so it stays inside it; a request
+        // refused by authentication does nothing, so it is not counted.
+        .layer(middleware::from_fn_with_state(
+            limits.clone(),
+            crate::limits::rate_limit,
+        ))
         .layer(middleware::from_fn_with_state(state, crate::http::auth::authorize))
-        .layer(middleware::from_fn(guard::guard))
+        .layer(middleware::from_fn_with_state(limits, guard::guard))
         .layer(middleware::from_fn(unread_body::close_when_unread))
 }
 

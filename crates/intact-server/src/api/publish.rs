@@ -25,16 +25,16 @@ use tokio_util::io::StreamReader;
 use super::error::{ApiError, ApiResult};
 use super::transactions::{CreateTxn, manifest_json};
 use super::writable_repo;
+use crate::limits::body::{LimitedReader, body_too_large, check_metadata, file_too_large};
 use crate::state::AppState;
 
-const MAX_TEXT_FIELD: usize = 1 << 20;
-
-async fn text_field(mut field: Field<'_>, name: &'static str) -> ApiResult<String> {
+/// Reads a text field of at most `max` bytes (`limits.max_body_bytes`).
+async fn text_field(mut field: Field<'_>, name: &'static str, max: u64) -> ApiResult<String> {
     let mut buf = Vec::new();
     while let Some(chunk) = field.chunk().await.map_err(|e| ApiError::bad("body", e.body_text()))? {
         buf.extend_from_slice(&chunk);
-        if buf.len() > MAX_TEXT_FIELD {
-            return Err(ApiError::bad(name, "field larger than 1 MiB"));
+        if u64::try_from(buf.len()).unwrap_or(u64::MAX) > max {
+            return Err(body_too_large(name, max));
         }
     }
     String::from_utf8(buf).map_err(|_| ApiError::bad(name, "must be UTF-8 text"))
@@ -73,10 +73,15 @@ enum Opened {
 
 /// Hashes a file part without storing it (a retry under a used idempotency key: its parts
 /// are only compared with what the key published).
-async fn hash_part(mut field: Field<'_>, path: FilePath) -> ApiResult<FileEntry> {
+async fn hash_part(mut field: Field<'_>, path: FilePath, max_file_bytes: Option<u64>) -> ApiResult<FileEntry> {
     let mut hasher = DigestHasher::new();
     while let Some(chunk) = field.chunk().await.map_err(|e| ApiError::bad("body", e.body_text()))? {
         hasher.update(&chunk);
+        if let Some(max) = max_file_bytes
+            && hasher.len() > max
+        {
+            return Err(file_too_large(max));
+        }
     }
     Ok(FileEntry {
         path,
@@ -168,6 +173,8 @@ pub(crate) async fn publish(
     let Path(repo) = path?;
     let repo = writable_repo(&state, &repo)?.name.clone();
     let mut multipart = multipart.map_err(|e| ApiError::bad("body", e.body_text()))?;
+    let limits = &state.limits.settings;
+    let max_text = limits.max_body_bytes;
     let mut fields = Fields::default();
     let mut txn: Option<TxnRecord> = None;
     let mut owns_txn = false;
@@ -212,17 +219,18 @@ pub(crate) async fn publish(
                     return Err(ApiError::bad(text_name, "given more than once"));
                 }
                 match text_name {
-                    "name" => fields.name = Some(text_field(field, "name").await?),
-                    "version" => fields.version = Some(text_field(field, "version").await?),
+                    "name" => fields.name = Some(text_field(field, "name", max_text).await?),
+                    "version" => fields.version = Some(text_field(field, "version", max_text).await?),
                     "metadata" => {
-                        let text = text_field(field, "metadata").await?;
+                        let text = text_field(field, "metadata", max_text).await?;
                         let v: serde_json::Value = serde_json::from_str(&text)
                             .map_err(|e| ApiError::bad("metadata", format!("not JSON: {e}")))?;
+                        check_metadata(Some(&v), limits.max_metadata_bytes)?;
                         fields.metadata = Some(v);
                     }
-                    "idempotency_key" => fields.idempotency_key = Some(text_field(field, "idempotency_key").await?),
+                    "idempotency_key" => fields.idempotency_key = Some(text_field(field, "idempotency_key", max_text).await?),
                     _ => {
-                        let t = text_field(field, "lease_seconds").await?;
+                        let t = text_field(field, "lease_seconds", max_text).await?;
                         fields.lease_seconds = Some(
                             t.trim()
                                 .parse()
@@ -269,12 +277,12 @@ pub(crate) async fn publish(
                 }
             }
             if published.is_some() {
-                sent.push(hash_part(field, path).await?);
+                sent.push(hash_part(field, path, limits.max_file_bytes).await?);
                 continue;
             }
             let Some(t) = txn.as_ref() else { continue };
             let stream = field.map_err(std::io::Error::other);
-            let mut reader = StreamReader::new(stream);
+            let mut reader = LimitedReader::new(StreamReader::new(stream), limits.max_file_bytes);
             state.store.put_file(&t.id, path, &mut reader, None, None).await?;
         }
         if let Some(m) = &published {

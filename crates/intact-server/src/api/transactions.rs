@@ -20,6 +20,7 @@ use tokio_util::io::StreamReader;
 use super::error::{ApiError, ApiResult};
 use super::{MAX_WAIT, writable_repo};
 use crate::http::Caller;
+use crate::limits::body::{LimitedReader, check_declared_length};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -104,6 +105,7 @@ pub(crate) async fn create(
     let Path(repo) = path?;
     let repo = writable_repo(&state, &repo)?.name.clone();
     let Json(req) = body?;
+    crate::limits::body::check_metadata(req.metadata.as_ref(), state.limits.settings.max_metadata_bytes)?;
     let begin = req.into_begin(&repo, &headers)?;
     let owner = caller.as_ref().and_then(|c| c.token_name());
     Ok(match state.store.begin_owned(begin, owner).await? {
@@ -187,8 +189,10 @@ pub(crate) async fn put_file(
     let id = parse_id(&id)?;
     let file_path = FilePath::parse(&file_path)?;
     let expected = expected_checksum(&headers)?;
+    let max_file_bytes = state.limits.settings.max_file_bytes;
+    check_declared_length(&headers, max_file_bytes)?;
     let stream = body.into_data_stream().map_err(std::io::Error::other);
-    let mut reader = StreamReader::new(stream);
+    let mut reader = LimitedReader::new(StreamReader::new(stream), max_file_bytes);
     let entry = state
         .store
         .put_file(&id, file_path, &mut reader, expected, None)

@@ -12,7 +12,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use intact_core::{Manifest, Timestamp};
@@ -38,6 +38,7 @@ pub(crate) async fn publish(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<PublishQuery>, QueryRejection>,
+    headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
     let Path(repo) = path?;
@@ -55,8 +56,10 @@ pub(crate) async fn publish(
     let name = layout::module_name(&module).map_err(|e| ApiError::bad("module", e.to_string()))?;
     let version = layout::version(&version_str).map_err(|e| ApiError::bad("version", e.to_string()))?;
 
+    let limits = &state.limits.settings;
+    crate::limits::body::check_declared_length(&headers, limits.max_file_bytes)?;
     let tmp_dir = state.go.tmp_dir().to_owned();
-    let zip_path = receive(body, tmp_dir).await?;
+    let zip_path = receive(body, tmp_dir, limits.max_file_bytes).await?;
     let checked = match check::zip_file(zip_path.to_path_buf(), module.clone(), version_str.clone()).await {
         Ok(Ok(c)) => c,
         Ok(Err(intact_go::GoError::Io(e))) => return Err(ApiError::Internal(format!("reading uploaded zip: {e}"))),
@@ -68,6 +71,22 @@ pub(crate) async fn publish(
         }
         Err(e) => return Err(ApiError::Internal(e)),
     };
+    // The version itself holds three files; what a client's transaction would hold file by
+    // file is in the zip, so that is what the limit counts.
+    if let Some(max) = limits.max_files_per_transaction
+        && u64::try_from(checked.files).unwrap_or(u64::MAX) > max
+    {
+        return Err(ApiError::OverLimit {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "too_many_files",
+            field: "files",
+            limit: "limits.max_files_per_transaction",
+            message: format!(
+                "the module zip holds {} files, more than the {max} one version may hold here (limits.max_files_per_transaction); nothing was published",
+                checked.files
+            ),
+        });
+    }
     let go_mod = checked
         .go_mod
         .clone()
@@ -155,8 +174,13 @@ fn internal(e: super::error::ProxyError) -> ApiError {
     ApiError::Internal(e.to_string())
 }
 
-/// Streams the request body into a temp file, refusing more than the module zip limit.
-async fn receive(body: Body, tmp_dir: std::path::PathBuf) -> ApiResult<tempfile::TempPath> {
+/// Streams the request body into a temp file, refusing more than the module zip limit or
+/// `limits.max_file_bytes`, whichever is smaller.
+async fn receive(
+    body: Body,
+    tmp_dir: std::path::PathBuf,
+    max_file_bytes: Option<u64>,
+) -> ApiResult<tempfile::TempPath> {
     tokio::fs::create_dir_all(&tmp_dir)
         .await
         .map_err(|e| ApiError::Internal(format!("creating {}: {e}", tmp_dir.display())))?;
@@ -171,6 +195,12 @@ async fn receive(body: Body, tmp_dir: std::path::PathBuf) -> ApiResult<tempfile:
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ApiError::bad("body", format!("request body failed: {e}")))?;
         n += chunk.len() as u64;
+        if let Some(max) = max_file_bytes
+            && n > max
+            && max < gozip::MAX_ZIP_FILE
+        {
+            return Err(crate::limits::body::file_too_large(max));
+        }
         if n > gozip::MAX_ZIP_FILE {
             return Err(ApiError::bad(
                 "body",

@@ -146,12 +146,16 @@ impl GoState {
 pub const TMP_DIR: &str = "go-tmp";
 
 /// Routes under `/go`.
-pub fn routes() -> Router<AppState> {
+pub fn routes(limits: &Arc<crate::limits::Limits>) -> Router<AppState> {
     Router::new()
         .route(
             "/go/{repo}/publish",
             post(hosted::publish)
                 .layer(DefaultBodyLimit::disable())
+                .layer(axum::middleware::from_fn_with_state(
+                    limits.clone(),
+                    crate::limits::upload_slot,
+                ))
                 .fallback(publish_other_method),
         )
         .route("/go/{repo}/{*rest}", get(read).fallback(read_other_method))

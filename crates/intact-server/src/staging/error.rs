@@ -226,6 +226,10 @@ impl From<intact_store::Error> for StageError {
             intact_store::Error::PathClash(c) => {
                 Self::BadContent(format!("the upstream files cannot be one version: {c}"))
             }
+            // More upstream files than one version may hold here: the same on every try.
+            too_many @ intact_store::Error::TooManyFiles { .. } => {
+                Self::BadContent(format!("the upstream artifact cannot be one version: {too_many}"))
+            }
             full @ intact_store::Error::StorageFull { .. } => Self::InsufficientStorage(full.to_string()),
             down @ (intact_store::Error::Unavailable { .. } | intact_store::Error::CatalogUnavailable { .. }) => {
                 Self::Unavailable(crate::go::error::unavailable_message(&down))

@@ -11,6 +11,7 @@ mod events;
 mod guard;
 mod hostile;
 mod large;
+mod limits;
 mod locking;
 mod outage;
 mod paths;

@@ -201,8 +201,11 @@ pub trait Catalog: Send + Sync + 'static {
     /// Records `file` as staged in an open, unexpired transaction (replacing the same path)
     /// and registers its blob as live, in one catalog transaction. Must be called *before*
     /// the blob is persisted, so that no sweep can delete the bytes in between. It takes the
-    /// same per-digest exclusion as the sweeps (see `sweep_blobs`).
-    async fn stage_file(&self, id: &TxnId, file: &FileEntry) -> Result<()>;
+    /// same per-digest exclusion as the sweeps (see `sweep_blobs`). With `max_files`, a path
+    /// not yet staged is refused (`TooManyFiles`) once the transaction holds that many: the
+    /// count is taken inside the same write, under the transaction's row lock, so concurrent
+    /// uploads into one transaction cannot exceed it together.
+    async fn stage_file(&self, id: &TxnId, file: &FileEntry, max_files: Option<u64>) -> Result<()>;
 
     /// The visibility point: inside one catalog transaction, checks the transaction is open
     /// and its lease unexpired, compares with any committed version of the same key, inserts

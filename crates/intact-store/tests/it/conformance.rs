@@ -334,6 +334,54 @@ pub async fn expired_lease_cannot_commit_and_releases_lock(h: &Harness) {
     begin(h, req("lease", "1")).await;
 }
 
+/// `max_files` is counted inside the staging write: a new path past it is refused, replacing
+/// a staged path is not, and concurrent stagings into one transaction cannot pass it together.
+pub async fn a_transaction_stages_at_most_max_files_paths_even_concurrently(h: &Harness) {
+    let entry = |p: &str| intact_core::FileEntry {
+        path: path(p),
+        size: 1,
+        sha256: Digest::of(p.as_bytes()),
+    };
+    let catalog = h.store.catalog().clone();
+    let t = begin(h, req("capped", "1")).await;
+    for p in ["a", "b"] {
+        catalog
+            .stage_file(&t.id, &entry(p), Some(2))
+            .await
+            .expect("within the limit");
+    }
+    match catalog.stage_file(&t.id, &entry("c"), Some(2)).await {
+        Err(Error::TooManyFiles { limit: 2, .. }) => {}
+        other => panic!("expected TooManyFiles, got {other:?}"),
+    }
+    catalog
+        .stage_file(&t.id, &entry("b"), Some(2))
+        .await
+        .expect("replacing a staged path adds none");
+    catalog
+        .stage_file(&t.id, &entry("c"), None)
+        .await
+        .expect("no limit given, none applies");
+
+    let t = begin(h, req("capped", "2")).await;
+    let attempts = (0..12).map(|i| {
+        let catalog = catalog.clone();
+        let id = t.id.clone();
+        let e = entry(&format!("f{i}"));
+        async move { catalog.stage_file(&id, &e, Some(5)).await }
+    });
+    let results = futures::future::join_all(attempts).await;
+    let staged = results.iter().filter(|r| r.is_ok()).count();
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Ok(()) | Err(Error::TooManyFiles { .. }))),
+        "{results:?}"
+    );
+    assert_eq!(staged, 5, "{results:?}");
+    assert_eq!(h.store.txn(&t.id).await.expect("txn").files.len(), 5);
+}
+
 pub async fn checksum_mismatch_stages_nothing(h: &Harness) {
     let t = begin(h, req("sum", "1")).await;
     let mut body: &[u8] = b"actual";
@@ -943,8 +991,13 @@ impl intact_store::Catalog for GatedCatalog {
     async fn renew_txn(&self, id: &intact_core::TxnId) -> intact_store::Result<TxnRecord> {
         self.inner.renew_txn(id).await
     }
-    async fn stage_file(&self, id: &intact_core::TxnId, file: &intact_core::FileEntry) -> intact_store::Result<()> {
-        self.inner.stage_file(id, file).await
+    async fn stage_file(
+        &self,
+        id: &intact_core::TxnId,
+        file: &intact_core::FileEntry,
+        max_files: Option<u64>,
+    ) -> intact_store::Result<()> {
+        self.inner.stage_file(id, file, max_files).await
     }
     async fn commit_txn(
         &self,

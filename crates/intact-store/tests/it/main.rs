@@ -278,6 +278,7 @@ macro_rules! every_promise {
     flights_elect_one_leader_and_share_its_outcome,
     gc_forgets_ended_flights,
     recorded_uploads_count_until_ended_or_lapsed,
+    a_transaction_stages_at_most_max_files_paths_even_concurrently,
         );
     };
 }

@@ -232,8 +232,9 @@ impl Catalog for PostgresCatalog {
         self.bounded("renew txn", txns::renew_txn(self, id)).await
     }
 
-    async fn stage_file(&self, id: &TxnId, file: &FileEntry) -> Result<()> {
-        self.bounded("stage file", txns::stage_file(self, id, file)).await
+    async fn stage_file(&self, id: &TxnId, file: &FileEntry, max_files: Option<u64>) -> Result<()> {
+        self.bounded("stage file", txns::stage_file(self, id, file, max_files))
+            .await
     }
 
     async fn commit_txn(&self, id: &TxnId, verified: &[FileEntry]) -> Result<CommitOutcome> {

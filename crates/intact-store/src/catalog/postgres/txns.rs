@@ -272,7 +272,12 @@ pub(super) async fn renew_txn(cat: &PostgresCatalog, id: &TxnId) -> Result<TxnRe
     Ok(rec)
 }
 
-pub(super) async fn stage_file(cat: &PostgresCatalog, id: &TxnId, file: &FileEntry) -> Result<()> {
+pub(super) async fn stage_file(
+    cat: &PostgresCatalog,
+    id: &TxnId,
+    file: &FileEntry,
+    max_files: Option<u64>,
+) -> Result<()> {
     let mut w = cat.begin().await?;
     let row = sqlx::query("SELECT repo, state, expires_at, lease_ms FROM txns WHERE id = $1 FOR UPDATE")
         .bind(id.as_str())
@@ -284,6 +289,25 @@ pub(super) async fn stage_file(cat: &PostgresCatalog, id: &TxnId, file: &FileEnt
     let lease_ms: i64 = row.try_get("lease_ms")?;
     if state != TxnState::Open {
         return Err(Error::TxnNotOpen { id: id.clone(), state });
+    }
+    if let Some(limit) = max_files {
+        // The row lock above serializes every staging into this transaction, on any replica.
+        let is_new: bool =
+            sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM staged WHERE txn_id = $1 AND path = $2)")
+                .bind(id.as_str())
+                .bind(file.path.as_str())
+                .fetch_one(w.conn())
+                .await?;
+        // Counting stops at the limit, so the check costs at most `limit` index entries.
+        let staged: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM (SELECT 1 FROM staged WHERE txn_id = $1 LIMIT $2) AS s")
+                .bind(id.as_str())
+                .bind(i64_of(limit))
+                .fetch_one(w.conn())
+                .await?;
+        if is_new && u64_of(staged) >= limit {
+            return Err(Error::TooManyFiles { id: id.clone(), limit });
+        }
     }
     let digest = file.sha256.to_hex();
     // The digest's exclusion, shared with the sweeps: a sweep deciding this blob is

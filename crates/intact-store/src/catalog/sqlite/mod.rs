@@ -192,8 +192,8 @@ impl Catalog for SqliteCatalog {
         txns::renew_txn(self, id).await
     }
 
-    async fn stage_file(&self, id: &TxnId, file: &FileEntry) -> Result<()> {
-        txns::stage_file(self, id, file).await
+    async fn stage_file(&self, id: &TxnId, file: &FileEntry, max_files: Option<u64>) -> Result<()> {
+        txns::stage_file(self, id, file, max_files).await
     }
 
     async fn commit_txn(&self, id: &TxnId, verified: &[FileEntry]) -> Result<CommitOutcome> {

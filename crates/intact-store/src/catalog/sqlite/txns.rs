@@ -262,7 +262,12 @@ pub(super) async fn renew_txn(cat: &SqliteCatalog, id: &TxnId) -> Result<TxnReco
     Ok(rec)
 }
 
-pub(super) async fn stage_file(cat: &SqliteCatalog, id: &TxnId, file: &FileEntry) -> Result<()> {
+pub(super) async fn stage_file(
+    cat: &SqliteCatalog,
+    id: &TxnId,
+    file: &FileEntry,
+    max_files: Option<u64>,
+) -> Result<()> {
     let (mut tx, now) = cat.begin().await?;
     let row = sqlx::query("SELECT repo, state, expires_at, lease_ms FROM txns WHERE id = ?")
         .bind(id.as_str())
@@ -286,6 +291,23 @@ pub(super) async fn stage_file(cat: &SqliteCatalog, id: &TxnId, file: &FileEntry
             id: id.clone(),
             state: TxnState::Expired,
         });
+    }
+    if let Some(limit) = max_files {
+        // Under the single writer: no other staging into this transaction runs meanwhile.
+        let is_new: bool = sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM staged WHERE txn_id = ? AND path = ?)")
+            .bind(id.as_str())
+            .bind(file.path.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+        // Counting stops at the limit, so the check costs at most `limit` index entries.
+        let staged: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM (SELECT 1 FROM staged WHERE txn_id = ? LIMIT ?)")
+            .bind(id.as_str())
+            .bind(i64_of(limit))
+            .fetch_one(&mut *tx)
+            .await?;
+        if is_new && u64_of(staged) >= limit {
+            return Err(Error::TooManyFiles { id: id.clone(), limit });
+        }
     }
     let digest = file.sha256.to_hex();
     sqlx::query(

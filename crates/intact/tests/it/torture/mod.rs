@@ -140,6 +140,11 @@ impl Rig {
 # this long after the restart.
 default_lease_seconds = 5
 
+# The workloads hammer one server from loopback: a 429 would be an anomaly here, and rates
+# are tested on their own (crates/intact-server/tests/it/limits.rs).
+[limits]
+rate_per_address = {{ per_second = 0, burst = 0 }}
+
 [[repo]]
 name = "files"
 kind = "hosted"
