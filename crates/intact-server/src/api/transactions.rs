@@ -108,6 +108,23 @@ pub(crate) async fn create(
     crate::limits::body::check_metadata(req.metadata.as_ref(), state.limits.settings.max_metadata_bytes)?;
     let begin = req.into_begin(&repo, &headers)?;
     let owner = caller.as_ref().and_then(|c| c.token_name());
+    if let (Some(owner), Some(max)) = (owner, state.limits.settings.max_open_transactions_per_token) {
+        // Counted before opening: two opens racing at the limit may both pass (one over);
+        // the limit is against leaks and runaway clients, not an exact quota.
+        let open = state.store.catalog().open_txns_owned_by(owner).await?;
+        if open >= max {
+            return Err(ApiError::OverLimit {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                code: "too_many_transactions",
+                field: "transactions",
+                limit: "limits.max_open_transactions_per_token",
+                message: format!(
+                    "token {owner} holds {open} open transactions, at most {max} \
+                     (limits.max_open_transactions_per_token): commit or abort some first"
+                ),
+            });
+        }
+    }
     Ok(match state.store.begin_owned(begin, owner).await? {
         OpenOutcome::Created(t) => created(&t),
         OpenOutcome::Resumed(t) => (StatusCode::OK, Json(txn_json(&t))).into_response(),

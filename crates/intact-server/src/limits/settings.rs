@@ -30,6 +30,9 @@ pub struct LimitsSettings {
     pub rate_exempt_loopback: bool,
     /// Uploads (file PUTs, publishes, Go publishes) streaming at once, over all clients.
     pub max_concurrent_uploads: u32,
+    /// Transactions one API token may hold open at once (each holds a soft lock and staged
+    /// blobs until committed, aborted or expired); 0: no limit.
+    pub max_open_transactions_per_token: u64,
 }
 
 /// A token bucket: `per_second` requests a second on average, up to `burst` at once.
@@ -46,6 +49,8 @@ pub const DEFAULT_MAX_METADATA_BYTES: u64 = 64 << 10;
 pub const DEFAULT_MAX_FILES_PER_TRANSACTION: u64 = 100_000;
 pub const DEFAULT_MAX_HEADER_BYTES: u64 = 64 << 10;
 pub const DEFAULT_MAX_CONCURRENT_UPLOADS: u32 = 64;
+/// A build farm publishing in parallel holds one per job; a leak of thousands is a bug.
+pub const DEFAULT_MAX_OPEN_TRANSACTIONS_PER_TOKEN: u64 = 1000;
 /// Well above what one busy client does (a CI machine publishing thousands of small files
 /// runs at a few hundred requests a second, each one a catalog write), far below what it
 /// takes to swamp a server: the rate is for runaway and abusive clients, not for shaping
@@ -75,6 +80,7 @@ impl Default for LimitsSettings {
             rate_per_token: DEFAULT_RATE_PER_TOKEN,
             rate_exempt_loopback: false,
             max_concurrent_uploads: DEFAULT_MAX_CONCURRENT_UPLOADS,
+            max_open_transactions_per_token: DEFAULT_MAX_OPEN_TRANSACTIONS_PER_TOKEN,
         }
     }
 }
@@ -91,6 +97,7 @@ pub struct ResolvedLimits {
     pub rate_per_token: Option<RateSettings>,
     pub rate_exempt_loopback: bool,
     pub max_concurrent_uploads: u32,
+    pub max_open_transactions_per_token: Option<u64>,
 }
 
 impl LimitsSettings {
@@ -125,6 +132,7 @@ impl LimitsSettings {
             rate_per_token: rate("rate_per_token", self.rate_per_token)?,
             rate_exempt_loopback: self.rate_exempt_loopback,
             max_concurrent_uploads: u32::try_from(max_concurrent_uploads)?,
+            max_open_transactions_per_token: Some(self.max_open_transactions_per_token).filter(|&n| n > 0),
         })
     }
 }

@@ -457,7 +457,14 @@ async fn escaped_paths_are_judged_as_the_handler_sees_them() {
     let s = server().await;
     let admin = make_token(&s, None, "root", &["*:admin"]).await;
     let elsewhere = make_token(&s, Some(&admin), "elsewhere", &["other:publish"]).await;
-    let (status, v) = call(&s, Method::POST, "/api/v1/repos/files/transactions", Some(&admin), Some(json!({"name": "t", "version": "1"}))).await;
+    let (status, v) = call(
+        &s,
+        Method::POST,
+        "/api/v1/repos/files/transactions",
+        Some(&admin),
+        Some(json!({"name": "t", "version": "1"})),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
     let txn = v["id"].as_str().expect("id").to_owned();
     // Every character of the id escaped.
@@ -471,11 +478,99 @@ async fn escaped_paths_are_judged_as_the_handler_sees_them() {
         .await
         .expect("put");
     assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{:?}", resp.text().await);
-    let (status, v) = call(&s, Method::POST, "/api/v1/repos/fil%65s/transactions", Some(&elsewhere), Some(json!({"name": "u", "version": "1"}))).await;
+    let (status, v) = call(
+        &s,
+        Method::POST,
+        "/api/v1/repos/fil%65s/transactions",
+        Some(&elsewhere),
+        Some(json!({"name": "u", "version": "1"})),
+    )
+    .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
-    let (_, t) = call(&s, Method::GET, &format!("/api/v1/transactions/{txn}"), Some(&admin), None).await;
+    let (_, t) = call(
+        &s,
+        Method::GET,
+        &format!("/api/v1/transactions/{txn}"),
+        Some(&admin),
+        None,
+    )
+    .await;
     assert_eq!(t["files"], json!([]), "{t}");
     // And an escaped name of a repo open to anonymous reads is still that repo.
     let (status, _) = call(&s, Method::GET, "/api/v1/repos/publi%63/names", None, None).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// A token may hold only so many transactions open; committing or aborting frees the room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_transactions_per_token_are_limited() {
+    let mut config = Config::from_toml(CONFIG).expect("config");
+    config.limits.max_open_transactions_per_token = 2;
+    let s = Server::start_with(config).await;
+    let admin = make_token(&s, None, "root", &["*:admin"]).await;
+    let ci = make_token(&s, Some(&admin), "ci", &["files:publish"]).await;
+    let open = |v: &str| json!({"name": "n", "version": v});
+    let (status, a) = call(
+        &s,
+        Method::POST,
+        "/api/v1/repos/files/transactions",
+        Some(&ci),
+        Some(open("1")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{a}");
+    let (status, v) = call(
+        &s,
+        Method::POST,
+        "/api/v1/repos/files/transactions",
+        Some(&ci),
+        Some(open("2")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let (status, v) = call(
+        &s,
+        Method::POST,
+        "/api/v1/repos/files/transactions",
+        Some(&ci),
+        Some(open("3")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    assert_eq!(v["error"], "too_many_transactions", "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("ci") && m.contains("max_open_transactions_per_token")),
+        "{v}"
+    );
+    // Another token is not held to ci's count.
+    let (status, v) = call(
+        &s,
+        Method::POST,
+        "/api/v1/repos/files/transactions",
+        Some(&admin),
+        Some(open("3")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let id = a["id"].as_str().expect("id");
+    let (status, _) = call(
+        &s,
+        Method::DELETE,
+        &format!("/api/v1/transactions/{id}"),
+        Some(&ci),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, v) = call(
+        &s,
+        Method::POST,
+        "/api/v1/repos/files/transactions",
+        Some(&ci),
+        Some(open("4")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
 }
