@@ -15,7 +15,6 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
 use axum::middleware::Next;
@@ -35,26 +34,12 @@ struct Refusal {
 }
 
 impl Refusal {
-    /// The artifact API's JSON error shape; on the GOPROXY protocol paths the Go front-end's
-    /// `text/plain`, which the go command prints.
+    /// In the format of the front-end `path` belongs to (`http::reply`: the GOPROXY protocol
+    /// paths `text/plain`, the rest the artifact API's JSON).
     fn into_response(self, path: &str) -> Response {
-        let mut resp = if crate::limits::is_go_protocol_path(path) {
-            let mut r = (self.status, format!("{}\n", self.message)).into_response();
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
-            r
-        } else {
-            (
-                self.status,
-                Json(json!({"error": self.code, "field": self.field, "message": self.message})),
-            )
-                .into_response()
-        };
-        resp.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        resp
+        crate::http::reply::Refusal::new(self.status, self.code, self.message, path)
+            .with_details(json!({"field": self.field}))
+            .into_response()
     }
 }
 

@@ -261,7 +261,7 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
             Ok(need) => need,
             Err(e) => return unavailable(&path, &e),
         };
-        if let Err(resp) = check(&state, &caller, &need, &path) {
+        if let Some(resp) = refusal(&state, &caller, &need, &path) {
             return resp;
         }
     }
@@ -281,26 +281,27 @@ fn unavailable(path: &str, e: &intact_store::Error) -> Response {
     .into_response()
 }
 
-fn check(state: &AppState, caller: &Caller, need: &Need, path: &str) -> Result<(), Response> {
+/// The refusal of a request that lacks what it needs, if it does.
+fn refusal(state: &AppState, caller: &Caller, need: &Need, path: &str) -> Option<Response> {
     match need {
-        Need::Nothing | Need::Filtered => Ok(()),
+        Need::Nothing | Need::Filtered => None,
         Need::AnyToken => match caller.record {
-            Some(_) => Ok(()),
-            None => Err(unauthorized(path, format!("this server requires a token here; {HOW}"))),
+            Some(_) => None,
+            None => Some(unauthorized(path, format!("this server requires a token here; {HOW}"))),
         },
         Need::Repo(repo, access) => {
             if caller.may(state, repo, *access) {
-                return Ok(());
+                return None;
             }
             match &caller.record {
-                None => Err(unauthorized(
+                None => Some(unauthorized(
                     path,
                     format!(
                         "{} repo {repo} needs a token with {access} access; {HOW}",
                         verb(*access)
                     ),
                 )),
-                Some(t) => Err(forbidden(
+                Some(t) => Some(forbidden(
                     path,
                     format!(
                         "token {} has no {access} access to repo {repo} (its scopes: {})",
@@ -311,8 +312,8 @@ fn check(state: &AppState, caller: &Caller, need: &Need, path: &str) -> Result<(
             }
         }
         Need::ServerAdmin => match &caller.record {
-            Some(t) if t.allows("*", Access::Admin) && admin_of_every_repo(t) => Ok(()),
-            Some(t) => Err(forbidden(
+            Some(t) if t.allows("*", Access::Admin) && admin_of_every_repo(t) => None,
+            Some(t) => Some(forbidden(
                 path,
                 format!(
                     "this is a server admin operation: it needs a token with scope *:admin; token {} has {}",
@@ -320,7 +321,7 @@ fn check(state: &AppState, caller: &Caller, need: &Need, path: &str) -> Result<(
                     scopes_of(t)
                 ),
             )),
-            None => Err(unauthorized(
+            None => Some(unauthorized(
                 path,
                 format!("this is a server admin operation: it needs a token with scope *:admin; {HOW}"),
             )),

@@ -24,7 +24,6 @@ pub use settings::{LimitsSettings, RateSettings, ResolvedLimits};
 
 pub(crate) use body::{BodyOverLimit, explain_body_limit};
 pub(crate) use rate::rate_limit;
-pub(crate) use refusal::is_go_protocol_path;
 pub(crate) use uploads::upload_slot;
 
 /// The limits in force, shared by every request.

@@ -1,15 +1,8 @@
 //! The answer a limit gives, in the body format of the front-end asked.
 
-use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-
-/// Whether `path` is on the GOPROXY protocol, whose clients (the go command) print a
-/// `text/plain` body; everything else, Go publish included, answers the artifact API's JSON.
-pub(crate) fn is_go_protocol_path(path: &str) -> bool {
-    path.starts_with("/go/") && !path.ends_with("/publish")
-}
 
 /// A request refused by a limit.
 pub(crate) struct LimitRefusal {
@@ -24,26 +17,20 @@ pub(crate) struct LimitRefusal {
 }
 
 impl LimitRefusal {
+    /// In the format of the front-end `path` belongs to (`http::reply`), with `Retry-After`
+    /// when waiting helps.
     pub(crate) fn into_response(self, path: &str) -> Response {
-        let mut resp = if is_go_protocol_path(path) {
-            let mut r = (self.status, format!("{}\n", self.message)).into_response();
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
-            r
-        } else {
-            let mut body = json!({"error": self.code, "limit": self.limit, "message": self.message});
-            if let Some(seconds) = self.retry_after {
-                body["retryable"] = json!(true);
-                body["retry_after_seconds"] = json!(seconds);
-            }
-            (self.status, Json(body)).into_response()
-        };
-        let headers = resp.headers_mut();
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        let mut details = json!({"limit": self.limit});
         if let Some(seconds) = self.retry_after {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            details["retryable"] = json!(true);
+            details["retry_after_seconds"] = json!(seconds);
+        }
+        let mut resp = crate::http::reply::Refusal::new(self.status, self.code, self.message, path)
+            .with_details(details)
+            .into_response();
+        if let Some(seconds) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         resp
     }

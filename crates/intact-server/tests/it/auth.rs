@@ -574,3 +574,32 @@ async fn open_transactions_per_token_are_limited() {
     .await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
 }
+
+/// An authenticated request counts against its token's rate, not its address's: one token
+/// over its rate is refused (429 naming the limit) while another token from the same address
+/// is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_rate_is_counted_per_token() {
+    let mut config = Config::from_toml(CONFIG).expect("config");
+    config.limits.rate_per_token = intact_server::limits::RateSettings {
+        per_second: 1,
+        burst: 3,
+    };
+    let s = Server::start_with(config).await;
+    let admin = make_token(&s, None, "root", &["*:admin"]).await;
+    let busy = make_token(&s, Some(&admin), "busy", &["*:read"]).await;
+    let other = make_token(&s, Some(&admin), "other", &["*:read"]).await;
+    let mut refused = None;
+    for _ in 0..20 {
+        let (status, v) = call(&s, Method::GET, "/api/v1/repos/files/names", Some(&busy), None).await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(v);
+            break;
+        }
+    }
+    let v = refused.expect("a token over its rate is refused");
+    assert_eq!(v["error"], "rate_limited", "{v}");
+    assert_eq!(v["limit"], "limits.rate_per_token", "{v}");
+    let (status, v) = call(&s, Method::GET, "/api/v1/repos/files/names", Some(&other), None).await;
+    assert_eq!(status, StatusCode::OK, "another token has its own rate: {v}");
+}
