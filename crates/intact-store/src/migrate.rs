@@ -38,6 +38,11 @@ pub struct MigrateReport {
     pub bytes_copied: u64,
     /// Files whose blob the target already held (deduplicated or copied earlier).
     pub blobs_already_there: u64,
+    /// API tokens copied (their secrets' hashes, scopes, dates and revocations), so every
+    /// token works against the target as it did against the source.
+    pub tokens_copied: u64,
+    /// Tokens the target already held with the same secret (an earlier run).
+    pub tokens_already_there: u64,
     /// Versions that could not be copied, with why (a conflict in the target, damaged or
     /// missing source bytes). The run goes on past them.
     pub problems: Vec<String>,
@@ -73,7 +78,28 @@ pub async fn migrate(source: &Store, target: &Store, progress: MigrateProgress<'
             progress(&report);
         }
     }
+    copy_tokens(source, target, &mut report).await?;
     Ok(report)
+}
+
+/// Copies every token, revoked ones too (a name is never reused, and a revoked token must
+/// stay refused). A different token of the same name in the target is reported, not replaced.
+async fn copy_tokens(source: &Store, target: &Store, report: &mut MigrateReport) -> Result<()> {
+    let existing = target.catalog().tokens().await?;
+    for token in source.catalog().tokens().await? {
+        if target.catalog().import_token(&token).await? {
+            report.tokens_copied += 1;
+            continue;
+        }
+        match existing.iter().find(|t| t.name == token.name) {
+            Some(t) if t.secret_sha256 == token.secret_sha256 => report.tokens_already_there += 1,
+            _ => report.problems.push(format!(
+                "token {}: the target already has a different token of that name; not copied",
+                token.name
+            )),
+        }
+    }
+    Ok(())
 }
 
 /// Why one version was not copied.

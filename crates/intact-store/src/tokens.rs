@@ -182,6 +182,10 @@ pub struct NewToken {
 #[derive(Debug, Clone, Serialize)]
 pub struct TokenRecord {
     pub name: String,
+    /// What the catalog keeps of the secret (never shown; `intact migrate` copies it, so a
+    /// token keeps working against the new catalog).
+    #[serde(skip)]
+    pub secret_sha256: String,
     pub scopes: Vec<Scope>,
     pub created_at: Timestamp,
     #[serde(skip_serializing_if = "Option::is_none")]

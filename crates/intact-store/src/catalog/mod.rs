@@ -359,6 +359,10 @@ pub trait Catalog: Send + Sync + 'static {
     /// caller says why they cannot be used).
     async fn token_by_secret_hash(&self, secret_sha256: &str) -> Result<Option<TokenRecord>>;
 
+    /// Adds `token` as it is (hash, dates, revocation), for copying a catalog: `false` when a
+    /// token of that name exists already (left as it is).
+    async fn import_token(&self, token: &TokenRecord) -> Result<bool>;
+
     /// Marks token `name` revoked (a no-op when it already is). `None` when there is none.
     async fn revoke_token(&self, name: &str) -> Result<Option<TokenRecord>>;
 
@@ -374,6 +378,7 @@ pub trait Catalog: Send + Sync + 'static {
 /// A token row's columns, as both backends read them.
 pub(crate) fn token_record(
     name: String,
+    secret_sha256: String,
     scopes: &str,
     created_at: i64,
     expires_at: Option<i64>,
@@ -385,6 +390,7 @@ pub(crate) fn token_record(
     })?;
     Ok(TokenRecord {
         name,
+        secret_sha256,
         scopes,
         created_at: Timestamp(created_at),
         expires_at: expires_at.map(Timestamp),

@@ -1160,6 +1160,9 @@ impl intact_store::Catalog for GatedCatalog {
     async fn revoke_token(&self, name: &str) -> intact_store::Result<Option<intact_store::tokens::TokenRecord>> {
         self.inner.revoke_token(name).await
     }
+    async fn import_token(&self, t: &intact_store::tokens::TokenRecord) -> intact_store::Result<bool> {
+        self.inner.import_token(t).await
+    }
     async fn has_tokens(&self) -> intact_store::Result<bool> {
         self.inner.has_tokens().await
     }

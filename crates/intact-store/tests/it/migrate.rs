@@ -146,9 +146,33 @@ async fn an_embedded_store_is_copied_whole_resumably_and_verified() {
         .await
         .expect("put");
 
+    // Tokens, a revoked one too: each must work (or stay refused) against the target as it
+    // did against the source.
+    use intact_store::tokens::{self, Presented};
+    let scopes = || vec!["files:publish".parse().expect("scope")];
+    let (_, ci) = tokens::create(source.store.catalog().as_ref(), "ci", scopes(), None)
+        .await
+        .expect("token");
+    let (_, old) = tokens::create(source.store.catalog().as_ref(), "old", scopes(), None)
+        .await
+        .expect("token");
+    source.store.catalog().revoke_token("old").await.expect("revoke");
+
     let report = migrate(&source.store, &target.store, &|_| {}).await.expect("migrate");
     assert!(report.problems.is_empty(), "{report:?}");
     assert_eq!(report.versions_copied, 3, "{report:?}");
+    assert_eq!(report.tokens_copied, 2, "{report:?}");
+    let now = target.store.now();
+    let judged = |secret: String| {
+        let catalog = target.store.catalog().clone();
+        async move {
+            tokens::authenticate(catalog.as_ref(), &secret, now)
+                .await
+                .expect("auth")
+        }
+    };
+    assert!(matches!(judged(ci).await, Presented::Valid(t) if t.name == "ci"));
+    assert!(matches!(judged(old).await, Presented::Unusable(why) if why.contains("revoked")));
     // The interrupted run had put LICENSE in place: only the two app.bin and the empty file
     // are copied, LICENSE is found three times.
     assert_eq!((report.blobs_copied, report.blobs_already_there), (3, 3), "{report:?}");
@@ -206,6 +230,8 @@ async fn an_embedded_store_is_copied_whole_resumably_and_verified() {
         (0, 0, 3),
         "{again:?}"
     );
+    assert_eq!((again.tokens_copied, again.tokens_already_there), (0, 2), "{again:?}");
+    assert!(again.problems.is_empty(), "{again:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -210,6 +210,8 @@ fn record_of(v: &Value) -> anyhow::Result<TokenRecord> {
     };
     Ok(TokenRecord {
         name: text("name").context("a token without a name")?,
+        // The server never shows it.
+        secret_sha256: String::new(),
         scopes: v
             .get("scopes")
             .and_then(Value::as_array)

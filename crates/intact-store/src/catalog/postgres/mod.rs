@@ -404,6 +404,10 @@ impl Catalog for PostgresCatalog {
         self.bounded("revoke token", tokens::revoke(self, name)).await
     }
 
+    async fn import_token(&self, token: &TokenRecord) -> Result<bool> {
+        self.bounded("import token", tokens::import(self, token)).await
+    }
+
     async fn has_tokens(&self) -> Result<bool> {
         self.bounded("any tokens", tokens::any(self)).await
     }

@@ -3,11 +3,12 @@
 use super::super::token_record;
 use super::*;
 
-const COLUMNS: &str = "name, scopes, created_at, expires_at, revoked_at";
+const COLUMNS: &str = "name, secret_sha256, scopes, created_at, expires_at, revoked_at";
 
 fn parse(r: &PgRow) -> Result<TokenRecord> {
     token_record(
         r.try_get("name")?,
+        r.try_get("secret_sha256")?,
         &r.try_get::<String, _>("scopes")?,
         r.try_get("created_at")?,
         r.try_get("expires_at")?,
@@ -49,6 +50,7 @@ pub(super) async fn create(cat: &PostgresCatalog, token: &NewToken) -> Result<To
     cat.commit(w).await?;
     Ok(TokenRecord {
         name: token.name.clone(),
+        secret_sha256: token.secret_sha256.clone(),
         scopes: token.scopes.clone(),
         created_at: now,
         expires_at: token.expires_at,
@@ -100,4 +102,25 @@ pub(super) async fn open_txns_owned_by(cat: &PostgresCatalog, owner: &str) -> Re
         .fetch_one(&cat.pool)
         .await?;
     Ok(u64::try_from(n).unwrap_or(0))
+}
+
+pub(super) async fn import(cat: &PostgresCatalog, token: &TokenRecord) -> Result<bool> {
+    let scopes = serde_json::to_string(&token.scopes).map_err(|e| Error::Catalog {
+        context: "writing a token's scopes".into(),
+        source: Box::new(e),
+    })?;
+    let inserted = sqlx::query(
+        "INSERT INTO tokens (name, secret_sha256, scopes, created_at, expires_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&token.name)
+    .bind(&token.secret_sha256)
+    .bind(scopes)
+    .bind(token.created_at.millis())
+    .bind(token.expires_at.map(|t| t.millis()))
+    .bind(token.revoked_at.map(|t| t.millis()))
+    .execute(&cat.pool)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
 }

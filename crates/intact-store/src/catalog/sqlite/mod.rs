@@ -346,6 +346,10 @@ impl Catalog for SqliteCatalog {
         tokens::revoke(self, name).await
     }
 
+    async fn import_token(&self, token: &TokenRecord) -> Result<bool> {
+        tokens::import(self, token).await
+    }
+
     async fn has_tokens(&self) -> Result<bool> {
         tokens::any(self).await
     }

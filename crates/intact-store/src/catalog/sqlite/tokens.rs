@@ -3,11 +3,12 @@
 use super::super::token_record;
 use super::*;
 
-const COLUMNS: &str = "name, scopes, created_at, expires_at, revoked_at";
+const COLUMNS: &str = "name, secret_sha256, scopes, created_at, expires_at, revoked_at";
 
 fn parse(r: &SqliteRow) -> Result<TokenRecord> {
     token_record(
         r.try_get("name")?,
+        r.try_get("secret_sha256")?,
         &r.try_get::<String, _>("scopes")?,
         r.try_get("created_at")?,
         r.try_get("expires_at")?,
@@ -48,6 +49,7 @@ pub(super) async fn create(cat: &SqliteCatalog, token: &NewToken) -> Result<Toke
     tx.commit().await?;
     Ok(TokenRecord {
         name: token.name.clone(),
+        secret_sha256: token.secret_sha256.clone(),
         scopes: token.scopes.clone(),
         created_at: now,
         expires_at: token.expires_at,
@@ -98,4 +100,27 @@ pub(super) async fn open_txns_owned_by(cat: &SqliteCatalog, owner: &str) -> Resu
         .fetch_one(&cat.read)
         .await?;
     Ok(u64::try_from(n).unwrap_or(0))
+}
+
+pub(super) async fn import(cat: &SqliteCatalog, token: &TokenRecord) -> Result<bool> {
+    let scopes = serde_json::to_string(&token.scopes).map_err(|e| Error::Catalog {
+        context: "writing a token's scopes".into(),
+        source: Box::new(e),
+    })?;
+    let (mut tx, _) = cat.begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO tokens (name, secret_sha256, scopes, created_at, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&token.name)
+    .bind(&token.secret_sha256)
+    .bind(scopes)
+    .bind(token.created_at.millis())
+    .bind(token.expires_at.map(|t| t.millis()))
+    .bind(token.revoked_at.map(|t| t.millis()))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(inserted == 1)
 }
