@@ -428,6 +428,16 @@ fn default_format() -> RepoFormat {
 }
 
 impl RepoConfig {
+    /// The repo as the API shows it: its configuration with any credentials in `upstream`
+    /// (`https://user:password@host/...`) replaced by `***`.
+    pub fn public_view(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(up) = &self.upstream {
+            v["upstream"] = serde_json::Value::String(without_credentials(up));
+        }
+        v
+    }
+
     pub fn new(name: &str, kind: RepoKind, format: RepoFormat) -> Self {
         Self {
             name: RepoName::parse(name).unwrap_or_else(|_| RepoName::parse("invalid").expect("literal")),
@@ -733,5 +743,44 @@ format = "generic"
             let err = format!("{:#}", Config::from_toml(text).expect_err(text));
             assert!(err.contains(needle), "{err} should mention {needle}");
         }
+    }
+}
+
+/// `text` (an upstream, or a GOPROXY-style list of them) with the user info of every URL in
+/// it replaced by `***`.
+pub fn without_credentials(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        // The authority ends at the next `/`, or at a list separator.
+        let end = tail.find(['/', ',', '|']).unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(i) => {
+                out.push_str("***");
+                out.push_str(&authority[i..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod credential_tests {
+    use super::without_credentials;
+
+    #[test]
+    fn credentials_in_upstreams_are_never_shown() {
+        assert_eq!(
+            without_credentials("https://u:secret@host/x,https://h2/y|http://t@h3"),
+            "https://***@host/x,https://h2/y|http://***@h3"
+        );
+        assert_eq!(without_credentials("file:///srv/archive"), "file:///srv/archive");
+        assert_eq!(without_credentials("s3://bucket/prefix"), "s3://bucket/prefix");
     }
 }

@@ -149,11 +149,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 /// The repos the caller may read.
 async fn list_repos(State(state): State<AppState>, caller: Extension<Caller>) -> Json<serde_json::Value> {
-    let repos: Vec<&RepoConfig> = state
+    let repos: Vec<serde_json::Value> = state
         .config
         .repos
         .iter()
         .filter(|r| caller.may(&state, r.name.as_str(), Access::Read))
+        .map(RepoConfig::public_view)
         .collect();
     Json(json!({ "repos": repos }))
 }

@@ -292,7 +292,7 @@ pub(crate) async fn repo_info(
 ) -> ApiResult<Response> {
     let Path(repo) = path?;
     let repo = repo_or_404(&state, &repo)?;
-    Ok(Json(json!(repo)).into_response())
+    Ok(Json(repo.public_view()).into_response())
 }
 
 #[cfg(test)]

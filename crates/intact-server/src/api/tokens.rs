@@ -3,16 +3,18 @@
 
 use std::time::Duration;
 
+use axum::Extension;
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use intact_store::tokens::{self, Scope};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::error::{ApiError, ApiResult};
+use crate::http::Caller;
 use crate::state::AppState;
 
 /// The longest a token may be made to last by `expires_in_seconds` (ten years).
@@ -29,8 +31,23 @@ pub(crate) struct CreateToken {
 
 pub(crate) async fn create(
     State(state): State<AppState>,
+    caller: Extension<Caller>,
+    headers: HeaderMap,
     body: Result<Json<CreateToken>, JsonRejection>,
 ) -> ApiResult<Response> {
+    // While no token exists every request may do everything, and a web page whose host name
+    // is made to resolve to this server (DNS rebinding) passes the cross-site check. Such a
+    // page must not mint the first admin token and lock the owner out: while access control
+    // is off, a browser (which always says where a POST comes from) cannot make tokens.
+    if !caller.enforced && (headers.contains_key(header::ORIGIN) || headers.contains_key("sec-fetch-site")) {
+        return Err(ApiError::Coded {
+            status: StatusCode::FORBIDDEN,
+            code: "forbidden",
+            message: "no token exists yet, and a browser may not make the first one: make it on the server's host \
+                      with `intact token create NAME --scope '*:admin' --config ...` (or --data-dir)"
+                .into(),
+        });
+    }
     let Json(req) = body?;
     let scopes = req
         .scopes

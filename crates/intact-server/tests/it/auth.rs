@@ -603,3 +603,48 @@ async fn the_request_rate_is_counted_per_token() {
     let (status, v) = call(&s, Method::GET, "/api/v1/repos/files/names", Some(&other), None).await;
     assert_eq!(status, StatusCode::OK, "another token has its own rate: {v}");
 }
+
+/// A web page must not mint the first admin token (a page whose host name resolves to this
+/// server passes the cross-site check): while no token exists, token creation refuses
+/// browsers; and the repo list never shows credentials written into an upstream URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_cannot_mint_the_first_token_and_upstream_credentials_stay_hidden() {
+    let mut config = Config::from_toml(CONFIG).expect("config");
+    let mut proxy = intact_server::config::RepoConfig::new(
+        "mirror",
+        intact_server::config::RepoKind::Proxy,
+        intact_server::config::RepoFormat::Go,
+    );
+    proxy.upstream = Some("https://bot:hunter2@proxy.example.com/go".into());
+    config.repos.push(proxy);
+    let s = Server::start_with(config).await;
+    let host = s.addr.to_string();
+    let resp = s
+        .http
+        .post(s.url("/api/v1/tokens"))
+        .header("origin", format!("http://{host}"))
+        .header("sec-fetch-site", "same-origin")
+        .json(&json!({"name": "evil", "scopes": ["*:admin"]}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let (_, v) = json_of(resp).await;
+    assert!(
+        v["message"].as_str().is_some_and(|m| m.contains("intact token create")),
+        "{v}"
+    );
+    let (status, v) = call(&s, Method::GET, "/api/v1/tokens", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["tokens"], json!([]), "nothing was made: {v}");
+
+    for path in ["/api/v1/repos", "/api/v1/repos/mirror"] {
+        let (status, v) = call(&s, Method::GET, path, None, None).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        let text = v.to_string();
+        assert!(
+            !text.contains("hunter2") && text.contains("https://***@proxy.example.com/go"),
+            "{path}: {text}"
+        );
+    }
+}
