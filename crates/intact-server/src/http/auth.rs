@@ -95,6 +95,9 @@ enum Need {
     /// Some valid token (a transaction or job id nobody knows: the handler answers 404).
     AnyToken,
     Repo(String, Access),
+    /// `read` on the repo; refused as "not found", like an unknown id, so that ids do not
+    /// reveal the names of repos the caller may not read.
+    HiddenIn(String, String),
     /// `admin` on `*`.
     ServerAdmin,
 }
@@ -149,7 +152,11 @@ async fn need_of(state: &AppState, method: &Method, path: &str) -> intact_store:
             }
         }
         ["api", "v1", "jobs", id] => match state.staging.job_repo(id) {
-            Some(repo) => Need::Repo(repo.to_string(), Access::Read),
+            // Said as the handler says an unknown job.
+            Some(repo) => Need::HiddenIn(
+                repo.to_string(),
+                format!("job {:?}", id.chars().take(64).collect::<String>()),
+            ),
             None => Need::AnyToken,
         },
         ["api", "v1", "admin", ..] | ["api", "v1", "tokens", ..] => Need::ServerAdmin,
@@ -310,6 +317,12 @@ fn refusal(state: &AppState, caller: &Caller, need: &Need, path: &str) -> Option
                     ),
                 )),
             }
+        }
+        Need::HiddenIn(repo, what) => {
+            if caller.may(state, repo, Access::Read) {
+                return None;
+            }
+            Some(Refusal::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"), path).into_response())
         }
         Need::ServerAdmin => match &caller.record {
             Some(t) if t.allows("*", Access::Admin) && admin_of_every_repo(t) => None,

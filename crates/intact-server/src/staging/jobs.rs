@@ -142,7 +142,9 @@ impl Jobs {
     pub fn start(&self, key: JobKey, now: Timestamp) -> Arc<Job> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let job = Arc::new(Job {
-            id: format!("{}-{n}", self.epoch),
+            // The random part makes ids unguessable: an id is what lets a caller watch a job
+            // (and learn which repo it stages into).
+            id: format!("{}-{n}-{:016x}", self.epoch, rand::random::<u64>()),
             key: key.clone(),
             started_at: now,
             bytes_done: AtomicU64::new(0),

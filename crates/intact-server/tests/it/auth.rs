@@ -648,3 +648,61 @@ async fn browsers_cannot_mint_the_first_token_and_upstream_credentials_stay_hidd
         );
     }
 }
+
+/// A staging job of a repo the caller may not read answers exactly as an unknown job does:
+/// job ids do not reveal which repos exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_of_unreadable_repos_look_unknown() {
+    let up = tempfile::tempdir().expect("upstream");
+    std::fs::create_dir_all(up.path().join("b1")).expect("mkdir");
+    std::fs::write(up.path().join("b1/payload.bin"), b"payload").expect("write");
+    let config = Config::from_toml(&format!(
+        r#"
+[[repo]]
+name = "files"
+kind = "hosted"
+
+[[repo]]
+name = "secret-builds"
+kind = "proxy"
+format = "generic"
+upstream = "file://{}"
+
+[repo.artifacts]
+payload = {{ files = ["payload.bin"], extract = false }}
+"#,
+        up.path().display()
+    ))
+    .expect("config");
+    let s = Server::start_with(config).await;
+    let admin = make_token(&s, None, "root", &["*:admin"]).await;
+    let (status, v) = call(
+        &s,
+        Method::POST,
+        "/api/v1/repos/secret-builds/stage",
+        Some(&admin),
+        Some(json!({"name": "b1", "background": ["payload"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let job = v["background"][0]["job"].as_str().expect("job id").to_owned();
+    let (status, v) = call(&s, Method::GET, &format!("/api/v1/jobs/{job}"), Some(&admin), None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let other = make_token(&s, Some(&admin), "other", &["files:read"]).await;
+    for token in [None, Some(other.as_str())] {
+        let (status, hidden) = call(&s, Method::GET, &format!("/api/v1/jobs/{job}"), token, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{hidden}");
+        assert!(!hidden.to_string().contains("secret-builds"), "{hidden}");
+        let unknown = format!("{}0", &job[..job.len() - 1]);
+        let unknown = if unknown == job {
+            format!("{}1", &job[..job.len() - 1])
+        } else {
+            unknown
+        };
+        let (_, v) = call(&s, Method::GET, &format!("/api/v1/jobs/{unknown}"), Some(&admin), None).await;
+        assert_eq!(
+            hidden["message"].as_str().map(|m| m.replace(&job, "ID")),
+            v["message"].as_str().map(|m| m.replace(&unknown, "ID"))
+        );
+    }
+}
