@@ -293,8 +293,18 @@ pub struct StoreSettings {
     pub max_lease_seconds: u64,
     /// Unreferenced blobs younger than this survive garbage collection.
     pub gc_grace_seconds: u64,
-    /// How often the server collects garbage on its own (0: only at start-up and on demand).
+    /// How often the background sweeper starts a garbage-collection pass, counted from the
+    /// end of the last one (0: only on demand, `intact gc`). Start-up never sweeps.
     pub gc_interval_seconds: u64,
+    /// How often a background pass also looks for orphan blob files (files the catalog has
+    /// no record of, which only a crash in a few narrow windows, a restored catalog or a hand
+    /// can leave; ARCHITECTURE.md lists them). 0: never in the background.
+    pub orphan_sweep_interval_seconds: u64,
+    /// Blob records (or listed blob files) a background pass handles per page, saving its
+    /// place after each.
+    pub gc_page_size: u32,
+    /// Rest between the pages of a background pass, in milliseconds.
+    pub gc_page_pause_ms: u64,
     /// How long finished transactions and their idempotency keys are remembered.
     pub txn_retention_seconds: u64,
     /// An upload whose body sends nothing for this long is ended with 408 (never longer than
@@ -314,6 +324,9 @@ impl Default for StoreSettings {
             max_lease_seconds: d.max_lease.as_secs(),
             gc_grace_seconds: d.gc_grace.as_secs(),
             gc_interval_seconds: 3600,
+            orphan_sweep_interval_seconds: 7 * 24 * 3600,
+            gc_page_size: 1000,
+            gc_page_pause_ms: 10,
             txn_retention_seconds: d.txn_retention.as_secs(),
             upload_idle_timeout_seconds: d.upload_idle_timeout.as_secs(),
             scrub_bytes_per_second: DEFAULT_SCRUB_BYTES_PER_SECOND,
@@ -322,6 +335,18 @@ impl Default for StoreSettings {
 }
 
 impl StoreSettings {
+    /// The background sweeper's pacing, `None` when it is off.
+    pub fn sweeper(&self) -> Option<intact_store::SweeperSettings> {
+        (self.gc_interval_seconds > 0).then(|| intact_store::SweeperSettings {
+            every: Duration::from_secs(self.gc_interval_seconds),
+            orphans_every: (self.orphan_sweep_interval_seconds > 0)
+                .then(|| Duration::from_secs(self.orphan_sweep_interval_seconds)),
+            page: self.gc_page_size.max(1),
+            pause: Duration::from_millis(self.gc_page_pause_ms),
+            grace: Duration::from_secs(self.gc_grace_seconds),
+        })
+    }
+
     pub fn to_store_config(&self) -> intact_store::StoreConfig {
         intact_store::StoreConfig {
             default_lease: Duration::from_secs(self.default_lease_seconds),
@@ -504,6 +529,8 @@ impl Config {
             ("store.max_lease_seconds", st.max_lease_seconds),
             ("store.gc_grace_seconds", st.gc_grace_seconds),
             ("store.gc_interval_seconds", st.gc_interval_seconds),
+            ("store.orphan_sweep_interval_seconds", st.orphan_sweep_interval_seconds),
+            ("store.gc_page_pause_ms", st.gc_page_pause_ms / 1000),
             ("store.txn_retention_seconds", st.txn_retention_seconds),
             ("store.upload_idle_timeout_seconds", st.upload_idle_timeout_seconds),
             ("http.header_timeout_seconds", self.http.header_timeout_seconds),

@@ -97,25 +97,13 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: watch::Receiv
             .clone()
             .run_scrubber(state.config.store.scrub_bytes_per_second, shutdown.clone()),
     );
-    let gc_every = state.config.store.gc_interval_seconds;
-    let gc_task = (gc_every > 0).then(|| {
-        let store = state.store.clone();
-        let grace = store.config().gc_grace;
-        let mut stop = shutdown.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(gc_every));
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => match store.gc(grace).await {
-                        Ok(r) => tracing::info!(?r, "periodic gc"),
-                        Err(e) => tracing::warn!(error = %e, "periodic gc failed"),
-                    },
-                    _ = stop.changed() => return,
-                }
-            }
-        })
-    });
+    // Garbage collection runs in the background, paged and resumable; start-up never waits
+    // for it.
+    let sweeper = state
+        .config
+        .store
+        .sweeper()
+        .map(|settings| tokio::spawn(state.store.clone().run_sweeper(settings, shutdown.clone())));
     let background = state.start_background(shutdown.clone());
     let http = state.config.http.clone();
     let app = api::router(state);
@@ -128,8 +116,13 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: watch::Receiv
     reaper.abort();
     invalidator.abort();
     scrubber.abort();
-    if let Some(t) = gc_task {
-        t.abort();
+    if let Some(mut t) = sweeper {
+        // It saves its place and gives its lease up when told to stop; give it a moment (a
+        // page cut short is safe too: the place saved is the last page done).
+        if tokio::time::timeout(Duration::from_secs(5), &mut t).await.is_err() {
+            t.abort();
+            tracing::warn!("the background sweeper did not stop within 5 s");
+        }
     }
     for t in background {
         t.abort();

@@ -10,6 +10,7 @@ pub mod error;
 pub mod migrate;
 mod open;
 pub mod store;
+pub mod sweeper;
 pub mod tokens;
 mod upload;
 pub mod verified;
@@ -29,3 +30,4 @@ pub use open::{BlobSettings, CatalogChoice, LocalCacheSettings, redact};
 pub use store::{
     BeginRequest, FLIGHT_RETENTION, GcReport, Store, StoreConfig, VerifyProblem, VerifyReport, WORKER_LEASE,
 };
+pub use sweeper::{SWEEPER_LEASE, SweeperSettings};

@@ -99,7 +99,8 @@ pub struct VerifyProblem {
 /// How many users of a damaged blob a report names.
 const USERS_NAMED: u32 = 100;
 
-/// Blobs read per page by walks over every committed blob (verify, scrubbing).
+/// Blobs read per page by walks over every committed blob (verify, scrubbing) and over the
+/// catalog's blob records (`gc`).
 const BLOB_PAGE: u32 = 1000;
 
 /// Stored digests checked against the catalog per orphan-sweep call (gc pages through the
@@ -289,8 +290,11 @@ impl Store {
         Ok(())
     }
 
-    /// Start-up recovery: expire transactions whose lease ran out while we were down, drop
-    /// pending bytes no transaction can still use, collect garbage.
+    /// Start-up recovery: only what a crash leaves behind and what costs nothing that grows
+    /// with the store. Expires transactions whose lease ran out while we were down (and
+    /// reclaims what they staged) and drops pending bytes no transaction can still use.
+    /// Sweeping unreferenced blobs and orphan files is the background sweeper's
+    /// ([`Store::run_sweeper`]), so a restart answers at once whatever the store's size.
     pub async fn recover(&self) -> Result<GcReport> {
         // Holding the data-dir lock, every pending file is a leftover of a dead process.
         // Replicas sharing a blob store may be uploading: only old pending data is left over
@@ -300,9 +304,15 @@ impl Store {
         } else {
             self.config.gc_grace.max(Duration::from_secs(3600))
         };
-        let pending = self.blobs.sweep_pending(pending_age).await?;
-        let mut report = self.gc(self.config.gc_grace).await?;
-        report.pending_files_removed += pending;
+        let mut report = GcReport {
+            pending_files_removed: self.blobs.sweep_pending(pending_age).await?,
+            ..GcReport::default()
+        };
+        let finished = self.catalog.expire_txns().await?;
+        report.expired_transactions = finished.txns.len() as u64;
+        let reclaimed = self.reclaim(finished).await?;
+        report.blobs_deleted = reclaimed.blobs_deleted;
+        report.bytes_deleted = reclaimed.bytes_deleted;
         Ok(report)
     }
 
@@ -349,7 +359,7 @@ impl Store {
         }
         self.notify_txns();
         self.catalog
-            .sweep_blobs(Duration::ZERO, Some(&finished.staged_digests), self.blobs.as_ref())
+            .sweep_blobs(Duration::ZERO, &finished.staged_digests, self.blobs.as_ref())
             .await
     }
 
@@ -848,18 +858,28 @@ impl Store {
         }
     }
 
-    /// Garbage collection, safe while publishes are in flight: expires overdue transactions,
-    /// sweeps unreferenced blobs older than `grace`, deletes blob files the catalog does not
-    /// know, and forgets old finished transactions.
+    /// A whole garbage collection now, safe while publishes are in flight (what `intact gc`
+    /// asks for): expires overdue transactions, sweeps unreferenced blobs older than `grace`
+    /// and blob files the catalog does not know, page by page, and forgets old finished
+    /// transactions. The background sweeper does the same work spread out and resumable.
     pub async fn gc(&self, grace: Duration) -> Result<GcReport> {
         let mut report = GcReport::default();
         let finished = self.catalog.expire_txns().await?;
         report.expired_transactions = finished.txns.len() as u64;
         let reclaimed = self.reclaim(finished).await?;
-        let swept = self.catalog.sweep_blobs(grace, None, self.blobs.as_ref()).await?;
-        report.blobs_deleted = reclaimed.blobs_deleted + swept.blobs_deleted;
-        report.bytes_deleted = reclaimed.bytes_deleted + swept.bytes_deleted;
-        let mut stored = self.blobs.list().chunks(ORPHAN_PAGE);
+        report.blobs_deleted = reclaimed.blobs_deleted;
+        report.bytes_deleted = reclaimed.bytes_deleted;
+        let mut after = None;
+        loop {
+            let (page, swept) = self.sweep_blob_page(after.as_ref(), grace, BLOB_PAGE).await?;
+            report.blobs_deleted += swept.blobs_deleted;
+            report.bytes_deleted += swept.bytes_deleted;
+            if page.scanned < u64::from(BLOB_PAGE) {
+                break;
+            }
+            after = page.last;
+        }
+        let mut stored = self.blobs.list(None).chunks(ORPHAN_PAGE);
         while let Some(page) = stored.next().await {
             let page = page.into_iter().collect::<Result<Vec<Digest>>>()?;
             let orphans = self.catalog.sweep_orphans(&page, self.blobs.as_ref()).await?;
@@ -870,6 +890,21 @@ impl Store {
         report.transactions_pruned = self.catalog.prune_txns(self.config.txn_retention).await?;
         report.flights_pruned = self.catalog.prune_flights(FLIGHT_RETENTION).await?;
         Ok(report)
+    }
+
+    /// Sweeps one page of blob records after `after`: the page walked, and what it deleted.
+    pub(crate) async fn sweep_blob_page(
+        &self,
+        after: Option<&Digest>,
+        grace: Duration,
+        limit: u32,
+    ) -> Result<(crate::catalog::BlobPage, SweepReport)> {
+        let page = self.catalog.unreferenced_blobs(after, grace, limit).await?;
+        let swept = self
+            .catalog
+            .sweep_blobs(grace, &page.candidates, self.blobs.as_ref())
+            .await?;
+        Ok((page, swept))
     }
 
     /// Re-hashes every blob a committed version references, naming the versions that hold
@@ -1153,7 +1188,7 @@ impl Store {
         if let Some(m) = &removed {
             let digests: Vec<Digest> = m.files.iter().map(|f| f.sha256).collect();
             self.catalog
-                .sweep_blobs(Duration::ZERO, Some(&digests), self.blobs.as_ref())
+                .sweep_blobs(Duration::ZERO, &digests, self.blobs.as_ref())
                 .await?;
         }
         Ok(removed)

@@ -53,7 +53,9 @@ pub fn router(state: AppState) -> Router {
         .route("/events", get(events))
         .route(
             "/admin/gc",
-            post(admin_gc).route_layer(middleware::from_fn(guard::require_json)),
+            get(admin_gc_status)
+                .post(admin_gc)
+                .route_layer(middleware::from_fn(guard::require_json)),
         )
         .route(
             "/admin/verify",
@@ -217,6 +219,39 @@ async fn admin_gc(
         report["evicted"] = extra;
     }
     Ok(Json(report))
+}
+
+/// The background sweeper: whether a pass runs and where it is, how the last one went, and
+/// when the next is due.
+async fn admin_gc_status(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+    let record = state.store.sweeper_status().await?;
+    Ok(Json(sweeper_status(&record, &state.config.store)))
+}
+
+/// The sweeper's record as `GET /api/v1/admin/gc` (and `intact gc --status`) report it.
+pub fn sweeper_status(
+    record: &intact_store::catalog::SweeperRecord,
+    settings: &crate::config::StoreSettings,
+) -> serde_json::Value {
+    let progress = &record.progress;
+    let running = progress.phase != intact_store::catalog::SweepPhase::Idle
+        && record.holder.is_some()
+        && record.lease_until > record.now;
+    let next_pass_due = (settings.gc_interval_seconds > 0).then(|| {
+        progress.last_pass.as_ref().map_or(record.now, |last| {
+            last.finished.plus(Duration::from_secs(settings.gc_interval_seconds))
+        })
+    });
+    let mut v = serde_json::to_value(progress).unwrap_or_default();
+    v["running"] = json!(running);
+    v["holder"] = json!(record.holder);
+    v["lease_until"] = json!(record.lease_until);
+    v["now"] = json!(record.now);
+    v["next_pass_due"] = json!(next_pass_due);
+    v["interval_seconds"] = json!(settings.gc_interval_seconds);
+    v["orphan_sweep_interval_seconds"] = json!(settings.orphan_sweep_interval_seconds);
+    v["page_size"] = json!(settings.gc_page_size);
+    v
 }
 
 async fn admin_verify(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {

@@ -117,7 +117,7 @@ async fn two_sources_with_one_path_fail_and_leave_nothing() {
     // The catalog knows no transaction that could commit it later, and gc leaves no blob.
     state.store.gc(Duration::ZERO).await.expect("gc");
     assert!(
-        futures::StreamExt::next(&mut state.store.blobs().list())
+        futures::StreamExt::next(&mut state.store.blobs().list(None))
             .await
             .is_none()
     );

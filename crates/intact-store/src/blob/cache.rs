@@ -349,8 +349,8 @@ impl BlobStore for CachedBlobStore {
         self.inner.quarantine(digest).await
     }
 
-    fn list(&self) -> BoxStream<'_, Result<Digest>> {
-        self.inner.list()
+    fn list(&self, after: Option<Digest>) -> BoxStream<'_, Result<Digest>> {
+        self.inner.list(after)
     }
 
     async fn check_writable(&self) -> Result<()> {

@@ -311,10 +311,12 @@ impl BlobStore for FsBlobStore {
         }
     }
 
-    fn list(&self) -> BoxStream<'_, Result<Digest>> {
-        // One shard (1/256 of the store) in memory at a time.
-        futures::stream::iter(0..=255u8)
-            .then(move |i| list_shard(self.blobs.join(format!("{i:02x}"))))
+    fn list(&self, after: Option<Digest>) -> BoxStream<'_, Result<Digest>> {
+        // One shard (1/256 of the store) in memory at a time, sorted; shards before the one
+        // `after` falls in are not read at all.
+        let first = after.map_or(0, |d| d.as_bytes()[0]);
+        futures::stream::iter(first..=255u8)
+            .then(move |i| list_shard(self.blobs.join(format!("{i:02x}")), after))
             .flat_map(|shard| {
                 futures::stream::iter(match shard {
                     Ok(digests) => digests.into_iter().map(Ok).collect::<Vec<_>>(),
@@ -402,7 +404,7 @@ impl super::BlobTestHooks for FsBlobStore {
 }
 
 /// The digests stored in one shard directory (none when it is missing).
-async fn list_shard(shard: PathBuf) -> Result<Vec<Digest>> {
+async fn list_shard(shard: PathBuf, after: Option<Digest>) -> Result<Vec<Digest>> {
     let context = format!("listing blobs in {}", shard.display());
     tokio::task::spawn_blocking(move || -> std::io::Result<Vec<Digest>> {
         let entries = match std::fs::read_dir(&shard) {
@@ -412,10 +414,13 @@ async fn list_shard(shard: PathBuf) -> Result<Vec<Digest>> {
         };
         let mut out = Vec::new();
         for entry in entries {
-            if let Some(d) = entry?.file_name().to_str().and_then(|n| Digest::parse(n).ok()) {
+            if let Some(d) = entry?.file_name().to_str().and_then(|n| Digest::parse(n).ok())
+                && after.is_none_or(|a| d > a)
+            {
                 out.push(d);
             }
         }
+        out.sort_unstable();
         Ok(out)
     })
     .await

@@ -157,8 +157,14 @@ impl BlobStore for MemoryBlobStore {
         }
     }
 
-    fn list(&self) -> BoxStream<'_, Result<Digest>> {
-        let digests: Vec<Digest> = lock(&self.blobs).stored.keys().copied().collect();
+    fn list(&self, after: Option<Digest>) -> BoxStream<'_, Result<Digest>> {
+        let mut digests: Vec<Digest> = lock(&self.blobs)
+            .stored
+            .keys()
+            .copied()
+            .filter(|d| after.is_none_or(|a| *d > a))
+            .collect();
+        digests.sort_unstable();
         futures::stream::iter(digests.into_iter().map(Ok)).boxed()
     }
 

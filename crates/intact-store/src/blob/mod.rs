@@ -114,10 +114,11 @@ pub trait BlobStore: Send + Sync + 'static {
     /// a blob was taken out of service.
     async fn quarantine(&self, digest: &Digest) -> Result<bool>;
 
-    /// Every stored digest, streamed (for orphan scans): callers page through it, so a store
-    /// of any size lists in flat memory. Blobs written or deleted meanwhile may or may not
-    /// be seen.
-    fn list(&self) -> BoxStream<'_, Result<Digest>>;
+    /// Every stored digest after `after`, in ascending order, streamed (for orphan scans):
+    /// callers page through it, so a store of any size lists in flat memory, and a walk cut
+    /// short resumes after the last digest it handled. Blobs written or deleted meanwhile may
+    /// or may not be seen.
+    fn list(&self, after: Option<Digest>) -> BoxStream<'_, Result<Digest>>;
 
     /// Whether a blob could be written right now (a readiness probe after running out of
     /// space). Backends without a local disk have nothing to check.

@@ -476,10 +476,15 @@ impl BlobStore for S3BlobStore {
         Ok(true)
     }
 
-    fn list(&self) -> BoxStream<'_, Result<Digest>> {
+    fn list(&self, after: Option<Digest>) -> BoxStream<'_, Result<Digest>> {
         let dir = self.key("blobs/sha256");
-        self.store
-            .list(Some(&dir))
+        // S3 lists keys in ascending byte order, which for lowercase hex names is digest
+        // order; a listing resumed after a digest starts there instead of at the beginning.
+        let listing = match after {
+            Some(d) => self.store.list_with_offset(Some(&dir), &self.key_of(&d)),
+            None => self.store.list(Some(&dir)),
+        };
+        listing
             .filter_map(move |meta| {
                 let item = match meta {
                     Ok(meta) => meta.location.filename().and_then(|n| Digest::parse(n).ok()).map(Ok),

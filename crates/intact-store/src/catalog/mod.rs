@@ -8,6 +8,7 @@ pub mod flight;
 mod postgres;
 pub mod rules;
 mod sqlite;
+pub mod sweeper;
 
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use serde::Serialize;
 pub use flight::{FlightClaim, FlightEnd, FlightFailure, FlightState};
 pub use postgres::PostgresCatalog;
 pub use sqlite::SqliteCatalog;
+pub use sweeper::{BlobPage, FinishedPass, SweepCounts, SweepPhase, SweepProgress, SweeperRecord};
 
 use crate::tokens::{NewToken, TokenRecord};
 use crate::{BlobStore, Result};
@@ -258,9 +260,8 @@ pub trait Catalog: Send + Sync + 'static {
     /// The highest event sequence number committed so far (0 when none).
     async fn last_event_seq(&self) -> Result<i64>;
 
-    /// Deletes blobs that no committed file and no staged file references, and that were
-    /// registered at least `min_age` ago by the catalog's clock (or, with `only`, just those
-    /// digests whatever their age).
+    /// Deletes those of `digests` that no committed file and no staged file references and
+    /// that were registered at least `min_age` ago by the catalog's clock.
     ///
     /// The contract is *mutual exclusion per digest*: each blob file is deleted while the
     /// sweep holds that digest's exclusion, which `stage_file` of the same digest also takes,
@@ -268,14 +269,29 @@ pub trait Catalog: Send + Sync + 'static {
     /// digest either happens first (the sweep then sees the reference and keeps the blob) or
     /// after the delete (and its upload re-persists the bytes it still holds). How a backend
     /// excludes is its own (the embedded catalog's single writer covers every digest at
-    /// once; a shared catalog locks the digest alone, so replicas sweep and publish side by
-    /// side). A digest whose exclusion is busy may be skipped until the next sweep.
-    async fn sweep_blobs(
-        &self,
-        min_age: Duration,
-        only: Option<&[Digest]>,
-        blobs: &dyn BlobStore,
-    ) -> Result<SweepReport>;
+    /// once, held a few milliseconds at a time; a shared catalog locks the digest alone, so
+    /// replicas sweep and publish side by side). A digest whose exclusion is busy may be
+    /// skipped until the next sweep.
+    async fn sweep_blobs(&self, min_age: Duration, digests: &[Digest], blobs: &dyn BlobStore) -> Result<SweepReport>;
+
+    /// One page of blob records after `after` in digest order (at most `limit`), read without
+    /// holding anything a writer waits for: which of them are unreferenced and registered at
+    /// least `min_age` ago. Candidates only: [`Catalog::sweep_blobs`] checks again.
+    async fn unreferenced_blobs(&self, after: Option<&Digest>, min_age: Duration, limit: u32) -> Result<BlobPage>;
+
+    /// Takes (or renews) the background sweeper's lease for `holder` if nobody else holds a
+    /// live one; returns the sweeper's progress, or `None` when another holder's lease runs.
+    async fn claim_sweeper(&self, holder: &str, lease: Duration) -> Result<Option<SweepProgress>>;
+
+    /// Records `progress` and renews the lease, if `holder` still holds it (`false`: the
+    /// lease lapsed and another process took it; stop sweeping).
+    async fn save_sweeper(&self, holder: &str, progress: &SweepProgress, lease: Duration) -> Result<bool>;
+
+    /// Gives the lease up (when `holder` holds it), so another process may sweep at once.
+    async fn release_sweeper(&self, holder: &str) -> Result<()>;
+
+    /// The sweeper's record, for status reports.
+    async fn sweeper(&self) -> Result<SweeperRecord>;
 
     /// Deletes stored blob files the catalog has no record of (left by a restored catalog or
     /// by hand), each under its digest's exclusion like `sweep_blobs`.

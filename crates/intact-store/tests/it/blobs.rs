@@ -56,7 +56,7 @@ async fn a_multipart_blob_past_the_copy_limit_round_trips_whole_and_by_range() {
             .len(),
         1
     );
-    let listed: Vec<Digest> = blobs.list().map(|d| d.expect("list")).collect().await;
+    let listed: Vec<Digest> = blobs.list(None).map(|d| d.expect("list")).collect().await;
     assert_eq!(listed, [digest]);
 }
 

@@ -627,7 +627,7 @@ pub async fn names_are_browsable_by_prefix(h: &Harness) {
 pub async fn duplicate_content_is_stored_once(h: &Harness) {
     publish(h, "d", "1", &[("a", b"same-bytes"), ("b", b"same-bytes")]).await;
     publish(h, "d", "2", &[("a", b"same-bytes")]).await;
-    let stored: Vec<Digest> = h.blobs.list().map(|d| d.expect("list")).collect().await;
+    let stored: Vec<Digest> = h.blobs.list(None).map(|d| d.expect("list")).collect().await;
     assert_eq!(stored.len(), 1);
     // Publishing again the content of a version's blob after GC ran still works.
     h.store.gc(Duration::ZERO).await.expect("gc");
@@ -802,8 +802,8 @@ impl intact_store::BlobStore for GatedBlobs {
     async fn quarantine(&self, digest: &Digest) -> intact_store::Result<bool> {
         self.inner.quarantine(digest).await
     }
-    fn list(&self) -> futures::stream::BoxStream<'_, intact_store::Result<Digest>> {
-        self.inner.list()
+    fn list(&self, after: Option<Digest>) -> futures::stream::BoxStream<'_, intact_store::Result<Digest>> {
+        self.inner.list(after)
     }
     async fn sweep_pending(&self, older_than: Duration) -> intact_store::Result<u64> {
         self.inner.sweep_pending(older_than).await
@@ -1095,10 +1095,39 @@ impl intact_store::Catalog for GatedCatalog {
     async fn sweep_blobs(
         &self,
         min_age: std::time::Duration,
-        only: Option<&[Digest]>,
+        digests: &[Digest],
         blobs: &dyn intact_store::BlobStore,
     ) -> intact_store::Result<intact_store::catalog::SweepReport> {
-        self.inner.sweep_blobs(min_age, only, blobs).await
+        self.inner.sweep_blobs(min_age, digests, blobs).await
+    }
+    async fn unreferenced_blobs(
+        &self,
+        after: Option<&Digest>,
+        min_age: std::time::Duration,
+        limit: u32,
+    ) -> intact_store::Result<intact_store::catalog::BlobPage> {
+        self.inner.unreferenced_blobs(after, min_age, limit).await
+    }
+    async fn claim_sweeper(
+        &self,
+        holder: &str,
+        lease: std::time::Duration,
+    ) -> intact_store::Result<Option<intact_store::catalog::SweepProgress>> {
+        self.inner.claim_sweeper(holder, lease).await
+    }
+    async fn save_sweeper(
+        &self,
+        holder: &str,
+        progress: &intact_store::catalog::SweepProgress,
+        lease: std::time::Duration,
+    ) -> intact_store::Result<bool> {
+        self.inner.save_sweeper(holder, progress, lease).await
+    }
+    async fn release_sweeper(&self, holder: &str) -> intact_store::Result<()> {
+        self.inner.release_sweeper(holder).await
+    }
+    async fn sweeper(&self) -> intact_store::Result<intact_store::catalog::SweeperRecord> {
+        self.inner.sweeper().await
     }
     async fn sweep_orphans(
         &self,
@@ -1875,4 +1904,145 @@ pub async fn tokens_are_kept_hashed_revoked_for_good_and_owners_counted(h: &Harn
     h.store.abort(&ids[0]).await.expect("abort");
     h.store.commit(&ids[1]).await.expect("commit");
     assert_eq!(catalog.open_txns_owned_by("bot").await.expect("count"), 1);
+}
+
+/// Polls the sweeper's record until `done` says so (at most a minute).
+async fn sweeper_until(
+    h: &Harness,
+    what: &str,
+    done: impl Fn(&intact_store::catalog::SweeperRecord) -> bool,
+) -> intact_store::catalog::SweeperRecord {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let record = h.store.sweeper_status().await.expect("sweeper status");
+        if done(&record) {
+            return record;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited 1 min for {what}: {record:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The background sweeper: one holder of its lease at a time (a lapsed one is taken over and
+/// the old holder can no longer record anything), pages through the blob records and the
+/// blob store, and a pass stopped between pages resumes after the last page done instead
+/// of starting over.
+pub async fn the_sweeper_holds_one_lease_pages_through_and_resumes(h: &Harness) {
+    use intact_store::catalog::{SweepPhase, SweepProgress};
+    let cat = h.store.catalog();
+    let lease = Duration::from_secs(60);
+    assert!(cat.claim_sweeper("a", lease).await.expect("claim").is_some());
+    assert!(
+        cat.claim_sweeper("a", lease).await.expect("renew").is_some(),
+        "the holder renews"
+    );
+    assert!(
+        cat.claim_sweeper("b", lease).await.expect("claim").is_none(),
+        "one holder at a time"
+    );
+    assert!(
+        !cat.save_sweeper("b", &SweepProgress::default(), lease)
+            .await
+            .expect("save")
+    );
+    h.clock.advance(Duration::from_secs(61));
+    assert!(
+        cat.claim_sweeper("b", lease).await.expect("claim").is_some(),
+        "a lapsed lease is taken over"
+    );
+    assert!(
+        !cat.save_sweeper("a", &SweepProgress::default(), lease)
+            .await
+            .expect("save"),
+        "the old holder lost it"
+    );
+    cat.release_sweeper("b").await.expect("release");
+
+    // Garbage: a file replaced 25 times leaves 24 unreferenced blobs; and an orphan file.
+    let t = begin(h, req("sweep", "1")).await;
+    for take in 0..25 {
+        put(h, &t, "f", format!("take {take}").as_bytes()).await;
+    }
+    h.store.commit(&t.id).await.expect("commit");
+    let orphan = Digest::of(b"a sweeper's orphan");
+    h.hooks
+        .store_raw(&orphan, b"a sweeper's orphan")
+        .await
+        .expect("write orphan");
+
+    // A pass in pages of 5, stopped while it rests after its first page...
+    let mut settings = intact_store::SweeperSettings {
+        every: Duration::from_secs(3600),
+        orphans_every: Some(Duration::from_secs(3600)),
+        page: 5,
+        pause: Duration::from_secs(3600),
+        grace: Duration::ZERO,
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let sweeper = tokio::spawn(h.store.clone().run_sweeper(settings.clone(), stopped));
+    sweeper_until(h, "a first page", |r| r.progress.so_far.pages >= 1).await;
+    stop.send(true).expect("stop");
+    sweeper.await.expect("sweeper task");
+    let paused = h.store.sweeper_status().await.expect("status");
+    assert_eq!(paused.progress.phase, SweepPhase::Blobs, "{paused:?}");
+    assert_eq!(paused.progress.so_far.pages, 1, "{paused:?}");
+    assert_eq!(paused.progress.so_far.blobs_checked, 5, "{paused:?}");
+    assert!(paused.progress.cursor.is_some(), "{paused:?}");
+    assert!(paused.progress.last_pass.is_none(), "{paused:?}");
+    assert!(
+        paused.lease_until <= paused.now,
+        "the lease is given up at shutdown: {paused:?}"
+    );
+    assert!(blob_exists(h, b"take 20").await, "later pages not swept yet");
+
+    // ...resumes after it, walks the rest and the blob store, and records the pass.
+    settings.pause = Duration::ZERO;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let sweeper = tokio::spawn(h.store.clone().run_sweeper(settings, stopped));
+    let done = sweeper_until(h, "the pass to end", |r| r.progress.last_pass.is_some()).await;
+    stop.send(true).expect("stop");
+    sweeper.await.expect("sweeper task");
+    let last = done.progress.last_pass.clone().expect("last pass");
+    assert_eq!(done.progress.phase, SweepPhase::Idle, "{done:?}");
+    assert_eq!(last.pass, 1, "{done:?}");
+    assert_eq!(last.resumed, 1, "{done:?}");
+    assert!(last.swept_orphans, "{done:?}");
+    assert_eq!(last.counts.blobs_checked, 25, "each record looked at once: {done:?}");
+    assert_eq!(last.counts.blobs_deleted, 24, "{done:?}");
+    assert_eq!(last.counts.orphan_blobs_deleted, 1, "{done:?}");
+    assert!(done.progress.last_orphan_sweep.is_some(), "{done:?}");
+    for take in 0..24 {
+        assert!(
+            !blob_exists(h, format!("take {take}").as_bytes()).await,
+            "take {take} swept"
+        );
+    }
+    assert!(!stored(h, &orphan).await);
+    assert_eq!(read_all(h, "sweep", "1", "f").await, b"take 24");
+}
+
+/// The blob store lists in digest order and resumes after a given digest.
+pub async fn blob_listing_is_ordered_and_resumes_after_a_digest(h: &Harness) {
+    let mut digests = Vec::new();
+    for i in 0..12 {
+        let bytes = format!("listed {i}");
+        let d = Digest::of(bytes.as_bytes());
+        h.hooks.store_raw(&d, bytes.as_bytes()).await.expect("store");
+        digests.push(d);
+    }
+    digests.sort();
+    let all: Vec<Digest> = h.blobs.list(None).map(|d| d.expect("list")).collect().await;
+    assert_eq!(all, digests);
+    let rest: Vec<Digest> = h.blobs.list(Some(digests[4])).map(|d| d.expect("list")).collect().await;
+    assert_eq!(rest, digests[5..]);
+    let none: Vec<Digest> = h
+        .blobs
+        .list(Some(digests[11]))
+        .map(|d| d.expect("list"))
+        .collect()
+        .await;
+    assert!(none.is_empty());
 }

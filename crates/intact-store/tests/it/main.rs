@@ -279,6 +279,8 @@ macro_rules! every_promise {
     gc_forgets_ended_flights,
     recorded_uploads_count_until_ended_or_lapsed,
     a_transaction_stages_at_most_max_files_paths_even_concurrently,
+    the_sweeper_holds_one_lease_pages_through_and_resumes,
+    blob_listing_is_ordered_and_resumes_after_a_digest,
         );
     };
 }

@@ -17,9 +17,17 @@ pub struct GcArgs {
     /// Keep unreferenced blobs younger than this many seconds (default: the server's setting).
     #[arg(long)]
     grace_seconds: Option<u64>,
-    /// Work directly on this data dir instead of asking a server (the server must be stopped).
+    /// Work directly on this data dir instead of asking a server (the server must be stopped,
+    /// except with --status, which only reads).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Show the background sweeper instead of collecting: whether a pass runs and how far it
+    /// got, how the last one went, when the next is due.
+    #[arg(long)]
+    status: bool,
+    /// With --status: print the report as JSON.
+    #[arg(long, requires = "status")]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -36,6 +44,9 @@ async fn open_local(dir: &std::path::Path) -> anyhow::Result<std::sync::Arc<inta
 }
 
 pub async fn gc(args: GcArgs) -> anyhow::Result<ExitCode> {
+    if args.status {
+        return gc_status(&args).await;
+    }
     let report: Value = match &args.data_dir {
         Some(dir) => {
             let store = open_local(dir).await?;
@@ -55,6 +66,91 @@ pub async fn gc(args: GcArgs) -> anyhow::Result<ExitCode> {
     };
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(ExitCode::SUCCESS)
+}
+
+async fn gc_status(args: &GcArgs) -> anyhow::Result<ExitCode> {
+    let report: Value = match &args.data_dir {
+        Some(dir) => {
+            // Read straight from the catalog, without the data-dir lock: the server may run.
+            let catalog = intact_store::tokens::open_catalog(dir, &intact_store::CatalogChoice::Embedded).await?;
+            let record = catalog.sweeper().await?;
+            intact_server::api::sweeper_status(&record, &intact_server::config::StoreSettings::default())
+        }
+        None => Client::new(&args.server)?.get_json("/api/v1/admin/gc").await?,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", describe_sweeper(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The sweeper's report for people: one line on what runs now, one on the last pass, one on
+/// the next.
+fn describe_sweeper(r: &Value) -> String {
+    let num = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("?").to_owned();
+    let mut out = String::new();
+    if r.get("running").and_then(Value::as_bool).unwrap_or(false) {
+        let so_far = &r["so_far"];
+        out += &format!(
+            "running: pass {} ({} phase{}), started {}, {} pages so far: {} blob records checked, {} blobs \
+             and {} orphan files deleted; resumed {} time(s); held by {} until {}\n",
+            num(r, "pass"),
+            text(r, "phase"),
+            if r["sweeping_orphans"].as_bool().unwrap_or(false) {
+                ", with the orphan sweep"
+            } else {
+                ""
+            },
+            text(r, "pass_started"),
+            num(so_far, "pages"),
+            num(so_far, "blobs_checked"),
+            num(so_far, "blobs_deleted"),
+            num(so_far, "orphan_blobs_deleted"),
+            num(r, "resumed"),
+            text(r, "holder"),
+            text(r, "lease_until"),
+        );
+    } else if text(r, "phase") != "idle" {
+        out += &format!(
+            "interrupted: pass {} stopped in its {} phase; the next sweeper resumes it\n",
+            num(r, "pass"),
+            text(r, "phase")
+        );
+    } else {
+        out += "running: no\n";
+    }
+    match r.get("last_pass").filter(|v| !v.is_null()) {
+        Some(last) => {
+            let c = &last["counts"];
+            out += &format!(
+                "last pass: {} from {} to {}: {} blob records checked, {} blobs deleted, {} files listed, {} \
+                 orphan files deleted, {} bytes freed, {} pending files removed; resumed {} time(s)\n",
+                num(last, "pass"),
+                text(last, "started"),
+                text(last, "finished"),
+                num(c, "blobs_checked"),
+                num(c, "blobs_deleted"),
+                num(c, "files_listed"),
+                num(c, "orphan_blobs_deleted"),
+                num(c, "bytes_deleted"),
+                num(c, "pending_files_removed"),
+                num(last, "resumed"),
+            );
+        }
+        None => out += "last pass: none yet\n",
+    }
+    match r.get("last_orphan_sweep").and_then(Value::as_str) {
+        Some(t) => out += &format!("last orphan sweep: {t}\n"),
+        None => out += "last orphan sweep: none yet\n",
+    }
+    match r.get("next_pass_due").and_then(Value::as_str) {
+        Some(t) => out += &format!("next pass due: {t}\n"),
+        None => out += "next pass due: never (gc_interval_seconds = 0: only `intact gc`)\n",
+    }
+    out
 }
 
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {

@@ -3,6 +3,7 @@
 mod cli;
 mod crash;
 mod faults;
+mod gc;
 mod go_fixtures;
 mod go_proxy;
 mod harness;

@@ -548,7 +548,7 @@ async fn check_blobs(
                 .collect(),
         ),
         Blobs::Bucket(bucket) => {
-            let listed: Result<Vec<_>, _> = bucket.list().try_collect().await;
+            let listed: Result<Vec<_>, _> = bucket.list(None).try_collect().await;
             let stored = match listed {
                 Ok(digests) => digests.iter().map(|d| d.to_hex()).collect(),
                 Err(e) => {

@@ -10,8 +10,6 @@
 use super::rows::parse_ids;
 use super::*;
 
-const SWEEP_BATCH: i64 = 500;
-
 /// Waits for `digest`'s exclusion (held until the end of the transaction).
 pub(super) async fn lock_digest(conn: &mut sqlx::PgConnection, digest: &str) -> Result<()> {
     lock(conn, "blob", digest).await
@@ -80,49 +78,56 @@ async fn sweep_one(
 pub(super) async fn sweep_blobs(
     cat: &PostgresCatalog,
     min_age: Duration,
-    only: Option<&[Digest]>,
+    digests: &[Digest],
     blobs: &dyn BlobStore,
 ) -> Result<SweepReport> {
     let mut report = SweepReport::default();
-    let mut count = |size: Option<u64>| {
-        if let Some(size) = size {
+    if digests.is_empty() {
+        return Ok(report);
+    }
+    let cutoff = {
+        let mut w = cat.begin().await?;
+        let now = cat.now(&mut w).await?;
+        w.tx.rollback().await?;
+        now.minus(min_age)
+    };
+    for d in digests {
+        if let Some(size) = sweep_one(cat, d, Some(cutoff), blobs).await? {
             report.blobs_deleted += 1;
             report.bytes_deleted += size;
         }
-    };
-    match only {
-        Some(digests) => {
-            for d in digests {
-                count(sweep_one(cat, d, None, blobs).await?);
-            }
-        }
-        None => {
-            let mut w = cat.begin().await?;
-            let cutoff = cat.now(&mut w).await?.minus(min_age);
-            w.tx.rollback().await?;
-            let mut after = String::new();
-            loop {
-                // Candidates page by digest; each is checked again under its lock.
-                let candidates: Vec<String> = sqlx::query_scalar(&format!(
-                    "SELECT digest FROM blobs b WHERE digest > $1 AND registered <= $2 AND {UNREFERENCED}
-                     ORDER BY digest LIMIT $3"
-                ))
-                .bind(&after)
-                .bind(cutoff.millis())
-                .bind(SWEEP_BATCH)
-                .fetch_all(&cat.pool)
-                .await?;
-                for hex in &candidates {
-                    count(sweep_one(cat, &columns::digest(hex)?, Some(cutoff), blobs).await?);
-                }
-                match candidates.last() {
-                    Some(last) if candidates.len() as i64 == SWEEP_BATCH => after.clone_from(last),
-                    _ => break,
-                }
-            }
-        }
     }
     Ok(report)
+}
+
+pub(super) async fn unreferenced_blobs(
+    cat: &PostgresCatalog,
+    after: Option<&Digest>,
+    min_age: Duration,
+    limit: u32,
+) -> Result<BlobPage> {
+    let rows = sqlx::query(&format!(
+        "SELECT b.digest,
+                (b.registered <= (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT + $1 - $2
+                 AND {UNREFERENCED}) AS unreferenced
+         FROM blobs b WHERE b.digest > $3 ORDER BY b.digest LIMIT $4"
+    ))
+    .bind(cat.time_offset.as_ref().map_or(0, OffsetClock::offset_millis))
+    .bind(i64::try_from(min_age.as_millis()).unwrap_or(i64::MAX))
+    .bind(after.map(Digest::to_hex).unwrap_or_default())
+    .bind(i64::from(limit))
+    .fetch_all(&cat.pool)
+    .await?;
+    let mut page = BlobPage::default();
+    for r in &rows {
+        let d = columns::digest(&r.try_get::<String, _>("digest")?)?;
+        page.scanned += 1;
+        if r.try_get::<bool, _>("unreferenced")? {
+            page.candidates.push(d);
+        }
+        page.last = Some(d);
+    }
+    Ok(page)
 }
 
 pub(super) async fn sweep_orphans(

@@ -27,6 +27,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "tokens",
         include_str!("../../../migrations/postgres/0004_tokens.sql"),
     ),
+    (
+        5,
+        "sweeper",
+        include_str!("../../../migrations/postgres/0005_sweeper.sql"),
+    ),
 ];
 
 pub(super) async fn run(pool: &PgPool) -> Result<()> {

@@ -27,8 +27,8 @@ use tokio::sync::watch;
 
 use super::columns::{self, corrupt, i64_of, u64_of};
 use super::{
-    BlobUser, Catalog, CommitOutcome, Event, Finished, NewTxn, OpenOutcome, RepoUsage, SweepReport, TxnRecord,
-    TxnStatus, VersionSpec, VersionSummary, VersionUse, rules,
+    BlobPage, BlobUser, Catalog, CommitOutcome, Event, Finished, NewTxn, OpenOutcome, RepoUsage, SweepProgress,
+    SweepReport, SweeperRecord, TxnRecord, TxnStatus, VersionSpec, VersionSummary, VersionUse, rules,
 };
 use crate::clock::OffsetClock;
 use crate::tokens::{NewToken, TokenRecord};
@@ -39,6 +39,7 @@ mod events;
 mod flights;
 mod migrate;
 mod rows;
+mod sweeper;
 mod tokens;
 mod txns;
 mod uploads;
@@ -329,13 +330,28 @@ impl Catalog for PostgresCatalog {
 
     // The sweeps are not bounded as a whole: they run for as long as there is garbage,
     // deleting from the blob store between their short statements.
-    async fn sweep_blobs(
-        &self,
-        min_age: Duration,
-        only: Option<&[Digest]>,
-        blobs: &dyn BlobStore,
-    ) -> Result<SweepReport> {
-        blobs::sweep_blobs(self, min_age, only, blobs).await
+    async fn sweep_blobs(&self, min_age: Duration, digests: &[Digest], blobs: &dyn BlobStore) -> Result<SweepReport> {
+        blobs::sweep_blobs(self, min_age, digests, blobs).await
+    }
+
+    async fn unreferenced_blobs(&self, after: Option<&Digest>, min_age: Duration, limit: u32) -> Result<BlobPage> {
+        blobs::unreferenced_blobs(self, after, min_age, limit).await
+    }
+
+    async fn claim_sweeper(&self, holder: &str, lease: Duration) -> Result<Option<SweepProgress>> {
+        sweeper::claim(self, holder, lease).await
+    }
+
+    async fn save_sweeper(&self, holder: &str, progress: &SweepProgress, lease: Duration) -> Result<bool> {
+        sweeper::save(self, holder, progress, lease).await
+    }
+
+    async fn release_sweeper(&self, holder: &str) -> Result<()> {
+        sweeper::release(self, holder).await
+    }
+
+    async fn sweeper(&self) -> Result<SweeperRecord> {
+        sweeper::record(self).await
     }
 
     async fn sweep_orphans(&self, candidates: &[Digest], blobs: &dyn BlobStore) -> Result<SweepReport> {

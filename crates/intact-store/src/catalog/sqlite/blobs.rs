@@ -3,6 +3,8 @@
 //! The sweep contract asks for mutual exclusion per digest with `stage_file`. Here the
 //! single write connection gives more: each batch runs in one `BEGIN IMMEDIATE`
 //! transaction, so no `stage_file` of any digest runs while the batch checks and deletes.
+//! A batch therefore ends after a few milliseconds, and finding candidates (a walk over the
+//! blob records) happens on the read connection, outside any write transaction.
 
 use super::*;
 
@@ -15,68 +17,83 @@ pub(super) async fn check_writable(cat: &SqliteCatalog) -> Result<()> {
     cat.commit(tx).await
 }
 
+/// How long one sweep transaction may hold the single writer. Publishes wait for it, so it
+/// stays short: a batch ends early once it has held the writer this long.
+const WRITER_HOLD: std::time::Duration = std::time::Duration::from_millis(5);
+
+const UNREFERENCED: &str = "NOT EXISTS (SELECT 1 FROM files f WHERE f.digest = b.digest)
+                            AND NOT EXISTS (SELECT 1 FROM staged s WHERE s.digest = b.digest)";
+
 pub(super) async fn sweep_blobs(
     cat: &SqliteCatalog,
     min_age: Duration,
-    only: Option<&[Digest]>,
+    digests: &[Digest],
     blobs: &dyn BlobStore,
 ) -> Result<SweepReport> {
     let mut report = SweepReport::default();
-    const UNREFERENCED: &str = "NOT EXISTS (SELECT 1 FROM files f WHERE f.digest = b.digest)
-                                AND NOT EXISTS (SELECT 1 FROM staged s WHERE s.digest = b.digest)";
-    match only {
-        Some(digests) => {
-            for chunk in digests.chunks(SWEEP_BATCH as usize) {
-                let (mut tx, _) = cat.begin().await?;
-                for d in chunk {
-                    let size: Option<i64> =
-                        sqlx::query_scalar(&format!("SELECT size FROM blobs b WHERE digest = ? AND {UNREFERENCED}"))
-                            .bind(d.to_hex())
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    if let Some(size) = size {
-                        blobs.delete(d).await?;
-                        sqlx::query("DELETE FROM blobs WHERE digest = ?")
-                            .bind(d.to_hex())
-                            .execute(&mut *tx)
-                            .await?;
-                        report.blobs_deleted += 1;
-                        report.bytes_deleted += u64_of(size);
-                    }
-                }
-                cat.commit(tx).await?;
-            }
-        }
-        None => loop {
-            let (mut tx, now) = cat.begin().await?;
-            let rows = sqlx::query(&format!(
-                "SELECT digest, size FROM blobs b WHERE registered <= ? AND {UNREFERENCED} LIMIT ?"
+    let mut rest = digests;
+    while !rest.is_empty() {
+        let (mut tx, now) = cat.begin().await?;
+        let held = std::time::Instant::now();
+        let mut done = 0;
+        for d in rest.iter().take(SWEEP_BATCH as usize) {
+            done += 1;
+            let size: Option<i64> = sqlx::query_scalar(&format!(
+                "SELECT size FROM blobs b WHERE digest = ? AND registered <= ? AND {UNREFERENCED}"
             ))
+            .bind(d.to_hex())
             .bind(now.minus(min_age).millis())
-            .bind(SWEEP_BATCH)
-            .fetch_all(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
-            if rows.is_empty() {
-                break;
-            }
-            for r in &rows {
-                let hex: String = r.try_get("digest")?;
-                let d = Digest::parse(&hex).map_err(|e| corrupt(e.to_string()))?;
-                blobs.delete(&d).await?;
+            if let Some(size) = size {
+                // The bytes go first, the record after: a crash in between leaves a record
+                // without bytes (swept again), never bytes nobody knows of.
+                blobs.delete(d).await?;
                 sqlx::query("DELETE FROM blobs WHERE digest = ?")
-                    .bind(&hex)
+                    .bind(d.to_hex())
                     .execute(&mut *tx)
                     .await?;
                 report.blobs_deleted += 1;
-                report.bytes_deleted += u64_of(r.try_get("size")?);
+                report.bytes_deleted += u64_of(size);
             }
-            cat.commit(tx).await?;
-            if (rows.len() as i64) < SWEEP_BATCH {
+            if held.elapsed() >= WRITER_HOLD {
                 break;
             }
-        },
+        }
+        cat.commit(tx).await?;
+        rest = &rest[done..];
     }
     Ok(report)
+}
+
+pub(super) async fn unreferenced_blobs(
+    cat: &SqliteCatalog,
+    after: Option<&Digest>,
+    min_age: Duration,
+    limit: u32,
+) -> Result<BlobPage> {
+    // The read connection: a snapshot, and nothing a publish waits for.
+    let cutoff = cat.clock.now().minus(min_age);
+    let rows = sqlx::query(&format!(
+        "SELECT b.digest, (b.registered <= ? AND {UNREFERENCED}) AS unreferenced
+         FROM blobs b WHERE b.digest > ? ORDER BY b.digest LIMIT ?"
+    ))
+    .bind(cutoff.millis())
+    .bind(after.map(Digest::to_hex).unwrap_or_default())
+    .bind(i64::from(limit))
+    .fetch_all(&cat.read)
+    .await?;
+    let mut page = BlobPage::default();
+    for r in &rows {
+        let hex: String = r.try_get("digest")?;
+        let d = Digest::parse(&hex).map_err(|e| corrupt(e.to_string()))?;
+        page.scanned += 1;
+        if r.try_get::<i64, _>("unreferenced")? != 0 {
+            page.candidates.push(d);
+        }
+        page.last = Some(d);
+    }
+    Ok(page)
 }
 
 pub(super) async fn sweep_orphans(
@@ -85,9 +102,13 @@ pub(super) async fn sweep_orphans(
     blobs: &dyn BlobStore,
 ) -> Result<SweepReport> {
     let mut report = SweepReport::default();
-    for chunk in candidates.chunks(SWEEP_BATCH as usize) {
+    let mut rest = candidates;
+    while !rest.is_empty() {
         let (mut tx, _) = cat.begin().await?;
-        for d in chunk {
+        let held = std::time::Instant::now();
+        let mut done = 0;
+        for d in rest.iter().take(SWEEP_BATCH as usize) {
+            done += 1;
             let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM blobs WHERE digest = ?")
                 .bind(d.to_hex())
                 .fetch_optional(&mut *tx)
@@ -98,8 +119,13 @@ pub(super) async fn sweep_orphans(
                 report.blobs_deleted += 1;
                 report.bytes_deleted += size;
             }
+            if held.elapsed() >= WRITER_HOLD {
+                break;
+            }
         }
-        cat.commit(tx).await?;
+        // Nothing written: ending it frees the writer without waking event followers.
+        tx.rollback().await?;
+        rest = &rest[done..];
     }
     Ok(report)
 }

@@ -18,8 +18,8 @@ use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use tokio::sync::watch;
 
 use super::{
-    BlobUser, Catalog, CommitOutcome, Event, Finished, NewTxn, OpenOutcome, RepoUsage, SweepReport, TxnRecord,
-    TxnStatus, VersionSpec, VersionSummary, VersionUse, rules,
+    BlobPage, BlobUser, Catalog, CommitOutcome, Event, Finished, NewTxn, OpenOutcome, RepoUsage, SweepProgress,
+    SweepReport, SweeperRecord, TxnRecord, TxnStatus, VersionSpec, VersionSummary, VersionUse, rules,
 };
 use crate::tokens::{NewToken, TokenRecord};
 use crate::{BlobStore, Clock, Error, Result};
@@ -33,6 +33,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../../migrations/sqlite/0004_flights.sql")),
     (5, include_str!("../../../migrations/sqlite/0005_uploads.sql")),
     (6, include_str!("../../../migrations/sqlite/0006_tokens.sql")),
+    (7, include_str!("../../../migrations/sqlite/0007_sweeper.sql")),
 ];
 
 const SWEEP_BATCH: i64 = 500;
@@ -163,6 +164,7 @@ mod blobs;
 mod events;
 mod flights;
 mod rows;
+mod sweeper;
 mod tokens;
 mod txns;
 mod uploads;
@@ -279,13 +281,28 @@ impl Catalog for SqliteCatalog {
         events::last_event_seq(self).await
     }
 
-    async fn sweep_blobs(
-        &self,
-        min_age: Duration,
-        only: Option<&[Digest]>,
-        blobs: &dyn BlobStore,
-    ) -> Result<SweepReport> {
-        blobs::sweep_blobs(self, min_age, only, blobs).await
+    async fn sweep_blobs(&self, min_age: Duration, digests: &[Digest], blobs: &dyn BlobStore) -> Result<SweepReport> {
+        blobs::sweep_blobs(self, min_age, digests, blobs).await
+    }
+
+    async fn unreferenced_blobs(&self, after: Option<&Digest>, min_age: Duration, limit: u32) -> Result<BlobPage> {
+        blobs::unreferenced_blobs(self, after, min_age, limit).await
+    }
+
+    async fn claim_sweeper(&self, holder: &str, lease: Duration) -> Result<Option<SweepProgress>> {
+        sweeper::claim(self, holder, lease).await
+    }
+
+    async fn save_sweeper(&self, holder: &str, progress: &SweepProgress, lease: Duration) -> Result<bool> {
+        sweeper::save(self, holder, progress, lease).await
+    }
+
+    async fn release_sweeper(&self, holder: &str) -> Result<()> {
+        sweeper::release(self, holder).await
+    }
+
+    async fn sweeper(&self) -> Result<SweeperRecord> {
+        sweeper::record(self).await
     }
 
     async fn sweep_orphans(&self, candidates: &[Digest], blobs: &dyn BlobStore) -> Result<SweepReport> {

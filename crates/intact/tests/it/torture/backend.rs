@@ -120,7 +120,7 @@ impl Backend {
             Backend::Embedded => crate::harness::blob_files(data),
             Backend::Shared(s) => s
                 .blobs
-                .list()
+                .list(None)
                 .map_ok(|d| d.to_string())
                 .try_collect()
                 .await

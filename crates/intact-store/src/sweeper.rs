@@ -1,0 +1,278 @@
+//! The background sweeper: garbage collection spread out in bounded pages, resumable, and
+//! done by one process at a time.
+//!
+//! A pass walks the catalog's blob records in digest order a page at a time, deleting those
+//! no version or transaction references (each checked again under its digest's exclusion),
+//! and, when the orphan sweep is due, walks the blob store's listing the same way, deleting
+//! files the catalog has no record of. After every page the cursor is saved in the catalog
+//! with the lease renewed: a restart (or another replica, once the lease lapses) resumes
+//! after the last page done, and nothing is ever listed into memory whole. Between passes
+//! the lease is given up, so any replica may run the next one when it is due.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use intact_core::{Digest, Timestamp};
+use rand::RngCore;
+use tokio::sync::watch;
+
+use crate::catalog::{FinishedPass, SweepCounts, SweepPhase, SweepProgress, SweeperRecord};
+use crate::{FLIGHT_RETENTION, Result, Store};
+
+/// How long a sweeper's claim lasts without a page saved. A page never takes this long
+/// unless the sweeper stalled; then another process may take over (safe even if the stalled
+/// one wakes: every delete is checked under its digest's exclusion).
+pub const SWEEPER_LEASE: Duration = Duration::from_secs(120);
+
+/// After a failure, the sweeper tries again this much later.
+const RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// How the background sweeper paces itself.
+#[derive(Debug, Clone)]
+pub struct SweeperSettings {
+    /// From the end of one pass to the start of the next.
+    pub every: Duration,
+    /// How often a pass also sweeps orphan files (`None`: never in the background; `intact
+    /// gc` still does).
+    pub orphans_every: Option<Duration>,
+    /// Blob records (or listed files) per page.
+    pub page: u32,
+    /// Rest between pages, leaving the disk and the catalog to requests.
+    pub pause: Duration,
+    /// Unreferenced blobs younger than this are kept.
+    pub grace: Duration,
+}
+
+/// Why a pass stopped before its end.
+enum Stop {
+    /// Shutting down: the progress is saved, the lease given up.
+    Shutdown,
+    /// Another process holds the lease now.
+    LostLease,
+}
+
+impl Store {
+    /// The sweeper's record: whether a pass runs, where it is, how the last one went.
+    pub async fn sweeper_status(&self) -> Result<SweeperRecord> {
+        self.catalog().sweeper().await
+    }
+
+    /// Runs the background sweeper until `shutdown`: a pass whenever one is due and this
+    /// process can take the lease.
+    pub async fn run_sweeper(self: Arc<Self>, settings: SweeperSettings, mut shutdown: watch::Receiver<bool>) {
+        // The embedded catalog has one writer, this process (it holds the data dir): a lease
+        // left by a dead predecessor is its own to take back at once, so its holder name is
+        // fixed. Replicas on a shared catalog each hold under their own name.
+        let holder = if self.is_sole_writer() {
+            "embedded".to_owned()
+        } else {
+            format!("sweeper-{:016x}", rand::rng().next_u64())
+        };
+        loop {
+            let wait = match self.sweep_when_due(&settings, &holder, &mut shutdown).await {
+                Ok(wait) => wait,
+                Err(e) => {
+                    tracing::warn!(error = %e, "background gc failed; trying again later");
+                    RETRY_AFTER
+                }
+            };
+            if *shutdown.borrow() {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+        if let Err(e) = self.catalog().release_sweeper(&holder).await {
+            tracing::debug!(error = %e, "giving up the sweeper lease at shutdown failed (it lapses)");
+        }
+    }
+
+    /// Runs (or resumes) a pass if one is due and the lease is free; returns how long to
+    /// wait before looking again.
+    async fn sweep_when_due(
+        &self,
+        settings: &SweeperSettings,
+        holder: &str,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Duration> {
+        let catalog = self.catalog().clone();
+        let Some(mut progress) = catalog.claim_sweeper(holder, SWEEPER_LEASE).await? else {
+            // Another process sweeps; look again once its lease could have lapsed.
+            return Ok(SWEEPER_LEASE.min(settings.every));
+        };
+        let now = self.now();
+        if progress.phase == SweepPhase::Idle {
+            let due = progress
+                .last_pass
+                .as_ref()
+                .map_or(now, |last| last.finished.plus(settings.every));
+            if due > now {
+                catalog.release_sweeper(holder).await?;
+                return Ok(until(now, due));
+            }
+            let sweeping_orphans = settings
+                .orphans_every
+                .is_some_and(|every| progress.last_orphan_sweep.is_none_or(|last| last.plus(every) <= now));
+            progress = SweepProgress {
+                pass: progress.pass + 1,
+                phase: SweepPhase::Blobs,
+                cursor: None,
+                pass_started: Some(now),
+                sweeping_orphans,
+                resumed: 0,
+                so_far: SweepCounts::default(),
+                ..progress
+            };
+            tracing::info!(pass = progress.pass, orphans = sweeping_orphans, "gc pass started");
+        } else {
+            progress.resumed += 1;
+            tracing::info!(
+                pass = progress.pass,
+                phase = ?progress.phase,
+                after = ?progress.cursor.map(|d| d.to_hex()),
+                "gc pass resumed where it stopped"
+            );
+        }
+        if !catalog.save_sweeper(holder, &progress, SWEEPER_LEASE).await? {
+            return Ok(SWEEPER_LEASE);
+        }
+        match self.sweep_pages(settings, holder, &mut progress, shutdown).await? {
+            Ok(()) => {}
+            Err(Stop::Shutdown) => return Ok(Duration::ZERO),
+            Err(Stop::LostLease) => {
+                tracing::warn!(pass = progress.pass, "gc pass taken over by another process");
+                return Ok(SWEEPER_LEASE);
+            }
+        }
+        self.finish_pass(settings, holder, progress).await?;
+        Ok(settings.every)
+    }
+
+    /// Works through the pass's pages, saving the cursor after each.
+    async fn sweep_pages(
+        &self,
+        settings: &SweeperSettings,
+        holder: &str,
+        progress: &mut SweepProgress,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<std::result::Result<(), Stop>> {
+        let catalog = self.catalog().clone();
+        let page_size = settings.page.max(1);
+        // The orphan walk's listing lives across pages; a restart lists again from the cursor.
+        let mut listing: Option<BoxStream<'_, Result<Digest>>> = None;
+        loop {
+            if *shutdown.borrow() {
+                catalog.release_sweeper(holder).await?;
+                return Ok(Err(Stop::Shutdown));
+            }
+            match progress.phase {
+                SweepPhase::Idle => return Ok(Ok(())),
+                SweepPhase::Blobs => {
+                    let (page, swept) = self
+                        .sweep_blob_page(progress.cursor.as_ref(), settings.grace, page_size)
+                        .await?;
+                    let counts = &mut progress.so_far;
+                    counts.pages += 1;
+                    counts.blobs_checked += page.scanned;
+                    counts.blobs_deleted += swept.blobs_deleted;
+                    counts.bytes_deleted += swept.bytes_deleted;
+                    if page.scanned < u64::from(page_size) {
+                        progress.cursor = None;
+                        progress.phase = if progress.sweeping_orphans {
+                            SweepPhase::Orphans
+                        } else {
+                            SweepPhase::Idle
+                        };
+                    } else {
+                        progress.cursor = page.last;
+                    }
+                }
+                SweepPhase::Orphans => {
+                    let stream = listing.get_or_insert_with(|| self.blobs().list(progress.cursor));
+                    let mut files = Vec::with_capacity(page_size as usize);
+                    while files.len() < page_size as usize {
+                        match stream.next().await {
+                            Some(d) => files.push(d?),
+                            None => break,
+                        }
+                    }
+                    let swept = catalog.sweep_orphans(&files, self.blobs().as_ref()).await?;
+                    let counts = &mut progress.so_far;
+                    counts.pages += 1;
+                    counts.files_listed += files.len() as u64;
+                    counts.orphan_blobs_deleted += swept.blobs_deleted;
+                    counts.bytes_deleted += swept.bytes_deleted;
+                    if files.len() < page_size as usize {
+                        progress.cursor = None;
+                        progress.phase = SweepPhase::Idle;
+                        progress.last_orphan_sweep = Some(self.now());
+                    } else {
+                        progress.cursor = files.last().copied();
+                    }
+                }
+            }
+            if progress.phase == SweepPhase::Idle {
+                // The last bookkeeping is `finish_pass`'s, saved with the pass's end.
+                return Ok(Ok(()));
+            }
+            if !catalog.save_sweeper(holder, progress, SWEEPER_LEASE).await? {
+                return Ok(Err(Stop::LostLease));
+            }
+            tracing::debug!(pass = progress.pass, phase = ?progress.phase, pages = progress.so_far.pages, "gc page done");
+            if !settings.pause.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(settings.pause) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+    }
+
+    /// The pass's cheap closing work, then its record, then the lease given up.
+    async fn finish_pass(&self, settings: &SweeperSettings, holder: &str, mut progress: SweepProgress) -> Result<()> {
+        let catalog = self.catalog().clone();
+        let counts = &mut progress.so_far;
+        counts.pending_files_removed += self
+            .blobs()
+            .sweep_pending(settings.grace.max(Duration::from_secs(3600)))
+            .await?;
+        counts.transactions_pruned += catalog.prune_txns(self.config().txn_retention).await?;
+        counts.flights_pruned += catalog.prune_flights(FLIGHT_RETENTION).await?;
+        let finished = FinishedPass {
+            pass: progress.pass,
+            started: progress.pass_started.unwrap_or_else(|| self.now()),
+            finished: self.now(),
+            resumed: progress.resumed,
+            swept_orphans: progress.sweeping_orphans,
+            counts: std::mem::take(&mut progress.so_far),
+        };
+        tracing::info!(
+            pass = finished.pass,
+            blobs_checked = finished.counts.blobs_checked,
+            blobs_deleted = finished.counts.blobs_deleted,
+            orphans_deleted = finished.counts.orphan_blobs_deleted,
+            bytes_deleted = finished.counts.bytes_deleted,
+            seconds = (finished.finished.millis() - finished.started.millis()) as f64 / 1000.0,
+            resumed = finished.resumed,
+            "gc pass finished"
+        );
+        progress.phase = SweepPhase::Idle;
+        progress.cursor = None;
+        progress.pass_started = None;
+        progress.sweeping_orphans = false;
+        progress.resumed = 0;
+        progress.last_pass = Some(finished);
+        if catalog.save_sweeper(holder, &progress, SWEEPER_LEASE).await? {
+            catalog.release_sweeper(holder).await?;
+        }
+        Ok(())
+    }
+}
+
+fn until(now: Timestamp, due: Timestamp) -> Duration {
+    Duration::from_millis(u64::try_from(due.millis().saturating_sub(now.millis())).unwrap_or(0))
+}
