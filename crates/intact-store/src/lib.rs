@@ -26,7 +26,7 @@ pub use catalog::{
 };
 pub use clock::{Clock, ManualClock, OffsetClock, SystemClock, TokioClock};
 pub use error::{Error, Result};
-pub use open::{BlobSettings, CatalogChoice, LocalCacheSettings, redact};
+pub use open::{BlobSettings, CatalogChoice, LocalCacheSettings, data_dir_in_use, redact};
 pub use store::{
     BeginRequest, FLIGHT_RETENTION, GcReport, Store, StoreConfig, VerifyProblem, VerifyReport, WORKER_LEASE,
 };

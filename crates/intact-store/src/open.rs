@@ -99,6 +99,17 @@ impl std::fmt::Debug for CatalogChoice {
     }
 }
 
+/// Whether an intact process holds `dir` now (its data-dir lock is taken). Tells a dead
+/// process's leftover lease from a live one, for status reports read beside the server.
+pub fn data_dir_in_use(dir: &Path) -> Result<bool> {
+    match lock_data_dir(dir) {
+        // Dropping the file lets the lock go at once.
+        Ok(_file) => Ok(false),
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::WouldBlock => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
 /// Takes an exclusive lock on `dir/lock` so two processes never own one data dir.
 fn lock_data_dir(dir: &Path) -> Result<std::fs::File> {
     let path = dir.join("lock");

@@ -74,7 +74,13 @@ async fn gc_status(args: &GcArgs) -> anyhow::Result<ExitCode> {
             // Read straight from the catalog, without the data-dir lock: the server may run.
             let catalog = intact_store::tokens::open_catalog(dir, &intact_store::CatalogChoice::Embedded).await?;
             let record = catalog.sweeper().await?;
-            intact_server::api::sweeper_status(&record, &intact_server::config::StoreSettings::default())
+            let mut report =
+                intact_server::api::sweeper_status(&record, &intact_server::config::StoreSettings::default());
+            if !intact_store::data_dir_in_use(dir)? {
+                // No server holds the data dir: a lease still running is a dead process's.
+                report["running"] = json!(false);
+            }
+            report
         }
         None => Client::new(&args.server)?.get_json("/api/v1/admin/gc").await?,
     };

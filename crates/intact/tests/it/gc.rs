@@ -130,7 +130,7 @@ fn start_up_serves_before_the_background_sweep_and_a_killed_sweep_resumes() {
         let ready = http.get(server.url("/readyz")).send().await.expect("readyz");
         assert!(ready.status().is_success(), "readyz: {}", ready.status());
         let body = http
-            .get(server.url("/api/v1/repos/files/takes/1/shot.exr"))
+            .get(server.url("/api/v1/repos/files/takes/@v/1/shot.exr"))
             .send()
             .await
             .expect("read")
@@ -213,7 +213,7 @@ fn start_up_serves_before_the_background_sweep_and_a_killed_sweep_resumes() {
     );
     rt.block_on(async {
         let body = http
-            .get(server.url("/api/v1/repos/files/takes/1/shot.exr"))
+            .get(server.url("/api/v1/repos/files/takes/@v/1/shot.exr"))
             .send()
             .await
             .expect("read")
