@@ -91,7 +91,9 @@ impl LossyFs {
     /// otherwise).
     pub fn power_cut(&mut self) -> std::io::Result<CutReport> {
         if let Some(session) = self.session.take() {
-            unmount(session)?;
+            unmount_when_released(&self.mountpoint)?;
+            // Unmounted: the kernel's DESTROY ends the request loops.
+            ended(session.join())?;
         }
         let report = lock(&self.model).power_cut();
         self.session = Some(Self::mount_model(&self.model, &self.mountpoint)?);
@@ -111,12 +113,43 @@ impl Drop for LossyFs {
     }
 }
 
+/// Unmounts `mountpoint`, waiting while it is busy. A killed process's files are closed by
+/// the time `wait` returns, but the kernel keeps the mount busy until this filesystem has
+/// answered their `RELEASE` requests, which it sends without waiting: an unmount right after a
+/// kill can meet `EBUSY` for a moment (seen in CI). `umount(8)`, not `umount(2)`, so no
+/// `unsafe` is needed.
+fn unmount_when_released(mountpoint: &Path) -> std::io::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = std::process::Command::new("umount").arg(mountpoint).output()?;
+        if out.status.success() {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ResourceBusy,
+                format!(
+                    "unmounting {} for a power cut: {}",
+                    mountpoint.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
 /// Unmounts and waits for every request loop to end. With several loops, only the one handed
 /// the kernel's DESTROY ends cleanly; another may instead find the connection already torn
 /// down and read `ECONNABORTED` (seen once in a few thousand power cuts). The unmount itself
 /// succeeded by then, so that is the session ending, not a failure.
 fn unmount(session: BackgroundSession) -> std::io::Result<()> {
-    match session.umount_and_join() {
+    ended(session.umount_and_join())
+}
+
+/// How the request loops ended, an `ECONNABORTED` read after the unmount counting as ending.
+fn ended(outcome: std::io::Result<()>) -> std::io::Result<()> {
+    match outcome {
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => Ok(()),
         other => other,
     }

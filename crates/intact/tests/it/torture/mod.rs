@@ -520,7 +520,8 @@ fetch_timeout_seconds = 60
                 self.seed
             );
             // Stopped without a power cut: gc's deletions are not made durable one by one
-            // (an orphan file coming back after a power cut is swept at the next start).
+            // (an orphan file coming back after a power cut is swept by the next `gc` or the
+            // background sweeper's next orphan sweep).
             server.kill9();
             let snap = self.rt.block_on(catalog::read(&self.backend.catalog(&self.data)));
             let left = &snap.leftovers;
