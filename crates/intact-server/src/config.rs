@@ -524,6 +524,12 @@ impl Config {
         const MAX_SECONDS: u64 = 10 * 365 * 24 * 3600;
         self.catalog.choice()?;
         let st = &self.store;
+        if !(1..=100_000).contains(&st.gc_page_size) {
+            bail!(
+                "store.gc_page_size = {}: between 1 and 100000 (a page is read into memory and swept under one lease)",
+                st.gc_page_size
+            );
+        }
         for (field, v) in [
             ("store.default_lease_seconds", st.default_lease_seconds),
             ("store.max_lease_seconds", st.max_lease_seconds),

@@ -119,7 +119,15 @@ fn lock_data_dir(dir: &Path) -> Result<std::fs::File> {
         .write(true)
         .open(&path)
         .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-    match file.try_lock() {
+    // `intact gc --status --data-dir` takes the lock for an instant to tell a dead server
+    // from a live one: a server starting at that instant waits it out instead of failing.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    let mut outcome = file.try_lock();
+    while matches!(outcome, Err(std::fs::TryLockError::WouldBlock)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        outcome = file.try_lock();
+    }
+    match outcome {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(Error::io(
             format!("data dir {} is in use by another intact process", dir.display()),

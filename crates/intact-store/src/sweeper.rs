@@ -29,6 +29,11 @@ pub const SWEEPER_LEASE: Duration = Duration::from_secs(120);
 /// After a failure, the sweeper tries again this much later.
 const RETRY_AFTER: Duration = Duration::from_secs(60);
 
+/// A pass that fails this many times in a row is given up (recorded with its error, so the
+/// status shows it) instead of being resumed at the same place for ever: the closing work
+/// (pending files, pruning) still runs, and the next pass is due as usual.
+const ATTEMPTS_PER_PASS: u32 = 3;
+
 /// How the background sweeper paces itself.
 #[derive(Debug, Clone)]
 pub struct SweeperSettings {
@@ -70,11 +75,22 @@ impl Store {
         } else {
             format!("sweeper-{:016x}", rand::rng().next_u64())
         };
+        let mut failures = 0;
         loop {
             let wait = match self.sweep_when_due(&settings, &holder, &mut shutdown).await {
-                Ok(wait) => wait,
+                Ok(wait) => {
+                    failures = 0;
+                    wait
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "background gc failed; trying again later");
+                    failures += 1;
+                    tracing::warn!(error = %e, attempt = failures, "background gc failed; trying again later");
+                    if failures >= ATTEMPTS_PER_PASS {
+                        failures = 0;
+                        if let Err(e2) = self.give_up_pass(&settings, &holder, &e.to_string()).await {
+                            tracing::warn!(error = %e2, "recording a failed gc pass failed");
+                        }
+                    }
                     RETRY_AFTER
                 }
             };
@@ -110,7 +126,9 @@ impl Store {
                 .last_pass
                 .as_ref()
                 .map_or(now, |last| last.finished.plus(settings.every));
-            if due > now {
+            // A due time more than one interval away means a clock moved back since the
+            // last pass ended: not a reason to stop collecting.
+            if due > now && until(now, due) <= settings.every {
                 catalog.release_sweeper(holder).await?;
                 return Ok(until(now, due));
             }
@@ -232,6 +250,20 @@ impl Store {
         }
     }
 
+    /// Ends the pass under way as failed (when this process can hold the lease).
+    async fn give_up_pass(&self, settings: &SweeperSettings, holder: &str, error: &str) -> Result<()> {
+        let Some(mut progress) = self.catalog().claim_sweeper(holder, SWEEPER_LEASE).await? else {
+            return Ok(());
+        };
+        if progress.phase == SweepPhase::Idle {
+            return self.catalog().release_sweeper(holder).await;
+        }
+        tracing::error!(pass = progress.pass, phase = ?progress.phase, error, "gc pass given up after {ATTEMPTS_PER_PASS} failures");
+        progress.sweeping_orphans = false;
+        progress.error = Some(error.to_owned());
+        self.finish_pass(settings, holder, progress).await
+    }
+
     /// The pass's cheap closing work, then its record, then the lease given up.
     async fn finish_pass(&self, settings: &SweeperSettings, holder: &str, mut progress: SweepProgress) -> Result<()> {
         let catalog = self.catalog().clone();
@@ -247,8 +279,9 @@ impl Store {
             started: progress.pass_started.unwrap_or_else(|| self.now()),
             finished: self.now(),
             resumed: progress.resumed,
-            swept_orphans: progress.sweeping_orphans,
+            swept_orphans: progress.sweeping_orphans && progress.error.is_none(),
             counts: std::mem::take(&mut progress.so_far),
+            error: progress.error.take(),
         };
         tracing::info!(
             pass = finished.pass,

@@ -51,6 +51,9 @@ pub struct FinishedPass {
     pub resumed: u64,
     pub swept_orphans: bool,
     pub counts: SweepCounts,
+    /// Why the pass was given up before its end (it failed again and again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The sweeper's progress, kept in the catalog.
@@ -66,6 +69,9 @@ pub struct SweepProgress {
     /// Whether this pass includes the orphan sweep.
     pub sweeping_orphans: bool,
     pub resumed: u64,
+    /// Set when the pass is being given up: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     pub so_far: SweepCounts,
     pub last_pass: Option<FinishedPass>,
     /// When the last orphan sweep finished.

@@ -85,14 +85,17 @@ pub(super) async fn sweep_blobs(
     if digests.is_empty() {
         return Ok(report);
     }
-    let cutoff = {
+    // No age asked: no age condition, even if the clock stepped back since staging.
+    let cutoff = if min_age.is_zero() {
+        None
+    } else {
         let mut w = cat.begin().await?;
         let now = cat.now(&mut w).await?;
         w.tx.rollback().await?;
-        now.minus(min_age)
+        Some(now.minus(min_age))
     };
     for d in digests {
-        if let Some(size) = sweep_one(cat, d, Some(cutoff), blobs).await? {
+        if let Some(size) = sweep_one(cat, d, cutoff, blobs).await? {
             report.blobs_deleted += 1;
             report.bytes_deleted += size;
         }

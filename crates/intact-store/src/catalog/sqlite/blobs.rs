@@ -42,7 +42,12 @@ pub(super) async fn sweep_blobs(
                 "SELECT size FROM blobs b WHERE digest = ? AND registered <= ? AND {UNREFERENCED}"
             ))
             .bind(d.to_hex())
-            .bind(now.minus(min_age).millis())
+            // No age asked: no age condition, even if the clock stepped back since staging.
+            .bind(if min_age.is_zero() {
+                i64::MAX
+            } else {
+                now.minus(min_age).millis()
+            })
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(size) = size {
