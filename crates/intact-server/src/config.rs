@@ -344,6 +344,7 @@ impl StoreSettings {
             page: self.gc_page_size.max(1),
             pause: Duration::from_millis(self.gc_page_pause_ms),
             grace: Duration::from_secs(self.gc_grace_seconds),
+            retry_after: intact_store::sweeper::RETRY_AFTER,
         })
     }
 
@@ -671,6 +672,22 @@ format = "generic"
         .expect("parses");
         assert_eq!(c.repos.len(), 1);
         assert_eq!(c.repos[0].name.as_str(), "renders");
+    }
+
+    #[test]
+    fn gc_page_size_is_bounded_and_zero_interval_turns_the_sweeper_off() {
+        for bad in [0, 100_001, 4_000_000_000u32] {
+            let err = Config::from_toml(&format!("[store]\ngc_page_size = {bad}"))
+                .expect_err("out of bounds")
+                .to_string();
+            assert!(err.contains("store.gc_page_size"), "{err}");
+        }
+        let c = Config::from_toml("[store]\ngc_page_size = 50\norphan_sweep_interval_seconds = 0").expect("parses");
+        let s = c.store.sweeper().expect("on by default");
+        assert_eq!(s.page, 50);
+        assert_eq!(s.orphans_every, None);
+        let c = Config::from_toml("[store]\ngc_interval_seconds = 0").expect("parses");
+        assert!(c.store.sweeper().is_none());
     }
 
     #[test]

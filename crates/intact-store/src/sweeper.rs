@@ -26,8 +26,9 @@ use crate::{FLIGHT_RETENTION, Result, Store};
 /// one wakes: every delete is checked under its digest's exclusion).
 pub const SWEEPER_LEASE: Duration = Duration::from_secs(120);
 
-/// After a failure, the sweeper tries again this much later.
-const RETRY_AFTER: Duration = Duration::from_secs(60);
+/// After a failure, the sweeper tries again this much later (the default of
+/// [`SweeperSettings::retry_after`]).
+pub const RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// A pass that fails this many times in a row is given up (recorded with its error, so the
 /// status shows it) instead of being resumed at the same place for ever: the closing work
@@ -48,6 +49,8 @@ pub struct SweeperSettings {
     pub pause: Duration,
     /// Unreferenced blobs younger than this are kept.
     pub grace: Duration,
+    /// After a failure, try again this much later ([`RETRY_AFTER`]).
+    pub retry_after: Duration,
 }
 
 /// Why a pass stopped before its end.
@@ -91,7 +94,7 @@ impl Store {
                             tracing::warn!(error = %e2, "recording a failed gc pass failed");
                         }
                     }
-                    RETRY_AFTER
+                    settings.retry_after
                 }
             };
             if *shutdown.borrow() {
@@ -308,4 +311,109 @@ impl Store {
 
 fn until(now: Timestamp, due: Timestamp) -> Duration {
     Duration::from_millis(u64::try_from(due.millis().saturating_sub(now.millis())).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use async_trait::async_trait;
+    use tokio::io::AsyncRead;
+
+    use super::*;
+    use crate::blob::{BlobRead, PendingBlob, Progress};
+    use crate::{BlobStore, Error, ManualClock, MemoryBlobStore, SqliteCatalog, StoreConfig};
+
+    /// A blob store whose listing always fails (an unreadable shard, a bucket that refuses
+    /// to list): the orphan walk can never get past its first page.
+    struct UnlistableBlobs(MemoryBlobStore);
+
+    #[async_trait]
+    impl BlobStore for UnlistableBlobs {
+        async fn write(
+            &self,
+            body: &mut (dyn AsyncRead + Send + Unpin),
+            progress: Option<Progress<'_>>,
+        ) -> Result<PendingBlob> {
+            self.0.write(body, progress).await
+        }
+        async fn persist(&self, pending: PendingBlob) -> Result<()> {
+            self.0.persist(pending).await
+        }
+        async fn size(&self, digest: &Digest) -> Result<Option<u64>> {
+            self.0.size(digest).await
+        }
+        async fn sizes(&self, digests: &[Digest]) -> Result<HashMap<Digest, u64>> {
+            self.0.sizes(digests).await
+        }
+        async fn read(&self, digest: &Digest, range: Option<std::ops::Range<u64>>) -> Result<BlobRead> {
+            self.0.read(digest, range).await
+        }
+        async fn delete(&self, digest: &Digest) -> Result<()> {
+            self.0.delete(digest).await
+        }
+        async fn quarantine(&self, digest: &Digest) -> Result<bool> {
+            self.0.quarantine(digest).await
+        }
+        fn list(&self, _after: Option<Digest>) -> BoxStream<'_, Result<Digest>> {
+            futures::stream::once(async {
+                Err(Error::io(
+                    "listing blobs",
+                    std::io::Error::new(std::io::ErrorKind::PermissionDenied, "shard unreadable"),
+                ))
+            })
+            .boxed()
+        }
+        async fn sweep_pending(&self, older_than: Duration) -> Result<u64> {
+            self.0.sweep_pending(older_than).await
+        }
+    }
+
+    /// A pass whose orphan walk fails every time is given up after a few attempts, recorded
+    /// with its error, instead of being resumed at the same place for ever (which kept the
+    /// blob walk and the pruning of every later pass from ever running).
+    #[tokio::test]
+    async fn a_pass_that_keeps_failing_is_given_up_and_recorded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = Arc::new(ManualClock::new(Timestamp(1_700_000_000_000)));
+        let catalog = SqliteCatalog::open(&dir.path().join("catalog.db"), clock.clone())
+            .await
+            .expect("catalog");
+        let store = Arc::new(Store::new(
+            Arc::new(catalog),
+            Arc::new(UnlistableBlobs(MemoryBlobStore::new())),
+            clock,
+            StoreConfig::default(),
+        ));
+        let settings = SweeperSettings {
+            every: Duration::from_secs(3600),
+            orphans_every: Some(Duration::from_secs(3600)),
+            page: 10,
+            pause: Duration::ZERO,
+            grace: Duration::ZERO,
+            retry_after: Duration::from_millis(10),
+        };
+        let (stop, stopped) = watch::channel(false);
+        let sweeper = tokio::spawn(store.clone().run_sweeper(settings, stopped));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let last = loop {
+            let record = store.sweeper_status().await.expect("status");
+            if let Some(last) = record.progress.last_pass {
+                break last;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the failing pass was never given up: {record:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        stop.send(true).expect("stop");
+        sweeper.await.expect("sweeper");
+        let error = last.error.expect("the pass records why it was given up");
+        assert!(error.contains("shard unreadable"), "{error}");
+        assert!(!last.swept_orphans);
+        let record = store.sweeper_status().await.expect("status");
+        assert_eq!(record.progress.phase, SweepPhase::Idle);
+        assert!(record.progress.last_orphan_sweep.is_none(), "{record:?}");
+    }
 }

@@ -1980,6 +1980,7 @@ pub async fn the_sweeper_holds_one_lease_pages_through_and_resumes(h: &Harness) 
         page: 5,
         pause: Duration::from_secs(3600),
         grace: Duration::ZERO,
+        retry_after: Duration::from_secs(1),
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let sweeper = tokio::spawn(h.store.clone().run_sweeper(settings.clone(), stopped));
