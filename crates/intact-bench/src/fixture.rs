@@ -1,5 +1,5 @@
 //! The data measurements 2-4 read and write: a data dir holding `bench/small@1` (one 4 KiB
-//! file) and `bench/large@1` (one large file), published through the real Store API, and a
+//! file), `bench/tiny@1` (200 B) and `bench/large@1` (one large file), published through the real Store API, and a
 //! plain directory for nginx holding hard links to the very same blob files — so both servers
 //! send the same bytes from the same inodes, with the same page cache.
 
@@ -14,11 +14,18 @@ use crate::{Ctx, Measurement, progress};
 
 pub const SMALL_SIZE: u64 = 4096;
 pub const SMALL_PATH: &str = "/api/v1/repos/files/bench/small/@v/1/f.bin";
+/// The size of a Go `.info` file.
+pub const TINY_SIZE: u64 = 200;
+pub const TINY_PATH: &str = "/api/v1/repos/files/bench/tiny/@v/1/f.bin";
 pub const LARGE_PATH: &str = "/api/v1/repos/files/bench/large/@v/1/f.bin";
 
 pub struct Reads {
     /// intact's data dir.
     pub data: PathBuf,
+    /// A second data dir holding the same small files, with access control on: one token
+    /// (`read` on every repo) exists, whose secret is `token`.
+    pub data_with_token: PathBuf,
+    pub token: String,
     /// nginx's document root: `small.bin`, `large.bin`.
     pub www: PathBuf,
     pub large_size: u64,
@@ -81,6 +88,31 @@ async fn publish_file(store: &Store, name: &str, path: &Path) -> Result<PathBuf>
         .ok_or_else(|| anyhow!("the blob store keeps no local file for {name}"))
 }
 
+/// Makes a token that reads every repo with `intact token create` on `data_dir`, as an
+/// operator makes the first one, and returns its secret (the last line of its output).
+fn create_token(ctx: &Ctx, data_dir: &Path) -> Result<String> {
+    let out = std::process::Command::new(&ctx.intact_bin)
+        .args(["token", "create", "bench", "--scope", "*:read", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .with_context(|| format!("running {} token create", ctx.intact_bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "intact token create failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stdout = String::from_utf8(out.stdout).context("intact token create printed non-UTF-8")?;
+    stdout
+        .lines()
+        .last()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("intact token create printed no secret"))
+}
+
 /// Links `blob` into the document root as `name` (copying when a link is impossible).
 fn link_into(blob: &Path, www: &Path, name: &str) -> Result<()> {
     let target = www.join(name);
@@ -102,11 +134,23 @@ impl Reads {
         let large_size = ctx.args.large_mib << 20;
         let store = Store::open_local(&data, StoreConfig::default()).await?;
 
-        progress("publishing files/bench/small@1 (4 KiB) through the Store API");
+        progress("publishing files/bench/small@1 (4 KiB) and files/bench/tiny@1 (200 B) through the Store API");
         let small_src = src.join("small.bin");
         write_pattern(&small_src, 1, SMALL_SIZE)?;
         let blob = publish_file(&store, "bench/small", &small_src).await?;
         link_into(&blob, &www, "small.bin")?;
+        let tiny_src = src.join("tiny.bin");
+        write_pattern(&tiny_src, 4, TINY_SIZE)?;
+        let blob = publish_file(&store, "bench/tiny", &tiny_src).await?;
+        link_into(&blob, &www, "tiny.bin")?;
+
+        let data_with_token = root.join("data-token");
+        {
+            let store = Store::open_local(&data_with_token, StoreConfig::default()).await?;
+            publish_file(&store, "bench/small", &small_src).await?;
+            publish_file(&store, "bench/tiny", &tiny_src).await?;
+        }
+        let token = create_token(ctx, &data_with_token)?;
 
         if ctx.wants(Measurement::Large) {
             progress(format!(
@@ -131,6 +175,8 @@ impl Reads {
         crate::settle().await;
         Ok(Self {
             data,
+            data_with_token,
+            token,
             www,
             large_size,
             upload_src,

@@ -29,17 +29,38 @@ pub async fn run(ctx: &Ctx, url: &str) -> Result<LoadResult> {
 /// [`run`] for `duration_secs` instead of `--duration-secs` (measurements that split their
 /// load into rounds).
 pub async fn run_for(ctx: &Ctx, url: &str, duration_secs: u64) -> Result<LoadResult> {
+    run_with(ctx, url, ctx.args.connections, duration_secs, None).await
+}
+
+/// [`run`] with `connections` and, when given, an `Authorization` header value on every
+/// request (shown as `$TOKEN` in the command).
+pub async fn run_with(
+    ctx: &Ctx,
+    url: &str,
+    connections: u32,
+    duration_secs: u64,
+    authorization: Option<&str>,
+) -> Result<LoadResult> {
     let a = &ctx.args;
     let result = match &ctx.tools.wrk {
         Some(wrk) => {
+            let header = if authorization.is_some() {
+                " -H 'Authorization: Bearer $TOKEN'"
+            } else {
+                ""
+            };
             let command = format!(
-                "wrk -t{} -c{} -d{}s --latency {url}",
-                a.threads, a.connections, duration_secs
+                "wrk -t{} -c{connections} -d{duration_secs}s --latency{header} {url}",
+                a.threads
             );
             crate::progress(&command);
-            let out = tokio::process::Command::new(wrk)
+            let mut wrk = tokio::process::Command::new(wrk);
+            if let Some(value) = authorization {
+                wrk.arg("-H").arg(format!("Authorization: {value}"));
+            }
+            let out = wrk
                 .arg(format!("-t{}", a.threads))
-                .arg(format!("-c{}", a.connections))
+                .arg(format!("-c{connections}"))
                 .arg(format!("-d{duration_secs}s"))
                 .arg("--latency")
                 .arg(url)
@@ -56,7 +77,7 @@ pub async fn run_for(ctx: &Ctx, url: &str, duration_secs: u64) -> Result<LoadRes
             }
             parse_wrk(&text, command).with_context(|| format!("reading wrk's output:\n{text}"))?
         }
-        None => builtin(url, a.connections, Duration::from_secs(duration_secs)).await?,
+        None => builtin(url, connections, Duration::from_secs(duration_secs), authorization).await?,
     };
     crate::progress(format!(
         "  {:.0} req/s, p50 {:?}, p99 {:?}, {} requests, {} errors",
@@ -125,7 +146,7 @@ fn parse_wrk(text: &str, command: String) -> Result<LoadResult> {
 
 /// The fallback when wrk is missing: `connections` tasks, each with its own one-connection
 /// client, looping until the deadline.
-async fn builtin(url: &str, connections: u32, duration: Duration) -> Result<LoadResult> {
+async fn builtin(url: &str, connections: u32, duration: Duration, authorization: Option<&str>) -> Result<LoadResult> {
     let command = format!(
         "intact-bench --no-wrk (built-in generator: {connections} keep-alive connections, {}s) {url}",
         duration.as_secs()
@@ -140,12 +161,17 @@ async fn builtin(url: &str, connections: u32, duration: Duration) -> Result<Load
             .timeout(Duration::from_secs(30))
             .build()?;
         let url = url.to_owned();
+        let authorization = authorization.map(str::to_owned);
         tasks.spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0u64;
             while Instant::now() < deadline {
                 let t = Instant::now();
-                let ok = match client.get(&url).send().await {
+                let mut request = client.get(&url);
+                if let Some(value) = &authorization {
+                    request = request.header("authorization", value);
+                }
+                let ok = match request.send().await {
                     Ok(resp) if resp.status().is_success() => resp.bytes().await.is_ok(),
                     _ => false,
                 };

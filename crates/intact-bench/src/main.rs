@@ -30,7 +30,7 @@ use clap::Parser;
 pub enum Measurement {
     /// 1: publish rate and listing 100,000 versions of one name (peer: a GOPROXY-style directory).
     Listing,
-    /// 2: 4 KiB GETs under load (peer: nginx).
+    /// 2: 200 B and 4 KiB GETs under load at 16 and 128 connections, and with a token (peer: nginx).
     Small,
     /// 3 and 5: a large download (peer: nginx) and the server's peak memory meanwhile.
     Large,

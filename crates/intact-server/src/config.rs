@@ -314,6 +314,9 @@ pub struct StoreSettings {
     /// most this many bytes per second; a damaged blob is quarantined and logged with the
     /// versions it breaks. 0 turns it off.
     pub scrub_bytes_per_second: u64,
+    /// Bytes of small committed files (up to 64 KiB each, and a sixteenth of this) kept in
+    /// memory once read and verified, so warm reads of them touch no file. 0 turns it off.
+    pub small_file_cache_bytes: u64,
 }
 
 impl Default for StoreSettings {
@@ -330,6 +333,7 @@ impl Default for StoreSettings {
             txn_retention_seconds: d.txn_retention.as_secs(),
             upload_idle_timeout_seconds: d.upload_idle_timeout.as_secs(),
             scrub_bytes_per_second: DEFAULT_SCRUB_BYTES_PER_SECOND,
+            small_file_cache_bytes: d.small_file_cache_bytes,
         }
     }
 }
@@ -355,6 +359,7 @@ impl StoreSettings {
             gc_grace: Duration::from_secs(self.gc_grace_seconds),
             txn_retention: Duration::from_secs(self.txn_retention_seconds),
             upload_idle_timeout: Duration::from_secs(self.upload_idle_timeout_seconds),
+            small_file_cache_bytes: self.small_file_cache_bytes,
             ..intact_store::StoreConfig::default()
         }
     }

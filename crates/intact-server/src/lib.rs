@@ -104,6 +104,11 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: watch::Receiv
         .store
         .sweeper()
         .map(|settings| tokio::spawn(state.store.clone().run_sweeper(settings, shutdown.clone())));
+    let token_census = tokio::spawn(state.tokens.clone().run(
+        state.store.clone(),
+        state.auth.clone(),
+        shutdown.clone(),
+    ));
     let background = state.start_background(shutdown.clone());
     let http = state.config.http.clone();
     let app = api::router(state);
@@ -116,6 +121,7 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: watch::Receiv
     reaper.abort();
     invalidator.abort();
     scrubber.abort();
+    token_census.abort();
     if let Some(mut t) = sweeper {
         // It saves its place and gives its lease up when told to stop; give it a moment (a
         // page cut short is safe too: the place saved is the last page done).

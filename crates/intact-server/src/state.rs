@@ -17,6 +17,8 @@ pub struct AppState {
     pub staging: Arc<crate::staging::StagingState>,
     /// Whether access control is on.
     pub auth: Arc<crate::http::auth::Gate>,
+    /// Tokens this process remembers (see `http::token_cache`).
+    pub tokens: Arc<crate::http::token_cache::TokenCache>,
     /// `[limits]` and the rate and upload counters that enforce them.
     pub limits: Arc<crate::limits::Limits>,
 }
@@ -29,6 +31,7 @@ impl AppState {
         let limits = crate::limits::Limits::new(config.limits.resolve()?);
         Ok(Self {
             auth,
+            tokens: Arc::default(),
             config,
             store,
             go,

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod error;
 pub mod migrate;
 mod open;
+mod small_files;
 pub mod store;
 pub mod sweeper;
 pub mod tokens;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::StreamExt;
 use intact_core::{Digest, DigestHasher, FileEntry, FilePath, Manifest, Name, RepoName, Timestamp, TxnId, Version};
 use rand::RngCore;
@@ -45,6 +46,8 @@ pub struct StoreConfig {
     pub txn_retention: Duration,
     /// Committed manifests kept in memory.
     pub manifest_cache_entries: usize,
+    /// Bytes of small committed files kept in memory once read and verified (0: none).
+    pub small_file_cache_bytes: u64,
     /// An upload whose body sends nothing for this long is ended (never longer than its
     /// transaction's lease, so a vanished client cannot pin a version).
     pub upload_idle_timeout: Duration,
@@ -64,6 +67,7 @@ impl Default for StoreConfig {
             gc_grace: Duration::from_secs(15 * 60),
             txn_retention: Duration::from_secs(7 * 24 * 3600),
             manifest_cache_entries: 100_000,
+            small_file_cache_bytes: 32 * 1024 * 1024,
             upload_idle_timeout: Duration::from_secs(60),
             case_sensitive_repos: std::collections::HashSet::new(),
             max_files_per_transaction: None,
@@ -128,6 +132,8 @@ pub struct Store {
     /// Committed manifests. Safe to cache: a committed version never changes; a deleted one
     /// is removed here by whoever deletes it.
     manifests: quick_cache::sync::Cache<VersionKey, Arc<Manifest>>,
+    /// Small files' verified bytes, by digest.
+    small_files: crate::small_files::SmallFiles,
     /// Counts deletes. A manifest read from the catalog is cached only if no delete happened
     /// since the read began (checked and inserted under this lock, which a delete holds while
     /// it bumps the count and invalidates): a read racing an eviction must not put the
@@ -190,12 +196,14 @@ impl Store {
         config: StoreConfig,
     ) -> Self {
         let manifests = quick_cache::sync::Cache::new(config.manifest_cache_entries.max(16));
+        let small_files = crate::small_files::SmallFiles::new(config.small_file_cache_bytes);
         Self {
             catalog,
             blobs,
             clock,
             config,
             manifests,
+            small_files,
             deletes: std::sync::Mutex::new(0),
             txns_changed: watch::Sender::new(0),
             out_of_space: std::sync::atomic::AtomicBool::new(false),
@@ -1009,6 +1017,36 @@ impl Store {
         }
     }
 
+    /// The whole of a small committed file, verified, as one buffer: from memory when it was
+    /// read before, else read, checked against its sha256 and kept. `None` for a file too
+    /// large to keep (stream it with [`Store::read_file_verified`]). A damaged blob is an
+    /// error before anything is returned, as with `read_file_verified`.
+    pub async fn small_file(self: &Arc<Self>, file: &FileEntry) -> Result<Option<Bytes>> {
+        if !self.small_files.keeps(file.size) {
+            return Ok(None);
+        }
+        if let Some(bytes) = self.small_files.get(&file.sha256, file.size) {
+            return Ok(Some(bytes));
+        }
+        let mut read = self.read_file_verified(file).await?;
+        if let Some(bytes) = self.small_files.get(&file.sha256, file.size) {
+            return Ok(Some(bytes));
+        }
+        // Evicted at once by a burst of other files: the verified bytes are in the reader.
+        let mut bytes = Vec::with_capacity(usize::try_from(file.size).unwrap_or(0));
+        (&mut read.body)
+            .take(file.size.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| Error::io(format!("reading blob {}", file.sha256), e))?;
+        Ok(Some(Bytes::from(bytes)))
+    }
+
+    /// Bytes of small files held in memory now.
+    pub fn small_file_cache_weight(&self) -> u64 {
+        self.small_files.weight()
+    }
+
     /// One attempt of [`Store::read_file_verified`]: the read, or the damage it found and
     /// whether that took the blob out of service (`false`: the blob store holds good bytes,
     /// or none, now).
@@ -1054,6 +1092,8 @@ impl Store {
                     },
                 )));
             }
+            let bytes = Bytes::from(bytes);
+            self.small_files.insert(file.sha256, bytes.clone());
             read.body = Box::pin(std::io::Cursor::new(bytes));
             return Ok(Ok(read));
         }

@@ -297,11 +297,32 @@ pub async fn create(
     Ok((record, secret))
 }
 
+/// How many tokens exist and how many are revoked ([`crate::Catalog::token_census`]): it
+/// changes with every create, import and revocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TokenCensus {
+    pub tokens: u64,
+    pub revoked: u64,
+}
+
+/// How often a server reads the token census to learn that a token was made or revoked
+/// elsewhere (another replica, or `intact token` on the host).
+pub const CENSUS_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// A server believes what it remembers of a token only while its last census read began less
+/// than this long ago; past that (the catalog slow or down) every request asks the catalog.
+pub const REMEMBERED_FOR: std::time::Duration = std::time::Duration::from_millis(350);
+
+/// How long a revocation waits before it answers, so that by then no server anywhere still
+/// believes the token: longer than [`REMEMBERED_FOR`]. What makes "revoked" mean "refused
+/// from the next request on", everywhere, without a catalog round trip per request.
+pub const REVOCATION_SETTLES: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The outcome of presenting a secret.
 #[derive(Debug)]
-pub enum Presented {
+pub enum Presented<T = TokenRecord> {
     /// A live token.
-    Valid(TokenRecord),
+    Valid(T),
     /// A token that exists but cannot be used (revoked or expired): the reason.
     Unusable(String),
     /// No token has this secret.
@@ -310,7 +331,16 @@ pub enum Presented {
 
 /// Looks up the token a presented secret belongs to, judged at `now`.
 pub async fn authenticate(catalog: &dyn crate::Catalog, secret: &str, now: Timestamp) -> crate::Result<Presented> {
-    Ok(match catalog.token_by_secret_hash(&secret_hash(secret)).await? {
+    authenticate_hash(catalog, &secret_hash(secret), now).await
+}
+
+/// [`authenticate`], given the secret's hash.
+pub async fn authenticate_hash(
+    catalog: &dyn crate::Catalog,
+    secret_sha256: &str,
+    now: Timestamp,
+) -> crate::Result<Presented> {
+    Ok(match catalog.token_by_secret_hash(secret_sha256).await? {
         None => Presented::Unknown,
         Some(t) => match t.unusable(now) {
             Some(why) => Presented::Unusable(why),

@@ -96,8 +96,10 @@ pub fn router(state: AppState) -> Router {
         ))
         // Outer layers, so they see every request, whichever route or fallback answers it.
         // The last one added runs first: unread_body, guard, authentication, rate limit. The
-        // rate limit keys by the token authentication finds, so it stays inside it; a request
-        // refused by authentication does nothing, so it is not counted.
+        // rate limit keys by the token authentication finds, so it stays inside it. A request
+        // without a token this process remembers is counted against its address by
+        // authentication itself, before any catalog work (refused ones too: a flood of made-up
+        // tokens is metered like any other), and not again here.
         .layer(middleware::from_fn_with_state(
             limits.clone(),
             crate::limits::rate_limit,

@@ -88,6 +88,10 @@ pub(crate) async fn revoke(
     tokens::validate_token_name(&name)?;
     match state.store.catalog().revoke_token(&name).await? {
         Some(record) => {
+            // In force here at once; answered only once no other server can still believe
+            // the token (each reads the token census often and trusts its memory briefly).
+            state.tokens.forget_all();
+            tokio::time::sleep(tokens::REVOCATION_SETTLES).await;
             tracing::info!(token = %record.name, "token revoked");
             Ok(Json(serde_json::to_value(&record).unwrap_or_default()))
         }

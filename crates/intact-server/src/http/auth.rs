@@ -16,8 +16,10 @@
 //! embedded default stays frictionless on loopback. Once one exists it stays enforced,
 //! revoked tokens included (revoking the last token must not reopen the server).
 //!
-//! Each request looks its token up in the catalog, so a revocation (by any replica, or by
-//! `intact token revoke` on the host) takes effect at the next request.
+//! A token is looked up in the catalog once, then remembered (`token_cache`) for as long as
+//! the catalog's token census says nothing changed; a revocation (by any replica, or by
+//! `intact token revoke` on the host) waits until no server can still believe the token
+//! before it answers, so it is in force from the next request on.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -240,12 +242,19 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
         Ok(s) => s,
         Err(why) => return unauthorized(&path, why),
     };
-    let token = match secret {
+    let hash = secret.as_deref().map(tokens::secret_hash);
+    let remembered = hash.as_deref().and_then(|hash| state.tokens.get(hash));
+    if remembered.is_none()
+        && let Some(refused) = crate::limits::count_address_first(&state.limits, &mut req)
+    {
+        return refused;
+    }
+    let token = match hash {
         None => None,
-        Some(secret) => match tokens::authenticate(state.store.catalog().as_ref(), &secret, state.store.now()).await {
+        Some(hash) => match authenticate(&state, hash, remembered).await {
             Ok(Presented::Valid(t)) => {
                 state.auth.switch_on();
-                Some(Arc::new(t))
+                Some(t)
             }
             Ok(Presented::Unusable(why)) => return unauthorized(&path, format!("{why}; {HOW}")),
             Ok(Presented::Unknown) => {
@@ -274,6 +283,34 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
     }
     req.extensions_mut().insert(caller);
     next.run(req).await
+}
+
+/// What the presented secret is worth: from this process's memory of tokens when it is
+/// believed (no catalog round trip on the warm path), else from the catalog.
+async fn authenticate(
+    state: &AppState,
+    hash: String,
+    remembered: Option<Arc<TokenRecord>>,
+) -> intact_store::Result<Presented<Arc<TokenRecord>>> {
+    let now = state.store.now();
+    if let Some(t) = remembered {
+        return Ok(match t.unusable(now) {
+            Some(why) => Presented::Unusable(why),
+            None => Presented::Valid(t),
+        });
+    }
+    let generation = state.tokens.generation();
+    Ok(
+        match tokens::authenticate_hash(state.store.catalog().as_ref(), &hash, now).await? {
+            Presented::Valid(t) => {
+                let t = Arc::new(t);
+                state.tokens.remember(hash, t.clone(), generation);
+                Presented::Valid(t)
+            }
+            Presented::Unusable(why) => Presented::Unusable(why),
+            Presented::Unknown => Presented::Unknown,
+        },
+    )
 }
 
 fn unavailable(path: &str, e: &intact_store::Error) -> Response {

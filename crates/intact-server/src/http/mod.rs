@@ -5,5 +5,6 @@ pub mod auth;
 pub mod caller;
 pub mod reply;
 pub mod serve_file;
+pub mod token_cache;
 
 pub use caller::{Caller, ClientAddr};

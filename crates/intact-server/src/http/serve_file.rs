@@ -176,6 +176,17 @@ pub async fn send_file(
     // and is quarantined. So is a range that covers the whole file (`bytes=0-`, how many
     // download managers start): it is a whole download. Any other range cannot be checked
     // without reading the rest of the blob; the background scrubber covers those bytes.
+    // A small file comes whole from memory (verified when it was first read); a range of it
+    // is a slice of those bytes.
+    if let Some(bytes) = store.small_file(file).await? {
+        let body = match byte_range {
+            Some(range) => {
+                bytes.slice(usize::try_from(range.start).unwrap_or(0)..usize::try_from(range.end).unwrap_or(0))
+            }
+            None => bytes,
+        };
+        return Ok((status, resp_headers, Body::from(body)).into_response());
+    }
     let read = match byte_range {
         Some(range) if !(range.start == 0 && range.end == size) => store.read_file(file, Some(range)).await?,
         _ => store.read_file_verified(file).await?,

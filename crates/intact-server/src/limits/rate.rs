@@ -155,6 +155,28 @@ impl RateLimiters {
     }
 }
 
+/// Marks a request already counted against its address by authentication (it presented no
+/// token this process knows, so it was counted before any catalog work was done for it).
+#[derive(Clone, Copy)]
+pub(crate) struct AddressCounted;
+
+/// Counts a request against its client address before authentication does any catalog work
+/// for it (looking up a token not remembered, or a transaction's repo): otherwise a flood of
+/// made-up tokens, every one refused, would reach the catalog unmetered. Marks the request so
+/// that the rate layer does not count it again. The refusal, when over the rate.
+pub(crate) fn count_address_first(limits: &Limits, req: &mut Request) -> Option<Response> {
+    if req.uri().path() == "/healthz" || req.extensions().get::<AddressCounted>().is_some() {
+        return None;
+    }
+    let key = rate_key(req.extensions());
+    req.extensions_mut().insert(AddressCounted);
+    limits
+        .rates
+        .check(&key)
+        .err()
+        .map(|limited| refuse(&key, &limited, req.uri().path()))
+}
+
 /// The rate layer (see the module doc for where it goes). `/healthz` is never counted: a
 /// load balancer's probe must not be refused because its address is busy.
 pub(crate) async fn rate_limit(State(limits): State<Arc<Limits>>, req: Request, next: Next) -> Response {
@@ -162,26 +184,28 @@ pub(crate) async fn rate_limit(State(limits): State<Arc<Limits>>, req: Request, 
         return next.run(req).await;
     }
     let key = rate_key(req.extensions());
+    if !matches!(key, RateKey::Token(_)) && req.extensions().get::<AddressCounted>().is_some() {
+        return next.run(req).await;
+    }
     match limits.rates.check(&key) {
         Ok(()) => next.run(req).await,
-        Err(limited) => {
-            tracing::debug!(%key, limit = limited.config_key, "rate limited");
-            LimitRefusal {
-                status: StatusCode::TOO_MANY_REQUESTS,
-                code: "rate_limited",
-                limit: limited.config_key,
-                message: format!(
-                    "too many requests for {key}: at most {} a second, in bursts of at most {} ({}); retry after {}s",
-                    limited.settings.per_second,
-                    limited.settings.burst,
-                    limited.config_key,
-                    limited.retry_after_seconds
-                ),
-                retry_after: Some(limited.retry_after_seconds),
-            }
-            .into_response(req.uri().path())
-        }
+        Err(limited) => refuse(&key, &limited, req.uri().path()),
     }
+}
+
+fn refuse(key: &RateKey, limited: &RateLimited, path: &str) -> Response {
+    tracing::debug!(%key, limit = limited.config_key, "rate limited");
+    LimitRefusal {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        code: "rate_limited",
+        limit: limited.config_key,
+        message: format!(
+            "too many requests for {key}: at most {} a second, in bursts of at most {} ({}); retry after {}s",
+            limited.settings.per_second, limited.settings.burst, limited.config_key, limited.retry_after_seconds
+        ),
+        retry_after: Some(limited.retry_after_seconds),
+    }
+    .into_response(path)
 }
 
 #[cfg(test)]

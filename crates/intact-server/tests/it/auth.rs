@@ -286,6 +286,7 @@ async fn every_write_and_admin_path_refuses_missing_wrong_and_revoked_tokens() {
         case(Method::POST, "/api/v1/repos/files/publish", None, false),
         case(Method::POST, "/go/go-private/publish", None, false),
         case(Method::POST, "/api/v1/admin/gc", Some(json!({})), true),
+        case(Method::GET, "/api/v1/admin/gc", None, true),
         case(Method::POST, "/api/v1/admin/verify", Some(json!({})), true),
         case(Method::GET, "/api/v1/tokens", None, true),
         case(
@@ -602,6 +603,59 @@ async fn the_request_rate_is_counted_per_token() {
     assert_eq!(v["limit"], "limits.rate_per_token", "{v}");
     let (status, v) = call(&s, Method::GET, "/api/v1/repos/files/names", Some(&other), None).await;
     assert_eq!(status, StatusCode::OK, "another token has its own rate: {v}");
+}
+
+/// Requests whose tokens nobody made are counted against their address before any catalog
+/// work: a flood of made-up tokens meets the address's rate (429), as anonymous requests do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_tokens_are_counted_against_their_address() {
+    let mut config = Config::from_toml(CONFIG).expect("config");
+    config.limits.rate_per_address = intact_server::limits::RateSettings {
+        per_second: 1,
+        burst: 5,
+    };
+    let s = Server::start_with(config).await;
+    let mut refused = None;
+    for i in 0..30 {
+        let (status, v) = call(
+            &s,
+            Method::GET,
+            "/api/v1/repos/files/names",
+            Some(&format!("intact_madeup{i}")),
+            None,
+        )
+        .await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(v);
+            break;
+        }
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    }
+    let v = refused.expect("made-up tokens past the address's rate are refused with 429");
+    assert_eq!(v["limit"], "limits.rate_per_address", "{v}");
+}
+
+/// A token this server remembers (used a moment ago) is refused from the first request after
+/// a revocation made elsewhere has answered: here straight in the catalog, as `intact token
+/// revoke --data-dir` on the host or another replica does, which then waits the settling time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remembered_token_is_refused_once_a_revocation_elsewhere_answers() {
+    let s = server().await;
+    let admin = make_token(&s, None, "root", &["*:admin"]).await;
+    let reader = make_token(&s, Some(&admin), "reader", &["files:read"]).await;
+    for _ in 0..5 {
+        let (status, v) = call(&s, Method::GET, "/api/v1/repos/files/names", Some(&reader), None).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let host = intact_store::tokens::open_catalog(&s.data, &intact_store::CatalogChoice::Embedded)
+        .await
+        .expect("the catalog, as the host CLI opens it");
+    host.revoke_token("reader").await.expect("revoke").expect("exists");
+    tokio::time::sleep(intact_store::tokens::REVOCATION_SETTLES).await;
+    let (status, v) = call(&s, Method::GET, "/api/v1/repos/files/names", Some(&reader), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    assert!(v["message"].as_str().is_some_and(|m| m.contains("revoked")), "{v}");
 }
 
 /// A web page must not mint the first admin token (a page whose host name resolves to this

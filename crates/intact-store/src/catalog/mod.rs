@@ -21,7 +21,7 @@ pub use postgres::PostgresCatalog;
 pub use sqlite::SqliteCatalog;
 pub use sweeper::{BlobPage, FinishedPass, SweepCounts, SweepPhase, SweepProgress, SweeperRecord};
 
-use crate::tokens::{NewToken, TokenRecord};
+use crate::tokens::{NewToken, TokenCensus, TokenRecord};
 use crate::{BlobStore, Result};
 
 /// Which version a new transaction is for.
@@ -389,6 +389,11 @@ pub trait Catalog: Send + Sync + 'static {
     /// Whether any token was ever made (revoked ones count: once access control is on, it
     /// stays on).
     async fn has_tokens(&self) -> Result<bool>;
+
+    /// How many tokens exist and how many of them are revoked. Tokens are never deleted and a
+    /// revocation is set once, so this changes with every create, import and revocation:
+    /// servers poll it to learn when what they remember of tokens is stale.
+    async fn token_census(&self) -> Result<TokenCensus>;
 }
 
 /// A token row's columns, as both backends read them.

@@ -1195,6 +1195,9 @@ impl intact_store::Catalog for GatedCatalog {
     async fn has_tokens(&self) -> intact_store::Result<bool> {
         self.inner.has_tokens().await
     }
+    async fn token_census(&self) -> intact_store::Result<intact_store::tokens::TokenCensus> {
+        self.inner.token_census().await
+    }
     async fn open_txns_owned_by(&self, owner: &str) -> intact_store::Result<u64> {
         self.inner.open_txns_owned_by(owner).await
     }
@@ -1874,8 +1877,15 @@ pub async fn tokens_are_kept_hashed_revoked_for_good_and_owners_counted(h: &Harn
         Presented::Unusable(why) if why.contains("expired")
     ));
 
+    // The census moves with every create and revocation (servers forget remembered tokens
+    // when it does), and not with a revocation that changes nothing.
+    let census = |tokens, revoked| intact_store::tokens::TokenCensus { tokens, revoked };
+    assert_eq!(catalog.token_census().await.expect("census"), census(2, 0));
     let revoked = catalog.revoke_token("ci").await.expect("revoke").expect("exists");
     assert!(revoked.revoked_at.is_some());
+    assert_eq!(catalog.token_census().await.expect("census"), census(2, 1));
+    catalog.revoke_token("ci").await.expect("revoke again");
+    assert_eq!(catalog.token_census().await.expect("census"), census(2, 1));
     assert!(matches!(
         tokens::authenticate(catalog.as_ref(), &secret, now).await.expect("auth"),
         Presented::Unusable(why) if why.contains("revoked")

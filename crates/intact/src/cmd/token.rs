@@ -179,10 +179,13 @@ async fn revoke(a: RevokeArgs) -> anyhow::Result<ExitCode> {
     let record = match local_catalog(&a.at).await? {
         Some(catalog) => {
             tokens::validate_token_name(&a.name).map_err(|e| anyhow::anyhow!("{}", e.rule))?;
-            catalog
+            let record = catalog
                 .revoke_token(&a.name)
                 .await?
-                .with_context(|| format!("no token named {}", a.name))?
+                .with_context(|| format!("no token named {}", a.name))?;
+            // A running server remembers tokens briefly; past this none still believes it.
+            tokio::time::sleep(tokens::REVOCATION_SETTLES).await;
+            record
         }
         None => {
             let client = Client::new(&a.at.server)?;

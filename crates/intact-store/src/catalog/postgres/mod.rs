@@ -428,6 +428,10 @@ impl Catalog for PostgresCatalog {
         self.bounded("any tokens", tokens::any(self)).await
     }
 
+    async fn token_census(&self) -> Result<crate::tokens::TokenCensus> {
+        self.bounded("token census", tokens::census(self)).await
+    }
+
     async fn open_txns_owned_by(&self, owner: &str) -> Result<u64> {
         self.bounded("open transactions of a token", tokens::open_txns_owned_by(self, owner))
             .await

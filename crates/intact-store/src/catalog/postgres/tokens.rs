@@ -124,3 +124,13 @@ pub(super) async fn import(cat: &PostgresCatalog, token: &TokenRecord) -> Result
     .rows_affected();
     Ok(inserted == 1)
 }
+
+pub(super) async fn census(cat: &PostgresCatalog) -> Result<crate::tokens::TokenCensus> {
+    let (tokens, revoked): (i64, i64) = sqlx::query_as("SELECT COUNT(*), COUNT(revoked_at) FROM tokens")
+        .fetch_one(&cat.pool)
+        .await?;
+    Ok(crate::tokens::TokenCensus {
+        tokens: u64::try_from(tokens).unwrap_or(0),
+        revoked: u64::try_from(revoked).unwrap_or(0),
+    })
+}

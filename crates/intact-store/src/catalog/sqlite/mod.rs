@@ -371,6 +371,10 @@ impl Catalog for SqliteCatalog {
         tokens::any(self).await
     }
 
+    async fn token_census(&self) -> Result<crate::tokens::TokenCensus> {
+        tokens::census(self).await
+    }
+
     async fn open_txns_owned_by(&self, owner: &str) -> Result<u64> {
         tokens::open_txns_owned_by(self, owner).await
     }
