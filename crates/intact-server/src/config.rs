@@ -310,6 +310,9 @@ pub struct StoreSettings {
     /// An upload whose body sends nothing for this long is ended with 408 (never longer than
     /// its transaction's lease).
     pub upload_idle_timeout_seconds: u64,
+    /// An upload averaging fewer bytes a second than this over an idle-timeout window is
+    /// ended with 408 (a trickle must not hold an upload slot and a lease for ever). 0: none.
+    pub upload_min_bytes_per_second: u64,
     /// The background scrubber re-hashes every committed blob, over and over, reading at
     /// most this many bytes per second; a damaged blob is quarantined and logged with the
     /// versions it breaks. 0 turns it off.
@@ -332,6 +335,7 @@ impl Default for StoreSettings {
             gc_page_pause_ms: 10,
             txn_retention_seconds: d.txn_retention.as_secs(),
             upload_idle_timeout_seconds: d.upload_idle_timeout.as_secs(),
+            upload_min_bytes_per_second: d.upload_min_bytes_per_second,
             scrub_bytes_per_second: DEFAULT_SCRUB_BYTES_PER_SECOND,
             small_file_cache_bytes: d.small_file_cache_bytes,
         }
@@ -360,6 +364,7 @@ impl StoreSettings {
             txn_retention: Duration::from_secs(self.txn_retention_seconds),
             upload_idle_timeout: Duration::from_secs(self.upload_idle_timeout_seconds),
             small_file_cache_bytes: self.small_file_cache_bytes,
+            upload_min_bytes_per_second: self.upload_min_bytes_per_second,
             ..intact_store::StoreConfig::default()
         }
     }

@@ -63,6 +63,17 @@ pub enum Error {
     #[error("request body sent no data for {seconds}s; the upload was ended (send it again)")]
     BodyIdle { seconds: u64 },
 
+    /// An upload's body trickled in slower than the minimum rate over a whole idle-timeout
+    /// window (a client holding its upload, its slot and its lease with a byte now and then).
+    #[error(
+        "request body sent only {bytes} bytes in {seconds}s, under the minimum of {min_per_second} bytes a second; the upload was ended (send it again)"
+    )]
+    BodyTooSlow {
+        bytes: u64,
+        seconds: u64,
+        min_per_second: u64,
+    },
+
     /// An idempotency key was reused for a different request.
     #[error("idempotency key {key:?} was first used for a different request ({detail})")]
     IdempotencyMismatch { key: String, detail: String },

@@ -51,6 +51,10 @@ pub struct StoreConfig {
     /// An upload whose body sends nothing for this long is ended (never longer than its
     /// transaction's lease, so a vanished client cannot pin a version).
     pub upload_idle_timeout: Duration,
+    /// An upload must average at least this many bytes a second over every idle-timeout
+    /// window, or it is ended like an idle one: a byte now and then does not hold an upload
+    /// (its slot, its lease, its version) for ever. 0: no minimum.
+    pub upload_min_bytes_per_second: u64,
     /// Repositories whose versions may hold paths that differ only in case (elsewhere such a
     /// version is refused at commit: case-folding clients could not hold it).
     pub case_sensitive_repos: std::collections::HashSet<RepoName>,
@@ -69,6 +73,7 @@ impl Default for StoreConfig {
             manifest_cache_entries: 100_000,
             small_file_cache_bytes: 32 * 1024 * 1024,
             upload_idle_timeout: Duration::from_secs(60),
+            upload_min_bytes_per_second: 1024,
             case_sensitive_repos: std::collections::HashSet::new(),
             max_files_per_transaction: None,
         }
@@ -581,6 +586,9 @@ impl Store {
         let mut tick = tokio::time::interval(check_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (mut seen, mut last_byte) = (0u64, tokio::time::Instant::now());
+        // The window the minimum rate is judged over: bytes and time at its start.
+        let (mut window_bytes, mut window_start) = (0u64, last_byte);
+        let min_rate = self.config.upload_min_bytes_per_second;
         let mut renewed_at_bytes = 0u64;
         loop {
             tokio::select! {
@@ -592,6 +600,19 @@ impl Store {
                         (seen, last_byte) = (n, now);
                     } else if now.duration_since(last_byte) >= idle_limit {
                         return Err(Error::BodyIdle { seconds: idle_limit.as_secs() });
+                    }
+                    let window = now.duration_since(window_start);
+                    if window >= idle_limit {
+                        let sent = n.saturating_sub(window_bytes);
+                        let needed = u64::try_from(u128::from(min_rate) * window.as_millis() / 1000).unwrap_or(u64::MAX);
+                        if sent < needed {
+                            return Err(Error::BodyTooSlow {
+                                bytes: sent,
+                                seconds: window.as_secs(),
+                                min_per_second: min_rate,
+                            });
+                        }
+                        (window_bytes, window_start) = (n, now);
                     }
                     let left = expires_at.millis().saturating_sub(self.now().millis());
                     if left <= renew_when_left && n != renewed_at_bytes {

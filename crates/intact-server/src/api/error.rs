@@ -210,7 +210,7 @@ pub fn store_status_and_code(e: &StoreError) -> (StatusCode, &'static str) {
         StoreError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
         StoreError::TxnNotOpen { .. } => (StatusCode::CONFLICT, "not_open"),
         StoreError::UploadsInProgress { .. } => (StatusCode::CONFLICT, "uploads_in_progress"),
-        StoreError::BodyIdle { .. } => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+        StoreError::BodyIdle { .. } | StoreError::BodyTooSlow { .. } => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
         StoreError::PathClash(_) => (StatusCode::BAD_REQUEST, "path_conflict"),
         StoreError::BlobDamaged { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "blob_damaged"),
         StoreError::StorageFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage"),

@@ -1395,6 +1395,30 @@ pub fn stalling_body(
     (tokio_util::io::StreamReader::new(Box::pin(stream)), tx)
 }
 
+/// A client that sends a few bytes now and then (never idle for the timeout) must not hold
+/// its upload for ever either: under the minimum rate over a window it is ended.
+pub async fn a_trickling_upload_is_ended(h: &Harness) {
+    let t = begin(h, req("trickle", "1")).await;
+    let drip = futures::stream::unfold(0u32, |i| async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        (i < 1000).then(|| (Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"drip")), i + 1))
+    });
+    let mut body = tokio_util::io::StreamReader::new(Box::pin(drip));
+    let upload = h.store.put_file(&t.id, path("slow.bin"), &mut body, None, None);
+    // A guard against hanging, not a measurement: the window is the idle timeout, 2 s here.
+    let outcome = tokio::time::timeout(Duration::from_secs(60), upload)
+        .await
+        .expect("a trickling upload must end by itself");
+    match outcome {
+        Err(e @ Error::BodyTooSlow { .. }) => assert!(e.to_string().contains("minimum"), "{e}"),
+        other => panic!("expected the trickle to be ended, got {other:?}"),
+    }
+    assert!(
+        h.store.txn(&t.id).await.expect("txn").files.is_empty(),
+        "nothing was staged"
+    );
+}
+
 /// A commit that arrives while an upload into the same transaction is still streaming must
 /// not commit the version without that file (it would be missing from an immutable version
 /// for ever): it is refused as retryable, and succeeds with every file once the upload ends.
@@ -1436,6 +1460,9 @@ pub async fn a_stalled_upload_ends_instead_of_holding_its_lock(h: &Harness) {
         .expect("a stalled upload must end by itself");
     match outcome {
         Err(e @ Error::BodyIdle { .. }) => assert!(e.to_string().contains("no data"), "{e}"),
+        // A few bytes then silence is also under the minimum rate over the first window,
+        // which may end before the idle time since the last byte does.
+        Err(e @ Error::BodyTooSlow { .. }) => assert!(e.to_string().contains("minimum"), "{e}"),
         other => panic!("expected the idle body to be ended, got {other:?}"),
     }
     assert!(

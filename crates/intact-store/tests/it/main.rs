@@ -270,6 +270,7 @@ macro_rules! every_promise {
     long_polls_wake_for_expiries_noticed_by_other_operations,
     commit_refuses_while_an_upload_is_streaming,
     a_stalled_upload_ends_instead_of_holding_its_lock,
+    a_trickling_upload_is_ended,
     damaged_blobs_are_never_read_whole_and_are_quarantined,
     versions_no_file_system_can_hold_are_refused,
     lock_waiters_do_not_retry_writes_on_unrelated_changes,
