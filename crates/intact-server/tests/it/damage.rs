@@ -194,3 +194,48 @@ async fn head_does_not_promise_a_lost_blob() {
     assert_eq!(get, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(head, get, "HEAD answered {head} for a file GET cannot serve");
 }
+
+/// The Go proxy answers in its own protocol's format even when storage fails under it: a
+/// `.zip` whose blob is lost is a plain-text 500 (the go command prints the body), never the
+/// artifact API's JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_go_zip_is_a_plain_text_error() {
+    let s = Server::start().await;
+    let scratch = tempfile::tempdir().expect("scratch");
+    let dir = scratch.path().join("m");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("go.mod"), "module example.com/lost\n").expect("go.mod");
+    std::fs::write(dir.join("m.go"), "package lost\n").expect("m.go");
+    let mut zip = std::io::Cursor::new(Vec::new());
+    intact_go::zip::create_from_dir(&dir, "example.com/lost", "v1.0.0", &mut zip).expect("zip");
+    let (status, v) = json_of(
+        s.http
+            .post(s.url("/go/go-private/publish?module=example.com/lost&version=v1.0.0"))
+            .body(zip.into_inner())
+            .send()
+            .await
+            .expect("go publish"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let digest = Digest::parse(v["zip_sha256"].as_str().expect("zip_sha256")).expect("digest");
+    std::fs::remove_file(s.blob_path(&digest)).expect("lose the zip's blob");
+
+    let resp = s
+        .http
+        .get(s.url("/go/go-private/example.com/lost/@v/v1.0.0.zip"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    let body = resp.text().await.expect("body");
+    assert!(!body.trim_start().starts_with('{'), "not JSON: {body}");
+    assert!(!body.is_empty(), "says what went wrong");
+}
