@@ -358,8 +358,18 @@ pub async fn open_catalog(
 ) -> crate::Result<std::sync::Arc<dyn crate::Catalog>> {
     match choice {
         crate::CatalogChoice::Embedded => {
-            std::fs::create_dir_all(data_dir)
-                .map_err(|e| crate::Error::io(format!("creating data dir {}", data_dir.display()), e))?;
+            // Never a new, empty catalog: a mistyped data dir would take the token (or show
+            // a sweeper that never ran) while the server goes on reading its own.
+            let path = data_dir.join("catalog.db");
+            if !path.is_file() {
+                return Err(crate::Error::NotFound {
+                    what: format!(
+                        "an intact catalog at {} (is {} the server's data dir? `intact serve --data-dir` creates it on its first start)",
+                        path.display(),
+                        data_dir.display()
+                    ),
+                });
+            }
             let catalog =
                 crate::SqliteCatalog::open(&data_dir.join("catalog.db"), std::sync::Arc::new(crate::SystemClock))
                     .await?;

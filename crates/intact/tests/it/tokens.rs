@@ -252,3 +252,32 @@ fn go_reads_a_private_repo_over_https_with_a_token_from_netrc() {
         "{text}"
     );
 }
+
+/// A mistyped data dir is refused, never given a new, empty catalog that takes the token
+/// while the server goes on reading its own.
+#[test]
+fn a_token_is_never_made_in_a_data_dir_without_a_catalog() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = Server::start(&data, None, &[]);
+    let typo = dir.path().join("dta");
+    for target in [&typo, dir.path()] {
+        let (ok, out, err) = intact(
+            &server,
+            None,
+            &[
+                "token",
+                "create",
+                "root",
+                "--scope",
+                "*:admin",
+                "--data-dir",
+                target.to_str().expect("utf8"),
+            ],
+        );
+        assert!(!ok, "made a token in {}: {out}", target.display());
+        assert!(err.contains("catalog.db") && err.contains("data dir"), "{err}");
+        assert!(!target.join("catalog.db").exists(), "no catalog was created");
+    }
+    assert!(!typo.exists(), "the mistyped dir was not created");
+}
