@@ -53,7 +53,8 @@ fn replica_config(services: &Services, cache: Option<&Path>) -> String {
         )
     });
     format!(
-        "[catalog]\nurl = {}\n\n[blobs]\nurl = {}\nendpoint = {}\nregion = {}\n{cache_line}",
+        "{}[catalog]\nurl = {}\n\n[blobs]\nurl = {}\nendpoint = {}\nregion = {}\n{cache_line}",
+        crate::server::UNREFUSED_RATES,
         toml_string(&db.url),
         toml_string(&format!("s3://{}/{prefix}", garage.bucket)),
         toml_string(&garage.endpoint),

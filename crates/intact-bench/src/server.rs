@@ -18,11 +18,19 @@ pub struct Server {
     pub base: String,
 }
 
+/// `[limits]` with request rates so high they never refuse (the peers limit nothing, and a
+/// load generator on loopback is one address), yet checked on every request as on any
+/// server: the rate limiter's cost stays in the figures. Every other setting is the default.
+pub const UNREFUSED_RATES: &str = "[limits]\nrate_per_address = { per_second = 1000000000, burst = 1000000000 }\nrate_per_token = { per_second = 1000000000, burst = 1000000000 }\n\n";
+
 impl Server {
-    /// Starts `intact serve` over `data_dir` (default configuration: the embedded catalog and
-    /// blob files) and waits for its "listening on" line. Its log goes to `<work>/<label>.log`.
+    /// Starts `intact serve` over `data_dir` (the default configuration, the embedded catalog
+    /// and blob files, but for [`UNREFUSED_RATES`]) and waits for its "listening on" line.
+    /// Its log goes to `<work>/<label>.log`.
     pub fn start(ctx: &Ctx, data_dir: &Path, label: &str) -> Result<Self> {
-        Self::start_configured(ctx, data_dir, label, None, &[])
+        let config = ctx.work.join(format!("{label}.toml"));
+        std::fs::write(&config, UNREFUSED_RATES).with_context(|| format!("writing {}", config.display()))?;
+        Self::start_configured(ctx, data_dir, label, Some(&config), &[])
     }
 
     /// [`Server::start`] with a configuration file (`--config`) and extra environment (the

@@ -19,10 +19,29 @@ use axum::middleware::Next;
 use axum::response::Response;
 use futures::StreamExt;
 
+/// Whether the request has no body at all: one without `Content-Length` and
+/// `Transfer-Encoding` has none (RFC 9112 §6.3), nor has `Content-Length: 0`. Judged on the
+/// headers because the body itself is wrapped (the listener's idle timeout) by then, and the
+/// wrapper does not say when it is empty: asked of the body, every GET looked unread and was
+/// answered `Connection: close`, so no connection was ever kept alive.
+fn has_no_body(parts: &axum::http::request::Parts, body: &Body) -> bool {
+    if body.is_end_stream() {
+        return true;
+    }
+    let headers = &parts.headers;
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        return false;
+    }
+    match headers.get(header::CONTENT_LENGTH) {
+        None => true,
+        Some(v) => v.as_bytes() == b"0",
+    }
+}
+
 /// The outermost layer: watches whether the handler read the body to its end.
 pub(crate) async fn close_when_unread(req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
-    if body.is_end_stream() {
+    if has_no_body(&parts, &body) {
         return next.run(Request::from_parts(parts, body)).await;
     }
     let read_to_end = Arc::new(AtomicBool::new(false));

@@ -115,6 +115,31 @@ async fn an_upload_refused_before_its_body_arrived_says_connection_close() {
     assert_eq!(resp.header("connection"), None, "{:?}", resp.headers);
 }
 
+/// Requests without a body keep their connection: a GET (no `Content-Length`, no
+/// `Transfer-Encoding`) and a POST with `Content-Length: 0`. Every GET was once answered
+/// `Connection: close`, because the body wrapper of the idle timeout hid that it was empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_without_a_body_keep_their_connection() {
+    let s = Server::start().await;
+    s.publish("kept", "1", &[("f.txt", b"kept alive")]).await;
+    for req in [
+        "GET /api/v1/repos/files/kept/@v/1/f.txt HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".to_owned(),
+        "GET /api/v1/repos HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".to_owned(),
+        "HEAD /api/v1/repos/files/kept/@v/1/f.txt HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".to_owned(),
+    ] {
+        let (resp, _) = raw_exchange(s.addr, req.as_bytes()).await;
+        let resp = resp.expect("answer");
+        assert_eq!(resp.status, 200, "{req}");
+        assert_eq!(resp.header("connection"), None, "{req}: {:?}", resp.headers);
+    }
+    let (id, _) = s.open(json!({"name": "kept", "version": "2"})).await;
+    let req = format!("POST /api/v1/transactions/{id}/renew HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n");
+    let (resp, _) = raw_exchange(s.addr, req.as_bytes()).await;
+    let resp = resp.expect("answer");
+    assert_eq!(resp.status, 200, "{:?}", resp.json());
+    assert_eq!(resp.header("connection"), None, "{:?}", resp.headers);
+}
+
 /// Accepted sockets carry TCP keepalive, so a peer that vanished without a FIN is found.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accepted_sockets_have_tcp_keepalive() {
