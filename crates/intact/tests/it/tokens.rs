@@ -73,9 +73,15 @@ fn first_token_on_the_host_then_tokens_through_the_server() {
     assert!(ok, "{out}{err}");
     let root = secret_of(&out);
 
-    // The server notices it (within its one-second recheck): anonymous writes are refused.
+    // The server notices it (within a tenth of a second): anonymous writes are refused. Each
+    // probe publishes its own version: one that straddles the moment access control comes on
+    // opens its transaction while writes are open and is refused its upload after, leaving
+    // that version locked for its lease.
+    let mut probe = 0;
     eventually("anonymous publish refused", || {
-        let (ok, _, err) = intact(&server, None, &["publish", "files", "n", "2", file]);
+        probe += 1;
+        let version = format!("probe{probe}");
+        let (ok, _, err) = intact(&server, None, &["publish", "files", "n", &version, file]);
         !ok && err.contains("401")
     });
     let (ok, _, err) = intact(&server, None, &["publish", "files", "n", "2", file]);
