@@ -349,30 +349,46 @@ pub async fn authenticate_hash(
     })
 }
 
+/// Whether token administration may create the embedded catalog it is pointed at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingCatalog {
+    /// Refuse: the data dir was typed on the command line, and a typo would take the token
+    /// (or show a sweeper that never ran) while the server goes on reading its own.
+    Refuse,
+    /// Create it: the data dir comes from the server's own configuration file, so the server
+    /// will open this very catalog (the first admin token made before the first start).
+    Create,
+}
+
 /// Opens the catalog `choice` names for token administration, without taking the data dir
 /// (the server may be running on it: SQLite serialises the two processes' writes, and the
-/// server reads tokens from the catalog at every request).
+/// server notices token changes through the catalog's token census).
 pub async fn open_catalog(
     data_dir: &std::path::Path,
     choice: &crate::CatalogChoice,
+    missing: MissingCatalog,
 ) -> crate::Result<std::sync::Arc<dyn crate::Catalog>> {
     match choice {
         crate::CatalogChoice::Embedded => {
-            // Never a new, empty catalog: a mistyped data dir would take the token (or show
-            // a sweeper that never ran) while the server goes on reading its own.
             let path = data_dir.join("catalog.db");
             if !path.is_file() {
-                return Err(crate::Error::NotFound {
-                    what: format!(
-                        "an intact catalog at {} (is {} the server's data dir? `intact serve --data-dir` creates it on its first start)",
-                        path.display(),
-                        data_dir.display()
-                    ),
-                });
+                if missing == MissingCatalog::Refuse {
+                    return Err(crate::Error::NotFound {
+                        what: format!(
+                            "an intact catalog at {} (is {} the server's data dir? `intact serve` creates it on its first start; \
+                             `--config` with the server's configuration file creates it before that)",
+                            path.display(),
+                            data_dir.display()
+                        ),
+                    });
+                }
+                let dir = data_dir.to_owned();
+                tokio::task::spawn_blocking(move || crate::blob::create_dir_all_durable(&dir))
+                    .await
+                    .map_err(|e| crate::Error::io("creating data dir", std::io::Error::other(e)))?
+                    .map_err(|e| crate::Error::io(format!("creating data dir {}", data_dir.display()), e))?;
             }
-            let catalog =
-                crate::SqliteCatalog::open(&data_dir.join("catalog.db"), std::sync::Arc::new(crate::SystemClock))
-                    .await?;
+            let catalog = crate::SqliteCatalog::open(&path, std::sync::Arc::new(crate::SystemClock)).await?;
             Ok(std::sync::Arc::new(catalog))
         }
         crate::CatalogChoice::Postgres { url } => Ok(std::sync::Arc::new(crate::PostgresCatalog::open(url).await?)),

@@ -36,6 +36,7 @@ use serde_json::json;
 
 use super::caller::Caller;
 use super::reply::Refusal;
+use crate::limits;
 use crate::state::AppState;
 
 /// How long "no token exists yet" is believed before the catalog is asked again: the first
@@ -238,17 +239,27 @@ const HOW: &str = "send `Authorization: Bearer TOKEN` (or basic auth with the to
 /// (401 without a usable token, 403 without the scope) or passes it on with its [`Caller`].
 pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
+    let limits = &state.limits;
     let secret = match presented_secret(req.headers()) {
         Ok(s) => s,
-        Err(why) => return unauthorized(&path, why),
+        Err(why) => {
+            let key = limits::rate_key(req.extensions());
+            return limits::counted_refusal(limits, &key, &path, unauthorized(&path, why));
+        }
     };
     let hash = secret.as_deref().map(tokens::secret_hash);
     let remembered = hash.as_deref().and_then(|hash| state.tokens.get(hash));
-    if remembered.is_none()
-        && let Some(refused) = crate::limits::count_address_first(&state.limits, &mut req)
-    {
+    // Counted before any catalog work: a request without a token against its address, the
+    // lookup of a token not remembered against its address's lookup budget.
+    let counted_first = match (&hash, &remembered) {
+        (None, _) => limits::count_address_first(limits, &mut req),
+        (Some(_), None) => limits::count_token_lookup(limits, &req),
+        (Some(_), Some(_)) => None,
+    };
+    if let Some(refused) = counted_first {
         return refused;
     }
+    let looked_up = hash.is_some() && remembered.is_none();
     let token = match hash {
         None => None,
         Some(hash) => match authenticate(&state, hash, remembered).await {
@@ -256,7 +267,15 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
                 state.auth.switch_on();
                 Some(t)
             }
-            Ok(Presented::Unusable(why)) => return unauthorized(&path, format!("{why}; {HOW}")),
+            Ok(Presented::Unusable(why)) => {
+                let refused = unauthorized(&path, format!("{why}; {HOW}"));
+                if looked_up {
+                    return refused;
+                }
+                // Remembered, so no lookup counted it: its address pays.
+                let key = limits::rate_key(req.extensions());
+                return limits::counted_refusal(limits, &key, &path, refused);
+            }
             Ok(Presented::Unknown) => {
                 return unauthorized(&path, format!("the token presented is not known here; {HOW}"));
             }
@@ -277,8 +296,13 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
             Ok(need) => need,
             Err(e) => return unavailable(&path, &e),
         };
-        if let Some(resp) = refusal(&state, &caller, &need, &path) {
-            return resp;
+        if let Some(refused) = refusal(&state, &caller, &need, &path) {
+            // A refused token pays from its own budget (an anonymous request was counted
+            // against its address already).
+            return match &caller.token {
+                Some(name) => limits::counted_refusal(limits, &limits::RateKey::Token(name.clone()), &path, refused),
+                None => refused,
+            };
         }
     }
     req.extensions_mut().insert(caller);

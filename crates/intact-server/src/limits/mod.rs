@@ -23,7 +23,7 @@ use std::sync::Arc;
 pub use settings::{LimitsSettings, RateSettings, ResolvedLimits};
 
 pub(crate) use body::{BodyOverLimit, explain_body_limit};
-pub(crate) use rate::{count_address_first, rate_limit};
+pub(crate) use rate::{RateKey, count_address_first, count_token_lookup, counted_refusal, rate_key, rate_limit};
 pub(crate) use uploads::upload_slot;
 
 /// The limits in force, shared by every request.

@@ -103,6 +103,12 @@ const SWEEP_EVERY: u64 = 1024;
 pub(crate) struct RateLimiters {
     per_address: Option<KeyedRate>,
     per_token: Option<KeyedRate>,
+    /// Lookups of tokens this process does not remember, per address, at the address's
+    /// rate but in buckets of their own: clients behind one address (a NAT, a proxy not
+    /// listed as trusted) whose tokens were all forgotten at once (a token change anywhere
+    /// makes every server forget) must not spend the budget of that address's anonymous
+    /// requests, yet a flood of made-up tokens must still meet a limit before the catalog.
+    token_lookups: Option<KeyedRate>,
     exempt_loopback: bool,
     checks: AtomicU64,
 }
@@ -112,6 +118,7 @@ impl RateLimiters {
         Self {
             per_address: KeyedRate::new(settings.rate_per_address, "limits.rate_per_address"),
             per_token: KeyedRate::new(settings.rate_per_token, "limits.rate_per_token"),
+            token_lookups: KeyedRate::new(settings.rate_per_address, "limits.rate_per_address"),
             exempt_loopback: settings.rate_exempt_loopback,
             checks: AtomicU64::new(0),
         }
@@ -127,6 +134,21 @@ impl RateLimiters {
             RateKey::Address(ip) if self.exempt_loopback && ip.is_loopback() => return Ok(()),
             RateKey::Address(_) | RateKey::UnknownAddress => &self.per_address,
         };
+        Self::check_in(rate.as_ref(), key)
+    }
+
+    /// Counts one lookup of a token not remembered, made by a request from `key`'s address.
+    pub(crate) fn check_token_lookup(&self, key: &RateKey) -> Result<(), RateLimited> {
+        if let RateKey::Address(ip) = key
+            && self.exempt_loopback
+            && ip.is_loopback()
+        {
+            return Ok(());
+        }
+        Self::check_in(self.token_lookups.as_ref(), key)
+    }
+
+    fn check_in(rate: Option<&KeyedRate>, key: &RateKey) -> Result<(), RateLimited> {
         let Some(rate) = rate else { return Ok(()) };
         rate.limiter.check_key(key).map_err(|not_until| {
             let wait = not_until.wait_time_from(rate.limiter.clock().now());
@@ -139,7 +161,10 @@ impl RateLimiters {
     }
 
     fn sweep(&self) {
-        for rate in [&self.per_address, &self.per_token].into_iter().flatten() {
+        for rate in [&self.per_address, &self.per_token, &self.token_lookups]
+            .into_iter()
+            .flatten()
+        {
             rate.limiter.retain_recent();
             rate.limiter.shrink_to_fit();
         }
@@ -147,7 +172,7 @@ impl RateLimiters {
 
     #[cfg(test)]
     fn tracked_keys(&self) -> usize {
-        [&self.per_address, &self.per_token]
+        [&self.per_address, &self.per_token, &self.token_lookups]
             .into_iter()
             .flatten()
             .map(|r| r.limiter.len())
@@ -177,6 +202,28 @@ pub(crate) fn count_address_first(limits: &Limits, req: &mut Request) -> Option<
         .map(|limited| refuse(&key, &limited, req.uri().path()))
 }
 
+/// Counts, against its address's token-lookup budget, a request presenting a token this
+/// process does not remember, before authentication asks the catalog about it. Not marked as
+/// counted: once the token proves valid, the rate layer counts the request against it. The
+/// refusal, when over the rate.
+pub(crate) fn count_token_lookup(limits: &Limits, req: &Request) -> Option<Response> {
+    let key = rate_key(req.extensions());
+    limits.rates.check_token_lookup(&key).err().map(|limited| {
+        tracing::debug!(%key, "token lookups rate limited");
+        refusal_response(&format!("token lookups from {key}"), &limited, req.uri().path())
+    })
+}
+
+/// A refused request (401, 403, 404 from authentication) counted all the same: against
+/// `key` (its token when it presented a valid one, else its address), so that refusals are
+/// no free way to make the server work. Over the rate, the 429 replaces the refusal.
+pub(crate) fn counted_refusal(limits: &Limits, key: &RateKey, path: &str, refusal: Response) -> Response {
+    match limits.rates.check(key) {
+        Ok(()) => refusal,
+        Err(limited) => refuse(key, &limited, path),
+    }
+}
+
 /// The rate layer (see the module doc for where it goes). `/healthz` is never counted: a
 /// load balancer's probe must not be refused because its address is busy.
 pub(crate) async fn rate_limit(State(limits): State<Arc<Limits>>, req: Request, next: Next) -> Response {
@@ -195,12 +242,16 @@ pub(crate) async fn rate_limit(State(limits): State<Arc<Limits>>, req: Request, 
 
 fn refuse(key: &RateKey, limited: &RateLimited, path: &str) -> Response {
     tracing::debug!(%key, limit = limited.config_key, "rate limited");
+    refusal_response(&format!("requests for {key}"), limited, path)
+}
+
+fn refusal_response(what: &str, limited: &RateLimited, path: &str) -> Response {
     LimitRefusal {
         status: StatusCode::TOO_MANY_REQUESTS,
         code: "rate_limited",
         limit: limited.config_key,
         message: format!(
-            "too many requests for {key}: at most {} a second, in bursts of at most {} ({}); retry after {}s",
+            "too many {what}: at most {} a second, in bursts of at most {} ({}); retry after {}s",
             limited.settings.per_second, limited.settings.burst, limited.config_key, limited.retry_after_seconds
         ),
         retry_after: Some(limited.retry_after_seconds),

@@ -635,6 +635,119 @@ async fn made_up_tokens_are_counted_against_their_address() {
     assert_eq!(v["limit"], "limits.rate_per_address", "{v}");
 }
 
+/// Counting is fair both ways. Looking up a token this server does not remember yet (its
+/// first use, or after a token change elsewhere made the server forget) does not spend the
+/// address's budget for anonymous requests, so clients behind one address (a NAT, a proxy)
+/// do not starve each other when the tokens are forgotten; and refused requests are counted
+/// all the same: a malformed `Authorization` against the address, a 403 against its token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_lookups_and_refusals_are_counted_where_they_belong() {
+    async fn anonymous_served_before_429(s: &Server) -> u32 {
+        for served in 0..20 {
+            let (status, v) = call(s, Method::GET, "/api/v1/repos/public/names", None, None).await;
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                return served;
+            }
+            assert_eq!(status, StatusCode::OK, "{v}");
+        }
+        panic!("anonymous requests were never refused");
+    }
+    let config = || {
+        let mut config = Config::from_toml(CONFIG).expect("config");
+        config.limits.rate_per_address = intact_server::limits::RateSettings {
+            per_second: 1,
+            burst: 4,
+        };
+        config.limits.rate_per_token = intact_server::limits::RateSettings {
+            per_second: 1,
+            burst: 3,
+        };
+        config
+    };
+
+    // Tokens looked up for the first time leave the address's budget to anonymous readers
+    // (the first token is made anonymously: that one request is the address's).
+    let s = Server::start_with(config()).await;
+    let admin = make_token(&s, None, "root", &["*:admin"]).await;
+    let reader = make_token(&s, Some(&admin), "reader", &["files:read"]).await;
+    let (status, v) = call(&s, Method::GET, "/api/v1/repos/files/names", Some(&reader), None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let served = anonymous_served_before_429(&s).await;
+    assert!(served >= 3, "token lookups spent the address's budget: {served} served");
+
+    // A 403 is counted against the token that was refused (its burst is 3, one spent above).
+    for _ in 0..2 {
+        let (status, v) = call(&s, Method::GET, "/api/v1/repos/other/names", Some(&reader), None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    }
+    let (status, v) = call(&s, Method::GET, "/api/v1/repos/files/names", Some(&reader), None).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "403s were not counted: {v}");
+    assert_eq!(v["limit"], "limits.rate_per_token", "{v}");
+
+    // A malformed Authorization header is counted against the address.
+    let s = Server::start_with(config()).await;
+    for _ in 0..4 {
+        let resp = s
+            .http
+            .get(s.url("/api/v1/repos/public/names"))
+            .header("authorization", "Digest username=x")
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    }
+    let (status, v) = call(&s, Method::GET, "/api/v1/repos/public/names", None, None).await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "malformed headers were not counted: {v}"
+    );
+}
+
+/// `[auth] required = true`: closed before any token exists. Writes and private reads are
+/// refused (401) with nothing done, anonymous read still works where a repo allows it, and
+/// the first token cannot be made through the server (it is made on the host).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_auth_is_closed_before_the_first_token() {
+    let mut config = Config::from_toml(CONFIG).expect("config");
+    config.auth.required = true;
+    let s = Server::start_with(config).await;
+    let (status, v) = call(
+        &s,
+        Method::POST,
+        "/api/v1/repos/files/transactions",
+        None,
+        Some(json!({"name": "tools/a", "version": "1"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    let (status, v) = call(&s, Method::GET, "/api/v1/repos/files/names", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    let (status, v) = call(&s, Method::GET, "/api/v1/repos/public/names", None, None).await;
+    assert_eq!(status, StatusCode::OK, "anonymous read stays open where allowed: {v}");
+    let (status, v) = call(
+        &s,
+        Method::POST,
+        "/api/v1/tokens",
+        None,
+        Some(json!({"name": "root", "scopes": ["*:admin"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    let (status, v) = call(&s, Method::GET, "/go/go-private/example.com/m/@v/list", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    let (status, v) = call(&s, Method::GET, "/api/v1/tokens", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    let (_, v) = call(&s, Method::GET, "/api/v1/repos", None, None).await;
+    let names: Vec<&str> = v["repos"]
+        .as_array()
+        .expect("repos")
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert_eq!(names, ["public"], "only readable repos are listed");
+}
+
 /// A token this server remembers (used a moment ago) is refused from the first request after
 /// a revocation made elsewhere has answered: here straight in the catalog, as `intact token
 /// revoke --data-dir` on the host or another replica does, which then waits the settling time.
@@ -648,9 +761,13 @@ async fn a_remembered_token_is_refused_once_a_revocation_elsewhere_answers() {
         assert_eq!(status, StatusCode::OK, "{v}");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let host = intact_store::tokens::open_catalog(&s.data, &intact_store::CatalogChoice::Embedded)
-        .await
-        .expect("the catalog, as the host CLI opens it");
+    let host = intact_store::tokens::open_catalog(
+        &s.data,
+        &intact_store::CatalogChoice::Embedded,
+        intact_store::tokens::MissingCatalog::Refuse,
+    )
+    .await
+    .expect("the catalog, as the host CLI opens it");
     host.revoke_token("reader").await.expect("revoke").expect("exists");
     tokio::time::sleep(intact_store::tokens::REVOCATION_SETTLES).await;
     let (status, v) = call(&s, Method::GET, "/api/v1/repos/files/names", Some(&reader), None).await;

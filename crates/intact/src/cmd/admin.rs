@@ -72,7 +72,12 @@ async fn gc_status(args: &GcArgs) -> anyhow::Result<ExitCode> {
     let report: Value = match &args.data_dir {
         Some(dir) => {
             // Read straight from the catalog, without the data-dir lock: the server may run.
-            let catalog = intact_store::tokens::open_catalog(dir, &intact_store::CatalogChoice::Embedded).await?;
+            let catalog = intact_store::tokens::open_catalog(
+                dir,
+                &intact_store::CatalogChoice::Embedded,
+                intact_store::tokens::MissingCatalog::Refuse,
+            )
+            .await?;
             let record = catalog.sweeper().await?;
             let mut report =
                 intact_server::api::sweeper_status(&record, &intact_server::config::StoreSettings::default());

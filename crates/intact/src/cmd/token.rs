@@ -72,8 +72,15 @@ struct RevokeArgs {
     at: Where,
 }
 
-/// The catalog to work on directly, when asked to.
-async fn local_catalog(at: &Where) -> anyhow::Result<Option<Arc<dyn Catalog>>> {
+/// The catalog to work on directly, when asked to. `creating`: a token is being made, and a
+/// catalog missing from a data dir named by the server's configuration file is created (the
+/// first admin token, made before the server's first start); a data dir typed on the command
+/// line must hold one already.
+async fn local_catalog(at: &Where, creating: bool) -> anyhow::Result<Option<Arc<dyn Catalog>>> {
+    let missing = match (&at.config, &at.data_dir) {
+        (Some(_), None) if creating => tokens::MissingCatalog::Create,
+        _ => tokens::MissingCatalog::Refuse,
+    };
     let (data_dir, choice) = match (&at.config, &at.data_dir, &at.catalog_url) {
         (None, None, None) => return Ok(None),
         (Some(path), dir, url) => {
@@ -92,7 +99,7 @@ async fn local_catalog(at: &Where) -> anyhow::Result<Option<Arc<dyn Catalog>>> {
             intact_store::CatalogChoice::from_url(url.as_deref()).map_err(|e| anyhow::anyhow!("--catalog-url: {e}"))?,
         ),
     };
-    let catalog = tokens::open_catalog(&data_dir, &choice)
+    let catalog = tokens::open_catalog(&data_dir, &choice, missing)
         .await
         .with_context(|| format!("opening the catalog (data dir {})", data_dir.display()))?;
     Ok(Some(catalog))
@@ -126,7 +133,7 @@ async fn create(a: CreateArgs) -> anyhow::Result<ExitCode> {
             Some(d)
         }
     };
-    let (record, secret) = match local_catalog(&a.at).await? {
+    let (record, secret) = match local_catalog(&a.at, true).await? {
         Some(catalog) => {
             let now = intact_core::Timestamp::from_system(std::time::SystemTime::now());
             let expires_at = lifetime.map(|d| now.plus(d));
@@ -154,7 +161,7 @@ async fn create(a: CreateArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn list(at: Where) -> anyhow::Result<ExitCode> {
-    let all = match local_catalog(&at).await? {
+    let all = match local_catalog(&at, false).await? {
         Some(catalog) => catalog.tokens().await?,
         None => {
             let v = Client::new(&at.server)?.get_json("/api/v1/tokens").await?;
@@ -176,7 +183,7 @@ async fn list(at: Where) -> anyhow::Result<ExitCode> {
 }
 
 async fn revoke(a: RevokeArgs) -> anyhow::Result<ExitCode> {
-    let record = match local_catalog(&a.at).await? {
+    let record = match local_catalog(&a.at, false).await? {
         Some(catalog) => {
             tokens::validate_token_name(&a.name).map_err(|e| anyhow::anyhow!("{}", e.rule))?;
             let record = catalog

@@ -287,3 +287,56 @@ fn a_token_is_never_made_in_a_data_dir_without_a_catalog() {
     }
     assert!(!typo.exists(), "the mistyped dir was not created");
 }
+
+/// The safe bootstrap: the first admin token made from the server's configuration file before
+/// the server ever started (so the server is closed from its first request on), in a data dir
+/// that did not exist yet.
+#[test]
+fn the_first_token_is_made_from_the_config_before_the_first_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("fresh").join("data");
+    let config = dir.path().join("intact.toml");
+    std::fs::write(&config, format!("data_dir = {:?}\n", data.to_str().expect("utf8"))).expect("config");
+    let out = Command::new(BIN)
+        .args(["token", "create", "root", "--scope", "*:admin", "--config"])
+        .arg(&config)
+        .env_remove("INTACT_TOKEN")
+        .env_remove("INTACT_DATA_DIR")
+        .env("INTACT_CLI_CONFIG", "/nonexistent/intact-cli.toml")
+        .output()
+        .expect("run intact");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let secret = secret_of(&stdout);
+    assert!(data.join("catalog.db").is_file());
+
+    let server = Server::start(&data, None, &[]);
+    let file = dir.path().join("a.txt");
+    std::fs::write(&file, b"a").expect("write");
+    let file = file.to_str().expect("utf8");
+    let (ok, out, err) = intact(&server, None, &["publish", "files", "n", "1", file]);
+    assert!(!ok && err.contains("401"), "closed from the first request: {out}{err}");
+    let (ok, out, err) = intact(&server, Some(&secret), &["publish", "files", "n", "1", file]);
+    assert!(ok, "{out}{err}");
+
+    // Listing or revoking never creates a catalog, even from a configuration.
+    let elsewhere = dir.path().join("elsewhere.toml");
+    let nowhere = dir.path().join("nowhere");
+    std::fs::write(
+        &elsewhere,
+        format!("data_dir = {:?}\n", nowhere.to_str().expect("utf8")),
+    )
+    .expect("config");
+    for args in [&["token", "list"][..], &["token", "revoke", "root"][..]] {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&elsewhere)
+            .env_remove("INTACT_TOKEN")
+            .env("INTACT_CLI_CONFIG", "/nonexistent/intact-cli.toml")
+            .output()
+            .expect("run intact");
+        assert!(!out.status.success(), "{args:?}");
+        assert!(!nowhere.exists(), "{args:?} created {}", nowhere.display());
+    }
+}
