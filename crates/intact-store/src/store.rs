@@ -576,9 +576,11 @@ impl Store {
         let renew_every = (lease / 2).max(Duration::from_millis(100));
         let renew_when_left = i64::try_from((lease / 2).as_millis()).unwrap_or(i64::MAX);
         let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut metered = crate::upload::Metered {
             inner: body,
             received: received.clone(),
+            ended: ended.clone(),
         };
         let write = self.blobs.write(&mut metered, progress);
         tokio::pin!(write);
@@ -596,6 +598,15 @@ impl Store {
                 _ = tick.tick() => {
                     let now = tokio::time::Instant::now();
                     let n = received.load(std::sync::atomic::Ordering::Relaxed);
+                    if ended.load(std::sync::atomic::Ordering::Relaxed) {
+                        // The client sent everything: the rest (a last part to S3, an
+                        // fsync) is the store's work. Only the lease is kept alive for it.
+                        let left = expires_at.millis().saturating_sub(self.now().millis());
+                        if left <= renew_when_left {
+                            expires_at = self.catalog.renew_txn(id).await?.expires_at;
+                        }
+                        continue;
+                    }
                     if n != seen {
                         (seen, last_byte) = (n, now);
                     } else if now.duration_since(last_byte) >= idle_limit {
@@ -618,6 +629,11 @@ impl Store {
                     if left <= renew_when_left && n != renewed_at_bytes {
                         expires_at = self.catalog.renew_txn(id).await?.expires_at;
                         renewed_at_bytes = n;
+                        // No byte was read while the catalog answered: that wait is not the
+                        // client's, so the idle clock and the rate window start afresh.
+                        let after = tokio::time::Instant::now();
+                        last_byte = after;
+                        (window_bytes, window_start) = (n, after);
                     }
                 }
             }

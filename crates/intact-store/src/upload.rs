@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
@@ -129,6 +129,9 @@ impl Drop for SharedUpload {
 pub(crate) struct Metered<'a> {
     pub inner: &'a mut (dyn AsyncRead + Send + Unpin),
     pub received: Arc<AtomicU64>,
+    /// Set once the body has ended (a read found its end): what the upload still takes is
+    /// the store's work, which no client timeout may judge.
+    pub ended: Arc<AtomicBool>,
 }
 
 impl AsyncRead for Metered<'_> {
@@ -138,6 +141,8 @@ impl AsyncRead for Metered<'_> {
         let n = (buf.filled().len() - before) as u64;
         if n > 0 {
             self.received.fetch_add(n, Ordering::Relaxed);
+        } else if matches!(res, Poll::Ready(Ok(()))) && buf.remaining() > 0 {
+            self.ended.store(true, Ordering::Relaxed);
         }
         res
     }

@@ -750,6 +750,9 @@ struct GatedBlobs {
     hold_persist: std::sync::atomic::AtomicBool,
     persist_arrived: tokio::sync::Notify,
     persist_release: tokio::sync::Semaphore,
+    /// Time a write takes after the whole body was read (a slow last part to S3, a slow
+    /// fsync): the store's work, not the client's.
+    finish_write_in: Duration,
 }
 
 impl GatedBlobs {
@@ -762,6 +765,7 @@ impl GatedBlobs {
             hold_persist: false.into(),
             persist_arrived: tokio::sync::Notify::new(),
             persist_release: tokio::sync::Semaphore::new(0),
+            finish_write_in: Duration::ZERO,
         }
     }
 }
@@ -773,7 +777,9 @@ impl intact_store::BlobStore for GatedBlobs {
         body: &mut (dyn tokio::io::AsyncRead + Send + Unpin),
         progress: Option<intact_store::blob::Progress<'_>>,
     ) -> intact_store::Result<intact_store::PendingBlob> {
-        self.inner.write(body, progress).await
+        let written = self.inner.write(body, progress).await;
+        tokio::time::sleep(self.finish_write_in).await;
+        written
     }
     async fn persist(&self, pending: intact_store::PendingBlob) -> intact_store::Result<()> {
         if self.hold_persist.load(std::sync::atomic::Ordering::SeqCst) {
@@ -1417,6 +1423,51 @@ pub async fn a_trickling_upload_is_ended(h: &Harness) {
         h.store.txn(&t.id).await.expect("txn").files.is_empty(),
         "nothing was staged"
     );
+}
+
+/// Once the whole body has arrived, the time the store then takes to finish (a slow last
+/// part to S3, a slow fsync) is not the client's: neither the idle timeout nor the minimum
+/// rate ends the upload, and the lease is still renewed meanwhile.
+pub async fn a_slow_finish_after_the_whole_body_is_not_held_against_the_client(h: &Harness) {
+    let mut gated = GatedBlobs::new(h.store.blobs().clone());
+    // Four idle timeouts (2 s here), and twice the lease used below.
+    gated.finish_write_in = Duration::from_secs(8);
+    let store = intact_store::Store::new(
+        h.store.catalog().clone(),
+        std::sync::Arc::new(gated),
+        std::sync::Arc::new(h.clock.clone()),
+        intact_store::StoreConfig {
+            upload_idle_timeout: Duration::from_secs(2),
+            ..intact_store::StoreConfig::default()
+        },
+    );
+    let mut open = req("slow-finish", "1");
+    open.lease = Some(Duration::from_secs(4));
+    let t = match store.begin(open).await.expect("begin") {
+        OpenOutcome::Created(t) => t,
+        other => panic!("{other:?}"),
+    };
+    // The catalog's clock runs too (a manual one only moves when told): the lease lapses
+    // during the finish unless it is renewed.
+    let ticking = {
+        let clock = h.clock.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                clock.advance(Duration::from_secs(1));
+            }
+        })
+    };
+    let mut body: &[u8] = b"every byte arrived at once";
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(60),
+        store.put_file(&t.id, path("a.bin"), &mut body, None, None),
+    )
+    .await
+    .expect("a guard against hanging");
+    ticking.abort();
+    outcome.expect("the upload, slow only after its body ended, succeeds");
+    store.commit(&t.id).await.expect("the lease was kept alive: commit");
 }
 
 /// A commit that arrives while an upload into the same transaction is still streaming must
