@@ -86,23 +86,43 @@ impl Replicas {
         }
     }
 
+    /// The warnings and errors in every replica's log, for a failure message.
+    fn troubles(&self) -> String {
+        (0..self.servers.len())
+            .map(|i| {
+                let log = std::fs::read_to_string(self.tmp.path().join(format!("replica{i}.log"))).unwrap_or_default();
+                let lines: Vec<&str> = log
+                    .lines()
+                    .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                    .collect();
+                format!("replica {i}:\n{}\n", lines.join("\n"))
+            })
+            .collect()
+    }
+
     fn base(&self, i: usize) -> String {
         self.servers[i].as_ref().expect("replica alive").base.clone()
     }
 }
 
-/// GETs `path` on `base` (in its own thread: callers run many at once).
-fn get(http: &reqwest::Client, base: &str, path: &str) -> std::thread::JoinHandle<(StatusCode, Vec<u8>)> {
-    let (http, url) = (http.clone(), format!("{base}{path}"));
+/// GETs `path` on `base` in its own thread, with a runtime and a client of its own: a client
+/// shared across runtimes may pick a pooled connection whose runtime is gone (reqwest then
+/// fails the request with "runtime dropped the dispatch task", which no server caused).
+fn get(base: &str, path: &str) -> std::thread::JoinHandle<(StatusCode, Vec<u8>)> {
+    let url = format!("{base}{path}");
     std::thread::spawn(move || {
         harness::runtime().block_on(async move {
-            match http.get(&url).send().await {
+            match harness::client().get(&url).send().await {
                 Ok(resp) => {
                     let status = resp.status();
                     (status, resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default())
                 }
-                // The replica was killed under the request.
-                Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Vec::new()),
+                // The replica was killed under the request (or the connection failed: the
+                // error is kept as the body, for the failure message).
+                Err(e) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("no answer: {e:?}").into_bytes(),
+                ),
             }
         })
     })
@@ -127,10 +147,10 @@ fn cold_go_requests_over_three_replicas_cost_one_upstream_request_per_file() {
     let fixture = &r.proxy.files[MODULE][VERSION];
     let clients: Vec<_> = (0..9)
         .map(|c| {
-            let (http, base) = (r.http.clone(), r.base(c % 3));
+            let base = r.base(c % 3);
             std::thread::spawn(move || {
                 ["info", "mod", "zip"].map(|f| {
-                    get(&http, &base, &format!("/go/go/{MODULE}/@v/{VERSION}.{f}"))
+                    get(&base, &format!("/go/go/{MODULE}/@v/{VERSION}.{f}"))
                         .join()
                         .expect("get")
                 })
@@ -139,8 +159,14 @@ fn cold_go_requests_over_three_replicas_cost_one_upstream_request_per_file() {
         .collect();
     for (c, client) in clients.into_iter().enumerate() {
         let [info, go_mod, zip] = client.join().expect("client");
-        for (f, (status, _)) in [("info", &info), ("mod", &go_mod), ("zip", &zip)] {
-            assert_eq!(*status, StatusCode::OK, "client {c}: .{f}");
+        for (f, (status, body)) in [("info", &info), ("mod", &go_mod), ("zip", &zip)] {
+            assert_eq!(
+                *status,
+                StatusCode::OK,
+                "client {c}: .{f}: {}\n{}",
+                String::from_utf8_lossy(body),
+                r.troubles()
+            );
         }
         assert_eq!(go_mod.1, fixture.go_mod, "client {c}: .mod bytes");
         assert_eq!(zip.1, r.proxy.zip_of(MODULE, VERSION), "client {c}: .zip bytes");
@@ -165,13 +191,13 @@ fn a_replica_killed_while_leading_a_slow_fetch_is_taken_over() {
     let zip_path = format!("{MODULE}/@v/{VERSION}.zip");
     r.upstream.fault(&zip_path, Fault::Slow(Duration::from_secs(4)));
     let url = format!("/go/go/{MODULE}/@v/{VERSION}.zip");
-    let leader = get(&r.http, &r.base(0), &url);
+    let leader = get(&r.base(0), &url);
     let deadline = Instant::now() + Duration::from_secs(60);
     while r.upstream.count(&zip_path) == 0 {
         assert!(Instant::now() < deadline, "the leader never asked upstream");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let follower = get(&r.http, &r.base(1), &url);
+    let follower = get(&r.base(1), &url);
     // Lets the follower join the flight (ordering only: were it late, it would lead a
     // flight of its own after the kill, and the checks below hold all the same).
     std::thread::sleep(Duration::from_millis(500));
@@ -191,10 +217,10 @@ fn a_replica_killed_while_leading_a_slow_fetch_is_taken_over() {
         "one fetch by the dead leader, one by the follower"
     );
     for i in [1, 2] {
-        let (status, body) = get(&r.http, &r.base(i), &url).join().expect("get");
+        let (status, body) = get(&r.base(i), &url).join().expect("get");
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body, r.proxy.zip_of(MODULE, VERSION), "replica {i}");
-        let (status, info) = get(&r.http, &r.base(i), &format!("/go/go/{MODULE}/@v/{VERSION}.info"))
+        let (status, info) = get(&r.base(i), &format!("/go/go/{MODULE}/@v/{VERSION}.info"))
             .join()
             .expect("get");
         assert_eq!(
