@@ -283,6 +283,9 @@ impl Default for Config {
 /// Default pace of the background scrubber: a full pass over 1 TB takes about a day and a half.
 pub const DEFAULT_SCRUB_BYTES_PER_SECOND: u64 = 8 << 20;
 
+/// Default least time between the starts of two scrubber passes: a day.
+pub const DEFAULT_SCRUB_PASS_INTERVAL_SECONDS: u64 = 24 * 60 * 60;
+
 /// Store tunables (all optional).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -317,6 +320,10 @@ pub struct StoreSettings {
     /// most this many bytes per second; a damaged blob is quarantined and logged with the
     /// versions it breaks. 0 turns it off.
     pub scrub_bytes_per_second: u64,
+    /// A scrubber pass over every blob starts at most this often: a store read through
+    /// faster than this rests until then (without it, a small store was re-read hundreds of
+    /// times a second).
+    pub scrub_pass_interval_seconds: u64,
     /// Bytes of small committed files (up to 64 KiB each, and a sixteenth of this) kept in
     /// memory once read and verified, so warm reads of them touch no file. 0 turns it off.
     pub small_file_cache_bytes: u64,
@@ -337,6 +344,7 @@ impl Default for StoreSettings {
             upload_idle_timeout_seconds: d.upload_idle_timeout.as_secs(),
             upload_min_bytes_per_second: d.upload_min_bytes_per_second,
             scrub_bytes_per_second: DEFAULT_SCRUB_BYTES_PER_SECOND,
+            scrub_pass_interval_seconds: DEFAULT_SCRUB_PASS_INTERVAL_SECONDS,
             small_file_cache_bytes: d.small_file_cache_bytes,
         }
     }

@@ -91,12 +91,11 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: watch::Receiv
     };
     let reaper = tokio::spawn(state.store.clone().run_reaper(Duration::from_secs(1), shutdown.clone()));
     let invalidator = tokio::spawn(state.store.clone().run_invalidator(shutdown.clone()));
-    let scrubber = tokio::spawn(
-        state
-            .store
-            .clone()
-            .run_scrubber(state.config.store.scrub_bytes_per_second, shutdown.clone()),
-    );
+    let scrubber = tokio::spawn(state.store.clone().run_scrubber(
+        state.config.store.scrub_bytes_per_second,
+        Duration::from_secs(state.config.store.scrub_pass_interval_seconds),
+        shutdown.clone(),
+    ));
     // Garbage collection runs in the background, paged and resumable; start-up never waits
     // for it.
     let sweeper = state

@@ -112,6 +112,11 @@ const USERS_NAMED: u32 = 100;
 /// catalog's blob records (`gc`).
 const BLOB_PAGE: u32 = 1000;
 
+/// The least a blob's check counts for when the scrubber paces itself, in bytes: opening,
+/// reading and closing a file (or a request to S3) costs about as much as reading this many
+/// bytes, however small the blob.
+pub const SCRUB_MIN_BLOB_COST: u64 = 64 << 10;
+
 /// Stored digests checked against the catalog per orphan-sweep call (gc pages through the
 /// blob store's listing).
 const ORPHAN_PAGE: usize = 1000;
@@ -1017,7 +1022,8 @@ impl Store {
             ));
         }
         let mut hasher = DigestHasher::new();
-        let mut buf = vec![0u8; 1 << 20];
+        // A buffer the size of the blob, up to 1 MiB: a 200-byte file needs no megabyte.
+        let mut buf = vec![0u8; usize::try_from(size).unwrap_or(1 << 20).clamp(1, 1 << 20)];
         loop {
             let n = read
                 .body
@@ -1176,16 +1182,36 @@ impl Store {
         Ok(Some(users))
     }
 
-    /// Re-hashes every committed blob, over and over, at no more than `bytes_per_second`,
+    /// Re-hashes every committed blob in passes, at no more than `bytes_per_second`,
     /// quarantining any that is damaged or missing its bytes, until `shutdown` resolves. Finds
     /// rot in files nobody reads (and in ones only ever read by range, which a streaming check
-    /// cannot cover).
-    pub async fn run_scrubber(self: Arc<Self>, bytes_per_second: u64, mut shutdown: watch::Receiver<bool>) {
+    /// cannot cover). A pass starts at most once per `pass_interval`: a store small enough to
+    /// be read in minutes rests between passes instead of being re-read without end. Each blob
+    /// is paced as at least [`SCRUB_MIN_BLOB_COST`] bytes (opening, reading and closing a file
+    /// costs that much whatever its size).
+    pub async fn run_scrubber(
+        self: Arc<Self>,
+        bytes_per_second: u64,
+        pass_interval: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         if bytes_per_second == 0 {
             return;
         }
         let mut after: Option<Digest> = None;
+        // The first pass starts at once.
+        let mut pass_started = tokio::time::Instant::now()
+            .checked_sub(pass_interval)
+            .unwrap_or_else(tokio::time::Instant::now);
         loop {
+            if after.is_none() {
+                // A new pass: not before the last one's interval has run out.
+                tokio::select! {
+                    _ = tokio::time::sleep_until(pass_started + pass_interval) => {}
+                    _ = shutdown.changed() => return,
+                }
+                pass_started = tokio::time::Instant::now();
+            }
             let page = match self.catalog.committed_blobs(after.as_ref(), BLOB_PAGE).await {
                 Ok(p) => p,
                 Err(e) => {
@@ -1199,11 +1225,16 @@ impl Store {
                 page.last().map(|(d, _)| *d)
             };
             if page.is_empty() {
-                // Nothing stored (or a failed listing): look again later.
+                // Nothing stored (or a failed listing): look again later, not a whole
+                // interval later.
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(60)) => continue,
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => {}
                     _ = shutdown.changed() => return,
                 }
+                pass_started = tokio::time::Instant::now()
+                    .checked_sub(pass_interval)
+                    .unwrap_or_else(tokio::time::Instant::now);
+                continue;
             }
             for (digest, size) in page {
                 let started = tokio::time::Instant::now();
@@ -1225,7 +1256,7 @@ impl Store {
                     Err(e) => tracing::warn!(%digest, error = %e, "scrubber: reading a blob failed"),
                 }
                 // Pace to the configured rate: a blob of `size` bytes earns size/rate seconds.
-                let budget = Duration::from_secs_f64(size.max(1) as f64 / bytes_per_second as f64);
+                let budget = Duration::from_secs_f64(size.max(SCRUB_MIN_BLOB_COST) as f64 / bytes_per_second as f64);
                 tokio::select! {
                     _ = tokio::time::sleep_until(started + budget) => {}
                     _ = shutdown.changed() => return,

@@ -753,6 +753,8 @@ struct GatedBlobs {
     /// Time a write takes after the whole body was read (a slow last part to S3, a slow
     /// fsync): the store's work, not the client's.
     finish_write_in: Duration,
+    /// Whole reads asked of the store so far.
+    reads: std::sync::atomic::AtomicU64,
 }
 
 impl GatedBlobs {
@@ -766,6 +768,7 @@ impl GatedBlobs {
             persist_arrived: tokio::sync::Notify::new(),
             persist_release: tokio::sync::Semaphore::new(0),
             finish_write_in: Duration::ZERO,
+            reads: 0.into(),
         }
     }
 }
@@ -800,6 +803,7 @@ impl intact_store::BlobStore for GatedBlobs {
         digest: &Digest,
         range: Option<std::ops::Range<u64>>,
     ) -> intact_store::Result<intact_store::BlobRead> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.read(digest, range).await
     }
     async fn delete(&self, digest: &Digest) -> intact_store::Result<()> {
@@ -1468,6 +1472,53 @@ pub async fn a_slow_finish_after_the_whole_body_is_not_held_against_the_client(h
     ticking.abort();
     outcome.expect("the upload, slow only after its body ended, succeeds");
     store.commit(&t.id).await.expect("the lease was kept alive: commit");
+}
+
+/// The scrubber finds a blob that rotted where nobody reads it and quarantines it; then,
+/// its pass over every blob done, it rests until the next pass is due instead of re-reading a
+/// small store over and over (hundreds of times a second, as it once did).
+pub async fn the_scrubber_quarantines_rot_then_rests_until_its_next_pass(h: &Harness) {
+    publish(h, "scrubbed", "1", &[("ok", b"fine"), ("bad", b"will-rot")]).await;
+    rot(h, b"will-rot").await;
+    let gated = std::sync::Arc::new(GatedBlobs::new(h.store.blobs().clone()));
+    let store = std::sync::Arc::new(intact_store::Store::new(
+        h.store.catalog().clone(),
+        gated.clone(),
+        std::sync::Arc::new(h.clock.clone()),
+        intact_store::StoreConfig::default(),
+    ));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let scrubber = tokio::spawn(store.clone().run_scrubber(1 << 30, Duration::from_secs(3600), stopped));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !matches!(
+        h.blobs.read(&Digest::of(b"will-rot"), None).await,
+        Err(Error::BlobMissing { .. })
+    ) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rotten blob was never quarantined"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Lets the pass end (ordering only: a scrubber still passing would only fail the check).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after_pass = gated.reads.load(std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        gated.reads.load(std::sync::atomic::Ordering::SeqCst),
+        after_pass,
+        "the scrubber read blobs again before its next pass was due"
+    );
+    assert_eq!(
+        read_all(h, "scrubbed", "1", "ok").await,
+        b"fine",
+        "the sound blob stays"
+    );
+    stop.send(true).expect("stop");
+    tokio::time::timeout(Duration::from_secs(10), scrubber)
+        .await
+        .expect("the scrubber stops when told")
+        .expect("join");
 }
 
 /// A commit that arrives while an upload into the same transaction is still streaming must

@@ -272,6 +272,7 @@ macro_rules! every_promise {
     a_stalled_upload_ends_instead_of_holding_its_lock,
     a_trickling_upload_is_ended,
     a_slow_finish_after_the_whole_body_is_not_held_against_the_client,
+    the_scrubber_quarantines_rot_then_rests_until_its_next_pass,
     damaged_blobs_are_never_read_whole_and_are_quarantined,
     versions_no_file_system_can_hold_are_refused,
     lock_waiters_do_not_retry_writes_on_unrelated_changes,
