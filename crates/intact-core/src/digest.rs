@@ -30,7 +30,18 @@ impl Digest {
     }
 
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        self.hex().as_str().to_owned()
+    }
+
+    /// The 64 hex characters, without allocating (every served file names its digest in
+    /// two headers).
+    pub fn hex(&self) -> HexDigest {
+        let mut out = [0u8; 64];
+        for (pair, byte) in out.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = HEX_DIGITS[usize::from(byte >> 4)];
+            pair[1] = HEX_DIGITS[usize::from(byte & 0x0f)];
+        }
+        HexDigest(out)
     }
 
     /// Digest of an in-memory byte slice (small payloads only; bodies are hashed streaming).
@@ -41,15 +52,28 @@ impl Digest {
     }
 }
 
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// A digest's 64 lower-case hex characters, on the stack.
+#[derive(Clone, Copy)]
+pub struct HexDigest([u8; 64]);
+
+impl HexDigest {
+    pub fn as_str(&self) -> &str {
+        // Only ASCII hex digits are ever written into it.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
+        f.write_str(self.hex().as_str())
     }
 }
 
 impl fmt::Debug for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sha256:{}", self.to_hex())
+        write!(f, "sha256:{}", self.hex().as_str())
     }
 }
 
@@ -114,6 +138,15 @@ mod tests {
             Digest::of(b"abc").to_hex(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn hex_matches_the_hex_crate() {
+        for content in [&b""[..], b"abc", b"\x00\xff\x10"] {
+            let d = Digest::of(content);
+            assert_eq!(d.hex().as_str(), hex::encode(d.as_bytes()));
+            assert_eq!(d.to_string(), hex::encode(d.as_bytes()));
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use intact_core::{Manifest, Name, RepoName, Version};
 use serde::Deserialize;
@@ -134,11 +134,12 @@ pub(crate) struct Page {
 
 pub(crate) async fn read(
     State(state): State<AppState>,
-    method: Method,
-    headers: HeaderMap,
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<Page>, QueryRejection>,
+    // The request itself, not `Method` and `HeaderMap` extractors: those clone the headers.
+    request: axum::extract::Request,
 ) -> ApiResult<Response> {
+    let (method, headers) = (request.method(), request.headers());
     let Path((repo, rest)) = path?;
     let repo = repo_or_404(&state, &repo)?;
     match parse_target(&rest)? {
@@ -172,8 +173,8 @@ pub(crate) async fn read(
                 crate::staging::touch(&state, &m);
                 let sent = send_file(
                     &state.store,
-                    &method,
-                    &headers,
+                    method,
+                    headers,
                     file,
                     content_type_for(&path),
                     m.created_at,

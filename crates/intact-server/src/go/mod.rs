@@ -191,11 +191,11 @@ async fn publish_other_method() -> Response {
 
 async fn read(
     State(state): State<AppState>,
-    method: Method,
-    headers: HeaderMap,
     path: Result<Path<(String, String)>, PathRejection>,
+    // The request itself, not `Method` and `HeaderMap` extractors: those clone the headers.
+    request: axum::extract::Request,
 ) -> Response {
-    match serve(&state, &method, &headers, path).await {
+    match serve(&state, request.method(), request.headers(), path).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
     }

@@ -77,7 +77,12 @@ fn position(s: &str) -> Option<u64> {
 }
 
 fn etag_of(file: &FileEntry) -> String {
-    format!("\"{}\"", file.sha256)
+    let hex = file.sha256.hex();
+    let mut etag = String::with_capacity(66);
+    etag.push('"');
+    etag.push_str(hex.as_str());
+    etag.push('"');
+    etag
 }
 
 /// Whether an `If-None-Match` list (`"a", W/"b"` or `*`) names `etag`.
@@ -126,7 +131,7 @@ pub async fn send_file(
     }
     resp_headers.insert(
         "x-checksum-sha256",
-        HeaderValue::from_str(&file.sha256.to_hex()).unwrap_or(HeaderValue::from_static("")),
+        HeaderValue::from_str(file.sha256.hex().as_str()).unwrap_or(HeaderValue::from_static("")),
     );
 
     if let Some(inm) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok())
