@@ -32,6 +32,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "sweeper",
         include_str!("../../../migrations/postgres/0005_sweeper.sql"),
     ),
+    (
+        6,
+        "listing covering index",
+        include_str!("../../../migrations/postgres/0006_listing_covering.sql"),
+    ),
 ];
 
 pub(super) async fn run(pool: &PgPool) -> Result<()> {

@@ -34,6 +34,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../../../migrations/sqlite/0005_uploads.sql")),
     (6, include_str!("../../../migrations/sqlite/0006_tokens.sql")),
     (7, include_str!("../../../migrations/sqlite/0007_sweeper.sql")),
+    (8, include_str!("../../../migrations/sqlite/0008_listing_covering.sql")),
 ];
 
 const SWEEP_BATCH: i64 = 500;
