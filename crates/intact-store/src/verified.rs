@@ -6,6 +6,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use bytes::{Bytes, BytesMut};
 use intact_core::{Digest, DigestHasher};
 use tokio::io::{AsyncRead, ReadBuf};
 
@@ -21,12 +22,15 @@ pub struct VerifyingReader {
     expected_size: u64,
     hasher: DigestHasher,
     /// Bytes cleared for the caller (everything but the last chunk read so far, or all of it
-    /// once verified), from `ready_pos` on.
-    ready: Vec<u8>,
-    ready_pos: usize,
+    /// once verified); consumed from the front.
+    ready: Bytes,
     /// The last chunk read: released only when more bytes follow, or after verification.
-    held: Vec<u8>,
-    scratch: Vec<u8>,
+    held: Bytes,
+    /// Where the next chunk is read to. Chunks are split off it and frozen, never copied: the
+    /// chunk handed on shares the memory it was read into.
+    scratch: BytesMut,
+    /// Bytes to read at once.
+    chunk: usize,
     verified: bool,
     failed: Option<String>,
     on_damage: Option<OnDamage>,
@@ -45,10 +49,10 @@ impl VerifyingReader {
             expected,
             expected_size,
             hasher: DigestHasher::new(),
-            ready: Vec::new(),
-            ready_pos: 0,
-            held: Vec::new(),
-            scratch: vec![0; chunk],
+            ready: Bytes::new(),
+            held: Bytes::new(),
+            scratch: BytesMut::new(),
+            chunk,
             verified: false,
             failed: None,
             on_damage: Some(on_damage),
@@ -71,24 +75,26 @@ impl AsyncRead for VerifyingReader {
             if let Some(why) = &this.failed {
                 return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::InvalidData, why.clone())));
             }
-            if this.ready_pos < this.ready.len() {
-                let n = buf.remaining().min(this.ready.len() - this.ready_pos);
-                buf.put_slice(&this.ready[this.ready_pos..this.ready_pos + n]);
-                this.ready_pos += n;
+            if !this.ready.is_empty() {
+                let n = buf.remaining().min(this.ready.len());
+                buf.put_slice(&this.ready.split_to(n));
                 return Poll::Ready(Ok(()));
             }
             if this.verified {
                 return Poll::Ready(Ok(()));
             }
-            let mut rb = ReadBuf::new(&mut this.scratch);
-            match this.inner.as_mut().poll_read(cx, &mut rb) {
+            if this.scratch.capacity() < this.chunk {
+                // Reuses the memory when every chunk split off it has been dropped.
+                this.scratch.reserve(this.chunk);
+            }
+            let n = match tokio_util::io::poll_read_buf(this.inner.as_mut(), cx, &mut this.scratch) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Ready(Ok(())) => {}
-            }
-            let n = rb.filled().len();
+                Poll::Ready(Ok(n)) => n,
+            };
             if n > 0 {
-                this.hasher.update(&this.scratch[..n]);
+                let read = this.scratch.split().freeze();
+                this.hasher.update(&read);
                 if this.hasher.len() > this.expected_size {
                     let why = format!(
                         "blob {} is damaged: longer than its {} bytes",
@@ -97,8 +103,7 @@ impl AsyncRead for VerifyingReader {
                     return Poll::Ready(Err(this.damaged(why)));
                 }
                 // Release the previous chunk; hold this one back.
-                this.ready = std::mem::replace(&mut this.held, this.scratch[..n].to_vec());
-                this.ready_pos = 0;
+                this.ready = std::mem::replace(&mut this.held, read);
                 continue;
             }
             // End of the blob: everything was hashed; release the last chunk only if it is
@@ -114,7 +119,6 @@ impl AsyncRead for VerifyingReader {
             }
             this.verified = true;
             this.ready = std::mem::take(&mut this.held);
-            this.ready_pos = 0;
         }
     }
 }
