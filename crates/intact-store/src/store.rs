@@ -1199,18 +1199,18 @@ impl Store {
             return;
         }
         let mut after: Option<Digest> = None;
-        // The first pass starts at once.
-        let mut pass_started = tokio::time::Instant::now()
-            .checked_sub(pass_interval)
-            .unwrap_or_else(tokio::time::Instant::now);
+        // When the last pass started; none yet, so the first one starts at once.
+        let mut pass_started: Option<tokio::time::Instant> = None;
         loop {
             if after.is_none() {
                 // A new pass: not before the last one's interval has run out.
-                tokio::select! {
-                    _ = tokio::time::sleep_until(pass_started + pass_interval) => {}
-                    _ = shutdown.changed() => return,
+                if let Some(started) = pass_started {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(started + pass_interval) => {}
+                        _ = shutdown.changed() => return,
+                    }
                 }
-                pass_started = tokio::time::Instant::now();
+                pass_started = Some(tokio::time::Instant::now());
             }
             let page = match self.catalog.committed_blobs(after.as_ref(), BLOB_PAGE).await {
                 Ok(p) => p,
@@ -1231,9 +1231,7 @@ impl Store {
                     _ = tokio::time::sleep(Duration::from_secs(60)) => {}
                     _ = shutdown.changed() => return,
                 }
-                pass_started = tokio::time::Instant::now()
-                    .checked_sub(pass_interval)
-                    .unwrap_or_else(tokio::time::Instant::now);
+                pass_started = None;
                 continue;
             }
             for (digest, size) in page {
