@@ -13,9 +13,7 @@
 //! Admin calls additionally require a JSON content type ([`require_json`]): a browser cannot
 //! send one cross-site without a preflight, which intact never grants.
 
-use std::sync::Arc;
-
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -43,16 +41,15 @@ impl Refusal {
     }
 }
 
-/// The outer layer of the whole router: checks `Host`, the headers' size
-/// (`limits.max_header_bytes`) and singletons, then cross-site writes.
-pub(crate) async fn guard(State(limits): State<Arc<Limits>>, req: Request, next: Next) -> Response {
-    let checked = check_host(req.version(), req.headers())
+/// The guard, first of the checks every request passes (`api::front_door`): `Host`, the
+/// headers' size (`limits.max_header_bytes`) and singletons, then cross-site writes. The
+/// refusal when one fails.
+pub(crate) fn refusal(limits: &Limits, req: &Request) -> Option<Response> {
+    check_host(req.version(), req.headers())
         .and_then(|()| check_headers(req.headers(), limits.settings.max_header_bytes))
-        .and_then(|()| check_cross_site(&req));
-    match checked {
-        Ok(()) => next.run(req).await,
-        Err(refusal) => refusal.into_response(req.uri().path()),
-    }
+        .and_then(|()| check_cross_site(req))
+        .err()
+        .map(|refusal| refusal.into_response(req.uri().path()))
 }
 
 /// Methods that change nothing here: the only ones a cross-site page may send.

@@ -94,19 +94,35 @@ pub fn router(state: AppState) -> Router {
             limits.clone(),
             crate::limits::explain_body_limit,
         ))
-        // Outer layers, so they see every request, whichever route or fallback answers it.
-        // The last one added runs first: unread_body, guard, authentication, rate limit. The
-        // rate limit keys by the token authentication finds, so it stays inside it. A request
-        // without a token this process remembers is counted against its address by
-        // authentication itself, before any catalog work (refused ones too: a flood of made-up
-        // tokens is metered like any other), and not again here.
-        .layer(middleware::from_fn_with_state(
-            limits.clone(),
-            crate::limits::rate_limit,
-        ))
-        .layer(middleware::from_fn_with_state(state, crate::http::auth::authorize))
-        .layer(middleware::from_fn_with_state(limits, guard::guard))
-        .layer(middleware::from_fn(unread_body::close_when_unread))
+        // The outer layer, so it sees every request, whichever route or fallback answers it.
+        .layer(middleware::from_fn_with_state(state, front_door))
+}
+
+/// What every request passes before routing, in this order: the watch on its body
+/// (`unread_body`), the guard, authentication, the rate limit. The rate limit keys by the
+/// token authentication finds, so it comes after it; a request without a token this process
+/// remembers is counted against its address by authentication itself, before any catalog
+/// work (refused ones too: a flood of made-up tokens is metered like any other), and not
+/// again by the rate limit. One layer, not four: each layer of its own cost a clone of the
+/// router's boxed service, a boxed future and a clone of the state on every request.
+async fn front_door(State(state): State<AppState>, req: axum::extract::Request, next: middleware::Next) -> Response {
+    let (mut req, watch) = unread_body::watch(req);
+    let resp = match admit(&state, &mut req).await {
+        Ok(()) => next.run(req).await,
+        Err(refused) => refused,
+    };
+    unread_body::finish(resp, watch)
+}
+
+async fn admit(state: &AppState, req: &mut axum::extract::Request) -> Result<(), Response> {
+    if let Some(refused) = guard::refusal(&state.limits, req) {
+        return Err(refused);
+    }
+    crate::http::auth::admit(state, req).await?;
+    match crate::limits::rate_refusal(&state.limits, req) {
+        Some(refused) => Err(refused),
+        None => Ok(()),
+    }
 }
 
 /// A path that exists for other methods: the JSON error shape, like every other error.

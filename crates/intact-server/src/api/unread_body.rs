@@ -15,7 +15,6 @@ use std::task::Poll;
 use axum::body::{Body, HttpBody};
 use axum::extract::Request;
 use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
 use axum::response::Response;
 use futures::StreamExt;
 
@@ -38,11 +37,14 @@ fn has_no_body(parts: &axum::http::request::Parts, body: &Body) -> bool {
     }
 }
 
-/// The outermost layer: watches whether the handler read the body to its end.
-pub(crate) async fn close_when_unread(req: Request, next: Next) -> Response {
+/// Whether a request's body was read to its end; `None` for a request without a body.
+pub(crate) struct Watch(Option<Arc<AtomicBool>>);
+
+/// Wraps the body of `req` (if it has one) to notice when it is read to its end.
+pub(crate) fn watch(req: Request) -> (Request, Watch) {
     let (parts, body) = req.into_parts();
     if has_no_body(&parts, &body) {
-        return next.run(Request::from_parts(parts, body)).await;
+        return (Request::from_parts(parts, body), Watch(None));
     }
     let read_to_end = Arc::new(AtomicBool::new(false));
     let flag = read_to_end.clone();
@@ -52,8 +54,14 @@ pub(crate) async fn close_when_unread(req: Request, next: Next) -> Response {
         Poll::Ready(None)
     });
     let watched = Body::from_stream(body.into_data_stream().chain(end));
-    let mut resp = next.run(Request::from_parts(parts, watched)).await;
-    if !read_to_end.load(Ordering::Acquire) {
+    (Request::from_parts(parts, watched), Watch(Some(read_to_end)))
+}
+
+/// The answer, marked `Connection: close` when the body it answers was not read to its end.
+pub(crate) fn finish(mut resp: Response, watch: Watch) -> Response {
+    if let Watch(Some(read_to_end)) = watch
+        && !read_to_end.load(Ordering::Acquire)
+    {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }

@@ -25,9 +25,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use intact_core::TxnId;
@@ -235,16 +234,17 @@ fn forbidden(path: &str, message: String) -> Response {
 const HOW: &str = "send `Authorization: Bearer TOKEN` (or basic auth with the token as the password; \
                    the intact CLI reads INTACT_TOKEN); `intact token create` makes one";
 
-/// The layer: authenticates the request, decides what it needs, and either refuses it
-/// (401 without a usable token, 403 without the scope) or passes it on with its [`Caller`].
-pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+/// Authenticates the request (run by `api::front_door` for every request), decides what it
+/// needs, and either refuses it (401 without a usable token, 403 without the scope) or lets
+/// it on with its [`Caller`] inserted.
+pub async fn admit(state: &AppState, req: &mut Request) -> Result<(), Response> {
     let path = req.uri().path().to_owned();
     let limits = &state.limits;
     let secret = match presented_secret(req.headers()) {
         Ok(s) => s,
         Err(why) => {
             let key = limits::rate_key(req.extensions());
-            return limits::counted_refusal(limits, &key, &path, unauthorized(&path, why));
+            return Err(limits::counted_refusal(limits, &key, &path, unauthorized(&path, why)));
         }
     };
     let hash = secret.as_deref().map(tokens::secret_hash);
@@ -252,17 +252,17 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
     // Counted before any catalog work: a request without a token against its address, the
     // lookup of a token not remembered against its address's lookup budget.
     let counted_first = match (&hash, &remembered) {
-        (None, _) => limits::count_address_first(limits, &mut req),
-        (Some(_), None) => limits::count_token_lookup(limits, &req),
+        (None, _) => limits::count_address_first(limits, req),
+        (Some(_), None) => limits::count_token_lookup(limits, req),
         (Some(_), Some(_)) => None,
     };
     if let Some(refused) = counted_first {
-        return refused;
+        return Err(refused);
     }
     let looked_up = hash.is_some() && remembered.is_none();
     let token = match hash {
         None => None,
-        Some(hash) => match authenticate(&state, hash, remembered).await {
+        Some(hash) => match authenticate(state, hash, remembered).await {
             Ok(Presented::Valid(t)) => {
                 state.auth.switch_on();
                 Some(t)
@@ -270,21 +270,24 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
             Ok(Presented::Unusable(why)) => {
                 let refused = unauthorized(&path, format!("{why}; {HOW}"));
                 if looked_up {
-                    return refused;
+                    return Err(refused);
                 }
                 // Remembered, so no lookup counted it: its address pays.
                 let key = limits::rate_key(req.extensions());
-                return limits::counted_refusal(limits, &key, &path, refused);
+                return Err(limits::counted_refusal(limits, &key, &path, refused));
             }
             Ok(Presented::Unknown) => {
-                return unauthorized(&path, format!("the token presented is not known here; {HOW}"));
+                return Err(unauthorized(
+                    &path,
+                    format!("the token presented is not known here; {HOW}"),
+                ));
             }
-            Err(e) => return unavailable(&path, &e),
+            Err(e) => return Err(unavailable(&path, &e)),
         },
     };
-    let enforced = match state.auth.enforced(&state).await {
+    let enforced = match state.auth.enforced(state).await {
         Ok(on) => on,
-        Err(e) => return unavailable(&path, &e),
+        Err(e) => return Err(unavailable(&path, &e)),
     };
     let caller = Caller {
         token: token.as_ref().map(|t| Arc::from(t.name.as_str())),
@@ -292,21 +295,21 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
         enforced,
     };
     if enforced {
-        let need = match need_of(&state, req.method(), &path).await {
+        let need = match need_of(state, req.method(), &path).await {
             Ok(need) => need,
-            Err(e) => return unavailable(&path, &e),
+            Err(e) => return Err(unavailable(&path, &e)),
         };
-        if let Some(refused) = refusal(&state, &caller, &need, &path) {
+        if let Some(refused) = refusal(state, &caller, &need, &path) {
             // A refused token pays from its own budget (an anonymous request was counted
             // against its address already).
-            return match &caller.token {
+            return Err(match &caller.token {
                 Some(name) => limits::counted_refusal(limits, &limits::RateKey::Token(name.clone()), &path, refused),
                 None => refused,
-            };
+            });
         }
     }
     req.extensions_mut().insert(caller);
-    next.run(req).await
+    Ok(())
 }
 
 /// What the presented secret is worth: from this process's memory of tokens when it is

@@ -6,8 +6,8 @@
 //!
 //! Where each is enforced:
 //! * header bytes: the outer guard (`api/guard.rs`), before anything else;
-//! * request rate: [`rate_limit`], a layer inside the guard that must run after
-//!   authentication (it keys by token when the request carries one);
+//! * request rate: `rate::refusal`, run by `api::front_door` after authentication (it keys by
+//!   token when the request carries one);
 //! * concurrent uploads: [`upload_slot`], a route layer on the upload routes;
 //! * body, file and metadata sizes: the handlers that read them (`body.rs` helps);
 //! * files per transaction: the catalog, inside the write that stages a file.
@@ -23,7 +23,9 @@ use std::sync::Arc;
 pub use settings::{LimitsSettings, RateSettings, ResolvedLimits};
 
 pub(crate) use body::{BodyOverLimit, explain_body_limit};
-pub(crate) use rate::{RateKey, count_address_first, count_token_lookup, counted_refusal, rate_key, rate_limit};
+pub(crate) use rate::{
+    RateKey, count_address_first, count_token_lookup, counted_refusal, rate_key, refusal as rate_refusal,
+};
 pub(crate) use uploads::upload_slot;
 
 /// The limits in force, shared by every request.

@@ -2,21 +2,18 @@
 //! authenticated requests, and per client address for the rest. Over the rate: 429 with
 //! `Retry-After`.
 //!
-//! **Ordering:** [`rate_limit`] must run *after* authentication, which inserts the
-//! [`Caller`] extension it keys by: an authenticated client is counted against its token
-//! (many CI machines behind one NAT do not share a budget), an anonymous one against its
-//! address. The router applies it inside the guard; the authentication layer belongs between
-//! the two (`.layer(rate_limit).layer(authenticate).layer(guard)`: the last `.layer` runs
-//! first).
+//! **Ordering:** [`refusal`] must run *after* authentication, which inserts the [`Caller`]
+//! extension it keys by: an authenticated client is counted against its token (many CI
+//! machines behind one NAT do not share a budget), an anonymous one against its address.
+//! `api::front_door` runs the guard, authentication, then this.
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{Extensions, StatusCode};
-use axum::middleware::Next;
 use axum::response::Response;
 use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -224,20 +221,22 @@ pub(crate) fn counted_refusal(limits: &Limits, key: &RateKey, path: &str, refusa
     }
 }
 
-/// The rate layer (see the module doc for where it goes). `/healthz` is never counted: a
-/// load balancer's probe must not be refused because its address is busy.
-pub(crate) async fn rate_limit(State(limits): State<Arc<Limits>>, req: Request, next: Next) -> Response {
+/// The rate check of every request, after authentication (see the module doc); the refusal
+/// when over the rate. `/healthz` is never counted: a load balancer's probe must not be
+/// refused because its address is busy.
+pub(crate) fn refusal(limits: &Limits, req: &Request) -> Option<Response> {
     if req.uri().path() == "/healthz" {
-        return next.run(req).await;
+        return None;
     }
     let key = rate_key(req.extensions());
     if !matches!(key, RateKey::Token(_)) && req.extensions().get::<AddressCounted>().is_some() {
-        return next.run(req).await;
+        return None;
     }
-    match limits.rates.check(&key) {
-        Ok(()) => next.run(req).await,
-        Err(limited) => refuse(&key, &limited, req.uri().path()),
-    }
+    limits
+        .rates
+        .check(&key)
+        .err()
+        .map(|limited| refuse(&key, &limited, req.uri().path()))
 }
 
 fn refuse(key: &RateKey, limited: &RateLimited, path: &str) -> Response {
