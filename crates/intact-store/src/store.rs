@@ -635,10 +635,13 @@ impl Store {
                         expires_at = self.catalog.renew_txn(id).await?.expires_at;
                         renewed_at_bytes = n;
                         // No byte was read while the catalog answered: that wait is not the
-                        // client's, so the idle clock and the rate window start afresh.
-                        let after = tokio::time::Instant::now();
-                        last_byte = after;
-                        (window_bytes, window_start) = (n, after);
+                        // client's, so the idle clock and the rate window are moved on by it
+                        // (moved, not restarted: with renewals every half lease, a restart
+                        // would keep a window shorter than the idle limit from ever being
+                        // judged under a short lease).
+                        let spent = tokio::time::Instant::now().duration_since(now);
+                        last_byte += spent;
+                        window_start += spent;
                     }
                 }
             }
@@ -1205,8 +1208,13 @@ impl Store {
             if after.is_none() {
                 // A new pass: not before the last one's interval has run out.
                 if let Some(started) = pass_started {
+                    // An interval too long to add is "never again".
+                    let Some(due) = started.checked_add(pass_interval) else {
+                        let _ = shutdown.changed().await;
+                        return;
+                    };
                     tokio::select! {
-                        _ = tokio::time::sleep_until(started + pass_interval) => {}
+                        _ = tokio::time::sleep_until(due) => {}
                         _ = shutdown.changed() => return,
                     }
                 }
@@ -1215,18 +1223,22 @@ impl Store {
             let page = match self.catalog.committed_blobs(after.as_ref(), BLOB_PAGE).await {
                 Ok(p) => p,
                 Err(e) => {
+                    // The same page again a minute later: the pass goes on where it was.
                     tracing::warn!(error = %e, "scrubber: listing blobs failed");
-                    Vec::new()
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(60)) => continue,
+                        _ = shutdown.changed() => return,
+                    }
                 }
             };
-            after = if page.len() < BLOB_PAGE as usize {
-                None
-            } else {
-                page.last().map(|(d, _)| *d)
-            };
             if page.is_empty() {
-                // Nothing stored (or a failed listing): look again later, not a whole
-                // interval later.
+                if after.is_some() {
+                    // The previous page was full and the last: the pass is over, and the
+                    // next one waits for its interval like any other.
+                    after = None;
+                    continue;
+                }
+                // Nothing stored: look again later, not a whole interval later.
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(60)) => {}
                     _ = shutdown.changed() => return,
@@ -1234,6 +1246,11 @@ impl Store {
                 pass_started = None;
                 continue;
             }
+            after = if page.len() < BLOB_PAGE as usize {
+                None
+            } else {
+                page.last().map(|(d, _)| *d)
+            };
             for (digest, size) in page {
                 let started = tokio::time::Instant::now();
                 let checked = self.check_blob(&digest, size).await;

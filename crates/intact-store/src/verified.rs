@@ -15,6 +15,9 @@ pub(crate) type OnDamage = Box<dyn FnOnce(String) + Send>;
 
 const CHUNK: usize = 256 * 1024;
 
+/// Below this much room left in the read buffer, a new chunk's worth is reserved.
+const MIN_SPARE: usize = 16 * 1024;
+
 /// Wraps a whole-blob reader; see the module docs.
 pub struct VerifyingReader {
     inner: Pin<Box<dyn AsyncRead + Send>>,
@@ -83,8 +86,10 @@ impl AsyncRead for VerifyingReader {
             if this.verified {
                 return Poll::Ready(Ok(()));
             }
-            if this.scratch.capacity() < this.chunk {
-                // Reuses the memory when every chunk split off it has been dropped.
+            if this.scratch.capacity() < MIN_SPARE.min(this.chunk) {
+                // A new chunk's worth (or the old memory back, when every chunk split off it
+                // has been dropped). Not sooner: a source that hands out small reads (S3's
+                // frames) fills one buffer with many of them instead of a buffer each.
                 this.scratch.reserve(this.chunk);
             }
             let n = match tokio_util::io::poll_read_buf(this.inner.as_mut(), cx, &mut this.scratch) {

@@ -123,15 +123,12 @@ impl RateLimiters {
 
     /// Counts one request against `key`.
     pub(crate) fn check(&self, key: &RateKey) -> Result<(), RateLimited> {
-        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
-            self.sweep();
-        }
         let rate = match key {
             RateKey::Token(_) => &self.per_token,
             RateKey::Address(ip) if self.exempt_loopback && ip.is_loopback() => return Ok(()),
             RateKey::Address(_) | RateKey::UnknownAddress => &self.per_address,
         };
-        Self::check_in(rate.as_ref(), key)
+        self.check_in(rate.as_ref(), key)
     }
 
     /// Counts one lookup of a token not remembered, made by a request from `key`'s address.
@@ -142,10 +139,15 @@ impl RateLimiters {
         {
             return Ok(());
         }
-        Self::check_in(self.token_lookups.as_ref(), key)
+        self.check_in(self.token_lookups.as_ref(), key)
     }
 
-    fn check_in(rate: Option<&KeyedRate>, key: &RateKey) -> Result<(), RateLimited> {
+    fn check_in(&self, rate: Option<&KeyedRate>, key: &RateKey) -> Result<(), RateLimited> {
+        // Every check counts towards the next sweep, whichever buckets it used: traffic of
+        // one kind alone (made-up tokens from ever new addresses) must not grow them for ever.
+        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            self.sweep();
+        }
         let Some(rate) = rate else { return Ok(()) };
         rate.limiter.check_key(key).map_err(|not_until| {
             let wait = not_until.wait_time_from(rate.limiter.clock().now());
@@ -204,6 +206,9 @@ pub(crate) fn count_address_first(limits: &Limits, req: &mut Request) -> Option<
 /// counted: once the token proves valid, the rate layer counts the request against it. The
 /// refusal, when over the rate.
 pub(crate) fn count_token_lookup(limits: &Limits, req: &Request) -> Option<Response> {
+    if req.uri().path() == "/healthz" {
+        return None;
+    }
     let key = rate_key(req.extensions());
     limits.rates.check_token_lookup(&key).err().map(|limited| {
         tracing::debug!(%key, "token lookups rate limited");
@@ -215,6 +220,9 @@ pub(crate) fn count_token_lookup(limits: &Limits, req: &Request) -> Option<Respo
 /// `key` (its token when it presented a valid one, else its address), so that refusals are
 /// no free way to make the server work. Over the rate, the 429 replaces the refusal.
 pub(crate) fn counted_refusal(limits: &Limits, key: &RateKey, path: &str, refusal: Response) -> Response {
+    if path == "/healthz" {
+        return refusal;
+    }
     match limits.rates.check(key) {
         Ok(()) => refusal,
         Err(limited) => refuse(key, &limited, path),
@@ -372,6 +380,22 @@ mod tests {
             l.check(&RateKey::UnknownAddress).expect("no address limit");
             l.check(&RateKey::Token(Arc::from("t"))).expect("no token limit");
         }
+    }
+
+    #[test]
+    fn token_lookups_alone_are_swept_too() {
+        // Made-up tokens from ever new addresses are counted in the lookup buckets only.
+        let l = limiters((1_000_000_000, 1_000_000_000), (1, 1), false);
+        for i in 0..(4 * SWEEP_EVERY) {
+            let ip = std::net::Ipv4Addr::from_bits(u32::try_from(i).expect("small"));
+            l.check_token_lookup(&RateKey::Address(IpAddr::V4(ip)))
+                .expect("within the rate");
+        }
+        assert!(
+            l.tracked_keys() < SWEEP_EVERY as usize,
+            "{} keys kept",
+            l.tracked_keys()
+        );
     }
 
     #[test]

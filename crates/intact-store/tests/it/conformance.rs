@@ -1521,6 +1521,42 @@ pub async fn the_scrubber_quarantines_rot_then_rests_until_its_next_pass(h: &Har
         .expect("join");
 }
 
+/// A short lease must not switch the minimum rate off: the lease is renewed every half lease
+/// while bytes arrive, and each renewal once restarted the window the rate is judged over, so
+/// under a lease shorter than twice the idle timeout no window was ever long enough to judge.
+pub async fn a_trickle_under_a_short_lease_is_ended_too(h: &Harness) {
+    let mut open = req("short-trickle", "1");
+    open.lease = Some(Duration::from_secs(2));
+    let t = begin(h, open).await;
+    // The catalog's clock runs as in production: a manual one (SQLite's here) is moved along
+    // with real time; PostgreSQL's runs by itself.
+    let ticking = {
+        let clock = h.clock.clone();
+        tokio::spawn(async move {
+            if matches!(clock, crate::TestClock::Offset(_)) {
+                return;
+            }
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                clock.advance(Duration::from_millis(250));
+            }
+        })
+    };
+    let drip = futures::stream::unfold(0u32, |i| async move {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        (i < 1000).then(|| (Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"x")), i + 1))
+    });
+    let mut body = tokio_util::io::StreamReader::new(Box::pin(drip));
+    let upload = h.store.put_file(&t.id, path("slow.bin"), &mut body, None, None);
+    let outcome = tokio::time::timeout(Duration::from_secs(60), upload).await;
+    ticking.abort();
+    match outcome {
+        Ok(Err(e @ Error::BodyTooSlow { .. })) => assert!(e.to_string().contains("minimum"), "{e}"),
+        Ok(other) => panic!("expected the trickle to be ended, got {other:?}"),
+        Err(_) => panic!("a trickle under a short lease went on for a minute"),
+    }
+}
+
 /// A commit that arrives while an upload into the same transaction is still streaming must
 /// not commit the version without that file (it would be missing from an immutable version
 /// for ever): it is refused as retryable, and succeeds with every file once the upload ends.

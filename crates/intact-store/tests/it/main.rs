@@ -271,6 +271,7 @@ macro_rules! every_promise {
     commit_refuses_while_an_upload_is_streaming,
     a_stalled_upload_ends_instead_of_holding_its_lock,
     a_trickling_upload_is_ended,
+    a_trickle_under_a_short_lease_is_ended_too,
     a_slow_finish_after_the_whole_body_is_not_held_against_the_client,
     the_scrubber_quarantines_rot_then_rests_until_its_next_pass,
     damaged_blobs_are_never_read_whole_and_are_quarantined,

@@ -77,7 +77,7 @@ struct RevokeArgs {
 /// first admin token, made before the server's first start); a data dir typed on the command
 /// line must hold one already.
 async fn local_catalog(at: &Where, creating: bool) -> anyhow::Result<Option<Arc<dyn Catalog>>> {
-    let missing = match (&at.config, &at.data_dir) {
+    let mut missing = match (&at.config, &at.data_dir) {
         (Some(_), None) if creating => tokens::MissingCatalog::Create,
         _ => tokens::MissingCatalog::Refuse,
     };
@@ -86,11 +86,32 @@ async fn local_catalog(at: &Where, creating: bool) -> anyhow::Result<Option<Arc<
         (Some(path), dir, url) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
             let mut config = Config::from_toml(&text).with_context(|| format!("in {}", path.display()))?;
-            if let Some(d) = dir {
-                config.data_dir = d.clone();
+            // The data dir and catalog the server would use with this file: its flags, else
+            // its environment (`intact serve` reads INTACT_DATA_DIR and INTACT_CATALOG_URL
+            // over the file), else the file.
+            let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+            if let Some(d) = dir.clone().or_else(|| env("INTACT_DATA_DIR").map(PathBuf::from)) {
+                config.data_dir = d;
             }
-            if let Some(u) = url {
-                config.catalog.url = Some(u.clone());
+            if let Some(u) = url
+                .clone()
+                .or_else(|| env("INTACT_CATALOG_URL").and_then(|v| v.into_string().ok()))
+            {
+                config.catalog.url = Some(u);
+            }
+            if config.data_dir.is_relative() && !config.data_dir.join("catalog.db").is_file() {
+                // Relative to where the server was started, which this command cannot know:
+                // a catalog made here could be one no server reads.
+                if creating && config.catalog.url.is_none() {
+                    bail!(
+                        "{}'s data_dir {} is relative (to the directory the server starts in) and holds no \
+                         catalog here: give the configuration an absolute data_dir, or start the server once \
+                         and pass its data dir with --data-dir",
+                        path.display(),
+                        config.data_dir.display()
+                    );
+                }
+                missing = tokens::MissingCatalog::Refuse;
             }
             (config.data_dir.clone(), config.catalog.choice()?)
         }
@@ -99,9 +120,16 @@ async fn local_catalog(at: &Where, creating: bool) -> anyhow::Result<Option<Arc<
             intact_store::CatalogChoice::from_url(url.as_deref()).map_err(|e| anyhow::anyhow!("--catalog-url: {e}"))?,
         ),
     };
+    let existed = data_dir.join("catalog.db").is_file();
     let catalog = tokens::open_catalog(&data_dir, &choice, missing)
         .await
         .with_context(|| format!("opening the catalog (data dir {})", data_dir.display()))?;
+    if choice == intact_store::CatalogChoice::Embedded && !existed {
+        eprintln!(
+            "created the catalog {} (the server's data dir, from its configuration)",
+            data_dir.join("catalog.db").display()
+        );
+    }
     Ok(Some(catalog))
 }
 

@@ -319,6 +319,38 @@ fn the_first_token_is_made_from_the_config_before_the_first_start() {
     let (ok, out, err) = intact(&server, Some(&secret), &["publish", "files", "n", "1", file]);
     assert!(ok, "{out}{err}");
 
+    // A relative data_dir is the server's working directory's business: refused, nothing
+    // made here. And the server's environment counts as it does for `intact serve`.
+    let relative = dir.path().join("relative.toml");
+    std::fs::write(&relative, "data_dir = \"./somewhere\"\n").expect("config");
+    let out = Command::new(BIN)
+        .args(["token", "create", "other", "--scope", "*:admin", "--config"])
+        .arg(&relative)
+        .current_dir(dir.path())
+        .env_remove("INTACT_TOKEN")
+        .env_remove("INTACT_DATA_DIR")
+        .env("INTACT_CLI_CONFIG", "/nonexistent/intact-cli.toml")
+        .output()
+        .expect("run intact");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success() && err.contains("relative"), "{err}");
+    assert!(!dir.path().join("somewhere").exists(), "nothing was made");
+    let from_env = dir.path().join("from-env");
+    let out = Command::new(BIN)
+        .args(["token", "create", "other", "--scope", "*:admin", "--config"])
+        .arg(&relative)
+        .current_dir(dir.path())
+        .env_remove("INTACT_TOKEN")
+        .env("INTACT_DATA_DIR", &from_env)
+        .env("INTACT_CLI_CONFIG", "/nonexistent/intact-cli.toml")
+        .output()
+        .expect("run intact");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        from_env.join("catalog.db").is_file() && !dir.path().join("somewhere").exists(),
+        "the token went where the server's INTACT_DATA_DIR points"
+    );
+
     // Listing or revoking never creates a catalog, even from a configuration.
     let elsewhere = dir.path().join("elsewhere.toml");
     let nowhere = dir.path().join("nowhere");
