@@ -54,6 +54,17 @@ async fn call(s: &Server, method: Method, path: &str, token: Option<&str>, body:
     (status, v)
 }
 
+/// The names in `GET /api/v1/repos` as `token` (or an anonymous caller) sees it.
+async fn repos_listed_to(s: &Server, token: Option<&str>) -> Vec<String> {
+    let (_, v) = call(s, Method::GET, "/api/v1/repos", token, None).await;
+    v["repos"]
+        .as_array()
+        .expect("repos")
+        .iter()
+        .filter_map(|r| r["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
 async fn make_token(s: &Server, admin: Option<&str>, name: &str, scopes: &[&str]) -> String {
     let (status, v) = call(
         s,
@@ -84,14 +95,7 @@ async fn open_until_the_first_token_then_closed() {
 
     // Health checks stay open; the repo list shows an anonymous caller only what it may read.
     assert_eq!(call(&s, Method::GET, "/healthz", None, None).await.0, StatusCode::OK);
-    let (_, v) = call(&s, Method::GET, "/api/v1/repos", None, None).await;
-    let names: Vec<&str> = v["repos"]
-        .as_array()
-        .expect("repos")
-        .iter()
-        .filter_map(|r| r["name"].as_str())
-        .collect();
-    assert_eq!(names, ["public"]);
+    assert_eq!(repos_listed_to(&s, None).await, ["public"]);
     let (_, v) = call(&s, Method::GET, "/api/v1/repos", Some(&admin), None).await;
     assert_eq!(v["repos"].as_array().expect("repos").len(), 4);
 
@@ -738,14 +742,11 @@ async fn required_auth_is_closed_before_the_first_token() {
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
     let (status, v) = call(&s, Method::GET, "/api/v1/tokens", None, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
-    let (_, v) = call(&s, Method::GET, "/api/v1/repos", None, None).await;
-    let names: Vec<&str> = v["repos"]
-        .as_array()
-        .expect("repos")
-        .iter()
-        .filter_map(|r| r["name"].as_str())
-        .collect();
-    assert_eq!(names, ["public"], "only readable repos are listed");
+    assert_eq!(
+        repos_listed_to(&s, None).await,
+        ["public"],
+        "only readable repos are listed"
+    );
 }
 
 /// A token this server remembers (used a moment ago) is refused from the first request after

@@ -820,11 +820,8 @@ impl intact_store::BlobStore for GatedBlobs {
     }
 }
 
-/// Durability of a commit: the catalog never points at bytes that might not
-/// exist. A commit checks the staged blobs, then commits; a file staged in between (its
-/// upload registered in the catalog, its bytes not yet renamed into place) must not ride
-/// along unchecked into the version.
-pub async fn commit_never_names_a_file_staged_after_its_check(h: &Harness) {
+/// A store on the harness's catalog whose blobs pass through [`GatedBlobs`].
+fn gated_store(h: &Harness) -> (std::sync::Arc<intact_store::Store>, std::sync::Arc<GatedBlobs>) {
     let gated = std::sync::Arc::new(GatedBlobs::new(h.store.blobs().clone()));
     let store = std::sync::Arc::new(intact_store::Store::new(
         h.store.catalog().clone(),
@@ -832,6 +829,15 @@ pub async fn commit_never_names_a_file_staged_after_its_check(h: &Harness) {
         std::sync::Arc::new(h.clock.clone()),
         intact_store::StoreConfig::default(),
     ));
+    (store, gated)
+}
+
+/// Durability of a commit: the catalog never points at bytes that might not
+/// exist. A commit checks the staged blobs, then commits; a file staged in between (its
+/// upload registered in the catalog, its bytes not yet renamed into place) must not ride
+/// along unchecked into the version.
+pub async fn commit_never_names_a_file_staged_after_its_check(h: &Harness) {
+    let (store, gated) = gated_store(h);
     let t = match store.begin(req("race", "1")).await.expect("begin") {
         OpenOutcome::Created(t) => t,
         other => panic!("{other:?}"),
@@ -1480,13 +1486,7 @@ pub async fn a_slow_finish_after_the_whole_body_is_not_held_against_the_client(h
 pub async fn the_scrubber_quarantines_rot_then_rests_until_its_next_pass(h: &Harness) {
     publish(h, "scrubbed", "1", &[("ok", b"fine"), ("bad", b"will-rot")]).await;
     rot(h, b"will-rot").await;
-    let gated = std::sync::Arc::new(GatedBlobs::new(h.store.blobs().clone()));
-    let store = std::sync::Arc::new(intact_store::Store::new(
-        h.store.catalog().clone(),
-        gated.clone(),
-        std::sync::Arc::new(h.clock.clone()),
-        intact_store::StoreConfig::default(),
-    ));
+    let (store, gated) = gated_store(h);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let scrubber = tokio::spawn(store.clone().run_scrubber(1 << 30, Duration::from_secs(3600), stopped));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
