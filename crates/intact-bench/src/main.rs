@@ -68,8 +68,9 @@ pub struct Args {
     /// Versions of one name to publish and list.
     #[arg(long, default_value_t = 100_000)]
     pub versions: u64,
-    /// Concurrent publishers while populating.
-    #[arg(long, default_value_t = 4)]
+    /// Concurrent publishers while populating (16: the publishing target's setting, where
+    /// group commit shows).
+    #[arg(long, default_value_t = 16)]
     pub workers: usize,
     /// Versions published with one small file each (a second, slower publish figure; also
     /// measurement 6's publish rate).

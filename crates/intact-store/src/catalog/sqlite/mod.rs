@@ -50,6 +50,8 @@ pub struct SqliteCatalog {
     /// (a commit, a rollback, an expiry noticed by a lock takeover...): wakes event followers.
     /// One process owns the database file, so its own writes are all there are.
     writes: Arc<watch::Sender<u64>>,
+    /// The queue of publishing writes waiting to share a commit (`group.rs`).
+    group: Arc<group::GroupCommit>,
 }
 
 impl std::fmt::Debug for SqliteCatalog {
@@ -95,6 +97,7 @@ impl SqliteCatalog {
             write,
             clock,
             writes: Arc::new(watch::Sender::new(0)),
+            group: Arc::default(),
         };
         catalog.migrate().await?;
         Ok(catalog)
@@ -164,6 +167,7 @@ impl SqliteCatalog {
 mod blobs;
 mod events;
 mod flights;
+mod group;
 mod rows;
 mod sweeper;
 mod tokens;

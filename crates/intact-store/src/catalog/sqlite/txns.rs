@@ -79,135 +79,140 @@ pub(super) async fn next_auto_number(tx: &mut sqlx::SqliteConnection, repo: &str
 }
 
 pub(super) async fn open_txn(cat: &SqliteCatalog, req: &NewTxn) -> Result<OpenOutcome> {
-    let (mut tx, now) = cat.begin().await?;
-    let fingerprint = rules::request_fingerprint(req);
-    let repo = req.repo.as_str();
-    let name = req.name.as_str();
+    let req = req.clone();
+    cat.write(move |tx, now| {
+        Box::pin(async move {
+            let fingerprint = rules::request_fingerprint(&req);
+            let repo = req.repo.as_str();
+            let name = req.name.as_str();
 
-    if let Some(key) = &req.idempotency_key {
-        let existing: Option<String> = sqlx::query_scalar("SELECT txn_id FROM idempotency WHERE repo = ? AND key = ?")
-            .bind(repo)
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if let Some(txn_id) = existing {
-            let prior_fp: Option<String> = sqlx::query_scalar("SELECT request_fingerprint FROM txns WHERE id = ?")
-                .bind(&txn_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if let (Some(prior_fp), Some(mut prior)) = (prior_fp, load_txn(&mut tx, &txn_id).await?) {
-                if prior_fp != fingerprint {
-                    return Err(Error::IdempotencyMismatch {
-                        key: key.clone(),
-                        detail: format!(
-                            "it opened {}/{}@{} with other name, version or metadata",
-                            prior.repo, prior.name, prior.version
-                        ),
-                    });
-                }
-                let expired_now = expire_if_due(&mut tx, &mut prior, now).await?;
-                match prior.state {
-                    TxnState::Open => {
-                        cat.commit(tx).await?;
-                        return Ok(OpenOutcome::Resumed(prior));
-                    }
-                    TxnState::Committed => {
-                        let vid: Option<i64> = sqlx::query_scalar("SELECT version_id FROM txns WHERE id = ?")
+            if let Some(key) = &req.idempotency_key {
+                let existing: Option<String> =
+                    sqlx::query_scalar("SELECT txn_id FROM idempotency WHERE repo = ? AND key = ?")
+                        .bind(repo)
+                        .bind(key)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if let Some(txn_id) = existing {
+                    let prior_fp: Option<String> =
+                        sqlx::query_scalar("SELECT request_fingerprint FROM txns WHERE id = ?")
                             .bind(&txn_id)
-                            .fetch_one(&mut *tx)
+                            .fetch_optional(&mut *tx)
                             .await?;
-                        if let Some(m) = match vid {
-                            Some(v) => load_manifest_by_id(&mut tx, v).await?,
-                            None => None,
-                        } {
-                            cat.commit(tx).await?;
-                            return Ok(OpenOutcome::Committed(prior, m));
+                    if let (Some(prior_fp), Some(mut prior)) = (prior_fp, load_txn(&mut *tx, &txn_id).await?) {
+                        if prior_fp != fingerprint {
+                            return Err(Error::IdempotencyMismatch {
+                                key: key.clone(),
+                                detail: format!(
+                                    "it opened {}/{}@{} with other name, version or metadata",
+                                    prior.repo, prior.name, prior.version
+                                ),
+                            });
                         }
-                        // The version it committed has since been deleted: start afresh.
-                    }
-                    TxnState::Aborted | TxnState::Expired => {
-                        // A retry after a rollback or an expired lease starts a new transaction.
-                        let _ = expired_now;
+                        let expired_now = expire_if_due(&mut *tx, &mut prior, now).await?;
+                        match prior.state {
+                            TxnState::Open => {
+                                return Ok(Ok(OpenOutcome::Resumed(prior)));
+                            }
+                            TxnState::Committed => {
+                                let vid: Option<i64> = sqlx::query_scalar("SELECT version_id FROM txns WHERE id = ?")
+                                    .bind(&txn_id)
+                                    .fetch_one(&mut *tx)
+                                    .await?;
+                                if let Some(m) = match vid {
+                                    Some(v) => load_manifest_by_id(&mut *tx, v).await?,
+                                    None => None,
+                                } {
+                                    return Ok(Ok(OpenOutcome::Committed(prior, m)));
+                                }
+                                // The version it committed has since been deleted: start afresh.
+                            }
+                            TxnState::Aborted | TxnState::Expired => {
+                                // A retry after a rollback or an expired lease starts a new transaction.
+                                let _ = expired_now;
+                            }
+                        }
                     }
                 }
             }
-        }
-    }
 
-    let (version, auto_number) = match &req.version {
-        VersionSpec::Exact(v) => (v.clone(), v.as_auto_number()),
-        VersionSpec::Auto => {
-            let n = next_auto_number(&mut tx, repo, name).await?;
-            (Version::from_number(n), Some(n))
-        }
-    };
+            let (version, auto_number) = match &req.version {
+                VersionSpec::Exact(v) => (v.clone(), v.as_auto_number()),
+                VersionSpec::Auto => {
+                    let n = next_auto_number(&mut *tx, repo, name).await?;
+                    (Version::from_number(n), Some(n))
+                }
+            };
 
-    // A version that is already committed may be opened again: publishing the same
-    // content again is an idempotent success and anything else a conflict, decided at
-    // commit, once the content is known.
+            // A version that is already committed may be opened again: publishing the same
+            // content again is an idempotent success and anything else a conflict, decided at
+            // commit, once the content is known.
 
-    let holder: Option<String> =
-        sqlx::query_scalar("SELECT id FROM txns WHERE repo = ? AND name = ? AND version = ? AND state = 'open'")
+            let holder: Option<String> = sqlx::query_scalar(
+                "SELECT id FROM txns WHERE repo = ? AND name = ? AND version = ? AND state = 'open'",
+            )
             .bind(repo)
             .bind(name)
             .bind(version.as_str())
             .fetch_optional(&mut *tx)
             .await?;
-    if let Some(holder_id) = holder
-        && let Some(mut holder) = load_txn(&mut tx, &holder_id).await?
-        && !expire_if_due(&mut tx, &mut holder, now).await?
-    {
-        return Err(Error::Locked {
-            what: what(&req.repo, &req.name, &version),
-            holder: holder.id,
-            expires_at: holder.expires_at,
-        });
-    }
+            if let Some(holder_id) = holder
+                && let Some(mut holder) = load_txn(&mut *tx, &holder_id).await?
+                && !expire_if_due(&mut *tx, &mut holder, now).await?
+            {
+                return Err(Error::Locked {
+                    what: what(&req.repo, &req.name, &version),
+                    holder: holder.id,
+                    expires_at: holder.expires_at,
+                });
+            }
 
-    let lease_ms = i64::try_from(req.lease.as_millis()).unwrap_or(i64::MAX);
-    let expires_at = now.plus(req.lease);
-    sqlx::query(
-        "INSERT INTO txns (id, repo, name, version, auto_number, metadata, state, idempotency_key,
-                           request_fingerprint, lease_ms, created_at, expires_at, owner)
-         VALUES (?, ?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(req.id.as_str())
-    .bind(repo)
-    .bind(name)
-    .bind(version.as_str())
-    .bind(auto_number)
-    .bind(req.metadata.to_string())
-    .bind(req.idempotency_key.as_deref())
-    .bind(&fingerprint)
-    .bind(lease_ms)
-    .bind(now.millis())
-    .bind(expires_at.millis())
-    .bind(req.owner.as_deref())
-    .execute(&mut *tx)
-    .await?;
-    if let Some(key) = &req.idempotency_key {
-        sqlx::query("INSERT OR REPLACE INTO idempotency (repo, key, txn_id) VALUES (?, ?, ?)")
-            .bind(repo)
-            .bind(key)
+            let lease_ms = i64::try_from(req.lease.as_millis()).unwrap_or(i64::MAX);
+            let expires_at = now.plus(req.lease);
+            sqlx::query(
+                "INSERT INTO txns (id, repo, name, version, auto_number, metadata, state, idempotency_key,
+                                   request_fingerprint, lease_ms, created_at, expires_at, owner)
+                 VALUES (?, ?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, ?)",
+            )
             .bind(req.id.as_str())
+            .bind(repo)
+            .bind(name)
+            .bind(version.as_str())
+            .bind(auto_number)
+            .bind(req.metadata.to_string())
+            .bind(req.idempotency_key.as_deref())
+            .bind(&fingerprint)
+            .bind(lease_ms)
+            .bind(now.millis())
+            .bind(expires_at.millis())
+            .bind(req.owner.as_deref())
             .execute(&mut *tx)
             .await?;
-    }
-    cat.commit(tx).await?;
-    Ok(OpenOutcome::Created(TxnRecord {
-        id: req.id.clone(),
-        repo: req.repo.clone(),
-        name: req.name.clone(),
-        version,
-        state: TxnState::Open,
-        metadata: req.metadata.clone(),
-        idempotency_key: req.idempotency_key.clone(),
-        created_at: now,
-        expires_at,
-        finished_at: None,
-        lease_seconds: req.lease.as_secs(),
-        files: Vec::new(),
-    }))
+            if let Some(key) = &req.idempotency_key {
+                sqlx::query("INSERT OR REPLACE INTO idempotency (repo, key, txn_id) VALUES (?, ?, ?)")
+                    .bind(repo)
+                    .bind(key)
+                    .bind(req.id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(Ok(OpenOutcome::Created(TxnRecord {
+                id: req.id.clone(),
+                repo: req.repo.clone(),
+                name: req.name.clone(),
+                version,
+                state: TxnState::Open,
+                metadata: req.metadata.clone(),
+                idempotency_key: req.idempotency_key.clone(),
+                created_at: now,
+                expires_at,
+                finished_at: None,
+                lease_seconds: req.lease.as_secs(),
+                files: Vec::new(),
+            })))
+        })
+    })
+    .await
 }
 
 pub(super) async fn txn(cat: &SqliteCatalog, id: &TxnId) -> Result<TxnRecord> {
@@ -234,32 +239,35 @@ pub(super) async fn txn_status(cat: &SqliteCatalog, id: &TxnId) -> Result<TxnSta
 }
 
 pub(super) async fn renew_txn(cat: &SqliteCatalog, id: &TxnId) -> Result<TxnRecord> {
-    let (mut tx, now) = cat.begin().await?;
-    let mut rec = load_txn(&mut tx, id.as_str())
-        .await?
-        .ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
-    if expire_if_due(&mut tx, &mut rec, now).await? {
-        cat.commit(tx).await?;
-        return Err(Error::TxnNotOpen {
-            id: id.clone(),
-            state: TxnState::Expired,
-        });
-    }
-    if rec.state != TxnState::Open {
-        return Err(Error::TxnNotOpen {
-            id: id.clone(),
-            state: rec.state,
-        });
-    }
-    let expires_at = now.plus(Duration::from_secs(rec.lease_seconds)).max(rec.expires_at);
-    sqlx::query("UPDATE txns SET expires_at = ? WHERE id = ?")
-        .bind(expires_at.millis())
-        .bind(id.as_str())
-        .execute(&mut *tx)
-        .await?;
-    cat.commit(tx).await?;
-    rec.expires_at = expires_at;
-    Ok(rec)
+    let id = id.clone();
+    cat.write(move |tx, now| {
+        Box::pin(async move {
+            let mut rec = load_txn(&mut *tx, id.as_str())
+                .await?
+                .ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
+            if expire_if_due(&mut *tx, &mut rec, now).await? {
+                return Ok(Err(Error::TxnNotOpen {
+                    id: id.clone(),
+                    state: TxnState::Expired,
+                }));
+            }
+            if rec.state != TxnState::Open {
+                return Err(Error::TxnNotOpen {
+                    id: id.clone(),
+                    state: rec.state,
+                });
+            }
+            let expires_at = now.plus(Duration::from_secs(rec.lease_seconds)).max(rec.expires_at);
+            sqlx::query("UPDATE txns SET expires_at = ? WHERE id = ?")
+                .bind(expires_at.millis())
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+            rec.expires_at = expires_at;
+            Ok(Ok(rec))
+        })
+    })
+    .await
 }
 
 pub(super) async fn stage_file(
@@ -268,226 +276,237 @@ pub(super) async fn stage_file(
     file: &FileEntry,
     max_files: Option<u64>,
 ) -> Result<()> {
-    let (mut tx, now) = cat.begin().await?;
-    let row = sqlx::query("SELECT repo, state, expires_at, lease_ms FROM txns WHERE id = ?")
-        .bind(id.as_str())
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
-    let state: String = row.try_get("state")?;
-    let state = TxnState::parse(&state).ok_or_else(|| corrupt(format!("bad state {state}")))?;
-    let expires_at = Timestamp(row.try_get("expires_at")?);
-    let lease_ms: i64 = row.try_get("lease_ms")?;
-    if state != TxnState::Open {
-        return Err(Error::TxnNotOpen { id: id.clone(), state });
-    }
-    if expires_at <= now {
-        let mut rec = load_txn(&mut tx, id.as_str())
-            .await?
-            .ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
-        expire_if_due(&mut tx, &mut rec, now).await?;
-        cat.commit(tx).await?;
-        return Err(Error::TxnNotOpen {
-            id: id.clone(),
-            state: TxnState::Expired,
-        });
-    }
-    if let Some(limit) = max_files {
-        // Under the single writer: no other staging into this transaction runs meanwhile.
-        let is_new: bool = sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM staged WHERE txn_id = ? AND path = ?)")
-            .bind(id.as_str())
-            .bind(file.path.as_str())
-            .fetch_one(&mut *tx)
+    let (id, file) = (id.clone(), file.clone());
+    cat.write(move |tx, now| {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT repo, state, expires_at, lease_ms FROM txns WHERE id = ?")
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
+            let state: String = row.try_get("state")?;
+            let state = TxnState::parse(&state).ok_or_else(|| corrupt(format!("bad state {state}")))?;
+            let expires_at = Timestamp(row.try_get("expires_at")?);
+            let lease_ms: i64 = row.try_get("lease_ms")?;
+            if state != TxnState::Open {
+                return Err(Error::TxnNotOpen { id: id.clone(), state });
+            }
+            if expires_at <= now {
+                let mut rec = load_txn(&mut *tx, id.as_str())
+                    .await?
+                    .ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
+                expire_if_due(&mut *tx, &mut rec, now).await?;
+                return Ok(Err(Error::TxnNotOpen {
+                    id: id.clone(),
+                    state: TxnState::Expired,
+                }));
+            }
+            if let Some(limit) = max_files {
+                // Under the single writer: no other staging into this transaction runs meanwhile.
+                let is_new: bool =
+                    sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM staged WHERE txn_id = ? AND path = ?)")
+                        .bind(id.as_str())
+                        .bind(file.path.as_str())
+                        .fetch_one(&mut *tx)
+                        .await?;
+                // Counting stops at the limit, so the check costs at most `limit` index entries.
+                let staged: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM (SELECT 1 FROM staged WHERE txn_id = ? LIMIT ?)")
+                        .bind(id.as_str())
+                        .bind(i64_of(limit))
+                        .fetch_one(&mut *tx)
+                        .await?;
+                if is_new && u64_of(staged) >= limit {
+                    return Err(Error::TooManyFiles { id: id.clone(), limit });
+                }
+            }
+            let digest = file.sha256.to_hex();
+            sqlx::query(
+                "INSERT INTO blobs (digest, size, registered) VALUES (?, ?, ?)
+                 ON CONFLICT (digest) DO UPDATE SET registered = excluded.registered",
+            )
+            .bind(&digest)
+            .bind(i64_of(file.size))
+            .bind(now.millis())
+            .execute(&mut *tx)
             .await?;
-        // Counting stops at the limit, so the check costs at most `limit` index entries.
-        let staged: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM (SELECT 1 FROM staged WHERE txn_id = ? LIMIT ?)")
-            .bind(id.as_str())
-            .bind(i64_of(limit))
-            .fetch_one(&mut *tx)
-            .await?;
-        if is_new && u64_of(staged) >= limit {
-            return Err(Error::TooManyFiles { id: id.clone(), limit });
-        }
-    }
-    let digest = file.sha256.to_hex();
-    sqlx::query(
-        "INSERT INTO blobs (digest, size, registered) VALUES (?, ?, ?)
-         ON CONFLICT (digest) DO UPDATE SET registered = excluded.registered",
-    )
-    .bind(&digest)
-    .bind(i64_of(file.size))
-    .bind(now.millis())
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("INSERT OR REPLACE INTO staged (txn_id, path, size, digest) VALUES (?, ?, ?, ?)")
-        .bind(id.as_str())
-        .bind(file.path.as_str())
-        .bind(i64_of(file.size))
-        .bind(&digest)
-        .execute(&mut *tx)
-        .await?;
-    // Activity renews the lease.
-    sqlx::query("UPDATE txns SET expires_at = MAX(expires_at, ?) WHERE id = ?")
-        .bind(now.millis().saturating_add(lease_ms))
-        .bind(id.as_str())
-        .execute(&mut *tx)
-        .await?;
-    cat.commit(tx).await?;
-    Ok(())
+            sqlx::query("INSERT OR REPLACE INTO staged (txn_id, path, size, digest) VALUES (?, ?, ?, ?)")
+                .bind(id.as_str())
+                .bind(file.path.as_str())
+                .bind(i64_of(file.size))
+                .bind(&digest)
+                .execute(&mut *tx)
+                .await?;
+            // Activity renews the lease.
+            sqlx::query("UPDATE txns SET expires_at = MAX(expires_at, ?) WHERE id = ?")
+                .bind(now.millis().saturating_add(lease_ms))
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+            Ok(Ok(()))
+        })
+    })
+    .await
 }
 
 pub(super) async fn commit_txn(cat: &SqliteCatalog, id: &TxnId, verified: &[FileEntry]) -> Result<CommitOutcome> {
-    let (mut tx, now) = cat.begin().await?;
-    let mut rec = load_txn(&mut tx, id.as_str())
-        .await?
-        .ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
-    match rec.state {
-        TxnState::Committed => {
-            let vid: Option<i64> = sqlx::query_scalar("SELECT version_id FROM txns WHERE id = ?")
-                .bind(id.as_str())
-                .fetch_one(&mut *tx)
-                .await?;
-            let manifest = match vid {
-                Some(v) => load_manifest_by_id(&mut tx, v).await?,
-                None => None,
-            };
-            return manifest
-                .map(CommitOutcome::AlreadyCommitted)
-                .ok_or_else(|| Error::not_found(format!("the version committed by {id} (since deleted)")));
-        }
-        TxnState::Aborted | TxnState::Expired => {
-            return Err(Error::TxnNotOpen {
-                id: id.clone(),
-                state: rec.state,
-            });
-        }
-        TxnState::Open => {}
-    }
-    if expire_if_due(&mut tx, &mut rec, now).await? {
-        cat.commit(tx).await?;
-        return Err(Error::TxnNotOpen {
-            id: id.clone(),
-            state: TxnState::Expired,
-        });
-    }
-    rules::check_staged(&rec, verified)?;
-    let (repo, name, version) = (rec.repo.as_str(), rec.name.as_str(), rec.version.as_str());
-    let fingerprint = rules::content_of(&rec);
+    let (id, verified) = (id.clone(), verified.to_vec());
+    cat.write(move |tx, now| {
+        Box::pin(async move {
+            let mut rec = load_txn(&mut *tx, id.as_str())
+                .await?
+                .ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
+            match rec.state {
+                TxnState::Committed => {
+                    let vid: Option<i64> = sqlx::query_scalar("SELECT version_id FROM txns WHERE id = ?")
+                        .bind(id.as_str())
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    let manifest = match vid {
+                        Some(v) => load_manifest_by_id(&mut *tx, v).await?,
+                        None => None,
+                    };
+                    return Ok(manifest
+                        .map(CommitOutcome::AlreadyCommitted)
+                        .ok_or_else(|| Error::not_found(format!("the version committed by {id} (since deleted)"))));
+                }
+                TxnState::Aborted | TxnState::Expired => {
+                    return Err(Error::TxnNotOpen {
+                        id: id.clone(),
+                        state: rec.state,
+                    });
+                }
+                TxnState::Open => {}
+            }
+            if expire_if_due(&mut *tx, &mut rec, now).await? {
+                                return Ok(Err(Error::TxnNotOpen {
+                    id: id.clone(),
+                    state: TxnState::Expired,
+                }));
+            }
+            rules::check_staged(&rec, &verified)?;
+            let (repo, name, version) = (rec.repo.as_str(), rec.name.as_str(), rec.version.as_str());
+            let fingerprint = rules::content_of(&rec);
 
-    if let Some((existing_id, existing_fp)) = version_id_of(&mut tx, repo, name, version).await? {
-        // Loaded only to say what differs (a conflict is rare; a retry is not).
-        let existing = if existing_fp != fingerprint {
-            load_manifest_by_id(&mut tx, existing_id).await?
-        } else {
-            None
-        };
-        rules::same_content(&rec, &existing_fp, existing.as_ref())?;
-        // Identical content: this commit is a retry of one that already landed.
-        sqlx::query("UPDATE txns SET state = 'committed', finished_at = ?, version_id = ? WHERE id = ?")
+            if let Some((existing_id, existing_fp)) = version_id_of(&mut *tx, repo, name, version).await? {
+                // Loaded only to say what differs (a conflict is rare; a retry is not).
+                let existing = if existing_fp != fingerprint {
+                    load_manifest_by_id(&mut *tx, existing_id).await?
+                } else {
+                    None
+                };
+                rules::same_content(&rec, &existing_fp, existing.as_ref())?;
+                // Identical content: this commit is a retry of one that already landed.
+                sqlx::query("UPDATE txns SET state = 'committed', finished_at = ?, version_id = ? WHERE id = ?")
+                    .bind(now.millis())
+                    .bind(existing_id)
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM staged WHERE txn_id = ?")
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                let manifest = load_manifest_by_id(&mut *tx, existing_id)
+                    .await?
+                    .ok_or_else(|| corrupt("version vanished inside a transaction"))?;
+                                return Ok(Ok(CommitOutcome::AlreadyCommitted(manifest)));
+            }
+
+            let total: u64 = rec.files.iter().map(|f| f.size).sum();
+            let seq = append_event(
+                &mut *tx,
+                now,
+                "committed",
+                (repo, name, version),
+                Some(id.as_str()),
+                serde_json::json!({ "files": rec.files.len(), "size": total, "fingerprint": fingerprint }),
+            )
+            .await?;
+            let version_id = sqlx::query(
+                "INSERT INTO versions (repo, name, version, auto_number, metadata, fingerprint, txn_id, seq, created_at,
+                                       last_access, total_size, file_count)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(repo)
+            .bind(name)
+            .bind(version)
+            .bind(rec.version.as_auto_number())
+            .bind(rec.metadata.to_string())
+            .bind(&fingerprint)
+            .bind(id.as_str())
+            .bind(seq)
             .bind(now.millis())
-            .bind(existing_id)
-            .bind(id.as_str())
+            .bind(now.millis())
+            .bind(i64_of(total))
+            .bind(i64_of(rec.files.len() as u64))
             .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM staged WHERE txn_id = ?")
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await?;
-        let manifest = load_manifest_by_id(&mut tx, existing_id)
             .await?
-            .ok_or_else(|| corrupt("version vanished inside a transaction"))?;
-        cat.commit(tx).await?;
-        return Ok(CommitOutcome::AlreadyCommitted(manifest));
-    }
-
-    let total: u64 = rec.files.iter().map(|f| f.size).sum();
-    let seq = append_event(
-        &mut tx,
-        now,
-        "committed",
-        (repo, name, version),
-        Some(id.as_str()),
-        serde_json::json!({ "files": rec.files.len(), "size": total, "fingerprint": fingerprint }),
-    )
-    .await?;
-    let version_id = sqlx::query(
-        "INSERT INTO versions (repo, name, version, auto_number, metadata, fingerprint, txn_id, seq, created_at,
-                               last_access, total_size, file_count)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(repo)
-    .bind(name)
-    .bind(version)
-    .bind(rec.version.as_auto_number())
-    .bind(rec.metadata.to_string())
-    .bind(&fingerprint)
-    .bind(id.as_str())
-    .bind(seq)
-    .bind(now.millis())
-    .bind(now.millis())
-    .bind(i64_of(total))
-    .bind(i64_of(rec.files.len() as u64))
-    .execute(&mut *tx)
-    .await?
-    .last_insert_rowid();
-    sqlx::query(
-        "INSERT INTO files (version_id, path, size, digest) SELECT ?, path, size, digest FROM staged WHERE txn_id = ?",
-    )
-    .bind(version_id)
-    .bind(id.as_str())
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("DELETE FROM staged WHERE txn_id = ?")
-        .bind(id.as_str())
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("UPDATE txns SET state = 'committed', finished_at = ?, version_id = ? WHERE id = ?")
-        .bind(now.millis())
-        .bind(version_id)
-        .bind(id.as_str())
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(
-        "INSERT INTO names (repo, name, versions) VALUES (?, ?, 1)
-         ON CONFLICT (repo, name) DO UPDATE SET versions = versions + 1",
-    )
-    .bind(repo)
-    .bind(name)
-    .execute(&mut *tx)
-    .await?;
-    cat.commit(tx).await?;
-    Ok(CommitOutcome::Committed(Manifest {
-        repo: rec.repo,
-        name: rec.name,
-        version: rec.version,
-        files: rec.files,
-        metadata: rec.metadata,
-        created_at: now,
-        transaction: Some(id.clone()),
-        seq,
-    }))
+            .last_insert_rowid();
+            sqlx::query(
+                "INSERT INTO files (version_id, path, size, digest) SELECT ?, path, size, digest FROM staged WHERE txn_id = ?",
+            )
+            .bind(version_id)
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM staged WHERE txn_id = ?")
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE txns SET state = 'committed', finished_at = ?, version_id = ? WHERE id = ?")
+                .bind(now.millis())
+                .bind(version_id)
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO names (repo, name, versions) VALUES (?, ?, 1)
+                 ON CONFLICT (repo, name) DO UPDATE SET versions = versions + 1",
+            )
+            .bind(repo)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+            Ok(Ok(CommitOutcome::Committed(Manifest {
+                repo: rec.repo,
+                name: rec.name,
+                version: rec.version,
+                files: rec.files,
+                metadata: rec.metadata,
+                created_at: now,
+                transaction: Some(id.clone()),
+                seq,
+            })))
+        })
+    })
+    .await
 }
 
 pub(super) async fn abort_txn(cat: &SqliteCatalog, id: &TxnId) -> Result<Finished> {
-    let (mut tx, now) = cat.begin().await?;
-    let rec = load_txn(&mut tx, id.as_str())
-        .await?
-        .ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
-    match rec.state {
-        TxnState::Aborted | TxnState::Expired => Ok(Finished::default()),
-        TxnState::Committed => Err(Error::TxnNotOpen {
-            id: id.clone(),
-            state: rec.state,
-        }),
-        TxnState::Open => {
-            let digests = finish_open_txn(&mut tx, &rec, TxnState::Aborted, now).await?;
-            cat.commit(tx).await?;
-            Ok(Finished {
-                txns: vec![rec.id],
-                staged_digests: digests,
-            })
-        }
-    }
+    let id = id.clone();
+    cat.write(move |tx, now| {
+        Box::pin(async move {
+            let rec = load_txn(&mut *tx, id.as_str())
+                .await?
+                .ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
+            match rec.state {
+                TxnState::Aborted | TxnState::Expired => Ok(Ok(Finished::default())),
+                TxnState::Committed => Err(Error::TxnNotOpen {
+                    id: id.clone(),
+                    state: rec.state,
+                }),
+                TxnState::Open => {
+                    let digests = finish_open_txn(&mut *tx, &rec, TxnState::Aborted, now).await?;
+                    Ok(Ok(Finished {
+                        txns: vec![rec.id],
+                        staged_digests: digests,
+                    }))
+                }
+            }
+        })
+    })
+    .await
 }
 
 pub(super) async fn expire_txns(cat: &SqliteCatalog) -> Result<Finished> {
