@@ -40,14 +40,20 @@ const MAX_BATCH: usize = 128;
 /// `answer` (which may itself be an error); `Err` rolls its writes back and answers with it.
 pub(super) type Outcome<T> = Result<Result<T>>;
 
-/// A job as the leader runs it, its answer type erased.
-type Job = Box<dyn for<'c> FnOnce(&'c mut sqlx::SqliteConnection, Timestamp) -> BoxFuture<'c, Ran> + Send>;
+/// A job as the leader runs it, its answer type erased. Given no connection it does no work
+/// and only makes its caller's answer (the batch could not start).
+type Job = Box<dyn for<'c> FnOnce(Option<&'c mut sqlx::SqliteConnection>, Timestamp) -> BoxFuture<'c, Ran> + Send>;
 
-/// A job that has run: whether its writes stay, and how to answer its caller once the batch's
-/// fate is known (`Some(failure)` when the batch did not commit).
+/// How a job's caller is answered once its batch's fate is known: `None` if the batch
+/// committed (the job's own answer is given), `Some(failure)` if it did not.
+type Answer = Box<dyn FnOnce(Option<Error>) + Send>;
+
+/// A job that has run: whether its writes stay, whether its work failed for a full disk (a
+/// reason the whole batch may share), and how to answer its caller.
 struct Ran {
     keep: bool,
-    answer: Box<dyn FnOnce(Option<Error>) + Send>,
+    storage_full: bool,
+    answer: Answer,
 }
 
 #[derive(Default)]
@@ -96,12 +102,16 @@ impl SqliteCatalog {
         let (reply, answer) = oneshot::channel::<Result<T>>();
         let job: Job = Box::new(move |conn, now| {
             Box::pin(async move {
-                let (keep, result) = match work(conn, now).await {
-                    Ok(result) => (true, result),
-                    Err(e) => (false, Err(e)),
+                let (keep, result) = match conn {
+                    None => (false, Err(not_run())),
+                    Some(conn) => match work(conn, now).await {
+                        Ok(result) => (true, result),
+                        Err(e) => (false, Err(e)),
+                    },
                 };
                 Ran {
                     keep,
+                    storage_full: matches!(result, Err(Error::StorageFull { .. })),
                     answer: Box::new(move |failed: Option<Error>| {
                         // The caller may have gone away; its writes stand regardless.
                         let _ = reply.send(match failed {
@@ -120,21 +130,19 @@ impl SqliteCatalog {
         if lead {
             self.spawn_leader();
         }
-        answer.await.unwrap_or_else(|_| {
-            Err(Error::Catalog {
-                context: "a catalog write".into(),
-                source: "its batch did not run to the end (no write connection could be had, or a job in it \
-                         panicked); nothing of it was committed"
-                    .into(),
-            })
-        })
+        answer.await.unwrap_or_else(|_| Err(not_run()))
     }
 
     fn spawn_leader(&self) {
-        let catalog = self.clone();
+        // Made outside the task: a task dropped before it first runs (a runtime shutting
+        // down) still gives leadership up.
+        let leading = Leading {
+            catalog: self.clone(),
+            done: false,
+        };
         tokio::spawn(async move {
-            let _leading = Leading(&catalog);
-            while catalog.run_batch().await {}
+            while leading.catalog.run_batch().await {}
+            leading.finished();
         });
     }
 
@@ -157,9 +165,8 @@ impl SqliteCatalog {
         let committed = match conn {
             Ok(conn) => self.run_jobs(conn, jobs).await,
             Err(e) => {
-                // Dropped unrun, each job's caller is told nothing of it was written.
                 tracing::warn!(error = %e, jobs = count, "no catalog write connection for a batch");
-                drop(jobs);
+                refuse(jobs, e, self.clock.now()).await;
                 None
             }
         };
@@ -176,38 +183,19 @@ impl SqliteCatalog {
 
     /// Runs `jobs` in one transaction. Returns their answers to give if it committed;
     /// otherwise answers every job with the failure itself and returns `None`.
-    async fn run_jobs(
-        &self,
-        conn: sqlx::pool::PoolConnection<Sqlite>,
-        jobs: Vec<Job>,
-    ) -> Option<Vec<Box<dyn FnOnce(Option<Error>) + Send>>> {
-        let mut answers: Vec<Box<dyn FnOnce(Option<Error>) + Send>> = Vec::with_capacity(jobs.len());
+    async fn run_jobs(&self, conn: sqlx::pool::PoolConnection<Sqlite>, jobs: Vec<Job>) -> Option<Vec<Answer>> {
+        let mut answers: Vec<Answer> = Vec::with_capacity(jobs.len());
         let mut pending = jobs.into_iter();
         let failure = match self.run_in_transaction(conn, &mut pending, &mut answers).await {
             Ok(()) => return Some(answers),
             Err(e) => e,
         };
         // Nothing of the batch was committed: its jobs, run or not, are answered with why.
-        let text = failure.to_string();
-        tracing::warn!(error = %text, jobs = answers.len() + pending.len(), "catalog batch failed");
-        let storage_full = matches!(failure, Error::StorageFull { .. });
-        let mut first = Some(failure);
-        let mut why = move || {
-            first.take().unwrap_or_else(|| match storage_full {
-                true => Error::StorageFull {
-                    context: "the catalog".into(),
-                },
-                false => Error::Catalog {
-                    context: "committing a batch of catalog writes".into(),
-                    source: text.clone().into(),
-                },
-            })
-        };
+        tracing::warn!(error = %failure, jobs = answers.len() + pending.len(), "catalog batch failed");
         for answer in answers {
-            answer(Some(why()));
+            answer(Some(like(&failure)));
         }
-        // Jobs never run are dropped: their callers are told nothing of them was written.
-        drop(pending);
+        refuse(pending.collect(), failure, self.clock.now()).await;
         None
     }
 
@@ -215,40 +203,101 @@ impl SqliteCatalog {
         &self,
         conn: sqlx::pool::PoolConnection<Sqlite>,
         jobs: &mut std::vec::IntoIter<Job>,
-        answers: &mut Vec<Box<dyn FnOnce(Option<Error>) + Send>>,
+        answers: &mut Vec<Answer>,
     ) -> Result<()> {
         let mut tx = sqlx::Transaction::begin(conn, Some("BEGIN IMMEDIATE".into())).await?;
         for job in jobs.by_ref() {
             sqlx::query("SAVEPOINT job").execute(&mut *tx).await?;
-            let ran = job(&mut tx, self.clock.now()).await;
-            // Either statement fails if SQLite rolled the whole transaction back by itself
-            // (a full disk, an I/O error): then the batch fails as a whole, as it must.
-            if !ran.keep {
-                sqlx::query("ROLLBACK TO job").execute(&mut *tx).await?;
-            }
-            sqlx::query("RELEASE job").execute(&mut *tx).await?;
+            let ran = job(Some(&mut tx), self.clock.now()).await;
             answers.push(ran.answer);
+            // Either statement fails if SQLite rolled the whole transaction back by itself
+            // (a full disk, an I/O error): then the batch fails as a whole, as it must, and
+            // for the job's own reason if that was a full disk (the statement only says the
+            // savepoint is gone).
+            let settled = async {
+                if !ran.keep {
+                    sqlx::query("ROLLBACK TO job").execute(&mut *tx).await?;
+                }
+                sqlx::query("RELEASE job").execute(&mut *tx).await
+            };
+            if let Err(e) = settled.await {
+                return Err(match ran.storage_full {
+                    true => Error::StorageFull {
+                        context: "the catalog".into(),
+                    },
+                    false => e.into(),
+                });
+            }
         }
         self.commit(tx).await
     }
 }
 
-/// Gives leadership up if the leader task ends without doing so itself (a job panicked), and
-/// hands jobs still queued to a new leader.
-struct Leading<'a>(&'a SqliteCatalog);
+/// Why a job never ran: its batch could not start or ended early, or its leader went away.
+fn not_run() -> Error {
+    Error::CatalogUnavailable {
+        source: "the catalog write did not run (its batch failed or was cut short); nothing of it was written".into(),
+    }
+}
 
-impl Drop for Leading<'_> {
+/// A failure like `e`, for another job of the same batch: the same kind (a full disk, an
+/// unreachable catalog, another catalog error) with its message.
+fn like(e: &Error) -> Error {
+    match e {
+        Error::StorageFull { context } => Error::StorageFull {
+            context: context.clone(),
+        },
+        Error::CatalogUnavailable { source } => Error::CatalogUnavailable {
+            source: source.to_string().into(),
+        },
+        other => Error::Catalog {
+            context: "committing a batch of catalog writes".into(),
+            source: other.to_string().into(),
+        },
+    }
+}
+
+/// Answers jobs that will not run with `failure`'s kind.
+async fn refuse(jobs: Vec<Job>, failure: Error, now: Timestamp) {
+    for job in jobs {
+        (job(None, now).await.answer)(Some(like(&failure)));
+    }
+}
+
+/// Gives leadership up when the leader task ends without doing so itself: a job panicked
+/// (a new leader takes the queue on), or the task was dropped by a runtime shutting down
+/// (the jobs still queued are dropped, and their callers told so).
+struct Leading {
+    catalog: SqliteCatalog,
+    done: bool,
+}
+
+impl Leading {
+    /// The leader gave leadership up itself, with the queue empty.
+    fn finished(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for Leading {
     fn drop(&mut self) {
-        if !std::thread::panicking() {
+        if self.done {
             return;
         }
-        let relead = {
-            let mut queue = self.0.group.lock();
-            queue.leading = !queue.jobs.is_empty();
-            queue.leading
+        let panicking = std::thread::panicking();
+        let (relead, stranded) = {
+            let mut queue = self.catalog.group.lock();
+            if panicking && !queue.jobs.is_empty() {
+                (true, VecDeque::new())
+            } else {
+                queue.leading = false;
+                (false, std::mem::take(&mut queue.jobs))
+            }
         };
+        // Outside the lock: dropping a job drops its reply, which may run its caller's code.
+        drop(stranded);
         if relead {
-            self.0.spawn_leader();
+            self.catalog.spawn_leader();
         }
     }
 }
@@ -294,6 +343,11 @@ mod tests {
                         End::AnswerError => Ok(Err(Error::not_found(mark))),
                         End::Fail => Err(Error::not_found(mark)),
                         End::Panic => panic!("job {mark} panics, as this test wants"),
+                        End::DiskFullRollsAllBack => {
+                            // What SQLite may do by itself when a statement meets a full disk.
+                            sqlx::query("ROLLBACK").execute(&mut *tx).await?;
+                            Err(Error::StorageFull { context: mark.into() })
+                        }
                     }
                 })
             })
@@ -307,6 +361,7 @@ mod tests {
         AnswerError,
         Fail,
         Panic,
+        DiskFullRollsAllBack,
     }
 
     async fn marks(cat: &SqliteCatalog) -> Vec<String> {
@@ -388,12 +443,38 @@ mod tests {
         .await;
         for (task, name) in [(before, "before"), (panics, "panics"), (after, "after")] {
             let answer = task.await.expect("task");
-            assert!(matches!(answer, Err(Error::Catalog { .. })), "{name}: {answer:?}");
+            assert!(
+                matches!(answer, Err(Error::CatalogUnavailable { .. })),
+                "{name}: {answer:?}"
+            );
         }
         assert!(marks(&cat).await.is_empty(), "nothing of the batch was committed");
         let later = tokio::time::timeout(Duration::from_secs(10), mark(&cat, "later", End::Answer))
             .await
             .expect("a write after the panic is not stranded");
+        assert_eq!(later.expect("task").expect("later"), "later");
+        assert_eq!(marks(&cat).await, ["later"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_disk_that_rolls_the_batch_back_is_every_jobs_answer() {
+        let (_dir, cat) = catalog().await;
+        let [before, full, after] = while_the_writer_is_held(&cat, 3, || {
+            [
+                mark(&cat, "before", End::Answer),
+                mark(&cat, "full", End::DiskFullRollsAllBack),
+                mark(&cat, "after", End::Answer),
+            ]
+        })
+        .await;
+        for (task, name) in [(before, "before"), (full, "full"), (after, "after")] {
+            let answer = task.await.expect("task");
+            assert!(matches!(answer, Err(Error::StorageFull { .. })), "{name}: {answer:?}");
+        }
+        assert!(marks(&cat).await.is_empty(), "nothing of the batch was committed");
+        let later = tokio::time::timeout(Duration::from_secs(10), mark(&cat, "later", End::Answer))
+            .await
+            .expect("a write after the failed batch is not stranded");
         assert_eq!(later.expect("task").expect("later"), "later");
         assert_eq!(marks(&cat).await, ["later"]);
     }
