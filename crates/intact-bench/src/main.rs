@@ -5,6 +5,7 @@
 //! only because an answer is wrong (a short listing, a wrong byte count, an error status), since
 //! a fast wrong answer is not a figure.
 
+mod coalesce;
 mod fixture;
 mod large_file;
 mod listing;
@@ -40,6 +41,9 @@ pub enum Measurement {
     /// embedded engines). Not in the default set: it needs PostgreSQL running and the garage
     /// binary (`scripts/bench --only scaleout` provides both).
     Scaleout,
+    /// 7: many clients at once on one cold Go module version through a slow upstream (peer:
+    /// nginx proxy_cache with proxy_cache_lock).
+    Coalesce,
 }
 
 #[derive(Parser, Debug, Clone)]
@@ -62,9 +66,18 @@ pub struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "listing,small,large,upload"
+        default_value = "listing,small,large,upload,coalesce"
     )]
     pub only: Vec<Measurement>,
+    /// Clients asking at once for one cold Go module version (measurement 7).
+    #[arg(long, default_value_t = 100)]
+    pub coalesce_clients: usize,
+    /// Incompressible content in measurement 7's module zip, KiB.
+    #[arg(long, default_value_t = 1024)]
+    pub coalesce_zip_kib: usize,
+    /// How long the upstream of measurement 7 holds back every answer, milliseconds.
+    #[arg(long, default_value_t = 200)]
+    pub coalesce_delay_ms: u64,
     /// Versions of one name to publish and list.
     #[arg(long, default_value_t = 100_000)]
     pub versions: u64,
@@ -248,6 +261,9 @@ async fn main() -> Result<()> {
             None
         };
         rows.extend(memory::rows(download.as_ref(), upload.as_ref()));
+    }
+    if ctx.wants(Measurement::Coalesce) {
+        rows.extend(coalesce::run(&ctx).await.context("measurement 7 (cold coalescing)")?);
     }
     if ctx.wants(Measurement::Scaleout) {
         rows.extend(scaleout::run(&ctx).await.context("measurement 6 (scale-out engines)")?);

@@ -52,6 +52,44 @@ fn running_as_root() -> bool {
 impl Nginx {
     /// Writes `<prefix>/nginx.conf` serving `root` and starts nginx on a free loopback port.
     pub fn start(bin: &Path, prefix: &Path, root: &Path) -> Result<Self> {
+        let root = root.display();
+        Self::start_with(
+            bin,
+            prefix,
+            "",
+            &format!("root {root};\n        location / {{ }}"),
+            &root.to_string(),
+        )
+    }
+
+    /// Starts nginx as a caching proxy of `upstream` (`http://host:port`): `proxy_cache` with
+    /// `proxy_cache_lock on`, so one request per key goes upstream while the others wait for
+    /// it to fill the cache.
+    pub fn start_caching_proxy(bin: &Path, prefix: &Path, upstream: &str) -> Result<Self> {
+        let cache = prefix.join("cache");
+        let http = format!(
+            "proxy_cache_path {} levels=1:2 keys_zone=cold:10m max_size=1g inactive=60m use_temp_path=off;\n    \
+             proxy_temp_path tmp/proxy;\n",
+            cache.display()
+        );
+        let server = format!(
+            "location / {{
+            proxy_pass {upstream};
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            proxy_cache cold;
+            proxy_cache_valid 200 1h;
+            proxy_cache_lock on;
+            proxy_cache_lock_timeout 120s;
+            proxy_cache_lock_age 120s;
+        }}"
+        );
+        Self::start_with(bin, prefix, &http, &server, &format!("a cache of {upstream}"))
+    }
+
+    /// Writes `<prefix>/nginx.conf` with `http_extra` in its `http` block and `server_body` in
+    /// its one server, and starts nginx on a free loopback port.
+    fn start_with(bin: &Path, prefix: &Path, http_extra: &str, server_body: &str, serving: &str) -> Result<Self> {
         std::fs::create_dir_all(prefix.join("tmp")).with_context(|| format!("creating {}", prefix.display()))?;
         let port = free_port()?;
         let user = if running_as_root() { "user root;\n" } else { "" };
@@ -67,14 +105,13 @@ http {{
     keepalive_requests 1000000;
     default_type application/octet-stream;
     client_body_temp_path tmp/body;
+    {http_extra}
     server {{
         listen 127.0.0.1:{port};
-        root {root};
-        location / {{ }}
+        {server_body}
     }}
 }}
-",
-            root = root.display()
+"
         );
         std::fs::write(prefix.join("nginx.conf"), conf).context("writing nginx.conf")?;
         let mut child = Command::new(bin)
@@ -116,7 +153,7 @@ http {{
             nginx.version,
             nginx.child.id(),
             nginx.base,
-            root.display()
+            serving
         ));
         Ok(nginx)
     }
