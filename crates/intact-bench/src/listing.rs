@@ -25,12 +25,15 @@ use crate::server::Server;
 use crate::stats::{Summary, fmt_dur, fmt_int, fmt_rate};
 use crate::{Ctx, progress};
 
-const REPO: &str = "files";
-/// The name whose versions are listed.
-const NAME: &str = "bench/listing";
+/// A hosted Go repo of the default configuration: the versions listed are a Go module's, so
+/// the same 100,000 are walked through the generic API (1c-1e) and as the Go `@v/list` (1f),
+/// whose peer is the GOPROXY directory holding the very same versions.
+const REPO: &str = "go-private";
+/// The name whose versions are listed: the module path.
+const NAME: &str = "example.com/bench";
 /// A second name for the publish-with-a-file figure, so the listed name holds exactly N.
-const FILE_NAME: &str = "bench/with-file";
-const MODULE: &str = "example.com/bench";
+const FILE_NAME: &str = "example.com/bench-with-file";
+const MODULE: &str = NAME;
 /// An empty zip archive (just the end-of-central-directory record).
 const EMPTY_ZIP: &[u8] = b"PK\x05\x06\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
 const PAGE: u32 = 1_000;
@@ -90,6 +93,7 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
     crate::settle().await;
     let server = Server::start(ctx, &data, "listing")?;
     let http = measure_http(ctx, &server, n).await?;
+    let go_list = time_go_list(ctx, &server, &list_peer(&peer_dir)?).await?;
     drop(server);
 
     progress(format!("listing the peer directory {} times", ctx.args.walk_reps));
@@ -103,7 +107,7 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
         fmt_dur(peer.p50)
     ));
 
-    Ok(rows(ctx, n, floor, &empty, with_file.as_ref(), &http, &peer))
+    Ok(rows(ctx, n, floor, &empty, with_file.as_ref(), &http, &go_list, &peer))
 }
 
 /// 4 KiB writes per second with `O_DSYNC`: what the disk can make durable, one at a time.
@@ -166,7 +170,7 @@ impl Published {
 /// empty or with one small file of its own content.
 async fn publish(store: &Arc<Store>, name: &str, count: u64, workers: usize, with_file: bool) -> Result<Published> {
     let repo = RepoName::parse(REPO)?;
-    let name = Name::parse(name)?;
+    let name = Name::parse_internal(name)?;
     let path = FilePath::parse("f.txt")?;
     let next = Arc::new(AtomicU64::new(0));
     let written_before = write_bytes();
@@ -181,13 +185,14 @@ async fn publish(store: &Arc<Store>, name: &str, count: u64, workers: usize, wit
                 if i >= count {
                     break;
                 }
-                let number = i64::try_from(i + 1)?;
+                let number = i + 1;
+                let version = Version::parse(&format!("v1.0.{i}"))?;
                 let t0 = Instant::now();
                 let opened = store
                     .begin(BeginRequest {
                         repo: repo.clone(),
                         name: name.clone(),
-                        version: VersionSpec::Exact(Version::from_number(number)),
+                        version: VersionSpec::Exact(version),
                         metadata: serde_json::json!({}),
                         lease: None,
                         idempotency_key: None,
@@ -406,6 +411,31 @@ async fn walk(ctx: &Ctx, server: &Server) -> Result<(usize, usize)> {
     }
 }
 
+/// The Go `@v/list` of the module, `walk_reps` times, each answer checked to be exactly the
+/// peer's (every version, semver-sorted, one per line).
+async fn time_go_list(ctx: &Ctx, server: &Server, expected: &str) -> Result<Summary> {
+    let url = server.url(&format!("/go/{REPO}/{MODULE}/@v/list"));
+    progress(format!("GET {url} × {}", ctx.args.walk_reps));
+    for _ in 0..2 {
+        get_body(ctx, &url).await?;
+    }
+    let mut samples = Vec::with_capacity(ctx.args.walk_reps);
+    for _ in 0..ctx.args.walk_reps.max(1) {
+        let t = Instant::now();
+        let body = get_body(ctx, &url).await?;
+        samples.push(t.elapsed());
+        ensure!(
+            body == expected.as_bytes(),
+            "{url} is not every version, semver-sorted ({} bytes, expected {})",
+            body.len(),
+            expected.len()
+        );
+    }
+    let list = Summary::of(samples);
+    progress(format!("  {}", list.p50_p99()));
+    Ok(list)
+}
+
 async fn measure_http(ctx: &Ctx, server: &Server, n: u64) -> Result<HttpFigures> {
     let n_usize = usize::try_from(n)?;
     // One full walk, keeping the versions, to check the count and pick the deep cursor.
@@ -485,6 +515,7 @@ fn rows(
     empty: &Published,
     with_file: Option<&Published>,
     http: &HttpFigures,
+    go_list: &Summary,
     peer: &Summary,
 ) -> Vec<Row> {
     let dd = "dd if=/dev/zero of=probe bs=4k count=1000 oflag=dsync".to_owned();
@@ -556,11 +587,26 @@ fn rows(
                 http.walk_pages
             ),
             (http.walk.p50.as_secs_f64(), http.walk.p50_p99()),
+            peer_name.clone(),
+            peer_fig.clone(),
+            Better::Lower,
+            vec![
+                format!("curl -s '{base}?limit={WALK_PAGE}' then '&after=<next>' until next is null"),
+                peer_cmd.clone(),
+            ],
+        ),
+        Row::compare(
+            "1f",
+            format!(
+                "Go `@v/list` of a module with {} versions (one request; target < 50 ms)",
+                fmt_int(n)
+            ),
+            (go_list.p50.as_secs_f64(), go_list.p50_p99()),
             peer_name,
             peer_fig,
             Better::Lower,
             vec![
-                format!("curl -s '{base}?limit={WALK_PAGE}' then '&after=<next>' until next is null"),
+                format!("curl -s '$INTACT/go/{REPO}/{MODULE}/@v/list' -o /dev/null"),
                 peer_cmd,
             ],
         ),

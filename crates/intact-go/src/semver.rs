@@ -143,7 +143,11 @@ pub fn build(v: &str) -> &str {
 /// Semantic-version precedence (`semver.Compare`): build metadata is ignored, an invalid
 /// version is less than every valid one, and all invalid versions are equal.
 pub fn compare(a: &str, b: &str) -> Ordering {
-    match (parse(a), parse(b)) {
+    compare_parsed(parse(a), parse(b))
+}
+
+fn compare_parsed(a: Option<Parsed<'_>>, b: Option<Parsed<'_>>) -> Ordering {
+    match (a, b) {
         (None, None) => Ordering::Equal,
         (None, Some(_)) => Ordering::Less,
         (Some(_), None) => Ordering::Greater,
@@ -193,7 +197,21 @@ fn compare_prerelease(x: &str, y: &str) -> Ordering {
 /// Sorts versions by precedence, breaking ties by plain string order (`semver.Sort`), so the
 /// result is deterministic even for equal-precedence spellings like `v1.0.0` and `v1.0.0+meta`.
 pub fn sort_versions(versions: &mut [String]) {
-    versions.sort_by(|a, b| compare(a, b).then_with(|| a.cmp(b)));
+    // Each version parsed once, not twice per comparison: a module's 100,000 versions take
+    // some 1.7 million comparisons to sort.
+    let order: Vec<usize> = {
+        let mut keyed: Vec<(Option<Parsed<'_>>, &str, usize)> = versions
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (parse(v), v.as_str(), i))
+            .collect();
+        keyed.sort_by(|(pa, a, _), (pb, b, _)| compare_parsed(*pa, *pb).then_with(|| a.cmp(b)));
+        keyed.into_iter().map(|(_, _, i)| i).collect()
+    };
+    let mut taken: Vec<String> = versions.iter_mut().map(std::mem::take).collect();
+    for (slot, i) in versions.iter_mut().zip(order) {
+        *slot = std::mem::take(&mut taken[i]);
+    }
 }
 
 /// Whether `v` is `+incompatible`: a v2+ version of a module path without a `/vN` suffix.
