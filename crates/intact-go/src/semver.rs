@@ -197,20 +197,49 @@ fn compare_prerelease(x: &str, y: &str) -> Ordering {
 /// Sorts versions by precedence, breaking ties by plain string order (`semver.Sort`), so the
 /// result is deterministic even for equal-precedence spellings like `v1.0.0` and `v1.0.0+meta`.
 pub fn sort_versions(versions: &mut [String]) {
-    // Each version parsed once, not twice per comparison: a module's 100,000 versions take
-    // some 1.7 million comparisons to sort.
+    // A module's 100,000 versions take some 1.7 million comparisons to sort: each version is
+    // parsed once into a small key compared by number, and only versions whose keys tie (a
+    // prerelease of the same numbers, a shorthand, build metadata) or whose numbers do not
+    // fit in a u64 are compared in full.
     let order: Vec<usize> = {
-        let mut keyed: Vec<(Option<Parsed<'_>>, &str, usize)> = versions
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (parse(v), v.as_str(), i))
-            .collect();
-        keyed.sort_by(|(pa, a, _), (pb, b, _)| compare_parsed(*pa, *pb).then_with(|| a.cmp(b)));
-        keyed.into_iter().map(|(_, _, i)| i).collect()
+        let mut keys: Vec<SortKey> = versions.iter().enumerate().map(|(i, v)| SortKey::of(v, i)).collect();
+        keys.sort_unstable_by(|a, b| {
+            if let (Some(x), Some(y)) = (a.numbers, b.numbers) {
+                let by_number = x.cmp(&y).then(a.release.cmp(&b.release));
+                if by_number.is_ne() {
+                    return by_number;
+                }
+            }
+            let (x, y) = (&versions[a.index], &versions[b.index]);
+            // A total order, so the unstable sort gives the one result `semver.Sort` does.
+            compare(x, y).then_with(|| x.cmp(y))
+        });
+        keys.into_iter().map(|k| k.index).collect()
     };
     let mut taken: Vec<String> = versions.iter_mut().map(std::mem::take).collect();
     for (slot, i) in versions.iter_mut().zip(order) {
         *slot = std::mem::take(&mut taken[i]);
+    }
+}
+
+/// What `sort_versions` compares first.
+struct SortKey {
+    /// major, minor, patch: `None` for an invalid version or a number past u64 (valid
+    /// versions have no leading zeros, so numeric order is `compare_int`'s order).
+    numbers: Option<[u64; 3]>,
+    /// No prerelease: a release sorts after its prereleases.
+    release: bool,
+    index: usize,
+}
+
+impl SortKey {
+    fn of(v: &str, index: usize) -> Self {
+        let parsed = parse(v);
+        Self {
+            numbers: parsed.and_then(|p| Some([p.major.parse().ok()?, p.minor.parse().ok()?, p.patch.parse().ok()?])),
+            release: parsed.is_some_and(|p| p.prerelease.is_empty()),
+            index,
+        }
     }
 }
 
@@ -424,6 +453,51 @@ mod tests {
             v,
             ["bad", "ugly", "v1.0.0", "v1.0.0+a", "v1.0.0+b", "v1.2.0", "v1.10.0"]
         );
+    }
+
+    #[test]
+    fn the_keyed_sort_orders_as_comparing_in_full_does() {
+        let mixed = [
+            "v1.0.0",
+            "v1.0.0-rc.1",
+            "v1.0.0-rc.2",
+            "v1.0.0-alpha",
+            "v1.0.0+meta",
+            "v1",
+            "v1.0",
+            "v1.0.0-rc.1+b",
+            "v0.9.99",
+            "v10.0.0",
+            "v2.0.0+incompatible",
+            "v2.0.0-pre",
+            "v99999999999999999999.0.0",
+            "v99999999999999999999.0.0-rc",
+            "v18446744073709551615.0.0",
+            "v18446744073709551616.1.0",
+            "bad",
+            "v1.0.01",
+            "",
+            "v1.2.3-0.20060102150405-hash",
+            "v1.2.3",
+            "v1.2.2",
+            "v1.2.10",
+            "v1.10.0",
+            "v1.9.0",
+        ];
+        // Every rotation, so the sort meets the versions in many orders.
+        for shift in 0..mixed.len() {
+            let mut v: Vec<String> = mixed
+                .iter()
+                .cycle()
+                .skip(shift)
+                .take(mixed.len())
+                .map(|s| s.to_string())
+                .collect();
+            let mut reference = v.clone();
+            reference.sort_by(|a, b| compare(a, b).then_with(|| a.cmp(b)));
+            sort_versions(&mut v);
+            assert_eq!(v, reference, "rotation {shift}");
+        }
     }
 
     #[test]

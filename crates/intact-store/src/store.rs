@@ -885,6 +885,11 @@ impl Store {
         self.catalog.list_versions(repo, name, after, limit).await
     }
 
+    /// Every committed version of a name, in no particular order (`Catalog::version_names`).
+    pub async fn version_names(&self, repo: &RepoName, name: &Name) -> Result<Vec<Version>> {
+        self.catalog.version_names(repo, name).await
+    }
+
     pub async fn list_names(
         &self,
         repo: &RepoName,

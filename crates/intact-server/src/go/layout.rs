@@ -99,23 +99,12 @@ pub async fn find(
     Ok(None)
 }
 
-/// Every version of `module` stored in `repo`, complete or `.mod`-only (unsorted, unique).
+/// Every version of `module` stored in `repo`, complete or `.mod`-only (unsorted; a version
+/// both complete and `.mod`-only is there twice: the `list` answer sorts and dedupes anyway).
 pub async fn stored_versions(store: &Store, repo: &RepoName, module: &str) -> Result<Vec<String>, ProxyError> {
-    const PAGE: u32 = 10_000;
-    let mut out = std::collections::BTreeSet::new();
-    for name in [module_name(module)?, gomod_name(module)?] {
-        let mut after: Option<Version> = None;
-        loop {
-            let page = store.list_versions(repo, &name, after.as_ref(), PAGE).await?;
-            let done = page.len() < PAGE as usize;
-            after = page.last().map(|v| v.version.clone());
-            out.extend(page.into_iter().map(|v| v.version.into_string()));
-            if done {
-                break;
-            }
-        }
-    }
-    Ok(out.into_iter().collect())
+    let mut out = store.version_names(repo, &module_name(module)?).await?;
+    out.extend(store.version_names(repo, &gomod_name(module)?).await?);
+    Ok(out.into_iter().map(Version::into_string).collect())
 }
 
 /// Reads a small stored file (`.info`, `.mod`) into memory.

@@ -390,7 +390,7 @@ async fn list(state: &AppState, repo: &RepoConfig, module: &str) -> Result<Vec<S
             ProxyError::NotFound(format!("not found: {module}: no versions in repo {}", repo.name))
         }));
     }
-    Ok(versions::merge(lists.iter().map(Vec::as_slice)))
+    Ok(versions::merge(lists))
 }
 
 /// `@latest` of `repo`: for a group, the latest of its members' answers.

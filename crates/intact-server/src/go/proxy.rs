@@ -478,13 +478,10 @@ impl ProxyRepo {
         self.refuse_excluded(module)?;
         let stored = layout::stored_versions(store, &self.name, module).await?;
         match self.upstream_meta(module, Meta::List).await {
-            Ok(body) => Ok(versions::merge([
-                versions::parse_list(&body).as_slice(),
-                stored.as_slice(),
-            ])),
+            Ok(body) => Ok(versions::merge([versions::parse_list(&body), stored])),
             Err(e) if !stored.is_empty() => {
                 tracing::debug!(repo = %self.name, %module, error = %e, "upstream list failed; serving stored versions");
-                Ok(versions::merge([stored.as_slice()]))
+                Ok(versions::merge([stored]))
             }
             Err(e) => Err(e),
         }

@@ -23,8 +23,8 @@ pub fn is_listed(v: &str) -> bool {
 }
 
 /// The union of several lists, tagged versions only, each once, in Go's semver order.
-pub fn merge<'a>(lists: impl IntoIterator<Item = &'a [String]>) -> Vec<String> {
-    let mut all: Vec<String> = lists.into_iter().flatten().filter(|v| is_listed(v)).cloned().collect();
+pub fn merge(lists: impl IntoIterator<Item = Vec<String>>) -> Vec<String> {
+    let mut all: Vec<String> = lists.into_iter().flatten().filter(|v| is_listed(v)).collect();
     semver::sort_versions(&mut all);
     all.dedup();
     all
@@ -66,7 +66,7 @@ mod tests {
         ]);
         let hosted = s(&["v2.0.0+incompatible", "v1.0.0"]);
         assert_eq!(
-            merge([upstream.as_slice(), stored.as_slice(), hosted.as_slice()]),
+            merge([upstream, stored, hosted]),
             s(&[
                 "v1.0.0",
                 "v1.2.0",
@@ -76,7 +76,7 @@ mod tests {
                 "v2.0.0+incompatible"
             ])
         );
-        assert!(merge([]).is_empty());
+        assert!(merge(Vec::<Vec<String>>::new()).is_empty());
     }
 
     #[test]
@@ -88,7 +88,7 @@ mod tests {
     #[test]
     fn thousands_of_versions_merge_in_order() {
         let many: Vec<String> = (0..2500).rev().map(|i| format!("v1.{}.{}", i / 100, i % 100)).collect();
-        let merged = merge([many.as_slice(), many.as_slice()]);
+        let merged = merge([many.clone(), many]);
         assert_eq!(merged.len(), 2500);
         assert_eq!(merged.first().map(String::as_str), Some("v1.0.0"));
         assert_eq!(merged.last().map(String::as_str), Some("v1.24.99"));

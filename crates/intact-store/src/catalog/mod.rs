@@ -237,6 +237,10 @@ pub trait Catalog: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<VersionSummary>>;
 
+    /// Every committed version of a name, in no particular order: for answers that sort the
+    /// whole set themselves (the Go `list`), without the paging and fields of `list_versions`.
+    async fn version_names(&self, repo: &RepoName, name: &Name) -> Result<Vec<Version>>;
+
     /// Names with at least one committed version, sorted, starting with `prefix`, after `after`.
     async fn list_names(&self, repo: &RepoName, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<Name>>;
 

@@ -1050,6 +1050,9 @@ impl intact_store::Catalog for GatedCatalog {
     ) -> intact_store::Result<Vec<intact_store::VersionSummary>> {
         self.inner.list_versions(repo, name, after, limit).await
     }
+    async fn version_names(&self, repo: &RepoName, name: &Name) -> intact_store::Result<Vec<Version>> {
+        self.inner.version_names(repo, name).await
+    }
     async fn list_names(
         &self,
         repo: &RepoName,

@@ -77,6 +77,17 @@ pub(super) async fn list_versions(
         .collect()
 }
 
+pub(super) async fn version_names(cat: &PostgresCatalog, repo: &RepoName, name: &Name) -> Result<Vec<Version>> {
+    let all: Vec<String> = sqlx::query_scalar("SELECT version FROM versions WHERE repo = $1 AND name = $2")
+        .bind(repo.as_str())
+        .bind(name.as_str())
+        .fetch_all(&cat.pool)
+        .await?;
+    all.iter()
+        .map(|v| Version::parse(v).map_err(|e| corrupt(e.to_string())))
+        .collect()
+}
+
 pub(super) async fn list_names(
     cat: &PostgresCatalog,
     repo: &RepoName,

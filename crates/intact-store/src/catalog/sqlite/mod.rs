@@ -229,6 +229,10 @@ impl Catalog for SqliteCatalog {
         versions::list_versions(self, repo, name, after, limit).await
     }
 
+    async fn version_names(&self, repo: &RepoName, name: &Name) -> Result<Vec<Version>> {
+        versions::version_names(self, repo, name).await
+    }
+
     async fn list_names(&self, repo: &RepoName, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<Name>> {
         versions::list_names(self, repo, prefix, after, limit).await
     }

@@ -44,6 +44,21 @@ pub(super) async fn manifest(
     Ok(manifest)
 }
 
+pub(super) async fn version_names(cat: &SqliteCatalog, repo: &RepoName, name: &Name) -> Result<Vec<Version>> {
+    // One value, a version per line (a version holds no newline), for the reason
+    // `list_versions` gives; the covering index answers it alone.
+    let all: Option<String> =
+        sqlx::query_scalar("SELECT group_concat(version, char(10)) FROM versions WHERE repo = ? AND name = ?")
+            .bind(repo.as_str())
+            .bind(name.as_str())
+            .fetch_one(&cat.read)
+            .await?;
+    let Some(all) = all else { return Ok(Vec::new()) };
+    all.split('\n')
+        .map(|v| Version::parse(v).map_err(|e| corrupt(e.to_string())))
+        .collect()
+}
+
 pub(super) async fn list_versions(
     cat: &SqliteCatalog,
     repo: &RepoName,
