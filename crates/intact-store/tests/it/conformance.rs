@@ -609,6 +609,36 @@ pub async fn listing_paginates_in_commit_order(h: &Harness) {
     assert!(matches!(bad, Err(Error::BadRequest { field: "after", .. })));
 }
 
+pub async fn version_names_are_every_committed_version_and_nothing_else(h: &Harness) {
+    let names = |found: Vec<Version>| {
+        let mut found: Vec<String> = found.into_iter().map(Version::into_string).collect();
+        found.sort();
+        found
+    };
+    assert!(
+        h.store
+            .version_names(&repo(), &name("vn"))
+            .await
+            .expect("none")
+            .is_empty()
+    );
+    for v in ["v1.0.0", "v1.1.0", "v1.0.1"] {
+        publish(h, "vn", v, &[("f", v.as_bytes())]).await;
+    }
+    publish(h, "vn-other", "v9.0.0", &[]).await;
+    // Neither an open transaction nor a rolled-back one is a version.
+    let open = begin(h, req("vn", "v2.0.0")).await;
+    let rolled_back = begin(h, req("vn", "v3.0.0")).await;
+    h.store.abort(&rolled_back.id).await.expect("abort");
+    h.store
+        .delete_version(&repo(), &name("vn"), &Version::parse("v1.1.0").expect("v"), "test")
+        .await
+        .expect("delete");
+    let found = names(h.store.version_names(&repo(), &name("vn")).await.expect("names"));
+    assert_eq!(found, ["v1.0.0", "v1.0.1"]);
+    h.store.abort(&open.id).await.expect("abort");
+}
+
 pub async fn names_are_browsable_by_prefix(h: &Harness) {
     for n in ["shows/a/comp", "shows/a/light", "shows/b/comp", "tools/x"] {
         publish(h, n, "1", &[]).await;

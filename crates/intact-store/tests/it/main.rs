@@ -256,6 +256,7 @@ macro_rules! every_promise {
     events_follow_commit_order,
     verify_finds_damaged_and_missing_blobs,
     listing_paginates_in_commit_order,
+    version_names_are_every_committed_version_and_nothing_else,
     tokens_are_kept_hashed_revoked_for_good_and_owners_counted,
     names_are_browsable_by_prefix,
     duplicate_content_is_stored_once,
