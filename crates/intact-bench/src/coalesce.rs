@@ -190,11 +190,11 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
         ctx.args.coalesce_zip_kib
     );
     let intact_fig = (intact.last.as_secs_f64(), shown(&intact, true));
-    ctx.note(format!(
+    ctx.note(
         "7a: intact's target is the last client within 1.1x of one uncontended cold fetch, and exactly one upstream \
          request per file; nginx's proxy_cache_lock holds waiting requests in 500 ms polls, so its waiters are served \
-         on that beat"
-    ));
+         on that beat",
+    );
     Ok(vec![match nginx {
         Some((version, peer)) => Row::compare(
             "7a",

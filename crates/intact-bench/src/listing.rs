@@ -92,8 +92,7 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
 
     crate::settle().await;
     let server = Server::start(ctx, &data, "listing")?;
-    let http = measure_http(ctx, &server, n).await?;
-    let go_list = time_go_list(ctx, &server, &list_peer(&peer_dir)?).await?;
+    let http = measure_http(ctx, &server, n, &list_peer(&peer_dir)?).await?;
     drop(server);
 
     progress(format!("listing the peer directory {} times", ctx.args.walk_reps));
@@ -107,7 +106,7 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
         fmt_dur(peer.p50)
     ));
 
-    Ok(rows(ctx, n, floor, &empty, with_file.as_ref(), &http, &go_list, &peer))
+    Ok(rows(ctx, n, floor, &empty, with_file.as_ref(), &http, &peer))
 }
 
 /// 4 KiB writes per second with `O_DSYNC`: what the disk can make durable, one at a time.
@@ -335,6 +334,8 @@ struct HttpFigures {
     deep_after: String,
     walk: Summary,
     walk_pages: usize,
+    /// The Go `@v/list` of the same versions.
+    go_list: Summary,
 }
 
 /// Only what a client needs from a page to continue: the cursor and how many entries came.
@@ -436,7 +437,8 @@ async fn time_go_list(ctx: &Ctx, server: &Server, expected: &str) -> Result<Summ
     Ok(list)
 }
 
-async fn measure_http(ctx: &Ctx, server: &Server, n: u64) -> Result<HttpFigures> {
+/// Figures 1c-1f; `go_list` is the answer the Go `list` must give (the peer's).
+async fn measure_http(ctx: &Ctx, server: &Server, n: u64, go_list: &str) -> Result<HttpFigures> {
     let n_usize = usize::try_from(n)?;
     // One full walk, keeping the versions, to check the count and pick the deep cursor.
     let mut all = Vec::with_capacity(n_usize);
@@ -501,6 +503,7 @@ async fn measure_http(ctx: &Ctx, server: &Server, n: u64) -> Result<HttpFigures>
         deep_after,
         walk,
         walk_pages,
+        go_list: time_go_list(ctx, server, go_list).await?,
     })
 }
 
@@ -515,7 +518,6 @@ fn rows(
     empty: &Published,
     with_file: Option<&Published>,
     http: &HttpFigures,
-    go_list: &Summary,
     peer: &Summary,
 ) -> Vec<Row> {
     let dd = "dd if=/dev/zero of=probe bs=4k count=1000 oflag=dsync".to_owned();
@@ -601,7 +603,7 @@ fn rows(
                 "Go `@v/list` of a module with {} versions (one request; target < 50 ms)",
                 fmt_int(n)
             ),
-            (go_list.p50.as_secs_f64(), go_list.p50_p99()),
+            (http.go_list.p50.as_secs_f64(), http.go_list.p50_p99()),
             peer_name,
             peer_fig,
             Better::Lower,
