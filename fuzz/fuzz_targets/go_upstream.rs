@@ -13,7 +13,7 @@ use reqwest::Url;
 fuzz_target!(|data: &[u8]| {
     let listed = versions::parse_list(data);
     assert!(listed.iter().all(|v| versions::is_listed(v)), "{listed:?}");
-    let merged = versions::merge([listed.as_slice()]);
+    let merged = versions::merge([listed.clone()]);
     // Go's order: precedence, then plain string order for equal precedence (`v1.0.0` and
     // `v1.0.0+meta` are different spellings of one precedence and both stay listed).
     for w in merged.windows(2) {

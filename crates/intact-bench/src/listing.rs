@@ -92,7 +92,10 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
 
     crate::settle().await;
     let server = Server::start(ctx, &data, "listing")?;
-    let http = measure_http(ctx, &server, n, &list_peer(&peer_dir)?).await?;
+    // The versions are v1.0.0 … v1.0.{n-1}: their semver order is known without sorting, so
+    // the check does not lean on the sort it checks.
+    let go_list: String = (0..n).map(|i| format!("v1.0.{i}\n")).collect();
+    let http = measure_http(ctx, &server, n, &go_list).await?;
     drop(server);
 
     progress(format!("listing the peer directory {} times", ctx.args.walk_reps));

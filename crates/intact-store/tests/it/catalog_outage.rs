@@ -145,11 +145,15 @@ async fn a_silent_network_to_the_catalog_ends_each_call_within_its_limit() {
     publish(&store, "1").await.expect("publish before the partition");
 
     relay.go_silent();
-    for attempt in ["publish", "list"] {
+    for attempt in ["publish", "list", "version names"] {
         let started = tokio::time::Instant::now();
         let result = tokio::time::timeout(Duration::from_secs(60), async {
             match attempt {
                 "publish" => publish(&store, "2").await,
+                "version names" => store
+                    .version_names(&repo(), &Name::parse("app").expect("n"))
+                    .await
+                    .map(|_| ()),
                 _ => store
                     .list_versions(&repo(), &Name::parse("app").expect("n"), None, 10)
                     .await

@@ -267,7 +267,8 @@ impl Catalog for PostgresCatalog {
     }
 
     async fn version_names(&self, repo: &RepoName, name: &Name) -> Result<Vec<Version>> {
-        versions::version_names(self, repo, name).await
+        self.bounded("version names", versions::version_names(self, repo, name))
+            .await
     }
 
     async fn list_names(&self, repo: &RepoName, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<Name>> {
