@@ -430,46 +430,22 @@ mod tests {
         assert_eq!(marks(&cat).await, ["kept", "kept but refused"]);
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_panicking_job_fails_its_whole_batch_and_later_writes_go_on() {
+    /// Runs "before", a job that ends as `end`, and "after" as one batch, and checks that the
+    /// whole batch failed (every caller answered as `failed` says, nothing committed) and that
+    /// a write after it is neither stranded nor refused.
+    async fn the_whole_batch_fails_and_writing_goes_on(end: End, failed: fn(&Error) -> bool) {
         let (_dir, cat) = catalog().await;
-        let [before, panics, after] = while_the_writer_is_held(&cat, 3, || {
+        let [before, failing, after] = while_the_writer_is_held(&cat, 3, || {
             [
                 mark(&cat, "before", End::Answer),
-                mark(&cat, "panics", End::Panic),
+                mark(&cat, "failing", end),
                 mark(&cat, "after", End::Answer),
             ]
         })
         .await;
-        for (task, name) in [(before, "before"), (panics, "panics"), (after, "after")] {
+        for (task, name) in [(before, "before"), (failing, "failing"), (after, "after")] {
             let answer = task.await.expect("task");
-            assert!(
-                matches!(answer, Err(Error::CatalogUnavailable { .. })),
-                "{name}: {answer:?}"
-            );
-        }
-        assert!(marks(&cat).await.is_empty(), "nothing of the batch was committed");
-        let later = tokio::time::timeout(Duration::from_secs(10), mark(&cat, "later", End::Answer))
-            .await
-            .expect("a write after the panic is not stranded");
-        assert_eq!(later.expect("task").expect("later"), "later");
-        assert_eq!(marks(&cat).await, ["later"]);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_full_disk_that_rolls_the_batch_back_is_every_jobs_answer() {
-        let (_dir, cat) = catalog().await;
-        let [before, full, after] = while_the_writer_is_held(&cat, 3, || {
-            [
-                mark(&cat, "before", End::Answer),
-                mark(&cat, "full", End::DiskFullRollsAllBack),
-                mark(&cat, "after", End::Answer),
-            ]
-        })
-        .await;
-        for (task, name) in [(before, "before"), (full, "full"), (after, "after")] {
-            let answer = task.await.expect("task");
-            assert!(matches!(answer, Err(Error::StorageFull { .. })), "{name}: {answer:?}");
+            assert!(answer.as_ref().is_err_and(failed), "{name}: {answer:?}");
         }
         assert!(marks(&cat).await.is_empty(), "nothing of the batch was committed");
         let later = tokio::time::timeout(Duration::from_secs(10), mark(&cat, "later", End::Answer))
@@ -477,5 +453,18 @@ mod tests {
             .expect("a write after the failed batch is not stranded");
         assert_eq!(later.expect("task").expect("later"), "later");
         assert_eq!(marks(&cat).await, ["later"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_job_fails_its_whole_batch_and_later_writes_go_on() {
+        the_whole_batch_fails_and_writing_goes_on(End::Panic, |e| matches!(e, Error::CatalogUnavailable { .. })).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_disk_that_rolls_the_batch_back_is_every_jobs_answer() {
+        the_whole_batch_fails_and_writing_goes_on(End::DiskFullRollsAllBack, |e| {
+            matches!(e, Error::StorageFull { .. })
+        })
+        .await;
     }
 }
