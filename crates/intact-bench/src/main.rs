@@ -7,6 +7,7 @@
 
 mod coalesce;
 mod fixture;
+mod go_workload;
 mod large_file;
 mod listing;
 mod load;
@@ -44,6 +45,9 @@ pub enum Measurement {
     /// 7: many clients at once on one cold Go module version through a slow upstream (peer:
     /// nginx proxy_cache with proxy_cache_lock).
     Coalesce,
+    /// 8: `go mod download all` of a dependency graph with a fresh module cache, warm (peer:
+    /// nginx serving the same GOPROXY directory, which is also intact's upstream).
+    Gowork,
 }
 
 #[derive(Parser, Debug, Clone)]
@@ -66,7 +70,7 @@ pub struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "listing,small,large,upload,coalesce"
+        default_value = "listing,small,large,upload,coalesce,gowork"
     )]
     pub only: Vec<Measurement>,
     /// Clients asking at once for one cold Go module version (measurement 7).
@@ -125,6 +129,7 @@ pub struct Tools {
     pub nginx: Option<PathBuf>,
     pub curl: Option<PathBuf>,
     pub dd: Option<PathBuf>,
+    pub go: Option<PathBuf>,
 }
 
 /// What every measurement gets: options, paths, one keep-alive HTTP client, notes for the report.
@@ -214,6 +219,7 @@ async fn main() -> Result<()> {
         nginx: which("nginx"),
         curl: which("curl"),
         dd: which("dd"),
+        go: which("go"),
     };
     progress(format!("tools: {tools:?}"));
     let client = reqwest::Client::builder()
@@ -264,6 +270,13 @@ async fn main() -> Result<()> {
     }
     if ctx.wants(Measurement::Coalesce) {
         rows.extend(coalesce::run(&ctx).await.context("measurement 7 (cold coalescing)")?);
+    }
+    if ctx.wants(Measurement::Gowork) {
+        rows.extend(
+            go_workload::run(&ctx)
+                .await
+                .context("measurement 8 (the Go workload)")?,
+        );
     }
     if ctx.wants(Measurement::Scaleout) {
         rows.extend(scaleout::run(&ctx).await.context("measurement 6 (scale-out engines)")?);

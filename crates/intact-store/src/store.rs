@@ -829,6 +829,12 @@ impl Store {
         }
     }
 
+    /// The manifest of a committed version if this process has it in memory; never asks the
+    /// catalog. `None` says nothing about whether the version exists.
+    pub fn remembered_version(&self, repo: &RepoName, name: &Name, version: &Version) -> Option<Arc<Manifest>> {
+        self.manifests.get(&(repo.clone(), name.clone(), version.clone()))
+    }
+
     /// Whether a version is committed (no error for absence).
     pub async fn has_version(&self, repo: &RepoName, name: &Name, version: &Version) -> Result<Option<Arc<Manifest>>> {
         match self.manifest(repo, name, version).await {

@@ -86,6 +86,22 @@ pub async fn find(
     if kind != FileKind::Zip {
         names.push(gomod_name(module)?);
     }
+    // Memory first, for either name: the `.info` and `.mod` of a complete version are copies
+    // of its `.info`+`.mod`-only version's (a proxy fetches those first and copies them), so
+    // either answers with the same bytes. Asking the catalog in order instead would cost every
+    // `.mod` of a version whose zip was never fetched (most of what the go command asks for
+    // while it walks the module graph) a catalog round trip to learn the complete version is
+    // not there.
+    for name in &names {
+        if let Some(m) = store.remembered_version(repo, name, version)
+            && let Some(f) = m.file(file_name(kind))
+        {
+            return Ok(Some(Found {
+                file: f.clone(),
+                manifest: m,
+            }));
+        }
+    }
     for name in names {
         if let Some(m) = store.has_version(repo, &name, version).await?
             && let Some(f) = m.file(file_name(kind))
