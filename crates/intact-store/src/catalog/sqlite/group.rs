@@ -206,21 +206,23 @@ impl SqliteCatalog {
         answers: &mut Vec<Answer>,
     ) -> Result<()> {
         let mut tx = sqlx::Transaction::begin(conn, Some("BEGIN IMMEDIATE".into())).await?;
-        for job in jobs.by_ref() {
-            sqlx::query("SAVEPOINT job").execute(&mut *tx).await?;
+        sqlx::query("SAVEPOINT job").execute(&mut *tx).await?;
+        while let Some(job) = jobs.next() {
             let ran = job(Some(&mut tx), self.clock.now()).await;
             answers.push(ran.answer);
-            // Either statement fails if SQLite rolled the whole transaction back by itself
-            // (a full disk, an I/O error): then the batch fails as a whole, as it must, and
-            // for the job's own reason if that was a full disk (the statement only says the
-            // savepoint is gone).
-            let settled = async {
-                if !ran.keep {
-                    sqlx::query("ROLLBACK TO job").execute(&mut *tx).await?;
-                }
-                sqlx::query("RELEASE job").execute(&mut *tx).await
+            // The job's savepoint is settled and the next one's opened in one trip to sqlx's
+            // SQLite thread (each trip costs more than the statements themselves). Either
+            // statement fails if SQLite rolled the whole transaction back by itself (a full
+            // disk, an I/O error): then the batch fails as a whole, as it must, and for the
+            // job's own reason if that was a full disk (the statement only says the savepoint
+            // is gone).
+            let settle = match (ran.keep, jobs.len() > 0) {
+                (true, true) => "RELEASE job; SAVEPOINT job",
+                (true, false) => "RELEASE job",
+                (false, true) => "ROLLBACK TO job; RELEASE job; SAVEPOINT job",
+                (false, false) => "ROLLBACK TO job; RELEASE job",
             };
-            if let Err(e) = settled.await {
+            if let Err(e) = sqlx::query(settle).execute(&mut *tx).await {
                 return Err(match ran.storage_full {
                     true => Error::StorageFull {
                         context: "the catalog".into(),

@@ -78,6 +78,44 @@ pub(super) async fn next_auto_number(tx: &mut sqlx::SqliteConnection, repo: &str
     Ok(rules::next_auto_number(committed, open))
 }
 
+/// The row [`open_txn`] inserts.
+struct NewTxnRow<'a> {
+    req: &'a NewTxn,
+    version: &'a Version,
+    auto_number: Option<i64>,
+    fingerprint: &'a str,
+    lease_ms: i64,
+    now: Timestamp,
+    expires_at: Timestamp,
+}
+
+/// Inserts `row` as an open transaction unless an open transaction holds its version (the
+/// soft lock); `false` if one does. One statement.
+async fn insert_unless_held(tx: &mut sqlx::SqliteConnection, row: &NewTxnRow<'_>) -> Result<bool> {
+    let req = row.req;
+    let inserted = sqlx::query(
+        "INSERT INTO txns (id, repo, name, version, auto_number, metadata, state, idempotency_key,
+                           request_fingerprint, lease_ms, created_at, expires_at, owner)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, 'open', ?7, ?8, ?9, ?10, ?11, ?12
+         WHERE NOT EXISTS (SELECT 1 FROM txns WHERE repo = ?2 AND name = ?3 AND version = ?4 AND state = 'open')",
+    )
+    .bind(req.id.as_str())
+    .bind(req.repo.as_str())
+    .bind(req.name.as_str())
+    .bind(row.version.as_str())
+    .bind(row.auto_number)
+    .bind(req.metadata.to_string())
+    .bind(req.idempotency_key.as_deref())
+    .bind(row.fingerprint)
+    .bind(row.lease_ms)
+    .bind(row.now.millis())
+    .bind(row.expires_at.millis())
+    .bind(req.owner.as_deref())
+    .execute(&mut *tx)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
 pub(super) async fn open_txn(cat: &SqliteCatalog, req: &NewTxn) -> Result<OpenOutcome> {
     let req = req.clone();
     cat.write(move |tx, now| {
@@ -148,46 +186,46 @@ pub(super) async fn open_txn(cat: &SqliteCatalog, req: &NewTxn) -> Result<OpenOu
             // content again is an idempotent success and anything else a conflict, decided at
             // commit, once the content is known.
 
-            let holder: Option<String> = sqlx::query_scalar(
-                "SELECT id FROM txns WHERE repo = ? AND name = ? AND version = ? AND state = 'open'",
-            )
-            .bind(repo)
-            .bind(name)
-            .bind(version.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(holder_id) = holder
-                && let Some(mut holder) = load_txn(&mut *tx, &holder_id).await?
-                && !expire_if_due(&mut *tx, &mut holder, now).await?
-            {
-                return Err(Error::Locked {
-                    what: what(&req.repo, &req.name, &version),
-                    holder: holder.id,
-                    expires_at: holder.expires_at,
-                });
-            }
-
             let lease_ms = i64::try_from(req.lease.as_millis()).unwrap_or(i64::MAX);
             let expires_at = now.plus(req.lease);
-            sqlx::query(
-                "INSERT INTO txns (id, repo, name, version, auto_number, metadata, state, idempotency_key,
-                                   request_fingerprint, lease_ms, created_at, expires_at, owner)
-                 VALUES (?, ?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(req.id.as_str())
-            .bind(repo)
-            .bind(name)
-            .bind(version.as_str())
-            .bind(auto_number)
-            .bind(req.metadata.to_string())
-            .bind(req.idempotency_key.as_deref())
-            .bind(&fingerprint)
-            .bind(lease_ms)
-            .bind(now.millis())
-            .bind(expires_at.millis())
-            .bind(req.owner.as_deref())
-            .execute(&mut *tx)
-            .await?;
+            // The soft lock: inserted only if no open transaction holds the version (one
+            // statement in the common case). Otherwise the holder is looked at: a holder whose
+            // lease ran out is expired here and the insert tried again.
+            let row = NewTxnRow {
+                req: &req,
+                version: &version,
+                auto_number,
+                fingerprint: &fingerprint,
+                lease_ms,
+                now,
+                expires_at,
+            };
+            if !insert_unless_held(&mut *tx, &row).await? {
+                let holder: Option<String> = sqlx::query_scalar(
+                    "SELECT id FROM txns WHERE repo = ? AND name = ? AND version = ? AND state = 'open'",
+                )
+                .bind(repo)
+                .bind(name)
+                .bind(version.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(holder_id) = holder
+                    && let Some(mut holder) = load_txn(&mut *tx, &holder_id).await?
+                    && !expire_if_due(&mut *tx, &mut holder, now).await?
+                {
+                    return Err(Error::Locked {
+                        what: what(&req.repo, &req.name, &version),
+                        holder: holder.id,
+                        expires_at: holder.expires_at,
+                    });
+                }
+                if !insert_unless_held(&mut *tx, &row).await? {
+                    return Err(corrupt(format!(
+                        "an open transaction holds {} and none could be found",
+                        what(&req.repo, &req.name, &version)
+                    )));
+                }
+            }
             if let Some(key) = &req.idempotency_key {
                 sqlx::query("INSERT OR REPLACE INTO idempotency (repo, key, txn_id) VALUES (?, ?, ?)")
                     .bind(repo)
@@ -216,10 +254,9 @@ pub(super) async fn open_txn(cat: &SqliteCatalog, req: &NewTxn) -> Result<OpenOu
 }
 
 pub(super) async fn txn(cat: &SqliteCatalog, id: &TxnId) -> Result<TxnRecord> {
-    // One snapshot for the row and its staged files (two statements).
-    let mut tx = cat.read.begin().await?;
-    let rec = load_txn(&mut tx, id.as_str()).await?;
-    tx.rollback().await?;
+    // One statement: one snapshot of the row and its staged files.
+    let mut conn = cat.read.acquire().await?;
+    let rec = load_txn(&mut conn, id.as_str()).await?;
     rec.ok_or_else(|| Error::not_found(format!("transaction {id}")))
 }
 
@@ -379,7 +416,7 @@ pub(super) async fn commit_txn(cat: &SqliteCatalog, id: &TxnId, verified: &[File
                 TxnState::Open => {}
             }
             if expire_if_due(&mut *tx, &mut rec, now).await? {
-                                return Ok(Err(Error::TxnNotOpen {
+                return Ok(Err(Error::TxnNotOpen {
                     id: id.clone(),
                     state: TxnState::Expired,
                 }));
@@ -410,63 +447,44 @@ pub(super) async fn commit_txn(cat: &SqliteCatalog, id: &TxnId, verified: &[File
                 let manifest = load_manifest_by_id(&mut *tx, existing_id)
                     .await?
                     .ok_or_else(|| corrupt("version vanished inside a transaction"))?;
-                                return Ok(Ok(CommitOutcome::AlreadyCommitted(manifest)));
+                return Ok(Ok(CommitOutcome::AlreadyCommitted(manifest)));
             }
 
             let total: u64 = rec.files.iter().map(|f| f.size).sum();
-            let seq = append_event(
-                &mut *tx,
-                now,
-                "committed",
-                (repo, name, version),
-                Some(id.as_str()),
-                serde_json::json!({ "files": rec.files.len(), "size": total, "fingerprint": fingerprint }),
-            )
-            .await?;
-            let version_id = sqlx::query(
-                "INSERT INTO versions (repo, name, version, auto_number, metadata, fingerprint, txn_id, seq, created_at,
+            let event = serde_json::json!({ "files": rec.files.len(), "size": total, "fingerprint": fingerprint });
+            // The commit's writes as one multi-statement query: one trip to sqlx's SQLite
+            // thread instead of seven. The event is appended first and the version takes its
+            // seq (`last_insert_rowid()`, read before the version row is inserted); the last
+            // statement reads that seq back.
+            let seq: i64 = sqlx::query_scalar(
+                "INSERT INTO events (at, kind, repo, name, version, txn_id, data)
+                 VALUES (?1, 'committed', ?2, ?3, ?4, ?5, ?6);
+                 INSERT INTO versions (repo, name, version, auto_number, metadata, fingerprint, txn_id, seq, created_at,
                                        last_access, total_size, file_count)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 VALUES (?2, ?3, ?4, ?7, ?8, ?9, ?5, last_insert_rowid(), ?1, ?1, ?10, ?11);
+                 INSERT INTO files (version_id, path, size, digest)
+                 SELECT (SELECT id FROM versions WHERE repo = ?2 AND name = ?3 AND version = ?4), path, size, digest
+                 FROM staged WHERE txn_id = ?5;
+                 DELETE FROM staged WHERE txn_id = ?5;
+                 UPDATE txns SET state = 'committed', finished_at = ?1,
+                                 version_id = (SELECT id FROM versions WHERE repo = ?2 AND name = ?3 AND version = ?4)
+                 WHERE id = ?5;
+                 INSERT INTO names (repo, name, versions) VALUES (?2, ?3, 1)
+                 ON CONFLICT (repo, name) DO UPDATE SET versions = versions + 1;
+                 SELECT seq FROM versions WHERE repo = ?2 AND name = ?3 AND version = ?4",
             )
+            .bind(now.millis())
             .bind(repo)
             .bind(name)
             .bind(version)
+            .bind(id.as_str())
+            .bind(event.to_string())
             .bind(rec.version.as_auto_number())
             .bind(rec.metadata.to_string())
             .bind(&fingerprint)
-            .bind(id.as_str())
-            .bind(seq)
-            .bind(now.millis())
-            .bind(now.millis())
             .bind(i64_of(total))
             .bind(i64_of(rec.files.len() as u64))
-            .execute(&mut *tx)
-            .await?
-            .last_insert_rowid();
-            sqlx::query(
-                "INSERT INTO files (version_id, path, size, digest) SELECT ?, path, size, digest FROM staged WHERE txn_id = ?",
-            )
-            .bind(version_id)
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("DELETE FROM staged WHERE txn_id = ?")
-                .bind(id.as_str())
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("UPDATE txns SET state = 'committed', finished_at = ?, version_id = ? WHERE id = ?")
-                .bind(now.millis())
-                .bind(version_id)
-                .bind(id.as_str())
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "INSERT INTO names (repo, name, versions) VALUES (?, ?, 1)
-                 ON CONFLICT (repo, name) DO UPDATE SET versions = versions + 1",
-            )
-            .bind(repo)
-            .bind(name)
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
             Ok(Ok(CommitOutcome::Committed(Manifest {
                 repo: rec.repo,
