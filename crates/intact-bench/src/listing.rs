@@ -8,6 +8,7 @@
 //!   for 100,000 versions), listed as such a backend must: read the whole directory, keep the
 //!   version files, dedupe, sort by semver. It has no index, so every page costs a full listing.
 //!   (Athens' `fs` backend keeps a directory per version instead; it lists the same way.)
+//! * looking one version up: nginx serving that directory, one `.info` per request.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -96,6 +97,7 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
     // the check does not lean on the sort it checks.
     let go_list: String = (0..n).map(|i| format!("v1.0.{i}\n")).collect();
     let http = measure_http(ctx, &server, n, &go_list).await?;
+    let lookups = measure_lookups(ctx, &server, &dir, &peer_dir, n).await?;
     drop(server);
 
     progress(format!("listing the peer directory {} times", ctx.args.walk_reps));
@@ -109,7 +111,9 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
         fmt_dur(peer.p50)
     ));
 
-    Ok(rows(ctx, n, floor, &empty, with_file.as_ref(), &http, &peer))
+    let mut rows = rows(ctx, n, floor, &empty, with_file.as_ref(), &http, &peer);
+    rows.push(lookup_row(n, &lookups));
+    Ok(rows)
 }
 
 /// 4 KiB writes per second with `O_DSYNC`: what the disk can make durable, one at a time.
@@ -508,6 +512,109 @@ async fn measure_http(ctx: &Ctx, server: &Server, n: u64, go_list: &str) -> Resu
         walk_pages,
         go_list: time_go_list(ctx, server, go_list).await?,
     })
+}
+
+/// Distinct versions looked up, one request each.
+const LOOKUPS: u64 = 2_000;
+
+/// Row 1g's figures: intact's lookups, and nginx's of the same kind (if installed).
+struct Lookups {
+    intact: Summary,
+    nginx: Option<(String, Summary)>,
+}
+
+/// `count` distinct numbers below `n`, in a scattered order (xorshift from `seed`).
+fn scattered(n: u64, count: u64, seed: u64) -> Vec<u64> {
+    let mut seen = std::collections::HashSet::new();
+    let mut x = seed | 1;
+    let mut out = Vec::new();
+    while (out.len() as u64) < count.min(n) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let i = x % n;
+        if seen.insert(i) {
+            out.push(i);
+        }
+    }
+    out
+}
+
+/// Only what a lookup's check needs from a manifest.
+#[derive(Deserialize)]
+struct ManifestVersion {
+    version: String,
+}
+
+/// Row 1g: one version looked up by name and version among `n`, each asked for once (so no
+/// cache has seen it: intact's catalog answers every one), on one keep-alive connection; the
+/// peer is nginx serving the GOPROXY directory, each `.info` asked for once.
+async fn measure_lookups(ctx: &Ctx, server: &Server, dir: &Path, peer_dir: &Path, n: u64) -> Result<Lookups> {
+    progress(format!(
+        "looking up {} scattered versions among {}, each once",
+        fmt_int(LOOKUPS.min(n)),
+        fmt_int(n)
+    ));
+    let mut samples = Vec::new();
+    for i in scattered(n, LOOKUPS, 0x9e37_79b9_7f4a_7c15) {
+        let v = format!("v1.0.{i}");
+        let url = server.url(&format!("/api/v1/repos/{REPO}/{NAME}/@v/{v}"));
+        let t = Instant::now();
+        let body = get_body(ctx, &url).await?;
+        samples.push(t.elapsed());
+        let m: ManifestVersion = serde_json::from_slice(&body).with_context(|| format!("{url}: not a manifest"))?;
+        ensure!(m.version == v, "{url} answered the manifest of {}", m.version);
+    }
+    let intact = Summary::of(samples);
+    progress(format!("  intact: {}", intact.p50_p99()));
+    let nginx = match &ctx.tools.nginx {
+        None => None,
+        Some(bin) => {
+            let peer = crate::nginx::Nginx::start(bin, &dir.join("nginx-lookups"), peer_dir)?;
+            let mut samples = Vec::new();
+            for i in scattered(n, LOOKUPS, 0x2545_f491_4f6c_dd1d) {
+                let v = format!("v1.0.{i}");
+                let url = peer.url(&format!("/{v}.info"));
+                let t = Instant::now();
+                let body = get_body(ctx, &url).await?;
+                samples.push(t.elapsed());
+                let info: serde_json::Value = serde_json::from_slice(&body)?;
+                ensure!(info["Version"] == v.as_str(), "{url} answered {info}");
+            }
+            let figures = Summary::of(samples);
+            progress(format!("  nginx: {}", figures.p50_p99()));
+            Some((peer.version.clone(), figures))
+        }
+    };
+    Ok(Lookups { intact, nginx })
+}
+
+fn lookup_row(n: u64, lookups: &Lookups) -> Row {
+    let what = format!(
+        "look up one version among {} by name and version, {} scattered ones each asked once (no cache has seen them)",
+        fmt_int(n),
+        fmt_int(LOOKUPS.min(n))
+    );
+    let intact_cmd = format!("curl -s $INTACT/api/v1/repos/{REPO}/{NAME}/@v/v1.0.<N>");
+    let fig = (lookups.intact.p50.as_secs_f64(), lookups.intact.p50_p99());
+    match &lookups.nginx {
+        Some((version, peer)) => Row::compare(
+            "1g",
+            what,
+            fig,
+            format!(
+                "{version}: v1.0.<N>.info from the GOPROXY dir of {} files",
+                fmt_int(3 * n)
+            ),
+            (peer.p50.as_secs_f64(), peer.p50_p99()),
+            Better::Lower,
+            vec![
+                intact_cmd,
+                format!("curl -s $NGINX/v1.0.<N>.info   # root {}", peer_dir_shown().display()),
+            ],
+        ),
+        None => Row::alone("1g", what, fig.1, "nginx not installed", vec![intact_cmd]),
+    }
 }
 
 fn peer_dir_shown() -> PathBuf {

@@ -40,7 +40,7 @@ pub(super) async fn load_txn(tx: &mut sqlx::SqliteConnection, id: &str) -> Resul
     };
     let (repo, name, version) = parse_ids(&row)?;
     let state: String = row.try_get("state")?;
-    let files = staged_files(row.try_get::<Option<String>, _>("staged")?.as_deref())?;
+    let files = file_lines(row.try_get::<Option<String>, _>("staged")?.as_deref())?;
     Ok(Some(TxnRecord {
         id: TxnId::parse(&row.try_get::<String, _>("id")?).map_err(|e| corrupt(e.to_string()))?,
         repo,
@@ -57,23 +57,25 @@ pub(super) async fn load_txn(tx: &mut sqlx::SqliteConnection, id: &str) -> Resul
     }))
 }
 
-/// The files of [`load_txn`]'s `staged` column (`path\tsize\tdigest` lines), in path order.
-fn staged_files(lines: Option<&str>) -> Result<Vec<FileEntry>> {
+/// Files concatenated by SQL into `path\tsize\tdigest` lines (staged files, a version's
+/// files), in path order.
+pub(super) fn file_lines(lines: Option<&str>) -> Result<Vec<FileEntry>> {
     let Some(lines) = lines else { return Ok(Vec::new()) };
     let mut files = lines
         .split('\n')
         .map(|line| {
             let mut fields = line.splitn(3, '\t');
             let (Some(path), Some(size), Some(digest)) = (fields.next(), fields.next(), fields.next()) else {
-                return Err(corrupt(format!("staged file line {line:?} lacks a field")));
+                return Err(corrupt(format!("file line {line:?} lacks a field")));
             };
             let size: i64 = size
                 .parse()
-                .map_err(|_| corrupt(format!("staged file {path} has size {size:?}")))?;
+                .map_err(|_| corrupt(format!("file {path} has size {size:?}")))?;
             columns::file(path, size, digest)
         })
         .collect::<Result<Vec<_>>>()?;
-    // The concatenation's order is not promised; paths are unique within a transaction.
+    // The concatenation's order is not promised; paths are unique within a transaction and
+    // within a version.
     if !files.is_sorted_by(|a, b| a.path <= b.path) {
         files.sort_unstable_by(|a, b| a.path.cmp(&b.path));
     }
@@ -111,7 +113,6 @@ pub(super) async fn version_row(
 }
 
 pub(super) async fn manifest_from_row(tx: &mut sqlx::SqliteConnection, row: &SqliteRow) -> Result<Manifest> {
-    let (repo, name, version) = parse_ids(row)?;
     let id: i64 = row.try_get("id")?;
     let files = sqlx::query("SELECT path, size, digest FROM files WHERE version_id = ? ORDER BY path")
         .bind(id)
@@ -120,6 +121,12 @@ pub(super) async fn manifest_from_row(tx: &mut sqlx::SqliteConnection, row: &Sql
         .iter()
         .map(row_to_file)
         .collect::<Result<Vec<_>>>()?;
+    manifest_of_row(row, files)
+}
+
+/// A manifest from a `versions` row (the columns [`version_row`] reads) and its files.
+pub(super) fn manifest_of_row(row: &SqliteRow, files: Vec<FileEntry>) -> Result<Manifest> {
+    let (repo, name, version) = parse_ids(row)?;
     Ok(Manifest {
         repo,
         name,

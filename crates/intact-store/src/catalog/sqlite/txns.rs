@@ -340,46 +340,36 @@ pub(super) async fn stage_file(
             }
             if let Some(limit) = max_files {
                 // Under the single writer: no other staging into this transaction runs meanwhile.
-                let is_new: bool =
-                    sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM staged WHERE txn_id = ? AND path = ?)")
-                        .bind(id.as_str())
-                        .bind(file.path.as_str())
-                        .fetch_one(&mut *tx)
-                        .await?;
                 // Counting stops at the limit, so the check costs at most `limit` index entries.
-                let staged: i64 =
-                    sqlx::query_scalar("SELECT COUNT(*) FROM (SELECT 1 FROM staged WHERE txn_id = ? LIMIT ?)")
-                        .bind(id.as_str())
-                        .bind(i64_of(limit))
-                        .fetch_one(&mut *tx)
-                        .await?;
+                let (is_new, staged): (bool, i64) = sqlx::query_as(
+                    "SELECT NOT EXISTS (SELECT 1 FROM staged WHERE txn_id = ?1 AND path = ?2),
+                            (SELECT COUNT(*) FROM (SELECT 1 FROM staged WHERE txn_id = ?1 LIMIT ?3))",
+                )
+                .bind(id.as_str())
+                .bind(file.path.as_str())
+                .bind(i64_of(limit))
+                .fetch_one(&mut *tx)
+                .await?;
                 if is_new && u64_of(staged) >= limit {
                     return Err(Error::TooManyFiles { id: id.clone(), limit });
                 }
             }
-            let digest = file.sha256.to_hex();
+            // The blob registered, the file staged and the lease renewed (activity renews it)
+            // in one trip to sqlx's SQLite thread.
             sqlx::query(
-                "INSERT INTO blobs (digest, size, registered) VALUES (?, ?, ?)
-                 ON CONFLICT (digest) DO UPDATE SET registered = excluded.registered",
+                "INSERT INTO blobs (digest, size, registered) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (digest) DO UPDATE SET registered = excluded.registered;
+                 INSERT OR REPLACE INTO staged (txn_id, path, size, digest) VALUES (?4, ?5, ?2, ?1);
+                 UPDATE txns SET expires_at = MAX(expires_at, ?6) WHERE id = ?4",
             )
-            .bind(&digest)
+            .bind(file.sha256.to_hex())
             .bind(i64_of(file.size))
             .bind(now.millis())
+            .bind(id.as_str())
+            .bind(file.path.as_str())
+            .bind(now.millis().saturating_add(lease_ms))
             .execute(&mut *tx)
             .await?;
-            sqlx::query("INSERT OR REPLACE INTO staged (txn_id, path, size, digest) VALUES (?, ?, ?, ?)")
-                .bind(id.as_str())
-                .bind(file.path.as_str())
-                .bind(i64_of(file.size))
-                .bind(&digest)
-                .execute(&mut *tx)
-                .await?;
-            // Activity renews the lease.
-            sqlx::query("UPDATE txns SET expires_at = MAX(expires_at, ?) WHERE id = ?")
-                .bind(now.millis().saturating_add(lease_ms))
-                .bind(id.as_str())
-                .execute(&mut *tx)
-                .await?;
             Ok(Ok(()))
         })
     })

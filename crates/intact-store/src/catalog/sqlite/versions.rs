@@ -33,15 +33,26 @@ pub(super) async fn manifest(
     name: &Name,
     version: &Version,
 ) -> Result<Option<Manifest>> {
-    // One snapshot for the version row and its files (two statements): a version deleted
-    // in between would otherwise be read as a version without files.
-    let mut tx = cat.read.begin().await?;
-    let manifest = match version_row(&mut tx, repo, name, version).await? {
-        Some(row) => Some(manifest_from_row(&mut tx, &row).await?),
-        None => None,
+    // One statement, so one snapshot of the version row and its files (a version deleted
+    // between two statements would be read as a version without files) and one trip to
+    // sqlx's SQLite thread: the files come as one value, a line per file.
+    let mut conn = cat.read.acquire().await?;
+    let Some(row) = sqlx::query(
+        "SELECT id, repo, name, version, metadata, created_at, txn_id, seq,
+                (SELECT group_concat(path || char(9) || size || char(9) || digest, char(10))
+                 FROM files WHERE version_id = versions.id) AS file_lines
+         FROM versions WHERE repo = ? AND name = ? AND version = ?",
+    )
+    .bind(repo.as_str())
+    .bind(name.as_str())
+    .bind(version.as_str())
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(None);
     };
-    tx.rollback().await?;
-    Ok(manifest)
+    let files = file_lines(row.try_get::<Option<String>, _>("file_lines")?.as_deref())?;
+    manifest_of_row(&row, files).map(Some)
 }
 
 pub(super) async fn version_names(cat: &SqliteCatalog, repo: &RepoName, name: &Name) -> Result<Vec<Version>> {
