@@ -75,24 +75,29 @@ impl Found {
 
 /// Finds `kind` of `module@version` in `repo`: the complete version first, then (for `.info`
 /// and `.mod`) the `@gomod` version.
+/// `mod_only_is_a_copy`: whether `repo` is a proxy repo, whose complete versions hold copies
+/// of their `.info`+`.mod`-only version's files.
 pub async fn find(
     store: &Store,
     repo: &RepoName,
     module: &str,
     version: &Version,
     kind: FileKind,
+    mod_only_is_a_copy: bool,
 ) -> Result<Option<Found>, ProxyError> {
     let mut names = vec![module_name(module)?];
     if kind != FileKind::Zip {
         names.push(gomod_name(module)?);
     }
-    // Memory first, for either name: the `.info` and `.mod` of a complete version are copies
-    // of its `.info`+`.mod`-only version's (a proxy fetches those first and copies them), so
-    // either answers with the same bytes. Asking the catalog in order instead would cost every
-    // `.mod` of a version whose zip was never fetched (most of what the go command asks for
-    // while it walks the module graph) a catalog round trip to learn the complete version is
-    // not there.
-    for name in &names {
+    // In a proxy repo, memory first, for either name: the `.info` and `.mod` of a complete
+    // version are copies of its `.info`+`.mod`-only version's (the proxy fetches those first
+    // and copies them), so either answers with the same bytes. Asking the catalog in order
+    // instead costs every `.mod` of a version whose zip was never fetched (most of what the
+    // go command asks for while it walks the module graph) a catalog round trip to learn that
+    // the complete version is not there. Elsewhere (a hosted repo that was a proxy once) the
+    // complete version's files come first, as below.
+    let remembered: &[Name] = if mod_only_is_a_copy { &names } else { &names[..1] };
+    for name in remembered {
         if let Some(m) = store.remembered_version(repo, name, version)
             && let Some(f) = m.file(file_name(kind))
         {
@@ -243,5 +248,57 @@ mod tests {
                 && FilePath::parse(MOD_FILE).is_ok()
                 && FilePath::parse(ZIP_FILE).is_ok()
         );
+    }
+
+    /// A hosted repo that holds a `.info`+`.mod`-only version too (it was a proxy once) answers
+    /// with its complete version's files even when only the other is in memory: only in a
+    /// proxy repo are the two copies of each other.
+    #[tokio::test]
+    async fn outside_a_proxy_repo_the_complete_version_answers_first() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open_local(dir.path(), intact_store::StoreConfig::default())
+            .await
+            .expect("store");
+        let repo = RepoName::parse("go-private").expect("repo");
+        let module = "example.com/m";
+        let v = version("v1.0.0").expect("version");
+        let info = |time: &str| format!("{{\"Version\":\"v1.0.0\",\"Time\":\"{time}\"}}");
+        let (published, fetched) = (info("2024-02-02T00:00:00Z"), info("2024-01-01T00:00:00Z"));
+        let commit_with = |name: Name, info: String| {
+            let (store, repo, v) = (store.clone(), repo.clone(), v.clone());
+            async move {
+                let files = vec![
+                    (
+                        INFO_FILE,
+                        pending_from_bytes(&store, info.as_bytes()).await.expect("info"),
+                    ),
+                    (
+                        MOD_FILE,
+                        pending_from_bytes(&store, b"module example.com/m\n")
+                            .await
+                            .expect("mod"),
+                    ),
+                ];
+                commit(&store, &repo, &name, &v, files, serde_json::json!({}))
+                    .await
+                    .expect("commit");
+            }
+        };
+        commit_with(module_name(module).expect("name"), published.clone()).await;
+        commit_with(gomod_name(module).expect("name"), fetched.clone()).await;
+        // Only the `.info`+`.mod`-only version in memory.
+        store.invalidate(&repo, &module_name(module).expect("name"), &v);
+        store
+            .has_version(&repo, &gomod_name(module).expect("name"), &v)
+            .await
+            .expect("lookup")
+            .expect("stored");
+
+        let found = find(&store, &repo, module, &v, FileKind::Info, false)
+            .await
+            .expect("find")
+            .expect("found");
+        assert_eq!(found.file.sha256, intact_core::Digest::of(published.as_bytes()));
+        assert_eq!(found.manifest.name, module_name(module).expect("name"));
     }
 }

@@ -300,7 +300,8 @@ async fn serve_file(
         if state.go.proxy(&member.name).is_some_and(|p| p.excludes(module)) {
             continue;
         }
-        if let Some(found) = layout::find(&state.store, &member.name, module, &v, kind).await? {
+        let is_proxy = state.go.proxy(&member.name).is_some();
+        if let Some(found) = layout::find(&state.store, &member.name, module, &v, kind, is_proxy).await? {
             match send(state, method, headers, &found.file, kind, found.committed_at()).await {
                 Err(ProxyError::LostBytes(_)) if state.go.proxy(&member.name).is_some() => {
                     // A cached copy whose bytes were damaged (quarantined) or lost: drop it and
@@ -401,7 +402,7 @@ async fn latest(state: &AppState, repo: &RepoConfig, module: &str) -> Result<(Ve
     for member in members(state, repo) {
         let answer = match state.go.proxy(&member.name) {
             Some(p) => p.latest(&state.store, module).await,
-            None => proxy::stored_latest(&state.store, &member.name, module)
+            None => proxy::stored_latest(&state.store, &member.name, module, false)
                 .await
                 .and_then(|found| {
                     found.ok_or_else(|| {

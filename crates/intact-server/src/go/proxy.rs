@@ -495,7 +495,7 @@ impl ProxyRepo {
                 let info = intact_go::info::parse_info(&body).map_err(|e| ProxyError::Internal(e.to_string()))?;
                 Ok((body.as_ref().clone(), info.version))
             }
-            Err(e) => match stored_latest(store, &self.name, module).await? {
+            Err(e) => match stored_latest(store, &self.name, module, true).await? {
                 Some(found) => {
                     tracing::debug!(repo = %self.name, %module, error = %e, "upstream @latest failed; serving the latest stored version");
                     Ok(found)
@@ -657,13 +657,14 @@ pub async fn stored_latest(
     store: &Store,
     repo: &RepoName,
     module: &str,
+    is_proxy: bool,
 ) -> Result<Option<(Vec<u8>, String)>, ProxyError> {
     let stored = layout::stored_versions(store, repo, module).await?;
     let Some(latest) = semver::latest(stored.iter().map(String::as_str)) else {
         return Ok(None);
     };
     let version = layout::version(latest)?;
-    match layout::find(store, repo, module, &version, FileKind::Info).await? {
+    match layout::find(store, repo, module, &version, FileKind::Info, is_proxy).await? {
         Some(found) => Ok(Some((layout::read_small(store, &found.file).await?, latest.to_owned()))),
         None => Ok(None),
     }

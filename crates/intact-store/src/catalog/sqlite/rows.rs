@@ -21,15 +21,25 @@ pub(super) fn parse_ids(row: &SqliteRow) -> Result<(RepoName, Name, Version)> {
     )
 }
 
+/// Files read as one concatenated value at most; a transaction or version with more is read
+/// again a row per file. SQLite refuses values over 1 GB ("string or blob too big"), which an
+/// unlimited number of files would reach; 10,000 lines of at most ~1.1 KiB stay near 11 MB.
+/// The SQL below spells the number out (`LIMIT 10000`).
+pub(super) const CONCATENATED_FILES: usize = 10_000;
+
 /// A transaction and its staged files, in one statement: one snapshot, and one trip to
 /// sqlx's SQLite thread instead of two (publishing reads a transaction several times, and on
 /// this path the trips between threads cost more than SQLite's own work). The files come as
-/// one value, a line per file with tab-separated fields (a path holds neither).
+/// one value, a line per file with tab-separated fields (a path holds neither), up to
+/// [`CONCATENATED_FILES`]; past that they are read a row at a time by a second statement, so
+/// a caller outside a transaction must look at `files.len()` and read again inside one if it
+/// needs one snapshot ([`load_txn_consistent`]).
 pub(super) async fn load_txn(tx: &mut sqlx::SqliteConnection, id: &str) -> Result<Option<TxnRecord>> {
     let Some(row) = sqlx::query(
         "SELECT id, repo, name, version, state, metadata, idempotency_key, created_at, expires_at, finished_at, lease_ms,
-                (SELECT group_concat(path || char(9) || size || char(9) || digest, char(10))
-                 FROM staged WHERE txn_id = txns.id) AS staged
+                (SELECT group_concat(line, char(10))
+                 FROM (SELECT path || char(9) || size || char(9) || digest AS line
+                       FROM staged WHERE txn_id = txns.id LIMIT 10000)) AS staged
          FROM txns WHERE id = ?",
     )
     .bind(id)
@@ -40,7 +50,16 @@ pub(super) async fn load_txn(tx: &mut sqlx::SqliteConnection, id: &str) -> Resul
     };
     let (repo, name, version) = parse_ids(&row)?;
     let state: String = row.try_get("state")?;
-    let files = file_lines(row.try_get::<Option<String>, _>("staged")?.as_deref())?;
+    let mut files = file_lines(row.try_get::<Option<String>, _>("staged")?.as_deref())?;
+    if files.len() >= CONCATENATED_FILES {
+        files = sqlx::query("SELECT path, size, digest FROM staged WHERE txn_id = ? ORDER BY path")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(row_to_file)
+            .collect::<Result<Vec<_>>>()?;
+    }
     Ok(Some(TxnRecord {
         id: TxnId::parse(&row.try_get::<String, _>("id")?).map_err(|e| corrupt(e.to_string()))?,
         repo,
@@ -55,6 +74,20 @@ pub(super) async fn load_txn(tx: &mut sqlx::SqliteConnection, id: &str) -> Resul
         lease_seconds: u64_of(row.try_get::<i64, _>("lease_ms")?) / 1000,
         files,
     }))
+}
+
+/// [`load_txn`] on a connection outside a transaction: one statement, and only for a
+/// transaction with more than [`CONCATENATED_FILES`] files a read transaction, so the row
+/// and its files are still one snapshot.
+pub(super) async fn load_txn_consistent(conn: &mut sqlx::SqliteConnection, id: &str) -> Result<Option<TxnRecord>> {
+    let rec = load_txn(&mut *conn, id).await?;
+    if rec.as_ref().is_some_and(|r| r.files.len() >= CONCATENATED_FILES) {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        let rec = load_txn(&mut tx, id).await?;
+        tx.rollback().await?;
+        return Ok(rec);
+    }
+    Ok(rec)
 }
 
 /// Files concatenated by SQL into `path\tsize\tdigest` lines (staged files, a version's
@@ -155,4 +188,66 @@ pub(super) async fn version_id_of(
         .await?;
     row.map(|r| Ok((r.try_get("id")?, r.try_get("fingerprint")?)))
         .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::SystemClock;
+    use crate::catalog::{Catalog, NewTxn};
+
+    /// More files than one concatenated value carries: the transaction, the commit and the
+    /// manifest lookup still see every file, in path order.
+    #[tokio::test]
+    async fn a_transaction_and_a_version_with_more_files_than_one_value_holds_are_read_whole() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cat = SqliteCatalog::open(&dir.path().join("catalog.db"), Arc::new(SystemClock))
+            .await
+            .expect("catalog");
+        let req = NewTxn {
+            id: TxnId::from_random([7; 17]),
+            repo: RepoName::parse("generic").expect("repo"),
+            name: Name::parse("many").expect("name"),
+            version: VersionSpec::Exact(Version::parse("1").expect("version")),
+            metadata: serde_json::json!({}),
+            lease: Duration::from_secs(600),
+            idempotency_key: None,
+            owner: None,
+        };
+        let OpenOutcome::Created(txn) = cat.open_txn(&req).await.expect("open") else {
+            panic!("not created");
+        };
+        let count = CONCATENATED_FILES + 2;
+        // Staged in a scattered order, 64 at a time (group commit keeps this quick).
+        let files: Vec<FileEntry> = (0..count)
+            .map(|i| FileEntry {
+                path: FilePath::parse(&format!("d/f{:05}", (i * 7919) % count)).expect("path"),
+                size: i as u64,
+                sha256: Digest::of(format!("{i}").as_bytes()),
+            })
+            .collect();
+        for chunk in files.chunks(64) {
+            let staging = chunk.iter().map(|f| cat.stage_file(&txn.id, f, None));
+            for staged in futures::future::join_all(staging).await {
+                staged.expect("stage");
+            }
+        }
+        let mut expected = files.clone();
+        expected.sort_by(|a, b| a.path.cmp(&b.path));
+
+        let rec = cat.txn(&txn.id).await.expect("txn");
+        assert_eq!(rec.files, expected, "the transaction's files");
+        let CommitOutcome::Committed(m) = cat.commit_txn(&txn.id, &rec.files).await.expect("commit") else {
+            panic!("not committed");
+        };
+        assert_eq!(m.files, expected, "the committed manifest");
+        let looked_up = cat
+            .manifest(&req.repo, &req.name, &m.version)
+            .await
+            .expect("lookup")
+            .expect("found");
+        assert_eq!(looked_up.files, expected, "the manifest looked up");
+    }
 }

@@ -1,5 +1,13 @@
 //! Transactions in SQL: opening (soft lock, `auto` numbers, idempotency keys), staging, the
 //! commit that makes a version visible, rollback, lease expiry and pruning.
+//!
+//! Some writes are one multi-statement query with numbered parameters (`?1`...), to save
+//! trips to sqlx's SQLite thread. A trap in how sqlx binds them: a number below a
+//! statement's highest that the statement does not use takes a value from a counter that
+//! runs on across the statements, and once that counter passes the number of values bound,
+//! sqlx stops binding the rest of that statement, leaving them NULL without an error. Such
+//! queries bind more values than their statements skip numbers in total; the store suite
+//! checks every write's effect, so a statement added that breaks this fails it.
 
 use super::*;
 
@@ -256,7 +264,7 @@ pub(super) async fn open_txn(cat: &SqliteCatalog, req: &NewTxn) -> Result<OpenOu
 pub(super) async fn txn(cat: &SqliteCatalog, id: &TxnId) -> Result<TxnRecord> {
     // One statement: one snapshot of the row and its staged files.
     let mut conn = cat.read.acquire().await?;
-    let rec = load_txn(&mut conn, id.as_str()).await?;
+    let rec = load_txn_consistent(&mut conn, id.as_str()).await?;
     rec.ok_or_else(|| Error::not_found(format!("transaction {id}")))
 }
 

@@ -35,12 +35,14 @@ pub(super) async fn manifest(
 ) -> Result<Option<Manifest>> {
     // One statement, so one snapshot of the version row and its files (a version deleted
     // between two statements would be read as a version without files) and one trip to
-    // sqlx's SQLite thread: the files come as one value, a line per file.
+    // sqlx's SQLite thread: the files come as one value, a line per file. A version with more
+    // files than one value holds is read again in a read transaction, a row per file.
     let mut conn = cat.read.acquire().await?;
     let Some(row) = sqlx::query(
         "SELECT id, repo, name, version, metadata, created_at, txn_id, seq,
-                (SELECT group_concat(path || char(9) || size || char(9) || digest, char(10))
-                 FROM files WHERE version_id = versions.id) AS file_lines
+                (SELECT group_concat(line, char(10))
+                 FROM (SELECT path || char(9) || size || char(9) || digest AS line
+                       FROM files WHERE version_id = versions.id LIMIT 10000)) AS file_lines
          FROM versions WHERE repo = ? AND name = ? AND version = ?",
     )
     .bind(repo.as_str())
@@ -52,7 +54,16 @@ pub(super) async fn manifest(
         return Ok(None);
     };
     let files = file_lines(row.try_get::<Option<String>, _>("file_lines")?.as_deref())?;
-    manifest_of_row(&row, files).map(Some)
+    if files.len() < CONCATENATED_FILES {
+        return manifest_of_row(&row, files).map(Some);
+    }
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    let manifest = match version_row(&mut tx, repo, name, version).await? {
+        Some(row) => Some(manifest_from_row(&mut tx, &row).await?),
+        None => None,
+    };
+    tx.rollback().await?;
+    Ok(manifest)
 }
 
 pub(super) async fn version_names(cat: &SqliteCatalog, repo: &RepoName, name: &Name) -> Result<Vec<Version>> {
