@@ -9,6 +9,7 @@ pub mod go;
 pub mod http;
 pub mod limits;
 pub mod listener;
+pub mod observe;
 pub mod shared_flight;
 pub mod singleflight;
 pub mod staging;
@@ -27,6 +28,8 @@ pub use state::AppState;
 
 /// Opens the store for `config`, runs start-up recovery and builds the shared state.
 pub async fn open(config: Config) -> anyhow::Result<AppState> {
+    // Before the store opens: recovery and every commit after it are counted.
+    observe::metrics::recorder();
     let catalog = config.catalog.choice()?;
     let blobs = config.blobs.settings()?;
     let store = intact_store::Store::open(&config.data_dir, &catalog, &blobs, config.store_config())
@@ -38,7 +41,13 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
             )
         })?;
     let report = store.recover().await.context("start-up recovery")?;
-    tracing::info!(?report, "start-up recovery done");
+    tracing::info!(
+        expired_transactions = report.expired_transactions,
+        blobs_deleted = report.blobs_deleted,
+        bytes_deleted = report.bytes_deleted,
+        pending_files_removed = report.pending_files_removed,
+        "start-up recovery done"
+    );
     if store.is_sole_writer() {
         // Only intact writes into proxy repos (Go fetches, staging runs), and this process is
         // the catalog's only writer: what is open there belongs to a process that died

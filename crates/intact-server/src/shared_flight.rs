@@ -110,7 +110,10 @@ where
         let (leader, mut expires_at) = match claim {
             FlightClaim::Leading => return lead(store, key, &holder, failure_ttl, lease, lookup, work).await,
             FlightClaim::Failed(f) => return Err(E::rebuild(&f.kind, &f.message)),
-            FlightClaim::Led { holder, expires_at } => (holder, expires_at),
+            FlightClaim::Led { holder, expires_at } => {
+                crate::observe::coalesced("replicas");
+                (holder, expires_at)
+            }
         };
         // Follow `leader` until it finishes, lapses, or our wait runs out.
         loop {

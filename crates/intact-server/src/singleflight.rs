@@ -195,7 +195,10 @@ where
                 g.failures.remove(&key);
             }
             match g.running.get(&key) {
-                Some(rx) => rx.clone(),
+                Some(rx) => {
+                    crate::observe::coalesced("process");
+                    rx.clone()
+                }
                 None => {
                     let (tx, rx) = watch::channel::<Outcome<V, E>>(None);
                     g.running.insert(key.clone(), rx.clone());

@@ -75,7 +75,7 @@ impl Shared {
 impl AppState {
     /// Starts the front-ends' background tasks (if any).
     pub fn start_background(&self, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
-        let mut tasks = Vec::new();
+        let mut tasks = vec![tokio::spawn(crate::observe::metrics::run_upkeep(shutdown.clone()))];
         tasks.extend(crate::staging::start_background(self, shutdown));
         tasks
     }

@@ -12,6 +12,7 @@ mod open;
 mod small_files;
 pub mod store;
 pub mod sweeper;
+pub mod telemetry;
 pub mod tokens;
 mod upload;
 pub mod verified;

@@ -327,6 +327,7 @@ impl Store {
             ..GcReport::default()
         };
         let finished = self.catalog.expire_txns().await?;
+        crate::telemetry::txns_ended("expired", &finished.txns);
         report.expired_transactions = finished.txns.len() as u64;
         let reclaimed = self.reclaim(finished).await?;
         report.blobs_deleted = reclaimed.blobs_deleted;
@@ -366,6 +367,7 @@ impl Store {
     /// Expires overdue transactions and reclaims what they had staged.
     pub async fn expire_due(&self) -> Result<u64> {
         let finished = self.catalog.expire_txns().await?;
+        crate::telemetry::txns_ended("expired", &finished.txns);
         let n = finished.txns.len() as u64;
         self.reclaim(finished).await?;
         Ok(n)
@@ -671,7 +673,10 @@ impl Store {
     /// Commits transaction `id`: checks every staged blob is durable, then makes the version
     /// visible with one catalog transaction.
     pub async fn commit(&self, id: &TxnId) -> Result<CommitOutcome> {
-        self.watch_space(self.commit_unwatched(id).await)
+        let started = std::time::Instant::now();
+        let result = self.watch_space(self.commit_unwatched(id).await);
+        crate::telemetry::commit_finished(&result, started.elapsed());
+        result
     }
 
     async fn commit_unwatched(&self, id: &TxnId) -> Result<CommitOutcome> {
@@ -781,6 +786,7 @@ impl Store {
     /// Rolls transaction `id` back and reclaims what it staged.
     pub async fn abort(&self, id: &TxnId) -> Result<()> {
         let finished = self.catalog.abort_txn(id).await?;
+        crate::telemetry::txns_ended("aborted", &finished.txns);
         self.reclaim(finished).await?;
         Ok(())
     }
@@ -816,8 +822,10 @@ impl Store {
     pub async fn manifest(&self, repo: &RepoName, name: &Name, version: &Version) -> Result<Arc<Manifest>> {
         let key = (repo.clone(), name.clone(), version.clone());
         if let Some(m) = self.manifests.get(&key) {
+            crate::telemetry::cache_lookup("manifest", true);
             return Ok(m);
         }
+        crate::telemetry::cache_lookup("manifest", false);
         let deletes_before = self.deletes_so_far();
         match self.catalog.manifest(repo, name, version).await? {
             Some(m) => {
@@ -870,6 +878,7 @@ impl Store {
                 "blob {} is damaged: {} bytes, the catalog says {}",
                 file.sha256, read.size, file.size
             );
+            crate::telemetry::blob_problem("read", false);
             let moved = self.quarantine_found(&file.sha256, &detail).await?.is_some();
             if moved || retried {
                 return Err(Error::BlobDamaged {
@@ -929,6 +938,7 @@ impl Store {
     pub async fn gc(&self, grace: Duration) -> Result<GcReport> {
         let mut report = GcReport::default();
         let finished = self.catalog.expire_txns().await?;
+        crate::telemetry::txns_ended("expired", &finished.txns);
         report.expired_transactions = finished.txns.len() as u64;
         let reclaimed = self.reclaim(finished).await?;
         report.blobs_deleted = reclaimed.blobs_deleted;
@@ -953,6 +963,20 @@ impl Store {
         report.pending_files_removed = self.blobs.sweep_pending(grace.max(Duration::from_secs(3600))).await?;
         report.transactions_pruned = self.catalog.prune_txns(self.config.txn_retention).await?;
         report.flights_pruned = self.catalog.prune_flights(FLIGHT_RETENTION).await?;
+        crate::telemetry::gc_ran(
+            "manual",
+            report.blobs_deleted + report.orphan_blobs_deleted,
+            report.bytes_deleted,
+        );
+        tracing::info!(
+            expired_transactions = report.expired_transactions,
+            blobs_deleted = report.blobs_deleted,
+            orphan_blobs_deleted = report.orphan_blobs_deleted,
+            bytes_deleted = report.bytes_deleted,
+            pending_files_removed = report.pending_files_removed,
+            transactions_pruned = report.transactions_pruned,
+            "gc run finished"
+        );
         Ok(report)
     }
 
@@ -985,6 +1009,7 @@ impl Store {
                 let (hashed, problem) = self.check_blob(&digest, size).await?;
                 report.bytes_checked += hashed;
                 if let Some((problem, detail)) = problem {
+                    crate::telemetry::blob_problem("verify", problem == "missing");
                     let versions = self.blob_users_named(&digest).await?;
                     report.problems.push(VerifyProblem {
                         sha256: digest,
@@ -1083,8 +1108,10 @@ impl Store {
             return Ok(None);
         }
         if let Some(bytes) = self.small_files.get(&file.sha256, file.size) {
+            crate::telemetry::cache_lookup("small_file", true);
             return Ok(Some(bytes));
         }
+        crate::telemetry::cache_lookup("small_file", false);
         let mut read = self.read_file_verified(file).await?;
         if let Some(bytes) = self.small_files.get(&file.sha256, file.size) {
             return Ok(Some(bytes));
@@ -1117,6 +1144,7 @@ impl Store {
                 "blob {} is damaged: {} bytes, the catalog says {}",
                 file.sha256, read.size, file.size
             );
+            crate::telemetry::blob_problem("read", false);
             let moved = self.quarantine_found(&file.sha256, &detail).await?.is_some();
             return Ok(Err((
                 moved,
@@ -1140,6 +1168,7 @@ impl Store {
                     file.sha256,
                     bytes.len()
                 );
+                crate::telemetry::blob_problem("read", false);
                 let moved = self.quarantine_found(&file.sha256, &detail).await?.is_some();
                 return Ok(Err((
                     moved,
@@ -1157,6 +1186,7 @@ impl Store {
         let store = self.clone();
         let digest = file.sha256;
         let on_damage = Box::new(move |why: String| {
+            crate::telemetry::blob_problem("read", false);
             // Reported from inside a read: the quarantine runs on its own.
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
@@ -1192,7 +1222,7 @@ impl Store {
         }
         let users = self.catalog.blob_users(digest, USERS_NAMED).await?;
         let named: Vec<String> = users.iter().map(ToString::to_string).collect();
-        tracing::error!(%digest, %detail, versions = ?named, "damaged blob quarantined; the versions holding it need repair");
+        tracing::error!(%digest, %detail, versions = named.join(", "), "damaged blob quarantined; the versions holding it need repair");
         Ok(Some(users))
     }
 
@@ -1265,6 +1295,12 @@ impl Store {
             for (digest, size) in page {
                 let started = tokio::time::Instant::now();
                 let checked = self.check_blob(&digest, size).await;
+                if let Ok((hashed, problem)) = &checked {
+                    crate::telemetry::scrubbed(*hashed);
+                    if let Some((problem, _)) = problem {
+                        crate::telemetry::blob_problem("scrub", *problem == "missing");
+                    }
+                }
                 match checked {
                     Ok((_, Some((problem, detail)))) if problem != "missing" => {
                         if let Err(e) = self
@@ -1276,7 +1312,7 @@ impl Store {
                     }
                     Ok((_, Some((_, detail)))) => {
                         let versions = self.blob_users_named(&digest).await.unwrap_or_default();
-                        tracing::error!(%digest, %detail, ?versions, "scrubber: a committed blob is missing");
+                        tracing::error!(%digest, %detail, versions = versions.join(", "), "scrubber: a committed blob is missing");
                     }
                     Ok((_, None)) => {}
                     Err(e) => tracing::warn!(%digest, error = %e, "scrubber: reading a blob failed"),
@@ -1320,6 +1356,7 @@ impl Store {
         let removed = self.catalog.delete_version(repo, name, version, reason).await?;
         self.invalidate(repo, name, version);
         if let Some(m) = &removed {
+            crate::telemetry::evicted(m, reason);
             let digests: Vec<Digest> = m.files.iter().map(|f| f.sha256).collect();
             self.catalog
                 .sweep_blobs(Duration::ZERO, &digests, self.blobs.as_ref())

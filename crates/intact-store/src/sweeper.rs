@@ -286,6 +286,11 @@ impl Store {
             counts: std::mem::take(&mut progress.so_far),
             error: progress.error.take(),
         };
+        crate::telemetry::gc_ran(
+            "background",
+            finished.counts.blobs_deleted + finished.counts.orphan_blobs_deleted,
+            finished.counts.bytes_deleted,
+        );
         tracing::info!(
             pass = finished.pass,
             blobs_checked = finished.counts.blobs_checked,

@@ -15,6 +15,17 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines on stderr look: `human` (one line of text each) or `json` (one JSON
+    /// object each, for log shippers). Which lines: INTACT_LOG (e.g. `info`,
+    /// `info,intact::access=off`).
+    #[arg(long, env = "INTACT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, global = true)]
+    log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+enum LogFormat {
+    Human,
+    Json,
 }
 
 /// Where the CLI finds the server.
@@ -57,16 +68,23 @@ enum Command {
     Token(cmd::token::Args),
 }
 
-fn init_logging() {
+/// Logs to stderr through a thread of its own: a request never waits for its access line to
+/// be written. The returned guard flushes what is queued when dropped (at exit). When
+/// stderr cannot keep up, lines are dropped rather than requests slowed (the writer counts
+/// and reports them).
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("INTACT_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    let ansi = std::io::stderr().is_terminal();
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    match format {
+        LogFormat::Human => builder.with_ansi(ansi).init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+    }
+    guard
 }
 
 /// glibc's allocator serialises threads on its arena locks when memory allocated on one
@@ -80,7 +98,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // One TLS provider for every HTTPS client in the process (upstream fetches, the CLI).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    init_logging();
+    let _flush_logs_at_exit = init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

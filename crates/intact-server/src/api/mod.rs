@@ -76,6 +76,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::observe::metrics::render))
         .nest("/api/v1", api)
         .merge(crate::go::routes(&limits))
         .fallback(|| async {
@@ -98,7 +99,8 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state, front_door))
 }
 
-/// What every request passes before routing, in this order: the watch on its body
+/// What every request passes before routing, in this order: the access log's note of its
+/// arrival (its line is written when the answer's last byte is out), the watch on its body
 /// (`unread_body`), the guard, authentication, the rate limit. The rate limit keys by the
 /// token authentication finds, so it comes after it; a request without a token this process
 /// remembers is counted against its address by authentication itself, before any catalog
@@ -106,12 +108,21 @@ pub fn router(state: AppState) -> Router {
 /// again by the rate limit. One layer, not four: each layer of its own cost a clone of the
 /// router's boxed service, a boxed future and a clone of the state on every request.
 async fn front_door(State(state): State<AppState>, req: axum::extract::Request, next: middleware::Next) -> Response {
+    let arrival = crate::observe::access::Arrival::of(&req);
     let (mut req, watch) = unread_body::watch(req);
-    let resp = match admit(&state, &mut req).await {
-        Ok(()) => next.run(req).await,
-        Err(refused) => refused,
+    let (resp, token) = match admit(&state, &mut req).await {
+        Ok(()) => {
+            let token = req.extensions().get::<Caller>().and_then(|c| c.token.clone());
+            (next.run(req).await, token)
+        }
+        Err(refused) => (refused, None),
     };
-    unread_body::finish(resp, watch)
+    let resp = unread_body::finish(resp, &watch);
+    let outcome = crate::observe::access::Outcome {
+        token,
+        received: watch.bytes_read(),
+    };
+    crate::observe::access::finish(resp, arrival, outcome)
 }
 
 async fn admit(state: &AppState, req: &mut axum::extract::Request) -> Result<(), Response> {

@@ -9,7 +9,7 @@
 //! commit whose client cannot tell whether it happened.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::Poll;
 
 use axum::body::{Body, HttpBody};
@@ -37,30 +37,52 @@ fn has_no_body(parts: &axum::http::request::Parts, body: &Body) -> bool {
     }
 }
 
-/// Whether a request's body was read to its end; `None` for a request without a body.
-pub(crate) struct Watch(Option<Arc<AtomicBool>>);
+/// How much of a request's body was read, and whether to its end; `None` for a request
+/// without a body.
+pub(crate) struct Watch(Option<Arc<Reading>>);
 
-/// Wraps the body of `req` (if it has one) to notice when it is read to its end.
+#[derive(Default)]
+pub(crate) struct Reading {
+    to_end: AtomicBool,
+    bytes: AtomicU64,
+}
+
+impl Watch {
+    /// Body bytes read so far (for the access log).
+    pub(crate) fn bytes_read(&self) -> u64 {
+        self.0.as_ref().map_or(0, |r| r.bytes.load(Ordering::Acquire))
+    }
+}
+
+/// Wraps the body of `req` (if it has one) to count what is read and notice its end.
 pub(crate) fn watch(req: Request) -> (Request, Watch) {
     let (parts, body) = req.into_parts();
     if has_no_body(&parts, &body) {
         return (Request::from_parts(parts, body), Watch(None));
     }
-    let read_to_end = Arc::new(AtomicBool::new(false));
-    let flag = read_to_end.clone();
+    let reading = Arc::new(Reading::default());
+    let (counted, ended) = (reading.clone(), reading.clone());
     // Polled only once the body's own stream has ended (not after an error).
     let end = futures::stream::poll_fn(move |_| {
-        flag.store(true, Ordering::Release);
+        ended.to_end.store(true, Ordering::Release);
         Poll::Ready(None)
     });
-    let watched = Body::from_stream(body.into_data_stream().chain(end));
-    (Request::from_parts(parts, watched), Watch(Some(read_to_end)))
+    let watched = Body::from_stream(
+        body.into_data_stream()
+            .inspect(move |chunk| {
+                if let Ok(c) = chunk {
+                    counted.bytes.fetch_add(c.len() as u64, Ordering::AcqRel);
+                }
+            })
+            .chain(end),
+    );
+    (Request::from_parts(parts, watched), Watch(Some(reading)))
 }
 
 /// The answer, marked `Connection: close` when the body it answers was not read to its end.
-pub(crate) fn finish(mut resp: Response, watch: Watch) -> Response {
-    if let Watch(Some(read_to_end)) = watch
-        && !read_to_end.load(Ordering::Acquire)
+pub(crate) fn finish(mut resp: Response, watch: &Watch) -> Response {
+    if let Watch(Some(reading)) = watch
+        && !reading.to_end.load(Ordering::Acquire)
     {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -233,6 +233,12 @@ impl Upstream {
 
     /// GETs `rel` from `source` into memory, refusing more than `cap` bytes.
     pub async fn get_bytes(&self, source: &Source, rel: &ProtocolPath, cap: u64) -> Result<Vec<u8>, ProxyError> {
+        let result = self.get_bytes_uncounted(source, rel, cap).await;
+        count_fetch(source, &result);
+        result
+    }
+
+    async fn get_bytes_uncounted(&self, source: &Source, rel: &ProtocolPath, cap: u64) -> Result<Vec<u8>, ProxyError> {
         match source {
             Source::Off => Err(off(rel)),
             Source::File(dir) => {
@@ -270,6 +276,18 @@ impl Upstream {
 
     /// GETs `rel` from `source` into `out` (streaming, at most `cap` bytes); returns the size.
     pub async fn get_to_file(
+        &self,
+        source: &Source,
+        rel: &ProtocolPath,
+        out: &mut tokio::fs::File,
+        cap: u64,
+    ) -> Result<u64, ProxyError> {
+        let result = self.get_to_file_uncounted(source, rel, out, cap).await;
+        count_fetch(source, &result);
+        result
+    }
+
+    async fn get_to_file_uncounted(
         &self,
         source: &Source,
         rel: &ProtocolPath,
@@ -364,6 +382,21 @@ impl Upstream {
         }
         ProxyError::Upstream(format!("upstream body of {url} was cut short: {}", error_chain(&e)))
     }
+}
+
+/// One upstream fetch for the metrics (a switched-off upstream fetches nothing).
+fn count_fetch<T>(source: &Source, result: &Result<T, ProxyError>) {
+    if matches!(source, Source::Off) {
+        return;
+    }
+    crate::observe::upstream_fetch(
+        "go",
+        match result {
+            Ok(_) => crate::observe::FetchOutcome::Ok,
+            Err(ProxyError::NotFound(_) | ProxyError::Gone(_)) => crate::observe::FetchOutcome::NotFound,
+            Err(_) => crate::observe::FetchOutcome::Failed,
+        },
+    );
 }
 
 fn off(rel: &ProtocolPath) -> ProxyError {

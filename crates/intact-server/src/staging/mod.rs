@@ -336,11 +336,8 @@ async fn evict(
     };
     let _one_at_a_time = rs.evicting.lock().await;
     let keep = |n: &Name, v: &Version| just == Some((n, v)) || rs.flights.is_running(&(n.clone(), v.clone()));
-    let evicted = state.store.evict_lru(rs.name(), max, &keep).await?;
-    for e in &evicted {
-        tracing::info!(repo = %rs.name(), name = %e.name, version = %e.version, size = e.size, "evicted (least recently used)");
-    }
-    Ok(evicted)
+    // The store logs each deleted version.
+    state.store.evict_lru(rs.name(), max, &keep).await.map_err(Into::into)
 }
 
 #[cfg(test)]

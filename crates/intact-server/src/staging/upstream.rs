@@ -294,6 +294,19 @@ impl Upstream {
 
     /// Opens file `rel` for streaming.
     pub async fn open(&self, rel: &str) -> Result<Download, StageError> {
+        let result = self.open_uncounted(rel).await;
+        crate::observe::upstream_fetch(
+            "staging",
+            match &result {
+                Ok(_) => crate::observe::FetchOutcome::Ok,
+                Err(StageError::NotFound { .. }) => crate::observe::FetchOutcome::NotFound,
+                Err(_) => crate::observe::FetchOutcome::Failed,
+            },
+        );
+        result
+    }
+
+    async fn open_uncounted(&self, rel: &str) -> Result<Download, StageError> {
         let shown = self.show(rel);
         match self {
             Self::Http { base, client, .. } => {

@@ -390,6 +390,10 @@ pub trait Catalog: Send + Sync + 'static {
     /// the reaper ends them within a second).
     async fn open_txns_owned_by(&self, owner: &str) -> Result<u64>;
 
+    /// How many transactions are open in the whole catalog (expired-but-unswept ones
+    /// included), for the operators' metrics.
+    async fn count_open_txns(&self) -> Result<u64>;
+
     /// Whether any token was ever made (revoked ones count: once access control is on, it
     /// stays on).
     async fn has_tokens(&self) -> Result<bool>;

@@ -1250,6 +1250,9 @@ impl intact_store::Catalog for GatedCatalog {
     async fn open_txns_owned_by(&self, owner: &str) -> intact_store::Result<u64> {
         self.inner.open_txns_owned_by(owner).await
     }
+    async fn count_open_txns(&self) -> intact_store::Result<u64> {
+        self.inner.count_open_txns().await
+    }
 }
 
 /// The manifest cache after an eviction: a read that looked the version up just before it was
@@ -2100,6 +2103,7 @@ pub async fn tokens_are_kept_hashed_revoked_for_good_and_owners_counted(h: &Harn
 
     // Open transactions are counted per owner; committed and aborted ones are not.
     assert_eq!(catalog.open_txns_owned_by("bot").await.expect("count"), 0);
+    let open_before = catalog.count_open_txns().await.expect("count");
     let mut ids = Vec::new();
     for v in ["1", "2", "3"] {
         match h.store.begin_owned(req("owned", v), Some("bot")).await.expect("begin") {
@@ -2112,6 +2116,11 @@ pub async fn tokens_are_kept_hashed_revoked_for_good_and_owners_counted(h: &Harn
     h.store.abort(&ids[0]).await.expect("abort");
     h.store.commit(&ids[1]).await.expect("commit");
     assert_eq!(catalog.open_txns_owned_by("bot").await.expect("count"), 1);
+    assert_eq!(
+        catalog.count_open_txns().await.expect("count"),
+        open_before + 2,
+        "every open transaction is counted, owned or not"
+    );
 }
 
 /// Polls the sweeper's record until `done` says so (at most a minute).

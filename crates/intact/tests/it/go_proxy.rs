@@ -500,6 +500,31 @@ fn go_fifty_cold_clients_cause_one_upstream_request_per_file() {
     for (path, n) in &counts {
         assert_eq!(*n, 1, "upstream saw {n} requests for {path}");
     }
+    // The metrics count exactly the fetches the upstream saw, and the waiters that joined one.
+    let text = env.rt.block_on(async {
+        env.http
+            .get(env.server.url("/metrics"))
+            .send()
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("body")
+    });
+    let fetched: f64 = ["ok", "not_found", "failed"]
+        .iter()
+        .filter_map(|o| {
+            crate::observability::sample(
+                &text,
+                &format!("intact_upstream_fetches_total{{front_end=\"go\",outcome=\"{o}\"}}"),
+            )
+        })
+        .sum();
+    assert_eq!(fetched, counts.values().sum::<usize>() as f64, "{text}");
+    println!(
+        "waiters that joined a fetch under way: {:?}",
+        crate::observability::sample(&text, "intact_coalesced_waiters_total{across=\"process\"}")
+    );
     for module in [
         "example.com/lib/v2",
         "example.com/util",

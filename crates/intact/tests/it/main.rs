@@ -8,6 +8,7 @@ mod go_fixtures;
 mod go_proxy;
 mod harness;
 mod large;
+mod observability;
 mod power_loss;
 mod replicas;
 mod scale_out;

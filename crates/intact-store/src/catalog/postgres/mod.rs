@@ -441,4 +441,9 @@ impl Catalog for PostgresCatalog {
         self.bounded("open transactions of a token", tokens::open_txns_owned_by(self, owner))
             .await
     }
+
+    async fn count_open_txns(&self) -> Result<u64> {
+        self.bounded("counting open transactions", tokens::count_open_txns(self))
+            .await
+    }
 }

@@ -113,6 +113,18 @@ impl SqliteCatalog {
         let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
             .fetch_all(&mut *tx)
             .await?;
+        // A catalog a newer intact migrated: this binary would misread what it does not
+        // know (a downgrade needs the backup taken before the upgrade).
+        let known = MIGRATIONS.last().map_or(0, |(v, _)| *v);
+        if let Some(newer) = applied.iter().copied().filter(|v| *v > known).max() {
+            return Err(Error::Catalog {
+                context: format!(
+                    "the catalog's schema is version {newer}, newer than this intact knows ({known}): \
+                     it was opened by a newer release; run that release, or restore the backup taken before the upgrade"
+                ),
+                source: "schema from a newer release".into(),
+            });
+        }
         for (version, sql) in MIGRATIONS {
             if applied.contains(version) {
                 continue;
@@ -387,6 +399,10 @@ impl Catalog for SqliteCatalog {
     async fn open_txns_owned_by(&self, owner: &str) -> Result<u64> {
         tokens::open_txns_owned_by(self, owner).await
     }
+
+    async fn count_open_txns(&self) -> Result<u64> {
+        tokens::count_open_txns(self).await
+    }
 }
 
 impl FromStr for VersionSpec {
@@ -397,5 +413,39 @@ impl FromStr for VersionSpec {
         } else {
             Version::parse(s).map(Self::Exact)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::SqliteCatalog;
+    use crate::clock::SystemClock;
+
+    /// A downgrade must not run on a schema it does not know: it could misread or damage it.
+    #[tokio::test]
+    async fn a_catalog_migrated_by_a_newer_release_is_refused_by_name() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("catalog.db");
+        let cat = SqliteCatalog::open(&path, Arc::new(SystemClock))
+            .await
+            .expect("catalog");
+        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (9999, 0)")
+            .execute(&cat.write)
+            .await
+            .expect("insert");
+        drop(cat);
+        let err = match SqliteCatalog::open(&path, Arc::new(SystemClock)).await {
+            Ok(_) => panic!("a newer schema was opened"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("9999") && err.contains("newer"), "{err}");
+        // This release's own schema opens again and again.
+        let fresh = dir.path().join("fresh.db");
+        drop(SqliteCatalog::open(&fresh, Arc::new(SystemClock)).await.expect("first"));
+        SqliteCatalog::open(&fresh, Arc::new(SystemClock))
+            .await
+            .expect("second");
     }
 }

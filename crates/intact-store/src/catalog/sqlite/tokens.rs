@@ -102,6 +102,14 @@ pub(super) async fn open_txns_owned_by(cat: &SqliteCatalog, owner: &str) -> Resu
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
+/// Answered from the partial index of open transactions' expiries.
+pub(super) async fn count_open_txns(cat: &SqliteCatalog) -> Result<u64> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM txns WHERE state = 'open'")
+        .fetch_one(&cat.read)
+        .await?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
 pub(super) async fn import(cat: &SqliteCatalog, token: &TokenRecord) -> Result<bool> {
     let scopes = serde_json::to_string(&token.scopes).map_err(|e| Error::Catalog {
         context: "writing a token's scopes".into(),

@@ -1,0 +1,254 @@
+//! One access log line and one set of request metrics per request, written when the answer's
+//! last byte has gone out (or the client went away first), so the line says what was really
+//! sent and how long it took. Every answer carries its request id in `X-Request-Id`: the id a
+//! client or load balancer sent, when it is a plain token, else one made here.
+//!
+//! The line is a `tracing` event at target `intact::access` (level `info`; `warn` for 5xx),
+//! so `INTACT_LOG=info,intact::access=off` turns it off and `--log-format json` makes it a
+//! JSON object like every other line.
+
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::Response;
+use http_body::{Frame, SizeHint};
+use metrics::{counter, histogram};
+
+use super::metrics::{ABANDONED, RECEIVED_BYTES, REQUEST_SECONDS, REQUESTS, SENT_BYTES};
+use crate::http::ClientAddr;
+
+pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The longest request id taken from a client.
+const MAX_ID_LEN: usize = 128;
+
+/// What is known of a request when it arrives.
+pub struct Arrival {
+    started: Instant,
+    method: Method,
+    route: &'static str,
+    /// The path as asked (no query string: it may carry what does not belong in a log);
+    /// only kept when access lines are logged at all.
+    path: Option<String>,
+    request_id: HeaderValue,
+    client: Option<IpAddr>,
+}
+
+impl Arrival {
+    pub fn of(req: &Request) -> Self {
+        let logged = tracing::enabled!(target: "intact::access", tracing::Level::INFO);
+        Self {
+            started: Instant::now(),
+            method: req.method().clone(),
+            route: super::route::of(req.uri().path()),
+            path: logged.then(|| req.uri().path().to_owned()),
+            request_id: request_id(req),
+            client: req.extensions().get::<ClientAddr>().map(|a| a.0),
+        }
+    }
+}
+
+/// The request id a client sent, when it is 1-128 characters of letters, digits and
+/// `-._:`, else a new random one (16 hex digits). Restricted so an id cannot forge a log
+/// line or a header.
+fn request_id(req: &Request) -> HeaderValue {
+    if let Some(sent) = req.headers().get(&REQUEST_ID) {
+        let bytes = sent.as_bytes();
+        if !bytes.is_empty()
+            && bytes.len() <= MAX_ID_LEN
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':'))
+        {
+            return sent.clone();
+        }
+    }
+    let id = format!("{:016x}", rand::random::<u64>());
+    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// Who the request turned out to be from (known once authentication ran) and how much of its
+/// body was read.
+pub struct Outcome {
+    pub token: Option<Arc<str>>,
+    pub received: u64,
+}
+
+/// The answer, with its request id, and its body wrapped to log and count once the body is
+/// done.
+pub fn finish(mut resp: Response, arrival: Arrival, outcome: Outcome) -> Response {
+    resp.headers_mut()
+        .insert(REQUEST_ID.clone(), arrival.request_id.clone());
+    let status = resp.status();
+    let (parts, body) = resp.into_parts();
+    let tally = Tally {
+        arrival,
+        outcome,
+        status,
+        sent: 0,
+    };
+    Response::from_parts(
+        parts,
+        Body::new(Tallied {
+            inner: body,
+            tally: Some(tally),
+        }),
+    )
+}
+
+struct Tally {
+    arrival: Arrival,
+    outcome: Outcome,
+    status: StatusCode,
+    sent: u64,
+}
+
+impl Tally {
+    fn record(self, complete: bool) {
+        let a = &self.arrival;
+        let took = a.started.elapsed();
+        let method = method_label(&a.method);
+        counter!(REQUESTS, "route" => a.route, "method" => method, "status" => status_label(self.status)).increment(1);
+        histogram!(REQUEST_SECONDS, "route" => a.route).record(took.as_secs_f64());
+        if self.outcome.received > 0 {
+            counter!(RECEIVED_BYTES, "route" => a.route).increment(self.outcome.received);
+        }
+        if self.sent > 0 {
+            counter!(SENT_BYTES, "route" => a.route).increment(self.sent);
+        }
+        if !complete {
+            counter!(ABANDONED, "route" => a.route).increment(1);
+        }
+        let Some(path) = &a.path else { return };
+        let id = a.request_id.to_str().unwrap_or("-");
+        let token = self.outcome.token.as_deref().unwrap_or("-");
+        let client = a.client.map(|c| c.to_string());
+        // Microsecond precision is plenty, and keeps the number short.
+        let ms = took.as_micros() as f64 / 1000.0;
+        macro_rules! line {
+            ($level:ident) => {
+                tracing::$level!(
+                    target: "intact::access",
+                    method = %a.method,
+                    path = %path,
+                    route = %a.route,
+                    status = self.status.as_u16(),
+                    bytes_in = self.outcome.received,
+                    bytes_out = self.sent,
+                    ms,
+                    request_id = %id,
+                    token = %token,
+                    client = %client.as_deref().unwrap_or("-"),
+                    complete,
+                    "request"
+                )
+            };
+        }
+        if self.status.is_server_error() {
+            line!(warn);
+        } else {
+            line!(info);
+        }
+    }
+}
+
+/// A response body that counts what it yields and records the request when it ends or is
+/// dropped (a client that went away).
+struct Tallied {
+    inner: Body,
+    tally: Option<Tally>,
+}
+
+impl HttpBody for Tallied {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(t)) = (frame.data_ref(), self.tally.as_mut()) {
+                    t.sent += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(t) = self.tally.take() {
+                    t.record(true);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(t) = self.tally.take() {
+                    t.record(false);
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Tallied {
+    fn drop(&mut self) {
+        if let Some(t) = self.tally.take() {
+            // hyper stops polling a body that says it has ended (and never polls a HEAD
+            // answer's): dropped then, it was delivered whole.
+            let complete = self.inner.is_end_stream() || t.arrival.method == Method::HEAD;
+            t.record(complete);
+        }
+    }
+}
+
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// The status as a label, without an allocation for the common ones.
+fn status_label(s: StatusCode) -> metrics::SharedString {
+    let common = match s.as_u16() {
+        200 => "200",
+        201 => "201",
+        204 => "204",
+        206 => "206",
+        304 => "304",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        409 => "409",
+        410 => "410",
+        413 => "413",
+        416 => "416",
+        422 => "422",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        _ => return metrics::SharedString::from(s.as_u16().to_string()),
+    };
+    metrics::SharedString::const_str(common)
+}

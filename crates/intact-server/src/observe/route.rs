@@ -1,0 +1,127 @@
+//! The route a request is logged and counted under: the path template of the endpoint it
+//! asked for (`/api/v1/transactions/{id}/files/{*path}`), never the path itself, so the
+//! metrics' label set stays small whatever clients send. Judged from the path alone, before
+//! routing, by the outermost layer (which sees every request, refused ones included); Go
+//! protocol paths are told apart by what they ask for (`.info`, `.zip`, `@v/list`...).
+
+/// The template of the endpoint `path` asks for; `unmatched` for a path no endpoint serves.
+pub fn of(path: &str) -> &'static str {
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    let mut parts = rest.splitn(4, '/');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("healthz"), None, ..) => "/healthz",
+        (Some("readyz"), None, ..) => "/readyz",
+        (Some("metrics"), None, ..) => "/metrics",
+        (Some("api"), Some("v1"), Some(section), tail) => api(section, tail),
+        (Some("go"), Some(repo), Some(tail), more) if !repo.is_empty() => go(tail, more),
+        _ => "unmatched",
+    }
+}
+
+/// `/api/v1/{section}/{tail}`.
+fn api(section: &str, tail: Option<&str>) -> &'static str {
+    let mut segs = tail.map(|t| t.split('/'));
+    let mut next = || segs.as_mut().and_then(Iterator::next);
+    let (first, second, third) = (next(), next(), next());
+    match (section, first, second, third) {
+        ("repos", None, ..) => "/api/v1/repos",
+        ("repos", Some(_), None, _) => "/api/v1/repos/{repo}",
+        ("repos", Some(_), Some("transactions"), None) => "/api/v1/repos/{repo}/transactions",
+        ("repos", Some(_), Some("publish"), None) => "/api/v1/repos/{repo}/publish",
+        ("repos", Some(_), Some("names"), None) => "/api/v1/repos/{repo}/names",
+        ("repos", Some(_), Some("stage"), None) => "/api/v1/repos/{repo}/stage",
+        ("repos", Some(_), Some("stage"), Some("status")) => "/api/v1/repos/{repo}/stage/status",
+        ("repos", Some(_), Some(_), _) => "/api/v1/repos/{repo}/{*rest}",
+        ("transactions", Some(_), None, _) => "/api/v1/transactions/{id}",
+        ("transactions", Some(_), Some("commit"), None) => "/api/v1/transactions/{id}/commit",
+        ("transactions", Some(_), Some("renew"), None) => "/api/v1/transactions/{id}/renew",
+        ("transactions", Some(_), Some("files"), Some(_)) => "/api/v1/transactions/{id}/files/{*path}",
+        ("events", None, ..) => "/api/v1/events",
+        ("admin", Some("gc"), None, _) => "/api/v1/admin/gc",
+        ("admin", Some("verify"), None, _) => "/api/v1/admin/verify",
+        ("tokens", None, ..) => "/api/v1/tokens",
+        ("tokens", Some(_), None, _) => "/api/v1/tokens/{name}",
+        ("jobs", Some(_), None, _) => "/api/v1/jobs/{id}",
+        ("openapi.json", None, ..) => "/api/v1/openapi.json",
+        _ => "unmatched",
+    }
+}
+
+/// `/go/{repo}/{tail}{/more}`.
+fn go(tail: &str, more: Option<&str>) -> &'static str {
+    if tail == "publish" && more.is_none() {
+        return "/go/{repo}/publish";
+    }
+    let last = more.unwrap_or(tail);
+    if last.ends_with("/@v/list") {
+        "/go/{repo}/{module}/@v/list"
+    } else if last.ends_with("/@latest") {
+        "/go/{repo}/{module}/@latest"
+    } else if last.contains("/@v/") && last.ends_with(".info") {
+        "/go/{repo}/{module}/@v/{version}.info"
+    } else if last.contains("/@v/") && last.ends_with(".mod") {
+        "/go/{repo}/{module}/@v/{version}.mod"
+    } else if last.contains("/@v/") && last.ends_with(".zip") {
+        "/go/{repo}/{module}/@v/{version}.zip"
+    } else {
+        "/go/{repo}/{*rest}"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::of;
+
+    #[test]
+    fn every_endpoint_has_its_template() {
+        for (path, want) in [
+            ("/healthz", "/healthz"),
+            ("/readyz", "/readyz"),
+            ("/metrics", "/metrics"),
+            ("/api/v1/repos", "/api/v1/repos"),
+            ("/api/v1/repos/main", "/api/v1/repos/{repo}"),
+            ("/api/v1/repos/main/transactions", "/api/v1/repos/{repo}/transactions"),
+            ("/api/v1/repos/main/publish", "/api/v1/repos/{repo}/publish"),
+            ("/api/v1/repos/main/names", "/api/v1/repos/{repo}/names"),
+            ("/api/v1/repos/main/stage", "/api/v1/repos/{repo}/stage"),
+            ("/api/v1/repos/main/stage/status", "/api/v1/repos/{repo}/stage/status"),
+            ("/api/v1/repos/main/app/1.0/bin/a.tar", "/api/v1/repos/{repo}/{*rest}"),
+            ("/api/v1/transactions/t1", "/api/v1/transactions/{id}"),
+            ("/api/v1/transactions/t1/commit", "/api/v1/transactions/{id}/commit"),
+            ("/api/v1/transactions/t1/renew", "/api/v1/transactions/{id}/renew"),
+            (
+                "/api/v1/transactions/t1/files/a/b.txt",
+                "/api/v1/transactions/{id}/files/{*path}",
+            ),
+            ("/api/v1/events", "/api/v1/events"),
+            ("/api/v1/admin/gc", "/api/v1/admin/gc"),
+            ("/api/v1/admin/verify", "/api/v1/admin/verify"),
+            ("/api/v1/tokens", "/api/v1/tokens"),
+            ("/api/v1/tokens/ci", "/api/v1/tokens/{name}"),
+            ("/api/v1/jobs/j1", "/api/v1/jobs/{id}"),
+            ("/go/mods/publish", "/go/{repo}/publish"),
+            ("/go/mods/example.com/a/@v/list", "/go/{repo}/{module}/@v/list"),
+            ("/go/mods/example.com/a/@latest", "/go/{repo}/{module}/@latest"),
+            (
+                "/go/mods/example.com/a/@v/v1.0.0.info",
+                "/go/{repo}/{module}/@v/{version}.info",
+            ),
+            (
+                "/go/mods/example.com/a/@v/v1.0.0.mod",
+                "/go/{repo}/{module}/@v/{version}.mod",
+            ),
+            (
+                "/go/mods/example.com/a/@v/v1.0.0.zip",
+                "/go/{repo}/{module}/@v/{version}.zip",
+            ),
+            ("/go/mods/example.com/a", "/go/{repo}/{*rest}"),
+            ("/", "unmatched"),
+            ("/favicon.ico", "unmatched"),
+            ("/api/v2/repos", "unmatched"),
+            ("/api/v1/transactions/t1/files", "unmatched"),
+            ("/go//x", "unmatched"),
+        ] {
+            assert_eq!(of(path), want, "{path}");
+        }
+    }
+}
