@@ -519,11 +519,18 @@ pub fn default_repos() -> Vec<RepoConfig> {
 impl Config {
     /// Parses a TOML configuration.
     pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        let config = Self::parse_unchecked(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The file's syntax and types only (the default repos when it declares none); see
+    /// [`Config::problems`] for its values.
+    pub fn parse_unchecked(text: &str) -> anyhow::Result<Self> {
         let mut config: Config = toml::from_str(text)?;
         if config.repos.is_empty() {
             config.repos = default_repos();
         }
-        config.validate()?;
         Ok(config)
     }
 
@@ -535,16 +542,41 @@ impl Config {
         }
     }
 
-    /// Checks cross-field rules, so a bad file fails at start-up with a message naming the repo.
+    /// Checks cross-field rules, so a bad file fails at start-up with a message naming every
+    /// problem (and the repo of each).
     pub fn validate(&self) -> anyhow::Result<()> {
-        use anyhow::bail;
+        let problems = self.problems();
+        match problems.len() {
+            0 => Ok(()),
+            1 => Err(anyhow::anyhow!("{}", problems[0])),
+            n => Err(anyhow::anyhow!(
+                "{n} problems:\n{}",
+                problems
+                    .iter()
+                    .map(|p| format!("  - {p}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )),
+        }
+    }
+
+    /// Every problem with the configuration's values, each naming the setting (and repo) it
+    /// is about; empty when there is none.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        // Pushes a problem (the arguments of `format!`).
+        macro_rules! problem {
+            ($($arg:tt)*) => { problems.push(format!($($arg)*)) };
+        }
         // Durations end up added to clock readings; absurd values must fail here, not overflow
         // later.
         const MAX_SECONDS: u64 = 10 * 365 * 24 * 3600;
-        self.catalog.choice()?;
+        if let Err(e) = self.catalog.choice() {
+            problem!("{e:#}");
+        }
         let st = &self.store;
         if !(1..=100_000).contains(&st.gc_page_size) {
-            bail!(
+            problem!(
                 "store.gc_page_size = {}: between 1 and 100000 (a page is read into memory and swept under one lease)",
                 st.gc_page_size
             );
@@ -562,19 +594,23 @@ impl Config {
             ("http.idle_timeout_seconds", self.http.idle_timeout_seconds),
         ] {
             if v > MAX_SECONDS {
-                bail!("{field} = {v}: at most {MAX_SECONDS} (ten years)");
+                problem!("{field} = {v}: at most {MAX_SECONDS} (ten years)");
             }
         }
         if self.http.header_timeout_seconds == 0 || self.http.idle_timeout_seconds == 0 {
-            bail!("http.header_timeout_seconds and http.idle_timeout_seconds must be at least 1");
+            problem!("http.header_timeout_seconds and http.idle_timeout_seconds must be at least 1");
         }
-        self.blobs.settings()?;
-        self.limits.resolve()?;
+        if let Err(e) = self.blobs.settings() {
+            problem!("{e:#}");
+        }
+        if let Err(e) = self.limits.resolve() {
+            problem!("{e:#}");
+        }
         if st.upload_idle_timeout_seconds == 0 {
-            bail!("store.upload_idle_timeout_seconds must be at least 1");
+            problem!("store.upload_idle_timeout_seconds must be at least 1");
         }
         if st.default_lease_seconds == 0 || st.default_lease_seconds > st.max_lease_seconds {
-            bail!("store.default_lease_seconds must be between 1 and store.max_lease_seconds");
+            problem!("store.default_lease_seconds must be between 1 and store.max_lease_seconds");
         }
         for repo in &self.repos {
             for (field, v) in [
@@ -584,7 +620,7 @@ impl Config {
                 ("fetch_deadline_seconds", repo.fetch_deadline_seconds),
             ] {
                 if v.is_some_and(|v| v > MAX_SECONDS) {
-                    bail!("repo {}: {field} is larger than ten years", repo.name);
+                    problem!("repo {}: {field} is larger than ten years", repo.name);
                 }
             }
         }
@@ -592,57 +628,59 @@ impl Config {
         for repo in &self.repos {
             let n = &repo.name;
             if !seen.insert(n.clone()) {
-                bail!("repo {n}: declared twice");
+                problem!("repo {n}: declared twice");
             }
             match repo.kind {
                 RepoKind::Hosted => {
                     if repo.upstream.is_some() {
-                        bail!("repo {n}: a hosted repo has no upstream (did you mean kind = \"proxy\"?)");
+                        problem!("repo {n}: a hosted repo has no upstream (did you mean kind = \"proxy\"?)");
                     }
                 }
                 RepoKind::Proxy => {
                     let Some(up) = &repo.upstream else {
-                        bail!("repo {n}: a proxy repo needs an upstream");
+                        problem!("repo {n}: a proxy repo needs an upstream");
+                        continue;
                     };
                     if up.trim().is_empty() {
-                        bail!("repo {n}: upstream is empty");
+                        problem!("repo {n}: upstream is empty");
                     }
                 }
                 RepoKind::Group => {
                     if repo.members.is_empty() {
-                        bail!("repo {n}: a group needs members");
+                        problem!("repo {n}: a group needs members");
                     }
                 }
             }
             if repo.kind != RepoKind::Group && !repo.members.is_empty() {
-                bail!("repo {n}: only a group has members");
+                problem!("repo {n}: only a group has members");
             }
             if !repo.artifacts.is_empty() && (repo.kind != RepoKind::Proxy || repo.format != RepoFormat::Generic) {
-                bail!("repo {n}: artifacts are only for generic proxy (staging) repos");
+                problem!("repo {n}: artifacts are only for generic proxy (staging) repos");
             }
             for (art, spec) in &repo.artifacts {
                 if intact_core::Version::parse(art).is_err() {
-                    bail!("repo {n}: artifact name {art:?} must be a valid version (1-128 of [A-Za-z0-9._+-])");
+                    problem!("repo {n}: artifact name {art:?} must be a valid version (1-128 of [A-Za-z0-9._+-])");
                 }
                 if spec.files.is_empty() {
-                    bail!("repo {n}: artifact {art} lists no files");
+                    problem!("repo {n}: artifact {art} lists no files");
                 }
             }
         }
         for repo in self.repos.iter().filter(|r| r.kind == RepoKind::Group) {
             for m in &repo.members {
                 let Some(member) = self.repos.iter().find(|r| &r.name == m) else {
-                    bail!("repo {}: member {m} is not declared", repo.name);
+                    problem!("repo {}: member {m} is not declared", repo.name);
+                    continue;
                 };
                 if member.kind == RepoKind::Group {
-                    bail!("repo {}: member {m} is a group; groups do not nest", repo.name);
+                    problem!("repo {}: member {m} is a group; groups do not nest", repo.name);
                 }
                 if member.format != repo.format {
-                    bail!("repo {}: member {m} has another format", repo.name);
+                    problem!("repo {}: member {m} has another format", repo.name);
                 }
             }
         }
-        Ok(())
+        problems
     }
 
     pub fn repo(&self, name: &str) -> Option<&RepoConfig> {

@@ -48,10 +48,14 @@ pub struct ServerArgs {
 enum Command {
     /// Run the server (embedded SQLite + local files unless configured otherwise).
     Serve(cmd::serve::Args),
+    /// Server configuration: `intact config check FILE` validates one without starting.
+    Config(cmd::config::Args),
     /// Publish files (or directories) as one version, atomically.
     Publish(cmd::publish::Args),
     /// Download every file of a version, verifying each sha256.
     Get(cmd::get::Args),
+    /// List the repositories.
+    Repos(cmd::repos::Args),
     /// List the names of a repo, or the versions of a name.
     Ls(cmd::ls::Args),
     /// Collect garbage: expire overdue transactions, delete unreferenced blobs.
@@ -66,19 +70,25 @@ enum Command {
     Migrate(cmd::migrate::Args),
     /// API tokens: create, list, revoke (docs/security.md).
     Token(cmd::token::Args),
+    /// Print a shell completion script: `intact completions bash > /etc/bash_completion.d/intact`.
+    Completions(cmd::completions::Args),
 }
 
 /// Logs to stderr through a thread of its own: a request never waits for its access line to
 /// be written. The returned guard flushes what is queued when dropped (at exit). When
-/// stderr cannot keep up, lines are dropped rather than requests slowed (the writer counts
-/// and reports them).
+/// stderr cannot keep up, lines are dropped rather than requests slowed.
 fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("INTACT_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
     let ansi = std::io::stderr().is_terminal();
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    // At most this many lines wait for stderr (a few MiB; the default, 128,000 lines, could
+    // hold tens of MiB behind a stalled pipe).
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(8192)
+        .lossy(true)
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     match format {
         LogFormat::Human => builder.with_ansi(ansi).init(),
@@ -109,8 +119,10 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(a) => cmd::serve::run(a).await,
+            Command::Config(a) => cmd::config::run(a),
             Command::Publish(a) => cmd::publish::run(a).await,
             Command::Get(a) => cmd::get::run(a).await,
+            Command::Repos(a) => cmd::repos::run(a).await,
             Command::Ls(a) => cmd::ls::run(a).await,
             Command::Gc(a) => cmd::admin::gc(a).await,
             Command::Verify(a) => cmd::admin::verify(a).await,
@@ -118,6 +130,7 @@ fn main() -> std::process::ExitCode {
             Command::Go(a) => cmd::go::run(a).await,
             Command::Migrate(a) => cmd::migrate::run(a).await,
             Command::Token(a) => cmd::token::run(a).await,
+            Command::Completions(a) => cmd::completions::run::<Cli>(a),
         }
     });
     match result {

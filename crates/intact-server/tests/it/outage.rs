@@ -95,7 +95,16 @@ async fn go_and_staging_answer_a_retryable_503_while_the_catalog_is_unreachable(
     let (status, v) = stage(&s, "b/1").await;
     assert_eq!(status, StatusCode::OK, "{v}");
 
+    let ready = s.http.get(s.url("/readyz")).send().await.expect("readyz");
+    assert_eq!(ready.status(), StatusCode::OK);
+
     relay.cut();
+    // Not ready, saying why, as soon as the last good answer's second is over.
+    tokio::time::sleep(intact_store::store::READINESS_TTL).await;
+    let ready = s.http.get(s.url("/readyz")).send().await.expect("readyz");
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let why = ready.text().await.expect("body");
+    assert!(why.contains("catalog"), "{why}");
     for path in [
         "/go/go-private/example.com/m/@v/list",
         "/go/go-private/example.com/m/@v/v1.0.1.info",
@@ -125,6 +134,14 @@ async fn go_and_staging_answer_a_retryable_503_while_the_catalog_is_unreachable(
 
     // Back by itself once the catalog is: nothing about the outage was remembered.
     relay.restore();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while s.http.get(s.url("/readyz")).send().await.expect("readyz").status() != StatusCode::OK {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never ready again after the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let (status, v) = stage(&s, "b/2").await;

@@ -157,3 +157,45 @@ async fn warm_reads_come_from_the_local_cache() {
     assert!(status == StatusCode::OK && warm == content, "warm read from local disk");
     s.stop().await;
 }
+
+/// `/readyz` reaches the blob store itself, past a replica's local cache: with the S3
+/// endpoint cut off it says not ready (within its deadline, though the S3 client retries
+/// for minutes), and ready again once the endpoint is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_blob_store_through_an_outage() {
+    let mut settings = garage_settings("readiness").await;
+    let endpoint = settings.endpoint.clone().expect("endpoint");
+    let target: &'static str = Box::leak(endpoint.trim_start_matches("http://").to_owned().into_boxed_str());
+    let relay = intact_testkit::Relay::start(target).await;
+    settings.endpoint = Some(format!("http://127.0.0.1:{}", relay.port));
+    let remote = Arc::new(S3BlobStore::open(&settings).await.expect("open S3 blob store"));
+    let cache_dir = tempfile::tempdir().expect("cache dir");
+    let cached = Arc::new(
+        CachedBlobStore::open(remote, cache_dir.path(), 64 << 20)
+            .await
+            .expect("open cache"),
+    );
+    let s = Server::start_on_blobs(cached).await;
+    let ready = s.http.get(s.url("/readyz")).send().await.expect("readyz");
+    assert_eq!(ready.status(), StatusCode::OK);
+
+    relay.cut();
+    tokio::time::sleep(intact_store::store::READINESS_TTL).await;
+    let asked = tokio::time::Instant::now();
+    let ready = s.http.get(s.url("/readyz")).send().await.expect("readyz");
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        asked.elapsed() < intact_store::store::READINESS_DEADLINE + std::time::Duration::from_secs(2),
+        "the probe waited {:?}",
+        asked.elapsed()
+    );
+    let why = ready.text().await.expect("body");
+    assert!(why.contains("blob store"), "{why}");
+
+    relay.restore();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while s.http.get(s.url("/readyz")).send().await.expect("readyz").status() != StatusCode::OK {
+        assert!(tokio::time::Instant::now() < deadline, "never ready again");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

@@ -18,12 +18,19 @@ use crate::client::{Client, encode_path};
 pub struct Args {
     #[command(flatten)]
     server: ServerArgs,
+    /// The repository, e.g. `files`.
     repo: String,
+    /// The name of the artifact, e.g. `tools/cli`.
     name: String,
+    /// The version to download.
     version: String,
     /// Directory to write the files into.
     #[arg(long, default_value = ".")]
     out: PathBuf,
+    /// Replace files that already exist in the output directory (by default their presence
+    /// is an error, before anything is downloaded).
+    #[arg(long)]
+    force: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -36,6 +43,24 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     let manifest = client.get_json(&base).await?;
     let files = manifest["files"].as_array().cloned().unwrap_or_default();
+    if !args.force {
+        let existing: Vec<String> = files
+            .iter()
+            .filter_map(|f| f["path"].as_str())
+            .filter(|p| FilePath::parse(p).is_ok())
+            .map(|p| p.split('/').fold(args.out.clone(), |d, seg| d.join(seg)))
+            .filter(|dest| dest.symlink_metadata().is_ok())
+            .map(|dest| dest.display().to_string())
+            .collect();
+        if !existing.is_empty() {
+            bail!(
+                "{} already exist{} (nothing was downloaded; --force replaces them): {}",
+                if existing.len() == 1 { "a file" } else { "files" },
+                if existing.len() == 1 { "s" } else { "" },
+                existing.join(", ")
+            );
+        }
+    }
     let bars = crate::cmd::interactive().then(MultiProgress::new);
     let style = ProgressStyle::with_template("{msg:30!} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
         .unwrap_or_else(|_| ProgressStyle::default_bar());

@@ -111,7 +111,6 @@ async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
         args.version,
         created.files.len()
     );
-    println!("{module} {} {}", args.version, created.h1);
 
     let client = Client::new(&args.server)?;
     let url = client.url(&format!(
@@ -153,6 +152,9 @@ async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
             args.version, args.repo
         );
     }
+    // The go.sum line, only once the server holds the module: printed before, a failed
+    // publish left a line for a version nobody can download.
+    println!("{module} {} {}", args.version, created.h1);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -11,7 +11,9 @@ use crate::client::{Client, encode_path};
 pub struct Args {
     #[command(flatten)]
     server: ServerArgs,
+    /// The repository to list.
     repo: String,
+    /// A name whose versions to list (oldest first); without it, the repo's names.
     name: Option<String>,
     /// Only names starting with this prefix.
     #[arg(long, default_value = "")]
@@ -25,6 +27,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let client = Client::new(&args.server)?;
     let repo = encode_path(&args.repo);
     let mut after: Option<String> = None;
+    let mut listed = 0usize;
     loop {
         let cursor = after
             .as_deref()
@@ -48,6 +51,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         let page = client.get_json(&path).await?;
         for item in page.get(items_key).and_then(Value::as_array).into_iter().flatten() {
+            listed += 1;
             if args.json {
                 println!("{item}");
             } else if let Some(s) = item.as_str() {
@@ -66,6 +70,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             Some(n) => after = Some(n.to_owned()),
             None => break,
         }
+    }
+    if listed == 0
+        && let Some(name) = &args.name
+    {
+        eprintln!("error: repo {} has no version of {name}", args.repo);
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,11 +1,14 @@
 //! One module per subcommand.
 
 pub mod admin;
+pub mod completions;
+pub mod config;
 pub mod get;
 pub mod go;
 pub mod ls;
 pub mod migrate;
 pub mod publish;
+pub mod repos;
 pub mod serve;
 pub mod stage;
 pub mod token;

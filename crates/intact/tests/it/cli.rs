@@ -95,6 +95,51 @@ fn publish_ls_get_verify_gc() {
     assert_eq!(std::fs::read(dest.join("frames/0002.exr")).expect("read"), b"frame two");
     assert_eq!(std::fs::read(dest.join("notes.txt")).expect("read"), b"lighting pass");
 
+    // A second get into the same place refuses, naming what is there, and changes nothing;
+    // --force replaces.
+    std::fs::write(dest.join("notes.txt"), b"edited locally").expect("write");
+    let get_again = |force: bool| {
+        let mut args = vec![
+            "get",
+            "files",
+            "shots/010/comp",
+            "1",
+            "--out",
+            dest.to_str().expect("utf8"),
+        ];
+        if force {
+            args.push("--force");
+        }
+        intact(&server, &args)
+    };
+    let (ok, _, err) = get_again(false);
+    assert!(!ok, "an existing file is not overwritten without --force");
+    assert!(err.contains("already exist") && err.contains("notes.txt"), "{err}");
+    assert_eq!(std::fs::read(dest.join("notes.txt")).expect("read"), b"edited locally");
+    let (ok, out, err) = get_again(true);
+    assert!(ok, "{out}{err}");
+    assert_eq!(std::fs::read(dest.join("notes.txt")).expect("read"), b"lighting pass");
+
+    // Listing the versions of a name the repo does not have is an error, saying so.
+    let (ok, _, err) = intact(&server, &["ls", "files", "no/such/name"]);
+    assert!(!ok);
+    assert!(err.contains("no version of no/such/name"), "{err}");
+
+    // The repos, one per line.
+    let (ok, out, err) = intact(&server, &["repos"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.lines().any(|l| l.starts_with("files\thosted\tgeneric")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("go\tgroup\tgo\tmembers go-private, go-public")),
+        "{out}"
+    );
+    let (ok, out, _) = intact(&server, &["repos", "--json"]);
+    assert!(ok);
+    for line in out.lines() {
+        serde_json::from_str::<serde_json::Value>(line).expect("a JSON line per repo");
+    }
+
     // Re-publishing the same version (no key) with the same files and metadata: success,
     // nothing uploaded.
     let (ok, out, err) = intact(
@@ -217,4 +262,88 @@ fn an_idempotency_key_reused_for_other_content_is_not_reported_as_published() {
         "other content under a used key was reported as published: {out}{err}"
     );
     assert!(err.contains("job-7") && err.contains("changed: build.bin"), "{err}");
+}
+
+#[test]
+fn config_check_names_every_problem_and_opens_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let check = |text: &str| {
+        let file = dir.path().join("intact.toml");
+        std::fs::write(&file, text).expect("write");
+        let out = Command::new(BIN)
+            .args(["config", "check"])
+            .arg(&file)
+            .output()
+            .expect("run");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let data = dir.path().join("never-created");
+    let (ok, out, err) = check(&format!(
+        "data_dir = \"{}\"\n[catalog]\nurl = \"postgres://intact:secret@db/intact\"\n",
+        data.display()
+    ));
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("valid") && out.contains("postgres://"), "{out}");
+    assert!(!out.contains("secret"), "the password is never printed: {out}");
+    assert!(!data.exists(), "checking opened nothing");
+
+    // Three problems at once, each named.
+    let (ok, _, err) = check(
+        r#"
+[store]
+gc_page_size = 0
+
+[[repo]]
+name = "up"
+kind = "proxy"
+
+[[repo]]
+name = "g"
+kind = "group"
+members = ["missing"]
+"#,
+    );
+    assert!(!ok);
+    assert!(err.contains("3 problems"), "{err}");
+    for what in [
+        "store.gc_page_size",
+        "repo up: a proxy repo needs an upstream",
+        "repo g: member missing is not declared",
+    ] {
+        assert!(err.contains(what), "{what} not named: {err}");
+    }
+    // Syntax: the line is named.
+    let (ok, _, err) = check("[store\n");
+    assert!(!ok);
+    assert!(err.contains("line 1"), "{err}");
+    // The server refuses the same file before opening anything, naming the same problems.
+    let file = dir.path().join("intact.toml");
+    std::fs::write(&file, "[[repo]]\nname = \"up\"\nkind = \"proxy\"\n").expect("write");
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs an upstream"));
+    assert!(!data.exists(), "a bad configuration opened nothing");
+}
+
+#[test]
+fn completions_are_generated_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(BIN).args(["completions", shell]).output().expect("run");
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            script.contains("publish") && script.contains("idempotency-key"),
+            "{shell}: {script}"
+        );
+    }
 }

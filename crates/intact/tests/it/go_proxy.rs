@@ -702,6 +702,11 @@ fn go_hosted_publish_then_build_a_consumer() {
         stderr.contains("409") && stderr.contains("different content"),
         "{stderr}"
     );
+    assert!(
+        changed.stdout.is_empty(),
+        "no go.sum line for a publish that failed: {}",
+        String::from_utf8_lossy(&changed.stdout)
+    );
     let (_, _, still) = env.get(&format!("/go/go/{module}/@v/v1.0.0.zip"));
     assert_eq!(still, served, "the published version did not change");
 

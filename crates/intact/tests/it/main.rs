@@ -12,6 +12,7 @@ mod observability;
 mod power_loss;
 mod replicas;
 mod scale_out;
+mod shutdown;
 mod staging;
 mod tls;
 mod tokens;

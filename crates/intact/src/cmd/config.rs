@@ -1,0 +1,80 @@
+//! `intact config check FILE`: validates a server configuration without opening anything
+//! (no data dir, no database, no bucket), naming every problem found, so a change can be
+//! checked before a restart picks it up. `intact serve` runs the same checks first.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use intact_server::Config;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Check a configuration file: its syntax, every setting's value, the repos' relations,
+    /// and the TLS certificate it names. Exit status 1 with every problem when it is not valid.
+    Check {
+        /// The TOML file (see docs/configuration.md).
+        file: PathBuf,
+    },
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let Command::Check { file } = args.command;
+    let shown = file.display();
+    let text = match std::fs::read_to_string(&file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{shown}: cannot be read: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    // Syntax and types first: the parser stops at the first error (with its line).
+    let config = match Config::parse_unchecked(&text) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{shown}: {e:#}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let mut problems = config.problems();
+    if let Some(tls) = &config.tls
+        && let Err(e) = intact_server::tls::ReloadableCert::load(tls)
+    {
+        problems.push(format!("tls: {e:#}"));
+    }
+    if !problems.is_empty() {
+        eprintln!(
+            "{shown}: {} problem{}:",
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" }
+        );
+        for p in &problems {
+            eprintln!("  - {p}");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    let catalog = match config.catalog.choice() {
+        Ok(intact_store::CatalogChoice::Postgres { url }) => intact_store::redact(&url),
+        _ => format!("embedded SQLite in {}", config.data_dir.display()),
+    };
+    let blobs = match config.blobs.settings() {
+        Ok(intact_store::BlobSettings::S3(s3, _)) => format!("S3 bucket {}", s3.bucket),
+        _ => format!("files in {}", config.data_dir.display()),
+    };
+    let repos: Vec<String> = config.repos.iter().map(|r| r.name.to_string()).collect();
+    println!("{shown}: valid");
+    println!(
+        "  listen   {}{}",
+        config.listen,
+        if config.tls.is_some() { " (TLS)" } else { "" }
+    );
+    println!("  catalog  {catalog}");
+    println!("  blobs    {blobs}");
+    println!("  repos    {}", repos.join(", "));
+    Ok(ExitCode::SUCCESS)
+}
