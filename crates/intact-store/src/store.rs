@@ -928,6 +928,11 @@ impl Store {
         self.catalog.version_names(repo, name).await
     }
 
+    /// The version of `name` committed last, if any.
+    pub async fn latest_version(&self, repo: &RepoName, name: &Name) -> Result<Option<Version>> {
+        self.catalog.latest_version(repo, name).await
+    }
+
     pub async fn list_names(
         &self,
         repo: &RepoName,

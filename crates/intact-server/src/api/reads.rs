@@ -17,29 +17,34 @@ use super::error::{ApiError, ApiResult};
 use super::repo_or_404;
 use crate::config::{RepoConfig, RepoFormat, RepoKind};
 use crate::http::serve_file::{content_type_for, send_file};
+use crate::staging::listing::percent_encode_path;
 use crate::state::AppState;
 
 /// What a path under `/repos/{repo}/` asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum ReadTarget {
     Versions(Name),
+    /// The manifest of the version committed last.
+    Latest(Name),
     Manifest(Name, Version),
     File(Name, Version, String),
 }
 
-/// Splits `{name...}/@versions`, `{name...}/@v/{version}` and `{name...}/@v/{version}/{path...}`.
+/// Splits `{name...}/@versions`, `{name...}/@latest`, `{name...}/@v/{version}` and
+/// `{name...}/@v/{version}/{path...}`.
 /// Name segments never start with `@`, so the first `@` segment ends the name.
 pub(crate) fn parse_target(rest: &str) -> ApiResult<ReadTarget> {
     let segs: Vec<&str> = rest.split('/').collect();
     let Some(at) = segs.iter().position(|s| s.starts_with('@')) else {
         return Err(ApiError::bad(
             "path",
-            "expected {name}/@versions, {name}/@v/{version} or {name}/@v/{version}/{path}",
+            "expected {name}/@versions, {name}/@latest, {name}/@v/{version} or {name}/@v/{version}/{path}",
         ));
     };
     let name = Name::parse(&segs[..at].join("/"))?;
     match (segs[at], &segs[at + 1..]) {
         ("@versions", []) => Ok(ReadTarget::Versions(name)),
+        ("@latest", []) => Ok(ReadTarget::Latest(name)),
         ("@v", [version]) => Ok(ReadTarget::Manifest(name, Version::parse(version)?)),
         ("@v", [version, path @ ..]) if !path.is_empty() => {
             let version = Version::parse(version)?;
@@ -49,7 +54,7 @@ pub(crate) fn parse_target(rest: &str) -> ApiResult<ReadTarget> {
         }
         (marker, _) => Err(ApiError::bad(
             "path",
-            format!("unknown selector {marker:?}; expected @versions or @v/{{version}}"),
+            format!("unknown selector {marker:?}; expected @versions, @latest or @v/{{version}}"),
         )),
     }
 }
@@ -147,6 +152,7 @@ pub(crate) async fn read(
             let Query(page) = query?;
             versions(&state, repo, &name, page).await
         }
+        ReadTarget::Latest(name) => latest(&state, repo, &name).await,
         ReadTarget::Manifest(name, version) => {
             let m = resolve_manifest(&state, repo, &name, &version).await?;
             let mut resp = Json(super::transactions::manifest_json(&m)).into_response();
@@ -191,6 +197,39 @@ pub(crate) async fn read(
             }
         }
     }
+}
+
+/// `@latest`: the manifest of the version committed last; in a group, of the first member
+/// that has any version of the name (the order reads resolve in). Never cached by clients
+/// (it moves with every commit); `Content-Location` names the version's own, immutable, URL.
+async fn latest(state: &AppState, repo: &RepoConfig, name: &Name) -> ApiResult<Response> {
+    for member in state.members(repo) {
+        let Some(version) = state.store.latest_version(&member.name, name).await? else {
+            continue;
+        };
+        let m = match state.store.has_version(&member.name, name, &version).await? {
+            Some(m) => m,
+            // Evicted just now: the caller asks again.
+            None => continue,
+        };
+        let mut resp = Json(super::transactions::manifest_json(&m)).into_response();
+        let h = resp.headers_mut();
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        let location = format!(
+            "/api/v1/repos/{}/{}/@v/{}",
+            percent_encode_path(repo.name.as_str()),
+            percent_encode_path(name.as_str()),
+            percent_encode_path(version.as_str())
+        );
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            h.insert(header::CONTENT_LOCATION, v);
+        }
+        return Ok(resp);
+    }
+    Err(ApiError::NotFound(format!(
+        "no version of {name} in repo {}",
+        repo.name
+    )))
 }
 
 async fn versions(state: &AppState, repo: &RepoConfig, name: &Name, page: Page) -> ApiResult<Response> {
@@ -307,6 +346,7 @@ mod tests {
             Some(ReadTarget::Versions(Name::parse("a/b").expect("n")))
         );
         assert!(matches!(parse_target("a/@v/1"), Ok(ReadTarget::Manifest(_, _))));
+        assert!(matches!(parse_target("a/b/@latest"), Ok(ReadTarget::Latest(n)) if n.as_str() == "a/b"));
         assert!(matches!(parse_target("a/@v/1/dir/f.bin"), Ok(ReadTarget::File(_, _, p)) if p == "dir/f.bin"));
         for bad in [
             "a",
@@ -316,6 +356,7 @@ mod tests {
             "a/@x",
             "../a/@versions",
             "a/@versions/x",
+            "a/@latest/x",
             "a/@v/1/",
         ] {
             assert!(parse_target(bad).is_err(), "{bad}");

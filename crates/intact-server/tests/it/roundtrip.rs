@@ -473,3 +473,30 @@ async fn edges_of_the_grammar_round_trip() {
     }
     s.stop().await;
 }
+
+/// `@latest` answers the manifest of the version committed last (not the highest), is never
+/// cached, and names the version's own URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_is_the_version_committed_last() {
+    let s = Server::start().await;
+    let (status, v) = s.get_json("/api/v1/repos/files/tools/x/@latest").await;
+    assert_error(&(status, v), StatusCode::NOT_FOUND, "not_found", None);
+    for version in ["2.0.0", "10.0.0", "1.5.0"] {
+        s.publish("tools/x", version, &[("f", version.as_bytes())]).await;
+    }
+    let resp = s
+        .http
+        .get(s.url("/api/v1/repos/files/tools/x/@latest"))
+        .send()
+        .await
+        .expect("latest");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()[header::CACHE_CONTROL], "no-cache");
+    assert_eq!(
+        resp.headers()[header::CONTENT_LOCATION],
+        "/api/v1/repos/files/tools/x/@v/1.5.0"
+    );
+    let m: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(str_of(&m, "version"), "1.5.0");
+    assert_eq!(m["files"][0]["path"], "f");
+}

@@ -241,6 +241,9 @@ pub trait Catalog: Send + Sync + 'static {
     /// whole set themselves (the Go `list`), without the paging and fields of `list_versions`.
     async fn version_names(&self, repo: &RepoName, name: &Name) -> Result<Vec<Version>>;
 
+    /// The version of a name committed last (the highest event position), if any.
+    async fn latest_version(&self, repo: &RepoName, name: &Name) -> Result<Option<Version>>;
+
     /// Names with at least one committed version, sorted, starting with `prefix`, after `after`.
     async fn list_names(&self, repo: &RepoName, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<Name>>;
 

@@ -630,12 +630,31 @@ pub async fn version_names_are_every_committed_version_and_nothing_else(h: &Harn
     let open = begin(h, req("vn", "v2.0.0")).await;
     let rolled_back = begin(h, req("vn", "v3.0.0")).await;
     h.store.abort(&rolled_back.id).await.expect("abort");
+    // The latest is the one committed last, not the highest; open ones do not count.
+    assert_eq!(
+        h.store.latest_version(&repo(), &name("vn")).await.expect("latest"),
+        Some(Version::parse("v1.0.1").expect("v"))
+    );
     h.store
         .delete_version(&repo(), &name("vn"), &Version::parse("v1.1.0").expect("v"), "test")
         .await
         .expect("delete");
     let found = names(h.store.version_names(&repo(), &name("vn")).await.expect("names"));
     assert_eq!(found, ["v1.0.0", "v1.0.1"]);
+    let latest = || async { h.store.latest_version(&repo(), &name("vn")).await.expect("latest") };
+    assert_eq!(latest().await, Some(Version::parse("v1.0.1").expect("v")));
+    h.store
+        .delete_version(&repo(), &name("vn"), &Version::parse("v1.0.1").expect("v"), "test")
+        .await
+        .expect("delete");
+    assert_eq!(latest().await, Some(Version::parse("v1.0.0").expect("v")));
+    assert_eq!(
+        h.store
+            .latest_version(&repo(), &name("nothing-here"))
+            .await
+            .expect("latest"),
+        None
+    );
     h.store.abort(&open.id).await.expect("abort");
 }
 
@@ -1082,6 +1101,9 @@ impl intact_store::Catalog for GatedCatalog {
     }
     async fn version_names(&self, repo: &RepoName, name: &Name) -> intact_store::Result<Vec<Version>> {
         self.inner.version_names(repo, name).await
+    }
+    async fn latest_version(&self, repo: &RepoName, name: &Name) -> intact_store::Result<Option<Version>> {
+        self.inner.latest_version(repo, name).await
     }
     async fn list_names(
         &self,

@@ -22,7 +22,7 @@ pub struct Args {
     repo: String,
     /// The name of the artifact, e.g. `tools/cli`.
     name: String,
-    /// The version to download.
+    /// The version to download; `latest` for the one committed last.
     version: String,
     /// Directory to write the files into.
     #[arg(long, default_value = ".")]
@@ -35,13 +35,26 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let client = Client::new(&args.server)?;
+    let selector = if args.version == "latest" {
+        "@latest".to_owned()
+    } else {
+        format!("@v/{}", encode_path(&args.version))
+    };
+    let manifest = client
+        .get_json(&format!(
+            "/api/v1/repos/{}/{}/{selector}",
+            encode_path(&args.repo),
+            encode_path(&args.name)
+        ))
+        .await?;
+    // The version the manifest is of (`latest` names one only once asked).
+    let version = manifest["version"].as_str().unwrap_or(&args.version).to_owned();
     let base = format!(
         "/api/v1/repos/{}/{}/@v/{}",
         encode_path(&args.repo),
         encode_path(&args.name),
-        encode_path(&args.version)
+        encode_path(&version)
     );
-    let manifest = client.get_json(&base).await?;
     let files = manifest["files"].as_array().cloned().unwrap_or_default();
     if !args.force {
         let existing: Vec<String> = files
@@ -127,7 +140,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         "{}/{}@{}: {} files into {}",
         args.repo,
         args.name,
-        args.version,
+        version,
         files.len(),
         args.out.display()
     );

@@ -120,6 +120,26 @@ fn publish_ls_get_verify_gc() {
     assert!(ok, "{out}{err}");
     assert_eq!(std::fs::read(dest.join("notes.txt")).expect("read"), b"lighting pass");
 
+    // `latest` is the version committed last.
+    let latest_dir = dir.path().join("latest");
+    let (ok, out, err) = intact(
+        &server,
+        &[
+            "get",
+            "files",
+            "shots/010/comp",
+            "latest",
+            "--out",
+            latest_dir.to_str().expect("utf8"),
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("shots/010/comp@1:"), "{out}");
+    assert_eq!(
+        std::fs::read(latest_dir.join("notes.txt")).expect("read"),
+        b"lighting pass"
+    );
+
     // Listing the versions of a name the repo does not have is an error, saying so.
     let (ok, _, err) = intact(&server, &["ls", "files", "no/such/name"]);
     assert!(!ok);

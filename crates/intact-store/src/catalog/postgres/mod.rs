@@ -271,6 +271,11 @@ impl Catalog for PostgresCatalog {
             .await
     }
 
+    async fn latest_version(&self, repo: &RepoName, name: &Name) -> Result<Option<Version>> {
+        self.bounded("latest version", versions::latest_version(self, repo, name))
+            .await
+    }
+
     async fn list_names(&self, repo: &RepoName, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<Name>> {
         self.bounded("list names", versions::list_names(self, repo, prefix, after, limit))
             .await

@@ -88,6 +88,19 @@ pub(super) async fn version_names(cat: &PostgresCatalog, repo: &RepoName, name: 
         .collect()
 }
 
+/// The last entry of the `(repo, name, seq)` index.
+pub(super) async fn latest_version(cat: &PostgresCatalog, repo: &RepoName, name: &Name) -> Result<Option<Version>> {
+    let found: Option<String> =
+        sqlx::query_scalar("SELECT version FROM versions WHERE repo = $1 AND name = $2 ORDER BY seq DESC LIMIT 1")
+            .bind(repo.as_str())
+            .bind(name.as_str())
+            .fetch_optional(&cat.pool)
+            .await?;
+    found
+        .map(|v| Version::parse(&v).map_err(|e| corrupt(e.to_string())))
+        .transpose()
+}
+
 pub(super) async fn list_names(
     cat: &PostgresCatalog,
     repo: &RepoName,

@@ -245,6 +245,10 @@ impl Catalog for SqliteCatalog {
         versions::version_names(self, repo, name).await
     }
 
+    async fn latest_version(&self, repo: &RepoName, name: &Name) -> Result<Option<Version>> {
+        versions::latest_version(self, repo, name).await
+    }
+
     async fn list_names(&self, repo: &RepoName, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<Name>> {
         versions::list_names(self, repo, prefix, after, limit).await
     }
