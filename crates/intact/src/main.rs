@@ -54,6 +54,8 @@ enum Command {
     Publish(cmd::publish::Args),
     /// Download every file of a version, verifying each sha256.
     Get(cmd::get::Args),
+    /// Whether the server is ready to serve (its /readyz): exit status 0 or 1.
+    Ready(cmd::ready::Args),
     /// List the repositories.
     Repos(cmd::repos::Args),
     /// List the names of a repo, or the versions of a name.
@@ -122,6 +124,7 @@ fn main() -> std::process::ExitCode {
             Command::Config(a) => cmd::config::run(a),
             Command::Publish(a) => cmd::publish::run(a).await,
             Command::Get(a) => cmd::get::run(a).await,
+            Command::Ready(a) => cmd::ready::run(a).await,
             Command::Repos(a) => cmd::repos::run(a).await,
             Command::Ls(a) => cmd::ls::run(a).await,
             Command::Gc(a) => cmd::admin::gc(a).await,

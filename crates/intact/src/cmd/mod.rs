@@ -8,6 +8,7 @@ pub mod go;
 pub mod ls;
 pub mod migrate;
 pub mod publish;
+pub mod ready;
 pub mod repos;
 pub mod serve;
 pub mod stage;

@@ -367,3 +367,38 @@ fn completions_are_generated_for_each_shell() {
         );
     }
 }
+
+/// The sample configurations in `deploy/` stay valid as the configuration evolves.
+#[test]
+fn the_deployment_samples_pass_config_check() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for sample in ["deploy/single/intact.toml", "deploy/systemd/intact.toml"] {
+        let out = Command::new(BIN)
+            .args(["config", "check"])
+            .arg(root.join(sample))
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{sample}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn ready_says_whether_the_server_can_serve() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), None, &[]);
+    let (ok, out, err) = intact(&server, &["ready"]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(out.trim(), "ready");
+    let base = server.base.clone();
+    server.kill9();
+    let out = Command::new(BIN)
+        .args(["ready", "--server", &base, "--timeout-seconds", "2"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "a dead server is not ready");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not ready"));
+}
