@@ -131,33 +131,15 @@ pub fn percent_encode_path(path: &str) -> String {
 
 /// Whether a pattern uses glob characters.
 pub fn is_glob(pattern: &str) -> bool {
-    pattern.contains(['*', '?'])
+    pattern.contains(['*', '?', '['])
 }
 
-/// Shell-style matching of one name: `*` is any run of characters, `?` exactly one.
+/// Whether a file name matches a pattern, with the one glob matcher intact has (Go's
+/// `path.Match`, also used by the Go proxy's `exclude` lists): `*` is any run of characters,
+/// `?` exactly one, `[a-z]` a class, `\` escapes. A malformed pattern matches nothing (and
+/// is refused when the configuration is loaded).
 pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    // Iterative matching with one backtrack point: linear in practice, never exponential.
-    let (mut pi, mut ni) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ni < n.len() {
-        // `*` first: a name may contain a literal `*`, which must not use up the wildcard.
-        if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ni));
-            pi += 1;
-        } else if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
-            pi += 1;
-            ni += 1;
-        } else if let Some((sp, sn)) = star {
-            pi = sp + 1;
-            ni = sn + 1;
-            star = Some((sp, sn + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
+    intact_go::pattern::path_match_checked(pattern, name).unwrap_or(false)
 }
 
 /// Splits `dir/sub/pattern` into its directory part (`dir/sub`, possibly empty) and last
@@ -175,7 +157,14 @@ pub fn check_pattern(pattern: &str) -> Result<(), String> {
     let (dir, last) = split_pattern(pattern);
     if is_glob(dir) {
         return Err(format!(
-            "pattern {pattern:?}: '*' and '?' may only appear in the last path segment"
+            "pattern {pattern:?}: '*', '?' and '[' may only appear in the last path segment"
+        ));
+    }
+    // Go reports a malformed pattern only once matching reaches it: matching the pattern
+    // against itself reaches every part.
+    if intact_go::pattern::path_match_checked(last, last).is_none() {
+        return Err(format!(
+            "pattern {pattern:?}: malformed (an unclosed '[' or a trailing '\\')"
         ));
     }
     let probe = pattern.replace(['*', '?'], "x");
@@ -261,6 +250,17 @@ mod tests {
         assert!(glob_match("*", "*"));
         assert!(glob_match("a*", "a*"));
         assert!(!glob_match("a*c", "a*b"));
+    }
+
+    #[test]
+    fn classes_and_escapes_are_those_of_the_go_proxy_matcher() {
+        assert!(glob_match("build-[0-9].tar", "build-7.tar"));
+        assert!(!glob_match("build-[0-9].tar", "build-x.tar"));
+        assert!(glob_match(r"literal\*.bin", "literal*.bin"));
+        assert!(!glob_match(r"literal\*.bin", "literally.bin"));
+        assert!(!glob_match("broken[", "broken["), "a malformed pattern matches nothing");
+        assert!(check_pattern("broken[.tar").is_err());
+        assert!(check_pattern("dir[0-9]/x.tar").is_err());
     }
 
     #[test]
