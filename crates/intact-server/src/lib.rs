@@ -6,6 +6,7 @@ pub mod api;
 pub mod config;
 pub mod forwarded;
 pub mod go;
+pub mod hooks;
 pub mod http;
 pub mod limits;
 pub mod listener;

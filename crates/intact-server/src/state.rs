@@ -75,7 +75,10 @@ impl Shared {
 impl AppState {
     /// Starts the front-ends' background tasks (if any).
     pub fn start_background(&self, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
-        let mut tasks = vec![tokio::spawn(crate::observe::metrics::run_upkeep(shutdown.clone()))];
+        let mut tasks = vec![
+            tokio::spawn(crate::observe::metrics::run_upkeep(shutdown.clone())),
+            tokio::spawn(crate::hooks::deliver::run(self.clone(), shutdown.clone())),
+        ];
         tasks.extend(crate::staging::start_background(self, shutdown));
         tasks
     }

@@ -7,6 +7,7 @@ pub mod blob;
 pub mod catalog;
 pub mod clock;
 pub mod error;
+pub mod hooks;
 pub mod migrate;
 mod open;
 mod small_files;

@@ -72,6 +72,8 @@ enum Command {
     Migrate(cmd::migrate::Args),
     /// API tokens: create, list, revoke (docs/security.md).
     Token(cmd::token::Args),
+    /// Webhooks: signed HTTP callbacks for commits, rollbacks and deletions (docs/operations.md).
+    Hooks(cmd::hooks::Args),
     /// Print a shell completion script: `intact completions bash > /etc/bash_completion.d/intact`.
     Completions(cmd::completions::Args),
 }
@@ -133,6 +135,7 @@ fn main() -> std::process::ExitCode {
             Command::Go(a) => cmd::go::run(a).await,
             Command::Migrate(a) => cmd::migrate::run(a).await,
             Command::Token(a) => cmd::token::run(a).await,
+            Command::Hooks(a) => cmd::hooks::run(a).await,
             Command::Completions(a) => cmd::completions::run::<Cli>(a),
         }
     });

@@ -23,6 +23,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use self::error::{ApiError, ApiResult};
+pub(crate) use self::guard::require_json;
 use crate::config::{RepoConfig, RepoFormat, RepoKind};
 use crate::http::Caller;
 use crate::state::AppState;
@@ -72,6 +73,7 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(tokens::revoke).route_layer(middleware::from_fn(guard::require_json)),
         )
         .merge(crate::staging::routes())
+        .merge(crate::hooks::routes())
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

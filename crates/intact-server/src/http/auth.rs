@@ -161,7 +161,7 @@ async fn need_of(state: &AppState, method: &Method, path: &str) -> intact_store:
             ),
             None => Need::AnyToken,
         },
-        ["api", "v1", "admin", ..] | ["api", "v1", "tokens", ..] => Need::ServerAdmin,
+        ["api", "v1", "admin", ..] | ["api", "v1", "tokens", ..] | ["api", "v1", "hooks", ..] => Need::ServerAdmin,
         ["api", ..] => Need::AnyToken,
         ["go", repo, "publish"] => Need::Repo(segment(repo), Access::Publish),
         ["go", repo, ..] => Need::Repo(

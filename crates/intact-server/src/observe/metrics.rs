@@ -130,6 +130,10 @@ fn describe() {
     describe_counter!(SENT_BYTES, Unit::Bytes, "Response body bytes sent");
     describe_counter!(ABANDONED, "Answers whose client went away before the last byte");
     describe_counter!(
+        crate::hooks::deliver::DELIVERIES,
+        "Webhook deliveries by outcome (ok, failed)"
+    );
+    describe_counter!(
         super::UPSTREAM_FETCHES,
         "Fetches from an upstream, by front end and outcome"
     );

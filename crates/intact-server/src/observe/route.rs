@@ -42,6 +42,8 @@ fn api(section: &str, tail: Option<&str>) -> &'static str {
         ("tokens", None, ..) => "/api/v1/tokens",
         ("tokens", Some(_), None, _) => "/api/v1/tokens/{name}",
         ("jobs", Some(_), None, _) => "/api/v1/jobs/{id}",
+        ("hooks", None, ..) => "/api/v1/hooks",
+        ("hooks", Some(_), None, _) => "/api/v1/hooks/{name}",
         ("openapi.json", None, ..) => "/api/v1/openapi.json",
         _ => "unmatched",
     }
@@ -99,6 +101,8 @@ mod tests {
             ("/api/v1/tokens", "/api/v1/tokens"),
             ("/api/v1/tokens/ci", "/api/v1/tokens/{name}"),
             ("/api/v1/jobs/j1", "/api/v1/jobs/{id}"),
+            ("/api/v1/hooks", "/api/v1/hooks"),
+            ("/api/v1/hooks/ci", "/api/v1/hooks/{name}"),
             ("/go/mods/publish", "/go/{repo}/publish"),
             ("/go/mods/example.com/a/@v/list", "/go/{repo}/{module}/@v/list"),
             ("/go/mods/example.com/a/@latest", "/go/{repo}/{module}/@latest"),

@@ -300,6 +300,15 @@ async fn every_write_and_admin_path_refuses_missing_wrong_and_revoked_tokens() {
             true,
         ),
         case(Method::DELETE, "/api/v1/tokens/root", None, true),
+        case(Method::GET, "/api/v1/hooks", None, true),
+        case(
+            Method::POST,
+            "/api/v1/hooks",
+            Some(json!({"name": "sneaky", "repo": "*", "url": "http://127.0.0.1:9/"})),
+            true,
+        ),
+        case(Method::GET, "/api/v1/hooks/sneaky", None, true),
+        case(Method::DELETE, "/api/v1/hooks/sneaky", None, true),
     ];
     for c in &cases {
         let what = format!("{} {}", c.method, c.path);

@@ -397,6 +397,27 @@ pub trait Catalog: Send + Sync + 'static {
     /// included), for the operators' metrics.
     async fn count_open_txns(&self) -> Result<u64>;
 
+    /// Creates a webhook delivering events written from now on; `Exists` for a taken name.
+    async fn create_hook(&self, hook: &crate::hooks::NewHook) -> Result<crate::hooks::HookRecord>;
+
+    /// Every webhook, by name.
+    async fn hooks(&self) -> Result<Vec<crate::hooks::HookRecord>>;
+
+    /// Deletes a webhook (`false`: there was none).
+    async fn delete_hook(&self, name: &str) -> Result<bool>;
+
+    /// Takes hook `name` for delivery by `holder` for `lease`, if nobody else holds it and
+    /// its next attempt is due: the hook with its secret, or `None`.
+    async fn claim_hook(
+        &self,
+        name: &str,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<Option<(crate::hooks::HookRecord, String)>>;
+
+    /// Records a delivery round of `holder` (`false`: the hook is gone or held by another).
+    async fn record_hook(&self, name: &str, holder: &str, progress: &crate::hooks::HookProgress) -> Result<bool>;
+
     /// Whether any token was ever made (revoked ones count: once access control is on, it
     /// stays on).
     async fn has_tokens(&self) -> Result<bool>;

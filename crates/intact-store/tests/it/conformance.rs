@@ -1275,6 +1275,35 @@ impl intact_store::Catalog for GatedCatalog {
     async fn count_open_txns(&self) -> intact_store::Result<u64> {
         self.inner.count_open_txns().await
     }
+
+    async fn create_hook(
+        &self,
+        hook: &intact_store::hooks::NewHook,
+    ) -> intact_store::Result<intact_store::hooks::HookRecord> {
+        self.inner.create_hook(hook).await
+    }
+    async fn hooks(&self) -> intact_store::Result<Vec<intact_store::hooks::HookRecord>> {
+        self.inner.hooks().await
+    }
+    async fn delete_hook(&self, name: &str) -> intact_store::Result<bool> {
+        self.inner.delete_hook(name).await
+    }
+    async fn claim_hook(
+        &self,
+        name: &str,
+        holder: &str,
+        lease: Duration,
+    ) -> intact_store::Result<Option<(intact_store::hooks::HookRecord, String)>> {
+        self.inner.claim_hook(name, holder, lease).await
+    }
+    async fn record_hook(
+        &self,
+        name: &str,
+        holder: &str,
+        progress: &intact_store::hooks::HookProgress,
+    ) -> intact_store::Result<bool> {
+        self.inner.record_hook(name, holder, progress).await
+    }
 }
 
 /// The manifest cache after an eviction: a read that looked the version up just before it was
@@ -2055,6 +2084,84 @@ pub async fn recorded_uploads_count_until_ended_or_lapsed(h: &Harness) {
 /// Tokens: only the secret's hash is kept; a lookup finds the token by its secret alone; a
 /// name is never reused (revoked ones included); revoking keeps the token, marked; and the
 /// open transactions of a token are counted.
+pub async fn hooks_are_claimed_by_one_holder_and_keep_their_cursor(h: &Harness) {
+    use intact_store::hooks::{HookFailure, HookProgress, NewHook};
+    let catalog = h.store.catalog();
+    publish(h, "before-hook", "1", &[]).await;
+    let last_before = catalog.last_event_seq().await.expect("seq");
+    let new = NewHook {
+        name: "ci".into(),
+        repo: "*".into(),
+        url: "http://127.0.0.1:9/hook".into(),
+        secret: "0123456789abcdef-secret".into(),
+        events: vec!["committed".into(), "deleted".into()],
+    };
+    let created = catalog.create_hook(&new).await.expect("create");
+    assert_eq!(
+        created.cursor, last_before,
+        "a new hook starts after the events already written"
+    );
+    assert!(matches!(
+        catalog.create_hook(&new).await,
+        Err(intact_store::Error::Exists { .. })
+    ));
+    assert_eq!(catalog.hooks().await.expect("list"), vec![created.clone()]);
+
+    // One holder at a time; the holder gets the secret.
+    let lease = Duration::from_secs(30);
+    let (claimed, secret) = catalog
+        .claim_hook("ci", "a", lease)
+        .await
+        .expect("claim")
+        .expect("free");
+    assert_eq!(
+        (claimed.name.as_str(), secret.as_str()),
+        ("ci", "0123456789abcdef-secret")
+    );
+    assert!(
+        catalog.claim_hook("ci", "b", lease).await.expect("claim").is_none(),
+        "held by a"
+    );
+    assert!(
+        catalog.claim_hook("ci", "a", lease).await.expect("claim").is_some(),
+        "a renews"
+    );
+
+    // Progress moves the cursor forward only; a failure postpones the next claim.
+    let progress = HookProgress {
+        cursor: last_before + 5,
+        delivered: 2,
+        failure: None,
+    };
+    assert!(catalog.record_hook("ci", "a", &progress).await.expect("record"));
+    assert!(
+        !catalog.record_hook("ci", "b", &progress).await.expect("record"),
+        "not b's"
+    );
+    let back = HookProgress {
+        cursor: last_before + 1,
+        delivered: 0,
+        failure: Some(HookFailure {
+            status: Some(503),
+            error: "receiver answered 503".into(),
+            retry_in_ms: 3_600_000,
+        }),
+    };
+    assert!(catalog.record_hook("ci", "a", &back).await.expect("record"));
+    let now = catalog.hooks().await.expect("list").remove(0);
+    assert_eq!(now.cursor, last_before + 5, "the cursor never moves back");
+    assert_eq!((now.delivered, now.failures, now.last_status), (2, 1, Some(503)));
+    assert!(now.next_attempt_at.is_some());
+    assert!(
+        catalog.claim_hook("ci", "a", lease).await.expect("claim").is_none(),
+        "not before its next attempt is due"
+    );
+
+    assert!(catalog.delete_hook("ci").await.expect("delete"));
+    assert!(!catalog.delete_hook("ci").await.expect("delete"));
+    assert!(catalog.hooks().await.expect("list").is_empty());
+}
+
 pub async fn tokens_are_kept_hashed_revoked_for_good_and_owners_counted(h: &Harness) {
     use intact_store::tokens::{self, Access, Presented};
     let catalog = h.store.catalog().clone();

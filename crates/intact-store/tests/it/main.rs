@@ -258,6 +258,7 @@ macro_rules! every_promise {
     listing_paginates_in_commit_order,
     version_names_are_every_committed_version_and_nothing_else,
     tokens_are_kept_hashed_revoked_for_good_and_owners_counted,
+    hooks_are_claimed_by_one_holder_and_keep_their_cursor,
     names_are_browsable_by_prefix,
     duplicate_content_is_stored_once,
     lru_eviction_deletes_whole_versions,

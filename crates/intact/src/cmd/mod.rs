@@ -5,6 +5,7 @@ pub mod completions;
 pub mod config;
 pub mod get;
 pub mod go;
+pub mod hooks;
 pub mod ls;
 pub mod migrate;
 pub mod publish;

@@ -7,6 +7,7 @@ mod gc;
 mod go_fixtures;
 mod go_proxy;
 mod harness;
+mod hooks;
 mod large;
 mod observability;
 mod power_loss;

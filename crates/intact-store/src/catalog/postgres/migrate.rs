@@ -37,6 +37,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "listing covering index",
         include_str!("../../../migrations/postgres/0006_listing_covering.sql"),
     ),
+    (7, "hooks", include_str!("../../../migrations/postgres/0007_hooks.sql")),
 ];
 
 pub(super) async fn run(pool: &PgPool) -> Result<()> {

@@ -37,6 +37,7 @@ use crate::{BlobStore, Error, Result};
 mod blobs;
 mod events;
 mod flights;
+mod hooks;
 mod migrate;
 mod rows;
 mod sweeper;
@@ -450,5 +451,35 @@ impl Catalog for PostgresCatalog {
     async fn count_open_txns(&self) -> Result<u64> {
         self.bounded("counting open transactions", tokens::count_open_txns(self))
             .await
+    }
+
+    async fn create_hook(&self, hook: &crate::hooks::NewHook) -> Result<crate::hooks::HookRecord> {
+        self.bounded("creating a hook", hooks::create(self, hook)).await
+    }
+
+    async fn hooks(&self) -> Result<Vec<crate::hooks::HookRecord>> {
+        self.bounded("listing hooks", hooks::list(self)).await
+    }
+
+    async fn delete_hook(&self, name: &str) -> Result<bool> {
+        self.bounded("deleting a hook", hooks::delete(self, name)).await
+    }
+
+    async fn claim_hook(
+        &self,
+        name: &str,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<Option<(crate::hooks::HookRecord, String)>> {
+        self.bounded("claiming a hook", hooks::claim(self, name, holder, lease))
+            .await
+    }
+
+    async fn record_hook(&self, name: &str, holder: &str, progress: &crate::hooks::HookProgress) -> Result<bool> {
+        self.bounded(
+            "recording a hook's delivery",
+            hooks::record(self, name, holder, progress),
+        )
+        .await
     }
 }

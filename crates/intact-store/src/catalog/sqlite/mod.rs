@@ -35,6 +35,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../../../migrations/sqlite/0006_tokens.sql")),
     (7, include_str!("../../../migrations/sqlite/0007_sweeper.sql")),
     (8, include_str!("../../../migrations/sqlite/0008_listing_covering.sql")),
+    (9, include_str!("../../../migrations/sqlite/0009_hooks.sql")),
 ];
 
 const SWEEP_BATCH: i64 = 500;
@@ -180,6 +181,7 @@ mod blobs;
 mod events;
 mod flights;
 mod group;
+mod hooks;
 mod rows;
 mod sweeper;
 mod tokens;
@@ -406,6 +408,31 @@ impl Catalog for SqliteCatalog {
 
     async fn count_open_txns(&self) -> Result<u64> {
         tokens::count_open_txns(self).await
+    }
+
+    async fn create_hook(&self, hook: &crate::hooks::NewHook) -> Result<crate::hooks::HookRecord> {
+        hooks::create(self, hook).await
+    }
+
+    async fn hooks(&self) -> Result<Vec<crate::hooks::HookRecord>> {
+        hooks::list(self).await
+    }
+
+    async fn delete_hook(&self, name: &str) -> Result<bool> {
+        hooks::delete(self, name).await
+    }
+
+    async fn claim_hook(
+        &self,
+        name: &str,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<Option<(crate::hooks::HookRecord, String)>> {
+        hooks::claim(self, name, holder, lease).await
+    }
+
+    async fn record_hook(&self, name: &str, holder: &str, progress: &crate::hooks::HookProgress) -> Result<bool> {
+        hooks::record(self, name, holder, progress).await
     }
 }
 
