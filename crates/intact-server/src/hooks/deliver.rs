@@ -33,6 +33,8 @@ const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 const BATCH: u32 = 100;
 /// How often hooks are looked at without an event to wake the deliverer (a retry coming due).
 const POLL: Duration = Duration::from_secs(1);
+/// The shortest time between two passes over the hooks.
+const MIN_PASS: Duration = Duration::from_millis(100);
 /// The longest wait between attempts of one failing delivery.
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
 
@@ -65,23 +67,42 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
     let catalog = state.store.catalog().clone();
     let mut wakeups = catalog.event_wakeups();
     loop {
-        if let Err(e) = deliver_due(&state, &client, &holder).await {
-            tracing::warn!(error = %e, "webhooks: reading the hooks or the event log failed; trying again");
-        }
-        tokio::select! {
-            _ = wakeups.changed() => {}
-            _ = tokio::time::sleep(POLL) => {}
-            _ = shutdown.changed() => return,
+        let pass = tokio::time::Instant::now();
+        let any = match deliver_due(&state, &client, &holder).await {
+            Ok(any) => any,
+            Err(e) => {
+                tracing::warn!(error = %e, "webhooks: reading the hooks or the event log failed; trying again");
+                true
+            }
+        };
+        if any {
+            // At most ten passes a second however fast events come: a burst of commits is
+            // delivered in rounds, not with a catalog query per commit.
+            tokio::select! {
+                _ = tokio::time::sleep_until(pass + MIN_PASS) => {}
+                _ = shutdown.changed() => return,
+            }
+            tokio::select! {
+                _ = wakeups.changed() => {}
+                _ = tokio::time::sleep(POLL) => {}
+                _ = shutdown.changed() => return,
+            }
+        } else {
+            // No hook: look again now and then (one may be created by another process).
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => {}
+                _ = shutdown.changed() => return,
+            }
         }
     }
 }
 
-/// One round for every hook with something to deliver.
-async fn deliver_due(state: &AppState, client: &reqwest::Client, holder: &str) -> intact_store::Result<()> {
+/// One round for every hook with something to deliver; whether any hook exists.
+async fn deliver_due(state: &AppState, client: &reqwest::Client, holder: &str) -> intact_store::Result<bool> {
     let catalog = state.store.catalog();
     let hooks = catalog.hooks().await?;
     if hooks.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     let last = catalog.last_event_seq().await?;
     let now = state.store.now();
@@ -91,7 +112,7 @@ async fn deliver_due(state: &AppState, client: &reqwest::Client, holder: &str) -
             round(state, client, holder, &hook.name).await?;
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Claims hook `name` and delivers what follows its cursor, for at most [`ROUND_BUDGET`].
