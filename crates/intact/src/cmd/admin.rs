@@ -180,10 +180,10 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         .cloned()
         .unwrap_or_default();
     println!(
-        "checked {} blobs ({} bytes): {} problem(s)",
-        report.get("blobs_checked").and_then(Value::as_u64).unwrap_or(0),
-        report.get("bytes_checked").and_then(Value::as_u64).unwrap_or(0),
-        problems.len()
+        "checked {} ({}): {}",
+        super::count(report.get("blobs_checked").and_then(Value::as_u64).unwrap_or(0), "blob"),
+        super::size(report.get("bytes_checked").and_then(Value::as_u64).unwrap_or(0)),
+        super::count(problems.len() as u64, "problem")
     );
     for p in &problems {
         println!(

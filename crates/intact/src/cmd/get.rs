@@ -133,15 +133,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         tokio::fs::rename(&partial, &dest).await?;
         match bar {
             Some(b) => b.finish(),
-            None => eprintln!("downloaded {path} ({size} bytes, sha256 verified)"),
+            None => eprintln!("downloaded {path} ({}, sha256 verified)", super::size(size)),
         }
     }
     println!(
-        "{}/{}@{}: {} files into {}",
+        "{}/{}@{}: {} into {}",
         args.repo,
         args.name,
         version,
-        files.len(),
+        super::count(files.len() as u64, "file"),
         args.out.display()
     );
     Ok(ExitCode::SUCCESS)

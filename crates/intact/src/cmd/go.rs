@@ -107,9 +107,10 @@ async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
     })?;
     let size = std::fs::metadata(&zip_path)?.len();
     eprintln!(
-        "built {module}@{}: {} files, {size} bytes",
+        "built {module}@{}: {}, {}",
         args.version,
-        created.files.len()
+        super::count(created.files.len() as u64, "file"),
+        super::size(size)
     );
 
     let client = Client::new(&args.server)?;

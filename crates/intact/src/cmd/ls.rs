@@ -58,11 +58,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 println!("{s}");
             } else {
                 println!(
-                    "{}\t{}\t{} bytes\t{} files",
+                    "{}\t{}\t{}\t{}",
                     item.get("version").and_then(Value::as_str).unwrap_or("?"),
                     item.get("created_at").and_then(Value::as_str).unwrap_or("?"),
-                    item.get("size").and_then(Value::as_u64).unwrap_or(0),
-                    item.get("files").and_then(Value::as_u64).unwrap_or(0)
+                    super::size(item.get("size").and_then(Value::as_u64).unwrap_or(0)),
+                    super::count(item.get("files").and_then(Value::as_u64).unwrap_or(0), "file")
                 );
             }
         }

@@ -61,12 +61,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     let show = |r: &MigrateReport| {
         bar.set_message(format!(
-            "{} copied, {} already there, {} blobs / {} bytes copied, {} problem(s)",
-            r.versions_copied,
+            "{} copied, {} already there, {} / {} copied, {}",
+            super::count(r.versions_copied, "version"),
             r.versions_already_there,
-            r.blobs_copied,
-            r.bytes_copied,
-            r.problems.len()
+            super::count(r.blobs_copied, "blob"),
+            super::size(r.bytes_copied),
+            super::count(r.problems.len() as u64, "problem")
         ));
         bar.tick();
     };

@@ -20,7 +20,9 @@ use crate::client::{Client, encode_path};
 pub struct Args {
     #[command(flatten)]
     server: ServerArgs,
+    /// A hosted generic repo, e.g. `files`.
     repo: String,
+    /// The name to publish under, e.g. `shots/010/comp` (segments of [A-Za-z0-9._-]).
     name: String,
     /// A version, or `auto` for the next integer version.
     version: String,
@@ -174,12 +176,12 @@ async fn compare_with_existing(
     let diff = ContentDiff::between(&existing.files, &existing.metadata, &local, metadata);
     if diff.is_empty() {
         println!(
-            "already published, identical: {}/{}@{} ({} files, {} bytes)",
+            "already published, identical: {}/{}@{} ({}, {})",
             args.repo,
             args.name,
             args.version,
-            existing.files.len(),
-            existing.total_size()
+            super::count(existing.files.len() as u64, "file"),
+            super::size(existing.total_size())
         );
         return Ok(Some(ExitCode::SUCCESS));
     }
@@ -265,7 +267,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .filter_map(|f| f["size"].as_u64())
         .sum();
     println!(
-        "{} {}/{}@{}: {} files, {} bytes",
+        "{} {}/{}@{}: {}, {}",
         if created {
             "published"
         } else {
@@ -274,8 +276,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.repo,
         args.name,
         version,
-        files.len(),
-        total
+        super::count(files.len() as u64, "file"),
+        super::size(total)
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -330,7 +332,7 @@ async fn upload_all(client: &Client, id: &str, files: &[(String, PathBuf)]) -> a
         }
         match bar {
             Some(b) => b.finish(),
-            None => eprintln!("uploaded {path} ({size} bytes, sha256 {local_digest})"),
+            None => eprintln!("uploaded {path} ({}, sha256 {local_digest})", super::size(size)),
         }
     }
     Ok(())

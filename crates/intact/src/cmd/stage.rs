@@ -41,21 +41,6 @@ struct Progress {
     last: HashMap<String, (String, Instant)>,
 }
 
-fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 impl Progress {
     fn new() -> Self {
         Self {
@@ -102,8 +87,10 @@ impl Progress {
                         continue;
                     }
                     let line = match total {
-                        Some(t) if state == "staging" => format!("{art}: {phase} {} of {}", human(done), human(t)),
-                        _ if state == "staging" => format!("{art}: {phase} {}", human(done)),
+                        Some(t) if state == "staging" => {
+                            format!("{art}: {phase} {} of {}", super::size(done), super::size(t))
+                        }
+                        _ if state == "staging" => format!("{art}: {phase} {}", super::size(done)),
                         _ => format!("{art}: {state}"),
                     };
                     let due = match self.last.get(&art) {
@@ -183,12 +170,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     for item in answer["items"].as_array().into_iter().flatten() {
         println!(
-            "staged {}/{}@{}: {} files, {}",
+            "staged {}/{}@{}: {}, {}",
             args.repo,
             args.name,
             item["artifact"].as_str().unwrap_or("?"),
-            item["files"].as_u64().unwrap_or(0),
-            human(item["size"].as_u64().unwrap_or(0))
+            super::count(item["files"].as_u64().unwrap_or(0), "file"),
+            super::size(item["size"].as_u64().unwrap_or(0))
         );
     }
     let mut pending = Vec::new();
@@ -225,11 +212,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             let art = a["artifact"].as_str().unwrap_or("?");
             match a["state"].as_str() {
                 Some("staged") => println!(
-                    "staged {}/{}@{art}: {} files, {}",
+                    "staged {}/{}@{art}: {}, {}",
                     args.repo,
                     args.name,
-                    a["files"].as_u64().unwrap_or(0),
-                    human(a["size"].as_u64().unwrap_or(0))
+                    super::count(a["files"].as_u64().unwrap_or(0), "file"),
+                    super::size(a["size"].as_u64().unwrap_or(0))
                 ),
                 _ => {
                     failed = true;

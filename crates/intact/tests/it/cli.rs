@@ -208,7 +208,7 @@ fn publish_ls_get_verify_gc() {
 
     let (ok, out, _) = intact(&server, &["verify"]);
     assert!(ok, "{out}");
-    assert!(out.contains("0 problem(s)"), "{out}");
+    assert!(out.contains("0 problems"), "{out}");
     let (ok, out, _) = intact(&server, &["gc", "--grace-seconds", "0"]);
     assert!(ok, "{out}");
     assert!(out.contains("\"blobs_deleted\""), "{out}");
@@ -233,7 +233,7 @@ fn verify_and_gc_work_offline_on_a_data_dir_and_refuse_a_busy_one() {
         .output()
         .expect("run");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("checked 1 blobs"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("checked 1 blob ("));
     // A damaged blob: verify fails and names the version that needs repair.
     let digest = intact_core::Digest::of(b"offline").to_hex();
     let blob = data.join("blobs/sha256").join(&digest[..2]).join(&digest);
