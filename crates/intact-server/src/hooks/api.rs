@@ -51,7 +51,12 @@ pub(super) async fn create(
     };
     hooks::check(&new).map_err(|(field, message)| ApiError::bad(field, message))?;
     let record = state.store.catalog().create_hook(&new).await?;
-    tracing::info!(hook = %record.name, repo = %record.repo, url = %record.url, "webhook created");
+    tracing::info!(
+        hook = %record.name,
+        repo = %record.repo,
+        url = %intact_store::redact(&record.url),
+        "webhook created"
+    );
     let mut body = serde_json::to_value(&record).unwrap_or_default();
     body["secret"] = json!(secret);
     Ok((StatusCode::CREATED, Json(body)).into_response())

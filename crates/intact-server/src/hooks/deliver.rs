@@ -148,7 +148,7 @@ async fn round(state: &AppState, client: &reqwest::Client, holder: &str, name: &
                         tracing::warn!(
                             hook = %hook.name,
                             seq = event.seq,
-                            url = %hook.url,
+                            url = %intact_store::redact(&hook.url),
                             %error,
                             retry_in_seconds = retry.as_secs(),
                             "webhook delivery failed"
