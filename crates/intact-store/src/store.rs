@@ -125,7 +125,7 @@ const ORPHAN_PAGE: usize = 1000;
 /// an error before any byte is sent); larger ones are verified as they stream.
 const VERIFY_AHEAD: u64 = 256 * 1024;
 
-/// How long each part of a readiness check may take before it counts as failed.
+/// How long a whole readiness check may take before it counts as failed.
 pub const READINESS_DEADLINE: Duration = Duration::from_secs(5);
 
 /// How long a readiness answer stands (see [`Store::readiness`]).
@@ -160,8 +160,8 @@ pub struct Store {
     /// Set when a write ran out of space; cleared once a readiness check finds both backends
     /// writable again.
     out_of_space: std::sync::atomic::AtomicBool,
-    /// When the store was last found ready (see [`Store::readiness`]).
-    last_ready: tokio::sync::Mutex<Option<std::time::Instant>>,
+    /// The last readiness answer and when it was found (see [`Store::readiness`]).
+    last_readiness: tokio::sync::Mutex<Option<(std::time::Instant, std::result::Result<(), String>)>>,
     /// Uploads streaming right now, by transaction: a commit refuses while any is in flight.
     uploads: crate::upload::InFlight,
     /// Reads not yet written to the catalog (`last_access`), flushed in batches so the hot
@@ -225,7 +225,7 @@ impl Store {
             deletes: std::sync::Mutex::new(0),
             txns_changed: watch::Sender::new(0),
             out_of_space: std::sync::atomic::AtomicBool::new(false),
-            last_ready: tokio::sync::Mutex::new(None),
+            last_readiness: tokio::sync::Mutex::new(None),
             uploads: crate::upload::InFlight::default(),
             pending_access: std::sync::Mutex::new(std::collections::HashMap::new()),
             _dir_lock: None,
@@ -297,29 +297,43 @@ impl Store {
 
     /// Whether the store can serve: the catalog takes a write (a real one, through its log)
     /// and the blob store answers a lookup; after a write ran out of space, the blob store
-    /// must take a write too. The answer names what is wrong. One check runs at a time, and
-    /// a good answer stands for [`READINESS_TTL`]: a load balancer probing hard costs a
-    /// catalog write a second, not one per probe. A bad answer is not kept: the next probe
-    /// looks again, so readiness comes back the moment the cause is gone.
+    /// must take a write too. The answer names what is wrong, within [`READINESS_DEADLINE`]
+    /// for the whole check. One check runs at a time: probes that waited for it take its
+    /// answer, and a good answer stands for [`READINESS_TTL`], so a load balancer probing
+    /// hard costs a catalog write a second. A bad answer is not kept past the probes that
+    /// waited for it: the next probe looks again, so readiness comes back the moment the
+    /// cause is gone.
     pub async fn readiness(&self) -> std::result::Result<(), String> {
-        let mut last_ready = self.last_ready.lock().await;
+        let asked = std::time::Instant::now();
+        let mut last = self.last_readiness.lock().await;
         let out_of_space = self.out_of_space.load(std::sync::atomic::Ordering::Relaxed);
-        if !out_of_space && last_ready.is_some_and(|at| at.elapsed() < READINESS_TTL) {
-            return Ok(());
+        if let Some((at, answer)) = &*last
+            && (*at >= asked || (answer.is_ok() && !out_of_space && at.elapsed() < READINESS_TTL))
+        {
+            return answer.clone();
         }
-        let answer = self.check_readiness().await;
-        *last_ready = answer.is_ok().then(std::time::Instant::now);
+        let answer = match tokio::time::timeout(READINESS_DEADLINE, self.check_readiness()).await {
+            Ok(answer) => answer,
+            Err(_) => Err(format!(
+                "the catalog or the blob store gave no answer within {}s",
+                READINESS_DEADLINE.as_secs()
+            )),
+        };
+        *last = Some((std::time::Instant::now(), answer.clone()));
         answer
     }
 
     async fn check_readiness(&self) -> std::result::Result<(), String> {
-        // Each part within a deadline: a blob store client retrying an unreachable endpoint
-        // for minutes must not keep the probe waiting that long.
-        within_readiness_deadline("catalog unavailable or not writable", self.catalog.check_writable()).await?;
+        self.catalog
+            .check_writable()
+            .await
+            .map_err(|e| format!("catalog unavailable or not writable: {e}"))?;
         // Content nobody stores: the lookup has to reach the blob store itself (a replica's
         // local cache cannot answer it).
-        let probe = Digest::of(b"intact readiness probe: never stored");
-        within_readiness_deadline("blob store unreachable", self.blobs.size(&probe)).await?;
+        self.blobs
+            .size(&Digest::of(b"intact readiness probe: never stored"))
+            .await
+            .map_err(|e| format!("blob store unreachable: {e}"))?;
         if !self.out_of_space.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(());
         }
@@ -1495,18 +1509,6 @@ impl Store {
                 _ = shutdown.changed() => return,
             }
         }
-    }
-}
-
-/// `work`'s outcome, or what failed, within [`READINESS_DEADLINE`].
-async fn within_readiness_deadline<T>(
-    what: &str,
-    work: impl std::future::Future<Output = Result<T>>,
-) -> std::result::Result<T, String> {
-    match tokio::time::timeout(READINESS_DEADLINE, work).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("{what}: {e}")),
-        Err(_) => Err(format!("{what}: no answer within {}s", READINESS_DEADLINE.as_secs())),
     }
 }
 

@@ -110,21 +110,18 @@ pub fn router(state: AppState) -> Router {
 /// again by the rate limit. One layer, not four: each layer of its own cost a clone of the
 /// router's boxed service, a boxed future and a clone of the state on every request.
 async fn front_door(State(state): State<AppState>, req: axum::extract::Request, next: middleware::Next) -> Response {
-    let arrival = crate::observe::access::Arrival::of(&req);
+    // Logged even if this future is dropped before it answers (the client left).
+    let mut pending = crate::observe::access::Pending::new(crate::observe::access::Arrival::of(&req));
     let (mut req, watch) = unread_body::watch(req);
-    let (resp, token) = match admit(&state, &mut req).await {
+    let resp = match admit(&state, &mut req).await {
         Ok(()) => {
-            let token = req.extensions().get::<Caller>().and_then(|c| c.token.clone());
-            (next.run(req).await, token)
+            pending.authenticated(req.extensions().get::<Caller>().and_then(|c| c.token.clone()));
+            next.run(req).await
         }
-        Err(refused) => (refused, None),
+        Err(refused) => refused,
     };
     let resp = unread_body::finish(resp, &watch);
-    let outcome = crate::observe::access::Outcome {
-        token,
-        received: watch.bytes_read(),
-    };
-    crate::observe::access::finish(resp, arrival, outcome)
+    pending.answer(resp, watch.bytes_read())
 }
 
 async fn admit(state: &AppState, req: &mut axum::extract::Request) -> Result<(), Response> {

@@ -75,23 +75,94 @@ fn request_id(req: &Request) -> HeaderValue {
 
 /// Who the request turned out to be from (known once authentication ran) and how much of its
 /// body was read.
-pub struct Outcome {
-    pub token: Option<Arc<str>>,
-    pub received: u64,
+struct Outcome {
+    token: Option<Arc<str>>,
+    received: u64,
+}
+
+/// A request not answered yet. Dropped before [`Pending::answer`] (the client went away
+/// while the handler worked, and hyper dropped the request's future; or the handler
+/// panicked), it still writes its line and metrics, as status 499 ("client closed request",
+/// nginx's name for it) and `complete=false`.
+pub struct Pending {
+    arrival: Option<Arrival>,
+    token: Option<Arc<str>>,
+}
+
+impl Pending {
+    pub fn new(arrival: Arrival) -> Self {
+        Self {
+            arrival: Some(arrival),
+            token: None,
+        }
+    }
+
+    /// The token the request authenticated with, once known.
+    pub fn authenticated(&mut self, token: Option<Arc<str>>) {
+        self.token = token;
+    }
+
+    /// The answer, with its request id, and its body wrapped to log and count once the body
+    /// is done.
+    pub fn answer(mut self, resp: Response, received: u64) -> Response {
+        match self.arrival.take() {
+            Some(arrival) => finish(
+                resp,
+                arrival,
+                Outcome {
+                    token: self.token.take(),
+                    received,
+                },
+            ),
+            None => resp,
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(arrival) = self.arrival.take() {
+            let tally = Tally {
+                arrival,
+                outcome: Outcome {
+                    token: self.token.take(),
+                    received: 0,
+                },
+                status: client_closed(),
+                sent: 0,
+                expected: None,
+            };
+            tally.record(false);
+        }
+    }
+}
+
+/// nginx's status for a request whose client closed the connection before the answer.
+fn client_closed() -> StatusCode {
+    StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
 }
 
 /// The answer, with its request id, and its body wrapped to log and count once the body is
 /// done.
-pub fn finish(mut resp: Response, arrival: Arrival, outcome: Outcome) -> Response {
+fn finish(mut resp: Response, arrival: Arrival, outcome: Outcome) -> Response {
     resp.headers_mut()
         .insert(REQUEST_ID.clone(), arrival.request_id.clone());
     let status = resp.status();
+    // How long the body says it is: hyper stops polling a body once it has written that many
+    // bytes (it never sees its end), so a body that yielded all of them was delivered whole.
+    let expected = resp.body().size_hint().exact().or_else(|| {
+        resp.headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+    });
     let (parts, body) = resp.into_parts();
     let tally = Tally {
         arrival,
         outcome,
         status,
         sent: 0,
+        expected,
     };
     Response::from_parts(
         parts,
@@ -107,6 +178,8 @@ struct Tally {
     outcome: Outcome,
     status: StatusCode,
     sent: u64,
+    /// The body's length, when known before sending.
+    expected: Option<u64>,
 }
 
 impl Tally {
@@ -204,9 +277,12 @@ impl HttpBody for Tallied {
 impl Drop for Tallied {
     fn drop(&mut self) {
         if let Some(t) = self.tally.take() {
-            // hyper stops polling a body that says it has ended (and never polls a HEAD
-            // answer's): dropped then, it was delivered whole.
-            let complete = self.inner.is_end_stream() || t.arrival.method == Method::HEAD;
+            // hyper stops polling a body that says it has ended, or once it has written the
+            // length the answer announced (and never polls a HEAD answer's): dropped then,
+            // it was delivered whole.
+            let complete = self.inner.is_end_stream()
+                || t.arrival.method == Method::HEAD
+                || t.expected.is_some_and(|n| n == t.sent);
             t.record(complete);
         }
     }
@@ -244,6 +320,7 @@ fn status_label(s: StatusCode) -> metrics::SharedString {
         416 => "416",
         422 => "422",
         429 => "429",
+        499 => "499",
         500 => "500",
         502 => "502",
         503 => "503",

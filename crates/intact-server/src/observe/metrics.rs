@@ -37,6 +37,9 @@ const SECONDS_BUCKETS: &[f64] = &[
 /// until then; without it memory would grow with the request count when nobody scrapes).
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
+/// How long a scrape waits for the catalog's figures.
+const CATALOG_QUERY_DEADLINE: Duration = Duration::from_secs(2);
+
 static RECORDER: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// The process's recorder, installed on first use. `None` when another recorder was
@@ -95,13 +98,19 @@ pub async fn render(State(state): State<AppState>) -> Response {
 /// The gauges that describe state, read now.
 async fn sample_state(state: &AppState) {
     let started = std::time::Instant::now();
-    match state.store.catalog().count_open_txns().await {
-        Ok(n) => {
+    // Bounded well inside a scraper's own timeout: a catalog that is down must show as
+    // `intact_catalog_up 0`, not as a scrape that never answers.
+    match tokio::time::timeout(CATALOG_QUERY_DEADLINE, state.store.catalog().count_open_txns()).await {
+        Ok(Ok(n)) => {
             gauge!("intact_open_transactions").set(n as f64);
             gauge!("intact_catalog_up").set(1.0);
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "metrics: counting open transactions failed");
+            gauge!("intact_catalog_up").set(0.0);
+        }
+        Err(_) => {
+            tracing::warn!("metrics: the catalog did not answer within {CATALOG_QUERY_DEADLINE:?}");
             gauge!("intact_catalog_up").set(0.0);
         }
     }

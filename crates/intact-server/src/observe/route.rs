@@ -54,16 +54,25 @@ fn go(tail: &str, more: Option<&str>) -> &'static str {
     if tail == "publish" && more.is_none() {
         return "/go/{repo}/publish";
     }
-    let last = more.unwrap_or(tail);
-    if last.ends_with("/@v/list") {
+    // What follows the module path: `more` holds it whole for a one-element module such as
+    // `example.com` (`@v/list`), else after a slash (`a/@v/list`).
+    let Some(rest) = more else {
+        return "/go/{repo}/{*rest}";
+    };
+    let asks = |what: &str| rest == what || rest.strip_suffix(what).is_some_and(|m| m.ends_with('/'));
+    let version_file = |ext: &str| {
+        let at_v = rest.starts_with("@v/") || rest.contains("/@v/");
+        at_v && rest.ends_with(ext)
+    };
+    if asks("@v/list") {
         "/go/{repo}/{module}/@v/list"
-    } else if last.ends_with("/@latest") {
+    } else if asks("@latest") {
         "/go/{repo}/{module}/@latest"
-    } else if last.contains("/@v/") && last.ends_with(".info") {
+    } else if version_file(".info") {
         "/go/{repo}/{module}/@v/{version}.info"
-    } else if last.contains("/@v/") && last.ends_with(".mod") {
+    } else if version_file(".mod") {
         "/go/{repo}/{module}/@v/{version}.mod"
-    } else if last.contains("/@v/") && last.ends_with(".zip") {
+    } else if version_file(".zip") {
         "/go/{repo}/{module}/@v/{version}.zip"
     } else {
         "/go/{repo}/{*rest}"
@@ -119,6 +128,12 @@ mod tests {
                 "/go/{repo}/{module}/@v/{version}.zip",
             ),
             ("/go/mods/example.com/a", "/go/{repo}/{*rest}"),
+            ("/go/mods/example.com/@v/list", "/go/{repo}/{module}/@v/list"),
+            (
+                "/go/mods/example.com/@v/v1.0.0.zip",
+                "/go/{repo}/{module}/@v/{version}.zip",
+            ),
+            ("/go/mods/example.com/@latest", "/go/{repo}/{module}/@latest"),
             ("/", "unmatched"),
             ("/favicon.ico", "unmatched"),
             ("/api/v2/repos", "unmatched"),

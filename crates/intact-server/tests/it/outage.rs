@@ -105,6 +105,26 @@ async fn go_and_staging_answer_a_retryable_503_while_the_catalog_is_unreachable(
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
     let why = ready.text().await.expect("body");
     assert!(why.contains("catalog"), "{why}");
+    // Liveness is not readiness: the process is fine.
+    let health = s.http.get(s.url("/healthz")).send().await.expect("healthz");
+    assert_eq!(health.status(), StatusCode::OK, "/healthz during a catalog outage");
+    // Metrics answer within a scraper's timeout, saying the catalog is down.
+    let asked = tokio::time::Instant::now();
+    let metrics = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "the scrape took {:?}",
+        asked.elapsed()
+    );
+    assert!(metrics.contains("intact_catalog_up 0"), "{metrics}");
     for path in [
         "/go/go-private/example.com/m/@v/list",
         "/go/go-private/example.com/m/@v/v1.0.1.info",

@@ -59,7 +59,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     let catalog = match config.catalog.choice() {
-        Ok(intact_store::CatalogChoice::Postgres { url }) => intact_store::redact(&url),
+        // Without its query string, which may carry a password (`?password=`).
+        Ok(intact_store::CatalogChoice::Postgres { url }) => match url.split_once('?') {
+            Some((base, _)) => format!("{}?...", intact_store::redact(base)),
+            None => intact_store::redact(&url),
+        },
         _ => format!("embedded SQLite in {}", config.data_dir.display()),
     };
     let blobs = match config.blobs.settings() {

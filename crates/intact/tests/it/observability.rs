@@ -245,6 +245,41 @@ fn a_download_the_client_abandons_is_logged_as_incomplete() {
         assert_eq!(commit.status(), StatusCode::CREATED);
     });
 
+    // A whole download of a streamed file (past the small-file cache) is complete: hyper
+    // stops at its Content-Length without polling the body to its end.
+    let whole = rt.block_on(async {
+        let resp = http
+            .get(server.url("/api/v1/repos/files/big/@v/1/big.bin"))
+            .header("x-request-id", "whole-download")
+            .send()
+            .await
+            .expect("get");
+        resp.bytes().await.expect("body").len()
+    });
+    assert_eq!(whole, SIZE);
+    let line = log_line(&log, "for the whole download", |l| {
+        l.contains("request_id=whole-download")
+    });
+    assert!(
+        line.contains("complete=true") && line.contains(&format!("bytes_out={SIZE}")),
+        "{line}"
+    );
+
+    // A client that leaves while the answer is still being worked out (a long poll): logged
+    // as 499, not forgotten.
+    let mut poll = TcpStream::connect(server.base.trim_start_matches("http://")).expect("connect");
+    write!(
+        poll,
+        "GET /api/v1/events?after=999999&wait_seconds=60 HTTP/1.1\r\nHost: x\r\nX-Request-Id: left-early\r\n\r\n"
+    )
+    .expect("send");
+    std::thread::sleep(Duration::from_millis(500));
+    drop(poll);
+    let line = log_line(&log, "for the request whose client left", |l| {
+        l.contains("request_id=left-early")
+    });
+    assert!(line.contains("status=499") && line.contains("complete=false"), "{line}");
+
     // Read the head and a little of the body, then hang up.
     let addr = server.base.trim_start_matches("http://").to_owned();
     let mut conn = TcpStream::connect(&addr).expect("connect");
