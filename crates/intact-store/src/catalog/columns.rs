@@ -55,3 +55,35 @@ pub(crate) fn txn_id(s: &str) -> Result<TxnId> {
 pub(crate) fn state(s: &str) -> Result<TxnState> {
     TxnState::parse(s).ok_or_else(|| corrupt(format!("bad state {s}")))
 }
+
+/// A `hooks` row (the columns both backends select, under the same names), for either
+/// backend: only the row type differs.
+pub(crate) fn hook_from_row<R>(r: &R) -> Result<crate::hooks::HookRecord>
+where
+    R: sqlx::Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let events: String = r.try_get("events")?;
+    Ok(crate::hooks::HookRecord {
+        name: r.try_get("name")?,
+        repo: r.try_get("repo")?,
+        url: r.try_get("url")?,
+        events: events.split(',').filter(|e| !e.is_empty()).map(str::to_owned).collect(),
+        created_at: intact_core::Timestamp(r.try_get("created_at")?),
+        cursor: r.try_get("cursor")?,
+        delivered: u64_of(r.try_get("delivered")?),
+        failures: u32::try_from(r.try_get::<i64, _>("failures")?).unwrap_or(u32::MAX),
+        next_attempt_at: r
+            .try_get::<Option<i64>, _>("next_attempt_at")?
+            .map(intact_core::Timestamp),
+        last_attempt_at: r
+            .try_get::<Option<i64>, _>("last_attempt_at")?
+            .map(intact_core::Timestamp),
+        last_status: r
+            .try_get::<Option<i64>, _>("last_status")?
+            .and_then(|s| u16::try_from(s).ok()),
+        last_error: r.try_get("last_error")?,
+    })
+}

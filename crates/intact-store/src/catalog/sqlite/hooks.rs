@@ -7,23 +7,7 @@ const COLUMNS: &str = "name, repo, url, events, created_at, cursor, delivered, f
                        last_attempt_at, last_status, last_error";
 
 fn parse(r: &SqliteRow) -> Result<HookRecord> {
-    let events: String = r.try_get("events")?;
-    Ok(HookRecord {
-        name: r.try_get("name")?,
-        repo: r.try_get("repo")?,
-        url: r.try_get("url")?,
-        events: events.split(',').filter(|e| !e.is_empty()).map(str::to_owned).collect(),
-        created_at: Timestamp(r.try_get("created_at")?),
-        cursor: r.try_get("cursor")?,
-        delivered: u64::try_from(r.try_get::<i64, _>("delivered")?).unwrap_or(0),
-        failures: u32::try_from(r.try_get::<i64, _>("failures")?).unwrap_or(u32::MAX),
-        next_attempt_at: r.try_get::<Option<i64>, _>("next_attempt_at")?.map(Timestamp),
-        last_attempt_at: r.try_get::<Option<i64>, _>("last_attempt_at")?.map(Timestamp),
-        last_status: r
-            .try_get::<Option<i64>, _>("last_status")?
-            .and_then(|s| u16::try_from(s).ok()),
-        last_error: r.try_get("last_error")?,
-    })
+    super::super::columns::hook_from_row(r)
 }
 
 pub(super) async fn create(cat: &SqliteCatalog, hook: &NewHook) -> Result<HookRecord> {
