@@ -25,8 +25,9 @@ pub struct GcArgs {
     /// got, how the last one went, when the next is due.
     #[arg(long)]
     status: bool,
-    /// With --status: print the report as JSON.
-    #[arg(long, requires = "status")]
+    /// Print the report (of the collection, or with --status of the sweeper) as one JSON
+    /// document instead of text.
+    #[arg(long)]
     json: bool,
 }
 
@@ -37,6 +38,10 @@ pub struct VerifyArgs {
     /// Work directly on this data dir instead of asking a server (the server must be stopped).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Print the report (`blobs_checked`, `bytes_checked`, `problems`, `ok`) as one JSON
+    /// document instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 async fn open_local(dir: &std::path::Path) -> anyhow::Result<std::sync::Arc<intact_store::Store>> {
@@ -64,8 +69,58 @@ pub async fn gc(args: GcArgs) -> anyhow::Result<ExitCode> {
             client.post_json("/api/v1/admin/gc", &body).await?.1
         }
     };
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    if args.json {
+        super::print_json(&report)?;
+    } else {
+        print!("{}", describe_gc(&report));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A collection's report for people: what was deleted, what was forgotten, and what a
+/// staging repo's disk cap evicted.
+fn describe_gc(r: &Value) -> String {
+    let num = |k: &str| r.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let mut out = format!(
+        "deleted {} ({}), {} and {}\n",
+        super::count(num("blobs_deleted"), "unreferenced blob"),
+        super::size(num("bytes_deleted")),
+        super::count(num("orphan_blobs_deleted"), "orphan file"),
+        super::count(num("pending_files_removed"), "abandoned upload"),
+    );
+    out += &format!(
+        "expired {}; forgot {} and {}\n",
+        super::count(num("expired_transactions"), "overdue transaction"),
+        super::count(num("transactions_pruned"), "ended transaction"),
+        super::count(num("flights_pruned"), "upstream fetch record"),
+    );
+    for (repo, evicted) in r.get("evicted").and_then(Value::as_object).into_iter().flatten() {
+        let versions = evicted.as_array().map(Vec::as_slice).unwrap_or_default();
+        if versions.is_empty() {
+            continue;
+        }
+        let bytes = versions
+            .iter()
+            .filter_map(|v| v.get("size").and_then(Value::as_u64))
+            .sum();
+        let names: Vec<String> = versions
+            .iter()
+            .map(|v| {
+                format!(
+                    "{}@{}",
+                    v.get("name").and_then(Value::as_str).unwrap_or("?"),
+                    v.get("version").and_then(Value::as_str).unwrap_or("?")
+                )
+            })
+            .collect();
+        out += &format!(
+            "evicted from {repo} (over its max_size): {} ({}): {}\n",
+            super::count(versions.len() as u64, "version"),
+            super::size(bytes),
+            names.join(", ")
+        );
+    }
+    out
 }
 
 async fn gc_status(args: &GcArgs) -> anyhow::Result<ExitCode> {
@@ -165,7 +220,7 @@ fn describe_sweeper(r: &Value) -> String {
 }
 
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let report: Value = match &args.data_dir {
+    let mut report: Value = match &args.data_dir {
         Some(dir) => serde_json::to_value(open_local(dir).await?.verify().await?)?,
         None => {
             Client::new(&args.server)?
@@ -179,6 +234,17 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
+    let code = if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    };
+    if args.json {
+        // The server says `ok` already; a report made here on a data dir gets it too.
+        report["ok"] = json!(problems.is_empty());
+        super::print_json(&report)?;
+        return Ok(code);
+    }
     println!(
         "checked {} ({}): {}",
         super::count(report.get("blobs_checked").and_then(Value::as_u64).unwrap_or(0), "blob"),
@@ -196,9 +262,5 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             println!("    needed by {}", v.as_str().unwrap_or("?"));
         }
     }
-    Ok(if problems.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(code)
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use intact_server::Config;
+use serde_json::json;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -20,26 +21,42 @@ enum Command {
     Check {
         /// The TOML file (see docs/configuration.md).
         file: PathBuf,
+        /// Print `{"file", "ok", "problems": [...]}` (and, when valid, what the server would
+        /// use: `listen`, `tls`, `catalog`, `blobs`, `repos`) as one JSON document instead of
+        /// text; the exit status is the same.
+        #[arg(long)]
+        json: bool,
     },
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let Command::Check { file } = args.command;
-    let shown = file.display();
+    let Command::Check { file, json } = args.command;
+    let shown = file.display().to_string();
+    // Not valid: every problem named (on stderr, or in the JSON document), exit status 1.
+    // `fatal`: one problem that stopped the check (unreadable file, bad syntax).
+    let refuse = |problems: &[String], fatal: bool| -> anyhow::Result<ExitCode> {
+        if json {
+            super::print_json(&json!({"file": shown, "ok": false, "problems": problems}))?;
+        } else if fatal {
+            for p in problems {
+                eprintln!("{shown}: {p}");
+            }
+        } else {
+            eprintln!("{shown}: {}:", super::count(problems.len() as u64, "problem"));
+            for p in problems {
+                eprintln!("  - {p}");
+            }
+        }
+        Ok(ExitCode::FAILURE)
+    };
     let text = match std::fs::read_to_string(&file) {
         Ok(t) => t,
-        Err(e) => {
-            eprintln!("{shown}: cannot be read: {e}");
-            return Ok(ExitCode::FAILURE);
-        }
+        Err(e) => return refuse(&[format!("cannot be read: {e}")], true),
     };
     // Syntax and types first: the parser stops at the first error (with its line).
     let config = match Config::parse_unchecked(&text) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("{shown}: {e:#}");
-            return Ok(ExitCode::FAILURE);
-        }
+        Err(e) => return refuse(&[format!("{e:#}")], true),
     };
     let mut problems = config.problems();
     if let Some(tls) = &config.tls
@@ -48,15 +65,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         problems.push(format!("tls: {e:#}"));
     }
     if !problems.is_empty() {
-        eprintln!(
-            "{shown}: {} problem{}:",
-            problems.len(),
-            if problems.len() == 1 { "" } else { "s" }
-        );
-        for p in &problems {
-            eprintln!("  - {p}");
-        }
-        return Ok(ExitCode::FAILURE);
+        return refuse(&problems, false);
     }
     let catalog = match config.catalog.choice() {
         // Without its query string, which may carry a password (`?password=`).
@@ -71,6 +80,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         _ => format!("files in {}", config.data_dir.display()),
     };
     let repos: Vec<String> = config.repos.iter().map(|r| r.name.to_string()).collect();
+    if json {
+        super::print_json(&json!({
+            "file": shown,
+            "ok": true,
+            "problems": [],
+            "listen": config.listen,
+            "tls": config.tls.is_some(),
+            "catalog": catalog,
+            "blobs": blobs,
+            "repos": repos,
+        }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     println!("{shown}: valid");
     println!(
         "  listen   {}{}",

@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use futures::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use intact_core::{DigestHasher, FilePath};
+use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use crate::ServerArgs;
@@ -31,6 +32,10 @@ pub struct Args {
     /// is an error, before anything is downloaded).
     #[arg(long)]
     force: bool,
+    /// Print what was downloaded (repo, name, version, metadata, and each file's path, size,
+    /// sha256 and local `dest`) as one JSON document instead of text; no progress bars.
+    #[arg(long)]
+    json: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -74,9 +79,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let bars = crate::cmd::interactive().then(MultiProgress::new);
+    let bars = super::bars(args.json).then(MultiProgress::new);
     let style = ProgressStyle::with_template("{msg:30!} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
         .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let mut downloaded = Vec::with_capacity(files.len());
     for f in &files {
         let path = f["path"].as_str().context("manifest file without path")?;
         // Never trust a path from the network for a filesystem join without validating it.
@@ -135,6 +141,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             Some(b) => b.finish(),
             None => eprintln!("downloaded {path} ({}, sha256 verified)", super::size(size)),
         }
+        downloaded.push(json!({"path": path, "size": size, "sha256": digest, "dest": dest.display().to_string()}));
+    }
+    if args.json {
+        super::print_json(&json!({
+            "repo": args.repo,
+            "name": args.name,
+            "version": version,
+            "metadata": manifest["metadata"],
+            "out": args.out.display().to_string(),
+            "files": downloaded,
+        }))?;
+        return Ok(ExitCode::SUCCESS);
     }
     println!(
         "{}/{}@{}: {} into {}",

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio_util::io::ReaderStream;
 
 use crate::ServerArgs;
@@ -44,6 +44,11 @@ struct PublishArgs {
     /// The hosted Go repo to publish into.
     #[arg(long, default_value = "go-private")]
     repo: String,
+    /// Print the result as one JSON document instead of the go.sum line: the server's answer
+    /// (`module`, `version`, `h1`, `go_mod_h1`, ...), `created`, and `go_sum`, the lines go.sum
+    /// holds for this version.
+    #[arg(long)]
+    json: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -155,7 +160,19 @@ async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
     }
     // The go.sum line, only once the server holds the module: printed before, a failed
     // publish left a line for a version nobody can download.
-    println!("{module} {} {}", args.version, created.h1);
+    let go_sum_line = format!("{module} {} {}", args.version, created.h1);
+    if args.json {
+        let mut go_sum = vec![go_sum_line];
+        if let Some(h1) = answer["go_mod_h1"].as_str() {
+            go_sum.push(format!("{module} {}/go.mod {h1}", args.version));
+        }
+        let mut report = answer;
+        report["created"] = json!(status == reqwest::StatusCode::CREATED);
+        report["go_sum"] = json!(go_sum);
+        super::print_json(&report)?;
+    } else {
+        println!("{go_sum_line}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -35,6 +35,10 @@ enum Command {
         /// The signing secret (16-256 characters); default: 32 random bytes, hex.
         #[arg(long, env = "INTACT_HOOK_SECRET", hide_env_values = true)]
         secret: Option<String>,
+        /// Print the hook as the server made it (its `secret` included) as one JSON document
+        /// instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// List the hooks and how their deliveries go.
     List {
@@ -50,6 +54,9 @@ enum Command {
         server: ServerArgs,
         /// The hook's name.
         name: String,
+        /// Print `{"name": ..., "deleted": true}` as one JSON document instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -62,6 +69,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             url,
             events,
             secret,
+            json,
         } => {
             let client = Client::new(&server)?;
             let mut body = json!({"name": name, "repo": repo, "url": url, "events": events});
@@ -69,6 +77,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 body["secret"] = json!(s);
             }
             let (_, v) = client.post_json("/api/v1/hooks", &body).await?;
+            if json {
+                super::print_json(&v)?;
+                return Ok(ExitCode::SUCCESS);
+            }
             println!("created hook {}: {}", name, describe(&v));
             println!("{}", v["secret"].as_str().unwrap_or_default());
         }
@@ -82,7 +94,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Delete { server, name } => {
+        Command::Delete { server, name, json } => {
             let client = Client::new(&server)?;
             let resp = client
                 .http
@@ -92,7 +104,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .await
                 .context("DELETE /api/v1/hooks")?;
             Client::check(resp).await?;
-            println!("deleted hook {name}");
+            if json {
+                super::print_json(&json!({"name": name, "deleted": true}))?;
+            } else {
+                println!("deleted hook {name}");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use intact_store::migrate::{MigrateReport, migrate, verify_copy};
+use intact_store::migrate::{CopyCheck, MigrateReport, migrate, verify_copy};
 use intact_store::{BlobSettings, CatalogChoice, S3Settings, Store, StoreConfig};
 
 #[derive(clap::Args)]
@@ -31,6 +31,10 @@ pub struct Args {
     /// Skip the final check of every version against the target.
     #[arg(long)]
     no_verify: bool,
+    /// Print `{"copy": {...}, "check": {...} or null, "ok": bool}` (what was copied, what the
+    /// check of the target found) as one JSON document instead of text; no progress display.
+    #[arg(long)]
+    json: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -54,7 +58,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     .context("opening the target (catalog and blob store)")?;
 
     let total = u64::try_from(source.catalog().last_event_seq().await?).unwrap_or(0);
-    let bar = ProgressBar::new(total);
+    let bar = if super::bars(args.json) {
+        ProgressBar::new(total)
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_style(
         ProgressStyle::with_template("{spinner} copying versions {msg} [{elapsed}]")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
@@ -74,20 +82,77 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .await
         .context("the copy stopped (a backend failed); run the same command again to resume where it stopped")?;
     bar.finish_and_clear();
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    if !args.json {
+        print!("{}", describe_copy(&report));
+    }
     let mut ok = report.problems.is_empty();
+    let mut checked = None;
     if !args.no_verify {
         let check = verify_copy(&source, &Arc::clone(&target))
             .await
             .context("checking the copy")?;
-        println!("{}", serde_json::to_string_pretty(&check)?);
+        if !args.json {
+            print!("{}", describe_check(&check));
+        }
         ok &= check.problems.is_empty();
+        checked = Some(check);
+    }
+    if args.json {
+        super::print_json(&serde_json::json!({"copy": report, "check": checked, "ok": ok}))?;
     }
     if ok {
         eprintln!("migrated: point the replicas' [catalog] url and [blobs] url at the target");
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("migration finished with problems (listed above); the rest was copied");
+        eprintln!(
+            "migration finished with problems ({}); the rest was copied",
+            if args.json { "in the report" } else { "listed above" }
+        );
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// What was copied, for people: one line each for versions, blobs and tokens, then each
+/// problem.
+fn describe_copy(r: &MigrateReport) -> String {
+    let mut out = format!(
+        "copied {} ({} already there)\n",
+        super::count(r.versions_copied, "version"),
+        r.versions_already_there
+    );
+    out += &format!(
+        "copied {} ({}; {} already there)\n",
+        super::count(r.blobs_copied, "blob"),
+        super::size(r.bytes_copied),
+        r.blobs_already_there
+    );
+    out += &format!(
+        "copied {} ({} already there)\n",
+        super::count(r.tokens_copied, "token"),
+        r.tokens_already_there
+    );
+    out += &describe_problems(&r.problems);
+    out
+}
+
+/// The check of the target, for people.
+fn describe_check(c: &CopyCheck) -> String {
+    let mut out = format!(
+        "checked {} and {} in the target\n",
+        super::count(c.versions_checked, "version"),
+        super::count(c.blobs_checked, "blob")
+    );
+    out += &describe_problems(&c.problems);
+    out
+}
+
+fn describe_problems(problems: &[String]) -> String {
+    let mut out = String::new();
+    if !problems.is_empty() {
+        out += &format!("{}:\n", super::count(problems.len() as u64, "problem"));
+        for p in problems {
+            out += &format!("  - {p}\n");
+        }
+    }
+    out
 }

@@ -21,6 +21,21 @@ pub fn interactive() -> bool {
     std::io::stderr().is_terminal()
 }
 
+/// Whether to draw progress bars: on a terminal, and never under `--json` (whose reader is a
+/// program, not a person).
+pub fn bars(json: bool) -> bool {
+    !json && interactive()
+}
+
+/// What `--json` prints on every command that reports one result: that result as one JSON
+/// document (pretty-printed), and nothing else, on stdout. Listings (`repos`, `ls`,
+/// `hooks list`, `token list`) print one JSON object per line instead, as they go.
+pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    println!("{text}");
+    Ok(())
+}
+
 /// `1 file`, `2 files`: a count with its noun, plural when it is not one.
 pub fn count(n: u64, noun: &str) -> String {
     if n == 1 {

@@ -41,6 +41,11 @@ pub struct Args {
     /// Wait this long for another publisher holding the same version.
     #[arg(long, default_value_t = 0)]
     wait_seconds: u64,
+    /// Print `{"created": bool, "manifest": {...}}` (the committed manifest as the server
+    /// returns it; `created` false when the version was already published with this
+    /// content) as one JSON document instead of text; no progress bars.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Expands the arguments into (path in the version, local file), sorted, validated.
@@ -167,14 +172,19 @@ async fn compare_with_existing(
     if resp.status() == reqwest::StatusCode::NOT_FOUND {
         return Ok(None);
     }
-    let existing: Manifest = Client::check(resp)
+    let raw: Value = Client::check(resp)
         .await?
         .json()
         .await
         .context("reading the existing manifest")?;
+    let existing: Manifest = serde_json::from_value(raw.clone()).context("reading the existing manifest")?;
     let local = hash_local(files).await?;
     let diff = ContentDiff::between(&existing.files, &existing.metadata, &local, metadata);
     if diff.is_empty() {
+        if args.json {
+            report(false, raw)?;
+            return Ok(Some(ExitCode::SUCCESS));
+        }
         println!(
             "already published, identical: {}/{}@{} ({}, {})",
             args.repo,
@@ -227,6 +237,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 existing.version
             );
         }
+        if args.json {
+            report(false, m.clone())?;
+            return Ok(ExitCode::SUCCESS);
+        }
         println!(
             "already published {}/{}@{} (idempotent retry)",
             args.repo, args.name, existing.version
@@ -241,7 +255,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if status == reqwest::StatusCode::OK {
         eprintln!("resuming transaction {id}");
     }
-    match upload_all(&client, &id, &files).await {
+    match upload_all(&client, &id, &files, args.json).await {
         Ok(()) => {}
         Err(e) => {
             let _ = client
@@ -260,6 +274,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let resp = Client::check(resp).await.context("commit")?;
     let created = resp.status() == reqwest::StatusCode::CREATED;
     let manifest: Value = resp.json().await?;
+    if args.json {
+        report(created, manifest)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let total: u64 = manifest["files"]
         .as_array()
         .into_iter()
@@ -282,8 +300,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn upload_all(client: &Client, id: &str, files: &[(String, PathBuf)]) -> anyhow::Result<()> {
-    let bars = crate::cmd::interactive().then(MultiProgress::new);
+/// What `--json` prints: the committed manifest, and whether this publish created it.
+fn report(created: bool, manifest: Value) -> anyhow::Result<()> {
+    super::print_json(&json!({"created": created, "manifest": manifest}))
+}
+
+async fn upload_all(client: &Client, id: &str, files: &[(String, PathBuf)], json: bool) -> anyhow::Result<()> {
+    let bars = super::bars(json).then(MultiProgress::new);
     let style = ProgressStyle::with_template("{msg:30!} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
         .unwrap_or_else(|_| ProgressStyle::default_bar());
     for (path, local) in files {

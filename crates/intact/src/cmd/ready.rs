@@ -5,6 +5,8 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use serde_json::json;
+
 use crate::ServerArgs;
 use crate::client::Client;
 
@@ -15,6 +17,10 @@ pub struct Args {
     /// Give up after this many seconds without an answer.
     #[arg(long, default_value_t = 10)]
     timeout_seconds: u64,
+    /// Print `{"ready": bool, "reason": "..."}` (`reason` only when not ready) as one JSON
+    /// document instead of text; the exit status is the same.
+    #[arg(long)]
+    json: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -26,21 +32,30 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .timeout(Duration::from_secs(args.timeout_seconds))
         .send()
         .await;
-    match answer {
+    let (ready, text) = match answer {
         Ok(resp) => {
-            let ready = resp.status().is_success();
-            let text = resp.text().await.unwrap_or_default();
-            if ready {
-                println!("{}", text.trim());
-                Ok(ExitCode::SUCCESS)
+            let status = resp.status();
+            let ready = status.is_success();
+            let text = resp.text().await.unwrap_or_default().trim().to_owned();
+            if text.is_empty() && !ready {
+                (ready, format!("not ready: {url} answered {status}"))
             } else {
-                eprintln!("{}", text.trim());
-                Ok(ExitCode::FAILURE)
+                (ready, text)
             }
         }
-        Err(e) => {
-            eprintln!("not ready: {url}: {e}");
-            Ok(ExitCode::FAILURE)
+        Err(e) => (false, format!("not ready: {url}: {e}")),
+    };
+    if args.json {
+        let mut report = json!({ "ready": ready });
+        if !ready {
+            let reason = text.strip_prefix("not ready: ").unwrap_or(&text);
+            report["reason"] = json!(reason);
         }
+        super::print_json(&report)?;
+    } else if ready {
+        println!("{text}");
+    } else {
+        eprintln!("{text}");
     }
+    Ok(if ready { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

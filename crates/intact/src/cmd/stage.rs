@@ -32,6 +32,11 @@ pub struct Args {
     /// Also wait for the background artifacts (showing their progress).
     #[arg(long)]
     wait: bool,
+    /// Print the result as one JSON document instead of text: the server's answer (`items`
+    /// staged, `background` jobs; with --wait each background entry is its final status)
+    /// and `ok`. Progress goes to stderr as plain lines, never bars.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Shows progress of the items being staged, from status snapshots.
@@ -42,9 +47,9 @@ struct Progress {
 }
 
 impl Progress {
-    fn new() -> Self {
+    fn new(json: bool) -> Self {
         Self {
-            bars: crate::cmd::interactive().then(|| (MultiProgress::new(), HashMap::new())),
+            bars: super::bars(json).then(|| (MultiProgress::new(), HashMap::new())),
             last: HashMap::new(),
         }
     }
@@ -147,8 +152,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let poller = {
         let client = client.clone();
         let path = status_path(&args, &foreground, 0);
+        let json = args.json;
         tokio::spawn(async move {
-            let mut progress = Progress::new();
+            let mut progress = Progress::new(json);
             loop {
                 if let Ok(status) = client.get_json(&path).await {
                     progress.show(&status);
@@ -166,39 +172,45 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .await;
     let _ = stop_tx.send(true);
     let _ = poller.await;
-    let (_, answer) = answer.with_context(|| format!("staging {} of {}", foreground.join(", "), args.name))?;
+    let (_, mut answer) = answer.with_context(|| format!("staging {} of {}", foreground.join(", "), args.name))?;
+    // What people read goes to stdout as it happens; under --json, only the final document.
+    let say = |line: String| {
+        if !args.json {
+            println!("{line}");
+        }
+    };
 
     for item in answer["items"].as_array().into_iter().flatten() {
-        println!(
+        say(format!(
             "staged {}/{}@{}: {}, {}",
             args.repo,
             args.name,
             item["artifact"].as_str().unwrap_or("?"),
             super::count(item["files"].as_u64().unwrap_or(0), "file"),
             super::size(item["size"].as_u64().unwrap_or(0))
-        );
+        ));
     }
     let mut pending = Vec::new();
     let mut failed = false;
     for item in answer["background"].as_array().into_iter().flatten() {
         let art = item["artifact"].as_str().unwrap_or("?").to_owned();
         match item["state"].as_str() {
-            Some("staged") => println!("staged {}/{}@{art} (already)", args.repo, args.name),
+            Some("staged") => say(format!("staged {}/{}@{art} (already)", args.repo, args.name)),
             Some("failed") => {
                 failed = true;
                 eprintln!("{art}: failed: {}", item["message"].as_str().unwrap_or("?"));
             }
             _ => {
-                println!(
+                say(format!(
                     "{art}: staging in the background (job {})",
                     item["job"].as_str().unwrap_or("?")
-                );
+                ));
                 pending.push(art);
             }
         }
     }
     if args.wait && !pending.is_empty() {
-        let mut progress = Progress::new();
+        let mut progress = Progress::new(args.json);
         let status = loop {
             let status = client.get_json(&status_path(&args, &pending, 1)).await?;
             progress.show(&status);
@@ -211,13 +223,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         for a in status["artifacts"].as_array().into_iter().flatten() {
             let art = a["artifact"].as_str().unwrap_or("?");
             match a["state"].as_str() {
-                Some("staged") => println!(
+                Some("staged") => say(format!(
                     "staged {}/{}@{art}: {}, {}",
                     args.repo,
                     args.name,
                     super::count(a["files"].as_u64().unwrap_or(0), "file"),
                     super::size(a["size"].as_u64().unwrap_or(0))
-                ),
+                )),
                 _ => {
                     failed = true;
                     let why = a["message"].as_str().unwrap_or("no longer staging, and not staged");
@@ -225,6 +237,24 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        // The background entries become their final statuses.
+        if let Some(background) = answer["background"].as_array_mut() {
+            for entry in background.iter_mut() {
+                let art = entry["artifact"].as_str().unwrap_or_default();
+                let last = status["artifacts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|a| a["artifact"].as_str() == Some(art));
+                if let Some(last) = last {
+                    *entry = last.clone();
+                }
+            }
+        }
+    }
+    if args.json {
+        answer["ok"] = json!(!failed);
+        super::print_json(&answer)?;
     }
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }

@@ -26,7 +26,7 @@ enum Command {
     /// Make a token; its secret is printed once, alone on the last line of standard output.
     Create(CreateArgs),
     /// List every token (revoked ones too), never their secrets.
-    List(Where),
+    List(ListArgs),
     /// Revoke a token: requests presenting it are refused from the next one on.
     Revoke(RevokeArgs),
 }
@@ -50,6 +50,16 @@ struct Where {
 }
 
 #[derive(clap::Args)]
+struct ListArgs {
+    /// Print each token as a JSON line (`name`, `scopes`, `created_at`, and `expires_at`,
+    /// `revoked_at` when set) instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    at: Where,
+}
+
+#[derive(clap::Args)]
 struct CreateArgs {
     /// The token's name (letters, digits, `-`, `_`, `.`, `@`); never reused.
     name: String,
@@ -60,6 +70,10 @@ struct CreateArgs {
     /// Expire after this long (e.g. `90d`, `12h`, `30min`); default: never.
     #[arg(long)]
     expires: Option<String>,
+    /// Print the token (`name`, `scopes`, `created_at`, `expires_at` when set, and its
+    /// `secret`) as one JSON document instead of text.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     at: Where,
 }
@@ -68,6 +82,10 @@ struct CreateArgs {
 struct RevokeArgs {
     /// The token's name.
     name: String,
+    /// Print the revoked token (`name`, `scopes`, `created_at`, `revoked_at`, ...) as one JSON
+    /// document instead of text.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     at: Where,
 }
@@ -182,13 +200,20 @@ async fn create(a: CreateArgs) -> anyhow::Result<ExitCode> {
             (record_of(&v)?, secret)
         }
     };
+    if a.json {
+        let mut report = serde_json::to_value(&record)?;
+        report["secret"] = json!(secret);
+        super::print_json(&report)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     println!("created token {}: {}", record.name, describe(&record));
     println!("the secret below is shown only now; give it to the client as INTACT_TOKEN or `Authorization: Bearer`:");
     println!("{secret}");
     Ok(ExitCode::SUCCESS)
 }
 
-async fn list(at: Where) -> anyhow::Result<ExitCode> {
+async fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
+    let at = a.at;
     let all = match local_catalog(&at, false).await? {
         Some(catalog) => catalog.tokens().await?,
         None => {
@@ -201,6 +226,12 @@ async fn list(at: Where) -> anyhow::Result<ExitCode> {
                 .collect::<anyhow::Result<Vec<_>>>()?
         }
     };
+    if a.json {
+        for t in &all {
+            println!("{}", serde_json::to_string(t)?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if all.is_empty() {
         println!("no tokens: access control is off until the first one is made (unless [auth] required)");
     }
@@ -234,6 +265,10 @@ async fn revoke(a: RevokeArgs) -> anyhow::Result<ExitCode> {
             record_of(&Client::check(resp).await?.json::<Value>().await?)?
         }
     };
+    if a.json {
+        super::print_json(&record)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     println!("revoked token {}: {}", record.name, describe(&record));
     Ok(ExitCode::SUCCESS)
 }

@@ -211,7 +211,7 @@ fn publish_ls_get_verify_gc() {
     assert!(out.contains("0 problems"), "{out}");
     let (ok, out, _) = intact(&server, &["gc", "--grace-seconds", "0"]);
     assert!(ok, "{out}");
-    assert!(out.contains("\"blobs_deleted\""), "{out}");
+    assert!(out.contains("deleted 0 unreferenced blobs"), "{out}");
 }
 
 #[test]
@@ -401,4 +401,416 @@ fn ready_says_whether_the_server_can_serve() {
         .expect("run");
     assert!(!out.status.success(), "a dead server is not ready");
     assert!(String::from_utf8_lossy(&out.stderr).contains("not ready"));
+}
+
+/// Stdout of a `--json` run: exactly one JSON document and nothing else.
+fn one_document(out: &str) -> serde_json::Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {out}"))
+}
+
+/// Human output is text, not JSON.
+fn assert_text(out: &str) {
+    assert!(!out.trim().is_empty(), "no output");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(out).is_err() && !out.trim_start().starts_with('{'),
+        "human output should not be JSON: {out}"
+    );
+}
+
+/// `--json` on every command that reports a result: stdout is one JSON document with the
+/// result's fields; without it the same commands print text.
+#[test]
+fn every_command_prints_one_json_document_with_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), None, &[]);
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).expect("mkdir");
+    std::fs::write(src.join("a.txt"), b"alpha").expect("write");
+    std::fs::write(src.join("sub/b.txt"), b"beta!").expect("write");
+    let src_s = src.to_str().expect("utf8");
+
+    // publish: the committed manifest, and whether this publish created it.
+    let (ok, out, err) = intact(
+        &server,
+        &["publish", "files", "app", "auto", src_s, "--meta", "by=ci", "--json"],
+    );
+    assert!(ok, "{out}{err}");
+    let v = one_document(&out);
+    assert_eq!(v["created"], true, "{v}");
+    let m = &v["manifest"];
+    assert_eq!(
+        (m["repo"].as_str(), m["name"].as_str(), m["version"].as_str()),
+        (Some("files"), Some("app"), Some("1")),
+        "{v}"
+    );
+    assert_eq!(m["metadata"]["by"], "ci", "{v}");
+    let files = m["files"].as_array().expect("files");
+    assert_eq!(files.len(), 2, "{v}");
+    assert_eq!(files[0]["path"], "a.txt");
+    assert_eq!(files[0]["size"], 5);
+    assert_eq!(files[0]["sha256"], intact_core::Digest::of(b"alpha").to_hex());
+    // Publishing the same content again: not created, the same manifest.
+    let (ok, out, err) = intact(
+        &server,
+        &["publish", "files", "app", "1", src_s, "--meta", "by=ci", "--json"],
+    );
+    assert!(ok, "{out}{err}");
+    let again = one_document(&out);
+    assert_eq!(again["created"], false, "{again}");
+    assert_eq!(again["manifest"], *m);
+    // And through an idempotency key.
+    let keyed = [
+        "publish",
+        "files",
+        "keyed",
+        "auto",
+        src_s,
+        "--idempotency-key",
+        "k1",
+        "--json",
+    ];
+    let (ok, out, err) = intact(&server, &keyed);
+    assert!(ok, "{out}{err}");
+    assert_eq!(one_document(&out)["created"], true, "{out}");
+    let (ok, out, err) = intact(&server, &keyed);
+    assert!(ok, "{out}{err}");
+    let v = one_document(&out);
+    assert_eq!(
+        (v["created"].as_bool(), v["manifest"]["version"].as_str()),
+        (Some(false), Some("1")),
+        "{v}"
+    );
+
+    // get: each file with its size, sha256 and where it was written.
+    let dest = dir.path().join("out");
+    let dest_s = dest.to_str().expect("utf8");
+    let (ok, out, err) = intact(&server, &["get", "files", "app", "latest", "--out", dest_s, "--json"]);
+    assert!(ok, "{out}{err}");
+    let v = one_document(&out);
+    assert_eq!(
+        (v["repo"].as_str(), v["name"].as_str(), v["version"].as_str()),
+        (Some("files"), Some("app"), Some("1")),
+        "{v}"
+    );
+    assert_eq!(v["metadata"]["by"], "ci", "{v}");
+    let files = v["files"].as_array().expect("files");
+    assert_eq!(files.len(), 2, "{v}");
+    for f in files {
+        let local = std::path::Path::new(f["dest"].as_str().expect("dest"));
+        let bytes = std::fs::read(local).expect("the file is where dest says");
+        assert_eq!(f["size"], bytes.len() as u64, "{f}");
+        assert_eq!(f["sha256"], intact_core::Digest::of(&bytes).to_hex(), "{f}");
+    }
+    assert_eq!(files[1]["path"], "sub/b.txt");
+    let (ok, out, err) = intact(&server, &["get", "files", "app", "1", "--out", dest_s, "--force"]);
+    assert!(ok, "{out}{err}");
+    assert_text(&out);
+
+    // verify: the report, with ok.
+    let (ok, out, err) = intact(&server, &["verify", "--json"]);
+    assert!(ok, "{out}{err}");
+    let v = one_document(&out);
+    assert_eq!(v["ok"], true, "{v}");
+    assert!(v["blobs_checked"].as_u64() >= Some(2), "{v}");
+    assert!(
+        v["bytes_checked"].is_u64() && v["problems"].as_array().is_some_and(Vec::is_empty),
+        "{v}"
+    );
+
+    // gc: text by default (counts in words), the report with --json.
+    let (ok, out, err) = intact(&server, &["gc", "--grace-seconds", "0"]);
+    assert!(ok, "{out}{err}");
+    assert_text(&out);
+    assert!(out.contains("deleted 0 unreferenced blobs (0 bytes)"), "{out}");
+    assert!(out.contains("expired 0 overdue transactions"), "{out}");
+    let (ok, out, err) = intact(&server, &["gc", "--grace-seconds", "0", "--json"]);
+    assert!(ok, "{out}{err}");
+    let v = one_document(&out);
+    for key in [
+        "blobs_deleted",
+        "bytes_deleted",
+        "expired_transactions",
+        "orphan_blobs_deleted",
+    ] {
+        assert!(v[key].is_u64(), "{key}: {v}");
+    }
+    let (ok, out, err) = intact(&server, &["gc", "--status", "--json"]);
+    assert!(ok, "{out}{err}");
+    assert!(one_document(&out)["running"].is_boolean(), "{out}");
+
+    // ready.
+    let (ok, out, err) = intact(&server, &["ready", "--json"]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(one_document(&out), serde_json::json!({"ready": true}));
+
+    // hooks create and delete (list already prints JSON lines).
+    let (ok, out, err) = intact(
+        &server,
+        &[
+            "hooks",
+            "create",
+            "ci",
+            "--repo",
+            "files",
+            "--url",
+            "http://127.0.0.1:9/hook",
+            "--json",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let v = one_document(&out);
+    assert_eq!(
+        (v["name"].as_str(), v["repo"].as_str()),
+        (Some("ci"), Some("files")),
+        "{v}"
+    );
+    assert!(v["secret"].as_str().is_some_and(|s| s.len() >= 16), "{v}");
+    let (ok, out, err) = intact(&server, &["hooks", "delete", "ci", "--json"]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(one_document(&out), serde_json::json!({"name": "ci", "deleted": true}));
+
+    // go publish: the server's answer, and the go.sum lines.
+    let module = "example.com/jsonmod";
+    let go_src = dir.path().join("gomod");
+    std::fs::create_dir_all(&go_src).expect("mkdir");
+    let go_mod = format!("module {module}\n\ngo 1.19\n");
+    std::fs::write(go_src.join("go.mod"), &go_mod).expect("write");
+    std::fs::write(go_src.join("m.go"), "package jsonmod\n").expect("write");
+    let go_src_s = go_src.to_str().expect("utf8");
+    let (ok, out, err) = intact(&server, &["go", "publish", go_src_s, "--version", "v1.0.0", "--json"]);
+    assert!(ok, "{out}{err}");
+    let v = one_document(&out);
+    assert_eq!(
+        (v["module"].as_str(), v["version"].as_str()),
+        (Some(module), Some("v1.0.0")),
+        "{v}"
+    );
+    assert_eq!(v["created"], true, "{v}");
+    let h1 = v["h1"].as_str().expect("h1");
+    assert_eq!(
+        v["go_sum"],
+        serde_json::json!([
+            format!("{module} v1.0.0 {h1}"),
+            format!(
+                "{module} v1.0.0/go.mod {}",
+                intact_go::dirhash::hash_go_mod(go_mod.as_bytes())
+            ),
+        ]),
+        "{v}"
+    );
+    let (ok, out, err) = intact(&server, &["go", "publish", go_src_s, "--version", "v1.0.0"]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(
+        out.trim(),
+        format!("{module} v1.0.0 {h1}"),
+        "without --json: the go.sum line"
+    );
+
+    // Errors: the message on stderr, nothing on stdout.
+    let (ok, out, err) = intact(&server, &["get", "files", "app", "9", "--out", dest_s, "--json"]);
+    assert!(!ok);
+    assert!(out.is_empty(), "stdout stays empty on an error: {out}");
+    assert!(err.contains("error:"), "{err}");
+}
+
+#[test]
+fn token_commands_print_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), None, &[]);
+    let (ok, out, err) = intact(
+        &server,
+        &[
+            "token",
+            "create",
+            "root",
+            "--scope",
+            "*:admin",
+            "--expires",
+            "1h",
+            "--json",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let v = one_document(&out);
+    assert_eq!(v["name"], "root", "{v}");
+    assert_eq!(v["scopes"], serde_json::json!(["*:admin"]), "{v}");
+    assert!(v["created_at"].is_string() && v["expires_at"].is_string(), "{v}");
+    let secret = v["secret"].as_str().expect("secret").to_owned();
+    let with_token = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("INTACT_SERVER", &server.base)
+            .env("INTACT_TOKEN", &secret)
+            .output()
+            .expect("run intact");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = with_token(&["token", "create", "ci", "--scope", "files:publish", "--json"]);
+    assert!(one_document(&out)["secret"].is_string(), "{out}");
+    // A listing: one JSON object per token, never a secret.
+    let out = with_token(&["token", "list", "--json"]);
+    let names: Vec<String> = out
+        .lines()
+        .map(|l| {
+            let t: serde_json::Value = serde_json::from_str(l).expect("a JSON line per token");
+            assert!(t.get("secret").is_none(), "{t}");
+            t["name"].as_str().expect("name").to_owned()
+        })
+        .collect();
+    assert_eq!(names, ["ci", "root"], "{out}");
+    let out = with_token(&["token", "list"]);
+    assert_text(&out);
+    let out = with_token(&["token", "revoke", "ci", "--json"]);
+    let v = one_document(&out);
+    assert_eq!(v["name"], "ci", "{v}");
+    assert!(v["revoked_at"].is_string(), "{v}");
+}
+
+#[test]
+fn stage_prints_its_final_result_as_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = dir.path().join("up");
+    std::fs::create_dir_all(up.join("board/b1")).expect("mkdir");
+    std::fs::write(up.join("board/b1/image.bin"), b"the image").expect("write");
+    std::fs::write(up.join("board/b1/extra.bin"), b"extra bytes").expect("write");
+    let config = format!(
+        "[[repo]]\nname = \"builds\"\nkind = \"proxy\"\nformat = \"generic\"\nupstream = \"file://{}\"\n\
+         [repo.artifacts]\nimage = {{ files = [\"image.bin\"] }}\nextra = {{ files = [\"extra.bin\"] }}\n",
+        up.display()
+    );
+    let server = Server::start(&dir.path().join("data"), Some(&config), &[]);
+    let (ok, out, err) = intact(
+        &server,
+        &[
+            "stage",
+            "builds",
+            "board/b1",
+            "image",
+            "--background",
+            "extra",
+            "--wait",
+            "--json",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let v = one_document(&out);
+    assert_eq!(v["ok"], true, "{v}");
+    let items = v["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "{v}");
+    assert_eq!(
+        (items[0]["artifact"].as_str(), items[0]["state"].as_str()),
+        (Some("image"), Some("staged")),
+        "{v}"
+    );
+    assert_eq!(items[0]["size"], 9, "{v}");
+    // With --wait, the background job's final state.
+    let background = v["background"].as_array().expect("background");
+    assert_eq!(background.len(), 1, "{v}");
+    assert_eq!(
+        (background[0]["artifact"].as_str(), background[0]["state"].as_str()),
+        (Some("extra"), Some("staged")),
+        "{v}"
+    );
+    // Again, as text: already staged.
+    let (ok, out, err) = intact(&server, &["stage", "builds", "board/b1", "image"]);
+    assert!(ok, "{out}{err}");
+    assert_text(&out);
+    assert!(out.contains("staged builds/board/b1@image: 1 file, 9 bytes"), "{out}");
+}
+
+#[test]
+fn config_check_and_ready_print_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("intact.toml");
+    let check = |text: &str| {
+        std::fs::write(&file, text).expect("write");
+        let out = Command::new(BIN)
+            .args(["config", "check", "--json"])
+            .arg(&file)
+            .output()
+            .expect("run");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (ok, out) = check("listen = \"127.0.0.1:7444\"\n");
+    assert!(ok, "{out}");
+    let v = one_document(&out);
+    assert_eq!(
+        (v["ok"].as_bool(), v["listen"].as_str(), v["tls"].as_bool()),
+        (Some(true), Some("127.0.0.1:7444"), Some(false)),
+        "{v}"
+    );
+    assert_eq!(v["problems"], serde_json::json!([]), "{v}");
+    assert!(v["repos"].as_array().is_some_and(|r| !r.is_empty()), "{v}");
+    let (ok, out) = check("[store]\ngc_page_size = 0\n\n[[repo]]\nname = \"up\"\nkind = \"proxy\"\n");
+    assert!(!ok, "{out}");
+    let v = one_document(&out);
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["problems"].as_array().map(Vec::len), Some(2), "{v}");
+    let (ok, out) = check("[store\n");
+    assert!(!ok);
+    let v = one_document(&out);
+    assert!(v["problems"][0].as_str().is_some_and(|p| p.contains("line 1")), "{v}");
+
+    // A server that is not there: not ready, with why, exit status 1.
+    let server = Server::start(&dir.path().join("data"), None, &[]);
+    let base = server.base.clone();
+    server.kill9();
+    let out = Command::new(BIN)
+        .args(["ready", "--json", "--server", &base, "--timeout-seconds", "2"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let v = one_document(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(v["ready"], false, "{v}");
+    assert!(v["reason"].as_str().is_some_and(|r| r.contains(&base)), "{v}");
+}
+
+/// `intact migrate`: counts in words by default, one JSON document (`copy`, `check`, `ok`)
+/// with --json.
+#[test]
+fn migrate_prints_text_or_one_json_document() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = Server::start(&data, None, &[]);
+    let file = dir.path().join("a.bin");
+    std::fs::write(&file, b"to migrate").expect("write");
+    let (ok, out, err) = intact(&server, &["publish", "files", "m", "1", file.to_str().expect("utf8")]);
+    assert!(ok, "{out}{err}");
+    server.kill9();
+    let db = crate::harness::runtime().block_on(intact_testkit::TestDatabase::create());
+    let garage = intact_testkit::shared_garage();
+    let blobs_url = format!("s3://{}/{}", garage.bucket, garage.prefix("cli-migrate"));
+    let migrate = |extra: &[&str]| {
+        let out = Command::new(BIN)
+            .args([
+                "migrate",
+                "--data-dir",
+                data.to_str().expect("utf8"),
+                "--to-catalog",
+                &db.url,
+            ])
+            .args(["--to-blobs", &blobs_url, "--to-blobs-endpoint", &garage.endpoint])
+            .args(["--to-blobs-region", &garage.region])
+            .args(extra)
+            .env("AWS_ACCESS_KEY_ID", &garage.access_key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &garage.secret_access_key)
+            .output()
+            .expect("run intact migrate");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let v = one_document(&migrate(&["--json"]));
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["copy"]["versions_copied"], 1, "{v}");
+    assert_eq!(v["copy"]["bytes_copied"], 10, "{v}");
+    assert_eq!(v["check"]["versions_checked"], 1, "{v}");
+    let out = migrate(&[]);
+    assert_text(&out);
+    assert!(
+        out.contains("copied 0 versions (1 already there)") && out.contains("checked 1 version and 1 blob"),
+        "{out}"
+    );
+    let v = one_document(&migrate(&["--json", "--no-verify"]));
+    assert!(v["check"].is_null(), "{v}");
 }
