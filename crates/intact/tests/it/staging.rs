@@ -997,7 +997,7 @@ fn lru_eviction_keeps_whole_versions() {
             let base = srv.base.clone();
             move || {
                 Command::new(crate::harness::BIN)
-                    .args(["gc", "--server", &base, "--grace-seconds", "0"])
+                    .args(["gc", "--server", &base, "--grace-seconds", "0", "--json"])
                     .output()
                     .expect("intact gc")
             }
