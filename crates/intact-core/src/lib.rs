@@ -6,6 +6,7 @@ pub mod content;
 pub mod digest;
 pub mod manifest;
 pub mod name;
+mod schema;
 pub mod time;
 pub mod tree;
 pub mod txn;

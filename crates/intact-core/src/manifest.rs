@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Digest, FilePath, Name, RepoName, Timestamp, TxnId, Version};
 
 /// One file of a version. The bytes live in the blob named by `sha256`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FileEntry {
     pub path: FilePath,
     pub size: u64,
@@ -14,7 +14,7 @@ pub struct FileEntry {
 }
 
 /// A committed version.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Manifest {
     pub repo: RepoName,
     pub name: Name,

@@ -75,7 +75,7 @@ impl From<TxnId> for String {
 }
 
 /// Where a transaction is in its life. Only `Open` accepts files or a commit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TxnState {
     Open,

@@ -11,6 +11,7 @@ pub mod http;
 pub mod limits;
 pub mod listener;
 pub mod observe;
+pub mod openapi;
 pub mod shared_flight;
 pub mod singleflight;
 pub mod staging;

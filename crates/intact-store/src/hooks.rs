@@ -26,7 +26,7 @@ pub struct NewHook {
 }
 
 /// A hook and how its delivery goes (never its secret).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct HookRecord {
     pub name: String,
     pub repo: String,

@@ -81,7 +81,7 @@ impl Default for StoreConfig {
 }
 
 /// What a garbage collection did.
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, Serialize, utoipa::ToSchema)]
 pub struct GcReport {
     pub expired_transactions: u64,
     pub blobs_deleted: u64,
@@ -94,7 +94,7 @@ pub struct GcReport {
 }
 
 /// One problem `verify` found.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct VerifyProblem {
     pub sha256: Digest,
     /// `missing`, `size mismatch` or `hash mismatch`.
@@ -131,7 +131,7 @@ pub const READINESS_DEADLINE: Duration = Duration::from_secs(5);
 /// How long a readiness answer stands (see [`Store::readiness`]).
 pub const READINESS_TTL: Duration = Duration::from_secs(1);
 
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, Serialize, utoipa::ToSchema)]
 pub struct VerifyReport {
     pub blobs_checked: u64,
     pub bytes_checked: u64,

@@ -118,6 +118,20 @@ impl FromStr for Scope {
     }
 }
 
+impl utoipa::PartialSchema for Scope {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "`REPO:ACCESS`: a repo name or `*`, and `read`, `publish` or `admin`.",
+            ))
+            .build()
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Scope {}
+
 impl Serialize for Scope {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
@@ -179,7 +193,7 @@ pub struct NewToken {
 }
 
 /// A token as the catalog keeps it (never the secret).
-#[derive(Clone, Serialize)]
+#[derive(Clone, Serialize, utoipa::ToSchema)]
 pub struct TokenRecord {
     pub name: String,
     /// What the catalog keeps of the secret (never shown; `intact migrate` copies it, so a

@@ -5,8 +5,8 @@ pub mod error;
 mod guard;
 mod publish;
 mod reads;
-mod tokens;
-mod transactions;
+pub(crate) mod tokens;
+pub(crate) mod transactions;
 mod unread_body;
 
 use std::time::Duration;
@@ -26,6 +26,7 @@ use self::error::{ApiError, ApiResult};
 pub(crate) use self::guard::require_json;
 use crate::config::{RepoConfig, RepoFormat, RepoKind};
 use crate::http::Caller;
+use crate::openapi::schemas::{EventsPage, GcAnswer, VerifyAnswer};
 use crate::state::AppState;
 
 /// The whole HTTP surface.
@@ -52,6 +53,7 @@ pub fn router(state: AppState) -> Router {
             put(transactions::put_file).layer(upload_slot()),
         )
         .route("/events", get(events))
+        .route("/openapi.json", get(crate::openapi::serve))
         .route(
             "/admin/gc",
             get(admin_gc_status)
@@ -205,7 +207,7 @@ async fn events(
     State(state): State<AppState>,
     caller: Extension<Caller>,
     query: Result<Query<EventsQuery>, QueryRejection>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<EventsPage>> {
     let Query(q) = query?;
     let after = q.after.unwrap_or(0);
     if after < 0 {
@@ -219,20 +221,19 @@ async fn events(
     let mut events = state.store.events(after, Duration::from_secs(wait), limit).await?;
     let next = events.last().map_or(after, |e| e.seq);
     events.retain(|e| caller.may(&state, e.repo.as_str(), Access::Read));
-    Ok(Json(json!({ "events": events, "next": next })))
+    Ok(Json(EventsPage { events, next }))
 }
 
-#[derive(Deserialize, Default)]
+/// How long an unreferenced blob must have been so before it is deleted (default:
+/// `store.gc_grace_seconds`).
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct GcRequest {
+pub(crate) struct GcRequest {
     grace_seconds: Option<u64>,
 }
 
 /// The body is JSON (the route layer checked the content type); an empty one means `{}`.
-async fn admin_gc(
-    State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Json<serde_json::Value>> {
+async fn admin_gc(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> ApiResult<Json<GcAnswer>> {
     let body = body?;
     let req: GcRequest = if body.iter().all(u8::is_ascii_whitespace) {
         GcRequest::default()
@@ -242,11 +243,9 @@ async fn admin_gc(
     let grace = req
         .grace_seconds
         .map_or(state.store.config().gc_grace, Duration::from_secs);
-    let mut report = serde_json::to_value(state.store.gc(grace).await?).unwrap_or_default();
-    if let Some(extra) = crate::staging::enforce_limits(&state).await? {
-        report["evicted"] = extra;
-    }
-    Ok(Json(report))
+    let report = state.store.gc(grace).await?;
+    let evicted = crate::staging::enforce_limits(&state).await?;
+    Ok(Json(GcAnswer { report, evicted }))
 }
 
 /// The background sweeper: whether a pass runs and where it is, how the last one went, and
@@ -282,10 +281,10 @@ pub fn sweeper_status(
     v
 }
 
-async fn admin_verify(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+async fn admin_verify(State(state): State<AppState>) -> ApiResult<Json<VerifyAnswer>> {
     let report = state.store.verify().await?;
-    let ok = report.problems.is_empty();
-    let mut v = serde_json::to_value(report).unwrap_or_default();
-    v["ok"] = json!(ok);
-    Ok(Json(v))
+    Ok(Json(VerifyAnswer {
+        ok: report.problems.is_empty(),
+        report,
+    }))
 }

@@ -23,7 +23,7 @@ use intact_store::{CommitOutcome, OpenOutcome, TxnRecord};
 use tokio_util::io::StreamReader;
 
 use super::error::{ApiError, ApiResult};
-use super::transactions::{CreateTxn, manifest_json};
+use super::transactions::CreateTxn;
 use super::writable_repo;
 use crate::limits::body::{LimitedReader, body_too_large, check_metadata, file_too_large};
 use crate::state::AppState;
@@ -97,7 +97,7 @@ fn answer_retry(m: &Manifest, sent: &[FileEntry], fields: &Fields) -> ApiResult<
     let metadata = fields.metadata.clone().unwrap_or_else(|| serde_json::json!({}));
     let diff = ContentDiff::between(&m.files, &m.metadata, sent, &metadata);
     if diff.is_empty() {
-        return Ok((StatusCode::OK, Json(manifest_json(m))).into_response());
+        return Ok((StatusCode::OK, Json(m)).into_response());
     }
     Err(intact_store::Error::IdempotencyMismatch {
         key: fields.idempotency_key.clone().unwrap_or_default(),
@@ -306,8 +306,8 @@ pub(crate) async fn publish(
             }
         };
         Ok(match state.store.commit(&t.id).await? {
-            CommitOutcome::Committed(m) => (StatusCode::CREATED, Json(manifest_json(&m))).into_response(),
-            CommitOutcome::AlreadyCommitted(m) => (StatusCode::OK, Json(manifest_json(&m))).into_response(),
+            CommitOutcome::Committed(m) => (StatusCode::CREATED, Json(m)).into_response(),
+            CommitOutcome::AlreadyCommitted(m) => (StatusCode::OK, Json(m)).into_response(),
         })
     }
     .await;

@@ -11,12 +11,12 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use intact_core::{Manifest, Name, RepoName, Version};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::error::{ApiError, ApiResult};
 use super::repo_or_404;
 use crate::config::{RepoConfig, RepoFormat, RepoKind};
 use crate::http::serve_file::{content_type_for, send_file};
+use crate::openapi::schemas::{NamesPage, VersionsPage};
 use crate::staging::listing::percent_encode_path;
 use crate::state::AppState;
 
@@ -122,14 +122,6 @@ pub(crate) async fn resolve_manifest(
     ))
 }
 
-/// A page of `@versions`, serialized straight from the rows (no intermediate JSON tree: this
-/// answer can hold 10,000 entries).
-#[derive(serde::Serialize)]
-struct VersionsPage<'a> {
-    versions: &'a [intact_store::VersionSummary],
-    next: Option<Version>,
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Page {
@@ -155,7 +147,7 @@ pub(crate) async fn read(
         ReadTarget::Latest(name) => latest(&state, repo, &name).await,
         ReadTarget::Manifest(name, version) => {
             let m = resolve_manifest(&state, repo, &name, &version).await?;
-            let mut resp = Json(super::transactions::manifest_json(&m)).into_response();
+            let mut resp = Json(&*m).into_response();
             let h = resp.headers_mut();
             h.insert(
                 header::CACHE_CONTROL,
@@ -212,7 +204,7 @@ async fn latest(state: &AppState, repo: &RepoConfig, name: &Name) -> ApiResult<R
             // Evicted just now: the caller asks again.
             None => continue,
         };
-        let mut resp = Json(super::transactions::manifest_json(&m)).into_response();
+        let mut resp = Json(&*m).into_response();
         let h = resp.headers_mut();
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         let location = format!(
@@ -323,7 +315,7 @@ pub(crate) async fn names(
     }
     let list: Vec<Name> = all.into_iter().take(limit as usize).collect();
     let next = (list.len() as u32 == limit).then(|| list.last().cloned()).flatten();
-    Ok(Json(json!({"names": list, "next": next})).into_response())
+    Ok(Json(NamesPage { names: list, next }).into_response())
 }
 
 pub(crate) async fn repo_info(

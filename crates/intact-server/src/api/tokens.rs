@@ -9,18 +9,20 @@ use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use intact_store::tokens::{self, Scope};
+use intact_store::tokens::{self, Scope, TokenRecord};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::error::{ApiError, ApiResult};
 use crate::http::Caller;
+use crate::openapi::schemas::{NewTokenAnswer, TokenList};
 use crate::state::AppState;
 
 /// The longest a token may be made to last by `expires_in_seconds` (ten years).
 const MAX_LIFETIME_SECONDS: u64 = 10 * 365 * 24 * 3600;
 
-#[derive(Deserialize)]
+/// A new token: its name, scopes (`REPO:ACCESS`, e.g. `releases:publish`, `*:admin`) and
+/// lifetime (none: it does not expire).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateToken {
     name: String,
@@ -70,20 +72,18 @@ pub(crate) async fn create(
     let (record, secret) = tokens::create(state.store.catalog().as_ref(), &req.name, scopes, expires_at).await?;
     state.auth.switch_on();
     tracing::info!(token = %record.name, scopes = ?record.scopes.iter().map(ToString::to_string).collect::<Vec<_>>(), "token created");
-    let mut body = serde_json::to_value(&record).unwrap_or_default();
-    body["secret"] = json!(secret);
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    Ok((StatusCode::CREATED, Json(NewTokenAnswer { token: record, secret })).into_response())
 }
 
-pub(crate) async fn list(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
-    let all = state.store.catalog().tokens().await?;
-    Ok(Json(json!({ "tokens": all })))
+pub(crate) async fn list(State(state): State<AppState>) -> ApiResult<Json<TokenList>> {
+    let tokens = state.store.catalog().tokens().await?;
+    Ok(Json(TokenList { tokens }))
 }
 
 pub(crate) async fn revoke(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<TokenRecord>> {
     let Path(name) = path?;
     tokens::validate_token_name(&name)?;
     match state.store.catalog().revoke_token(&name).await? {
@@ -93,7 +93,7 @@ pub(crate) async fn revoke(
             state.tokens.forget_all();
             tokio::time::sleep(tokens::REVOCATION_SETTLES).await;
             tracing::info!(token = %record.name, "token revoked");
-            Ok(Json(serde_json::to_value(&record).unwrap_or_default()))
+            Ok(Json(record))
         }
         None => Err(ApiError::NotFound(format!("token {name}"))),
     }

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures::TryStreamExt;
-use intact_core::{Digest, FilePath, Manifest, Name, TxnId};
+use intact_core::{Digest, FilePath, Name, TxnId};
 use intact_store::store::BeginRequest;
 use intact_store::{CommitOutcome, OpenOutcome, TxnRecord, VersionSpec};
 use serde::Deserialize;
@@ -21,9 +21,11 @@ use super::error::{ApiError, ApiResult};
 use super::{MAX_WAIT, writable_repo};
 use crate::http::Caller;
 use crate::limits::body::{LimitedReader, check_declared_length};
+use crate::openapi::schemas::{StagedFile, TxnView};
 use crate::state::AppState;
 
-#[derive(Debug, Deserialize)]
+/// Opens a transaction for one version.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateTxn {
     pub name: String,
@@ -74,21 +76,13 @@ impl CreateTxn {
     }
 }
 
-pub(crate) fn txn_json(t: &TxnRecord) -> serde_json::Value {
-    let mut v = serde_json::to_value(t).unwrap_or_default();
-    if let Some(obj) = v.as_object_mut() {
-        obj.remove("lease_seconds");
-        obj.insert("lease_seconds".into(), json!(t.lease_seconds));
-    }
-    v
-}
-
-pub(crate) fn manifest_json(m: &Manifest) -> serde_json::Value {
-    serde_json::to_value(m).unwrap_or_default()
+/// A transaction as the API answers it.
+fn txn_view(t: &TxnRecord) -> Json<TxnView<'_>> {
+    Json(TxnView { txn: t, manifest: None })
 }
 
 fn created(t: &TxnRecord) -> Response {
-    let mut resp = (StatusCode::CREATED, Json(txn_json(t))).into_response();
+    let mut resp = (StatusCode::CREATED, txn_view(t)).into_response();
     if let Ok(loc) = HeaderValue::from_str(&format!("/api/v1/transactions/{}", t.id)) {
         resp.headers_mut().insert(header::LOCATION, loc);
     }
@@ -127,11 +121,13 @@ pub(crate) async fn create(
     }
     Ok(match state.store.begin_owned(begin, owner).await? {
         OpenOutcome::Created(t) => created(&t),
-        OpenOutcome::Resumed(t) => (StatusCode::OK, Json(txn_json(&t))).into_response(),
+        OpenOutcome::Resumed(t) => (StatusCode::OK, txn_view(&t)).into_response(),
         OpenOutcome::Committed(t, m) => {
-            let mut v = txn_json(&t);
-            v["manifest"] = manifest_json(&m);
-            (StatusCode::OK, Json(v)).into_response()
+            let view = TxnView {
+                txn: &t,
+                manifest: Some(&m),
+            };
+            (StatusCode::OK, Json(view)).into_response()
         }
     })
 }
@@ -146,7 +142,7 @@ pub(crate) async fn get(
 ) -> ApiResult<Response> {
     let Path(id) = path?;
     let t = state.store.txn(&parse_id(&id)?).await?;
-    Ok(Json(txn_json(&t)).into_response())
+    Ok(txn_view(&t).into_response())
 }
 
 pub(crate) async fn renew(
@@ -155,7 +151,7 @@ pub(crate) async fn renew(
 ) -> ApiResult<Response> {
     let Path(id) = path?;
     let t = state.store.renew(&parse_id(&id)?).await?;
-    Ok(Json(txn_json(&t)).into_response())
+    Ok(txn_view(&t).into_response())
 }
 
 pub(crate) async fn commit(
@@ -164,8 +160,8 @@ pub(crate) async fn commit(
 ) -> ApiResult<Response> {
     let Path(id) = path?;
     Ok(match state.store.commit(&parse_id(&id)?).await? {
-        CommitOutcome::Committed(m) => (StatusCode::CREATED, Json(manifest_json(&m))).into_response(),
-        CommitOutcome::AlreadyCommitted(m) => (StatusCode::OK, Json(manifest_json(&m))).into_response(),
+        CommitOutcome::Committed(m) => (StatusCode::CREATED, Json(m)).into_response(),
+        CommitOutcome::AlreadyCommitted(m) => (StatusCode::OK, Json(m)).into_response(),
     })
 }
 
@@ -216,7 +212,11 @@ pub(crate) async fn put_file(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"path": entry.path, "size": entry.size, "sha256": entry.sha256})),
+        Json(StagedFile {
+            path: entry.path,
+            size: entry.size,
+            sha256: entry.sha256,
+        }),
     )
         .into_response())
 }

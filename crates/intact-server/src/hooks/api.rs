@@ -5,16 +5,17 @@ use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use intact_store::hooks::{self, NewHook};
+use intact_store::hooks::{self, HookRecord, NewHook};
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::api::error::{ApiError, ApiResult};
+use crate::openapi::schemas::{HookList, NewHookAnswer};
 use crate::state::AppState;
 
-#[derive(Deserialize)]
+/// A new webhook.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct CreateHook {
+pub(crate) struct CreateHook {
     name: String,
     /// A configured repo, or `*`.
     repo: String,
@@ -57,27 +58,25 @@ pub(super) async fn create(
         url = %intact_store::redact(&record.url),
         "webhook created"
     );
-    let mut body = serde_json::to_value(&record).unwrap_or_default();
-    body["secret"] = json!(secret);
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    Ok((StatusCode::CREATED, Json(NewHookAnswer { hook: record, secret })).into_response())
 }
 
-pub(super) async fn list(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+pub(super) async fn list(State(state): State<AppState>) -> ApiResult<Json<HookList>> {
     let hooks = state.store.catalog().hooks().await?;
-    Ok(Json(json!({ "hooks": hooks })))
+    Ok(Json(HookList { hooks }))
 }
 
 pub(super) async fn show(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<HookRecord>> {
     let Path(name) = path?;
     let hooks = state.store.catalog().hooks().await?;
     let hook = hooks
         .into_iter()
         .find(|h| h.name == name)
         .ok_or_else(|| ApiError::NotFound(format!("hook {name:?}")))?;
-    Ok(Json(serde_json::to_value(hook).unwrap_or_default()))
+    Ok(Json(hook))
 }
 
 pub(super) async fn delete(

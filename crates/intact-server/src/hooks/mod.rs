@@ -2,7 +2,7 @@
 //! that POSTs matching events of the durable event log to each hook, signed, in order, at
 //! least once (docs/operations.md#webhooks).
 
-mod api;
+pub(crate) mod api;
 pub mod deliver;
 
 use axum::Router;

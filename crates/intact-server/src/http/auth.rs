@@ -128,7 +128,7 @@ async fn need_of(state: &AppState, method: &Method, path: &str) -> intact_store:
     let decoded: Vec<String> = path.trim_start_matches('/').split('/').map(decoded).collect();
     let parts: Vec<&str> = decoded.iter().map(String::as_str).collect();
     Ok(match parts.as_slice() {
-        ["healthz"] | ["readyz"] | ["metrics"] => Need::Nothing,
+        ["healthz"] | ["readyz"] | ["metrics"] | ["api", "v1", "openapi.json"] => Need::Nothing,
         ["api", "v1", "repos"] => Need::Filtered,
         ["api", "v1", "events"] => Need::Filtered,
         ["api", "v1", "repos", repo, "transactions"] | ["api", "v1", "repos", repo, "publish"] => {
@@ -238,11 +238,14 @@ const HOW: &str = "send `Authorization: Bearer TOKEN` (or basic auth with the to
 /// needs, and either refuses it (401 without a usable token, 403 without the scope) or lets
 /// it on with its [`Caller`] inserted.
 pub async fn admit(state: &AppState, req: &mut Request) -> Result<(), Response> {
-    // Health, readiness and metrics are open to everyone and must answer while the catalog
+    // Health, readiness, metrics and the API's description are open to everyone and must answer while the catalog
     // is down (that is when they matter): nothing about the caller is looked up for them.
     // Asking the catalog whether access control is on made `/healthz` a 503 during a catalog
     // outage, and a liveness probe would have restarted a process that was fine.
-    if matches!(req.uri().path(), "/healthz" | "/readyz" | "/metrics") {
+    if matches!(
+        req.uri().path(),
+        "/healthz" | "/readyz" | "/metrics" | "/api/v1/openapi.json"
+    ) {
         req.extensions_mut().insert(Caller::default());
         return Ok(());
     }

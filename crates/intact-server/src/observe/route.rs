@@ -4,6 +4,41 @@
 //! routing, by the outermost layer (which sees every request, refused ones included); Go
 //! protocol paths are told apart by what they ask for (`.info`, `.zip`, `@v/list`...).
 
+/// Every template [`of`] answers with, but `unmatched`.
+pub const TEMPLATES: &[&str] = &[
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/api/v1/repos",
+    "/api/v1/repos/{repo}",
+    "/api/v1/repos/{repo}/transactions",
+    "/api/v1/repos/{repo}/publish",
+    "/api/v1/repos/{repo}/names",
+    "/api/v1/repos/{repo}/stage",
+    "/api/v1/repos/{repo}/stage/status",
+    "/api/v1/repos/{repo}/{*rest}",
+    "/api/v1/transactions/{id}",
+    "/api/v1/transactions/{id}/commit",
+    "/api/v1/transactions/{id}/renew",
+    "/api/v1/transactions/{id}/files/{*path}",
+    "/api/v1/events",
+    "/api/v1/admin/gc",
+    "/api/v1/admin/verify",
+    "/api/v1/tokens",
+    "/api/v1/tokens/{name}",
+    "/api/v1/jobs/{id}",
+    "/api/v1/hooks",
+    "/api/v1/hooks/{name}",
+    "/api/v1/openapi.json",
+    "/go/{repo}/publish",
+    "/go/{repo}/{module}/@v/list",
+    "/go/{repo}/{module}/@latest",
+    "/go/{repo}/{module}/@v/{version}.info",
+    "/go/{repo}/{module}/@v/{version}.mod",
+    "/go/{repo}/{module}/@v/{version}.zip",
+    "/go/{repo}/{*rest}",
+];
+
 /// The template of the endpoint `path` asks for; `unmatched` for a path no endpoint serves.
 pub fn of(path: &str) -> &'static str {
     let rest = path.strip_prefix('/').unwrap_or(path);
@@ -141,6 +176,10 @@ mod tests {
             ("/go//x", "unmatched"),
         ] {
             assert_eq!(of(path), want, "{path}");
+            assert!(
+                want == "unmatched" || super::TEMPLATES.contains(&want),
+                "{want} is not listed"
+            );
         }
     }
 }

@@ -25,9 +25,11 @@ const MAX_WAIT: u64 = 300;
 /// Most items one request may name.
 const MAX_ITEMS: usize = 1000;
 
-#[derive(Deserialize)]
+/// The artifacts of one build to stage: `artifacts` (configured artifact names) and raw
+/// `files` in the foreground (the answer waits for them), `background` ones after.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct StageRequest {
+pub(crate) struct StageRequest {
     name: String,
     #[serde(default)]
     artifacts: Vec<String>,

@@ -14,7 +14,7 @@
 //! * Proxy repos with `max_size` evict whole versions, least recently read first, after each
 //!   staging commit and on `intact gc`. Hosted repos are never touched.
 
-mod api;
+pub(crate) mod api;
 mod error;
 mod jobs;
 pub mod listing;

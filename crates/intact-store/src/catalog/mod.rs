@@ -48,7 +48,7 @@ pub struct NewTxn {
 }
 
 /// A transaction as the catalog knows it, with the files staged so far.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TxnRecord {
     pub id: TxnId,
     pub repo: RepoName,
@@ -110,7 +110,7 @@ impl CommitOutcome {
 }
 
 /// One committed version in a listing.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct VersionSummary {
     pub version: Version,
     pub created_at: Timestamp,
@@ -119,7 +119,7 @@ pub struct VersionSummary {
 }
 
 /// An entry of the event log, in commit order.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Event {
     pub seq: i64,
     pub at: Timestamp,

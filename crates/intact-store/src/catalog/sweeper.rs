@@ -10,7 +10,7 @@ use intact_core::{Digest, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// What a pass is doing.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SweepPhase {
     /// No pass under way.
@@ -24,7 +24,7 @@ pub enum SweepPhase {
 }
 
 /// Work done so far, in a pass or in a whole one.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct SweepCounts {
     /// Blob records looked at.
@@ -42,7 +42,7 @@ pub struct SweepCounts {
 }
 
 /// A pass that ran to its end.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FinishedPass {
     pub pass: u64,
     pub started: Timestamp,
@@ -57,7 +57,7 @@ pub struct FinishedPass {
 }
 
 /// The sweeper's progress, kept in the catalog.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct SweepProgress {
     /// The number of the pass under way, or of the last one.

@@ -10,6 +10,7 @@ mod harness;
 mod hooks;
 mod large;
 mod observability;
+mod openapi;
 mod power_loss;
 mod replicas;
 mod scale_out;

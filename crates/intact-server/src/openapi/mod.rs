@@ -1,0 +1,167 @@
+//! The OpenAPI 3.1 document of the HTTP API, served at `/api/v1/openapi.json`. It is derived
+//! from the code: the request and answer types are the ones the handlers (de)serialize, and
+//! each endpoint's description sits in `paths`. A test checks that every endpoint the router
+//! serves is in it, and the test suite runs a property-based client (schemathesis) against a
+//! real server, checking that no request gets a 5xx and every answer matches the document.
+
+mod paths;
+pub mod schemas;
+
+use std::sync::OnceLock;
+
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "intact",
+        description = "An artifact store and caching proxy in which every version lands whole or not at all. \
+                       Every error answer is a JSON object with a stable `error` code and a `message`. \
+                       The Go module proxy protocol (`/go/{repo}/...`) is described in docs/go-proxy.md.",
+        license(name = "Apache-2.0"),
+    ),
+    paths(
+        paths::healthz, paths::readyz, paths::metrics, paths::openapi,
+        paths::list_repos, paths::repo_info, paths::names, paths::versions, paths::latest,
+        paths::manifest, paths::file,
+        paths::create_transaction, paths::get_transaction, paths::abort_transaction,
+        paths::renew_transaction, paths::commit_transaction, paths::put_file, paths::publish,
+        paths::events,
+        paths::gc, paths::gc_status, paths::verify,
+        paths::list_tokens, paths::create_token, paths::revoke_token,
+        paths::list_hooks, paths::create_hook, paths::show_hook, paths::delete_hook,
+        paths::stage, paths::stage_status, paths::job,
+    ),
+    modifiers(&Authentication),
+    security((), ("token" = []), ("basic" = [])),
+    tags(
+        (name = "reads", description = "Repositories, names, versions, manifests and file bytes."),
+        (name = "publishing", description = "Transactions and one-shot publishes: a version becomes visible whole, at its commit."),
+        (name = "events", description = "The event log, in commit order."),
+        (name = "admin", description = "Garbage collection, verification, tokens, webhooks (scope `*:admin` once access control is on). \
+                                         Every admin call needs `Content-Type: application/json`."),
+        (name = "staging", description = "Build-artifact staging from a generic proxy repo's upstream."),
+        (name = "operations", description = "Liveness, readiness, metrics and this document."),
+    ),
+)]
+pub struct ApiDoc;
+
+/// A token as `Authorization: Bearer TOKEN`, or as the password of HTTP basic auth (what the
+/// go command sends from `.netrc`).
+struct Authentication;
+
+impl utoipa::Modify for Authentication {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("token", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        components.add_security_scheme("basic", SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)));
+    }
+}
+
+/// The document as JSON, built once.
+pub fn document() -> &'static str {
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        ApiDoc::openapi()
+            .to_pretty_json()
+            .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    })
+}
+
+/// `GET /api/v1/openapi.json`.
+pub async fn serve() -> Response {
+    let mut resp = document().into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use axum::body::Body;
+    use axum::http::{Method, Request, StatusCode};
+    use tower::ServiceExt;
+
+    use super::document;
+    use crate::config::Config;
+    use crate::observe::route;
+
+    /// The operations of the document: (method, path template).
+    fn operations() -> Vec<(Method, String)> {
+        let doc: serde_json::Value = serde_json::from_str(document()).expect("the document is JSON");
+        let paths = doc["paths"].as_object().expect("paths");
+        let mut out = Vec::new();
+        for (path, item) in paths {
+            for method in item.as_object().expect("path item").keys() {
+                if let Ok(m) = Method::from_bytes(method.to_ascii_uppercase().as_bytes()) {
+                    out.push((m, path.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// A path the template describes, with a value for each parameter (a version's name and
+    /// a file's path with a `/`, as clients send them).
+    fn concrete(template: &str) -> String {
+        let name = if template.starts_with("/api/v1/repos/") {
+            "app/cli"
+        } else {
+            "ci"
+        };
+        template
+            .replace("{repo}", "files")
+            .replace("{name}", name)
+            .replace("{version}", "1.0")
+            .replace("{path}", "bin/tool.txt")
+            .replace("{id}", "tx_aaaaaaaaaaaaaaaaaaaaaaaaaa")
+    }
+
+    /// Every endpoint the server counts requests under (the metrics' route templates, apart
+    /// from the Go protocol's, which docs/go-proxy.md describes) is described by the document.
+    #[test]
+    fn every_endpoint_is_documented() {
+        let documented: BTreeSet<&str> = operations().iter().map(|(_, p)| route::of(&concrete(p))).collect();
+        assert!(!documented.contains("unmatched"), "{documented:?}");
+        let served: BTreeSet<&str> = route::TEMPLATES
+            .iter()
+            .copied()
+            .filter(|t| !t.starts_with("/go/"))
+            .collect();
+        assert_eq!(documented, served, "documented vs served endpoints");
+    }
+
+    /// Every operation of the document reaches a handler: the router neither answers "no such
+    /// endpoint" nor "method not allowed" for it.
+    #[tokio::test]
+    async fn every_documented_operation_is_routed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config::from_toml("[[repo]]\nname = \"files\"\nkind = \"hosted\"\n").expect("config");
+        config.data_dir = dir.path().join("data");
+        let state = crate::open(config).await.expect("open");
+        let app = crate::api::router(state);
+        for (method, template) in operations() {
+            let req = Request::builder()
+                .method(method.clone())
+                .uri(concrete(&template))
+                .header("host", "localhost")
+                .header("content-type", "application/json")
+                .body(Body::from("{}"))
+                .expect("request");
+            let resp = app.clone().oneshot(req).await.expect("answer");
+            let status = resp.status();
+            let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.expect("body");
+            let text = String::from_utf8_lossy(&body);
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {template}: {text}");
+            assert!(
+                !text.contains("no such endpoint"),
+                "{method} {template} is documented but not routed: {text}"
+            );
+        }
+    }
+}
