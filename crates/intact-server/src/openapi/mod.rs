@@ -35,7 +35,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
         paths::list_hooks, paths::create_hook, paths::show_hook, paths::delete_hook,
         paths::stage, paths::stage_status, paths::job,
     ),
-    modifiers(&Authentication),
+    modifiers(&Authentication, &Links),
     security((), ("token" = []), ("basic" = [])),
     tags(
         (name = "reads", description = "Repositories, names, versions, manifests and file bytes."),
@@ -61,14 +61,87 @@ impl utoipa::Modify for Authentication {
     }
 }
 
+/// Where an answer names what later calls take: the id of a transaction just opened, the name
+/// of a webhook just made. Tools that walk the API (schemathesis' stateful phase, client
+/// generators) follow these.
+struct Links;
+
+impl Links {
+    fn add(doc: &mut utoipa::openapi::OpenApi, path: &str, status: &str, field: &str, targets: &[(&str, &str)]) {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::link::LinkBuilder;
+        let Some(item) = doc.paths.paths.get_mut(path) else {
+            return;
+        };
+        let Some(op) = item.post.as_mut() else {
+            return;
+        };
+        let Some(RefOr::T(resp)) = op.responses.responses.get_mut(status) else {
+            return;
+        };
+        for (name, operation_id) in targets {
+            let link = LinkBuilder::new()
+                .operation_id(*operation_id)
+                .parameter(field, format!("$response.body#/{field}"))
+                .build();
+            resp.links.insert((*name).to_owned(), RefOr::T(link));
+        }
+    }
+}
+
+impl utoipa::Modify for Links {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let txn = [
+            ("get", "get_transaction"),
+            ("put_file", "put_file"),
+            ("renew", "renew_transaction"),
+            ("commit", "commit_transaction"),
+            ("abort", "abort_transaction"),
+        ];
+        for status in ["201", "200"] {
+            Self::add(doc, "/api/v1/repos/{repo}/transactions", status, "id", &txn);
+        }
+        let hook = [("show", "show_hook"), ("delete", "delete_hook")];
+        Self::add(doc, "/api/v1/hooks", "201", "name", &hook);
+    }
+}
+
 /// The document as JSON, built once.
 pub fn document() -> &'static str {
     static DOCUMENT: OnceLock<String> = OnceLock::new();
     DOCUMENT.get_or_init(|| {
-        ApiDoc::openapi()
-            .to_pretty_json()
-            .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+        let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+        spell_links(&mut doc);
+        serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
     })
+}
+
+/// utoipa 5.5 writes a link's fields in Rust's spelling (`operation_id`); OpenAPI's is
+/// camelCase (`operationId`), and tools ignore the other.
+fn spell_links(doc: &mut serde_json::Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    let links = paths
+        .values_mut()
+        .filter_map(|item| item.as_object_mut())
+        .flat_map(|item| item.values_mut())
+        .filter_map(|op| op.get_mut("responses").and_then(|r| r.as_object_mut()))
+        .flat_map(|responses| responses.values_mut())
+        .filter_map(|resp| resp.get_mut("links").and_then(|l| l.as_object_mut()))
+        .flat_map(|links| links.values_mut())
+        .filter_map(|link| link.as_object_mut());
+    for link in links {
+        for (rust, openapi) in [
+            ("operation_id", "operationId"),
+            ("operation_ref", "operationRef"),
+            ("request_body", "requestBody"),
+        ] {
+            if let Some(v) = link.remove(rust) {
+                link.insert(openapi.to_owned(), v);
+            }
+        }
+    }
 }
 
 /// `GET /api/v1/openapi.json`.
@@ -134,6 +207,32 @@ mod tests {
             .filter(|t| !t.starts_with("/go/"))
             .collect();
         assert_eq!(documented, served, "documented vs served endpoints");
+    }
+
+    /// The links name operations that exist.
+    #[test]
+    fn links_lead_to_documented_operations() {
+        let doc: serde_json::Value = serde_json::from_str(document()).expect("the document is JSON");
+        let ids: BTreeSet<&str> = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .values()
+            .flat_map(|item| item.as_object().expect("item").values())
+            .filter_map(|op| op["operationId"].as_str())
+            .collect();
+        let mut links = 0;
+        for item in doc["paths"].as_object().expect("paths").values() {
+            for op in item.as_object().expect("item").values() {
+                for resp in op["responses"].as_object().into_iter().flat_map(|r| r.values()) {
+                    for link in resp["links"].as_object().into_iter().flat_map(|l| l.values()) {
+                        links += 1;
+                        let target = link["operationId"].as_str().expect("operationId");
+                        assert!(ids.contains(target), "link to unknown operation {target}");
+                    }
+                }
+            }
+        }
+        assert_eq!(links, 12, "transaction (2 answers x 5) and webhook (2) links");
     }
 
     /// Every operation of the document reaches a handler: the router neither answers "no such
