@@ -10,7 +10,7 @@
 //! `net/http.CrossOriginProtection`: `Sec-Fetch-Site` decides when present (it survives a
 //! reverse proxy that rewrites `Host`), else `Origin` must name this server.
 //!
-//! Admin calls additionally require a JSON content type ([`require_json`]): a browser cannot
+//! Admin `POST`s additionally require a JSON content type ([`require_json`]): a browser cannot
 //! send one cross-site without a preflight, which intact never grants.
 
 use axum::extract::Request;

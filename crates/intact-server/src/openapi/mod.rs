@@ -42,7 +42,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
         (name = "publishing", description = "Transactions and one-shot publishes: a version becomes visible whole, at its commit."),
         (name = "events", description = "The event log, in commit order."),
         (name = "admin", description = "Garbage collection, verification, tokens, webhooks (scope `*:admin` once access control is on). \
-                                         Every admin call needs `Content-Type: application/json`."),
+                                         Every admin `POST` needs `Content-Type: application/json`."),
         (name = "staging", description = "Build-artifact staging from a generic proxy repo's upstream."),
         (name = "operations", description = "Liveness, readiness, metrics and this document."),
     ),

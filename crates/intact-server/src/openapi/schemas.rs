@@ -171,8 +171,15 @@ pub struct StageStatus {
 #[derive(Serialize, ToSchema)]
 pub struct StageItem {
     pub artifact: Version,
+    /// `artifact` (a configured one) or `file` (a raw file).
+    pub kind: Option<String>,
     /// `staged`, `staging`, `failed` or `absent`.
     pub state: String,
+    /// The staging job, while one runs.
+    pub job: Option<String>,
+    /// Why it failed (`failed`): a stable code, and words for people.
+    pub error: Option<String>,
+    pub message: Option<String>,
 }
 
 /// `POST /api/v1/repos/{repo}/stage`. Described here; built by the staging handlers.
@@ -180,7 +187,10 @@ pub struct StageItem {
 pub struct StageAnswer {
     pub repo: RepoName,
     pub name: Name,
-    pub artifacts: Vec<StageItem>,
+    /// The foreground artifacts and files, each staged or failed.
+    pub items: Vec<StageItem>,
+    /// The background ones: staged already, started (`staging`, with its `job`), or failed.
+    pub background: Vec<StageItem>,
 }
 
 /// A staging job. Described here; built by `Job::to_json`.
