@@ -3,19 +3,10 @@
 
 use std::process::Command;
 
-use crate::harness::{BIN, Server};
+use crate::harness::{self, BIN, Server};
 
 fn intact(server: &Server, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("INTACT_SERVER", &server.base)
-        .output()
-        .expect("run intact");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    harness::cli(&server.base, None, args, &[])
 }
 
 #[test]
@@ -364,24 +355,6 @@ fn completions_are_generated_for_each_shell() {
         assert!(
             script.contains("publish") && script.contains("idempotency-key"),
             "{shell}: {script}"
-        );
-    }
-}
-
-/// The sample configurations in `deploy/` stay valid as the configuration evolves.
-#[test]
-fn the_deployment_samples_pass_config_check() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    for sample in ["deploy/single/intact.toml", "deploy/systemd/intact.toml"] {
-        let out = Command::new(BIN)
-            .args(["config", "check"])
-            .arg(root.join(sample))
-            .output()
-            .expect("run");
-        assert!(
-            out.status.success(),
-            "{sample}: {}",
-            String::from_utf8_lossy(&out.stderr)
         );
     }
 }

@@ -549,18 +549,6 @@ fn go_fifty_cold_clients_cause_one_upstream_request_per_file() {
     assert_eq!(env.upstream.counts(), counts, "a warm build asks upstream nothing");
 }
 
-/// Polls `f` until it returns true (the failure memory is 1 s in these tests).
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    panic!("{what} did not happen within 60s");
-}
-
 #[test]
 fn go_upstream_failures_are_never_cached_and_recover() {
     let env = Env::start(Settings {
@@ -629,9 +617,12 @@ fn go_upstream_failures_are_never_cached_and_recover() {
         // Upstream recovers: a later request succeeds (at once after a transient fault; after
         // the failure memory for content that broke Go's rules, a definitive answer).
         up.clear_fault(&upstream_path);
-        eventually(&format!("{name} served after recovery"), || {
-            env.get(&url).0 == StatusCode::OK
-        });
+        // The failure memory is 1 s in these tests.
+        harness::wait_until(
+            &format!("{name} served after recovery"),
+            Duration::from_secs(60),
+            || env.get(&url).0 == StatusCode::OK,
+        );
         let (_, _, body) = env.get(&url);
         assert_eq!(
             body,

@@ -142,6 +142,39 @@ impl Drop for Server {
     }
 }
 
+/// Runs the `intact` CLI against the server at `base`, apart from the machine's own CLI
+/// settings (no `INTACT_TOKEN` from the environment, no CLI config file), sending `token` when
+/// given, with `env` added; (succeeded, stdout, stderr).
+pub fn cli(base: &str, token: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env("INTACT_SERVER", base)
+        .env_remove("INTACT_TOKEN")
+        .env("INTACT_CLI_CONFIG", "/nonexistent/intact-cli.toml")
+        .envs(env.iter().copied());
+    if let Some(t) = token {
+        cmd.env("INTACT_TOKEN", t);
+    }
+    let out = cmd.output().expect("run intact");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Polls `f` every 100 ms until it holds; fails the test naming `what` once `within` passed.
+pub fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never happened within {within:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 pub fn client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()

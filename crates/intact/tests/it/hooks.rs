@@ -3,10 +3,9 @@
 //! delivered when the server is killed is delivered after it restarts.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
@@ -14,7 +13,7 @@ use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 
-use crate::harness::{self, BIN, Server};
+use crate::harness::{self, Server};
 
 /// What the receiver got: deliveries in arrival order.
 #[derive(Default)]
@@ -76,18 +75,7 @@ fn hex_of(bytes: &[u8]) -> String {
 }
 
 fn intact(server: &Server, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("INTACT_SERVER", &server.base)
-        .env_remove("INTACT_TOKEN")
-        .env("INTACT_CLI_CONFIG", "/nonexistent/intact-cli.toml")
-        .output()
-        .expect("run intact");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    harness::cli(&server.base, None, args, &[])
 }
 
 /// Delivered events by seq (duplicates allowed: delivery is at least once).
@@ -98,14 +86,6 @@ fn delivered(got: &Received) -> BTreeMap<i64, Value> {
         .iter()
         .map(|(_, e)| (e["seq"].as_i64().expect("seq"), e.clone()))
         .collect()
-}
-
-fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !f() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 const CONFIG: &str = r#"
@@ -199,7 +179,7 @@ fn hooks_deliver_every_wanted_event_in_order_through_failures_and_restarts() {
             .expect("abort");
         assert!(resp.status().is_success());
     });
-    wait_for("four deliveries", Duration::from_secs(30), || {
+    harness::wait_until("four deliveries", Duration::from_secs(30), || {
         delivered(&got).len() == 4
     });
     let events = delivered(&got);
@@ -236,7 +216,7 @@ fn hooks_deliver_every_wanted_event_in_order_through_failures_and_restarts() {
     got.failing.store(true, Ordering::SeqCst);
     let (ok, out, err) = intact(&server, &["publish", "files", "app", "5", &file]);
     assert!(ok, "{out}{err}");
-    wait_for("a refused attempt", Duration::from_secs(30), || {
+    harness::wait_until("a refused attempt", Duration::from_secs(30), || {
         got.refused.load(Ordering::SeqCst) >= 1
     });
     let (ok, out, _) = intact(&server, &["hooks", "list"]);
@@ -248,7 +228,7 @@ fn hooks_deliver_every_wanted_event_in_order_through_failures_and_restarts() {
     server.kill9();
     got.failing.store(false, Ordering::SeqCst);
     let server = Server::start(&data, Some(CONFIG), &[]);
-    wait_for("the event after the restart", Duration::from_secs(60), || {
+    harness::wait_until("the event after the restart", Duration::from_secs(60), || {
         delivered(&got).values().any(|e| e["version"] == "5")
     });
     let (ok, out, _) = intact(&server, &["hooks", "list", "--json"]);
@@ -337,19 +317,19 @@ fn two_replicas_deliver_each_event_in_order_and_one_takes_over_when_the_other_di
     for v in 1..=4 {
         publish(base(&servers, 0), v.to_string());
     }
-    wait_for("4 deliveries", Duration::from_secs(30), || delivered(&got).len() >= 4);
+    harness::wait_until("4 deliveries", Duration::from_secs(30), || delivered(&got).len() >= 4);
     servers.push(start(1));
     for v in 5..=8 {
         publish(base(&servers, v % 2), v.to_string());
     }
-    wait_for("8 deliveries", Duration::from_secs(30), || delivered(&got).len() >= 8);
+    harness::wait_until("8 deliveries", Duration::from_secs(30), || delivered(&got).len() >= 8);
 
     // Killed: the survivor takes the hook over once the dead one's lease has run out.
     servers[0].take().expect("replica 0").kill9();
     for v in 9..=12 {
         publish(base(&servers, 1), v.to_string());
     }
-    wait_for("12 deliveries after the kill", Duration::from_secs(75), || {
+    harness::wait_until("12 deliveries after the kill", Duration::from_secs(75), || {
         delivered(&got).len() >= 12
     });
     assert_eq!(got.bad_signatures.load(Ordering::SeqCst), 0);

@@ -12,17 +12,7 @@ use crate::harness::{BIN, Server, client, runtime};
 
 /// Runs the `intact` CLI against `server` with `env`; (succeeded, stdout, stderr).
 fn intact(server: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("INTACT_SERVER", server)
-        .envs(env.iter().copied())
-        .output()
-        .expect("run intact");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    crate::harness::cli(server, None, args, env)
 }
 
 fn publish(server: &str, name: &str, version: &str, files: &[(&str, &[u8])], dir: &Path) {

@@ -5,27 +5,13 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::go_fixtures::{go_binary, go_command, run};
-use crate::harness::{BIN, Server};
+use crate::harness::{self, BIN, Server};
 
 fn intact(server: &Server, token: Option<&str>, args: &[&str]) -> (bool, String, String) {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .env("INTACT_SERVER", &server.base)
-        .env_remove("INTACT_TOKEN")
-        // No CLI config file of the machine's.
-        .env("INTACT_CLI_CONFIG", "/nonexistent/intact-cli.toml");
-    if let Some(t) = token {
-        cmd.env("INTACT_TOKEN", t);
-    }
-    let out = cmd.output().expect("run intact");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    harness::cli(&server.base, token, args, &[])
 }
 
 /// The secret: alone on the last line of standard output.
@@ -33,14 +19,6 @@ fn secret_of(stdout: &str) -> String {
     let last = stdout.lines().last().expect("output").trim().to_owned();
     assert!(last.starts_with("intact_") && !last.contains(' '), "{stdout}");
     last
-}
-
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < Duration::from_secs(30), "never happened: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
@@ -78,7 +56,7 @@ fn first_token_on_the_host_then_tokens_through_the_server() {
     // opens its transaction while writes are open and is refused its upload after, leaving
     // that version locked for its lease.
     let mut probe = 0;
-    eventually("anonymous publish refused", || {
+    harness::wait_until("anonymous publish refused", Duration::from_secs(30), || {
         probe += 1;
         let version = format!("probe{probe}");
         let (ok, _, err) = intact(&server, None, &["publish", "files", "n", &version, file]);
