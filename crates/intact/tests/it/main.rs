@@ -2,6 +2,7 @@
 
 mod cli;
 mod crash;
+mod deploy;
 mod faults;
 mod gc;
 mod go_fixtures;
