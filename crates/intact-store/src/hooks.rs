@@ -39,10 +39,14 @@ pub struct HookRecord {
     pub delivered: u64,
     /// Failed attempts since the last success (the event after `cursor` is retried).
     pub failures: u32,
+    #[schema(required = true)]
     pub next_attempt_at: Option<Timestamp>,
+    #[schema(required = true)]
     pub last_attempt_at: Option<Timestamp>,
     /// The receiver's status code of the last attempt, when it answered.
+    #[schema(required = true)]
     pub last_status: Option<u16>,
+    #[schema(required = true)]
     pub last_error: Option<String>,
 }
 

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use utoipa::OpenApi;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -35,7 +35,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
         paths::list_hooks, paths::create_hook, paths::show_hook, paths::delete_hook,
         paths::stage, paths::stage_status, paths::job,
     ),
-    modifiers(&Authentication, &Links),
+    modifiers(&Authentication, &Links, &OptionalBodies),
     security((), ("token" = []), ("basic" = [])),
     tags(
         (name = "reads", description = "Repositories, names, versions, manifests and file bytes."),
@@ -58,6 +58,55 @@ impl utoipa::Modify for Authentication {
         let components = doc.components.get_or_insert_with(Default::default);
         components.add_security_scheme("token", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
         components.add_security_scheme("basic", SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)));
+        // The document-wide default allows anonymous calls (reads may be open). Admin calls
+        // always need a token, and the operations endpoints never look at one.
+        let token_only = vec![
+            SecurityRequirement::new("token", Vec::<String>::new()),
+            SecurityRequirement::new("basic", Vec::<String>::new()),
+        ];
+        for item in doc.paths.paths.values_mut() {
+            for op in operations_mut(item) {
+                let tags = op.tags.as_deref().unwrap_or_default();
+                if tags.iter().any(|t| t == "admin") {
+                    op.security = Some(token_only.clone());
+                } else if tags.iter().any(|t| t == "operations") {
+                    op.security = Some(vec![SecurityRequirement::default()]);
+                }
+            }
+        }
+    }
+}
+
+fn operations_mut(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        item.get.as_mut(),
+        item.put.as_mut(),
+        item.post.as_mut(),
+        item.delete.as_mut(),
+        item.head.as_mut(),
+        item.patch.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// Request bodies that may be left out (an empty body means `{}`): utoipa marks every body
+/// it is given as required.
+struct OptionalBodies;
+
+impl utoipa::Modify for OptionalBodies {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        for path in ["/api/v1/admin/gc", "/api/v1/admin/verify"] {
+            if let Some(body) = doc
+                .paths
+                .paths
+                .get_mut(path)
+                .and_then(|item| item.post.as_mut())
+                .and_then(|op| op.request_body.as_mut())
+            {
+                body.required = Some(utoipa::openapi::Required::False);
+            }
+        }
     }
 }
 
@@ -193,6 +242,37 @@ mod tests {
             .replace("{version}", "1.0")
             .replace("{path}", "bin/tool.txt")
             .replace("{id}", "tx_aaaaaaaaaaaaaaaaaaaaaaaaaa")
+    }
+
+    /// Admin operations say they need a token (no anonymous alternative), the operations
+    /// endpoints that they need none, reads that either will do; the bodies that may be left
+    /// out are not required.
+    #[test]
+    fn security_and_optional_bodies_are_per_operation() {
+        let doc: serde_json::Value = serde_json::from_str(document()).expect("the document is JSON");
+        let op = |path: &str, method: &str| doc["paths"][path][method].clone();
+        let token_only = serde_json::json!([{"token": []}, {"basic": []}]);
+        for (path, method) in [
+            ("/api/v1/admin/gc", "post"),
+            ("/api/v1/admin/verify", "post"),
+            ("/api/v1/tokens", "get"),
+            ("/api/v1/hooks/{name}", "delete"),
+        ] {
+            assert_eq!(op(path, method)["security"], token_only, "{method} {path}");
+        }
+        for path in ["/healthz", "/readyz", "/metrics", "/api/v1/openapi.json"] {
+            assert_eq!(op(path, "get")["security"], serde_json::json!([{}]), "{path}");
+        }
+        assert!(
+            op("/api/v1/repos", "get").get("security").is_none(),
+            "reads follow the default"
+        );
+        let anonymous_allowed = doc["security"].as_array().expect("default security");
+        assert!(anonymous_allowed.contains(&serde_json::json!({})));
+        for path in ["/api/v1/admin/gc", "/api/v1/admin/verify"] {
+            assert_eq!(op(path, "post")["requestBody"]["required"], false, "{path}");
+        }
+        assert_eq!(op("/api/v1/hooks", "post")["requestBody"]["required"], true);
     }
 
     /// Every endpoint the server counts requests under (the metrics' route templates, apart

@@ -214,7 +214,7 @@ fn gc() {}
 fn gc_status() {}
 
 #[utoipa::path(post, path = "/api/v1/admin/verify", tag = "admin",
-    request_body(content = Object, description = "`{}`."),
+    request_body(content = Object, description = "Ignored; send `{}` or nothing."),
     responses(
         (status = 200, description = "Every committed blob re-hashed.", body = VerifyAnswer),
         (status = "default", description = "An error.", body = ErrorBody),
@@ -283,7 +283,7 @@ fn show_hook() {}
 fn delete_hook() {}
 
 #[utoipa::path(post, path = "/api/v1/repos/{repo}/stage", tag = "staging",
-    params(("repo" = String, Path, description = "A staging repository (a generic proxy repo).")),
+    params(("repo" = String, Path, description = "A staging repository (a generic proxy repo).", example = "builds")),
     request_body = crate::staging::api::StageRequest,
     responses(
         (status = 200, description = "Every foreground artifact staged (background ones started).", body = StageAnswer),
@@ -293,8 +293,8 @@ fn stage() {}
 
 #[utoipa::path(get, path = "/api/v1/repos/{repo}/stage/status", tag = "staging",
     params(
-        ("repo" = String, Path, description = "A staging repository (a generic proxy repo)."),
-        ("name" = String, Query, description = "The build's name."),
+        ("repo" = String, Path, description = "A staging repository (a generic proxy repo).", example = "builds"),
+        ("name" = String, Query, description = "The build's name.", example = "x86-release/R1"),
         ("artifacts" = Option<String>, Query, description = "Comma-separated artifacts (default: every configured one)."),
         ("wait_seconds" = Option<u64>, Query, description = "Wait up to this long (at most 300) for all to be staged or failed."),
     ),

@@ -48,6 +48,7 @@ pub struct RepoView {
 pub struct NamesPage {
     pub names: Vec<Name>,
     /// Pass as `after` for the next page; `null` on the last.
+    #[schema(required = true)]
     pub next: Option<Name>,
 }
 
@@ -58,6 +59,7 @@ pub struct VersionsPage<'a> {
     #[schema(value_type = Vec<VersionSummary>)]
     pub versions: &'a [VersionSummary],
     /// Pass as `after` for the next page; `null` on the last.
+    #[schema(required = true)]
     pub next: Option<Version>,
 }
 
@@ -100,9 +102,11 @@ pub struct SweeperStatus {
     #[schema(inline)]
     pub progress: SweepProgress,
     pub running: bool,
+    #[schema(required = true)]
     pub holder: Option<String>,
     pub lease_until: Timestamp,
     pub now: Timestamp,
+    #[schema(required = true)]
     pub next_pass_due: Option<Timestamp>,
     pub interval_seconds: u64,
     pub orphan_sweep_interval_seconds: u64,

@@ -29,6 +29,7 @@ const MAX_ITEMS: usize = 1000;
 /// `files` in the foreground (the answer waits for them), `background` ones after.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "x86-release/R1", "artifacts": ["payload"], "files": ["notes.txt"], "background": ["suites"]}))]
 pub(crate) struct StageRequest {
     name: String,
     #[serde(default)]

@@ -64,7 +64,9 @@ pub struct SweepProgress {
     pub pass: u64,
     pub phase: SweepPhase,
     /// The last digest the phase finished with; the next page starts after it.
+    #[schema(required = true)]
     pub cursor: Option<Digest>,
+    #[schema(required = true)]
     pub pass_started: Option<Timestamp>,
     /// Whether this pass includes the orphan sweep.
     pub sweeping_orphans: bool,
@@ -73,8 +75,10 @@ pub struct SweepProgress {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub so_far: SweepCounts,
+    #[schema(required = true)]
     pub last_pass: Option<FinishedPass>,
     /// When the last orphan sweep finished.
+    #[schema(required = true)]
     pub last_orphan_sweep: Option<Timestamp>,
 }
 

@@ -30,6 +30,59 @@ kind = "hosted"
 format = "go"
 "#;
 
+/// A staging repo over a build tree in the scratch dir, so staging calls stage for real (the
+/// examples name build `x86-release/R1`, artifact `payload` and file `notes.txt`).
+fn staging_config(upstream: &std::path::Path) -> String {
+    format!(
+        r#"
+[[repo]]
+name = "builds"
+kind = "proxy"
+format = "generic"
+upstream = "file://{}"
+
+[repo.artifacts]
+payload = {{ files = ["*.bin"] }}
+suites = {{ files = ["suites.tar"], extract = true }}
+"#,
+        upstream.display()
+    )
+}
+
+/// Long polls may wait up to 300 s (the document says so); the run keeps them to a second, so
+/// that it ends in seconds and no request outlives the client's timeout.
+const HOOKS: &str = r#"
+import schemathesis
+
+@schemathesis.hook
+def map_query(context, query):
+    if isinstance(query, dict) and "wait_seconds" in query:
+        try:
+            if int(query["wait_seconds"]) > 1:
+                query["wait_seconds"] = 1
+        except (TypeError, ValueError):
+            pass
+    return query
+"#;
+
+/// The build the staging examples name: two payload files, a note and a tar of suites.
+fn write_build(upstream: &std::path::Path) {
+    let build = upstream.join("x86-release/R1");
+    std::fs::create_dir_all(&build).expect("build dir");
+    std::fs::write(build.join("image_a.bin"), b"payload a\n").expect("write");
+    std::fs::write(build.join("image_b.bin"), b"payload b\n").expect("write");
+    std::fs::write(build.join("notes.txt"), b"built\n").expect("write");
+    let mut tar = tar::Builder::new(Vec::new());
+    let body = b"suite\n";
+    let mut header = tar::Header::new_gnu();
+    header.set_size(body.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(&mut header, "suites/smoke.txt", &body[..])
+        .expect("tar entry");
+    std::fs::write(build.join("suites.tar"), tar.into_inner().expect("tar")).expect("write");
+}
+
 fn schemathesis_version() -> Option<String> {
     let out = Command::new("python3")
         .args(["-c", "import schemathesis; print(schemathesis.__version__)"])
@@ -49,12 +102,15 @@ fn every_answer_matches_the_openapi_document() {
     });
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
+    let upstream = dir.path().join("upstream");
+    write_build(&upstream);
+    let config_text = format!("{CONFIG}{}", staging_config(&upstream));
     // The first admin token, made on the host before the server starts (`--config` creates
     // the catalog).
     let config = dir.path().join("token.toml");
     std::fs::write(
         &config,
-        format!("data_dir = {:?}\n{CONFIG}", data.display().to_string()),
+        format!("data_dir = {:?}\n{config_text}", data.display().to_string()),
     )
     .expect("write config");
     let made = Command::new(BIN)
@@ -73,7 +129,7 @@ fn every_answer_matches_the_openapi_document() {
         .find(|w| w.starts_with("intact_"))
         .unwrap_or_else(|| panic!("no secret in {stdout}"))
         .to_owned();
-    let server = Server::start(&data, Some(CONFIG), &[]);
+    let server = Server::start(&data, Some(&config_text), &[]);
 
     // The version the document's examples name (`files`, `tool`, `1.0`, `tool.txt`), so the
     // example phase reads a manifest and file bytes that exist.
@@ -117,9 +173,12 @@ fn every_answer_matches_the_openapi_document() {
         // The same requests on every CI run; a full-size run explores with a fresh seed.
         cmd.args(["--seed", "1"]);
     }
+    let hooks = dir.path().join("hooks.py");
+    std::fs::write(&hooks, HOOKS).expect("write hooks");
     // Its working files (.schemathesis/, .hypothesis/) go to the scratch dir, not the checkout.
     let run = cmd
         .current_dir(dir.path())
+        .env("SCHEMATHESIS_HOOKS", &hooks)
         .env("NO_COLOR", "1")
         .output()
         .expect("run schemathesis");
