@@ -112,18 +112,28 @@ pub fn router(state: AppState) -> Router {
 /// again by the rate limit. One layer, not four: each layer of its own cost a clone of the
 /// router's boxed service, a boxed future and a clone of the state on every request.
 async fn front_door(State(state): State<AppState>, req: axum::extract::Request, next: middleware::Next) -> Response {
+    use tracing::Instrument;
+    let arrival = crate::observe::access::Arrival::of(&req);
+    // Every line logged while the request is handled names it, so a commit or a refusal can
+    // be joined with its access line (work a request starts for others, like a shared
+    // upstream fetch, runs in a task of its own and is not counted as any one request's).
+    let span = tracing::info_span!(target: "intact::request", "request", request_id = %arrival.request_id());
     // Logged even if this future is dropped before it answers (the client left).
-    let mut pending = crate::observe::access::Pending::new(crate::observe::access::Arrival::of(&req));
-    let (mut req, watch) = unread_body::watch(req);
-    let resp = match admit(&state, &mut req).await {
-        Ok(()) => {
-            pending.authenticated(req.extensions().get::<Caller>().and_then(|c| c.token.clone()));
-            next.run(req).await
-        }
-        Err(refused) => refused,
-    };
-    let resp = unread_body::finish(resp, &watch);
-    pending.answer(resp, watch.bytes_read())
+    let mut pending = crate::observe::access::Pending::new(arrival);
+    async move {
+        let (mut req, watch) = unread_body::watch(req);
+        let resp = match admit(&state, &mut req).await {
+            Ok(()) => {
+                pending.authenticated(req.extensions().get::<Caller>().and_then(|c| c.token.clone()));
+                next.run(req).await
+            }
+            Err(refused) => refused,
+        };
+        let resp = unread_body::finish(resp, &watch);
+        pending.answer(resp, watch.bytes_read())
+    }
+    .instrument(span)
+    .await
 }
 
 async fn admit(state: &AppState, req: &mut axum::extract::Request) -> Result<(), Response> {

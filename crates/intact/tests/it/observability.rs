@@ -96,6 +96,7 @@ fn access_lines_commit_lines_request_ids_and_metrics_agree_with_what_happened() 
         let resp = http
             .post(server.url(&format!("/api/v1/transactions/{id}/commit")))
             .header("authorization", &auth)
+            .header("x-request-id", "commit-7")
             .send()
             .await
             .expect("commit");
@@ -173,7 +174,16 @@ fn access_lines_commit_lines_request_ids_and_metrics_agree_with_what_happened() 
     });
     assert!(put.contains("bytes_in=1000") && put.contains("status=201"), "{put}");
     let committed = log_line(&log, "for the commit", |l| l.contains("version committed"));
-    for field in ["repo=files", "name=obs", "version=1.0", "files=1", "bytes=1000"] {
+    // Lines written while a request is handled carry its id, so they can be joined with
+    // its access line.
+    for field in [
+        "repo=files",
+        "name=obs",
+        "version=1.0",
+        "files=1",
+        "bytes=1000",
+        "request_id=commit-7",
+    ] {
         assert!(committed.contains(field), "{field} missing from {committed}");
     }
     log_line(&log, "for the rollback", |l| {
@@ -332,6 +342,22 @@ fn json_log_lines_are_one_object_each() {
             .await
             .expect("get");
         assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        let resp = http
+            .post(server.url("/api/v1/repos/files/transactions"))
+            .json(&json!({"name": "logged", "version": "1"}))
+            .send()
+            .await
+            .expect("create");
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let txn: Value = resp.json().await.expect("json");
+        let id = txn["id"].as_str().expect("id").to_owned();
+        let resp = http
+            .delete(server.url(&format!("/api/v1/transactions/{id}")))
+            .header("x-request-id", "json-2")
+            .send()
+            .await
+            .expect("abort");
+        assert!(resp.status().is_success(), "{}", resp.status());
     });
     let line = log_line(&log, "for the request", |l| l.contains("json-1"));
     let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
@@ -339,6 +365,13 @@ fn json_log_lines_are_one_object_each() {
     assert_eq!(v["status"], 404);
     assert_eq!(v["request_id"], "json-1");
     assert_eq!(v["route"], "/api/v1/repos/{repo}/{*rest}");
+    // A line written while a request was handled names the request (its span).
+    let line = log_line(&log, "for the rollback", |l| {
+        l.contains("transaction ended without a version")
+    });
+    let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["how"], "aborted", "{line}");
+    assert_eq!(v["span"]["request_id"], "json-2", "{line}");
     let text = std::fs::read_to_string(&log).expect("log");
     for l in text.lines().filter(|l| !l.trim().is_empty()) {
         serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("not one JSON object ({e}): {l}"));
