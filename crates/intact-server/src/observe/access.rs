@@ -13,15 +13,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use super::metrics::{ABANDONED, RECEIVED_BYTES, REQUEST_SECONDS, REQUESTS, SENT_BYTES};
+use crate::http::ClientAddr;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use http_body::{Frame, SizeHint};
-use metrics::{counter, histogram};
-
-use super::metrics::{ABANDONED, RECEIVED_BYTES, REQUEST_SECONDS, REQUESTS, SENT_BYTES};
-use crate::http::ClientAddr;
 
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -51,6 +49,12 @@ impl Arrival {
             request_id: request_id(req),
             client: req.extensions().get::<ClientAddr>().map(|a| a.0),
         }
+    }
+
+    /// The request's id, as it is logged and sent back.
+    pub fn request_id(&self) -> &str {
+        // Only ids of visible ASCII are kept or made (`request_id`), so this never falls back.
+        self.request_id.to_str().unwrap_or("-")
     }
 }
 
@@ -186,18 +190,19 @@ impl Tally {
     fn record(self, complete: bool) {
         let a = &self.arrival;
         let took = a.started.elapsed();
-        let method = method_label(&a.method);
-        counter!(REQUESTS, "route" => a.route, "method" => method, "status" => status_label(self.status)).increment(1);
-        histogram!(REQUEST_SECONDS, "route" => a.route).record(took.as_secs_f64());
-        if self.outcome.received > 0 {
-            counter!(RECEIVED_BYTES, "route" => a.route).increment(self.outcome.received);
-        }
-        if self.sent > 0 {
-            counter!(SENT_BYTES, "route" => a.route).increment(self.sent);
-        }
-        if !complete {
-            counter!(ABANDONED, "route" => a.route).increment(1);
-        }
+        handles::count(a.route, &a.method, self.status, |h| {
+            h.requests.increment(1);
+            h.seconds.record(took.as_secs_f64());
+            if self.outcome.received > 0 {
+                h.received.increment(self.outcome.received);
+            }
+            if self.sent > 0 {
+                h.sent.increment(self.sent);
+            }
+            if !complete {
+                h.abandoned.increment(1);
+            }
+        });
         let Some(path) = &a.path else { return };
         let id = a.request_id.to_str().unwrap_or("-");
         let token = self.outcome.token.as_deref().unwrap_or("-");
@@ -285,6 +290,63 @@ impl Drop for Tallied {
                 || t.expected.is_some_and(|n| n == t.sent);
             t.record(complete);
         }
+    }
+}
+
+/// The metric handles of each (route, method, status), looked up in the registry once per
+/// worker thread instead of on every request: a lookup builds the label set, hashes it and
+/// searches the registry under a lock, and a request made five of them.
+mod handles {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    use axum::http::{Method, StatusCode};
+    use metrics::{Counter, Histogram, counter, histogram};
+
+    use super::{ABANDONED, RECEIVED_BYTES, REQUEST_SECONDS, REQUESTS, SENT_BYTES, method_label, status_label};
+
+    pub(super) struct Handles {
+        pub requests: Counter,
+        pub seconds: Histogram,
+        pub received: Counter,
+        pub sent: Counter,
+        pub abandoned: Counter,
+    }
+
+    /// A thread's table stops growing here (a client can make statuses and methods vary only
+    /// within small fixed sets, so this is never reached in practice); past it, handles are
+    /// looked up each time.
+    const MAX_ENTRIES: usize = 4096;
+
+    thread_local! {
+        // Keyed by the route's address: routes are `&'static str`s from one table.
+        static TABLE: RefCell<HashMap<(usize, &'static str, u16), Handles>> = RefCell::new(HashMap::new());
+    }
+
+    fn lookup(route: &'static str, method: &'static str, status: StatusCode) -> Handles {
+        Handles {
+            requests: counter!(REQUESTS, "route" => route, "method" => method, "status" => status_label(status)),
+            seconds: histogram!(REQUEST_SECONDS, "route" => route),
+            received: counter!(RECEIVED_BYTES, "route" => route),
+            sent: counter!(SENT_BYTES, "route" => route),
+            abandoned: counter!(ABANDONED, "route" => route),
+        }
+    }
+
+    pub(super) fn count(route: &'static str, method: &Method, status: StatusCode, f: impl FnOnce(&Handles)) {
+        let method = method_label(method);
+        let key = (route.as_ptr() as usize, method, status.as_u16());
+        TABLE.with(|table| {
+            let mut table = table.borrow_mut();
+            if let Some(h) = table.get(&key) {
+                return f(h);
+            }
+            let h = lookup(route, method, status);
+            f(&h);
+            if table.len() < MAX_ENTRIES {
+                table.insert(key, h);
+            }
+        });
     }
 }
 
