@@ -336,7 +336,10 @@ mod handles {
     pub(super) fn count(route: &'static str, method: &Method, status: StatusCode, f: impl FnOnce(&Handles)) {
         let method = method_label(method);
         let key = (route.as_ptr() as usize, method, status.as_u16());
-        TABLE.with(|table| {
+        let mut f = Some(f);
+        // `try_with`: a body dropped while the thread's locals are torn down still counts.
+        let _ = TABLE.try_with(|table| {
+            let Some(f) = f.take() else { return };
             let mut table = table.borrow_mut();
             if let Some(h) = table.get(&key) {
                 return f(h);
@@ -347,6 +350,9 @@ mod handles {
                 table.insert(key, h);
             }
         });
+        if let Some(f) = f {
+            f(&lookup(route, method, status));
+        }
     }
 }
 

@@ -41,7 +41,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, Secur
         (name = "reads", description = "Repositories, names, versions, manifests and file bytes."),
         (name = "publishing", description = "Transactions and one-shot publishes: a version becomes visible whole, at its commit."),
         (name = "events", description = "The event log, in commit order."),
-        (name = "admin", description = "Garbage collection, verification, tokens, webhooks (scope `*:admin` once access control is on). \
+        (name = "admin", description = "Garbage collection, verification, tokens, webhooks (scope `*:admin` once access control is on; \
+                                         until the first token exists, with `[auth] required` off, every call is open, as the document does not say). \
                                          Every admin `POST` needs `Content-Type: application/json`."),
         (name = "staging", description = "Build-artifact staging from a generic proxy repo's upstream."),
         (name = "operations", description = "Liveness, readiness, metrics and this document."),

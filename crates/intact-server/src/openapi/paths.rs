@@ -199,7 +199,7 @@ fn publish() {}
 fn events() {}
 
 #[utoipa::path(post, path = "/api/v1/admin/gc", tag = "admin",
-    request_body(content = crate::api::GcRequest, description = "An empty body means `{}`."),
+    request_body(content = crate::api::GcRequest, description = "An empty body means `{}`; the call still needs `Content-Type: application/json`, like every admin `POST`."),
     responses(
         (status = 200, description = "What the collection did.", body = GcAnswer),
         (status = "default", description = "An error.", body = ErrorBody),
@@ -214,7 +214,7 @@ fn gc() {}
 fn gc_status() {}
 
 #[utoipa::path(post, path = "/api/v1/admin/verify", tag = "admin",
-    request_body(content = Object, description = "Ignored; send `{}` or nothing."),
+    request_body(content = Object, description = "Ignored; send `{}` or nothing, with `Content-Type: application/json` either way, like every admin `POST`."),
     responses(
         (status = 200, description = "Every committed blob re-hashed.", body = VerifyAnswer),
         (status = "default", description = "An error.", body = ErrorBody),

@@ -141,6 +141,11 @@ fn read_dockerfile() -> Image {
         ["intact"],
         "the server runs as the image's own user"
     );
+    // The volume is made and given to that user before `USER` (the test does the same).
+    let prepares_volume = instruction("RUN")
+        .iter()
+        .any(|r| r.contains("mkdir -p /data") && r.contains("chown intact:intact /data"));
+    assert!(prepares_volume, "the runtime stage must create /data owned by intact");
     Image {
         env,
         command,
@@ -151,8 +156,9 @@ fn read_dockerfile() -> Image {
 }
 
 /// `args` run as the image runs them: `intact` is the binary under test, as `uid` when the
-/// tests run as root (as in the image; otherwise as the tests' own unprivileged user), with
-/// only the image's environment.
+/// tests run as root (as in the image; otherwise as the tests' own unprivileged user, and the
+/// ownership checks are skipped), with only the image's environment, port 7333 being `port`.
+/// The group is the uid too (the image's `useradd --system` picks its own).
 fn as_image_runs(image: &Image, args: &[String], port: u16, data: &Path, root: bool) -> Command {
     let args: Vec<String> = args
         .iter()
@@ -216,11 +222,17 @@ fn the_container_image_contract_holds_without_a_container_runtime() {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
         std::os::unix::fs::chown(&data, Some(image.uid), Some(image.uid)).expect("chown");
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
-    let health = || {
+    // The image's user must reach the binary under test (a checkout under /root would not do).
+    let runs = as_image_runs(&image, &["intact".to_owned(), "--version".to_owned()], 0, &data, root)
+        .output()
+        .expect("run the binary as the image's user");
+    assert!(
+        runs.status.success(),
+        "uid {} cannot run {BIN} (every directory above it must be searchable by others): {}",
+        image.uid,
+        String::from_utf8_lossy(&runs.stderr)
+    );
+    let health = |port: u16| {
         as_image_runs(&image, &image.healthcheck, port, &data, root)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -228,7 +240,12 @@ fn the_container_image_contract_holds_without_a_container_runtime() {
             .map(|s| s.success())
             .unwrap_or(false)
     };
-    assert!(!health(), "healthy before anything runs");
+    // A port nothing listens on (taken and given back): the check must fail there.
+    let unused = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    assert!(!health(unused), "healthy with nothing running");
 
     struct Killed(Child);
     impl Drop for Killed {
@@ -237,17 +254,38 @@ fn the_container_image_contract_holds_without_a_container_runtime() {
             let _ = self.0.wait();
         }
     }
+    // Port 0 stands for the image's 7333 (the system picks a free one; the server's first
+    // line says which), so parallel tests never race for a port.
     let log = std::fs::File::create(dir.path().join("server.log")).expect("log");
     let mut server = Killed(
-        as_image_runs(&image, &image.command, port, &data, root)
-            .stdout(Stdio::null())
+        as_image_runs(&image, &image.command, 0, &data, root)
+            .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
             .expect("start the image's command"),
     );
     let server_log = || std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+    let stdout = server.0.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ = tx.send(line);
+        }
+        for _ in lines {}
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("the server never said where it listens: {}", server_log()));
+    // "intact listening on http://0.0.0.0:PORT (...)"
+    let port: u16 = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http://0.0.0.0:"))
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .unwrap_or_else(|| panic!("not listening on all addresses as the image asks: {line}"));
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !health() {
+    while !health(port) {
         if let Ok(Some(exit)) = server.0.try_wait() {
             panic!("the server exited ({exit}): {}", server_log());
         }
@@ -301,5 +339,5 @@ fn the_container_image_contract_holds_without_a_container_runtime() {
     }
 
     drop(server);
-    assert!(!health(), "still healthy after the server is gone");
+    assert!(!health(port), "still healthy after the server is gone");
 }

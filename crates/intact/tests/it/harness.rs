@@ -59,7 +59,10 @@ impl Server {
             .append(true)
             .open(side.with_extension("log"))
             .expect("log file");
-        cmd.stdout(Stdio::piped()).stderr(log).env("INTACT_LOG", "info");
+        cmd.stdout(Stdio::piped()).stderr(log);
+        if !env.iter().any(|(k, _)| k == "INTACT_LOG") {
+            cmd.env("INTACT_LOG", "info");
+        }
         let mut child = cmd.spawn().expect("spawn intact");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();

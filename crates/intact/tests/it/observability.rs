@@ -326,6 +326,40 @@ fn a_download_the_client_abandons_is_logged_as_incomplete() {
     );
 }
 
+/// Under a filter that keeps commit lines and little else (one operations.md suggests), those
+/// lines still name their request.
+#[test]
+fn lines_name_their_request_under_a_narrow_filter() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let filter = [("INTACT_LOG".to_owned(), "warn,intact::commit=info".to_owned())];
+    let server = Server::start_with_env(&data, &data, None, &[], &filter);
+    let rt = harness::runtime();
+    let http = harness::client();
+    rt.block_on(async {
+        let resp = http
+            .post(server.url("/api/v1/repos/files/transactions"))
+            .json(&json!({"name": "narrow", "version": "1"}))
+            .send()
+            .await
+            .expect("create");
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let txn: Value = resp.json().await.expect("json");
+        let id = txn["id"].as_str().expect("id").to_owned();
+        let resp = http
+            .delete(server.url(&format!("/api/v1/transactions/{id}")))
+            .header("x-request-id", "narrow-1")
+            .send()
+            .await
+            .expect("abort");
+        assert!(resp.status().is_success(), "{}", resp.status());
+    });
+    let line = log_line(&data.with_extension("log"), "for the rollback", |l| {
+        l.contains("transaction ended without a version")
+    });
+    assert!(line.contains("request_id=narrow-1"), "{line}");
+}
+
 #[test]
 fn json_log_lines_are_one_object_each() {
     let dir = tempfile::tempdir().expect("tempdir");
