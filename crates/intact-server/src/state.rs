@@ -36,15 +36,23 @@ pub struct Shared {
     pub tokens: Arc<crate::http::token_cache::TokenCache>,
     /// `[limits]` and the rate and upload counters that enforce them.
     pub limits: Arc<crate::limits::Limits>,
+    /// Answers to warm reads of small hosted files, served before routing.
+    pub prepared: crate::api::prepared::PreparedFiles,
 }
 
 impl AppState {
     pub fn new(config: Arc<Config>, store: Arc<Store>) -> anyhow::Result<Self> {
+        // Before the first request: request metrics keep the handles they first get.
+        crate::observe::metrics::recorder();
         let go = Arc::new(crate::go::GoState::new(&config)?);
         let staging = Arc::new(crate::staging::StagingState::new(&config)?);
         let auth = Arc::new(crate::http::auth::Gate::new(config.auth.required));
         let limits = crate::limits::Limits::new(config.limits.resolve()?);
+        // As much again as the small-file cache: an answer shares its body with that cache,
+        // so this mostly bounds the paths and headers.
+        let prepared = crate::api::prepared::PreparedFiles::new(config.store.small_file_cache_bytes);
         Ok(Self(Arc::new(Shared {
+            prepared,
             auth,
             tokens: Arc::default(),
             config,

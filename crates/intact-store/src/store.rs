@@ -270,6 +270,13 @@ impl Store {
         &self.catalog
     }
 
+    /// How many versions this process has seen deleted (here, or on another replica through
+    /// the event log). Whatever was derived from a version looked up before the count moved
+    /// may describe a version that is gone.
+    pub fn deletions(&self) -> u64 {
+        self.deletes_so_far()
+    }
+
     fn deletes_so_far(&self) -> u64 {
         *self.deletes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }

@@ -3,6 +3,7 @@
 
 pub mod error;
 mod guard;
+pub(crate) mod prepared;
 mod publish;
 mod reads;
 pub(crate) mod tokens;
@@ -117,7 +118,9 @@ async fn front_door(State(state): State<AppState>, req: axum::extract::Request, 
     // Every line logged while the request is handled names it, so a commit or a refusal can
     // be joined with its access line (work a request starts for others, like a shared
     // upstream fetch, runs in a task of its own and is not counted as any one request's).
-    let span = tracing::info_span!(target: "intact::request", "request", request_id = %arrival.request_id());
+    // At error level, so that it exists under any filter that lets a line through (under
+    // `warn,intact::commit=info` too); a span writes no line of its own.
+    let span = tracing::error_span!(target: "intact::request", "request", request_id = %arrival.request_id());
     // Logged even if this future is dropped before it answers (the client left).
     let mut pending = crate::observe::access::Pending::new(arrival);
     async move {
@@ -125,7 +128,10 @@ async fn front_door(State(state): State<AppState>, req: axum::extract::Request, 
         let resp = match admit(&state, &mut req).await {
             Ok(()) => {
                 pending.authenticated(req.extensions().get::<Caller>().and_then(|c| c.token.clone()));
-                next.run(req).await
+                match state.prepared.answer(&req, state.store.deletions()) {
+                    Some(prepared) => prepared,
+                    None => next.run(req).await,
+                }
             }
             Err(refused) => refused,
         };

@@ -6,16 +6,17 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{OriginalUri, Path, Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use intact_core::{Manifest, Name, RepoName, Version};
 use serde::Deserialize;
 
 use super::error::{ApiError, ApiResult};
+use super::prepared::PreparedFiles;
 use super::repo_or_404;
 use crate::config::{RepoConfig, RepoFormat, RepoKind};
-use crate::http::serve_file::{content_type_for, send_file};
+use crate::http::serve_file::{content_type_for, etag_of, file_headers, send_file};
 use crate::openapi::schemas::{NamesPage, VersionsPage};
 use crate::staging::listing::percent_encode_path;
 use crate::state::AppState;
@@ -159,25 +160,46 @@ pub(crate) async fn read(
             Ok(resp)
         }
         ReadTarget::File(name, version, path) => {
+            // The path a prepared answer is kept by (see `prepared`), when this read may
+            // make one: the full path, as the front door sees it.
+            let prepare_as = (repo.kind == RepoKind::Hosted && PreparedFiles::may_answer(&request)).then(|| {
+                request
+                    .extensions()
+                    .get::<OriginalUri>()
+                    .map_or_else(|| request.uri().path(), |u| u.0.path())
+                    .to_owned()
+            });
             // At most two rounds: a proxy cache may evict the version between resolving its
             // manifest and opening its blob, or hold a damaged copy; then it is resolved again
             // (re-staged, or 404) instead of answering 500.
             let mut evicted_once = false;
             loop {
+                // Read before the version is looked up: a deletion after it voids the answer.
+                let deletions = state.store.deletions();
                 let m = resolve_manifest(&state, repo, &name, &version).await?;
                 let file = m
                     .file(&path)
                     .ok_or_else(|| ApiError::NotFound(format!("file {path} in {}/{name}@{version}", repo.name)))?;
                 crate::staging::touch(&state, &m);
-                let sent = send_file(
-                    &state.store,
-                    method,
-                    headers,
-                    file,
-                    content_type_for(&path),
-                    m.created_at,
-                )
-                .await;
+                let prepared = match &prepare_as {
+                    Some(key) => prepare(&state, key, file, content_type_for(&path), &m, deletions).await,
+                    None => Ok(None),
+                };
+                let sent = match prepared {
+                    Ok(Some(resp)) => Ok(resp),
+                    Ok(None) => {
+                        send_file(
+                            &state.store,
+                            method,
+                            headers,
+                            file,
+                            content_type_for(&path),
+                            m.created_at,
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e),
+                };
                 if let Err(intact_store::Error::BlobMissing { .. } | intact_store::Error::BlobDamaged { .. }) = &sent
                     && !evicted_once
                     && can_read_again(&state, &m).await?
@@ -189,6 +211,27 @@ pub(crate) async fn read(
             }
         }
     }
+}
+
+/// The whole answer to a plain read of a small file, kept for the next reads of `key`; `None`
+/// when the file is too large to keep in memory (it streams instead).
+async fn prepare(
+    state: &AppState,
+    key: &str,
+    file: &intact_core::FileEntry,
+    content_type: &str,
+    m: &Manifest,
+    deletions: u64,
+) -> intact_store::Result<Option<Response>> {
+    let Some(body) = state.store.small_file(file).await? else {
+        return Ok(None);
+    };
+    let mut headers = file_headers(file, &etag_of(file), content_type, m.created_at);
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    state.prepared.keep(key, headers.clone(), body.clone(), deletions);
+    let mut resp = Response::new(axum::body::Body::from(body));
+    *resp.headers_mut() = headers;
+    Ok(Some(resp))
 }
 
 /// `@latest`: the manifest of the version committed last; in a group, of the first member

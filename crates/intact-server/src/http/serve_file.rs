@@ -76,7 +76,7 @@ fn position(s: &str) -> Option<u64> {
     Some(s.parse().unwrap_or(u64::MAX))
 }
 
-fn etag_of(file: &FileEntry) -> String {
+pub fn etag_of(file: &FileEntry) -> String {
     let hex = file.sha256.hex();
     let mut etag = String::with_capacity(66);
     etag.push('"');
@@ -92,23 +92,14 @@ pub fn etag_matches(list: &str, etag: &str) -> bool {
         .any(|t| t == "*" || t == etag || t.strip_prefix("W/") == Some(etag))
 }
 
-/// Builds the response for `file`. `content_type` is the front-end's choice; a failure is a
-/// storage outcome, which the front-end maps to its own answer (the Go proxy's text/plain,
-/// the artifact API's JSON).
-pub async fn send_file(
-    store: &Arc<Store>,
-    method: &Method,
-    headers: &HeaderMap,
-    file: &FileEntry,
-    content_type: &str,
-    last_modified: Timestamp,
-) -> intact_store::Result<Response> {
-    let etag = etag_of(file);
-    let size = file.size;
+/// The headers of every answer with `file`'s bytes (or of a `304` for them), but its length
+/// and range: type, `ETag` (`etag`, from [`etag_of`]), caching, sandboxing, modification
+/// time and checksum.
+pub fn file_headers(file: &FileEntry, etag: &str, content_type: &str, last_modified: Timestamp) -> HeaderMap {
     let mut resp_headers = HeaderMap::new();
     let ct = HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("application/octet-stream"));
     resp_headers.insert(header::CONTENT_TYPE, ct);
-    if let Ok(v) = HeaderValue::from_str(&etag) {
+    if let Ok(v) = HeaderValue::from_str(etag) {
         resp_headers.insert(header::ETAG, v);
     }
     resp_headers.insert(
@@ -133,6 +124,23 @@ pub async fn send_file(
         "x-checksum-sha256",
         HeaderValue::from_str(file.sha256.hex().as_str()).unwrap_or(HeaderValue::from_static("")),
     );
+    resp_headers
+}
+
+/// Builds the response for `file`. `content_type` is the front-end's choice; a failure is a
+/// storage outcome, which the front-end maps to its own answer (the Go proxy's text/plain,
+/// the artifact API's JSON).
+pub async fn send_file(
+    store: &Arc<Store>,
+    method: &Method,
+    headers: &HeaderMap,
+    file: &FileEntry,
+    content_type: &str,
+    last_modified: Timestamp,
+) -> intact_store::Result<Response> {
+    let etag = etag_of(file);
+    let size = file.size;
+    let mut resp_headers = file_headers(file, &etag, content_type, last_modified);
 
     if let Some(inm) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok())
         && etag_matches(inm, &etag)
