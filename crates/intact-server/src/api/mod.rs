@@ -25,6 +25,7 @@ use serde_json::json;
 
 use self::error::{ApiError, ApiResult};
 pub(crate) use self::guard::require_json;
+pub(crate) use self::reads::needed_a_token;
 use crate::config::{RepoConfig, RepoFormat, RepoKind};
 use crate::http::Caller;
 use crate::openapi::schemas::{EventsPage, GcAnswer, VerifyAnswer};

@@ -10,9 +10,9 @@
 //! Only hosted repos: a group answers from whichever member has the version first, which
 //! can change, and a proxy's copies are touched on every read for their eviction order.
 //! An answer is kept with the store's count of version deletions at the time its version
-//! was looked up, and served only while that count is unchanged: a version deleted since
-//! (here, or on another replica, whose deletions reach this process through the event log)
-//! is never answered from here.
+//! was looked up, and served only while that count is unchanged: a version deleted here is
+//! never answered from here again, nor one deleted on another replica once that deletion
+//! reaches this process through the event log (the manifest cache's delay, no longer).
 
 use std::sync::Arc;
 
@@ -22,8 +22,9 @@ use axum::http::{HeaderMap, Method, header};
 use axum::response::Response;
 use bytes::Bytes;
 
-/// Counted per answer on top of its path and body: its headers (about ten) and the entry.
-const ANSWER_OVERHEAD: u64 = 1024;
+/// Counted per answer on top of its path and body: its headers (about ten, some with values
+/// of their own), the entry and the cache's node.
+const ANSWER_OVERHEAD: u64 = 2048;
 
 /// One prepared answer.
 pub struct Prepared {
@@ -31,6 +32,9 @@ pub struct Prepared {
     body: Bytes,
     /// The store's deletion count when the version was looked up.
     deletions: u64,
+    /// Whether its repo is open to anonymous reads (else, with access control on, the
+    /// answer is `private` to caches).
+    anonymous_read: bool,
 }
 
 #[derive(Clone)]
@@ -99,12 +103,20 @@ impl PreparedFiles {
         lookups().0.increment(1);
         let mut resp = Response::new(Body::from(prepared.body.clone()));
         *resp.headers_mut() = prepared.headers.clone();
+        let enforced = req
+            .extensions()
+            .get::<crate::http::Caller>()
+            .is_some_and(|c| c.enforced);
+        if enforced && !prepared.anonymous_read {
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, crate::http::serve_file::immutable(true));
+        }
         Some(resp)
     }
 
     /// Keeps the answer for `path` (its full path, as the front door sees it), made from a
     /// version looked up when the store's deletion count was `deletions`.
-    pub fn keep(&self, path: &str, headers: HeaderMap, body: Bytes, deletions: u64) {
+    pub fn keep(&self, path: &str, headers: HeaderMap, body: Bytes, deletions: u64, anonymous_read: bool) {
         if let Some(cache) = &self.cache {
             cache.insert(
                 path.into(),
@@ -112,6 +124,7 @@ impl PreparedFiles {
                     headers,
                     body,
                     deletions,
+                    anonymous_read,
                 }),
             );
         }
@@ -165,16 +178,28 @@ members = ["files"]
 
     /// A server with `tool@1.0` holding `a.txt` in the hosted repo `files`.
     async fn serving() -> (tempfile::TempDir, AppState, axum::Router) {
+        let (dir, state, app) = server(CONFIG).await;
+        publish(&app, "files", &[]).await;
+        (dir, state, app)
+    }
+
+    async fn server(config: &str) -> (tempfile::TempDir, AppState, axum::Router) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = Config::from_toml(CONFIG).expect("config");
+        let mut config = Config::from_toml(config).expect("config");
         config.data_dir = dir.path().join("data");
         let state = crate::open(config).await.expect("open");
         let app = crate::api::router(state.clone());
-        let json = [("content-type", "application/json")];
+        (dir, state, app)
+    }
+
+    /// Publishes `tool@1.0` with `a.txt` in `repo`.
+    async fn publish(app: &axum::Router, repo: &str, auth: &[(&str, &str)]) {
+        let mut json = vec![("content-type", "application/json")];
+        json.extend_from_slice(auth);
         let resp = send(
-            &app,
+            app,
             "POST",
-            "/api/v1/repos/files/transactions",
+            &format!("/api/v1/repos/{repo}/transactions"),
             &json,
             Body::from(r#"{"name":"tool","version":"1.0"}"#),
         )
@@ -183,16 +208,16 @@ members = ["files"]
         let txn: serde_json::Value = serde_json::from_slice(&body_of(resp).await).expect("json");
         let id = txn["id"].as_str().expect("id").to_owned();
         let resp = send(
-            &app,
+            app,
             "PUT",
             &format!("/api/v1/transactions/{id}/files/a.txt"),
-            &[],
+            auth,
             Body::from("hello, prepared\n"),
         )
         .await;
         assert_eq!(resp.status(), StatusCode::CREATED);
         let resp = send(
-            &app,
+            app,
             "POST",
             &format!("/api/v1/transactions/{id}/commit"),
             &json,
@@ -200,7 +225,54 @@ members = ["files"]
         )
         .await;
         assert_eq!(resp.status(), StatusCode::CREATED);
-        (dir, state, app)
+    }
+
+    /// With access control on: a prepared answer is still only given to callers who may read
+    /// (authentication runs first), and is `private` to caches where reading needed a token,
+    /// `public` where the repo is open to anonymous reads.
+    #[tokio::test]
+    async fn prepared_answers_keep_access_control_and_private_caching() {
+        let (_dir, state, app) = server(
+            r#"
+[auth]
+required = true
+
+[[repo]]
+name = "files"
+kind = "hosted"
+
+[[repo]]
+name = "open"
+kind = "hosted"
+anonymous_read = true
+"#,
+        )
+        .await;
+        let scope = "*:admin".parse().expect("scope");
+        let (_, secret) = intact_store::tokens::create(state.store.catalog().as_ref(), "t", vec![scope], None)
+            .await
+            .expect("token");
+        let bearer = format!("Bearer {secret}");
+        let auth = [("authorization", bearer.as_str())];
+        publish(&app, "files", &auth).await;
+        publish(&app, "open", &auth).await;
+        for _ in 0..2 {
+            let resp = send(&app, "GET", FILE, &auth, Body::empty()).await;
+            assert_eq!(resp.status(), StatusCode::OK);
+            assert_eq!(
+                resp.headers()[header::CACHE_CONTROL],
+                "private, max-age=31536000, immutable"
+            );
+            let resp = send(&app, "GET", FILE, &[], Body::empty()).await;
+            assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "no token, no bytes");
+            let resp = send(&app, "GET", "/api/v1/repos/open/tool/@v/1.0/a.txt", &[], Body::empty()).await;
+            assert_eq!(resp.status(), StatusCode::OK);
+            assert_eq!(
+                resp.headers()[header::CACHE_CONTROL],
+                "public, max-age=31536000, immutable"
+            );
+        }
+        assert!(state.prepared.weight() > 0, "the answers were prepared");
     }
 
     const FILE: &str = "/api/v1/repos/files/tool/@v/1.0/a.txt";

@@ -16,7 +16,7 @@ use super::error::{ApiError, ApiResult};
 use super::prepared::PreparedFiles;
 use super::repo_or_404;
 use crate::config::{RepoConfig, RepoFormat, RepoKind};
-use crate::http::serve_file::{content_type_for, etag_of, file_headers, send_file};
+use crate::http::serve_file::{content_type_for, etag_of, file_headers, immutable, send_file};
 use crate::openapi::schemas::{NamesPage, VersionsPage};
 use crate::staging::listing::percent_encode_path;
 use crate::state::AppState;
@@ -140,6 +140,7 @@ pub(crate) async fn read(
     let (method, headers) = (request.method(), request.headers());
     let Path((repo, rest)) = path?;
     let repo = repo_or_404(&state, &repo)?;
+    let private = needed_a_token(&request, repo);
     match parse_target(&rest)? {
         ReadTarget::Versions(name) => {
             let Query(page) = query?;
@@ -150,10 +151,7 @@ pub(crate) async fn read(
             let m = resolve_manifest(&state, repo, &name, &version).await?;
             let mut resp = Json(&*m).into_response();
             let h = resp.headers_mut();
-            h.insert(
-                header::CACHE_CONTROL,
-                HeaderValue::from_static("public, max-age=31536000, immutable"),
-            );
+            h.insert(header::CACHE_CONTROL, immutable(private));
             if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", m.fingerprint())) {
                 h.insert(header::ETAG, v);
             }
@@ -182,7 +180,7 @@ pub(crate) async fn read(
                     .ok_or_else(|| ApiError::NotFound(format!("file {path} in {}/{name}@{version}", repo.name)))?;
                 crate::staging::touch(&state, &m);
                 let prepared = match &prepare_as {
-                    Some(key) => prepare(&state, key, file, content_type_for(&path), &m, deletions).await,
+                    Some(key) => prepare(&state, key, repo, file, content_type_for(&path), &m, deletions).await,
                     None => Ok(None),
                 };
                 let sent = match prepared {
@@ -207,10 +205,25 @@ pub(crate) async fn read(
                     evicted_once = true;
                     continue;
                 }
-                break sent.map_err(ApiError::from);
+                break sent.map_err(ApiError::from).map(|mut resp| {
+                    if private {
+                        resp.headers_mut().insert(header::CACHE_CONTROL, immutable(true));
+                    }
+                    resp
+                });
             }
         }
     }
+}
+
+/// Whether reading `repo` needed a token (access control is on and the repo is not open to
+/// anonymous reads): then its answers are `private` to caches.
+pub(crate) fn needed_a_token(request: &axum::extract::Request, repo: &RepoConfig) -> bool {
+    request
+        .extensions()
+        .get::<crate::http::Caller>()
+        .is_some_and(|c| c.enforced)
+        && !repo.anonymous_read
 }
 
 /// The whole answer to a plain read of a small file, kept for the next reads of `key`; `None`
@@ -218,6 +231,7 @@ pub(crate) async fn read(
 async fn prepare(
     state: &AppState,
     key: &str,
+    repo: &RepoConfig,
     file: &intact_core::FileEntry,
     content_type: &str,
     m: &Manifest,
@@ -228,7 +242,9 @@ async fn prepare(
     };
     let mut headers = file_headers(file, &etag_of(file), content_type, m.created_at);
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    state.prepared.keep(key, headers.clone(), body.clone(), deletions);
+    state
+        .prepared
+        .keep(key, headers.clone(), body.clone(), deletions, repo.anonymous_read);
     let mut resp = Response::new(axum::body::Body::from(body));
     *resp.headers_mut() = headers;
     Ok(Some(resp))

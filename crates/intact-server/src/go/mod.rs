@@ -195,8 +195,22 @@ async fn read(
     // The request itself, not `Method` and `HeaderMap` extractors: those clone the headers.
     request: axum::extract::Request,
 ) -> Response {
+    let private = path
+        .as_ref()
+        .ok()
+        .and_then(|Path((repo, _))| state.repo(repo))
+        .is_some_and(|repo| crate::api::needed_a_token(&request, repo));
     match serve(&state, request.method(), request.headers(), path).await {
-        Ok(resp) => resp,
+        Ok(mut resp) => {
+            // Stored files' answers are cacheable for a year: only privately when reading
+            // them needed a token.
+            let immutable = crate::http::serve_file::immutable(false);
+            if private && resp.headers().get(header::CACHE_CONTROL) == Some(&immutable) {
+                resp.headers_mut()
+                    .insert(header::CACHE_CONTROL, crate::http::serve_file::immutable(true));
+            }
+            resp
+        }
         Err(e) => e.into_response(),
     }
 }

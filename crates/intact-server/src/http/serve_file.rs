@@ -85,6 +85,17 @@ pub fn etag_of(file: &FileEntry) -> String {
     etag
 }
 
+/// `Cache-Control` of a committed version's bytes: they never change, so caches may keep them
+/// for a year; `private` when reading them needed a token, so that a shared cache (a CDN, a
+/// reverse proxy) never hands them to a caller without one.
+pub fn immutable(private: bool) -> HeaderValue {
+    if private {
+        HeaderValue::from_static("private, max-age=31536000, immutable")
+    } else {
+        HeaderValue::from_static("public, max-age=31536000, immutable")
+    }
+}
+
 /// Whether an `If-None-Match` list (`"a", W/"b"` or `*`) names `etag`.
 pub fn etag_matches(list: &str, etag: &str) -> bool {
     list.split(',')
@@ -102,10 +113,8 @@ pub fn file_headers(file: &FileEntry, etag: &str, content_type: &str, last_modif
     if let Ok(v) = HeaderValue::from_str(etag) {
         resp_headers.insert(header::ETAG, v);
     }
-    resp_headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=31536000, immutable"),
-    );
+    // `public`; the artifact API makes it `private` where reading needed a token.
+    resp_headers.insert(header::CACHE_CONTROL, immutable(false));
     resp_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     // Stored files come from whoever published them (or from an upstream), yet are served
     // from intact's own origin: an HTML or SVG file opened in a browser would otherwise be a

@@ -116,6 +116,7 @@ async fn sample_state(state: &AppState) {
     }
     histogram!("intact_metrics_catalog_query_seconds").record(started.elapsed().as_secs_f64());
     gauge!("intact_small_file_cache_bytes").set(state.store.small_file_cache_weight() as f64);
+    gauge!("intact_prepared_answer_bytes").set(state.prepared.weight() as f64);
     let data_dir = state.config.data_dir.clone();
     let space = tokio::task::spawn_blocking(move || rustix::fs::statvfs(&data_dir)).await;
     if let Ok(Ok(fs)) = space {
@@ -195,6 +196,11 @@ fn describe() {
         "intact_small_file_cache_bytes",
         Unit::Bytes,
         "Bytes of small files held in memory"
+    );
+    describe_gauge!(
+        "intact_prepared_answer_bytes",
+        Unit::Bytes,
+        "Bytes counted against the prepared answers to warm small-file reads (paths, headers, bodies shared with the small-file cache)"
     );
     describe_gauge!(
         "intact_data_dir_free_bytes",
