@@ -326,6 +326,27 @@ fn a_download_the_client_abandons_is_logged_as_incomplete() {
     );
 }
 
+/// Opens a transaction for `name` and aborts it with request id `request_id` (the abort writes
+/// a commit-target line while the request is handled).
+async fn open_and_abort(http: &reqwest::Client, server: &Server, name: &str, request_id: &str) {
+    let resp = http
+        .post(server.url("/api/v1/repos/files/transactions"))
+        .json(&json!({"name": name, "version": "1"}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let txn: Value = resp.json().await.expect("json");
+    let id = txn["id"].as_str().expect("id").to_owned();
+    let resp = http
+        .delete(server.url(&format!("/api/v1/transactions/{id}")))
+        .header("x-request-id", request_id)
+        .send()
+        .await
+        .expect("abort");
+    assert!(resp.status().is_success(), "{}", resp.status());
+}
+
 /// Under a filter that keeps commit lines and little else (one operations.md suggests), those
 /// lines still name their request.
 #[test]
@@ -337,22 +358,7 @@ fn lines_name_their_request_under_a_narrow_filter() {
     let rt = harness::runtime();
     let http = harness::client();
     rt.block_on(async {
-        let resp = http
-            .post(server.url("/api/v1/repos/files/transactions"))
-            .json(&json!({"name": "narrow", "version": "1"}))
-            .send()
-            .await
-            .expect("create");
-        assert_eq!(resp.status(), StatusCode::CREATED);
-        let txn: Value = resp.json().await.expect("json");
-        let id = txn["id"].as_str().expect("id").to_owned();
-        let resp = http
-            .delete(server.url(&format!("/api/v1/transactions/{id}")))
-            .header("x-request-id", "narrow-1")
-            .send()
-            .await
-            .expect("abort");
-        assert!(resp.status().is_success(), "{}", resp.status());
+        open_and_abort(&http, &server, "narrow", "narrow-1").await;
     });
     let line = log_line(&data.with_extension("log"), "for the rollback", |l| {
         l.contains("transaction ended without a version")
@@ -376,22 +382,7 @@ fn json_log_lines_are_one_object_each() {
             .await
             .expect("get");
         assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-        let resp = http
-            .post(server.url("/api/v1/repos/files/transactions"))
-            .json(&json!({"name": "logged", "version": "1"}))
-            .send()
-            .await
-            .expect("create");
-        assert_eq!(resp.status(), StatusCode::CREATED);
-        let txn: Value = resp.json().await.expect("json");
-        let id = txn["id"].as_str().expect("id").to_owned();
-        let resp = http
-            .delete(server.url(&format!("/api/v1/transactions/{id}")))
-            .header("x-request-id", "json-2")
-            .send()
-            .await
-            .expect("abort");
-        assert!(resp.status().is_success(), "{}", resp.status());
+        open_and_abort(&http, &server, "logged", "json-2").await;
     });
     let line = log_line(&log, "for the request", |l| l.contains("json-1"));
     let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
