@@ -412,41 +412,49 @@ async fn uploads_past_max_concurrent_uploads_are_503_busy() {
     let s = server_with("max_concurrent_uploads = 1").await;
     let (id, _) = s.open(json!({"name": "busy", "version": "1"})).await;
 
-    // The first upload streams and holds the only slot until its body ends.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-    let first = {
-        let request = s
-            .http
-            .put(s.url(&format!("/api/v1/transactions/{id}/files/first.bin")))
-            .body(reqwest::Body::wrap_stream(stream));
-        tokio::spawn(async move { json_of(request.send().await.expect("first upload")).await })
-    };
-    tx.send(Ok(Bytes::from_static(b"first "))).await.expect("send");
-
-    // A probe into no transaction stores nothing whatever it meets: once it meets 503, the
-    // first upload holds the slot.
+    // The first upload streams and holds the only slot until its body ends. A probe into no
+    // transaction stores nothing whatever it meets: once it meets 503, the first upload holds
+    // the slot. A probe holds the slot for the moment it is handled, so the first upload can
+    // itself be refused as busy when it arrives just then; it is started again when it is.
     let probe = s.url("/api/v1/transactions/txn_00000000000000000000000000/files/probe");
     // Bounded by time, not by a count of probes: with the whole suite running on two cores,
     // the first upload can take many seconds to reach the server.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let busy = loop {
-        let got = json_of(s.http.put(&probe).body("x").send().await.expect("probe")).await;
-        if got.0 == StatusCode::SERVICE_UNAVAILABLE {
-            break got;
+    let (tx, first, busy) = 'holding: loop {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+        let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+        let first = {
+            let request = s
+                .http
+                .put(s.url(&format!("/api/v1/transactions/{id}/files/first.bin")))
+                .body(reqwest::Body::wrap_stream(stream));
+            tokio::spawn(async move { json_of(request.send().await.expect("first upload")).await })
+        };
+        // A first upload already refused has dropped its body; the loop below sees its answer.
+        let _ = tx.send(Ok(Bytes::from_static(b"first "))).await;
+        loop {
+            let got = json_of(s.http.put(&probe).body("x").send().await.expect("probe")).await;
+            if got.0 == StatusCode::SERVICE_UNAVAILABLE {
+                break 'holding (tx, first, got);
+            }
+            if first.is_finished() {
+                let answer = first.await.expect("first upload task");
+                assert_eq!(
+                    answer.0,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the streaming upload was answered before its body ended: {answer:?}"
+                );
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the streaming upload never held the slot: {}",
+                got.1
+            );
+            // Paced well under the per-address rate, which would answer 429 instead (the
+            // first upload may take a while to start on a loaded machine).
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        if first.is_finished() {
-            let answer = first.await.expect("first upload task");
-            panic!("the streaming upload was answered before its body ended: {answer:?}");
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the streaming upload never held the slot: {}",
-            got.1
-        );
-        // Paced well under the per-address rate, which would answer 429 instead (the first
-        // upload may take a while to start on a loaded machine).
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     };
     assert_limit(
         &busy,
