@@ -121,8 +121,9 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: watch::Receiv
     ));
     let background = state.start_background(shutdown.clone());
     let http = state.config.http.clone();
+    let connection_buffer = listener::connection_buffer(state.limits.settings.max_header_bytes);
     let app = api::router(state);
-    listener::serve(listener, app, &http, tls, shutdown)
+    listener::serve(listener, app, &http, connection_buffer, tls, shutdown)
         .await
         .context("http server")?;
     if let Some(t) = cert_reloader {

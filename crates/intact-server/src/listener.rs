@@ -45,12 +45,28 @@ const TCP_KEEPALIVE_RETRIES: u32 = 6;
 /// How long a shutdown waits for requests in flight (a long poll may hold one for minutes).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// Room in a connection's buffers beyond the largest request head the limits allow: the
+/// request line (hyper takes URLs up to 64 KiB) and the headers' framing (`: ` and CRLF,
+/// which `limits.max_header_bytes` does not count; hyper takes at most 100 headers).
+const HEAD_ROOM: usize = 68 << 10;
+
+/// How many bytes a connection buffers, each way: a request head up to `max_header_bytes`
+/// (and [`HEAD_ROOM`]) must fit, so that intact's limit answers it with a message naming the
+/// setting. The same figure caps how much of a response body a connection queues ahead of
+/// the socket: hyper's default (~400 KiB) made that, not the file reads, most of a crowd of
+/// downloads' memory. A head larger still is refused by hyper itself (a bare 431).
+pub fn connection_buffer(max_header_bytes: usize) -> usize {
+    max_header_bytes.saturating_add(HEAD_ROOM)
+}
+
 /// Serves `app` on `listener` until `shutdown` turns true: over TLS when `tls` is given
-/// (HTTPS only: a plain-HTTP request fails its handshake), else plain HTTP.
+/// (HTTPS only: a plain-HTTP request fails its handshake), else plain HTTP. Each connection
+/// buffers at most `connection_buffer` bytes each way (see [`connection_buffer`]).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     settings: &HttpSettings,
+    connection_buffer: usize,
     tls: Option<TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
@@ -69,7 +85,8 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
+        .header_read_timeout(header_timeout)
+        .max_buf_size(connection_buffer);
     let proxies = Arc::new(TrustedProxies::new(settings.trusted_proxies.clone()));
     let graceful = GracefulShutdown::new();
     // Every connection's task, so that those still busy after the grace period are really

@@ -19,8 +19,8 @@ mod upload;
 pub mod verified;
 
 pub use blob::{
-    BlobRead, BlobStore, BlobTestHooks, CachedBlobStore, FsBlobStore, MemoryBlobStore, PendingBlob, S3BlobStore,
-    S3Settings,
+    BlobBody, BlobRead, BlobStore, BlobTestHooks, CachedBlobStore, FsBlobStore, MemoryBlobStore, PendingBlob,
+    S3BlobStore, S3Settings,
 };
 pub use catalog::{
     BlobUser, Catalog, CommitOutcome, Event, FlightClaim, FlightEnd, FlightFailure, FlightState, NewTxn, OpenOutcome,

@@ -15,7 +15,8 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 
-use crate::blob::Progress;
+use crate::blob::file_chunks::{self, FileChunks};
+use crate::blob::{BlobBody, Progress};
 use crate::catalog::{Finished, SweepReport};
 use crate::{
     BlobRead, BlobStore, Catalog, Clock, CommitOutcome, Error, Event, NewTxn, OpenOutcome, PendingBlob, Result,
@@ -1229,7 +1230,7 @@ impl Store {
             }
             let bytes = Bytes::from(bytes);
             self.small_files.insert(file.sha256, bytes.clone());
-            read.body = Box::pin(std::io::Cursor::new(bytes));
+            read.body = BlobBody::reader(std::io::Cursor::new(bytes));
             return Ok(Ok(read));
         }
         let store = self.clone();
@@ -1245,12 +1246,23 @@ impl Store {
                 });
             }
         });
-        read.body = Box::pin(crate::verified::VerifyingReader::new(
-            read.body,
-            file.sha256,
-            file.size,
-            on_damage,
-        ));
+        read.body = match read.body.into_file() {
+            // A local file is read and hashed in the same trips to the blocking pool.
+            Ok((opened, _)) => BlobBody::chunks(FileChunks::checked(
+                opened,
+                file_chunks::Expected {
+                    digest: file.sha256,
+                    size: file.size,
+                    on_damage,
+                },
+            )),
+            Err(body) => BlobBody::reader(crate::verified::VerifyingReader::new(
+                Box::pin(body),
+                file.sha256,
+                file.size,
+                on_damage,
+            )),
+        };
         Ok(Ok(read))
     }
 

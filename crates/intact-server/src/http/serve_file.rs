@@ -12,7 +12,6 @@ use intact_core::{FileEntry, Timestamp};
 use std::sync::Arc;
 
 use intact_store::Store;
-use tokio_util::io::ReaderStream;
 
 const STREAM_CHUNK: usize = 256 * 1024;
 
@@ -215,7 +214,7 @@ pub async fn send_file(
     };
     // Size the buffer to the body: a 4 KiB file should not allocate a 256 KiB chunk.
     let chunk = usize::try_from(len).unwrap_or(STREAM_CHUNK).clamp(1, STREAM_CHUNK);
-    let body = Body::from_stream(ReaderStream::with_capacity(read.body, chunk));
+    let body = Body::from_stream(read.body.into_chunks(chunk));
     Ok((status, resp_headers, body).into_response())
 }
 

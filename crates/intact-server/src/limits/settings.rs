@@ -65,7 +65,8 @@ pub const DEFAULT_RATE_PER_TOKEN: RateSettings = RateSettings {
     burst: 4000,
 };
 
-/// hyper refuses heads past about 400 KiB by itself; a larger setting could never apply.
+/// Every connection buffers this much and more (`listener::connection_buffer`), reading and
+/// writing: a larger setting would let any client make every connection that large.
 const MAX_HEADER_BYTES_CEILING: u64 = 256 << 10;
 
 impl Default for LimitsSettings {
@@ -118,7 +119,7 @@ impl LimitsSettings {
         let max_header_bytes = at_least_one("max_header_bytes", size("max_header_bytes", &self.max_header_bytes)?)?;
         if max_header_bytes > MAX_HEADER_BYTES_CEILING {
             anyhow::bail!(
-                "limits.max_header_bytes = {max_header_bytes}: at most {MAX_HEADER_BYTES_CEILING} (hyper itself refuses request heads past about 400 KiB)"
+                "limits.max_header_bytes = {max_header_bytes}: at most {MAX_HEADER_BYTES_CEILING} (every connection buffers a head this large)"
             );
         }
         let max_concurrent_uploads = at_least_one("max_concurrent_uploads", u64::from(self.max_concurrent_uploads))?;

@@ -22,7 +22,7 @@ use intact_core::{Digest, DigestHasher};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::sync::mpsc;
 
-use super::{BlobRead, BlobStore, PendingBlob, Progress};
+use super::{BlobBody, BlobRead, BlobStore, PendingBlob, Progress};
 use crate::{Error, Result};
 
 /// Chunks queued for the background writer of one fill before the fill gives up.
@@ -267,14 +267,14 @@ impl CachedBlobStore {
 
 /// A remote read that copies what it passes on into a cache fill.
 struct Tee {
-    inner: Pin<Box<dyn AsyncRead + Send>>,
+    inner: BlobBody,
     fill: Option<mpsc::Sender<Bytes>>,
 }
 
 impl AsyncRead for Tee {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
-        let polled = self.inner.as_mut().poll_read(cx, buf);
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         match &polled {
             Poll::Ready(Ok(())) => {
                 let new = &buf.filled()[before..];
@@ -325,7 +325,7 @@ impl BlobStore for CachedBlobStore {
         if range.is_none()
             && let Some(fill) = self.start_fill(*digest, read.size)
         {
-            read.body = Box::pin(Tee {
+            read.body = BlobBody::reader(Tee {
                 inner: read.body,
                 fill: Some(fill),
             });

@@ -151,6 +151,22 @@ pub fn create_dir_all_durable(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Reads `body` into `buf` until it is full or the body ends, hashing as it goes; how many
+/// bytes. An upload arrives in frames of the connection's buffer size (tens of KiB); writing
+/// each one on its own would be a trip to the blocking pool per frame.
+async fn fill(body: &mut (dyn AsyncRead + Send + Unpin), buf: &mut [u8], hasher: &mut DigestHasher) -> Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = body.read(&mut buf[filled..]).await.map_err(Error::Body)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[filled..filled + n]);
+        filled += n;
+    }
+    Ok(filled)
+}
+
 #[async_trait]
 impl BlobStore for FsBlobStore {
     async fn write(
@@ -178,11 +194,10 @@ impl BlobStore for FsBlobStore {
         let mut hasher = DigestHasher::new();
         let mut buf = vec![0u8; WRITE_BUFFER];
         loop {
-            let n = body.read(&mut buf).await.map_err(Error::Body)?;
+            let n = fill(body, &mut buf, &mut hasher).await?;
             if n == 0 {
                 break;
             }
-            hasher.update(&buf[..n]);
             file.write_all(&buf[..n])
                 .await
                 .map_err(|e| Error::io("writing temp blob", e))?;

@@ -4,20 +4,19 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
 use std::path::PathBuf;
-use std::pin::Pin;
 
-use tokio::io::{AsyncRead, AsyncReadExt};
+use super::BlobBody;
 
 /// Reads up to this size are done in one blocking call and served from memory.
 pub(crate) const SMALL_READ: u64 = 256 * 1024;
 
 /// What `open` found: the file's whole size and a body for the asked range.
-pub(crate) type Opened = (u64, Pin<Box<dyn AsyncRead + Send>>);
+pub(crate) type Opened = (u64, BlobBody);
 
 /// Opens `path`, stats it, positions it at `range`'s start and, for reads up to
 /// [`SMALL_READ`] (the common case on an artifact store's hot path), reads the bytes too: one
 /// trip to tokio's blocking pool instead of one per step, which is most of a small read's
-/// cost. Larger reads stream from the opened file.
+/// cost. Larger reads hand out the opened file, read in chunks as the body is consumed.
 pub(crate) async fn open(path: PathBuf, range: Option<Range<u64>>) -> std::io::Result<Opened> {
     enum Body {
         Bytes(Vec<u8>),
@@ -42,9 +41,9 @@ pub(crate) async fn open(path: PathBuf, range: Option<Range<u64>>) -> std::io::R
     })
     .await
     .map_err(std::io::Error::other)??;
-    let body: Pin<Box<dyn AsyncRead + Send>> = match body {
-        Body::Bytes(buf) => Box::pin(std::io::Cursor::new(buf)),
-        Body::File(file, len) => Box::pin(tokio::fs::File::from_std(file).take(len)),
+    let body = match body {
+        Body::Bytes(buf) => BlobBody::reader(std::io::Cursor::new(buf)),
+        Body::File(file, len) => BlobBody::file(file, len),
     };
     Ok((size, body))
 }

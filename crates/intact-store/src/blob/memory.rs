@@ -15,7 +15,7 @@ use intact_core::{Digest, DigestHasher};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::testing::BlobTestHooks;
-use super::{BlobRead, BlobStore, PendingBlob, PendingHandle, Progress};
+use super::{BlobBody, BlobRead, BlobStore, PendingBlob, PendingHandle, Progress};
 use crate::{Error, Result};
 
 const READ_BUFFER: usize = 64 * 1024;
@@ -134,7 +134,7 @@ impl BlobStore for MemoryBlobStore {
         };
         Ok(BlobRead {
             size,
-            body: Box::pin(std::io::Cursor::new(part)),
+            body: BlobBody::chunks(futures::stream::once(async move { Ok(part) })),
             local_path: None,
         })
     }

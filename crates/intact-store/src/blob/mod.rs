@@ -3,7 +3,9 @@
 //! content twice is harmless. A blob is invisible to readers until a committed manifest names
 //! it; deciding *that* is the catalog's job, not the blob store's.
 
+mod body;
 mod cache;
+pub(crate) mod file_chunks;
 mod fs;
 mod local_read;
 mod memory;
@@ -12,13 +14,13 @@ pub mod testing;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::pin::Pin;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use intact_core::Digest;
 use tokio::io::AsyncRead;
 
+pub use body::BlobBody;
 pub use cache::CachedBlobStore;
 pub use fs::{FsBlobStore, create_dir_all_durable};
 pub use memory::MemoryBlobStore;
@@ -61,7 +63,7 @@ pub struct BlobRead {
     /// Size of the whole blob.
     pub size: u64,
     /// The requested bytes.
-    pub body: Pin<Box<dyn AsyncRead + Send>>,
+    pub body: BlobBody,
     /// A plain file holding the blob, when the backend keeps one (for zero-copy sending and
     /// server-side imports).
     pub local_path: Option<PathBuf>,

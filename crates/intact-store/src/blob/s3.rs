@@ -26,7 +26,7 @@ use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::testing::BlobTestHooks;
-use super::{BlobRead, BlobStore, PendingBlob, PendingHandle, Progress};
+use super::{BlobBody, BlobRead, BlobStore, PendingBlob, PendingHandle, Progress};
 use crate::{Error, Result};
 
 /// Size of each part of a multipart upload (S3 wants at least 5 MiB but for the last part,
@@ -426,7 +426,7 @@ impl BlobStore for S3BlobStore {
             let meta = self.store.head(&key).await.map_err(missing)?;
             return Ok(BlobRead {
                 size: meta.size,
-                body: Box::pin(std::io::Cursor::new(Vec::new())),
+                body: BlobBody::reader(std::io::Cursor::new(Vec::new())),
                 local_path: None,
             });
         }
@@ -442,7 +442,7 @@ impl BlobStore for S3BlobStore {
             .map_err(move |e| std::io::Error::other(format!("reading {shown}: {e}")));
         Ok(BlobRead {
             size,
-            body: Box::pin(tokio_util::io::StreamReader::new(body)),
+            body: BlobBody::chunks(body),
             local_path: None,
         })
     }

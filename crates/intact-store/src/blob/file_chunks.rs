@@ -1,0 +1,384 @@
+//! A large local file read as a stream of chunks, each read (and, for a whole committed blob,
+//! hashed) in one trip to the blocking pool, with the next chunk read while the caller sends
+//! the last: the file and the hash work on one thread while the async threads write to the
+//! network, and no chunk is copied again after it was read.
+//!
+//! A checked read holds its last chunk back until the whole file hashed to the digest it
+//! should, so damage is an error before the end, never a complete wrong body (the same promise
+//! as [`crate::verified::VerifyingReader`], which checks readers of any other kind).
+
+use std::io::Read;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use futures::Stream;
+use intact_core::{Digest, DigestHasher};
+use tokio::task::JoinHandle;
+
+use crate::verified::OnDamage;
+
+/// Bytes read in one trip to the blocking pool while few files are read at once: large
+/// enough that a trip's own cost is small beside reading and hashing it.
+pub(crate) const CHUNK: usize = 256 * 1024;
+
+/// Bytes read in one trip while many files are read at once: each read holds two chunks (the
+/// one held back, the one being read) and its connection queues a few more, so memory grows
+/// with the number of readers times this. Measured with a hundred readers of one file: 46 MiB
+/// in all at 64 KiB, 63 MiB at 128 KiB (the target is under 64).
+const CROWDED_CHUNK: usize = 64 * 1024;
+
+/// More readers at once than this read in [`CROWDED_CHUNK`]s.
+const FEW_READERS: usize = 8;
+
+/// Files being read through [`FileChunks`] right now, in this process.
+static READERS: AtomicUsize = AtomicUsize::new(0);
+
+fn chunk_now() -> u64 {
+    if READERS.load(Ordering::Relaxed) > FEW_READERS {
+        CROWDED_CHUNK as u64
+    } else {
+        CHUNK as u64
+    }
+}
+
+/// What a checked read expects of the file.
+pub(crate) struct Expected {
+    pub digest: Digest,
+    pub size: u64,
+    pub on_damage: OnDamage,
+}
+
+/// See the module docs.
+pub(crate) struct FileChunks {
+    state: State,
+    /// Set for a checked read: what the file must hash to, and whom to tell when it does not.
+    expected: Option<(Digest, u64)>,
+    on_damage: Option<OnDamage>,
+    /// A checked read's last chunk, released when more bytes follow or once verified.
+    held: Option<Bytes>,
+}
+
+enum State {
+    /// No read in flight (only before the first poll).
+    Idle(Box<Cursor>),
+    Reading(JoinHandle<(Box<Cursor>, std::io::Result<Trip>)>),
+    /// Everything was read (and, if checked, verified); `held` may still be sent.
+    Finished,
+    Failed(String),
+}
+
+/// The file and where a read of it stands; moved into each blocking trip and back.
+struct Cursor {
+    file: std::fs::File,
+    /// Bytes still to read (a checked read asks for one more than it expects, to see the end).
+    left: u64,
+    hasher: Option<DigestHasher>,
+}
+
+/// One trip's result.
+struct Trip {
+    bytes: Bytes,
+    /// The file ended (or `left` reached zero).
+    end: bool,
+}
+
+impl FileChunks {
+    /// `len` bytes of `file` from where it is positioned, unchecked (a byte range).
+    pub(crate) fn range(file: std::fs::File, len: u64) -> Self {
+        Self::new(
+            Cursor {
+                file,
+                left: len,
+                hasher: None,
+            },
+            None,
+        )
+    }
+
+    /// The whole of `file`, which must be positioned at its start and hash to `expected`.
+    pub(crate) fn checked(file: std::fs::File, expected: Expected) -> Self {
+        let cursor = Cursor {
+            file,
+            left: expected.size.saturating_add(1),
+            hasher: Some(DigestHasher::new()),
+        };
+        let mut chunks = Self::new(cursor, Some((expected.digest, expected.size)));
+        chunks.on_damage = Some(expected.on_damage);
+        chunks
+    }
+
+    fn new(cursor: Cursor, expected: Option<(Digest, u64)>) -> Self {
+        READERS.fetch_add(1, Ordering::Relaxed);
+        Self {
+            state: State::Idle(Box::new(cursor)),
+            expected,
+            on_damage: None,
+            held: None,
+        }
+    }
+
+    fn damaged(&mut self, why: String) -> std::io::Error {
+        if let Some(report) = self.on_damage.take() {
+            report(why.clone());
+        }
+        self.state = State::Failed(why.clone());
+        std::io::Error::new(std::io::ErrorKind::InvalidData, why)
+    }
+
+    /// Whether a checked read's bytes are the blob they should be; `None` when they are.
+    fn verdict(&self, cursor: &mut Cursor) -> Option<String> {
+        let (digest, size) = self.expected?;
+        let hasher = cursor.hasher.take()?;
+        let read = hasher.len();
+        let actual = hasher.finish();
+        (read != size || actual != digest)
+            .then(|| format!("blob {digest} is damaged: {read} bytes hashing to {actual}, expected {size} bytes"))
+    }
+}
+
+impl Drop for FileChunks {
+    fn drop(&mut self) {
+        READERS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Starts reading the next chunk of `cursor`'s file. The buffer is allocated here, on an async
+/// thread, not in the blocking pool: the chunk is freed on an async thread too (once sent),
+/// and an allocator keeps memory per thread, so buffers made across a hundred pool threads
+/// held a page or more on each of them.
+fn read_next(cursor: Box<Cursor>) -> JoinHandle<(Box<Cursor>, std::io::Result<Trip>)> {
+    let want = cursor.left.min(chunk_now());
+    let buf = Vec::with_capacity(usize::try_from(want).unwrap_or(CROWDED_CHUNK));
+    tokio::task::spawn_blocking(move || read_one(cursor, want, buf))
+}
+
+fn read_one(mut cursor: Box<Cursor>, want: u64, mut buf: Vec<u8>) -> (Box<Cursor>, std::io::Result<Trip>) {
+    let got = (&mut cursor.file).take(want).read_to_end(&mut buf);
+    let result = got.map(|n| {
+        cursor.left -= n as u64;
+        if let Some(hasher) = &mut cursor.hasher {
+            hasher.update(&buf);
+        }
+        Trip {
+            end: (n as u64) < want || cursor.left == 0,
+            bytes: Bytes::from(buf),
+        }
+    });
+    (cursor, result)
+}
+
+impl Stream for FileChunks {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            match &mut this.state {
+                State::Idle(_) => {
+                    let State::Idle(cursor) = std::mem::replace(&mut this.state, State::Finished) else {
+                        unreachable!("matched Idle above");
+                    };
+                    this.state = State::Reading(read_next(cursor));
+                }
+                State::Reading(handle) => {
+                    let (mut cursor, result) = match ready!(Pin::new(handle).poll(cx)) {
+                        Ok(done) => done,
+                        Err(e) => {
+                            let why = format!("reading a file: {e}");
+                            this.state = State::Failed(why.clone());
+                            return Poll::Ready(Some(Err(std::io::Error::other(why))));
+                        }
+                    };
+                    let read = match result {
+                        Ok(read) => read,
+                        Err(e) => {
+                            this.state = State::Failed(e.to_string());
+                            return Poll::Ready(Some(Err(e)));
+                        }
+                    };
+                    if this.expected.is_none() {
+                        this.state = if read.end {
+                            State::Finished
+                        } else {
+                            State::Reading(read_next(cursor))
+                        };
+                        if read.bytes.is_empty() {
+                            continue;
+                        }
+                        return Poll::Ready(Some(Ok(read.bytes)));
+                    }
+                    if read.end {
+                        if let Some(why) = this.verdict(&mut cursor) {
+                            return Poll::Ready(Some(Err(this.damaged(why))));
+                        }
+                        this.state = State::Finished;
+                    } else {
+                        // Read the next chunk while this one's predecessor is sent.
+                        this.state = State::Reading(read_next(cursor));
+                    }
+                    if read.bytes.is_empty() {
+                        continue;
+                    }
+                    if let Some(previous) = this.held.replace(read.bytes) {
+                        return Poll::Ready(Some(Ok(previous)));
+                    }
+                }
+                State::Finished => return Poll::Ready(this.held.take().map(Ok)),
+                // Every later poll fails too, as a reader's later reads do: a caller that
+                // went on after an error must never see a clean end instead.
+                State::Failed(why) => {
+                    return Poll::Ready(Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        why.clone(),
+                    ))));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Seek, SeekFrom, Write};
+    use std::sync::{Arc, Mutex};
+
+    use futures::StreamExt;
+
+    use super::*;
+
+    fn file_with(content: &[u8]) -> std::fs::File {
+        let mut file = tempfile::tempfile().expect("temp file");
+        file.write_all(content).expect("write");
+        file.seek(SeekFrom::Start(0)).expect("seek");
+        file
+    }
+
+    fn content(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8).collect()
+    }
+
+    type Reports = Arc<Mutex<Vec<String>>>;
+
+    fn expecting(content: &[u8], size: u64) -> (Expected, Reports) {
+        let reports: Reports = Arc::default();
+        let seen = reports.clone();
+        let expected = Expected {
+            digest: Digest::of(content),
+            size,
+            on_damage: Box::new(move |why| seen.lock().expect("reports").push(why)),
+        };
+        (expected, reports)
+    }
+
+    /// Every chunk until the first error; whether there was one.
+    async fn drain(mut chunks: FileChunks) -> (Vec<u8>, Option<std::io::Error>) {
+        let mut out = Vec::new();
+        while let Some(next) = chunks.next().await {
+            match next {
+                Ok(bytes) => out.extend_from_slice(&bytes),
+                Err(e) => return (out, Some(e)),
+            }
+        }
+        (out, None)
+    }
+
+    #[tokio::test]
+    async fn a_good_file_comes_out_whole_at_every_size() {
+        for len in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 17] {
+            let bytes = content(len);
+            let (expected, reports) = expecting(&bytes, len as u64);
+            let (out, err) = drain(FileChunks::checked(file_with(&bytes), expected)).await;
+            assert!(err.is_none(), "{len}: {err:?}");
+            assert_eq!(out, bytes, "{len}");
+            assert!(reports.lock().expect("reports").is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn damage_is_an_error_before_the_last_chunk_and_reported_once() {
+        let good = content(3 * CHUNK + 5);
+        for (what, stored) in [
+            ("flipped in the last chunk", {
+                let mut b = good.clone();
+                b[3 * CHUNK + 1] ^= 1;
+                b
+            }),
+            ("flipped in the first chunk", {
+                let mut b = good.clone();
+                b[3] ^= 1;
+                b
+            }),
+            ("one byte short", good[..good.len() - 1].to_vec()),
+            ("one byte long", [good.as_slice(), b"x"].concat()),
+            ("a chunk short", good[..2 * CHUNK + 5].to_vec()),
+        ] {
+            let (expected, reports) = expecting(&good, good.len() as u64);
+            let (out, err) = drain(FileChunks::checked(file_with(&stored), expected)).await;
+            let err = err.unwrap_or_else(|| panic!("{what}: no error"));
+            assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{what}");
+            assert!(out.len() < good.len(), "{what}: {} bytes came out", out.len());
+            assert!(good.starts_with(&out) || stored.starts_with(&out), "{what}");
+            assert_eq!(reports.lock().expect("reports").len(), 1, "{what}");
+        }
+    }
+
+    #[tokio::test]
+    async fn one_byte_more_than_expected_is_damage_at_every_edge() {
+        for size in [0, 1, CHUNK, 2 * CHUNK] {
+            let good = content(size);
+            let stored = [good.as_slice(), b"x"].concat();
+            let (expected, reports) = expecting(&good, size as u64);
+            let (out, err) = drain(FileChunks::checked(file_with(&stored), expected)).await;
+            assert!(err.is_some(), "{size}: no error");
+            assert!(out.len() < size.max(1), "{size}: {} bytes came out", out.len());
+            assert_eq!(reports.lock().expect("reports").len(), 1, "{size}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_last_byte_of_a_whole_number_of_chunks_is_checked() {
+        let good = content(2 * CHUNK);
+        let mut stored = good.clone();
+        stored[2 * CHUNK - 1] ^= 1;
+        let (expected, _) = expecting(&good, good.len() as u64);
+        let (out, err) = drain(FileChunks::checked(file_with(&stored), expected)).await;
+        assert!(err.is_some());
+        assert_eq!(out.len(), CHUNK, "the last chunk was held back");
+    }
+
+    #[tokio::test]
+    async fn many_readers_at_once_each_read_their_whole_file() {
+        // Past FEW_READERS, reads go in smaller chunks; every body still comes out whole.
+        let bytes = content(CHUNK + 12_345);
+        let readers: Vec<_> = (0..FEW_READERS + 4)
+            .map(|_| {
+                let (expected, _) = expecting(&bytes, bytes.len() as u64);
+                FileChunks::checked(file_with(&bytes), expected)
+            })
+            .collect();
+        for (out, err) in futures::future::join_all(readers.into_iter().map(drain)).await {
+            assert!(err.is_none(), "{err:?}");
+            assert_eq!(out, bytes);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_range_is_read_from_where_the_file_stands() {
+        let bytes = content(2 * CHUNK + 9);
+        let mut file = file_with(&bytes);
+        file.seek(SeekFrom::Start(7)).expect("seek");
+        let (out, err) = drain(FileChunks::range(file, (CHUNK + 3) as u64)).await;
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(out, bytes[7..7 + CHUNK + 3]);
+    }
+
+    #[tokio::test]
+    async fn a_range_past_the_end_stops_at_the_end() {
+        let bytes = content(100);
+        let (out, err) = drain(FileChunks::range(file_with(&bytes), 1000)).await;
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(out, bytes);
+    }
+}
