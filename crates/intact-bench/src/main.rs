@@ -6,6 +6,7 @@
 //! a fast wrong answer is not a figure.
 
 mod coalesce;
+mod crowd;
 mod fixture;
 mod go_workload;
 mod large_file;
@@ -34,7 +35,8 @@ pub enum Measurement {
     Listing,
     /// 2: 200 B and 4 KiB GETs under load at 16 and 128 connections, and with a token (peer: nginx).
     Small,
-    /// 3 and 5: a large download (peer: nginx) and the server's peak memory meanwhile.
+    /// 3 and 5: a large download, alone and by many clients at once (peer: nginx), and the
+    /// server's peak memory meanwhile.
     Large,
     /// 4 and 5: a large upload and commit (peer: dd conv=fsync) and the server's peak memory.
     Upload,
@@ -111,6 +113,9 @@ pub struct Args {
     /// Size of the large file, MiB.
     #[arg(long, default_value_t = 256)]
     pub large_mib: u64,
+    /// Clients downloading the large file at once (measurements 3b and 5c).
+    #[arg(long, default_value_t = 100)]
+    pub crowd_clients: usize,
     /// Timed runs of each large transfer (the median is reported).
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
@@ -255,6 +260,11 @@ async fn main() -> Result<()> {
         let download = if ctx.wants(Measurement::Large) {
             let (r, mem) = large_file::run(&ctx, &fx).await.context("measurement 3 (large file)")?;
             rows.extend(r);
+            rows.extend(
+                crowd::run(&ctx, &fx)
+                    .await
+                    .context("measurements 3b and 5c (many clients at once)")?,
+            );
             Some(mem)
         } else {
             None

@@ -163,6 +163,14 @@ http {{
     }
 
     /// The largest peak RSS among the workers (the processes that serve requests), KiB.
+    /// Every worker's peak, summed: the whole server's memory, at most.
+    pub fn workers_peak_rss_total_kib(&self) -> u64 {
+        children_of(self.child.id())
+            .into_iter()
+            .filter_map(|pid| status_kib(pid, "VmHWM"))
+            .sum()
+    }
+
     pub fn worker_peak_rss_kib(&self) -> u64 {
         children_of(self.child.id())
             .into_iter()
