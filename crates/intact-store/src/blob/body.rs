@@ -37,10 +37,6 @@ impl BlobBody {
         Self(Source::Reader(Box::pin(reader)))
     }
 
-    pub fn from_boxed(reader: Pin<Box<dyn AsyncRead + Send>>) -> Self {
-        Self(Source::Reader(reader))
-    }
-
     pub fn chunks(stream: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static) -> Self {
         Self(Source::Chunks {
             stream: stream.boxed(),
