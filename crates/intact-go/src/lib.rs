@@ -1,6 +1,6 @@
 //! The Go module protocol, as pure logic: module paths and their `!` escaping, semantic and
 //! pseudo-versions, module zips, go.sum `h1:` hashes, go.mod and `.info` parsing, and
-//! GOPRIVATE-style patterns.
+//! GOPRIVATE-style patterns, and a proxy's allow/deny rules.
 //!
 //! Every rule here follows `golang.org/x/mod` (and the go command where x/mod is silent),
 //! because a proxy that disagrees with the go command serves modules the go command refuses
@@ -14,6 +14,7 @@ pub mod gomod;
 pub mod info;
 pub mod module_path;
 pub mod pattern;
+pub mod rules;
 pub mod semver;
 pub mod zip;
 

@@ -396,6 +396,23 @@ pub enum RepoFormat {
     Go,
 }
 
+/// How a Go proxy repo treats its upstream. Stored module versions are immutable and served
+/// without asking the upstream in every mode; the modes differ in what an upstream failure
+/// means for `list`, `@latest` and versions not stored yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// An upstream failure is the answer (5xx), even when versions of the module are stored:
+    /// a `list` or `@latest` is never silently older than the upstream's.
+    Strict,
+    /// When the upstream fails, `list` and `@latest` are answered from what is stored.
+    #[default]
+    Fallback,
+    /// The upstream is never contacted: `list`, `@latest` and files come from the catalog
+    /// alone, and what is not stored is not found (404).
+    Offline,
+}
+
 /// One named artifact of a staging repository: which upstream files make it up.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -425,6 +442,16 @@ pub struct RepoConfig {
     /// Go proxy repos: module path globs (GOPRIVATE syntax) never fetched upstream.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
+    /// Go proxy repos: rules `GLOB[@CONSTRAINT]` of modules (and versions) that are served;
+    /// when not empty, nothing else is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// Go proxy repos: rules `GLOB[@CONSTRAINT]` of modules (and versions) refused with 403.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+    /// Go proxy repos: what an upstream failure means (default `fallback`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_mode: Option<NetworkMode>,
     /// Go proxy repos: how long an upstream `list` / `@latest` answer is reused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub list_cache_seconds: Option<u64>,
@@ -490,6 +517,9 @@ impl RepoConfig {
             upstream: None,
             members: Vec::new(),
             exclude: Vec::new(),
+            allow: Vec::new(),
+            deny: Vec::new(),
+            network_mode: None,
             list_cache_seconds: None,
             failure_cache_seconds: None,
             fetch_timeout_seconds: None,
@@ -651,6 +681,7 @@ impl Config {
                     }
                 }
             }
+            problems.extend(crate::go::settings::problems(repo));
             if repo.kind != RepoKind::Group && !repo.members.is_empty() {
                 problem!("repo {n}: only a group has members");
             }

@@ -24,6 +24,10 @@ pub enum ProxyError {
     /// The upstream answered 410 Gone; passed on as such.
     #[error("{0}")]
     Gone(String),
+    /// The repo's allow/deny rules refuse the module or version (403: the go command stops
+    /// there rather than trying the next GOPROXY entry).
+    #[error("{0}")]
+    Forbidden(String),
     /// The upstream failed: an unexpected status, a refused or cut connection, a truncated body.
     #[error("{0}")]
     Upstream(String),
@@ -66,6 +70,7 @@ impl ProxyError {
         match self {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Gone(_) => StatusCode::GONE,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Upstream(_) | Self::InvalidUpstream(_) => StatusCode::BAD_GATEWAY,
             Self::Timeout { .. } | Self::Deadline { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
@@ -87,6 +92,7 @@ impl ProxyError {
         match self {
             Self::NotFound(m) => Self::NotFound(f(m)),
             Self::Gone(m) => Self::Gone(f(m)),
+            Self::Forbidden(m) => Self::Forbidden(f(m)),
             Self::Upstream(m) => Self::Upstream(f(m)),
             Self::InvalidUpstream(m) => Self::InvalidUpstream(f(m)),
             Self::Internal(m) => Self::Internal(f(m)),
@@ -104,10 +110,11 @@ impl ProxyError {
         match self {
             Self::NotFound(_) => 0,
             Self::Gone(_) => 1,
-            Self::InvalidUpstream(_) => 2,
-            Self::Upstream(_) => 3,
-            Self::Timeout { .. } | Self::Deadline { .. } => 4,
-            Self::InsufficientStorage(_) | Self::Unavailable(_) | Self::LostBytes(_) | Self::Internal(_) => 5,
+            Self::Forbidden(_) => 2,
+            Self::InvalidUpstream(_) => 3,
+            Self::Upstream(_) => 4,
+            Self::Timeout { .. } | Self::Deadline { .. } => 5,
+            Self::InsufficientStorage(_) | Self::Unavailable(_) | Self::LostBytes(_) | Self::Internal(_) => 6,
         }
     }
 
@@ -195,7 +202,10 @@ impl MemberFailures {
 /// says nothing about the next attempt.
 impl Failure for ProxyError {
     fn is_definitive(&self) -> bool {
-        matches!(self, Self::NotFound(_) | Self::Gone(_) | Self::InvalidUpstream(_))
+        matches!(
+            self,
+            Self::NotFound(_) | Self::Gone(_) | Self::Forbidden(_) | Self::InvalidUpstream(_)
+        )
     }
 }
 
@@ -206,6 +216,7 @@ impl crate::shared_flight::SharedFailure for ProxyError {
         match self {
             Self::NotFound(m) => ("not_found".into(), m.clone()),
             Self::Gone(m) => ("gone".into(), m.clone()),
+            Self::Forbidden(m) => ("forbidden".into(), m.clone()),
             Self::Upstream(m) => ("upstream".into(), m.clone()),
             Self::InvalidUpstream(m) => ("invalid_upstream".into(), m.clone()),
             Self::Timeout { what, seconds } => (format!("timeout:{seconds}"), what.clone()),
@@ -223,6 +234,7 @@ impl crate::shared_flight::SharedFailure for ProxyError {
         match kind {
             "not_found" => Self::NotFound(m),
             "gone" => Self::Gone(m),
+            "forbidden" => Self::Forbidden(m),
             "upstream" => Self::Upstream(m),
             "invalid_upstream" => Self::InvalidUpstream(m),
             "lost_bytes" => Self::LostBytes(m),
@@ -298,6 +310,7 @@ impl ErrorReply for ProxyError {
         match self {
             Self::NotFound(_) => "not_found",
             Self::Gone(_) => "gone",
+            Self::Forbidden(_) => "forbidden",
             Self::Upstream(_) => "upstream",
             Self::InvalidUpstream(_) => "invalid_upstream",
             Self::Timeout { .. } | Self::Deadline { .. } => "timeout",

@@ -14,6 +14,7 @@ mod hosted;
 pub mod layout;
 pub mod proxy;
 pub mod request;
+pub mod settings;
 pub mod upstream;
 pub mod versions;
 
@@ -56,35 +57,26 @@ pub struct GoState {
 }
 
 impl GoState {
-    /// Checks every Go repo's settings (a bad upstream fails start-up, naming the repo) and
-    /// builds the proxies' clients.
+    /// Builds the proxies' clients. The settings were checked with the configuration
+    /// ([`settings::problems`]); a bad one still fails here, naming the repo.
     pub fn new(config: &Config) -> anyhow::Result<Self> {
         let tmp_dir = config.data_dir.join(TMP_DIR);
         let mut proxies = HashMap::new();
         for repo in config.repos.iter().filter(|r| r.format == RepoFormat::Go) {
             let n = &repo.name;
+            if let Some(problem) = settings::problems(repo).into_iter().next() {
+                bail!("{problem}");
+            }
             if repo.kind != RepoKind::Proxy {
-                if !repo.exclude.is_empty() {
-                    bail!("repo {n}: exclude applies to proxy repos only");
-                }
                 continue;
             }
             let upstream = repo
                 .upstream
                 .as_deref()
                 .ok_or_else(|| anyhow!("repo {n}: a proxy repo needs an upstream"))?;
-            let entries =
-                upstream::parse_list(upstream).map_err(|e| anyhow!("repo {n}: upstream {upstream:?}: {e}"))?;
-            for glob in &repo.exclude {
-                if glob.trim().is_empty() || glob.contains(',') {
-                    bail!(
-                        "repo {n}: exclude pattern {glob:?} must be one non-empty glob (list several as separate strings)"
-                    );
-                }
-                if intact_go::pattern::path_match_checked(glob, glob).is_none() {
-                    bail!("repo {n}: exclude pattern {glob:?} is not a valid glob");
-                }
-            }
+            let entries = upstream::parse_list(upstream).map_err(|e| anyhow!("repo {n}: upstream: {e}"))?;
+            let rules = intact_go::rules::Rules::parse(&repo.allow, &repo.deny)
+                .map_err(|bad| anyhow!("repo {n}: {}", bad.join("; ")))?;
             let secs = |v: Option<u64>, d: u64| Duration::from_secs(v.unwrap_or(d));
             let fetch_timeout = secs(repo.fetch_timeout_seconds, DEFAULT_FETCH_TIMEOUT_SECONDS);
             if fetch_timeout.is_zero() {
@@ -98,6 +90,8 @@ impl GoState {
                 name: n.clone(),
                 upstream: entries,
                 exclude: repo.exclude.clone(),
+                rules,
+                network_mode: repo.network_mode.unwrap_or_default(),
                 fetch_timeout,
                 fetch_deadline,
                 failure_ttl: secs(repo.failure_cache_seconds, DEFAULT_FAILURE_CACHE_SECONDS),
@@ -309,9 +303,13 @@ async fn serve_file(
     }
     let v = layout::version(version)?;
     for member in &candidates {
-        // An excluded module is never served by that proxy, not even a copy stored before
-        // the pattern was added.
-        if state.go.proxy(&member.name).is_some_and(|p| p.excludes(module)) {
+        // An excluded or refused module is never served by that proxy, not even a copy
+        // stored before the pattern or rule was added (the fetch below says why).
+        if state
+            .go
+            .proxy(&member.name)
+            .is_some_and(|p| p.excludes(module) || p.refuse_version(module, version).is_err())
+        {
             continue;
         }
         let is_proxy = state.go.proxy(&member.name).is_some();
@@ -486,6 +484,16 @@ mod tests {
     /// `go-http` proxies it (1 s fetch deadline, 5 s waits, no failure memory) and group `gohttp` is
     /// `go-private` + `go-http`.
     async fn app_with(root: &Path, exclude: &[&str], http_upstream: Option<&str>) -> Router {
+        app_configured(root, exclude, http_upstream, "").await
+    }
+
+    /// `app_with`, with `proxy_settings` (TOML lines) added to both proxy repos.
+    async fn app_configured(
+        root: &Path,
+        exclude: &[&str],
+        http_upstream: Option<&str>,
+        proxy_settings: &str,
+    ) -> Router {
         let mut text = format!(
             r#"
 [[repo]]
@@ -503,6 +511,7 @@ kind = "proxy"
 format = "go"
 upstream = "file://{}"
 exclude = {exclude:?}
+{proxy_settings}
 
 [[repo]]
 name = "go"
@@ -523,6 +532,7 @@ upstream = "{url}"
 fetch_deadline_seconds = 1
 fetch_timeout_seconds = 5
 failure_cache_seconds = 0
+{proxy_settings}
 
 [[repo]]
 name = "gohttp"
@@ -820,6 +830,8 @@ members = ["go-private", "go-http"]
         .await;
         assert_eq!(s, StatusCode::NOT_FOUND, "not cached");
     }
+
+    mod rules;
 
     async fn call(app: &Router, method: &str, uri: &str, body: Vec<u8>) -> (StatusCode, String, Vec<u8>) {
         let req = Request::builder()

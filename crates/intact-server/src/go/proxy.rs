@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use intact_core::{Manifest, RepoName, Version};
+use intact_go::rules::{Refusal, Rules};
 use intact_go::{dirhash, pattern, semver};
 use intact_store::Store;
 use serde_json::json;
@@ -33,6 +34,7 @@ use super::layout::{self, Committed, INFO_FILE, MOD_FILE, ZIP_FILE};
 use super::request::FileKind;
 use super::upstream::{self, Entry, ProtocolPath, Source, Upstream};
 use super::versions;
+use crate::config::NetworkMode;
 use crate::shared_flight::across_replicas;
 use crate::singleflight::SingleFlight;
 
@@ -135,6 +137,10 @@ pub struct ProxySettings {
     pub upstream: Vec<Entry>,
     /// GOPRIVATE-style globs of modules never fetched upstream.
     pub exclude: Vec<String>,
+    /// Which modules and versions are served at all (403 for the rest).
+    pub rules: Rules,
+    /// What an upstream failure means, or whether the upstream is asked at all.
+    pub network_mode: NetworkMode,
     pub fetch_timeout: Duration,
     /// The longest the upstream part of one fetch may take, from its start to its last byte.
     pub fetch_deadline: Duration,
@@ -151,6 +157,8 @@ pub struct ProxyRepo {
     upstream: Upstream,
     /// The exclude globs joined with `,`, as `match_prefix_patterns` takes them.
     exclude: String,
+    rules: Rules,
+    network_mode: NetworkMode,
     fetch_timeout: Duration,
     fetch_deadline: Duration,
     failure_ttl: Duration,
@@ -167,6 +175,8 @@ impl ProxyRepo {
             name: settings.name,
             upstream,
             exclude: settings.exclude.join(","),
+            rules: settings.rules,
+            network_mode: settings.network_mode,
             fetch_timeout: settings.fetch_timeout,
             fetch_deadline: settings.fetch_deadline,
             failure_ttl: settings.failure_ttl,
@@ -209,6 +219,42 @@ impl ProxyRepo {
         Ok(())
     }
 
+    /// Refuses a module this repo never serves: excluded (404), or refused as a whole by
+    /// its rules (403).
+    fn refuse_module(&self, module: &str) -> Result<(), ProxyError> {
+        self.refuse_excluded(module)?;
+        self.rules
+            .check_module(module)
+            .map_err(|refusal| self.forbidden(module, refusal))
+    }
+
+    /// Refuses a module version this repo does not serve (see [`ProxyRepo::refuse_module`]);
+    /// stored copies included, so a rule added later takes effect at once.
+    pub fn refuse_version(&self, module: &str, version: &str) -> Result<(), ProxyError> {
+        self.refuse_module(module)?;
+        self.rules
+            .check_version(module, version)
+            .map_err(|refusal| self.forbidden(&format!("{module}@{version}"), refusal))
+    }
+
+    fn forbidden(&self, what: &str, refusal: Refusal) -> ProxyError {
+        ProxyError::Forbidden(match refusal {
+            Refusal::Denied(rule) => format!("forbidden: {what} is denied by rule {rule:?} of repo {}", self.name),
+            Refusal::NotAllowed => format!(
+                "forbidden: {what} matches none of the allow rules of repo {}, which serves nothing else",
+                self.name
+            ),
+        })
+    }
+
+    /// What an offline repo answers for what it does not hold.
+    fn offline_not_found(&self, what: &str) -> ProxyError {
+        ProxyError::NotFound(format!(
+            "not found: {what} is not stored in repo {}, which is offline (network_mode = \"offline\") and never asks its upstream",
+            self.name
+        ))
+    }
+
     /// A stored copy of `module@version` holding `kind`, or the result of fetching it.
     pub async fn fetch(
         self: &Arc<Self>,
@@ -217,7 +263,13 @@ impl ProxyRepo {
         version: &Version,
         kind: FileKind,
     ) -> Result<Arc<Manifest>, ProxyError> {
-        self.refuse_excluded(module)?;
+        self.refuse_version(module, version.as_str())?;
+        if self.network_mode == NetworkMode::Offline {
+            let mod_only_will_do = kind != FileKind::Zip;
+            return stored(store, &self.name, module, version, mod_only_will_do)
+                .await?
+                .ok_or_else(|| self.offline_not_found(&format!("{module}@{version}")));
+        }
         match kind {
             FileKind::Zip => self.ensure_full(store, module, version).await,
             FileKind::Info | FileKind::Mod => self.ensure_mod_only(store, module, version).await,
@@ -472,43 +524,90 @@ impl ProxyRepo {
         Err(failure.unwrap_or_else(|| ProxyError::NotFound(format!("not found: {module}@{version}: no upstream"))))
     }
 
-    /// Versions of `module`: upstream's `list` merged with what is stored. When the upstream
-    /// fails, the stored versions are the answer; with nothing stored, the upstream's failure.
+    /// Versions of `module` this repo serves: upstream's `list` merged with what is stored,
+    /// without the versions its rules refuse. When the upstream fails (an outage, not "not
+    /// here"), `fallback` answers with the stored versions and `strict` with the failure;
+    /// `offline` never asks.
     pub async fn list(self: &Arc<Self>, store: &Store, module: &str) -> Result<Vec<String>, ProxyError> {
-        self.refuse_excluded(module)?;
+        self.refuse_module(module)?;
         let stored = layout::stored_versions(store, &self.name, module).await?;
-        match self.upstream_meta(module, Meta::List).await {
-            Ok(body) => Ok(versions::merge([versions::parse_list(&body), stored])),
-            Err(e) if !stored.is_empty() => {
-                tracing::debug!(repo = %self.name, %module, error = %e, "upstream list failed; serving stored versions");
-                Ok(versions::merge([stored]))
+        let merged = if self.network_mode == NetworkMode::Offline {
+            if stored.is_empty() {
+                return Err(self.offline_not_found(&format!("{module}: no version")));
             }
-            Err(e) => Err(e),
+            versions::merge([stored])
+        } else {
+            match self.upstream_meta(module, Meta::List).await {
+                Ok(body) => versions::merge([versions::parse_list(&body), stored]),
+                // "Not here" upstream is an answer, merged with what is stored in every mode.
+                Err(e) if (self.network_mode == NetworkMode::Fallback || e.is_not_found()) && !stored.is_empty() => {
+                    tracing::debug!(repo = %self.name, %module, error = %e, "upstream list failed; serving stored versions");
+                    versions::merge([stored])
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        if self.rules.is_empty() {
+            return Ok(merged);
         }
+        Ok(merged
+            .into_iter()
+            .filter(|v| self.rules.check_version(module, v).is_ok())
+            .collect())
     }
 
-    /// `@latest`: the upstream's answer, or else the latest stored version's `.info`.
-    pub async fn latest(self: &Arc<Self>, store: &Store, module: &str) -> Result<(Vec<u8>, String), ProxyError> {
-        self.refuse_excluded(module)?;
-        match self.upstream_meta(module, Meta::Latest).await {
-            Ok(body) => {
-                let info = intact_go::info::parse_info(&body).map_err(|e| ProxyError::Internal(e.to_string()))?;
-                Ok((body.as_ref().clone(), info.version))
-            }
-            Err(e) => match stored_latest(store, &self.name, module, true).await? {
-                Some(found) => {
-                    tracing::debug!(repo = %self.name, %module, error = %e, "upstream @latest failed; serving the latest stored version");
-                    Ok(found)
+    /// `@latest`: the upstream's answer, else the latest stored version's `.info` (when the
+    /// upstream has none, when it fails in `fallback` mode, and always when `offline`). When the rules refuse that version,
+    /// the latest version they allow is the answer.
+    pub async fn latest(self: &Arc<Self>, store: &Arc<Store>, module: &str) -> Result<(Vec<u8>, String), ProxyError> {
+        self.refuse_module(module)?;
+        let from_store = || async {
+            stored_latest(store, &self.name, module, true)
+                .await?
+                .ok_or_else(|| self.offline_not_found(&format!("{module}: no version")))
+        };
+        let answer = if self.network_mode == NetworkMode::Offline {
+            from_store().await?
+        } else {
+            match self.upstream_meta(module, Meta::Latest).await {
+                Ok(body) => {
+                    let info = intact_go::info::parse_info(&body).map_err(|e| ProxyError::Internal(e.to_string()))?;
+                    (body.as_ref().clone(), info.version)
                 }
-                None => Err(e),
-            },
-        }
+                Err(e) if self.network_mode == NetworkMode::Fallback || e.is_not_found() => match from_store().await {
+                    Ok(found) => {
+                        tracing::debug!(repo = %self.name, %module, error = %e, "upstream @latest failed; serving the latest stored version");
+                        found
+                    }
+                    Err(_) => return Err(e),
+                },
+                Err(e) => return Err(e),
+            }
+        };
+        let Err(refused) = self.refuse_version(module, &answer.1) else {
+            return Ok(answer);
+        };
+        let allowed = self.list(store, module).await?;
+        let Some(best) = semver::latest(allowed.iter().map(String::as_str)) else {
+            return Err(refused);
+        };
+        let version = layout::version(best)?;
+        let m = self.fetch(store, module, &version, FileKind::Info).await?;
+        let info = m
+            .file(INFO_FILE)
+            .ok_or_else(|| ProxyError::Internal(format!("stored {module}@{best} lacks its .info")))?;
+        Ok((layout::read_small(store, info).await?, best.to_owned()))
     }
 
     /// A version query that is not a canonical version (`@v/master.info`): asked upstream
     /// every time and not stored, since its answer changes as the branch moves.
     pub async fn query_info(&self, module: &str, query: &str) -> Result<Vec<u8>, ProxyError> {
-        self.refuse_excluded(module)?;
+        self.refuse_module(module)?;
+        if self.network_mode == NetworkMode::Offline {
+            return Err(self.offline_not_found(&format!(
+                "{module}@{query} (a query, which only the upstream can answer)"
+            )));
+        }
         let rel = ProtocolPath::version_file(module, query, "info")?;
         let what = format!("upstream query {module}@{query} for repo {}", self.name);
         let deadline = Instant::now() + self.fetch_deadline;
@@ -522,16 +621,19 @@ impl ProxyRepo {
                 )
                 .await?
                 .and_then(|body| {
-                    intact_go::info::parse_info(&body).map_err(|e| {
+                    let info = intact_go::info::parse_info(&body).map_err(|e| {
                         ProxyError::InvalidUpstream(format!(
                             "upstream {} served an invalid .info for {module}@{query}: {e}",
                             entry.source
                         ))
                     })?;
-                    Ok(body)
+                    Ok((body, info.version))
                 });
             match got {
-                Ok(body) => return Ok(body),
+                Ok((body, version)) => {
+                    self.refuse_version(module, &version)?;
+                    return Ok(body);
+                }
                 Err(e) if upstream::falls_through(entry, &e) => failure = Some(ProxyError::worst(failure, e)),
                 Err(e) => return Err(e),
             }

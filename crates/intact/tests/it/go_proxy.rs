@@ -4,7 +4,8 @@
 //! fresh module cache per client. go.sum is written from hashes computed independently with
 //! intact_go, and builds run with `-mod=readonly`, so the go command checks every byte.
 //!
-//! Tests that need `go` print why and return early when it is missing; CI installs it.
+//! Run by hand without `go`, these tests print why and return early; under the test command
+//! (scripts/test, which installs it) a missing `go` fails them.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -180,7 +181,12 @@ impl Env {
 fn need_go(test: &str) -> Option<PathBuf> {
     let go = go_binary();
     if go.is_none() {
-        eprintln!("skipping {test}: no go command (install golang-go; CI does)");
+        // The test command installs go: missing there, it is a failure, never a skip.
+        assert!(
+            std::env::var_os("INTACT_SUITE_SIZE").is_none(),
+            "{test}: no go command, though the test command (scripts/test) installs golang-go"
+        );
+        eprintln!("skipping {test}: no go command (install golang-go; scripts/test does)");
     }
     go
 }
@@ -784,4 +790,71 @@ fn go_hosted_publish_then_build_a_consumer() {
     run_ok(c, "go build of the consumer");
     let out = run_ok(Command::new(home.join("consumer-bin")), "the consumer");
     assert_eq!(out.trim(), "private tool uses hello from util v1.1.0");
+}
+
+/// The go command, told no by a deny rule, stops with intact's reason (403 is not "not
+/// here", so it does not try elsewhere); an offline repo serves what it stored and answers
+/// 404, saying why, for the rest.
+#[test]
+fn go_rules_refuse_with_their_reason_and_offline_serves_only_what_is_stored() {
+    let Some(go) = need_go("go_rules_refuse_with_their_reason_and_offline_serves_only_what_is_stored") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let proxy = build_proxy(tmp.path());
+    let config = |settings: &str| {
+        format!(
+            r#"
+[[repo]]
+name = "go-ruled"
+kind = "proxy"
+format = "go"
+upstream = "file://{}"
+list_cache_seconds = 0
+{settings}
+"#,
+            proxy.dir.display()
+        )
+    };
+    let data = tmp.path().join("data");
+    let download = |server: &Server, client: &str, target: &str| {
+        let home = tmp.path().join(client);
+        std::fs::create_dir_all(&home).expect("mkdir");
+        let mut c = go_command(&go, &home, &server.url("/go/go-ruled"));
+        c.current_dir(&home).args(["mod", "download", "-json", target]);
+        let out = run(c, Duration::from_secs(300));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+
+    let server = Server::start(&data, Some(&config(r#"deny = ["example.com/util@<v1.1.0"]"#)), &[]);
+    let (ok, out) = download(&server, "denied", "example.com/util@v1.0.0");
+    assert!(!ok, "a denied version downloaded: {out}");
+    // With -json, go writes its error into JSON (quotes and `<` escaped).
+    let error = serde_json::from_str::<Value>(&out)
+        .ok()
+        .and_then(|v| v["Error"].as_str().map(str::to_owned));
+    let error = error.unwrap_or(out);
+    assert!(
+        error.contains("403 Forbidden")
+            && error
+                .contains(r#"example.com/util@v1.0.0 is denied by rule "example.com/util@<v1.1.0" of repo go-ruled"#),
+        "go shows the rule: {error}"
+    );
+    let (ok, out) = download(&server, "allowed", "example.com/util@v1.1.0");
+    assert!(ok && out.contains(r#""Version": "v1.1.0""#), "{out}");
+    let (ok, out) = download(&server, "latest", "example.com/util@latest");
+    assert!(ok && out.contains(r#""Version": "v1.1.0""#), "{out}");
+    drop(server);
+
+    let server = Server::start(&data, Some(&config(r#"network_mode = "offline""#)), &[]);
+    let (ok, out) = download(&server, "offline-stored", "example.com/util@v1.1.0");
+    assert!(ok, "a stored version is served offline: {out}");
+    let (ok, out) = download(&server, "offline-missing", "example.com/lib/v2@v2.1.0");
+    assert!(!ok, "offline, nothing is fetched: {out}");
+    assert!(out.contains("404 Not Found") && out.contains("offline"), "{out}");
 }

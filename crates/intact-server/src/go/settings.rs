@@ -1,0 +1,58 @@
+//! A Go repo's own settings, checked with the rest of the configuration (at start-up and by
+//! `intact config check`), so that every mistake is named with its repo and key before
+//! anything is opened.
+
+use crate::config::{RepoConfig, RepoFormat, RepoKind};
+
+use super::upstream;
+
+/// Every problem with `repo`'s Go settings; empty when there is none.
+pub fn problems(repo: &RepoConfig) -> Vec<String> {
+    let n = &repo.name;
+    let mut problems = Vec::new();
+    let is_go_proxy = repo.format == RepoFormat::Go && repo.kind == RepoKind::Proxy;
+    if !is_go_proxy {
+        for (key, set) in [
+            ("exclude", !repo.exclude.is_empty()),
+            ("allow", !repo.allow.is_empty()),
+            ("deny", !repo.deny.is_empty()),
+            ("network_mode", repo.network_mode.is_some()),
+        ] {
+            if set {
+                problems.push(format!(
+                    "repo {n}: {key} applies to Go proxy repos only (kind = \"proxy\", format = \"go\")"
+                ));
+            }
+        }
+        return problems;
+    }
+    if let Some(up) = repo.upstream.as_deref().filter(|u| !u.trim().is_empty())
+        && let Err(e) = upstream::parse_list(up)
+    {
+        problems.push(format!(
+            "repo {n}: upstream {:?}: {e}",
+            crate::config::without_credentials(up)
+        ));
+    }
+    for glob in &repo.exclude {
+        if glob.trim().is_empty() || glob.contains(',') {
+            problems.push(format!(
+                "repo {n}: exclude pattern {glob:?} must be one non-empty glob (list several as separate strings)"
+            ));
+        } else if intact_go::pattern::path_match_checked(glob, glob).is_none() {
+            problems.push(format!("repo {n}: exclude pattern {glob:?} is not a valid glob"));
+        }
+    }
+    for (key, v) in [
+        ("fetch_timeout_seconds", repo.fetch_timeout_seconds),
+        ("fetch_deadline_seconds", repo.fetch_deadline_seconds),
+    ] {
+        if v == Some(0) {
+            problems.push(format!("repo {n}: {key} must be at least 1"));
+        }
+    }
+    if let Err(bad) = intact_go::rules::Rules::parse(&repo.allow, &repo.deny) {
+        problems.extend(bad.into_iter().map(|why| format!("repo {n}: {why}")));
+    }
+    problems
+}
