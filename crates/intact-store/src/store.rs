@@ -84,6 +84,8 @@ impl Default for StoreConfig {
 /// What a garbage collection did.
 #[derive(Debug, Default, Clone, Serialize, utoipa::ToSchema)]
 pub struct GcReport {
+    /// Transactions this run expired (not those an operation expired earlier, whose staged
+    /// blobs it only reclaimed).
     pub expired_transactions: u64,
     pub blobs_deleted: u64,
     pub bytes_deleted: u64,
@@ -371,9 +373,10 @@ impl Store {
             pending_files_removed: self.blobs.sweep_pending(pending_age).await?,
             ..GcReport::default()
         };
+        // Each expiry was told (logged and counted) by the catalog write that made it: this
+        // sweep's, or an earlier operation's that noticed the lapse first.
         let finished = self.catalog.expire_txns().await?;
-        crate::telemetry::txns_ended("expired", &finished.txns);
-        report.expired_transactions = finished.txns.len() as u64;
+        report.expired_transactions = finished.expired;
         let reclaimed = self.reclaim(finished).await?;
         report.blobs_deleted = reclaimed.blobs_deleted;
         report.bytes_deleted = reclaimed.bytes_deleted;
@@ -409,11 +412,13 @@ impl Store {
         }
     }
 
-    /// Expires overdue transactions and reclaims what they had staged.
+    /// Expires overdue transactions and reclaims what they had staged (and what transactions
+    /// expired on other paths since the last sweep had). Returns how many this call expired.
     pub async fn expire_due(&self) -> Result<u64> {
+        // Each expiry was told (logged and counted) by the catalog write that made it: this
+        // sweep's, or an earlier operation's that noticed the lapse first.
         let finished = self.catalog.expire_txns().await?;
-        crate::telemetry::txns_ended("expired", &finished.txns);
-        let n = finished.txns.len() as u64;
+        let n = finished.expired;
         self.reclaim(finished).await?;
         Ok(n)
     }
@@ -831,7 +836,7 @@ impl Store {
     /// Rolls transaction `id` back and reclaims what it staged.
     pub async fn abort(&self, id: &TxnId) -> Result<()> {
         let finished = self.catalog.abort_txn(id).await?;
-        crate::telemetry::txns_ended("aborted", &finished.txns);
+        crate::telemetry::txns_aborted(&finished.txns);
         self.reclaim(finished).await?;
         Ok(())
     }
@@ -987,9 +992,10 @@ impl Store {
     /// transactions. The background sweeper does the same work spread out and resumable.
     pub async fn gc(&self, grace: Duration) -> Result<GcReport> {
         let mut report = GcReport::default();
+        // Each expiry was told (logged and counted) by the catalog write that made it: this
+        // sweep's, or an earlier operation's that noticed the lapse first.
         let finished = self.catalog.expire_txns().await?;
-        crate::telemetry::txns_ended("expired", &finished.txns);
-        report.expired_transactions = finished.txns.len() as u64;
+        report.expired_transactions = finished.expired;
         let reclaimed = self.reclaim(finished).await?;
         report.blobs_deleted = reclaimed.blobs_deleted;
         report.bytes_deleted = reclaimed.bytes_deleted;

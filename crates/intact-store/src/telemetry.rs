@@ -62,15 +62,32 @@ fn log_commit(m: &Manifest, took: Duration) {
     );
 }
 
-/// Transactions that ended without a version (`how`: `aborted` or `expired`).
-pub(crate) fn txns_ended(how: &'static str, ids: &[intact_core::TxnId]) {
+/// Transactions rolled back.
+pub(crate) fn txns_aborted(ids: &[intact_core::TxnId]) {
     if ids.is_empty() {
         return;
     }
-    counter!(TXNS_ENDED, "how" => how).increment(ids.len() as u64);
+    counter!(TXNS_ENDED, "how" => "aborted").increment(ids.len() as u64);
     for id in ids {
-        tracing::info!(target: "intact::commit", txn = %id, how = %how, "transaction ended without a version");
+        tracing::info!(target: "intact::commit", txn = %id, how = %"aborted", "transaction ended without a version");
     }
+}
+
+/// A transaction whose lease ran out. Called by the catalog write that expired it, once that
+/// write is durable (see `catalog::Expiries`): a lapse is told once, whether the reaper's
+/// sweep or an operation on the transaction (a commit, a renewal, an open taking its lock
+/// over) found it first.
+pub(crate) fn txn_expired(rec: &crate::TxnRecord) {
+    counter!(TXNS_ENDED, "how" => "expired").increment(1);
+    tracing::info!(
+        target: "intact::commit",
+        txn = %rec.id,
+        how = %"expired",
+        repo = %rec.repo,
+        name = %rec.name,
+        version = %rec.version,
+        "transaction ended without a version"
+    );
 }
 
 pub(crate) fn cache_lookup(cache: &'static str, hit: bool) {

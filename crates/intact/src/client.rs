@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use anyhow::{Context, bail};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{Certificate, Response, StatusCode};
 use serde_json::Value;
 
@@ -126,20 +127,44 @@ fn read_ca_certs(path: &Path) -> anyhow::Result<Vec<Certificate>> {
     Ok(certs)
 }
 
-/// Percent-encodes each `/`-separated segment of a validated name or path for a URL.
+/// What the CLI percent-encodes in the paths and query values it builds: everything but
+/// RFC 3986's unreserved characters (`A-Z a-z 0-9 - . _ ~`) and the `/` between segments.
+/// Non-ASCII goes as its UTF-8 bytes. `+` is encoded too: in a query value a literal `+`
+/// reads as a space (Go's `+incompatible` versions).
+pub const URL_ENCODED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+
+/// Percent-encodes each `/`-separated segment of a validated name or path for a URL (the `/`s
+/// stay: they separate the segments the server's routes expect).
 pub fn encode_path(p: &str) -> String {
-    p.split('/')
-        .map(|seg| {
-            seg.bytes()
-                .map(|b| {
-                    if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                        (b as char).to_string()
-                    } else {
-                        format!("%{b:02X}")
-                    }
-                })
-                .collect::<String>()
-        })
-        .collect::<Vec<_>>()
-        .join("/")
+    utf8_percent_encode(p, URL_ENCODED).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `encode_path` has always sent (before it used `percent-encoding`): unreserved
+    /// characters and the `/`s as they are, everything else as uppercase `%XX` of its UTF-8.
+    #[test]
+    fn paths_encode_everything_but_unreserved_characters_and_slashes() {
+        for (raw, encoded) in [
+            ("a b", "a%20b"),
+            ("100%", "100%25"),
+            ("x#y", "x%23y"),
+            ("what?", "what%3F"),
+            ("1.0+build", "1.0%2Bbuild"),
+            ("user@host", "user%40host"),
+            ("naïve/日本", "na%C3%AFve/%E6%97%A5%E6%9C%AC"),
+            ("&=;,", "%26%3D%3B%2C"),
+            ("renders/shot_010/comp-v2.1~x", "renders/shot_010/comp-v2.1~x"),
+            ("a//b/", "a//b/"),
+        ] {
+            assert_eq!(encode_path(raw), encoded, "{raw:?}");
+        }
+    }
 }

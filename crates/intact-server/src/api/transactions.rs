@@ -29,6 +29,8 @@ use crate::state::AppState;
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateTxn {
     pub name: String,
+    /// A version, or `auto` for the next integer version. Not `latest` (in any case): readers
+    /// ask for that to get the newest version.
     pub version: String,
     #[serde(default)]
     pub metadata: Option<serde_json::Value>,

@@ -211,7 +211,8 @@ pub struct StageJob {
 #[allow(dead_code)]
 pub struct PublishForm {
     pub name: String,
-    /// A version, or `auto` for the next integer version.
+    /// A version, or `auto` for the next integer version. Not `latest` (in any case): readers
+    /// ask for that to get the newest version.
     pub version: String,
     /// A JSON object.
     pub metadata: Option<String>,

@@ -1,7 +1,12 @@
 //! The one-request multipart publish, from reqwest and from the real `curl` binary, and its
 //! all-or-nothing promise when a request goes wrong half way.
 
-use intact_core::Digest;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use intact_core::{Digest, FilePath, Name, RepoName, Timestamp, Version};
+use intact_store::store::BeginRequest;
+use intact_store::{FsBlobStore, ManualClock, OpenOutcome, SqliteCatalog, Store, StoreConfig, VersionSpec};
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
@@ -532,4 +537,71 @@ async fn a_used_idempotency_key_with_other_files_is_refused() {
         s.get_bytes("/api/v1/repos/files/tools/job/@v/1/a.txt").await,
         (StatusCode::OK, b"first build".to_vec())
     );
+}
+
+/// `latest` means the newest version to readers (`@latest`, `intact get REPO NAME latest`), so
+/// no version may be published under that name, in any case, by either way of publishing. A
+/// version so named that is already stored (published before the rule) stays readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_named_latest_is_refused_but_one_stored_before_stays_readable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock::new(Timestamp::from_system(SystemTime::now())));
+    let catalog = SqliteCatalog::open(&dir.path().join("catalog.db"), clock.clone())
+        .await
+        .expect("catalog");
+    let blobs = Arc::new(FsBlobStore::open(dir.path()).await.expect("blobs"));
+    let store = Store::new(Arc::new(catalog), blobs, clock, StoreConfig::default());
+    // Straight through the store, as a catalog from before the rule holds it.
+    let before = BeginRequest {
+        repo: RepoName::parse("files").expect("repo"),
+        name: Name::parse("tools/cli").expect("name"),
+        version: VersionSpec::Exact(Version::parse("latest").expect("version")),
+        metadata: json!({}),
+        lease: None,
+        idempotency_key: None,
+        wait: Duration::ZERO,
+    };
+    let OpenOutcome::Created(t) = store.begin(before).await.expect("begin") else {
+        panic!("a new transaction expected");
+    };
+    let mut body: &[u8] = b"published before the rule";
+    store
+        .put_file(&t.id, FilePath::parse("a.txt").expect("path"), &mut body, None, None)
+        .await
+        .expect("put");
+    store.commit(&t.id).await.expect("commit");
+    let s = Server::start_on_store(store).await;
+
+    for version in ["latest", "Latest", "LATEST"] {
+        let got = s.create(json!({"name": "tools/cli", "version": version})).await;
+        assert_error(&got, StatusCode::BAD_REQUEST, "invalid", Some("version"));
+        assert!(
+            got.1["message"].as_str().is_some_and(|m| m.contains("reserved")),
+            "{}",
+            got.1
+        );
+        let f = form()
+            .text("name", "tools/cli")
+            .text("version", version)
+            .part("b.txt", Part::bytes(b"new".to_vec()).file_name("b.txt"));
+        assert_error(
+            &publish_form(&s, f).await,
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            Some("version"),
+        );
+    }
+    // Versions that only contain the word are versions like any other.
+    for version in ["latest-2", "2.0-latest"] {
+        let (status, v) = s.create(json!({"name": "tools/cli", "version": version})).await;
+        assert_eq!(status, StatusCode::CREATED, "{version}: {v}");
+    }
+    // Reading is as it was: by its own URL, and as the newest commit.
+    assert_eq!(
+        s.get_bytes("/api/v1/repos/files/tools/cli/@v/latest/a.txt").await,
+        (StatusCode::OK, b"published before the rule".to_vec())
+    );
+    let (status, m) = s.get_json("/api/v1/repos/files/tools/cli/@latest").await;
+    assert_eq!((status, m["version"].as_str()), (StatusCode::OK, Some("latest")), "{m}");
+    s.stop().await;
 }

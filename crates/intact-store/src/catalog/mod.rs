@@ -138,6 +138,31 @@ pub struct Event {
 pub struct Finished {
     pub txns: Vec<TxnId>,
     pub staged_digests: Vec<Digest>,
+    /// How many of `txns` a sweep expired itself. The others had already ended on another
+    /// path (an expiry a commit, renewal or open noticed, told then) and only their staged
+    /// rows were left to reclaim.
+    pub expired: u64,
+}
+
+/// The transactions one catalog write expired (their lease found run out), told to operators
+/// once that write is durable and never if it is rolled back. Whichever operation notices a
+/// lapse (the reaper's sweep, a commit, a renewal, an upload, an open taking the version's
+/// lock over) expires it inside its own write, under the lock that serializes writes to the
+/// transaction's row: exactly one write moves it out of `open`, and only that one tells.
+#[derive(Debug, Default)]
+pub(crate) struct Expiries(Vec<TxnRecord>);
+
+impl Expiries {
+    pub(crate) fn push(&mut self, rec: &TxnRecord) {
+        self.0.push(rec.clone());
+    }
+
+    /// The write that expired these committed: one log line and one count each.
+    pub(crate) fn durable(self) {
+        for rec in &self.0 {
+            crate::telemetry::txn_expired(rec);
+        }
+    }
 }
 
 /// How much a repository holds.

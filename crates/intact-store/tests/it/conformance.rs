@@ -334,6 +334,139 @@ pub async fn expired_lease_cannot_commit_and_releases_lock(h: &Harness) {
     begin(h, req("lease", "1")).await;
 }
 
+/// Every lapsed lease is told once (one log line, and the count of
+/// `intact_transactions_ended_total{how="expired"}` made by the same call), whichever
+/// operation notices it first: a commit, a renewal, an upload, an open taking the lock over,
+/// an idempotent retry, or the reaper. The reaper then reclaims what an expiry noticed
+/// elsewhere left staged without telling it again, and noticing an expiry twice tells nothing.
+pub async fn every_lapsed_lease_is_told_once_whichever_operation_notices_it(h: &Harness) {
+    ended_lines::install();
+    let open = |n: &str, key: Option<&str>| {
+        let mut r = req(n, "1");
+        r.lease = Some(Duration::from_secs(60));
+        r.idempotency_key = key.map(str::to_owned);
+        r
+    };
+    let expired = |r: Result<(), Error>| {
+        matches!(
+            r,
+            Err(Error::TxnNotOpen {
+                state: TxnState::Expired,
+                ..
+            })
+        )
+    };
+    let by_commit = begin(h, open("lapse/commit", None)).await;
+    put(h, &by_commit, "f", b"staged before the lease ran out").await;
+    let by_renew = begin(h, open("lapse/renew", None)).await;
+    let by_upload = begin(h, open("lapse/upload", None)).await;
+    let by_takeover = begin(h, open("lapse/takeover", None)).await;
+    let by_retry = begin(h, open("lapse/retry", Some("lapse-retry"))).await;
+    let by_reaper = begin(h, open("lapse/reaper", None)).await;
+    h.clock.advance(Duration::from_secs(61));
+
+    assert!(expired(h.store.commit(&by_commit.id).await.map(drop)));
+    assert!(expired(h.store.renew(&by_renew.id).await.map(drop)));
+    let mut body: &[u8] = b"too late";
+    let upload = h.store.put_file(&by_upload.id, path("f"), &mut body, None, None).await;
+    assert!(expired(upload.map(drop)));
+    let taker = begin(h, open("lapse/takeover", None)).await;
+    assert_ne!(taker.id, by_takeover.id);
+    let retried = begin(h, open("lapse/retry", Some("lapse-retry"))).await;
+    assert_ne!(retried.id, by_retry.id);
+    // The reaper expires only what nothing noticed, and reclaims what the commit's expiry
+    // left staged.
+    assert_eq!(h.store.expire_due().await.expect("reaper"), 1);
+    assert!(!blob_exists(h, b"staged before the lease ran out").await);
+    assert!(expired(h.store.commit(&by_commit.id).await.map(drop)));
+    assert!(expired(h.store.renew(&by_renew.id).await.map(drop)));
+    assert_eq!(h.store.expire_due().await.expect("reaper"), 0);
+
+    for t in [&by_commit, &by_renew, &by_upload, &by_takeover, &by_retry, &by_reaper] {
+        let lines = ended_lines::naming(&t.id);
+        assert_eq!(lines.len(), 1, "{}: {lines:?}", t.name);
+        for field in [
+            "how=expired".to_owned(),
+            "repo=files".to_owned(),
+            format!("name={}", t.name),
+            "version=1".to_owned(),
+        ] {
+            assert!(
+                lines[0].contains(&format!(" {field}")),
+                "{field} missing from {}",
+                lines[0]
+            );
+        }
+    }
+    for t in [&taker, &retried] {
+        assert_eq!(ended_lines::naming(&t.id), Vec::<String>::new(), "still open");
+    }
+}
+
+/// What the store logs when a transaction ends without a version, for a test to find the
+/// lines of its own transactions. One subscriber for the whole test binary: the tests run side
+/// by side, and a line may be written by a task on any of a runtime's threads (the embedded
+/// catalog's batch leader tells what its batch expired), which a thread's own subscriber would
+/// miss.
+mod ended_lines {
+    use std::sync::{Mutex, Once, PoisonError};
+
+    use intact_core::TxnId;
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Metadata, Subscriber};
+
+    static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    /// Starts capturing (before the test's first expiry; the first call installs it).
+    pub fn install() {
+        static INSTALL: Once = Once::new();
+        INSTALL.call_once(|| {
+            tracing::subscriber::set_global_default(Capture).expect("no other subscriber in this binary");
+        });
+    }
+
+    /// The lines so far that say transaction `txn` ended without a version, as ` field=value`s.
+    pub fn naming(txn: &TxnId) -> Vec<String> {
+        let needle = format!(" txn={txn} ");
+        let lines = LINES.lock().unwrap_or_else(PoisonError::into_inner);
+        lines
+            .iter()
+            .filter(|l| l.contains("transaction ended without a version") && format!("{l} ").contains(&needle))
+            .cloned()
+            .collect()
+    }
+
+    struct Capture;
+
+    impl Subscriber for Capture {
+        fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+            metadata.target() == "intact::commit"
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            let mut line = Line(String::new());
+            event.record(&mut line);
+            LINES.lock().unwrap_or_else(PoisonError::into_inner).push(line.0);
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+
+    struct Line(String);
+
+    impl Visit for Line {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            // `%` fields (and the message) print as their Display.
+            self.0 += &format!(" {}={value:?}", field.name());
+        }
+    }
+}
+
 /// `max_files` is counted inside the staging write: a new path past it is refused, replacing
 /// a staged path is not, and concurrent stagings into one transaction cannot pass it together.
 pub async fn a_transaction_stages_at_most_max_files_paths_even_concurrently(h: &Harness) {

@@ -249,6 +249,7 @@ macro_rules! every_promise {
     commit_is_idempotent,
     abort_reclaims_staged_blobs,
     expired_lease_cannot_commit_and_releases_lock,
+    every_lapsed_lease_is_told_once_whichever_operation_notices_it,
     checksum_mismatch_stages_nothing,
     gc_keeps_blobs_of_open_transactions,
     gc_deletes_unreferenced_and_orphan_blobs,

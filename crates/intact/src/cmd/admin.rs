@@ -155,14 +155,15 @@ async fn gc_status(args: &GcArgs) -> anyhow::Result<ExitCode> {
 /// The sweeper's report for people: one line on what runs now, one on the last pass, one on
 /// the next.
 fn describe_sweeper(r: &Value) -> String {
+    use super::{count, size};
     let num = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
     let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("?").to_owned();
     let mut out = String::new();
     if r.get("running").and_then(Value::as_bool).unwrap_or(false) {
         let so_far = &r["so_far"];
         out += &format!(
-            "running: pass {} ({} phase{}), started {}, {} pages so far: {} blob records checked, {} blobs \
-             and {} orphan files deleted; resumed {} time(s); held by {} until {}\n",
+            "running: pass {} ({} phase{}), started {}, {} so far: {} checked, {} and {} deleted; resumed {}; \
+             held by {} until {}\n",
             num(r, "pass"),
             text(r, "phase"),
             if r["sweeping_orphans"].as_bool().unwrap_or(false) {
@@ -171,11 +172,11 @@ fn describe_sweeper(r: &Value) -> String {
                 ""
             },
             text(r, "pass_started"),
-            num(so_far, "pages"),
-            num(so_far, "blobs_checked"),
-            num(so_far, "blobs_deleted"),
-            num(so_far, "orphan_blobs_deleted"),
-            num(r, "resumed"),
+            count(num(so_far, "pages"), "page"),
+            count(num(so_far, "blobs_checked"), "blob record"),
+            count(num(so_far, "blobs_deleted"), "blob"),
+            count(num(so_far, "orphan_blobs_deleted"), "orphan file"),
+            count(num(r, "resumed"), "time"),
             text(r, "holder"),
             text(r, "lease_until"),
         );
@@ -192,18 +193,18 @@ fn describe_sweeper(r: &Value) -> String {
         Some(last) => {
             let c = &last["counts"];
             out += &format!(
-                "last pass: {} from {} to {}: {} blob records checked, {} blobs deleted, {} files listed, {} \
-                 orphan files deleted, {} bytes freed, {} pending files removed; resumed {} time(s)\n",
+                "last pass: {} from {} to {}: {} checked, {} deleted, {} listed, {} deleted, {} freed, {} \
+                 removed; resumed {}\n",
                 num(last, "pass"),
                 text(last, "started"),
                 text(last, "finished"),
-                num(c, "blobs_checked"),
-                num(c, "blobs_deleted"),
-                num(c, "files_listed"),
-                num(c, "orphan_blobs_deleted"),
-                num(c, "bytes_deleted"),
-                num(c, "pending_files_removed"),
-                num(last, "resumed"),
+                count(num(c, "blobs_checked"), "blob record"),
+                count(num(c, "blobs_deleted"), "blob"),
+                count(num(c, "files_listed"), "file"),
+                count(num(c, "orphan_blobs_deleted"), "orphan file"),
+                size(num(c, "bytes_deleted")),
+                count(num(c, "pending_files_removed"), "pending file"),
+                count(num(last, "resumed"), "time"),
             );
         }
         None => out += "last pass: none yet\n",
@@ -263,4 +264,63 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts read as words (one or many) and sizes in the style of every command, never
+    /// "1 blobs" or "time(s)".
+    #[test]
+    fn the_sweeper_status_reads_naturally() {
+        let running = json!({
+            "running": true,
+            "pass": 7,
+            "phase": "blobs",
+            "sweeping_orphans": true,
+            "pass_started": "2030-01-01T00:00:00Z",
+            "resumed": 1,
+            "holder": "host-a",
+            "lease_until": "2030-01-01T00:01:00Z",
+            "so_far": {"pages": 1, "blobs_checked": 1, "blobs_deleted": 1, "orphan_blobs_deleted": 2},
+            "last_pass": {
+                "pass": 6,
+                "started": "2029-12-31T00:00:00Z",
+                "finished": "2029-12-31T00:10:00Z",
+                "resumed": 0,
+                "counts": {
+                    "blobs_checked": 1, "blobs_deleted": 1, "files_listed": 0, "orphan_blobs_deleted": 1,
+                    "bytes_deleted": 1536, "pending_files_removed": 1
+                }
+            },
+            "last_orphan_sweep": null,
+            "next_pass_due": "2030-01-01T01:00:00Z"
+        });
+        let text = describe_sweeper(&running);
+        assert!(
+            text.contains(
+                "running: pass 7 (blobs phase, with the orphan sweep), started 2030-01-01T00:00:00Z, 1 page so far: \
+                 1 blob record checked, 1 blob and 2 orphan files deleted; resumed 1 time; held by host-a until \
+                 2030-01-01T00:01:00Z\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "last pass: 6 from 2029-12-31T00:00:00Z to 2029-12-31T00:10:00Z: 1 blob record checked, 1 blob \
+                 deleted, 0 files listed, 1 orphan file deleted, 1.5 KiB freed, 1 pending file removed; resumed \
+                 0 times\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("last orphan sweep: none yet\n"), "{text}");
+
+        let idle = json!({"running": false, "phase": "idle", "last_pass": null, "next_pass_due": null});
+        assert_eq!(
+            describe_sweeper(&idle),
+            "running: no\nlast pass: none yet\nlast orphan sweep: none yet\n\
+             next pass due: never (gc_interval_seconds = 0: only `intact gc`)\n"
+        );
+    }
 }

@@ -57,17 +57,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Percent-encodes a query value (module paths and versions are ASCII; `+` must not become a space).
+/// Percent-encodes a query value: a module path keeps its `/`s, and `+` must not become a space.
 fn query_value(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(s, crate::client::URL_ENCODED).to_string()
 }
 
 async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
@@ -185,5 +177,9 @@ mod tests {
         assert_eq!(query_value("v2.0.0+incompatible"), "v2.0.0%2Bincompatible");
         assert_eq!(query_value("github.com/Azure/x~y"), "github.com/Azure/x~y");
         assert_eq!(query_value("a b&c"), "a%20b%26c");
+        // As before it used `percent-encoding`: `%`, `#`, `?`, `@` and non-ASCII encoded.
+        assert_eq!(query_value("50%#x?y"), "50%25%23x%3Fy");
+        assert_eq!(query_value("example.com/m@v1"), "example.com/m%40v1");
+        assert_eq!(query_value("é/日"), "%C3%A9/%E6%97%A5");
     }
 }

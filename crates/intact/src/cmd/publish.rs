@@ -24,7 +24,8 @@ pub struct Args {
     repo: String,
     /// The name to publish under, e.g. `shots/010/comp` (segments of [A-Za-z0-9._-]).
     name: String,
-    /// A version, or `auto` for the next integer version.
+    /// A version, or `auto` for the next integer version. Not `latest` (in any case): readers
+    /// ask for that to get the newest version.
     version: String,
     /// Files and directories; a directory contributes its files under their relative paths.
     #[arg(required = true)]

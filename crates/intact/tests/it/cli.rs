@@ -510,6 +510,12 @@ fn every_command_prints_one_json_document_with_json() {
     let (ok, out, err) = intact(&server, &["gc", "--status", "--json"]);
     assert!(ok, "{out}{err}");
     assert!(one_document(&out)["running"].is_boolean(), "{out}");
+    // The sweeper's status as text: counts in words, no "1 blobs" or "time(s)".
+    let (ok, out, err) = intact(&server, &["gc", "--status"]);
+    assert!(ok, "{out}{err}");
+    assert_text(&out);
+    assert!(out.contains("running: ") && out.contains("last pass: "), "{out}");
+    assert!(!out.contains("(s)"), "{out}");
 
     // ready.
     let (ok, out, err) = intact(&server, &["ready", "--json"]);

@@ -27,8 +27,8 @@ use tokio::sync::watch;
 
 use super::columns::{self, corrupt, i64_of, u64_of};
 use super::{
-    BlobPage, BlobUser, Catalog, CommitOutcome, Event, Finished, NewTxn, OpenOutcome, RepoUsage, SweepProgress,
-    SweepReport, SweeperRecord, TxnRecord, TxnStatus, VersionSpec, VersionSummary, VersionUse, rules,
+    BlobPage, BlobUser, Catalog, CommitOutcome, Event, Expiries, Finished, NewTxn, OpenOutcome, RepoUsage,
+    SweepProgress, SweepReport, SweeperRecord, TxnRecord, TxnStatus, VersionSpec, VersionSummary, VersionUse, rules,
 };
 use crate::clock::OffsetClock;
 use crate::tokens::{NewToken, TokenRecord};
@@ -78,11 +78,13 @@ impl std::fmt::Debug for PostgresCatalog {
 
 type Tx = Transaction<'static, Postgres>;
 
-/// A write in progress: its SQL transaction and the events it appends when it commits.
-/// Events wait here until every other lock is held (see the module comment).
+/// A write in progress: its SQL transaction, the events it appends when it commits, and the
+/// transactions it expired, told once it committed. Events wait here until every other lock
+/// is held (see the module comment).
 pub(super) struct Write {
     tx: Tx,
     events: Vec<events::NewEvent>,
+    expired: Expiries,
 }
 
 impl Write {
@@ -170,6 +172,7 @@ impl PostgresCatalog {
         Ok(Write {
             tx: self.pool.begin().await?,
             events: Vec::new(),
+            expired: Expiries::default(),
         })
     }
 
@@ -190,7 +193,10 @@ impl PostgresCatalog {
         for ev in &pending {
             events::insert(&mut w, ev).await?;
         }
+        let expired = std::mem::take(&mut w.expired);
         w.tx.commit().await?;
+        // Only now: a write dropped uncommitted (an error, a lock lost) rolled its expiries back.
+        expired.durable();
         Ok(())
     }
 }

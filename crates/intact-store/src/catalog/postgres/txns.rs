@@ -41,13 +41,15 @@ async fn finish_open_txn(w: &mut Write, rec: &TxnRecord, state: TxnState, now: T
     Ok(rec.files.iter().map(|f| f.sha256).collect())
 }
 
-/// Finishes `rec` (row locked by `w`) as expired if it is open and its lease ran out by `now`.
+/// Finishes `rec` (row locked by `w`) as expired if it is open and its lease ran out by `now`;
+/// told once `w` commits.
 async fn expire_if_due(w: &mut Write, rec: &mut TxnRecord, now: Timestamp) -> Result<bool> {
     if rules::lease_ran_out(rec, now) {
         finish_open_txn(w, rec, TxnState::Expired, now).await?;
         rec.state = TxnState::Expired;
         rec.finished_at = Some(now);
         rec.files.clear();
+        w.expired.push(rec);
         return Ok(true);
     }
     Ok(false)
@@ -509,6 +511,7 @@ pub(super) async fn abort_txn(cat: &PostgresCatalog, id: &TxnId) -> Result<Finis
             Ok(Finished {
                 txns: vec![rec.id],
                 staged_digests: digests,
+                expired: 0,
             })
         }
     }
@@ -549,6 +552,7 @@ pub(super) async fn expire_txns(cat: &PostgresCatalog) -> Result<Finished> {
                     .await?;
                 finished.staged_digests.extend(staged);
                 finished.txns.push(rec.id);
+                finished.expired += 1;
             }
         }
     }

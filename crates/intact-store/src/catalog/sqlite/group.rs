@@ -93,18 +93,22 @@ impl GroupCommit {
 
 impl SqliteCatalog {
     /// Runs `work` as one job of a group commit (see the module's comment) and returns its
-    /// answer once the batch it ran in is durable.
+    /// answer once the batch it ran in is durable. The transactions `work` adds to the
+    /// [`Expiries`] it is given are told once the batch is durable, if its writes were kept.
     pub(super) async fn write<T, F>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut sqlx::SqliteConnection, Timestamp) -> BoxFuture<'c, Outcome<T>> + Send + 'static,
+        F: for<'c> FnOnce(&'c mut sqlx::SqliteConnection, Timestamp, &'c mut Expiries) -> BoxFuture<'c, Outcome<T>>
+            + Send
+            + 'static,
     {
         let (reply, answer) = oneshot::channel::<Result<T>>();
         let job: Job = Box::new(move |conn, now| {
             Box::pin(async move {
+                let mut expired = Expiries::default();
                 let (keep, result) = match conn {
                     None => (false, Err(not_run())),
-                    Some(conn) => match work(conn, now).await {
+                    Some(conn) => match work(conn, now, &mut expired).await {
                         Ok(result) => (true, result),
                         Err(e) => (false, Err(e)),
                     },
@@ -113,6 +117,12 @@ impl SqliteCatalog {
                     keep,
                     storage_full: matches!(result, Err(Error::StorageFull { .. })),
                     answer: Box::new(move |failed: Option<Error>| {
+                        // Told here, by the leader, rather than by the caller once answered:
+                        // a caller that went away (a client that hung up) leaves its writes
+                        // standing, and their expiries must still be told.
+                        if keep && failed.is_none() {
+                            expired.durable();
+                        }
                         // The caller may have gone away; its writes stand regardless.
                         let _ = reply.send(match failed {
                             Some(e) => Err(e),
@@ -316,7 +326,7 @@ mod tests {
         let cat = SqliteCatalog::open(&dir.path().join("catalog.db"), Arc::new(SystemClock))
             .await
             .expect("catalog");
-        cat.write(|tx, _| {
+        cat.write(|tx, _, _| {
             Box::pin(async move {
                 sqlx::query("CREATE TABLE marks (mark TEXT NOT NULL)")
                     .execute(&mut *tx)
@@ -334,7 +344,7 @@ mod tests {
     fn mark(cat: &SqliteCatalog, mark: &'static str, end: End) -> tokio::task::JoinHandle<Result<&'static str>> {
         let cat = cat.clone();
         tokio::spawn(async move {
-            cat.write(move |tx, _| {
+            cat.write(move |tx, _, _| {
                 Box::pin(async move {
                     sqlx::query("INSERT INTO marks (mark) VALUES (?)")
                         .bind(mark)

@@ -18,8 +18,8 @@ use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use tokio::sync::watch;
 
 use super::{
-    BlobPage, BlobUser, Catalog, CommitOutcome, Event, Finished, NewTxn, OpenOutcome, RepoUsage, SweepProgress,
-    SweepReport, SweeperRecord, TxnRecord, TxnStatus, VersionSpec, VersionSummary, VersionUse, rules,
+    BlobPage, BlobUser, Catalog, CommitOutcome, Event, Expiries, Finished, NewTxn, OpenOutcome, RepoUsage,
+    SweepProgress, SweepReport, SweeperRecord, TxnRecord, TxnStatus, VersionSpec, VersionSummary, VersionUse, rules,
 };
 use crate::tokens::{NewToken, TokenRecord};
 use crate::{BlobStore, Clock, Error, Result};
@@ -436,11 +436,23 @@ impl Catalog for SqliteCatalog {
     }
 }
 
+/// The version a request to publish names: `auto`, or a version to create. `latest` (in any
+/// case) is refused: reading `latest` (`@latest`, `intact get REPO NAME latest`) means the
+/// newest version, so a version of that name could never be asked for by it. Only creating is
+/// refused: a version so named stored before this rule (or copied from such a catalog, which
+/// goes through `VersionSpec::Exact`) stays readable at `@v/latest`.
 impl FromStr for VersionSpec {
     type Err = intact_core::ValidationError;
     fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
         if s == "auto" {
             Ok(Self::Auto)
+        } else if s.eq_ignore_ascii_case("latest") {
+            Err(intact_core::ValidationError::new(
+                "version",
+                s,
+                "reserved: reading `latest` (@latest, `intact get REPO NAME latest`) means the newest version; \
+                 publish under another version",
+            ))
         } else {
             Version::parse(s).map(Self::Exact)
         }
@@ -452,7 +464,23 @@ mod tests {
     use std::sync::Arc;
 
     use super::SqliteCatalog;
+    use crate::VersionSpec;
     use crate::clock::SystemClock;
+
+    /// `latest` is what readers ask for to get the newest version: never a version to create.
+    #[test]
+    fn a_version_to_publish_may_not_be_named_latest() {
+        for reserved in ["latest", "Latest", "LATEST"] {
+            let e = reserved.parse::<VersionSpec>().expect_err(reserved);
+            assert_eq!((e.field, e.value.as_str()), ("version", reserved));
+            assert!(e.rule.contains("newest version"), "{e}");
+        }
+        for fine in ["latest-1", "1.0-latest", "latest.2", "lates"] {
+            let spec = fine.parse::<VersionSpec>().expect(fine);
+            assert!(matches!(spec, VersionSpec::Exact(v) if v.as_str() == fine));
+        }
+        assert_eq!("auto".parse::<VersionSpec>(), Ok(VersionSpec::Auto));
+    }
 
     /// A downgrade must not run on a schema it does not know: it could misread or damage it.
     #[tokio::test]

@@ -52,17 +52,20 @@ pub(super) async fn finish_open_txn(
     Ok(rec.files.iter().map(|f| f.sha256).collect())
 }
 
-/// Finishes `rec` as expired if it is open and its lease ran out by `now`.
+/// Finishes `rec` as expired if it is open and its lease ran out by `now`, adding it to
+/// `expired` (told once the write is durable).
 pub(super) async fn expire_if_due(
     tx: &mut sqlx::SqliteConnection,
     rec: &mut TxnRecord,
     now: Timestamp,
+    expired: &mut Expiries,
 ) -> Result<bool> {
     if rules::lease_ran_out(rec, now) {
         finish_open_txn(tx, rec, TxnState::Expired, now).await?;
         rec.state = TxnState::Expired;
         rec.finished_at = Some(now);
         rec.files.clear();
+        expired.push(rec);
         return Ok(true);
     }
     Ok(false)
@@ -126,7 +129,7 @@ async fn insert_unless_held(tx: &mut sqlx::SqliteConnection, row: &NewTxnRow<'_>
 
 pub(super) async fn open_txn(cat: &SqliteCatalog, req: &NewTxn) -> Result<OpenOutcome> {
     let req = req.clone();
-    cat.write(move |tx, now| {
+    cat.write(move |tx, now, expired| {
         Box::pin(async move {
             let fingerprint = rules::request_fingerprint(&req);
             let repo = req.repo.as_str();
@@ -155,7 +158,7 @@ pub(super) async fn open_txn(cat: &SqliteCatalog, req: &NewTxn) -> Result<OpenOu
                                 ),
                             });
                         }
-                        let expired_now = expire_if_due(&mut *tx, &mut prior, now).await?;
+                        let expired_now = expire_if_due(&mut *tx, &mut prior, now, expired).await?;
                         match prior.state {
                             TxnState::Open => {
                                 return Ok(Ok(OpenOutcome::Resumed(prior)));
@@ -219,7 +222,7 @@ pub(super) async fn open_txn(cat: &SqliteCatalog, req: &NewTxn) -> Result<OpenOu
                 .await?;
                 if let Some(holder_id) = holder
                     && let Some(mut holder) = load_txn(&mut *tx, &holder_id).await?
-                    && !expire_if_due(&mut *tx, &mut holder, now).await?
+                    && !expire_if_due(&mut *tx, &mut holder, now, expired).await?
                 {
                     return Err(Error::Locked {
                         what: what(&req.repo, &req.name, &version),
@@ -285,12 +288,12 @@ pub(super) async fn txn_status(cat: &SqliteCatalog, id: &TxnId) -> Result<TxnSta
 
 pub(super) async fn renew_txn(cat: &SqliteCatalog, id: &TxnId) -> Result<TxnRecord> {
     let id = id.clone();
-    cat.write(move |tx, now| {
+    cat.write(move |tx, now, expired| {
         Box::pin(async move {
             let mut rec = load_txn(&mut *tx, id.as_str())
                 .await?
                 .ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
-            if expire_if_due(&mut *tx, &mut rec, now).await? {
+            if expire_if_due(&mut *tx, &mut rec, now, expired).await? {
                 return Ok(Err(Error::TxnNotOpen {
                     id: id.clone(),
                     state: TxnState::Expired,
@@ -322,7 +325,7 @@ pub(super) async fn stage_file(
     max_files: Option<u64>,
 ) -> Result<()> {
     let (id, file) = (id.clone(), file.clone());
-    cat.write(move |tx, now| {
+    cat.write(move |tx, now, expired| {
         Box::pin(async move {
             let row = sqlx::query("SELECT repo, state, expires_at, lease_ms FROM txns WHERE id = ?")
                 .bind(id.as_str())
@@ -340,7 +343,7 @@ pub(super) async fn stage_file(
                 let mut rec = load_txn(&mut *tx, id.as_str())
                     .await?
                     .ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
-                expire_if_due(&mut *tx, &mut rec, now).await?;
+                expire_if_due(&mut *tx, &mut rec, now, expired).await?;
                 return Ok(Err(Error::TxnNotOpen {
                     id: id.clone(),
                     state: TxnState::Expired,
@@ -386,7 +389,7 @@ pub(super) async fn stage_file(
 
 pub(super) async fn commit_txn(cat: &SqliteCatalog, id: &TxnId, verified: &[FileEntry]) -> Result<CommitOutcome> {
     let (id, verified) = (id.clone(), verified.to_vec());
-    cat.write(move |tx, now| {
+    cat.write(move |tx, now, expired| {
         Box::pin(async move {
             let mut rec = load_txn(&mut *tx, id.as_str())
                 .await?
@@ -413,7 +416,7 @@ pub(super) async fn commit_txn(cat: &SqliteCatalog, id: &TxnId, verified: &[File
                 }
                 TxnState::Open => {}
             }
-            if expire_if_due(&mut *tx, &mut rec, now).await? {
+            if expire_if_due(&mut *tx, &mut rec, now, expired).await? {
                 return Ok(Err(Error::TxnNotOpen {
                     id: id.clone(),
                     state: TxnState::Expired,
@@ -501,7 +504,7 @@ pub(super) async fn commit_txn(cat: &SqliteCatalog, id: &TxnId, verified: &[File
 
 pub(super) async fn abort_txn(cat: &SqliteCatalog, id: &TxnId) -> Result<Finished> {
     let id = id.clone();
-    cat.write(move |tx, now| {
+    cat.write(move |tx, now, _| {
         Box::pin(async move {
             let rec = load_txn(&mut *tx, id.as_str())
                 .await?
@@ -517,6 +520,7 @@ pub(super) async fn abort_txn(cat: &SqliteCatalog, id: &TxnId) -> Result<Finishe
                     Ok(Ok(Finished {
                         txns: vec![rec.id],
                         staged_digests: digests,
+                        expired: 0,
                     }))
                 }
             }
@@ -543,11 +547,13 @@ pub(super) async fn expire_txns(cat: &SqliteCatalog) -> Result<Finished> {
         return Ok(finished);
     }
     let (mut tx, now) = cat.begin().await?;
+    let mut expired = Expiries::default();
     for id in due {
         if let Some(mut rec) = load_txn(&mut tx, &id).await?
-            && expire_if_due(&mut tx, &mut rec, now).await?
+            && expire_if_due(&mut tx, &mut rec, now, &mut expired).await?
         {
             finished.txns.push(rec.id);
+            finished.expired += 1;
         }
     }
     // Staged rows of every finished transaction: this sweep's expiries and those noticed
@@ -569,6 +575,7 @@ pub(super) async fn expire_txns(cat: &SqliteCatalog) -> Result<Finished> {
         .execute(&mut *tx)
         .await?;
     cat.commit(tx).await?;
+    expired.durable();
     Ok(finished)
 }
 
