@@ -1,6 +1,7 @@
 //! The Go module protocol, as pure logic: module paths and their `!` escaping, semantic and
 //! pseudo-versions, module zips, go.sum `h1:` hashes, go.mod and `.info` parsing, and
-//! GOPRIVATE-style patterns, and a proxy's allow/deny rules.
+//! GOPRIVATE-style patterns, a proxy's allow/deny rules, and the checksum database's signed
+//! notes and verified log.
 //!
 //! Every rule here follows `golang.org/x/mod` (and the go command where x/mod is silent),
 //! because a proxy that disagrees with the go command serves modules the go command refuses
@@ -16,6 +17,7 @@ pub mod module_path;
 pub mod pattern;
 pub mod rules;
 pub mod semver;
+pub mod sumdb;
 pub mod zip;
 
 pub use error::{GoError, PathKind};
