@@ -13,9 +13,10 @@
 //!   so `<v0.9.0` covers `v0.9.0-rc.1`.
 //!
 //! A module version is denied when a deny rule matches it, or when allow rules exist and none
-//! matches it. A rule without a constraint matches every version of the modules its glob
-//! covers, so it decides the whole module (its `list` and `@latest` too); a constrained rule
-//! decides versions only.
+//! matches it (allow rules are alternatives: one match is enough). A rule without a constraint
+//! matches every version of the modules its glob covers, so it decides the whole module (its
+//! `list` and `@latest` too); a constrained rule decides versions only, of every module its
+//! glob covers (submodules below it included, each with its own versions).
 
 use crate::{pattern, semver};
 
@@ -75,6 +76,23 @@ impl Rule {
                 "{text:?}: {glob:?} is not a valid glob (Go's path.Match syntax)"
             ));
         }
+        // Spellings that would silently match nothing: an empty path element, Go's package
+        // pattern `...` (a glob has `*`, and covers what is below it anyway), and the escaped
+        // `!a` form of an upper-case letter (rules match the module path as written in go.mod).
+        if glob.split('/').any(str::is_empty) {
+            return Err(format!("{text:?}: the module glob has an empty path element"));
+        }
+        if glob.contains("...") {
+            return Err(format!(
+                "{text:?}: `...` is a package pattern, not a glob; a glob covers every module below it (write {:?})",
+                glob.replace("/...", "").replace("...", "*")
+            ));
+        }
+        if glob.contains('!') {
+            return Err(format!(
+                "{text:?}: write the module path as go.mod does (github.com/Azure/x), not escaped (github.com/!azure/x)"
+            ));
+        }
         let mut comparisons = Vec::new();
         if let Some(constraint) = constraint {
             for part in constraint.split(',') {
@@ -130,6 +148,13 @@ fn parse_comparison(part: &str) -> Result<(Op, String), String> {
     if !semver::is_valid(version) {
         return Err(format!(
             "{version:?} is not a semantic version (Go's form: a leading v, as in v1.2.3)"
+        ));
+    }
+    // `v1` would read as "the v1 series" but compares as v1.0.0: only full versions.
+    if semver::canonical(version).as_deref() != Some(version) {
+        return Err(format!(
+            "{version:?}: write a full version ({}), without build metadata",
+            semver::canonical(version).unwrap_or_default()
         ));
     }
     Ok((op, version.to_owned()))
@@ -250,6 +275,13 @@ mod tests {
     }
 
     #[test]
+    fn spaces_around_the_parts_are_ignored() {
+        let r = rules(&[], &[" example.com/m @ >= v1.2.0 , < v1.3.0 "]);
+        assert!(r.check_version("example.com/m", "v1.2.5").is_err());
+        assert!(r.check_version("example.com/m", "v1.3.0").is_ok());
+    }
+
+    #[test]
     fn ranges_need_every_comparison_to_hold() {
         let r = rules(
             &[],
@@ -308,6 +340,14 @@ mod tests {
             ("example.com/m@<1.0.0", "not a semantic version"),
             ("example.com/m@>=v1.0.0,", "constraint is empty"),
             ("example.com/m@~v1.0.0", "not a semantic version"),
+            ("example.com/m@v1", "write a full version (v1.0.0)"),
+            ("example.com/m@<v1.2", "write a full version (v1.2.0)"),
+            ("example.com/m@v1.0.0+meta", "without build metadata"),
+            ("/", "empty path element"),
+            ("github.com//x", "empty path element"),
+            ("github.com/bad/", "empty path element"),
+            ("github.com/bad/...", "package pattern"),
+            ("github.com/!azure/x", "not escaped"),
         ];
         for (text, why) in bad {
             let err = Rules::parse(&[], &own(&[text])).unwrap_err();

@@ -660,6 +660,7 @@ impl Config {
             if !seen.insert(n.clone()) {
                 problem!("repo {n}: declared twice");
             }
+            problems.extend(crate::go::settings::problems(repo));
             match repo.kind {
                 RepoKind::Hosted => {
                     if repo.upstream.is_some() {
@@ -681,7 +682,6 @@ impl Config {
                     }
                 }
             }
-            problems.extend(crate::go::settings::problems(repo));
             if repo.kind != RepoKind::Group && !repo.members.is_empty() {
                 problem!("repo {n}: only a group has members");
             }

@@ -66,6 +66,15 @@ impl ProxyError {
         matches!(self, Self::NotFound(_) | Self::Gone(_))
     }
 
+    /// The upstream failed (unreachable, 5xx, bad content, too slow): what `strict` proxies
+    /// answer with rather than hide.
+    pub fn is_upstream_failure(&self) -> bool {
+        matches!(
+            self,
+            Self::Upstream(_) | Self::InvalidUpstream(_) | Self::Timeout { .. } | Self::Deadline { .. }
+        )
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -202,10 +211,8 @@ impl MemberFailures {
 /// says nothing about the next attempt.
 impl Failure for ProxyError {
     fn is_definitive(&self) -> bool {
-        matches!(
-            self,
-            Self::NotFound(_) | Self::Gone(_) | Self::Forbidden(_) | Self::InvalidUpstream(_)
-        )
+        // A refusal is never remembered: it comes from this repo's rules, which may change.
+        matches!(self, Self::NotFound(_) | Self::Gone(_) | Self::InvalidUpstream(_))
     }
 }
 

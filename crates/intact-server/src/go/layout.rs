@@ -128,6 +128,12 @@ pub async fn stored_versions(store: &Store, repo: &RepoName, module: &str) -> Re
     Ok(out.into_iter().map(Version::into_string).collect())
 }
 
+/// Every complete version (with its zip) of `module` stored in `repo` (unsorted).
+pub async fn complete_versions(store: &Store, repo: &RepoName, module: &str) -> Result<Vec<String>, ProxyError> {
+    let out = store.version_names(repo, &module_name(module)?).await?;
+    Ok(out.into_iter().map(Version::into_string).collect())
+}
+
 /// Reads a small stored file (`.info`, `.mod`) into memory.
 pub async fn read_small(store: &Store, file: &FileEntry) -> Result<Vec<u8>, ProxyError> {
     if file.size > intact_go::zip::MAX_GO_MOD {

@@ -315,7 +315,8 @@ async fn serve_file(
         let is_proxy = state.go.proxy(&member.name).is_some();
         if let Some(found) = layout::find(&state.store, &member.name, module, &v, kind, is_proxy).await? {
             match send(state, method, headers, &found.file, kind, found.committed_at()).await {
-                Err(ProxyError::LostBytes(_)) if state.go.proxy(&member.name).is_some() => {
+                // (Offline, a copy deleted could never be fetched again: the error stays.)
+                Err(ProxyError::LostBytes(_)) if state.go.proxy(&member.name).is_some_and(|p| !p.is_offline()) => {
                     // A cached copy whose bytes were damaged (quarantined) or lost: drop it and
                     // fetch it again below, rather than failing every request for it.
                     let m = &found.manifest;
@@ -383,6 +384,11 @@ async fn list(state: &AppState, repo: &RepoConfig, module: &str) -> Result<Vec<S
         match state.go.proxy(&member.name) {
             Some(p) => match p.list(&state.store, module).await {
                 Ok(l) => lists.push(l),
+                // A strict member's outage is the group's answer: other members' versions
+                // must not stand in for a list the upstream could not give.
+                Err(e) if p.is_strict() && e.is_upstream_failure() && repo.kind == RepoKind::Group => {
+                    return Err(e.map_text(|m| format!("{}: {m}", member.name)));
+                }
                 Err(e) => failed.add(member.name.as_str(), e),
             },
             None => {
@@ -414,7 +420,7 @@ async fn latest(state: &AppState, repo: &RepoConfig, module: &str) -> Result<(Ve
     for member in members(state, repo) {
         let answer = match state.go.proxy(&member.name) {
             Some(p) => p.latest(&state.store, module).await,
-            None => proxy::stored_latest(&state.store, &member.name, module, false)
+            None => proxy::stored_latest(&state.store, &member.name, module, false, false)
                 .await
                 .and_then(|found| {
                     found.ok_or_else(|| {
@@ -422,8 +428,12 @@ async fn latest(state: &AppState, repo: &RepoConfig, module: &str) -> Result<(Ve
                     })
                 }),
         };
+        let strict = state.go.proxy(&member.name).is_some_and(|p| p.is_strict());
         match answer {
             Ok(a) => answers.push(a),
+            Err(e) if strict && e.is_upstream_failure() && repo.kind == RepoKind::Group => {
+                return Err(e.map_text(|m| format!("{}: {m}", member.name)));
+            }
             Err(e) => failed.add(member.name.as_str(), e),
         }
     }

@@ -247,6 +247,15 @@ impl ProxyRepo {
         })
     }
 
+    pub fn is_offline(&self) -> bool {
+        self.network_mode == NetworkMode::Offline
+    }
+
+    /// Whether an upstream outage must be the answer even where stored versions could serve.
+    pub fn is_strict(&self) -> bool {
+        self.network_mode == NetworkMode::Strict
+    }
+
     /// What an offline repo answers for what it does not hold.
     fn offline_not_found(&self, what: &str) -> ProxyError {
         ProxyError::NotFound(format!(
@@ -532,6 +541,8 @@ impl ProxyRepo {
         self.refuse_module(module)?;
         let stored = layout::stored_versions(store, &self.name, module).await?;
         let merged = if self.network_mode == NetworkMode::Offline {
+            // Offline, a `.mod`-only copy could never get its zip: only complete versions.
+            let stored = layout::complete_versions(store, &self.name, module).await?;
             if stored.is_empty() {
                 return Err(self.offline_not_found(&format!("{module}: no version")));
             }
@@ -561,12 +572,13 @@ impl ProxyRepo {
     /// the latest version they allow is the answer.
     pub async fn latest(self: &Arc<Self>, store: &Arc<Store>, module: &str) -> Result<(Vec<u8>, String), ProxyError> {
         self.refuse_module(module)?;
+        let offline = self.network_mode == NetworkMode::Offline;
         let from_store = || async {
-            stored_latest(store, &self.name, module, true)
+            stored_latest(store, &self.name, module, true, offline)
                 .await?
                 .ok_or_else(|| self.offline_not_found(&format!("{module}: no version")))
         };
-        let answer = if self.network_mode == NetworkMode::Offline {
+        let answer = if offline {
             from_store().await?
         } else {
             match self.upstream_meta(module, Meta::Latest).await {
@@ -579,7 +591,10 @@ impl ProxyRepo {
                         tracing::debug!(repo = %self.name, %module, error = %e, "upstream @latest failed; serving the latest stored version");
                         found
                     }
-                    Err(_) => return Err(e),
+                    // Nothing stored: the upstream's answer. A store that failed is its own
+                    // (5xx) answer, never turned into "not found".
+                    Err(stored) if stored.is_not_found() => return Err(e),
+                    Err(stored) => return Err(stored),
                 },
                 Err(e) => return Err(e),
             }
@@ -754,14 +769,20 @@ async fn stored(
     Ok(None)
 }
 
-/// The `.info` of the latest stored version (release, else prerelease, else pseudo-version).
+/// The `.info` of the latest stored version (release, else prerelease, else pseudo-version),
+/// of the complete versions only with `complete_only`.
 pub async fn stored_latest(
     store: &Store,
     repo: &RepoName,
     module: &str,
     is_proxy: bool,
+    complete_only: bool,
 ) -> Result<Option<(Vec<u8>, String)>, ProxyError> {
-    let stored = layout::stored_versions(store, repo, module).await?;
+    let stored = if complete_only {
+        layout::complete_versions(store, repo, module).await?
+    } else {
+        layout::stored_versions(store, repo, module).await?
+    };
     let Some(latest) = semver::latest(stored.iter().map(String::as_str)) else {
         return Ok(None);
     };

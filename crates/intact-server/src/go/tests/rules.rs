@@ -126,22 +126,29 @@ async fn with_allow_rules_nothing_else_is_served_but_a_hosted_member_still_is() 
 async fn offline_serves_what_is_stored_and_never_asks_upstream() {
     let root = tempfile::tempdir().expect("tempdir");
     let up = root.path().join("up");
-    publish_versions(&up, "example.com/m", &["v1.0.0", "v1.1.0"]);
+    publish_versions(&up, "example.com/m", &["v1.0.0", "v1.1.0", "v1.2.0"]);
     let first = app(root.path()).await;
     let (s, _) = text(&first, "/go/go-file/example.com/m/@v/v1.0.0.zip").await;
+    assert_eq!(s, StatusCode::OK);
+    // v1.1.0: only its .info and .mod (what `go` asks for while resolving).
+    let (s, _) = text(&first, "/go/go-file/example.com/m/@v/v1.1.0.mod").await;
     assert_eq!(s, StatusCode::OK);
     drop(first);
 
     let offline = app_configured(root.path(), &[], None, r#"network_mode = "offline""#).await;
     let (s, _) = text(&offline, "/go/go-file/example.com/m/@v/v1.0.0.zip").await;
     assert_eq!(s, StatusCode::OK, "stored versions are served");
+    let (s, _) = text(&offline, "/go/go-file/example.com/m/@v/v1.1.0.info").await;
+    assert_eq!(s, StatusCode::OK, "a stored .info is served");
+    // Only complete versions are listed: a .mod-only one could never get its zip.
     let (s, body) = text(&offline, "/go/go-file/example.com/m/@v/list").await;
     assert_eq!((s, body.as_str()), (StatusCode::OK, "v1.0.0\n"), "only what is stored");
     let (s, body) = text(&offline, "/go/go-file/example.com/m/@latest").await;
     assert_eq!((s, latest_version(&body).as_str()), (StatusCode::OK, "v1.0.0"));
     for uri in [
-        "/go/go-file/example.com/m/@v/v1.1.0.info",
         "/go/go-file/example.com/m/@v/v1.1.0.zip",
+        "/go/go-file/example.com/m/@v/v1.2.0.info",
+        "/go/go-file/example.com/m/@v/v1.2.0.zip",
         "/go/go-file/example.com/m/@v/master.info",
         "/go/go-file/example.com/n/@v/list",
         "/go/go-file/example.com/n/@latest",
@@ -151,12 +158,46 @@ async fn offline_serves_what_is_stored_and_never_asks_upstream() {
         assert!(body.contains("offline"), "{uri}: {body}");
     }
     drop(offline);
-    // Nothing was fetched while offline: with the upstream gone, what is stored is v1.0.0.
+    // Nothing was fetched while offline: with the upstream gone, what is stored is as before.
     std::fs::remove_dir_all(&up).expect("rm upstream");
     std::fs::create_dir_all(&up).expect("mkdir");
     let online = app(root.path()).await;
     let (s, body) = text(&online, "/go/go-file/example.com/m/@v/list").await;
-    assert_eq!((s, body.as_str()), (StatusCode::OK, "v1.0.0\n"));
+    assert_eq!((s, body.as_str()), (StatusCode::OK, "v1.0.0\nv1.1.0\n"));
+}
+
+#[tokio::test]
+async fn offline_sends_the_upstream_no_request_at_all() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let packed = stored_module_zip("example.com/packed", "v1.0.0");
+    let (url, seen) = recording_upstream(packed).await;
+    let app = app_with(root.path(), &[], Some(&url)).await;
+    let (s, _) = text(&app, "/go/go-http/example.com/packed/@v/v1.0.0.zip").await;
+    assert_eq!(s, StatusCode::OK);
+    drop(app);
+    let before = seen.lock().expect("lock").len();
+    let offline = app_configured(root.path(), &[], Some(&url), r#"network_mode = "offline""#).await;
+    for tail in [
+        "example.com/packed/@v/list",
+        "example.com/packed/@latest",
+        "example.com/packed/@v/v1.0.0.zip",
+        "example.com/packed/@v/v1.0.0.info",
+        "example.com/packed/@v/v1.1.0.info",
+        "example.com/packed/@v/main.info",
+        "example.com/m/@v/list",
+        "example.com/m/@latest",
+    ] {
+        for repo in ["go-http", "gohttp"] {
+            text(&offline, &format!("/go/{repo}/{tail}")).await;
+        }
+    }
+    let after = seen.lock().expect("lock").clone();
+    assert_eq!(
+        after.len(),
+        before,
+        "requests sent while offline: {:?}",
+        &after[before..]
+    );
 }
 
 #[tokio::test]
@@ -188,6 +229,26 @@ async fn strict_reports_an_upstream_outage_where_fallback_serves_what_is_stored(
     // Stored files are immutable: served in every mode without asking the upstream.
     let (s, _) = text(&strict, "/go/go-http/example.com/packed/@v/v1.0.0.zip").await;
     assert_eq!(s, StatusCode::OK);
+    // In a group, another member's versions do not stand in for the strict member's list.
+    let zip = module_zip(
+        &root.path().join("src-hosted"),
+        "example.com/packed",
+        "v0.9.0",
+        "package m\n",
+    );
+    let (s, _, body) = call(
+        &strict,
+        "POST",
+        "/go/go-private/publish?module=example.com/packed&version=v0.9.0",
+        zip,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{}", String::from_utf8_lossy(&body));
+    for tail in ["@v/list", "@latest"] {
+        let (s, body) = text(&strict, &format!("/go/gohttp/example.com/packed/{tail}")).await;
+        assert_eq!(s, StatusCode::BAD_GATEWAY, "{tail}: {body}");
+        assert!(body.starts_with("go-http: "), "{tail}: {body}");
+    }
 }
 
 #[test]
@@ -221,4 +282,18 @@ network_mode = "offline"
     let bad_mode = text.replace("\"offline\"", "\"sometimes\"");
     let err = Config::parse_unchecked(&bad_mode).expect_err("unknown mode");
     assert!(format!("{err:#}").contains("strict"), "{err:#}");
+}
+
+#[test]
+fn a_proxy_without_an_upstream_still_has_its_rules_checked() {
+    let text = r#"
+[[repo]]
+name = "gp"
+kind = "proxy"
+format = "go"
+deny = ["a,b"]
+"#;
+    let problems = Config::parse_unchecked(text).expect("parse").problems();
+    assert!(problems.iter().any(|p| p.contains("needs an upstream")), "{problems:#?}");
+    assert!(problems.iter().any(|p| p.contains("deny rule \"a,b\"")), "{problems:#?}");
 }
