@@ -413,6 +413,27 @@ pub enum NetworkMode {
     Offline,
 }
 
+/// A checksum database (GOSUMDB): its name, where it answers, and its verifier key.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChecksumDbConfig {
+    pub name: String,
+    pub url: String,
+    /// `NAME+HASH+KEY`, as in GOSUMDB.
+    pub key: String,
+}
+
+impl ChecksumDbConfig {
+    /// The public Go checksum database, with the key the go command has built in.
+    pub fn go_default() -> Self {
+        Self {
+            name: "sum.golang.org".into(),
+            url: "https://sum.golang.org".into(),
+            key: "sum.golang.org+033de0ae+Ac4zctda0e5eza+HJyk9SxEdh+s3Ux18htTTAD8OuAn8".into(),
+        }
+    }
+}
+
 /// One named artifact of a staging repository: which upstream files make it up.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -452,6 +473,10 @@ pub struct RepoConfig {
     /// Go proxy repos: what an upstream failure means (default `fallback`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_mode: Option<NetworkMode>,
+    /// Go proxy repos: the checksum database proxied, verified, at `/go/{repo}/sumdb/{name}/`
+    /// (default: sum.golang.org).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum_db: Option<ChecksumDbConfig>,
     /// Go proxy repos: how long an upstream `list` / `@latest` answer is reused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub list_cache_seconds: Option<u64>,
@@ -520,6 +545,7 @@ impl RepoConfig {
             allow: Vec::new(),
             deny: Vec::new(),
             network_mode: None,
+            checksum_db: None,
             list_cache_seconds: None,
             failure_cache_seconds: None,
             fetch_timeout_seconds: None,

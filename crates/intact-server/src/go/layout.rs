@@ -201,9 +201,22 @@ pub async fn commit(
     files: Vec<(&'static str, PendingBlob)>,
     metadata: serde_json::Value,
 ) -> Result<Committed, ProxyError> {
+    let files = files.into_iter().map(|(p, b)| (p.to_owned(), b)).collect();
+    commit_paths(store, repo, name, version, files, metadata).await
+}
+
+/// [`commit`], with paths built at run time.
+pub async fn commit_paths(
+    store: &Store,
+    repo: &RepoName,
+    name: &Name,
+    version: &Version,
+    files: Vec<(String, PendingBlob)>,
+    metadata: serde_json::Value,
+) -> Result<Committed, ProxyError> {
     let mut staged = Vec::with_capacity(files.len());
     for (path, blob) in files {
-        let path = FilePath::parse(path).map_err(|e| ProxyError::Internal(e.to_string()))?;
+        let path = FilePath::parse(&path).map_err(|e| ProxyError::Internal(e.to_string()))?;
         staged.push((path, blob));
     }
     let req = BeginRequest {

@@ -15,6 +15,7 @@ pub mod layout;
 pub mod proxy;
 pub mod request;
 pub mod settings;
+pub mod sumdb;
 pub mod upstream;
 pub mod versions;
 
@@ -50,6 +51,8 @@ pub const DEFAULT_LIST_CACHE_SECONDS: u64 = 60;
 #[derive(Debug)]
 pub struct GoState {
     proxies: HashMap<RepoName, Arc<ProxyRepo>>,
+    /// Each proxy repo's checksum database (sum.golang.org unless configured otherwise).
+    sumdbs: HashMap<RepoName, Arc<sumdb::ChecksumDb>>,
     /// Temp files of downloads and uploads (zips being checked before their files become
     /// blobs). The Go front-end's own directory: the blob store may keep no local files at
     /// all. A crash's leftovers are removed at start-up ([`GoState::remove_leftovers`]).
@@ -62,6 +65,7 @@ impl GoState {
     pub fn new(config: &Config) -> anyhow::Result<Self> {
         let tmp_dir = config.data_dir.join(TMP_DIR);
         let mut proxies = HashMap::new();
+        let mut sumdbs = HashMap::new();
         for repo in config.repos.iter().filter(|r| r.format == RepoFormat::Go) {
             let n = &repo.name;
             if let Some(problem) = settings::problems(repo).into_iter().next() {
@@ -98,12 +102,24 @@ impl GoState {
                 list_ttl: secs(repo.list_cache_seconds, DEFAULT_LIST_CACHE_SECONDS),
                 tmp_dir: tmp_dir.clone(),
             };
+            let db_config = repo
+                .checksum_db
+                .clone()
+                .unwrap_or_else(crate::config::ChecksumDbConfig::go_default);
+            let offline = settings.network_mode == crate::config::NetworkMode::Offline;
+            let db = sumdb::ChecksumDb::new(&db_config, n.clone(), offline, fetch_timeout)
+                .map_err(|e| anyhow!("repo {n}: checksum_db: {e}"))?;
+            sumdbs.insert(n.clone(), Arc::new(db));
             proxies.insert(
                 n.clone(),
                 Arc::new(ProxyRepo::new(settings).map_err(|e| anyhow!("repo {n}: {e}"))?),
             );
         }
-        Ok(Self { proxies, tmp_dir })
+        Ok(Self {
+            proxies,
+            sumdbs,
+            tmp_dir,
+        })
     }
 
     pub fn proxy(&self, repo: &RepoName) -> Option<&Arc<ProxyRepo>> {
@@ -238,6 +254,10 @@ async fn serve(
 ) -> Result<Response, ProxyError> {
     let Path((repo, rest)) = path.map_err(|e| ProxyError::NotFound(format!("not found: {}", e.body_text())))?;
     let repo = go_repo(state, &repo)?;
+    // No module path starts with `sumdb/` (its first element would need a dot).
+    if let Some(sumdb_path) = rest.strip_prefix("sumdb/") {
+        return serve_sumdb(state, repo, sumdb_path).await;
+    }
     match request::parse(&rest)? {
         GoRequest::List { module } => {
             let list = list(state, repo, &module).await?;
@@ -254,6 +274,35 @@ async fn serve(
             serve_file(state, repo, &module, &version, kind, method, headers).await
         }
     }
+}
+
+/// `sumdb/{name}/{rest}`: the checksum database `name` of the repo (of a group's first proxy
+/// member that has it).
+async fn serve_sumdb(state: &AppState, repo: &RepoConfig, path: &str) -> Result<Response, ProxyError> {
+    let (name, rest) = path.split_once('/').unwrap_or((path, ""));
+    let db = members(state, repo)
+        .into_iter()
+        .filter_map(|m| state.go.sumdbs.get(&m.name))
+        .find(|db| db.name == name)
+        .ok_or_else(|| {
+            ProxyError::NotFound(format!(
+                "not found: repo {} proxies no checksum database {name:?}",
+                repo.name
+            ))
+        })?;
+    let answer = db.serve(&state.store, rest).await?;
+    let mut resp = (StatusCode::OK, answer.body).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(answer.content_type));
+    h.insert(
+        header::CACHE_CONTROL,
+        if answer.immutable {
+            crate::http::serve_file::immutable(false)
+        } else {
+            HeaderValue::from_static("no-cache")
+        },
+    );
+    Ok(resp)
 }
 
 /// A generated answer (`list`, `@latest`, a branch query): it can change, so no long caching.

@@ -17,6 +17,7 @@ pub fn problems(repo: &RepoConfig) -> Vec<String> {
             ("allow", !repo.allow.is_empty()),
             ("deny", !repo.deny.is_empty()),
             ("network_mode", repo.network_mode.is_some()),
+            ("checksum_db", repo.checksum_db.is_some()),
         ] {
             if set {
                 problems.push(format!(
@@ -49,6 +50,25 @@ pub fn problems(repo: &RepoConfig) -> Vec<String> {
     ] {
         if v == Some(0) {
             problems.push(format!("repo {n}: {key} must be at least 1"));
+        }
+    }
+    if let Some(db) = &repo.checksum_db {
+        match intact_go::sumdb::note::Verifier::parse(&db.key) {
+            Ok(v) if v.name() != db.name => problems.push(format!(
+                "repo {n}: checksum_db.key is the key of {:?}, not of {:?}",
+                v.name(),
+                db.name
+            )),
+            Ok(_) => {}
+            Err(e) => problems.push(format!("repo {n}: checksum_db.key: {e}")),
+        }
+        let url_ok = reqwest::Url::parse(&db.url)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.query().is_none() && u.host().is_some());
+        if !url_ok {
+            problems.push(format!(
+                "repo {n}: checksum_db.url {:?} must be an http(s) URL without a query",
+                crate::config::without_credentials(&db.url)
+            ));
         }
     }
     if let Err(bad) = intact_go::rules::Rules::parse(&repo.allow, &repo.deny) {

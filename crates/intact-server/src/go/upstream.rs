@@ -64,6 +64,22 @@ impl ProtocolPath {
         Ok(Self { segments })
     }
 
+    /// A path of another protocol served beside a module proxy (a checksum database's
+    /// `lookup/...`, `tile/...`), already escaped as that protocol writes it; each segment
+    /// must be a plain name.
+    pub fn raw(path: &str) -> Result<Self, ProxyError> {
+        let segments: Vec<String> = path.split('/').map(str::to_owned).collect();
+        if segments
+            .iter()
+            .any(|s| s.is_empty() || s == "." || s == ".." || s.contains('\\'))
+        {
+            return Err(ProxyError::NotFound(format!(
+                "not found: {path:?} is not a plain relative path"
+            )));
+        }
+        Ok(Self { segments })
+    }
+
     /// The URL of this path under `base` (an `http(s)://` URL without a query), each segment
     /// percent-encoded (`#` as `%23`, `%` as `%25`...).
     pub fn url(&self, base: &str) -> Result<reqwest::Url, ProxyError> {

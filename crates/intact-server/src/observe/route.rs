@@ -36,6 +36,7 @@ pub const TEMPLATES: &[&str] = &[
     "/go/{repo}/{module}/@v/{version}.info",
     "/go/{repo}/{module}/@v/{version}.mod",
     "/go/{repo}/{module}/@v/{version}.zip",
+    "/go/{repo}/sumdb/{*rest}",
     "/go/{repo}/{*rest}",
 ];
 
@@ -88,6 +89,10 @@ fn api(section: &str, tail: Option<&str>) -> &'static str {
 fn go(tail: &str, more: Option<&str>) -> &'static str {
     if tail == "publish" && more.is_none() {
         return "/go/{repo}/publish";
+    }
+    // No module path starts with `sumdb` (a first element needs a dot).
+    if tail == "sumdb" {
+        return "/go/{repo}/sumdb/{*rest}";
     }
     // What follows the module path: `more` holds it whole for a one-element module such as
     // `example.com` (`@v/list`), else after a slash (`a/@v/list`).
@@ -148,6 +153,8 @@ mod tests {
             ("/api/v1/hooks", "/api/v1/hooks"),
             ("/api/v1/hooks/ci", "/api/v1/hooks/{name}"),
             ("/go/mods/publish", "/go/{repo}/publish"),
+            ("/go/mods/sumdb/sum.golang.org/tile/8/0/000", "/go/{repo}/sumdb/{*rest}"),
+            ("/go/mods/sumdb/sum.golang.org/latest", "/go/{repo}/sumdb/{*rest}"),
             ("/go/mods/example.com/a/@v/list", "/go/{repo}/{module}/@v/list"),
             ("/go/mods/example.com/a/@latest", "/go/{repo}/{module}/@latest"),
             (

@@ -17,6 +17,7 @@ mod replicas;
 mod scale_out;
 mod shutdown;
 mod staging;
+mod sumdb;
 mod tls;
 mod tokens;
 mod torture;

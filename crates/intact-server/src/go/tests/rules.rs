@@ -294,6 +294,12 @@ format = "go"
 deny = ["a,b"]
 "#;
     let problems = Config::parse_unchecked(text).expect("parse").problems();
-    assert!(problems.iter().any(|p| p.contains("needs an upstream")), "{problems:#?}");
-    assert!(problems.iter().any(|p| p.contains("deny rule \"a,b\"")), "{problems:#?}");
+    assert!(
+        problems.iter().any(|p| p.contains("needs an upstream")),
+        "{problems:#?}"
+    );
+    assert!(
+        problems.iter().any(|p| p.contains("deny rule \"a,b\"")),
+        "{problems:#?}"
+    );
 }

@@ -1,0 +1,606 @@
+//! The checksum-database proxy of a Go proxy repo: `/go/{repo}/sumdb/{name}/supported`,
+//! `/latest`, `/lookup/M@V` and `/tile/...`, so a go command whose only route out is intact
+//! still verifies go.sum.
+//!
+//! Nothing is passed on unverified:
+//! * a tree head (`latest`, and the one in every lookup answer) must be signed by the
+//!   configured key and must extend the newest tree head already accepted (checked through
+//!   the tiles: the older tree's hash is recomputed from the newer tree's tiles); one that
+//!   does not is a forked log: refused, logged, never served;
+//! * a tile must hash, through its parent tiles, up to an accepted tree head;
+//! * a lookup's record must hash to the leaf the tiles hold for its id, and name the module
+//!   version asked for.
+//!
+//! Full tiles never change: once verified they are stored in the repo (as versions of
+//! `@sumdb/{name}/tile/...`), so they are served offline and on every replica. The newest
+//! accepted tree head is stored too (`@sumdb/{name}/latest`), so a restart or another replica
+//! checks the next one against it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use intact_core::{Name, RepoName, Version};
+use intact_go::module_path;
+use intact_go::sumdb::note::Verifier;
+use intact_go::sumdb::tlog::{self, LogHash, Tile, TilePlan, Tree};
+use intact_store::Store;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use super::error::ProxyError;
+use super::layout;
+use super::upstream::{Entry, ProtocolPath, Source, Upstream};
+use crate::config::ChecksumDbConfig;
+
+/// Tile height of the Go checksum database protocol.
+const TILE_HEIGHT: u32 = 8;
+/// The largest signed note accepted.
+const MAX_NOTE: u64 = 16 << 10;
+/// The largest lookup answer accepted (a record and a signed note).
+const MAX_LOOKUP: u64 = 64 << 10;
+/// The largest data tile accepted: 256 records of at most a few KiB.
+const MAX_DATA_TILE: u64 = 4 << 20;
+/// How long an accepted `latest` is served before the database is asked again.
+const LATEST_TTL: Duration = Duration::from_secs(30);
+const TILE_FILE: &str = "tile";
+const NOTE_FILE: &str = "note";
+
+/// The partial tiles of one tree (the last tile of each level), by tile.
+type PartialTiles = std::collections::HashMap<Tile, Vec<u8>>;
+
+/// An accepted tree head, with its partial tiles: they are what a later check of an older or
+/// forked tree head against it reads, and they may no longer be on offer upstream (a forked
+/// log has none for this tree).
+#[derive(Debug, Clone)]
+struct Accepted {
+    tree: Tree,
+    note: Arc<Vec<u8>>,
+    partial: Arc<PartialTiles>,
+    checked_at: Instant,
+}
+
+/// One checksum database, proxied for one repo.
+pub struct ChecksumDb {
+    pub name: String,
+    repo: RepoName,
+    source: Source,
+    upstream: Upstream,
+    verifier: Verifier,
+    offline: bool,
+    /// The newest accepted tree head; the lock also makes accepting a new one one at a time.
+    latest: Mutex<Option<Accepted>>,
+}
+
+impl std::fmt::Debug for ChecksumDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChecksumDb")
+            .field("name", &self.name)
+            .field("repo", &self.repo)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a sumdb path asks for.
+enum SumdbRequest {
+    Supported,
+    Latest,
+    Lookup { module: String, version: String },
+    Tile(Tile),
+}
+
+fn parse_request(rest: &str) -> Result<SumdbRequest, ProxyError> {
+    let not_found = || ProxyError::NotFound(format!("not found: {rest:?} is not a checksum database path"));
+    match rest {
+        "supported" => return Ok(SumdbRequest::Supported),
+        "latest" => return Ok(SumdbRequest::Latest),
+        _ => {}
+    }
+    if let Some(lookup) = rest.strip_prefix("lookup/") {
+        let (escaped_module, escaped_version) = lookup.rsplit_once('@').ok_or_else(not_found)?;
+        let module = module_path::unescape_path(escaped_module).map_err(|_| not_found())?;
+        let version = module_path::unescape_version(escaped_version).map_err(|_| not_found())?;
+        module_path::check_path(&module).map_err(|_| not_found())?;
+        if intact_go::module_path::canonical_version(&version).as_deref() != Some(version.as_str()) {
+            return Err(not_found());
+        }
+        return Ok(SumdbRequest::Lookup { module, version });
+    }
+    if rest.starts_with("tile/") {
+        let tile = Tile::parse_path(rest).map_err(|e| ProxyError::NotFound(format!("not found: {e}")))?;
+        if tile.height != TILE_HEIGHT {
+            return Err(ProxyError::NotFound(format!(
+                "not found: {rest}: tiles of height {TILE_HEIGHT} only"
+            )));
+        }
+        return Ok(SumdbRequest::Tile(tile));
+    }
+    Err(not_found())
+}
+
+/// What a sumdb request is answered with.
+pub struct SumdbAnswer {
+    pub body: Vec<u8>,
+    pub content_type: &'static str,
+    /// Immutable (a full tile): cacheable for ever.
+    pub immutable: bool,
+}
+
+impl ChecksumDb {
+    pub fn new(config: &ChecksumDbConfig, repo: RepoName, offline: bool, stall: Duration) -> anyhow::Result<Self> {
+        let verifier = Verifier::parse(&config.key)?;
+        let base = config.url.trim_end_matches('/').to_owned();
+        let source = Source::Http(base);
+        let upstream = Upstream::new(
+            vec![Entry {
+                source: source.clone(),
+                fallback_on_any_error: false,
+            }],
+            stall,
+        )?;
+        Ok(Self {
+            name: config.name.clone(),
+            repo,
+            source,
+            upstream,
+            verifier,
+            offline,
+            latest: Mutex::new(None),
+        })
+    }
+
+    /// Answers `rest` (the path below `/sumdb/{name}/`).
+    pub async fn serve(&self, store: &Store, rest: &str) -> Result<SumdbAnswer, ProxyError> {
+        let text = |body: Vec<u8>| SumdbAnswer {
+            body,
+            content_type: "text/plain; charset=utf-8",
+            immutable: false,
+        };
+        match parse_request(rest)? {
+            SumdbRequest::Supported => Ok(text(Vec::new())),
+            SumdbRequest::Latest => Ok(text(self.latest(store).await?.note.as_ref().clone())),
+            SumdbRequest::Lookup { module, version } => Ok(text(self.lookup(store, &module, &version).await?)),
+            SumdbRequest::Tile(tile) => {
+                let body = self.tile(store, tile).await?;
+                Ok(SumdbAnswer {
+                    body,
+                    content_type: if tile.level == -1 {
+                        "text/plain; charset=utf-8"
+                    } else {
+                        "application/octet-stream"
+                    },
+                    immutable: tile.is_full(),
+                })
+            }
+        }
+    }
+
+    fn offline_not_found(&self, what: &str) -> ProxyError {
+        ProxyError::NotFound(format!(
+            "not found: {what} of checksum database {} is not stored in repo {}, which is offline",
+            self.name, self.repo
+        ))
+    }
+
+    fn invalid(&self, why: impl std::fmt::Display) -> ProxyError {
+        ProxyError::InvalidUpstream(format!(
+            "checksum database {} ({}) {why}; refused, nothing served or stored",
+            self.name, self.source
+        ))
+    }
+
+    async fn fetch(&self, path: &str, cap: u64) -> Result<Vec<u8>, ProxyError> {
+        let rel = ProtocolPath::raw(path)?;
+        self.upstream.get_bytes(&self.source, &rel, cap).await
+    }
+
+    fn latest_name(&self) -> Result<Name, ProxyError> {
+        internal_name(&format!("@sumdb/{}/latest", self.name))
+    }
+
+    fn tile_name(&self, tile: &Tile) -> Result<Name, ProxyError> {
+        internal_name(&format!("@sumdb/{}/{}", self.name, tile.path()))
+    }
+
+    /// The newest accepted tree head: in memory, else stored, else `None`.
+    async fn accepted(&self, store: &Store, slot: &mut Option<Accepted>) -> Result<Option<Accepted>, ProxyError> {
+        if slot.is_some() {
+            return Ok(slot.clone());
+        }
+        let name = self.latest_name()?;
+        let versions = store.version_names(&self.repo, &name).await?;
+        let Some(newest) = versions.iter().filter_map(|v| v.as_str().parse::<u64>().ok()).max() else {
+            return Ok(None);
+        };
+        let version = tree_version(newest)?;
+        let Some(m) = store.has_version(&self.repo, &name, &version).await? else {
+            return Ok(None);
+        };
+        let file = m.file(NOTE_FILE).ok_or_else(|| {
+            ProxyError::Internal(format!("stored tree head {newest} of {} lacks its note", self.name))
+        })?;
+        let note = layout::read_small(store, file).await?;
+        let text = self
+            .verifier
+            .open(&note)
+            .map_err(|e| ProxyError::Internal(format!("stored tree head of {}: {e}", self.name)))?;
+        let tree = Tree::parse(text).map_err(|e| ProxyError::Internal(format!("stored tree head: {e}")))?;
+        let mut partial = PartialTiles::new();
+        for f in m.files.iter().filter(|f| f.path.as_str() != NOTE_FILE) {
+            if let Ok(tile) = Tile::parse_path(f.path.as_str()) {
+                partial.insert(tile, layout::read_small(store, f).await?);
+            }
+        }
+        let accepted = Accepted {
+            tree,
+            note: Arc::new(note),
+            partial: Arc::new(partial),
+            // Stored, not just checked: ask the database again on the next `latest`.
+            checked_at: Instant::now() - LATEST_TTL,
+        };
+        *slot = Some(accepted.clone());
+        Ok(Some(accepted))
+    }
+
+    /// `latest`: the accepted tree head while young, else the database's, once accepted.
+    async fn latest(&self, store: &Store) -> Result<Accepted, ProxyError> {
+        {
+            let mut slot = self.latest.lock().await;
+            if let Some(a) = self.accepted(store, &mut slot).await?
+                && (self.offline || a.checked_at.elapsed() < LATEST_TTL)
+            {
+                return Ok(a);
+            }
+        }
+        if self.offline {
+            return Err(self.offline_not_found("the latest tree head"));
+        }
+        let note = self.fetch("latest", MAX_NOTE).await?;
+        self.accept(store, note).await
+    }
+
+    /// Checks a signed tree head against the newest one accepted; returns the newest after it
+    /// (this one, when it extends that; the one already held, when this is an older prefix).
+    async fn accept(&self, store: &Store, note: Vec<u8>) -> Result<Accepted, ProxyError> {
+        let tree = self.tree_of(&note)?;
+        let mut slot = self.latest.lock().await;
+        let current = self.accepted(store, &mut slot).await?;
+        let known = current.as_ref().map(|c| c.partial.clone()).unwrap_or_default();
+        let (consistent, accepted_size) = match &current {
+            None => (true, 0),
+            Some(c) if tree.size == c.tree.size => (tree.hash == c.tree.hash, c.tree.size),
+            // An older tree head must be a prefix of the accepted one: read from the accepted
+            // tree's tiles (stored or held), not from the database.
+            Some(c) if tree.size < c.tree.size => {
+                let ok = tree.size == 0 || {
+                    let hashes = self
+                        .verified_hashes(store, c.tree, &tree.hash_indexes(), &known)
+                        .await?;
+                    tlog::tree_hash(tree.size, &hashes) == tree.hash
+                };
+                (ok, c.tree.size)
+            }
+            // A newer one must hold the accepted one as its prefix.
+            Some(c) => {
+                let ok = c.tree.size == 0 || {
+                    let hashes = self
+                        .verified_hashes(store, tree, &c.tree.hash_indexes(), &known)
+                        .await?;
+                    tlog::tree_hash(c.tree.size, &hashes) == c.tree.hash
+                };
+                (ok, c.tree.size)
+            }
+        };
+        if !consistent {
+            return Err(self.fork(accepted_size, tree.size, "its hash differs"));
+        }
+        if let Some(c) = current.filter(|c| c.tree.size >= tree.size) {
+            let mut held = c;
+            held.checked_at = Instant::now();
+            *slot = Some(held.clone());
+            return Ok(held);
+        }
+        // A new tree head: its own tiles must hash to it; its partial ones are kept with it.
+        let (plan, data) = self.verified_tiles(store, tree, &[], &known).await?;
+        let partial: PartialTiles = plan
+            .tiles()
+            .iter()
+            .zip(data)
+            .filter(|(t, _)| !t.is_full())
+            .map(|(t, d)| (*t, d))
+            .collect();
+        let fresh = Accepted {
+            tree,
+            note: Arc::new(note),
+            partial: Arc::new(partial),
+            checked_at: Instant::now(),
+        };
+        self.store_tree(store, &fresh).await?;
+        *slot = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    fn fork(&self, accepted: u64, offered: u64, why: &str) -> ProxyError {
+        tracing::error!(
+            repo = %self.repo,
+            sumdb = %self.name,
+            accepted,
+            offered,
+            why,
+            "checksum database served a tree head that is not consistent with the accepted one (a forked log); refused"
+        );
+        self.invalid(format!(
+            "served a tree head of {offered} records that is not consistent with the accepted one of {accepted} records (a forked log: {why})"
+        ))
+    }
+
+    /// Stores an accepted tree head with its partial tiles, and drops older ones (best effort:
+    /// the newest wins anyway).
+    async fn store_tree(&self, store: &Store, accepted: &Accepted) -> Result<(), ProxyError> {
+        let name = self.latest_name()?;
+        let version = tree_version(accepted.tree.size)?;
+        let mut paths: Vec<(String, &Vec<u8>)> = accepted.partial.iter().map(|(t, d)| (t.path(), d)).collect();
+        paths.sort();
+        let mut files = vec![(
+            NOTE_FILE.to_owned(),
+            layout::pending_from_bytes(store, &accepted.note).await?,
+        )];
+        for (path, data) in paths {
+            files.push((path, layout::pending_from_bytes(store, data).await?));
+        }
+        let metadata = serde_json::json!({"sumdb": self.name, "tree_size": accepted.tree.size});
+        layout::commit_paths(store, &self.repo, &name, &version, files, metadata).await?;
+        for old in store.version_names(&self.repo, &name).await? {
+            if old.as_str().parse::<u64>().is_ok_and(|n| n < accepted.tree.size)
+                && let Err(e) = store
+                    .delete_version(&self.repo, &name, &old, "superseded by a newer tree head")
+                    .await
+            {
+                tracing::debug!(error = %e, "an older tree head could not be dropped");
+            }
+        }
+        Ok(())
+    }
+
+    /// The tiles of `plan`: stored ones from the store, the rest from the database.
+    async fn read_tiles(
+        &self,
+        store: &Store,
+        tiles: &[Tile],
+        known: &PartialTiles,
+    ) -> Result<Vec<(Vec<u8>, bool)>, ProxyError> {
+        let mut out = Vec::with_capacity(tiles.len());
+        for tile in tiles {
+            if let Some(bytes) = self.stored_tile(store, tile).await? {
+                out.push((bytes, true));
+                continue;
+            }
+            if let Some(bytes) = known.get(tile) {
+                out.push((bytes.clone(), true));
+                continue;
+            }
+            if self.offline {
+                return Err(self.offline_not_found(&tile.path()));
+            }
+            let cap = if tile.level == -1 {
+                MAX_DATA_TILE
+            } else {
+                tile.hash_bytes() as u64
+            };
+            out.push((self.fetch(&tile.path(), cap).await?, false));
+        }
+        Ok(out)
+    }
+
+    async fn stored_tile(&self, store: &Store, tile: &Tile) -> Result<Option<Vec<u8>>, ProxyError> {
+        if !tile.is_full() {
+            return Ok(None);
+        }
+        let Some(m) = store
+            .has_version(&self.repo, &self.tile_name(tile)?, &tile_version()?)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let Some(file) = m.file(TILE_FILE) else {
+            return Ok(None);
+        };
+        Ok(Some(layout::read_small(store, file).await?))
+    }
+
+    async fn store_tile(&self, store: &Store, tile: &Tile, bytes: &[u8]) -> Result<(), ProxyError> {
+        let files = vec![(TILE_FILE, layout::pending_from_bytes(store, bytes).await?)];
+        let metadata = serde_json::json!({"sumdb": self.name, "tile": tile.path()});
+        layout::commit(
+            store,
+            &self.repo,
+            &self.tile_name(tile)?,
+            &tile_version()?,
+            files,
+            metadata,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Reads the tiles `tree` needs for `indexes`, verifies them against it, stores the full
+    /// ones not stored yet, and returns the plan with the tiles' bytes.
+    async fn verified_tiles(
+        &self,
+        store: &Store,
+        tree: Tree,
+        indexes: &[u64],
+        known: &PartialTiles,
+    ) -> Result<(TilePlan, Vec<Vec<u8>>), ProxyError> {
+        let plan = TilePlan::new(tree, TILE_HEIGHT, indexes).map_err(|e| self.invalid(e))?;
+        let read = self.read_tiles(store, plan.tiles(), known).await?;
+        let bytes: Vec<&[u8]> = read.iter().map(|(b, _)| b.as_slice()).collect();
+        plan.read_hashes(&bytes)
+            .map_err(|e| self.invalid(format!("served tiles that do not verify: {e}")))?;
+        for (tile, (data, stored)) in plan.tiles().iter().zip(&read) {
+            if tile.is_full() && !stored {
+                self.store_tile(store, tile, data).await?;
+            }
+        }
+        let data = read.into_iter().map(|(b, _)| b).collect();
+        Ok((plan, data))
+    }
+
+    async fn verified_hashes(
+        &self,
+        store: &Store,
+        tree: Tree,
+        indexes: &[u64],
+        known: &PartialTiles,
+    ) -> Result<Vec<LogHash>, ProxyError> {
+        let (plan, data) = self.verified_tiles(store, tree, indexes, known).await?;
+        let bytes: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+        plan.read_hashes(&bytes).map_err(|e| self.invalid(e))
+    }
+
+    /// A lookup answer, passed on once its tree head is accepted and its record verified.
+    async fn lookup(&self, store: &Store, module: &str, version: &str) -> Result<Vec<u8>, ProxyError> {
+        if self.offline {
+            return Err(self.offline_not_found(&format!("the lookup of {module}@{version}")));
+        }
+        let escaped = module_path::escape_path(module).map_err(|e| ProxyError::NotFound(format!("not found: {e}")))?;
+        let escaped_version =
+            module_path::escape_version(version).map_err(|e| ProxyError::NotFound(format!("not found: {e}")))?;
+        let body = self
+            .fetch(&format!("lookup/{escaped}@{escaped_version}"), MAX_LOOKUP)
+            .await?;
+        let (id, text, note) = tlog::parse_record(&body).map_err(|e| self.invalid(e))?;
+        let note_tree = self.tree_of(note)?;
+        let accepted = self.accept(store, note.to_vec()).await?;
+        if id >= note_tree.size {
+            return Err(self.invalid(format!(
+                "answered record {id} with a tree of {} records",
+                note_tree.size
+            )));
+        }
+        // Against the newest accepted tree (it holds the lookup's tree as a prefix).
+        let hashes = self
+            .verified_hashes(store, accepted.tree, &[tlog::record_index(id)], &accepted.partial)
+            .await?;
+        if hashes.first() != Some(&tlog::record_hash(text)) {
+            return Err(self.invalid(format!(
+                "answered the lookup of {module}@{version} with record {id}, which is not in its log"
+            )));
+        }
+        let text = std::str::from_utf8(text).map_err(|e| self.invalid(e))?;
+        let zip_line = format!("{module} {version} ");
+        let mod_line = format!("{module} {version}/go.mod ");
+        if !text
+            .lines()
+            .all(|l| l.starts_with(&zip_line) || l.starts_with(&mod_line))
+        {
+            return Err(self.invalid(format!(
+                "answered the lookup of {module}@{version} with the record of another module version"
+            )));
+        }
+        Ok(body)
+    }
+
+    fn tree_of(&self, note: &[u8]) -> Result<Tree, ProxyError> {
+        let text = self
+            .verifier
+            .open(note)
+            .map_err(|e| self.invalid(format!("sent a tree head that does not verify: {e}")))?;
+        Tree::parse(text).map_err(|e| self.invalid(e))
+    }
+
+    /// A tile, verified against the newest accepted tree head (asking for a newer one once
+    /// when the tile lies beyond it).
+    async fn tile(&self, store: &Store, tile: Tile) -> Result<Vec<u8>, ProxyError> {
+        if let Some(bytes) = self.stored_tile(store, &tile).await? {
+            return Ok(bytes);
+        }
+        let mut accepted = self.latest(store).await?;
+        let (first, end) = tile_records(&tile);
+        if end > accepted.tree.size && !self.offline {
+            let note = self.fetch("latest", MAX_NOTE).await?;
+            accepted = self.accept(store, note).await?;
+        }
+        let tree = accepted.tree;
+        if end > tree.size {
+            return Err(ProxyError::NotFound(format!(
+                "not found: {} lies beyond the newest tree head of {} ({} records)",
+                tile.path(),
+                self.name,
+                tree.size
+            )));
+        }
+        if tile.level == -1 {
+            return self.data_tile(store, &accepted, tile, first).await;
+        }
+        // The tile's last hash: the plan then holds this tile (the tree's copy of it, which
+        // may be wider when the tile asked for is partial) and what it hangs from.
+        let level = tile.level as u32 * TILE_HEIGHT;
+        let last = tlog::stored_hash_index(level, (tile.n << TILE_HEIGHT) + u64::from(tile.width) - 1);
+        let (plan, data) = self.verified_tiles(store, tree, &[last], &accepted.partial).await?;
+        let held = plan
+            .tiles()
+            .iter()
+            .position(|t| t.level == tile.level && t.n == tile.n && t.width >= tile.width)
+            .ok_or_else(|| ProxyError::Internal(format!("tile plan lost {}", tile.path())))?;
+        Ok(data[held][..tile.hash_bytes()].to_vec())
+    }
+
+    /// A data tile: each record it holds must hash to the leaf the hash tiles hold for it.
+    async fn data_tile(
+        &self,
+        store: &Store,
+        accepted: &Accepted,
+        tile: Tile,
+        first: u64,
+    ) -> Result<Vec<u8>, ProxyError> {
+        if self.offline {
+            return Err(self.offline_not_found(&tile.path()));
+        }
+        let indexes: Vec<u64> = (first..first + u64::from(tile.width)).map(tlog::record_index).collect();
+        let hashes = self
+            .verified_hashes(store, accepted.tree, &indexes, &accepted.partial)
+            .await?;
+        let body = self.fetch(&tile.path(), MAX_DATA_TILE).await?;
+        let mut rest = body.as_slice();
+        for (i, want) in hashes.iter().enumerate() {
+            let (id, text, after) = tlog::parse_record(rest).map_err(|e| self.invalid(e))?;
+            if id != first + i as u64 || tlog::record_hash(text) != *want {
+                return Err(self.invalid(format!("served {} with a record that is not in its log", tile.path())));
+            }
+            rest = after;
+        }
+        if !rest.is_empty() {
+            return Err(self.invalid(format!("served {} with more records than it holds", tile.path())));
+        }
+        if tile.is_full() {
+            self.store_tile(store, &tile, &body).await?;
+        }
+        Ok(body)
+    }
+}
+
+/// The records a tile covers: `first..end` (for a hash tile, the records under its hashes).
+fn tile_records(tile: &Tile) -> (u64, u64) {
+    let level = if tile.level < 0 {
+        0
+    } else {
+        tile.level as u32 * TILE_HEIGHT
+    };
+    let first = (tile.n << TILE_HEIGHT) << level;
+    let end = ((tile.n << TILE_HEIGHT) + u64::from(tile.width)) << level;
+    (first, end)
+}
+
+fn internal_name(s: &str) -> Result<Name, ProxyError> {
+    Name::parse_internal(s).map_err(|e| ProxyError::Internal(format!("{s}: {e}")))
+}
+
+fn tree_version(size: u64) -> Result<Version, ProxyError> {
+    Version::parse(&size.to_string()).map_err(|e| ProxyError::Internal(e.to_string()))
+}
+
+/// Tiles never change: each is stored as the one version `1` of its name.
+fn tile_version() -> Result<Version, ProxyError> {
+    Version::parse("1").map_err(|e| ProxyError::Internal(e.to_string()))
+}

@@ -1,0 +1,212 @@
+//! The checksum-database proxy, end to end: a checksum database built by the tests from
+//! golang.org/x/mod/sumdb's own server and test log (tests/fixtures/sumdb, with its own key)
+//! on loopback, intact proxying it for a Go proxy repo, and the real `go` command verifying
+//! the modules it downloads through intact only (the database's name does not resolve, so
+//! every lookup and tile must come through intact). Then the database turns hostile: tiles
+//! with a changed byte, and a forked log under the same key; intact refuses both.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::go_fixtures::{build_proxy, go_binary, go_command, run};
+use crate::harness::{self, Server};
+
+/// Where Debian's golang-golang-x-mod-dev puts golang.org/x/mod.
+const GOCODE: &str = "/usr/share/gocode";
+
+struct Database {
+    child: Child,
+    vkey: String,
+    url: String,
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Builds the test database's server (once per test).
+fn build_database(go: &Path, dir: &Path) -> PathBuf {
+    let have_x_mod = Path::new(GOCODE).join("src/golang.org/x/mod/sumdb").is_dir();
+    assert!(
+        have_x_mod,
+        "golang.org/x/mod is missing under {GOCODE} (Debian's golang-golang-x-mod-dev; scripts/test installs it)"
+    );
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sumdb/main.go");
+    let bin = dir.join("sumdb-server");
+    let out = Command::new(go)
+        .arg("build")
+        .arg("-o")
+        .arg(&bin)
+        .arg(&src)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", GOCODE)
+        .env("GOCACHE", dir.join("gocache"))
+        .env("GOFLAGS", "")
+        .output()
+        .expect("go build");
+    assert!(
+        out.status.success(),
+        "building the test database: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bin
+}
+
+fn start_database(bin: &Path, gosum: &Path, flags: &[&str]) -> Database {
+    let mut child = Command::new(bin)
+        .arg("-gosum")
+        .arg(gosum)
+        .args(flags)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the test database");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut field = |prefix: &str| {
+        let line = lines.next().expect("a line").expect("read");
+        line.strip_prefix(prefix).expect(prefix).to_owned()
+    };
+    let vkey = field("VKEY ");
+    let url = field("URL ");
+    Database { child, vkey, url }
+}
+
+fn config(upstream: &Path, db: &Database) -> String {
+    config_with(upstream, &db.url, &db.vkey, "")
+}
+
+fn config_with(upstream: &Path, url: &str, vkey: &str, settings: &str) -> String {
+    format!(
+        r#"
+[[repo]]
+name = "go-public"
+kind = "proxy"
+format = "go"
+upstream = "file://{}"
+checksum_db = {{ name = "sum.test.example", url = "{url}", key = "{vkey}" }}
+{settings}
+"#,
+        upstream.display(),
+    )
+}
+
+#[test]
+fn go_verifies_go_sum_through_intact_and_a_tampered_or_forked_database_is_refused() {
+    let Some(go) = go_binary() else {
+        assert!(
+            std::env::var_os("INTACT_SUITE_SIZE").is_none(),
+            "no go command, though the test command (scripts/test) installs golang-go"
+        );
+        eprintln!("skipping: no go command");
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let proxy = build_proxy(tmp.path());
+    let gosum = tmp.path().join("go.sum.lines");
+    std::fs::write(&gosum, &proxy.sums).expect("write");
+    let bin = build_database(&go, tmp.path());
+    let data = tmp.path().join("data");
+    let download = |server: &Server, vkey: &str, client: &str, target: &str| {
+        let home = tmp.path().join(client);
+        std::fs::create_dir_all(&home).expect("mkdir");
+        let mut c = go_command(&go, &home, &server.url("/go/go-public"));
+        c.current_dir(&home)
+            .env("GOSUMDB", vkey)
+            .args(["mod", "download", "-json", target]);
+        let out = run(c, Duration::from_secs(300));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+
+    let honest = start_database(&bin, &gosum, &[]);
+    let vkey = honest.vkey.clone();
+    let server = Server::start(&data, Some(&config(&proxy.dir, &honest)), &[]);
+    let http = harness::client();
+    let rt = harness::runtime();
+    let get = |server: &Server, path: &str| {
+        rt.block_on(async {
+            let resp = http.get(server.url(path)).send().await.expect("request");
+            (resp.status().as_u16(), resp.text().await.expect("body"))
+        })
+    };
+    assert_eq!(get(&server, "/go/go-public/sumdb/sum.test.example/supported").0, 200);
+    assert_eq!(get(&server, "/go/go-public/sumdb/sum.golang.org/supported").0, 404);
+    for (i, module) in [
+        "example.com/util@v1.0.0",
+        "example.com/util@v1.1.0",
+        "example.com/lib/v2@v2.1.0",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (ok, out) = download(&server, &vkey, &format!("client{i}"), module);
+        assert!(ok, "{module} through intact's checksum database: {out}");
+    }
+    // The lookups went through intact: its accepted tree head holds them.
+    let (status, latest) = get(&server, "/go/go-public/sumdb/sum.test.example/latest");
+    assert_eq!(status, 200, "{latest}");
+    assert!(latest.starts_with("go.sum database tree\n3\n"), "{latest}");
+    let url = honest.url.clone();
+    drop(honest);
+
+    // Offline, with the database gone: the accepted tree head and its tiles are served from
+    // the store; a lookup needs the database.
+    drop(server);
+    let server = Server::start(
+        &data,
+        Some(&config_with(&proxy.dir, &url, &vkey, r#"network_mode = "offline""#)),
+        &[],
+    );
+    let (status, offline_latest) = get(&server, "/go/go-public/sumdb/sum.test.example/latest");
+    assert_eq!((status, offline_latest.as_str()), (200, latest.as_str()));
+    let tile = rt.block_on(async {
+        let resp = http
+            .get(server.url("/go/go-public/sumdb/sum.test.example/tile/8/0/000.p/3"))
+            .send()
+            .await
+            .expect("request");
+        (resp.status().as_u16(), resp.bytes().await.expect("body").len())
+    });
+    assert_eq!(tile, (200, 96), "three hashes of the accepted tree, served offline");
+    let (status, body) = get(
+        &server,
+        "/go/go-public/sumdb/sum.test.example/lookup/example.com/util@v1.0.0",
+    );
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("offline"), "{body}");
+
+    // The same log, restarted, now changing a byte of every tile it serves: refused, so go
+    // cannot verify (and says why).
+    let same_log = "example.com/util@v1.0.0,example.com/util@v1.1.0,example.com/lib/v2@v2.1.0";
+    let tampering = start_database(&bin, &gosum, &["-prime", same_log, "-tamper"]);
+    drop(server);
+    let server = Server::start(&data, Some(&config(&proxy.dir, &tampering)), &[]);
+    let (ok, out) = download(&server, &vkey, "tampered", "github.com/Azure/go-thing@v1.0.0");
+    assert!(!ok, "a tampered tile was served: {out}");
+    assert!(
+        out.contains("502") && out.contains("tiles that do not verify") && out.contains("refused"),
+        "{out}"
+    );
+    drop(tampering);
+
+    // A forked log under the same key: its tree heads do not extend the accepted one.
+    let forked = start_database(&bin, &gosum, &["-fork"]);
+    drop(server);
+    let server = Server::start(&data, Some(&config(&proxy.dir, &forked)), &[]);
+    let (ok, out) = download(&server, &vkey, "forked", "github.com/Azure/go-thing@v1.0.0");
+    assert!(!ok, "a forked log was served: {out}");
+    assert!(out.contains("502") && out.contains("a forked log"), "{out}");
+    let (status, latest) = get(&server, "/go/go-public/sumdb/sum.test.example/latest");
+    assert_eq!(status, 502, "{latest}");
+    assert!(latest.contains("forked"), "{latest}");
+}
