@@ -4,8 +4,9 @@
 //! HASH being the first four bytes of SHA-256(NAME "\n" 0x01 KEY) in hex.
 
 use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use ring::signature::{ED25519, UnparsedPublicKey};
+
+use super::BASE64 as STANDARD;
 use sha2::{Digest, Sha256};
 
 const ALG_ED25519: u8 = 1;

@@ -11,8 +11,9 @@
 use std::collections::HashMap;
 
 use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use sha2::{Digest, Sha256};
+
+use super::BASE64 as STANDARD;
 
 pub const HASH_SIZE: usize = 32;
 
@@ -213,6 +214,36 @@ pub fn parse_record(msg: &[u8]) -> Result<(u64, &[u8], &[u8]), LogError> {
         return Err(LogError::MalformedRecord);
     }
     Ok((id, text, rest))
+}
+
+/// One record of a data tile: its id when the tile carries one, and its text.
+pub type DataRecord<'a> = (Option<u64>, &'a [u8]);
+
+/// Splits a data tile into its records' texts, with each record's id where the tile carries
+/// one. Databases write a record as its text and a blank line; older servers put an `ID` line
+/// before each text, newer ones (sum.golang.org) do not. Both are read.
+pub fn split_data_tile(mut data: &[u8]) -> Result<Vec<DataRecord<'_>>, LogError> {
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        let end = data
+            .windows(2)
+            .position(|w| w == b"\n\n")
+            .ok_or(LogError::MalformedRecord)?;
+        let mut text = &data[..end + 1];
+        data = &data[end + 2..];
+        let first_line = text.iter().position(|&b| b == b'\n').map_or(text, |i| &text[..i]);
+        let mut id = None;
+        if !first_line.is_empty() && first_line.iter().all(u8::is_ascii_digit) {
+            let digits = std::str::from_utf8(first_line).map_err(|_| LogError::MalformedRecord)?;
+            id = Some(digits.parse().map_err(|_| LogError::MalformedRecord)?);
+            text = &text[first_line.len() + 1..];
+        }
+        if !is_valid_record_text(text) {
+            return Err(LogError::MalformedRecord);
+        }
+        out.push((id, text));
+    }
+    Ok(out)
 }
 
 /// Record text is UTF-8 without control characters but newlines, no blank line, and ends in
@@ -708,10 +739,18 @@ mod tests {
             verifier.open(tampered.as_bytes()),
             Err(NoteError::BadSignature("sum.test.example".into()))
         );
-        let other = "other+2b2cf5e2+AbHE3xwXzOkKA81MBX/HTU4u4k3f4qjJxf2NCkWh8ILz";
-        if let Ok(other) = Verifier::parse(other) {
-            assert!(matches!(other.open(note.as_bytes()), Err(NoteError::Unsigned(_))));
-        }
+        // The same key under another name: the note names this database only.
+        let key = STANDARD.decode("AbHE3xwXzOkKA81MBX/HTU4u4k3f4qjJxf2NCkWh8ILz").unwrap();
+        let mut h = Sha256::new();
+        h.update(b"other\n");
+        h.update(&key);
+        let hash = h.finalize();
+        let other = format!(
+            "other+{}+AbHE3xwXzOkKA81MBX/HTU4u4k3f4qjJxf2NCkWh8ILz",
+            hex::encode(&hash[..4])
+        );
+        let other = Verifier::parse(&other).unwrap();
+        assert_eq!(other.open(note.as_bytes()), Err(NoteError::Unsigned("other".into())));
         for bad in [
             "",
             "text\n",
@@ -738,6 +777,28 @@ mod tests {
             Verifier::parse("sum.golang.org+033de0ae+Ac4zctda0e5eza+HJyk9SxEdh+s3Ko0pSYnJ4MBwMvRRo").is_err(),
             "45 base64 characters are not a key"
         );
+    }
+
+    #[test]
+    fn data_tiles_are_read_with_and_without_record_ids() {
+        let with_ids =
+            b"7\nexample.com/a v1.0.0 h1:x=\n\n8\nexample.com/b v1.0.0 h1:y=\nexample.com/b v1.0.0/go.mod h1:z=\n\n";
+        let without =
+            b"example.com/a v1.0.0 h1:x=\n\nexample.com/b v1.0.0 h1:y=\nexample.com/b v1.0.0/go.mod h1:z=\n\n";
+        let a = split_data_tile(with_ids).unwrap();
+        let b = split_data_tile(without).unwrap();
+        assert_eq!(a.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![Some(7), Some(8)]);
+        assert_eq!(b.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![None, None]);
+        let texts = |v: &[DataRecord<'_>]| v.iter().map(|(_, t)| t.to_vec()).collect::<Vec<_>>();
+        assert_eq!(texts(&a), texts(&b));
+        assert_eq!(
+            b[1].1,
+            b"example.com/b v1.0.0 h1:y=\nexample.com/b v1.0.0/go.mod h1:z=\n"
+        );
+        for bad in [&b"no blank line\n"[..], b"a\x01b\n\n"] {
+            assert!(split_data_tile(bad).is_err(), "{bad:?}");
+        }
+        assert!(split_data_tile(b"").unwrap().is_empty());
     }
 
     #[test]

@@ -106,9 +106,14 @@ impl GoState {
                 .checksum_db
                 .clone()
                 .unwrap_or_else(crate::config::ChecksumDbConfig::go_default);
-            let offline = settings.network_mode == crate::config::NetworkMode::Offline;
-            let db = sumdb::ChecksumDb::new(&db_config, n.clone(), offline, fetch_timeout)
-                .map_err(|e| anyhow!("repo {n}: checksum_db: {e}"))?;
+            let db = sumdb::ChecksumDb::new(
+                &db_config,
+                n.clone(),
+                settings.network_mode,
+                fetch_timeout,
+                fetch_deadline,
+            )
+            .map_err(|e| anyhow!("repo {n}: checksum_db: {e}"))?;
             sumdbs.insert(n.clone(), Arc::new(db));
             proxies.insert(
                 n.clone(),

@@ -53,6 +53,13 @@ pub fn problems(repo: &RepoConfig) -> Vec<String> {
         }
     }
     if let Some(db) = &repo.checksum_db {
+        // Its tiles and tree heads are stored under names built from it.
+        if intact_core::Name::parse_internal(&format!("@sumdb/{}/latest", db.name)).is_err() {
+            problems.push(format!(
+                "repo {n}: checksum_db.name {:?} must be a host-like name (letters, digits, '.', '-', '_', '~')",
+                db.name
+            ));
+        }
         match intact_go::sumdb::note::Verifier::parse(&db.key) {
             Ok(v) if v.name() != db.name => problems.push(format!(
                 "repo {n}: checksum_db.key is the key of {:?}, not of {:?}",

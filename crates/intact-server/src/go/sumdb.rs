@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use super::error::ProxyError;
 use super::layout;
 use super::upstream::{Entry, ProtocolPath, Source, Upstream};
-use crate::config::ChecksumDbConfig;
+use crate::config::{ChecksumDbConfig, NetworkMode};
 
 /// Tile height of the Go checksum database protocol.
 const TILE_HEIGHT: u32 = 8;
@@ -42,6 +42,8 @@ const MAX_LOOKUP: u64 = 64 << 10;
 const MAX_DATA_TILE: u64 = 4 << 20;
 /// How long an accepted `latest` is served before the database is asked again.
 const LATEST_TTL: Duration = Duration::from_secs(30);
+/// The soonest a tile beyond the accepted tree makes intact ask for a newer tree head again.
+const LATEST_RECHECK: Duration = Duration::from_secs(1);
 const TILE_FILE: &str = "tile";
 const NOTE_FILE: &str = "note";
 
@@ -66,9 +68,13 @@ pub struct ChecksumDb {
     source: Source,
     upstream: Upstream,
     verifier: Verifier,
+    mode: NetworkMode,
     offline: bool,
+    /// The longest one request to the database may take.
+    deadline: Duration,
     /// The newest accepted tree head; the lock also makes accepting a new one one at a time.
     latest: Mutex<Option<Accepted>>,
+    last_recheck: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for ChecksumDb {
@@ -79,6 +85,19 @@ impl std::fmt::Debug for ChecksumDb {
             .field("source", &self.source)
             .finish_non_exhaustive()
     }
+}
+
+/// How tiles are read for a check, and whether full tiles verified on the way are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// Against an accepted tree head: stored tiles first, new full ones stored.
+    FullTiles,
+    /// A new head's own tiles, as the database serves them (does it serve tiles that match
+    /// what it signed?): nothing from the store, nothing stored, since the head may be a fork.
+    Nothing,
+    /// A new head's tiles beside the stored ones (is the accepted tree its prefix?): stored
+    /// tiles first, so a conflict with them shows; nothing stored yet.
+    NothingYet,
 }
 
 /// What a sumdb path asks for.
@@ -127,7 +146,13 @@ pub struct SumdbAnswer {
 }
 
 impl ChecksumDb {
-    pub fn new(config: &ChecksumDbConfig, repo: RepoName, offline: bool, stall: Duration) -> anyhow::Result<Self> {
+    pub fn new(
+        config: &ChecksumDbConfig,
+        repo: RepoName,
+        mode: NetworkMode,
+        stall: Duration,
+        deadline: Duration,
+    ) -> anyhow::Result<Self> {
         let verifier = Verifier::parse(&config.key)?;
         let base = config.url.trim_end_matches('/').to_owned();
         let source = Source::Http(base);
@@ -144,8 +169,11 @@ impl ChecksumDb {
             source,
             upstream,
             verifier,
-            offline,
+            mode,
+            offline: mode == NetworkMode::Offline,
+            deadline,
             latest: Mutex::new(None),
+            last_recheck: Mutex::new(None),
         })
     }
 
@@ -189,9 +217,16 @@ impl ChecksumDb {
         ))
     }
 
+    /// One request to the database, bounded in size and, as a whole, in time (tree heads are
+    /// accepted under a lock, which a trickling database must not hold for long).
     async fn fetch(&self, path: &str, cap: u64) -> Result<Vec<u8>, ProxyError> {
         let rel = ProtocolPath::raw(path)?;
-        self.upstream.get_bytes(&self.source, &rel, cap).await
+        tokio::time::timeout(self.deadline, self.upstream.get_bytes(&self.source, &rel, cap))
+            .await
+            .map_err(|_| ProxyError::Deadline {
+                what: format!("{path} from checksum database {}", self.name),
+                seconds: self.deadline.as_secs(),
+            })?
     }
 
     fn latest_name(&self) -> Result<Name, ProxyError> {
@@ -255,53 +290,90 @@ impl ChecksumDb {
         if self.offline {
             return Err(self.offline_not_found("the latest tree head"));
         }
-        let note = self.fetch("latest", MAX_NOTE).await?;
-        self.accept(store, note).await
+        match self.fetch("latest", MAX_NOTE).await {
+            Ok(note) => self.accept(store, note).await,
+            // The database is down: in fallback mode the accepted head still serves (what it
+            // proves stays true); strict mode answers the outage.
+            Err(e) if self.mode == NetworkMode::Fallback && e.is_upstream_failure() => {
+                let mut slot = self.latest.lock().await;
+                match self.accepted(store, &mut slot).await? {
+                    Some(held) => {
+                        tracing::debug!(sumdb = %self.name, error = %e, "checksum database unreachable; serving the accepted tree head");
+                        Ok(held)
+                    }
+                    None => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Checks a signed tree head against the newest one accepted; returns the newest after it
     /// (this one, when it extends that; the one already held, when this is an older prefix).
+    /// Nothing read on the way is stored before the head is found consistent.
     async fn accept(&self, store: &Store, note: Vec<u8>) -> Result<Accepted, ProxyError> {
         let tree = self.tree_of(&note)?;
         let mut slot = self.latest.lock().await;
         let current = self.accepted(store, &mut slot).await?;
         let known = current.as_ref().map(|c| c.partial.clone()).unwrap_or_default();
-        let (consistent, accepted_size) = match &current {
-            None => (true, 0),
-            Some(c) if tree.size == c.tree.size => (tree.hash == c.tree.hash, c.tree.size),
-            // An older tree head must be a prefix of the accepted one: read from the accepted
-            // tree's tiles (stored or held), not from the database.
-            Some(c) if tree.size < c.tree.size => {
-                let ok = tree.size == 0 || {
+        if let Some(c) = &current
+            && tree.size <= c.tree.size
+        {
+            // The same or an older head must be the accepted tree or a prefix of it: checked
+            // against the accepted tree's own tiles (stored or held), not the database's.
+            let consistent = if tree.size == c.tree.size {
+                tree.hash == c.tree.hash
+            } else {
+                tree.size == 0 || {
                     let hashes = self
-                        .verified_hashes(store, c.tree, &tree.hash_indexes(), &known)
+                        .verified_hashes(store, c.tree, &tree.hash_indexes(), &known, Keep::FullTiles)
                         .await?;
                     tlog::tree_hash(tree.size, &hashes) == tree.hash
-                };
-                (ok, c.tree.size)
+                }
+            };
+            if !consistent {
+                return Err(self.fork(c.tree.size, tree.size, "its hash differs from the accepted tree's"));
             }
-            // A newer one must hold the accepted one as its prefix.
-            Some(c) => {
-                let ok = c.tree.size == 0 || {
-                    let hashes = self
-                        .verified_hashes(store, tree, &c.tree.hash_indexes(), &known)
-                        .await?;
-                    tlog::tree_hash(c.tree.size, &hashes) == c.tree.hash
-                };
-                (ok, c.tree.size)
-            }
-        };
-        if !consistent {
-            return Err(self.fork(accepted_size, tree.size, "its hash differs"));
-        }
-        if let Some(c) = current.filter(|c| c.tree.size >= tree.size) {
-            let mut held = c;
+            let mut held = c.clone();
             held.checked_at = Instant::now();
             *slot = Some(held.clone());
             return Ok(held);
         }
-        // A new tree head: its own tiles must hash to it; its partial ones are kept with it.
-        let (plan, data) = self.verified_tiles(store, tree, &[], &known).await?;
+        // A newer head. First its own tiles must hash to it (else the database sends tiles
+        // that do not match what it signed)...
+        let (plan, data) = self
+            .verified_tiles(store, tree, &[], &PartialTiles::new(), Keep::Nothing)
+            .await?;
+        // ...then the accepted tree must be its prefix. Tiles already verified for the accepted
+        // tree take part: a conflict with them is a fork too.
+        if let Some(c) = &current
+            && c.tree.size > 0
+        {
+            let mut both = (*known).clone();
+            both.extend(
+                plan.tiles()
+                    .iter()
+                    .zip(&data)
+                    .filter(|(t, _)| !t.is_full())
+                    .map(|(t, d)| (*t, d.clone())),
+            );
+            let prefix = self
+                .verified_hashes(store, tree, &c.tree.hash_indexes(), &both, Keep::NothingYet)
+                .await;
+            let consistent = match prefix {
+                Ok(hashes) => tlog::tree_hash(c.tree.size, &hashes) == c.tree.hash,
+                Err(ProxyError::InvalidUpstream(_)) => false,
+                Err(e) => return Err(e),
+            };
+            if !consistent {
+                return Err(self.fork(c.tree.size, tree.size, "the accepted tree is not its prefix"));
+            }
+        }
+        for (tile, bytes) in plan.tiles().iter().zip(&data) {
+            if tile.is_full() && self.stored_tile(store, tile).await?.is_none() {
+                self.store_tile(store, tile, bytes).await?;
+            }
+        }
         let partial: PartialTiles = plan
             .tiles()
             .iter()
@@ -368,10 +440,11 @@ impl ChecksumDb {
         store: &Store,
         tiles: &[Tile],
         known: &PartialTiles,
+        stored_first: bool,
     ) -> Result<Vec<(Vec<u8>, bool)>, ProxyError> {
         let mut out = Vec::with_capacity(tiles.len());
         for tile in tiles {
-            if let Some(bytes) = self.stored_tile(store, tile).await? {
+            if stored_first && let Some(bytes) = self.stored_tile(store, tile).await? {
                 out.push((bytes, true));
                 continue;
             }
@@ -431,15 +504,20 @@ impl ChecksumDb {
         tree: Tree,
         indexes: &[u64],
         known: &PartialTiles,
+        keep: Keep,
     ) -> Result<(TilePlan, Vec<Vec<u8>>), ProxyError> {
         let plan = TilePlan::new(tree, TILE_HEIGHT, indexes).map_err(|e| self.invalid(e))?;
-        let read = self.read_tiles(store, plan.tiles(), known).await?;
+        let read = self
+            .read_tiles(store, plan.tiles(), known, keep != Keep::Nothing)
+            .await?;
         let bytes: Vec<&[u8]> = read.iter().map(|(b, _)| b.as_slice()).collect();
         plan.read_hashes(&bytes)
             .map_err(|e| self.invalid(format!("served tiles that do not verify: {e}")))?;
-        for (tile, (data, stored)) in plan.tiles().iter().zip(&read) {
-            if tile.is_full() && !stored {
-                self.store_tile(store, tile, data).await?;
+        if keep == Keep::FullTiles {
+            for (tile, (data, stored)) in plan.tiles().iter().zip(&read) {
+                if tile.is_full() && !stored {
+                    self.store_tile(store, tile, data).await?;
+                }
             }
         }
         let data = read.into_iter().map(|(b, _)| b).collect();
@@ -452,10 +530,22 @@ impl ChecksumDb {
         tree: Tree,
         indexes: &[u64],
         known: &PartialTiles,
+        keep: Keep,
     ) -> Result<Vec<LogHash>, ProxyError> {
-        let (plan, data) = self.verified_tiles(store, tree, indexes, known).await?;
+        let (plan, data) = self.verified_tiles(store, tree, indexes, known, keep).await?;
         let bytes: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
         plan.read_hashes(&bytes).map_err(|e| self.invalid(e))
+    }
+
+    /// Whether a tile beyond the accepted tree may ask the database for a newer head now: at
+    /// most once per [`LATEST_RECHECK`], whatever became of the last attempt.
+    async fn may_recheck(&self) -> bool {
+        let mut last = self.last_recheck.lock().await;
+        if last.is_some_and(|at| at.elapsed() < LATEST_RECHECK) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
     }
 
     /// A lookup answer, passed on once its tree head is accepted and its record verified.
@@ -480,7 +570,13 @@ impl ChecksumDb {
         }
         // Against the newest accepted tree (it holds the lookup's tree as a prefix).
         let hashes = self
-            .verified_hashes(store, accepted.tree, &[tlog::record_index(id)], &accepted.partial)
+            .verified_hashes(
+                store,
+                accepted.tree,
+                &[tlog::record_index(id)],
+                &accepted.partial,
+                Keep::FullTiles,
+            )
             .await?;
         if hashes.first() != Some(&tlog::record_hash(text)) {
             return Err(self.invalid(format!(
@@ -516,8 +612,10 @@ impl ChecksumDb {
             return Ok(bytes);
         }
         let mut accepted = self.latest(store).await?;
-        let (first, end) = tile_records(&tile);
-        if end > accepted.tree.size && !self.offline {
+        let (first, end) = tile_records(&tile).unwrap_or((u64::MAX, u64::MAX));
+        // A tile beyond the accepted tree: ask for a newer head, at most once a second
+        // (requests for tiles no tree holds must not each cost a request upstream).
+        if end > accepted.tree.size && !self.offline && self.may_recheck().await {
             let note = self.fetch("latest", MAX_NOTE).await?;
             accepted = self.accept(store, note).await?;
         }
@@ -537,7 +635,9 @@ impl ChecksumDb {
         // may be wider when the tile asked for is partial) and what it hangs from.
         let level = tile.level as u32 * TILE_HEIGHT;
         let last = tlog::stored_hash_index(level, (tile.n << TILE_HEIGHT) + u64::from(tile.width) - 1);
-        let (plan, data) = self.verified_tiles(store, tree, &[last], &accepted.partial).await?;
+        let (plan, data) = self
+            .verified_tiles(store, tree, &[last], &accepted.partial, Keep::FullTiles)
+            .await?;
         let held = plan
             .tiles()
             .iter()
@@ -559,19 +659,23 @@ impl ChecksumDb {
         }
         let indexes: Vec<u64> = (first..first + u64::from(tile.width)).map(tlog::record_index).collect();
         let hashes = self
-            .verified_hashes(store, accepted.tree, &indexes, &accepted.partial)
+            .verified_hashes(store, accepted.tree, &indexes, &accepted.partial, Keep::FullTiles)
             .await?;
         let body = self.fetch(&tile.path(), MAX_DATA_TILE).await?;
-        let mut rest = body.as_slice();
-        for (i, want) in hashes.iter().enumerate() {
-            let (id, text, after) = tlog::parse_record(rest).map_err(|e| self.invalid(e))?;
-            if id != first + i as u64 || tlog::record_hash(text) != *want {
+        let records = tlog::split_data_tile(&body).map_err(|e| self.invalid(e))?;
+        if records.len() != hashes.len() {
+            return Err(self.invalid(format!(
+                "served {} with {} records, not {}",
+                tile.path(),
+                records.len(),
+                hashes.len()
+            )));
+        }
+        for (i, ((id, text), want)) in records.iter().zip(&hashes).enumerate() {
+            let id_ok = id.is_none_or(|id| id == first + i as u64);
+            if !id_ok || tlog::record_hash(text) != *want {
                 return Err(self.invalid(format!("served {} with a record that is not in its log", tile.path())));
             }
-            rest = after;
-        }
-        if !rest.is_empty() {
-            return Err(self.invalid(format!("served {} with more records than it holds", tile.path())));
         }
         if tile.is_full() {
             self.store_tile(store, &tile, &body).await?;
@@ -581,15 +685,21 @@ impl ChecksumDb {
 }
 
 /// The records a tile covers: `first..end` (for a hash tile, the records under its hashes).
-fn tile_records(tile: &Tile) -> (u64, u64) {
+fn tile_records(tile: &Tile) -> Option<(u64, u64)> {
+    // In u128: a path may name a tile of a level and number no log reaches (level 63 of
+    // height 8 is 2^504 records); such a tile is simply beyond every tree.
     let level = if tile.level < 0 {
         0
     } else {
         tile.level as u32 * TILE_HEIGHT
     };
-    let first = (tile.n << TILE_HEIGHT) << level;
-    let end = ((tile.n << TILE_HEIGHT) + u64::from(tile.width)) << level;
-    (first, end)
+    if level >= 64 {
+        return None;
+    }
+    let start = u128::from(tile.n) << TILE_HEIGHT;
+    let first = start << level;
+    let end = (start + u128::from(tile.width)) << level;
+    Some((u64::try_from(first).ok()?, u64::try_from(end).ok()?))
 }
 
 fn internal_name(s: &str) -> Result<Name, ProxyError> {

@@ -128,7 +128,8 @@ fn go_verifies_go_sum_through_intact_and_a_tampered_or_forked_database_is_refuse
         (out.status.success(), text)
     };
 
-    let honest = start_database(&bin, &gosum, &[]);
+    // 300 records first, so the log has a full tile (256 records) as well as partial ones.
+    let honest = start_database(&bin, &gosum, &["-fill", "300"]);
     let vkey = honest.vkey.clone();
     let server = Server::start(&data, Some(&config(&proxy.dir, &honest)), &[]);
     let http = harness::client();
@@ -155,7 +156,14 @@ fn go_verifies_go_sum_through_intact_and_a_tampered_or_forked_database_is_refuse
     // The lookups went through intact: its accepted tree head holds them.
     let (status, latest) = get(&server, "/go/go-public/sumdb/sum.test.example/latest");
     assert_eq!(status, 200, "{latest}");
-    assert!(latest.starts_with("go.sum database tree\n3\n"), "{latest}");
+    assert!(latest.starts_with("go.sum database tree\n303\n"), "{latest}");
+    // A full tile, asked for (as go does to check an older record): verified, then stored.
+    let full = rt.block_on(async {
+        let url = server.url("/go/go-public/sumdb/sum.test.example/tile/8/0/000");
+        let resp = http.get(url).send().await.expect("request");
+        (resp.status().as_u16(), resp.bytes().await.expect("body").to_vec())
+    });
+    assert_eq!((full.0, full.1.len()), (200, 256 * 32));
     let url = honest.url.clone();
     drop(honest);
 
@@ -169,15 +177,26 @@ fn go_verifies_go_sum_through_intact_and_a_tampered_or_forked_database_is_refuse
     );
     let (status, offline_latest) = get(&server, "/go/go-public/sumdb/sum.test.example/latest");
     assert_eq!((status, offline_latest.as_str()), (200, latest.as_str()));
-    let tile = rt.block_on(async {
-        let resp = http
-            .get(server.url("/go/go-public/sumdb/sum.test.example/tile/8/0/000.p/3"))
-            .send()
-            .await
-            .expect("request");
-        (resp.status().as_u16(), resp.bytes().await.expect("body").len())
-    });
-    assert_eq!(tile, (200, 96), "three hashes of the accepted tree, served offline");
+    let tile = |path: &str| {
+        rt.block_on(async {
+            let url = server.url(&format!("/go/go-public/sumdb/sum.test.example/{path}"));
+            let resp = http.get(url).send().await.expect("request");
+            (resp.status().as_u16(), resp.bytes().await.expect("body").len())
+        })
+    };
+    assert_eq!(
+        tile("tile/8/0/000"),
+        (200, 256 * 32),
+        "a full tile, stored when verified"
+    );
+    assert_eq!(
+        tile("tile/8/0/001.p/47"),
+        (200, 47 * 32),
+        "the accepted tree's partial tile"
+    );
+    assert_eq!(tile("tile/8/1/000.p/1"), (200, 32));
+    assert_eq!(tile("tile/8/0/001.p/48").0, 404, "beyond the accepted tree");
+    assert_eq!(tile("tile/8/7/999").0, 404);
     let (status, body) = get(
         &server,
         "/go/go-public/sumdb/sum.test.example/lookup/example.com/util@v1.0.0",
@@ -188,7 +207,7 @@ fn go_verifies_go_sum_through_intact_and_a_tampered_or_forked_database_is_refuse
     // The same log, restarted, now changing a byte of every tile it serves: refused, so go
     // cannot verify (and says why).
     let same_log = "example.com/util@v1.0.0,example.com/util@v1.1.0,example.com/lib/v2@v2.1.0";
-    let tampering = start_database(&bin, &gosum, &["-prime", same_log, "-tamper"]);
+    let tampering = start_database(&bin, &gosum, &["-fill", "300", "-prime", same_log, "-tamper"]);
     drop(server);
     let server = Server::start(&data, Some(&config(&proxy.dir, &tampering)), &[]);
     let (ok, out) = download(&server, &vkey, "tampered", "github.com/Azure/go-thing@v1.0.0");
@@ -199,8 +218,10 @@ fn go_verifies_go_sum_through_intact_and_a_tampered_or_forked_database_is_refuse
     );
     drop(tampering);
 
-    // A forked log under the same key: its tree heads do not extend the accepted one.
-    let forked = start_database(&bin, &gosum, &["-fork"]);
+    // A forked log under the same key, larger than the accepted tree (the tile that is partial
+    // in the accepted tree is full in the fork's): its tree heads do not extend the accepted
+    // one, and none of its tiles may be kept.
+    let forked = start_database(&bin, &gosum, &["-fork", "-fill", "600", "-prime", same_log]);
     drop(server);
     let server = Server::start(&data, Some(&config(&proxy.dir, &forked)), &[]);
     let (ok, out) = download(&server, &vkey, "forked", "github.com/Azure/go-thing@v1.0.0");
@@ -209,4 +230,17 @@ fn go_verifies_go_sum_through_intact_and_a_tampered_or_forked_database_is_refuse
     let (status, latest) = get(&server, "/go/go-public/sumdb/sum.test.example/latest");
     assert_eq!(status, 502, "{latest}");
     assert!(latest.contains("forked"), "{latest}");
+    drop(forked);
+
+    // The honest database again: nothing the fork sent was kept, so everything verifies.
+    let honest = start_database(&bin, &gosum, &["-fill", "300", "-prime", same_log]);
+    drop(server);
+    let server = Server::start(&data, Some(&config(&proxy.dir, &honest)), &[]);
+    let (ok, out) = download(&server, &vkey, "honest-again", "github.com/Azure/go-thing@v1.0.0");
+    assert!(ok, "{out}");
+    let (status, latest) = get(&server, "/go/go-public/sumdb/sum.test.example/latest");
+    assert!(
+        status == 200 && latest.starts_with("go.sum database tree\n304\n"),
+        "{latest}"
+    );
 }
