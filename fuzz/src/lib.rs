@@ -125,6 +125,7 @@ name = "go-mirror"
 kind = "proxy"
 format = "go"
 upstream = "file://{d}/goproxy"
+checksum_db = "off"
 exclude = ["example.com/private/*"]
 failure_cache_seconds = 0
 

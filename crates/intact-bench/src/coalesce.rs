@@ -143,7 +143,7 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
     std::fs::write(
         &config,
         format!(
-            "{UNREFUSED_RATES}[[repo]]\nname = \"{REPO}\"\nkind = \"proxy\"\nformat = \"go\"\nupstream = \"{upstream_base}\"\n"
+            "{UNREFUSED_RATES}[[repo]]\nname = \"{REPO}\"\nkind = \"proxy\"\nformat = \"go\"\nupstream = \"{upstream_base}\"\nchecksum_db = \"off\"\n"
         ),
     )?;
     let intact = {

@@ -255,7 +255,7 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
     std::fs::write(
         &config,
         format!(
-            "{UNREFUSED_RATES}[[repo]]\nname = \"{REPO}\"\nkind = \"proxy\"\nformat = \"go\"\nupstream = \"{}\"\n",
+            "{UNREFUSED_RATES}[[repo]]\nname = \"{REPO}\"\nkind = \"proxy\"\nformat = \"go\"\nupstream = \"{}\"\nchecksum_db = \"off\"\n",
             nginx.base
         ),
     )?;

@@ -413,6 +413,26 @@ pub enum NetworkMode {
     Offline,
 }
 
+/// `checksum_db`: a database, or `"off"` (like `GOSUMDB=off`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum ChecksumDbSetting {
+    Database(ChecksumDbConfig),
+    /// Only the string `"off"` is valid here ([`crate::go::settings::problems`] says so).
+    Word(String),
+}
+
+impl ChecksumDbSetting {
+    /// The database to use: the configured one, the default one, or none for `"off"`.
+    pub fn database(setting: Option<&Self>) -> Option<ChecksumDbConfig> {
+        match setting {
+            None => Some(ChecksumDbConfig::go_default()),
+            Some(Self::Database(db)) => Some(db.clone()),
+            Some(Self::Word(_)) => None,
+        }
+    }
+}
+
 /// A checksum database (GOSUMDB): its name, where it answers, and its verifier key.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -473,10 +493,15 @@ pub struct RepoConfig {
     /// Go proxy repos: what an upstream failure means (default `fallback`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_mode: Option<NetworkMode>,
-    /// Go proxy repos: the checksum database proxied, verified, at `/go/{repo}/sumdb/{name}/`
-    /// (default: sum.golang.org).
+    /// Go proxy repos: the checksum database proxied, verified, at `/go/{repo}/sumdb/{name}/`,
+    /// and checked before a fetched module version is committed (default: sum.golang.org;
+    /// `"off"` for none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checksum_db: Option<ChecksumDbConfig>,
+    pub checksum_db: Option<ChecksumDbSetting>,
+    /// Go proxy repos: GONOSUMDB-style globs of modules not checked against the checksum
+    /// database (private modules it cannot know).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub no_sum: Vec<String>,
     /// Go proxy repos: how long an upstream `list` / `@latest` answer is reused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub list_cache_seconds: Option<u64>,
@@ -546,6 +571,7 @@ impl RepoConfig {
             deny: Vec::new(),
             network_mode: None,
             checksum_db: None,
+            no_sum: Vec::new(),
             list_cache_seconds: None,
             failure_cache_seconds: None,
             fetch_timeout_seconds: None,

@@ -90,31 +90,36 @@ impl GoState {
             if fetch_deadline.is_zero() {
                 bail!("repo {n}: fetch_deadline_seconds must be at least 1");
             }
+            let sumdb = match crate::config::ChecksumDbSetting::database(repo.checksum_db.as_ref()) {
+                Some(db_config) => {
+                    let db = sumdb::ChecksumDb::new(
+                        &db_config,
+                        n.clone(),
+                        repo.network_mode.unwrap_or_default(),
+                        fetch_timeout,
+                        fetch_deadline,
+                    )
+                    .map_err(|e| anyhow!("repo {n}: checksum_db: {e}"))?;
+                    let db = Arc::new(db);
+                    sumdbs.insert(n.clone(), db.clone());
+                    Some(db)
+                }
+                None => None,
+            };
             let settings = ProxySettings {
                 name: n.clone(),
                 upstream: entries,
                 exclude: repo.exclude.clone(),
                 rules,
                 network_mode: repo.network_mode.unwrap_or_default(),
+                sumdb,
+                no_sum: repo.no_sum.clone(),
                 fetch_timeout,
                 fetch_deadline,
                 failure_ttl: secs(repo.failure_cache_seconds, DEFAULT_FAILURE_CACHE_SECONDS),
                 list_ttl: secs(repo.list_cache_seconds, DEFAULT_LIST_CACHE_SECONDS),
                 tmp_dir: tmp_dir.clone(),
             };
-            let db_config = repo
-                .checksum_db
-                .clone()
-                .unwrap_or_else(crate::config::ChecksumDbConfig::go_default);
-            let db = sumdb::ChecksumDb::new(
-                &db_config,
-                n.clone(),
-                settings.network_mode,
-                fetch_timeout,
-                fetch_deadline,
-            )
-            .map_err(|e| anyhow!("repo {n}: checksum_db: {e}"))?;
-            sumdbs.insert(n.clone(), Arc::new(db));
             proxies.insert(
                 n.clone(),
                 Arc::new(ProxyRepo::new(settings).map_err(|e| anyhow!("repo {n}: {e}"))?),
@@ -574,6 +579,7 @@ name = "go-file"
 kind = "proxy"
 format = "go"
 upstream = "file://{}"
+checksum_db = "off"
 exclude = {exclude:?}
 {proxy_settings}
 
@@ -593,6 +599,7 @@ name = "go-http"
 kind = "proxy"
 format = "go"
 upstream = "{url}"
+checksum_db = "off"
 fetch_deadline_seconds = 1
 fetch_timeout_seconds = 5
 failure_cache_seconds = 0

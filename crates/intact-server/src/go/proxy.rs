@@ -32,6 +32,7 @@ use super::check;
 use super::error::ProxyError;
 use super::layout::{self, Committed, INFO_FILE, MOD_FILE, ZIP_FILE};
 use super::request::FileKind;
+use super::sumdb::ChecksumDb;
 use super::upstream::{self, Entry, ProtocolPath, Source, Upstream};
 use super::versions;
 use crate::config::NetworkMode;
@@ -141,6 +142,10 @@ pub struct ProxySettings {
     pub rules: Rules,
     /// What an upstream failure means, or whether the upstream is asked at all.
     pub network_mode: NetworkMode,
+    /// The checksum database fetched versions are checked against (none: `checksum_db = "off"`).
+    pub sumdb: Option<Arc<ChecksumDb>>,
+    /// GONOSUMDB-style globs of modules not checked against it.
+    pub no_sum: Vec<String>,
     pub fetch_timeout: Duration,
     /// The longest the upstream part of one fetch may take, from its start to its last byte.
     pub fetch_deadline: Duration,
@@ -159,6 +164,9 @@ pub struct ProxyRepo {
     exclude: String,
     rules: Rules,
     network_mode: NetworkMode,
+    sumdb: Option<Arc<ChecksumDb>>,
+    /// The no-sum globs joined with `,`.
+    no_sum: String,
     fetch_timeout: Duration,
     fetch_deadline: Duration,
     failure_ttl: Duration,
@@ -177,6 +185,8 @@ impl ProxyRepo {
             exclude: settings.exclude.join(","),
             rules: settings.rules,
             network_mode: settings.network_mode,
+            sumdb: settings.sumdb,
+            no_sum: settings.no_sum.join(","),
             fetch_timeout: settings.fetch_timeout,
             fetch_deadline: settings.fetch_deadline,
             failure_ttl: settings.failure_ttl,
@@ -254,6 +264,65 @@ impl ProxyRepo {
     /// Whether an upstream outage must be the answer even where stored versions could serve.
     pub fn is_strict(&self) -> bool {
         self.network_mode == NetworkMode::Strict
+    }
+
+    /// Checks a fetched file's `h1:` (`go_mod`: the go.mod's, else the zip's) against the
+    /// checksum database before it is committed, unless the module is a no-sum one or the
+    /// repo checks nothing. A version the database does not know is not found; one whose
+    /// bytes differ from the database's record (re-tagged, tampered) is refused and logged.
+    async fn check_sum(
+        &self,
+        store: &Store,
+        source: &Source,
+        module: &str,
+        version: &str,
+        go_mod: bool,
+        h1: &str,
+    ) -> Result<(), ProxyError> {
+        let Some(db) = &self.sumdb else {
+            return Ok(());
+        };
+        if !self.no_sum.is_empty() && pattern::match_prefix_patterns(&self.no_sum, module) {
+            return Ok(());
+        }
+        let (zip_h1, go_mod_h1) = db.module_hashes(store, module, version).await.map_err(|e| {
+            if e.is_not_found() {
+                ProxyError::NotFound(format!(
+                    "not found: {module}@{version}: checksum database {} has no record of it, so it is not cached (a private module belongs in no_sum of repo {}): {e}",
+                    db.name, self.name
+                ))
+            } else {
+                e
+            }
+        })?;
+        let (what, recorded) = if go_mod {
+            (format!("{module}@{version}/go.mod"), go_mod_h1)
+        } else {
+            (format!("{module}@{version}"), zip_h1)
+        };
+        match recorded {
+            Some(want) if want == h1 => Ok(()),
+            Some(want) => {
+                tracing::error!(
+                    repo = %self.name,
+                    %source,
+                    module,
+                    version,
+                    served = h1,
+                    recorded = %want,
+                    sumdb = %db.name,
+                    "upstream served a module version whose hash differs from the checksum database's; refused, not cached"
+                );
+                Err(ProxyError::InvalidUpstream(format!(
+                    "upstream {source} served {what} with {h1}, but checksum database {} records {want}: refused, not cached (re-tagged or tampered)",
+                    db.name
+                )))
+            }
+            None => Err(ProxyError::InvalidUpstream(format!(
+                "checksum database {} has no {what} line in its record; not cached",
+                db.name
+            ))),
+        }
     }
 
     /// What an offline repo answers for what it does not hold.
@@ -384,11 +453,18 @@ impl ProxyRepo {
                 )
             };
             let (info, go_mod) = self.before_deadline(deadline, what, both).await?;
-            let checked = match (info, go_mod) {
+            let mut checked = match (info, go_mod) {
                 (Ok(info), Ok(go_mod)) => check_info_and_mod(source, module, version.as_str(), info, go_mod),
                 (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
                 (Err(a), Err(b)) => Err(ProxyError::worst(Some(a), b)),
             };
+            if let Ok((_, go_mod)) = &checked {
+                let h1 = dirhash::hash_go_mod(go_mod);
+                let sum = self.check_sum(store, source, module, version.as_str(), true, &h1);
+                if let Err(e) = self.before_deadline(deadline, what, sum).await? {
+                    checked = Err(e);
+                }
+            }
             match checked {
                 Ok((info, go_mod)) => {
                     let metadata = json!({
@@ -446,6 +522,8 @@ impl ProxyRepo {
             }
             Err(e) => return Err(ProxyError::Internal(e)),
         };
+        let sum = self.check_sum(store, &source, module, version.as_str(), false, &checked.h1);
+        self.before_deadline(deadline, what, sum).await??;
         // The stored .info and .mod are copied into the complete version; a copy whose bytes
         // were damaged or lost is dropped and fetched again (once), never copied on.
         let (info_bytes, go_mod_bytes) = match stored_info_and_mod(store, &mod_only, module, version).await {

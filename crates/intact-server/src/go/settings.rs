@@ -2,7 +2,7 @@
 //! `intact config check`), so that every mistake is named with its repo and key before
 //! anything is opened.
 
-use crate::config::{RepoConfig, RepoFormat, RepoKind};
+use crate::config::{ChecksumDbSetting, RepoConfig, RepoFormat, RepoKind};
 
 use super::upstream;
 
@@ -18,6 +18,7 @@ pub fn problems(repo: &RepoConfig) -> Vec<String> {
             ("deny", !repo.deny.is_empty()),
             ("network_mode", repo.network_mode.is_some()),
             ("checksum_db", repo.checksum_db.is_some()),
+            ("no_sum", !repo.no_sum.is_empty()),
         ] {
             if set {
                 problems.push(format!(
@@ -52,7 +53,23 @@ pub fn problems(repo: &RepoConfig) -> Vec<String> {
             problems.push(format!("repo {n}: {key} must be at least 1"));
         }
     }
-    if let Some(db) = &repo.checksum_db {
+    if let Some(ChecksumDbSetting::Word(word)) = &repo.checksum_db
+        && word != "off"
+    {
+        problems.push(format!(
+            "repo {n}: checksum_db = {word:?}: write \"off\" or a table {{ name, url, key }}"
+        ));
+    }
+    for glob in &repo.no_sum {
+        if glob.trim().is_empty() || glob.contains(',') {
+            problems.push(format!(
+                "repo {n}: no_sum pattern {glob:?} must be one non-empty glob (list several as separate strings)"
+            ));
+        } else if intact_go::pattern::path_match_checked(glob, glob).is_none() {
+            problems.push(format!("repo {n}: no_sum pattern {glob:?} is not a valid glob"));
+        }
+    }
+    if let Some(ChecksumDbSetting::Database(db)) = &repo.checksum_db {
         // Its tiles and tree heads are stored under names built from it.
         if intact_core::Name::parse_internal(&format!("@sumdb/{}/latest", db.name)).is_err() {
             problems.push(format!(

@@ -597,6 +597,33 @@ impl ChecksumDb {
         Ok(body)
     }
 
+    /// The go.sum hashes the database records for `module@version`, from a verified lookup:
+    /// (the zip's `h1:`, the go.mod's `h1:`), each `None` when its line is missing.
+    pub async fn module_hashes(
+        &self,
+        store: &Store,
+        module: &str,
+        version: &str,
+    ) -> Result<(Option<String>, Option<String>), ProxyError> {
+        let body = self.lookup(store, module, version).await?;
+        let (_, text, _) = tlog::parse_record(&body).map_err(|e| self.invalid(e))?;
+        let text = std::str::from_utf8(text).map_err(|e| self.invalid(e))?;
+        let (mut zip, mut go_mod) = (None, None);
+        for line in text.lines() {
+            let mut fields = line.split(' ');
+            let (Some(_), Some(v), Some(h1), None) = (fields.next(), fields.next(), fields.next(), fields.next())
+            else {
+                continue;
+            };
+            if v == version {
+                zip = Some(h1.to_owned());
+            } else if v.strip_suffix("/go.mod") == Some(version) {
+                go_mod = Some(h1.to_owned());
+            }
+        }
+        Ok((zip, go_mod))
+    }
+
     fn tree_of(&self, note: &[u8]) -> Result<Tree, ProxyError> {
         let text = self
             .verifier

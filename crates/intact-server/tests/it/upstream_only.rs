@@ -53,6 +53,7 @@ name = "gop"
 kind = "proxy"
 format = "go"
 upstream = "http://{upstream}/goproxy"
+checksum_db = "off"
 
 [[repo]]
 name = "builds"

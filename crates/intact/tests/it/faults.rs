@@ -317,6 +317,7 @@ name = "go-up"
 kind = "proxy"
 format = "go"
 upstream = "http://{upstream}/go"
+checksum_db = "off"
 failure_cache_seconds = 5
 fetch_timeout_seconds = 8
 fetch_deadline_seconds = 3

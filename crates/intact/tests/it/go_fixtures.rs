@@ -36,7 +36,7 @@ impl Fixture {
     }
 }
 
-const PSEUDO: &str = "v0.0.0-20240102030405-abcdefabcdef";
+pub const PSEUDO: &str = "v0.0.0-20240102030405-abcdefabcdef";
 pub const MANY_COUNT: usize = 2000;
 
 pub fn many_version(i: usize) -> String {

@@ -51,6 +51,7 @@ name = "go-file"
 kind = "proxy"
 format = "go"
 upstream = "file://{file}"
+checksum_db = "off"
 exclude = ["example.com/secret"]
 
 [[repo]]
@@ -58,6 +59,7 @@ name = "go-http"
 kind = "proxy"
 format = "go"
 upstream = "{http}"
+checksum_db = "off"
 exclude = ["example.com/secret"]
 failure_cache_seconds = 1
 fetch_timeout_seconds = {timeout}
@@ -810,6 +812,7 @@ name = "go-ruled"
 kind = "proxy"
 format = "go"
 upstream = "file://{}"
+checksum_db = "off"
 list_cache_seconds = 0
 {settings}
 "#,

@@ -29,6 +29,7 @@ name = "go"
 kind = "proxy"
 format = "go"
 upstream = "{go_upstream}"
+checksum_db = "off"
 fetch_timeout_seconds = 120
 
 {staging}"#,

@@ -88,11 +88,20 @@ fn config_with(upstream: &Path, url: &str, vkey: &str, settings: &str) -> String
 name = "go-public"
 kind = "proxy"
 format = "go"
-upstream = "file://{}"
+upstream = "file://{up}"
 checksum_db = {{ name = "sum.test.example", url = "{url}", key = "{vkey}" }}
 {settings}
+
+[[repo]]
+name = "go-nosum"
+kind = "proxy"
+format = "go"
+upstream = "file://{up}"
+checksum_db = {{ name = "sum.test.example", url = "{url}", key = "{vkey}" }}
+no_sum = ["example.com/pseudo"]
+{settings}
 "#,
-        upstream.display(),
+        up = upstream.display(),
     )
 }
 
@@ -108,8 +117,23 @@ fn go_verifies_go_sum_through_intact_and_a_tampered_or_forked_database_is_refuse
     };
     let tmp = tempfile::tempdir().expect("tempdir");
     let proxy = build_proxy(tmp.path());
+    // The database's records: the fixtures' go.sum lines, except that it never heard of
+    // example.com/pseudo and records another hash for example.com/legacy's zip (as if the
+    // upstream had re-tagged it since).
     let gosum = tmp.path().join("go.sum.lines");
-    std::fs::write(&gosum, &proxy.sums).expect("write");
+    let records: Vec<String> = proxy
+        .sums
+        .lines()
+        .filter(|l| !l.starts_with("example.com/pseudo "))
+        .map(|l| {
+            if l.starts_with("example.com/legacy v2.0.0+incompatible h1:") {
+                "example.com/legacy v2.0.0+incompatible h1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".to_owned()
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    std::fs::write(&gosum, records.join("\n") + "\n").expect("write");
     let bin = build_database(&go, tmp.path());
     let data = tmp.path().join("data");
     let download = |server: &Server, vkey: &str, client: &str, target: &str| {
@@ -157,6 +181,33 @@ fn go_verifies_go_sum_through_intact_and_a_tampered_or_forked_database_is_refuse
     let (status, latest) = get(&server, "/go/go-public/sumdb/sum.test.example/latest");
     assert_eq!(status, 200, "{latest}");
     assert!(latest.starts_with("go.sum database tree\n303\n"), "{latest}");
+    // Module versions fetched through intact were checked against the database first: a
+    // module whose upstream bytes differ from the database's record is refused, not cached.
+    let (status, body) = get(&server, "/go/go-public/example.com/legacy/@v/v2.0.0+incompatible.zip");
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body.contains("checksum database sum.test.example records") && body.contains("re-tagged or tampered"),
+        "{body}"
+    );
+    let (status, body) = get(&server, "/api/v1/repos/go-public/example.com/legacy/@versions");
+    assert!(status == 200 && !body.contains("v2.0.0"), "not cached: {body}");
+    // A module the database does not know is not found, and not cached...
+    let pseudo = format!("example.com/pseudo/@v/{}.info", crate::go_fixtures::PSEUDO);
+    let (status, body) = get(&server, &format!("/go/go-public/{pseudo}"));
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body.contains("has no record of it") && body.contains("no_sum"),
+        "{body}"
+    );
+    // ...unless it matches no_sum, which is never checked.
+    let (status, body) = get(&server, &format!("/go/go-nosum/{pseudo}"));
+    assert_eq!(status, 200, "{body}");
+    let (status, latest) = get(&server, "/go/go-public/sumdb/sum.test.example/latest");
+    assert!(
+        status == 200 && latest.starts_with("go.sum database tree\n304\n"),
+        "{latest}"
+    );
+
     // A full tile, asked for (as go does to check an older record): verified, then stored.
     let full = rt.block_on(async {
         let url = server.url("/go/go-public/sumdb/sum.test.example/tile/8/0/000");
@@ -195,7 +246,7 @@ fn go_verifies_go_sum_through_intact_and_a_tampered_or_forked_database_is_refuse
         "the accepted tree's partial tile"
     );
     assert_eq!(tile("tile/8/1/000.p/1"), (200, 32));
-    assert_eq!(tile("tile/8/0/001.p/48").0, 404, "beyond the accepted tree");
+    assert_eq!(tile("tile/8/0/001.p/49").0, 404, "beyond the accepted tree");
     assert_eq!(tile("tile/8/7/999").0, 404);
     let (status, body) = get(
         &server,
@@ -206,7 +257,7 @@ fn go_verifies_go_sum_through_intact_and_a_tampered_or_forked_database_is_refuse
 
     // The same log, restarted, now changing a byte of every tile it serves: refused, so go
     // cannot verify (and says why).
-    let same_log = "example.com/util@v1.0.0,example.com/util@v1.1.0,example.com/lib/v2@v2.1.0";
+    let same_log = "example.com/util@v1.0.0,example.com/util@v1.1.0,example.com/lib/v2@v2.1.0,example.com/legacy@v2.0.0+incompatible";
     let tampering = start_database(&bin, &gosum, &["-fill", "300", "-prime", same_log, "-tamper"]);
     drop(server);
     let server = Server::start(&data, Some(&config(&proxy.dir, &tampering)), &[]);
@@ -240,7 +291,7 @@ fn go_verifies_go_sum_through_intact_and_a_tampered_or_forked_database_is_refuse
     assert!(ok, "{out}");
     let (status, latest) = get(&server, "/go/go-public/sumdb/sum.test.example/latest");
     assert!(
-        status == 200 && latest.starts_with("go.sum database tree\n304\n"),
+        status == 200 && latest.starts_with("go.sum database tree\n305\n"),
         "{latest}"
     );
 }

@@ -264,6 +264,7 @@ name = "gp"
 kind = "proxy"
 format = "go"
 upstream = "https://proxy.golang.org"
+checksum_db = "off"
 deny = ["example.com/m@<1.0", "a,b"]
 allow = ["ok.example/*"]
 network_mode = "offline"

@@ -154,6 +154,7 @@ name = "goproxy"
 kind = "proxy"
 format = "go"
 upstream = "{go}"
+checksum_db = "off"
 failure_cache_seconds = 1
 fetch_timeout_seconds = 60
 
