@@ -414,12 +414,10 @@ pub enum NetworkMode {
 }
 
 /// `checksum_db`: a database, or `"off"` (like `GOSUMDB=off`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChecksumDbSetting {
     Database(ChecksumDbConfig),
-    /// Only the string `"off"` is valid here ([`crate::go::settings::problems`] says so).
-    Word(String),
+    Off,
 }
 
 impl ChecksumDbSetting {
@@ -428,7 +426,44 @@ impl ChecksumDbSetting {
         match setting {
             None => Some(ChecksumDbConfig::go_default()),
             Some(Self::Database(db)) => Some(db.clone()),
-            Some(Self::Word(_)) => None,
+            Some(Self::Off) => None,
+        }
+    }
+}
+
+/// Read by hand rather than as an untagged enum, so a mistake in the table names the field
+/// ("missing field `url`", "unknown field `kye`") instead of "matched no variant".
+impl<'de> Deserialize<'de> for ChecksumDbSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ChecksumDbSetting;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"off\" or a table { name, url, key }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                if v == "off" {
+                    Ok(ChecksumDbSetting::Off)
+                } else {
+                    Err(E::custom(format!(
+                        "checksum_db = {v:?}: write \"off\" or a table {{ name, url, key }}"
+                    )))
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                ChecksumDbConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(ChecksumDbSetting::Database)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl Serialize for ChecksumDbSetting {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Database(db) => db.serialize(serializer),
+            Self::Off => serializer.serialize_str("off"),
         }
     }
 }

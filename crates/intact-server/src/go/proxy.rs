@@ -266,8 +266,8 @@ impl ProxyRepo {
         self.network_mode == NetworkMode::Strict
     }
 
-    /// Checks a fetched file's `h1:` (`go_mod`: the go.mod's, else the zip's) against the
-    /// checksum database before it is committed, unless the module is a no-sum one or the
+    /// Checks fetched files' `h1:` (the go.mod's, and the zip's when given) against the
+    /// checksum database before they are committed, unless the module is a no-sum one or the
     /// repo checks nothing. A version the database does not know is not found; one whose
     /// bytes differ from the database's record (re-tagged, tampered) is refused and logged.
     async fn check_sum(
@@ -276,8 +276,8 @@ impl ProxyRepo {
         source: &Source,
         module: &str,
         version: &str,
-        go_mod: bool,
-        h1: &str,
+        go_mod_h1: &str,
+        zip_h1: Option<&str>,
     ) -> Result<(), ProxyError> {
         let Some(db) = &self.sumdb else {
             return Ok(());
@@ -285,7 +285,7 @@ impl ProxyRepo {
         if !self.no_sum.is_empty() && pattern::match_prefix_patterns(&self.no_sum, module) {
             return Ok(());
         }
-        let (zip_h1, go_mod_h1) = db.module_hashes(store, module, version).await.map_err(|e| {
+        let recorded = db.module_hashes(store, module, version).await.map_err(|e| {
             if e.is_not_found() {
                 ProxyError::NotFound(format!(
                     "not found: {module}@{version}: checksum database {} has no record of it, so it is not cached (a private module belongs in no_sum of repo {}): {e}",
@@ -295,34 +295,38 @@ impl ProxyRepo {
                 e
             }
         })?;
-        let (what, recorded) = if go_mod {
-            (format!("{module}@{version}/go.mod"), go_mod_h1)
-        } else {
-            (format!("{module}@{version}"), zip_h1)
-        };
-        match recorded {
-            Some(want) if want == h1 => Ok(()),
-            Some(want) => {
-                tracing::error!(
-                    repo = %self.name,
-                    %source,
-                    module,
-                    version,
-                    served = h1,
-                    recorded = %want,
-                    sumdb = %db.name,
-                    "upstream served a module version whose hash differs from the checksum database's; refused, not cached"
-                );
-                Err(ProxyError::InvalidUpstream(format!(
-                    "upstream {source} served {what} with {h1}, but checksum database {} records {want}: refused, not cached (re-tagged or tampered)",
-                    db.name
-                )))
+        let checks = [
+            (format!("{module}@{version}/go.mod"), Some(go_mod_h1), recorded.go_mod),
+            (format!("{module}@{version}"), zip_h1, recorded.zip),
+        ];
+        for (what, served, want) in checks {
+            let Some(served) = served else { continue };
+            match want {
+                Some(want) if want == served => {}
+                Some(want) => {
+                    tracing::error!(
+                        repo = %self.name,
+                        %source,
+                        file = %what,
+                        served,
+                        recorded = %want,
+                        sumdb = %db.name,
+                        "upstream served a module version whose hash differs from the checksum database's; refused, not cached"
+                    );
+                    return Err(ProxyError::InvalidUpstream(format!(
+                        "upstream {source} served {what} with {served}, but checksum database {} records {want}: refused, not cached (re-tagged or tampered)",
+                        db.name
+                    )));
+                }
+                None => {
+                    return Err(ProxyError::InvalidUpstream(format!(
+                        "checksum database {} has no {what} line in its record; not cached",
+                        db.name
+                    )));
+                }
             }
-            None => Err(ProxyError::InvalidUpstream(format!(
-                "checksum database {} has no {what} line in its record; not cached",
-                db.name
-            ))),
         }
+        Ok(())
     }
 
     /// What an offline repo answers for what it does not hold.
@@ -460,7 +464,7 @@ impl ProxyRepo {
             };
             if let Ok((_, go_mod)) = &checked {
                 let h1 = dirhash::hash_go_mod(go_mod);
-                let sum = self.check_sum(store, source, module, version.as_str(), true, &h1);
+                let sum = self.check_sum(store, source, module, version.as_str(), &h1, None);
                 if let Err(e) = self.before_deadline(deadline, what, sum).await? {
                     checked = Err(e);
                 }
@@ -522,8 +526,6 @@ impl ProxyRepo {
             }
             Err(e) => return Err(ProxyError::Internal(e)),
         };
-        let sum = self.check_sum(store, &source, module, version.as_str(), false, &checked.h1);
-        self.before_deadline(deadline, what, sum).await??;
         // The stored .info and .mod are copied into the complete version; a copy whose bytes
         // were damaged or lost is dropped and fetched again (once), never copied on.
         let (info_bytes, go_mod_bytes) = match stored_info_and_mod(store, &mod_only, module, version).await {
@@ -542,6 +544,11 @@ impl ProxyRepo {
             }
             read => read?,
         };
+        // Both files of the complete version are checked, the go.mod too: the stored copy it
+        // comes from may predate the check, or have been stored under another configuration.
+        let go_mod_h1 = dirhash::hash_go_mod(&go_mod_bytes);
+        let sum = self.check_sum(store, &source, module, version.as_str(), &go_mod_h1, Some(&checked.h1));
+        self.before_deadline(deadline, what, sum).await??;
         let zip_blob = {
             let mut file = tokio::fs::File::open(&zip_path)
                 .await

@@ -53,13 +53,6 @@ pub fn problems(repo: &RepoConfig) -> Vec<String> {
             problems.push(format!("repo {n}: {key} must be at least 1"));
         }
     }
-    if let Some(ChecksumDbSetting::Word(word)) = &repo.checksum_db
-        && word != "off"
-    {
-        problems.push(format!(
-            "repo {n}: checksum_db = {word:?}: write \"off\" or a table {{ name, url, key }}"
-        ));
-    }
     for glob in &repo.no_sum {
         if glob.trim().is_empty() || glob.contains(',') {
             problems.push(format!(

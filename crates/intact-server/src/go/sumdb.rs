@@ -75,6 +75,9 @@ pub struct ChecksumDb {
     /// The newest accepted tree head; the lock also makes accepting a new one one at a time.
     latest: Mutex<Option<Accepted>>,
     last_recheck: Mutex<Option<Instant>>,
+    /// Verified records by (module, version), so the .mod and the .zip of one version cost
+    /// one lookup.
+    sums: Mutex<std::collections::HashMap<(String, String), RecordedSums>>,
 }
 
 impl std::fmt::Debug for ChecksumDb {
@@ -99,6 +102,18 @@ enum Keep {
     /// tiles first, so a conflict with them shows; nothing stored yet.
     NothingYet,
 }
+
+/// The go.sum hashes a database records for one module version.
+#[derive(Debug, Clone, Default)]
+pub struct RecordedSums {
+    /// The zip's `h1:`.
+    pub zip: Option<String>,
+    /// The go.mod's `h1:`.
+    pub go_mod: Option<String>,
+}
+
+/// At most this many verified records are remembered (about 200 bytes each).
+const SUMS_CACHED: usize = 10_000;
 
 /// What a sumdb path asks for.
 enum SumdbRequest {
@@ -174,6 +189,7 @@ impl ChecksumDb {
             deadline,
             latest: Mutex::new(None),
             last_recheck: Mutex::new(None),
+            sums: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -460,7 +476,19 @@ impl ChecksumDb {
             } else {
                 tile.hash_bytes() as u64
             };
-            out.push((self.fetch(&tile.path(), cap).await?, false));
+            // A tile its own tree head promises is never "not here": a database that lacks
+            // one is at fault (and a module's lookup must not read as "no record").
+            let bytes = self.fetch(&tile.path(), cap).await.map_err(|e| {
+                if e.is_not_found() {
+                    self.invalid(format!(
+                        "does not have {}, which its tree head covers: {e}",
+                        tile.path()
+                    ))
+                } else {
+                    e
+                }
+            })?;
+            out.push((bytes, false));
         }
         Ok(out)
     }
@@ -597,18 +625,17 @@ impl ChecksumDb {
         Ok(body)
     }
 
-    /// The go.sum hashes the database records for `module@version`, from a verified lookup:
-    /// (the zip's `h1:`, the go.mod's `h1:`), each `None` when its line is missing.
-    pub async fn module_hashes(
-        &self,
-        store: &Store,
-        module: &str,
-        version: &str,
-    ) -> Result<(Option<String>, Option<String>), ProxyError> {
+    /// The go.sum hashes the database records for `module@version`, from a verified lookup
+    /// (remembered: a record never changes once it verified).
+    pub async fn module_hashes(&self, store: &Store, module: &str, version: &str) -> Result<RecordedSums, ProxyError> {
+        let key = (module.to_owned(), version.to_owned());
+        if let Some(sums) = self.sums.lock().await.get(&key) {
+            return Ok(sums.clone());
+        }
         let body = self.lookup(store, module, version).await?;
         let (_, text, _) = tlog::parse_record(&body).map_err(|e| self.invalid(e))?;
         let text = std::str::from_utf8(text).map_err(|e| self.invalid(e))?;
-        let (mut zip, mut go_mod) = (None, None);
+        let mut sums = RecordedSums::default();
         for line in text.lines() {
             let mut fields = line.split(' ');
             let (Some(_), Some(v), Some(h1), None) = (fields.next(), fields.next(), fields.next(), fields.next())
@@ -616,12 +643,17 @@ impl ChecksumDb {
                 continue;
             };
             if v == version {
-                zip = Some(h1.to_owned());
+                sums.zip.get_or_insert_with(|| h1.to_owned());
             } else if v.strip_suffix("/go.mod") == Some(version) {
-                go_mod = Some(h1.to_owned());
+                sums.go_mod.get_or_insert_with(|| h1.to_owned());
             }
         }
-        Ok((zip, go_mod))
+        let mut cache = self.sums.lock().await;
+        if cache.len() >= SUMS_CACHED {
+            cache.clear();
+        }
+        cache.insert(key, sums.clone());
+        Ok(sums)
     }
 
     fn tree_of(&self, note: &[u8]) -> Result<Tree, ProxyError> {

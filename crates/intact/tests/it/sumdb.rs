@@ -118,8 +118,8 @@ fn go_verifies_go_sum_through_intact_and_a_tampered_or_forked_database_is_refuse
     let tmp = tempfile::tempdir().expect("tempdir");
     let proxy = build_proxy(tmp.path());
     // The database's records: the fixtures' go.sum lines, except that it never heard of
-    // example.com/pseudo and records another hash for example.com/legacy's zip (as if the
-    // upstream had re-tagged it since).
+    // example.com/pseudo and records other hashes for example.com/legacy's zip and for the
+    // go.mod of example.com/many v1.19.99 (as if the upstream had re-tagged them since).
     let gosum = tmp.path().join("go.sum.lines");
     let records: Vec<String> = proxy
         .sums
@@ -128,6 +128,8 @@ fn go_verifies_go_sum_through_intact_and_a_tampered_or_forked_database_is_refuse
         .map(|l| {
             if l.starts_with("example.com/legacy v2.0.0+incompatible h1:") {
                 "example.com/legacy v2.0.0+incompatible h1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".to_owned()
+            } else if l.starts_with("example.com/many v1.19.99/go.mod h1:") {
+                "example.com/many v1.19.99/go.mod h1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".to_owned()
             } else {
                 l.to_owned()
             }
@@ -191,6 +193,15 @@ fn go_verifies_go_sum_through_intact_and_a_tampered_or_forked_database_is_refuse
     );
     let (status, body) = get(&server, "/api/v1/repos/go-public/example.com/legacy/@versions");
     assert!(status == 200 && !body.contains("v2.0.0"), "not cached: {body}");
+    // The go.mod is checked as well, both when .info/.mod are fetched and in a full version.
+    for file in ["info", "zip"] {
+        let (status, body) = get(&server, &format!("/go/go-public/example.com/many/@v/v1.19.99.{file}"));
+        assert_eq!(status, 502, "{file}: {body}");
+        assert!(
+            body.contains("example.com/many@v1.19.99/go.mod with h1:"),
+            "{file}: {body}"
+        );
+    }
     // A module the database does not know is not found, and not cached...
     let pseudo = format!("example.com/pseudo/@v/{}.info", crate::go_fixtures::PSEUDO);
     let (status, body) = get(&server, &format!("/go/go-public/{pseudo}"));
@@ -204,7 +215,7 @@ fn go_verifies_go_sum_through_intact_and_a_tampered_or_forked_database_is_refuse
     assert_eq!(status, 200, "{body}");
     let (status, latest) = get(&server, "/go/go-public/sumdb/sum.test.example/latest");
     assert!(
-        status == 200 && latest.starts_with("go.sum database tree\n304\n"),
+        status == 200 && latest.starts_with("go.sum database tree\n305\n"),
         "{latest}"
     );
 
@@ -241,12 +252,12 @@ fn go_verifies_go_sum_through_intact_and_a_tampered_or_forked_database_is_refuse
         "a full tile, stored when verified"
     );
     assert_eq!(
-        tile("tile/8/0/001.p/47"),
-        (200, 47 * 32),
+        tile("tile/8/0/001.p/49"),
+        (200, 49 * 32),
         "the accepted tree's partial tile"
     );
     assert_eq!(tile("tile/8/1/000.p/1"), (200, 32));
-    assert_eq!(tile("tile/8/0/001.p/49").0, 404, "beyond the accepted tree");
+    assert_eq!(tile("tile/8/0/001.p/50").0, 404, "beyond the accepted tree");
     assert_eq!(tile("tile/8/7/999").0, 404);
     let (status, body) = get(
         &server,
@@ -257,7 +268,7 @@ fn go_verifies_go_sum_through_intact_and_a_tampered_or_forked_database_is_refuse
 
     // The same log, restarted, now changing a byte of every tile it serves: refused, so go
     // cannot verify (and says why).
-    let same_log = "example.com/util@v1.0.0,example.com/util@v1.1.0,example.com/lib/v2@v2.1.0,example.com/legacy@v2.0.0+incompatible";
+    let same_log = "example.com/util@v1.0.0,example.com/util@v1.1.0,example.com/lib/v2@v2.1.0,example.com/legacy@v2.0.0+incompatible,example.com/many@v1.19.99";
     let tampering = start_database(&bin, &gosum, &["-fill", "300", "-prime", same_log, "-tamper"]);
     drop(server);
     let server = Server::start(&data, Some(&config(&proxy.dir, &tampering)), &[]);
@@ -291,7 +302,7 @@ fn go_verifies_go_sum_through_intact_and_a_tampered_or_forked_database_is_refuse
     assert!(ok, "{out}");
     let (status, latest) = get(&server, "/go/go-public/sumdb/sum.test.example/latest");
     assert!(
-        status == 200 && latest.starts_with("go.sum database tree\n305\n"),
+        status == 200 && latest.starts_with("go.sum database tree\n306\n"),
         "{latest}"
     );
 }

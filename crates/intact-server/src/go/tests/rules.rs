@@ -304,3 +304,40 @@ deny = ["a,b"]
         "{problems:#?}"
     );
 }
+
+#[test]
+fn checksum_db_mistakes_name_what_is_wrong() {
+    let repo = |setting: &str| {
+        format!(
+            r#"
+[[repo]]
+name = "gp"
+kind = "proxy"
+format = "go"
+upstream = "https://proxy.golang.org"
+checksum_db = {setting}
+"#
+        )
+    };
+    for (setting, says) in [
+        (r#"{ name = "x" }"#, "missing field `url`"),
+        (
+            r#"{ name = "x", url = "https://x", key = "k", kye = "k" }"#,
+            "unknown field `kye`",
+        ),
+        (r#""on""#, r#"write "off" or a table"#),
+        ("5", r#""off" or a table { name, url, key }"#),
+    ] {
+        let err = Config::parse_unchecked(&repo(setting)).expect_err(setting);
+        assert!(format!("{err:#}").contains(says), "{setting}: {err:#}");
+    }
+    let off = Config::parse_unchecked(&repo(r#""off""#)).expect("off");
+    assert_eq!(off.repos[0].checksum_db, Some(crate::config::ChecksumDbSetting::Off));
+    assert!(off.problems().is_empty(), "{:?}", off.problems());
+    // Written out and read back the same (the config's round trip).
+    let text = toml::to_string(&off).expect("toml");
+    assert_eq!(
+        Config::parse_unchecked(&text).expect("again").repos[0].checksum_db,
+        Some(crate::config::ChecksumDbSetting::Off)
+    );
+}
