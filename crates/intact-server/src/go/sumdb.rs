@@ -42,6 +42,8 @@ const MAX_LOOKUP: u64 = 64 << 10;
 const MAX_DATA_TILE: u64 = 4 << 20;
 /// How long an accepted `latest` is served before the database is asked again.
 const LATEST_TTL: Duration = Duration::from_secs(30);
+/// The longest one request to the database may take, whatever the repo's fetch deadline.
+const MAX_REQUEST_TIME: Duration = Duration::from_secs(60);
 /// The soonest a tile beyond the accepted tree makes intact ask for a newer tree head again.
 const LATEST_RECHECK: Duration = Duration::from_secs(1);
 const TILE_FILE: &str = "tile";
@@ -186,7 +188,9 @@ impl ChecksumDb {
             verifier,
             mode,
             offline: mode == NetworkMode::Offline,
-            deadline,
+            // Tree heads are accepted under a lock: a trickling database must not hold it for
+            // a repo's whole fetch deadline (tiles and notes are a few KiB).
+            deadline: deadline.min(MAX_REQUEST_TIME),
             latest: Mutex::new(None),
             last_recheck: Mutex::new(None),
             sums: Mutex::new(std::collections::HashMap::new()),
@@ -355,11 +359,23 @@ impl ChecksumDb {
             *slot = Some(held.clone());
             return Ok(held);
         }
-        // A newer head. First its own tiles must hash to it (else the database sends tiles
-        // that do not match what it signed)...
-        let (plan, data) = self
-            .verified_tiles(store, tree, &[], &PartialTiles::new(), Keep::Nothing)
-            .await?;
+        // A newer head. First its own tiles must hash to it. Full tiles already stored are
+        // the same in every honest tree, so they are read from the store; only when that
+        // fails is it asked which is wrong: the database's tiles for what it signed
+        // (tampering), or the stored ones (the head is a fork).
+        let (plan, data) = match self
+            .verified_tiles(store, tree, &[], &PartialTiles::new(), Keep::NothingYet)
+            .await
+        {
+            Ok(read) => read,
+            Err(ProxyError::InvalidUpstream(_)) => {
+                self.verified_tiles(store, tree, &[], &PartialTiles::new(), Keep::Nothing)
+                    .await?;
+                let accepted = current.as_ref().map_or(0, |c| c.tree.size);
+                return Err(self.fork(accepted, tree.size, "its tiles conflict with the accepted tree's"));
+            }
+            Err(e) => return Err(e),
+        };
         // ...then the accepted tree must be its prefix. Tiles already verified for the accepted
         // tree take part: a conflict with them is a fork too.
         if let Some(c) = &current
@@ -451,6 +467,9 @@ impl ChecksumDb {
     }
 
     /// The tiles of `plan`: stored ones from the store, the rest from the database.
+    /// The tiles asked for: from the store (`stored_first`), from `known`, else from the
+    /// database, all at once (a check needs a handful, and each is a round trip); `true`
+    /// beside the ones not fetched now.
     async fn read_tiles(
         &self,
         store: &Store,
@@ -458,15 +477,12 @@ impl ChecksumDb {
         known: &PartialTiles,
         stored_first: bool,
     ) -> Result<Vec<(Vec<u8>, bool)>, ProxyError> {
-        let mut out = Vec::with_capacity(tiles.len());
-        for tile in tiles {
+        let reads = tiles.iter().map(|tile| async move {
             if stored_first && let Some(bytes) = self.stored_tile(store, tile).await? {
-                out.push((bytes, true));
-                continue;
+                return Ok((bytes, true));
             }
             if let Some(bytes) = known.get(tile) {
-                out.push((bytes.clone(), true));
-                continue;
+                return Ok((bytes.clone(), true));
             }
             if self.offline {
                 return Err(self.offline_not_found(&tile.path()));
@@ -488,9 +504,9 @@ impl ChecksumDb {
                     e
                 }
             })?;
-            out.push((bytes, false));
-        }
-        Ok(out)
+            Ok((bytes, false))
+        });
+        futures::future::try_join_all(reads).await
     }
 
     async fn stored_tile(&self, store: &Store, tile: &Tile) -> Result<Option<Vec<u8>>, ProxyError> {
