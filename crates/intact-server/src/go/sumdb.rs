@@ -367,7 +367,7 @@ impl ChecksumDb {
             .verified_tiles(store, tree, &[], &PartialTiles::new(), Keep::NothingYet)
             .await
         {
-            Ok(read) => read,
+            Ok((plan, data, _)) => (plan, data),
             Err(ProxyError::InvalidUpstream(_)) => {
                 self.verified_tiles(store, tree, &[], &PartialTiles::new(), Keep::Nothing)
                     .await?;
@@ -541,7 +541,8 @@ impl ChecksumDb {
     }
 
     /// Reads the tiles `tree` needs for `indexes`, verifies them against it, stores the full
-    /// ones not stored yet, and returns the plan with the tiles' bytes.
+    /// ones not stored yet (as `keep` says), and returns the plan, the tiles' bytes and the
+    /// hashes at `indexes`.
     async fn verified_tiles(
         &self,
         store: &Store,
@@ -549,13 +550,14 @@ impl ChecksumDb {
         indexes: &[u64],
         known: &PartialTiles,
         keep: Keep,
-    ) -> Result<(TilePlan, Vec<Vec<u8>>), ProxyError> {
+    ) -> Result<(TilePlan, Vec<Vec<u8>>, Vec<LogHash>), ProxyError> {
         let plan = TilePlan::new(tree, TILE_HEIGHT, indexes).map_err(|e| self.invalid(e))?;
         let read = self
             .read_tiles(store, plan.tiles(), known, keep != Keep::Nothing)
             .await?;
         let bytes: Vec<&[u8]> = read.iter().map(|(b, _)| b.as_slice()).collect();
-        plan.read_hashes(&bytes)
+        let hashes = plan
+            .read_hashes(&bytes)
             .map_err(|e| self.invalid(format!("served tiles that do not verify: {e}")))?;
         if keep == Keep::FullTiles {
             for (tile, (data, stored)) in plan.tiles().iter().zip(&read) {
@@ -565,7 +567,7 @@ impl ChecksumDb {
             }
         }
         let data = read.into_iter().map(|(b, _)| b).collect();
-        Ok((plan, data))
+        Ok((plan, data, hashes))
     }
 
     async fn verified_hashes(
@@ -576,9 +578,8 @@ impl ChecksumDb {
         known: &PartialTiles,
         keep: Keep,
     ) -> Result<Vec<LogHash>, ProxyError> {
-        let (plan, data) = self.verified_tiles(store, tree, indexes, known, keep).await?;
-        let bytes: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
-        plan.read_hashes(&bytes).map_err(|e| self.invalid(e))
+        let (_, _, hashes) = self.verified_tiles(store, tree, indexes, known, keep).await?;
+        Ok(hashes)
     }
 
     /// Whether a tile beyond the accepted tree may ask the database for a newer head now: at
@@ -710,7 +711,7 @@ impl ChecksumDb {
         // may be wider when the tile asked for is partial) and what it hangs from.
         let level = tile.level as u32 * TILE_HEIGHT;
         let last = tlog::stored_hash_index(level, (tile.n << TILE_HEIGHT) + u64::from(tile.width) - 1);
-        let (plan, data) = self
+        let (plan, data, _) = self
             .verified_tiles(store, tree, &[last], &accepted.partial, Keep::FullTiles)
             .await?;
         let held = plan
