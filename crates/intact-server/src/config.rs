@@ -489,6 +489,32 @@ impl ChecksumDbConfig {
     }
 }
 
+/// `[repo.direct]`: the go command a Go proxy repo runs for its `direct` upstream entry.
+/// Every key is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectConfig {
+    /// The go command (default: `go` on `PATH`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub go: Option<PathBuf>,
+    /// A netrc file with the credentials of HTTPS hosts, for git and the go command's own
+    /// `?go-get=1` lookups. Read at each fetch, so a rotated file needs no restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netrc: Option<PathBuf>,
+    /// A git config file (credential helpers, `url.<base>.insteadOf`, `http.sslCAInfo`...).
+    /// The go command runs with a home of its own, so the service user's `~/.gitconfig` is
+    /// read only when named here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_config: Option<PathBuf>,
+    /// GOINSECURE-style globs of module paths that may be fetched over plain HTTP.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub insecure: Vec<String>,
+    /// More environment for the go command (`HTTPS_PROXY`, `GIT_SSH_COMMAND`, `GOVCS`...).
+    /// The variables intact sets itself (`GOPROXY`, `GOFLAGS`, `GOMODCACHE`...) are refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+}
+
 /// One named artifact of a staging repository: which upstream files make it up.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -537,6 +563,10 @@ pub struct RepoConfig {
     /// database (private modules it cannot know).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub no_sum: Vec<String>,
+    /// Go proxy repos whose upstream lists `direct`: how the go command that fetches from
+    /// version control is run (credentials, insecure hosts, its environment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct: Option<DirectConfig>,
     /// Go proxy repos: how long an upstream `list` / `@latest` answer is reused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub list_cache_seconds: Option<u64>,
@@ -591,6 +621,13 @@ impl RepoConfig {
         if let Some(up) = &self.upstream {
             v["upstream"] = serde_json::Value::String(without_credentials(up));
         }
+        // The go command's environment may carry tokens (a proxy's password, a GIT_ASKPASS
+        // secret): only its names are shown.
+        if let Some(env) = v.pointer_mut("/direct/env").and_then(serde_json::Value::as_object_mut) {
+            for value in env.values_mut() {
+                *value = serde_json::Value::String("***".into());
+            }
+        }
         v
     }
 
@@ -607,6 +644,7 @@ impl RepoConfig {
             network_mode: None,
             checksum_db: None,
             no_sum: Vec::new(),
+            direct: None,
             list_cache_seconds: None,
             failure_cache_seconds: None,
             fetch_timeout_seconds: None,

@@ -9,6 +9,7 @@
 //! * `error`: the one mapping to status codes (404/410 "not here", 5xx otherwise).
 
 mod check;
+pub mod direct;
 pub mod error;
 mod hosted;
 pub mod layout;
@@ -119,6 +120,7 @@ impl GoState {
                 failure_ttl: secs(repo.failure_cache_seconds, DEFAULT_FAILURE_CACHE_SECONDS),
                 list_ttl: secs(repo.list_cache_seconds, DEFAULT_LIST_CACHE_SECONDS),
                 tmp_dir: tmp_dir.clone(),
+                direct: Some(direct_settings(config, repo)),
             };
             proxies.insert(
                 n.clone(),
@@ -164,6 +166,22 @@ impl GoState {
 
 /// The Go front-end's temp directory, under the data dir.
 pub const TMP_DIR: &str = "go-tmp";
+
+/// Where a repo's `direct` upstream keeps the go command's module cache (its git clones are
+/// reused by later fetches) and home, under the data dir.
+pub const DIRECT_DIR: &str = "go-direct";
+
+fn direct_settings(config: &Config, repo: &RepoConfig) -> direct::DirectSettings {
+    let d = repo.direct.clone().unwrap_or_default();
+    direct::DirectSettings {
+        go: d.go.unwrap_or_else(|| PathBuf::from("go")),
+        work_dir: config.data_dir.join(DIRECT_DIR).join(repo.name.as_str()),
+        netrc: d.netrc,
+        git_config: d.git_config,
+        insecure: d.insecure,
+        env: d.env,
+    }
+}
 
 /// Routes under `/go`.
 pub fn routes(limits: &Arc<crate::limits::Limits>) -> Router<AppState> {

@@ -29,6 +29,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::check;
+use super::direct::DirectSettings;
 use super::error::ProxyError;
 use super::layout::{self, Committed, INFO_FILE, MOD_FILE, ZIP_FILE};
 use super::request::FileKind;
@@ -153,6 +154,8 @@ pub struct ProxySettings {
     pub list_ttl: Duration,
     /// Where zips are downloaded before they are checked (same file system as the blobs).
     pub tmp_dir: PathBuf,
+    /// How the go command runs for a `direct` upstream entry.
+    pub direct: Option<DirectSettings>,
 }
 
 /// A proxy repo's upstream and its in-flight work.
@@ -178,7 +181,7 @@ pub struct ProxyRepo {
 
 impl ProxyRepo {
     pub fn new(settings: ProxySettings) -> anyhow::Result<Self> {
-        let upstream = Upstream::new(settings.upstream, settings.fetch_timeout)?;
+        let upstream = Upstream::new(settings.upstream, settings.fetch_timeout, settings.direct)?;
         Ok(Self {
             name: settings.name,
             upstream,

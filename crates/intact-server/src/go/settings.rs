@@ -2,9 +2,9 @@
 //! `intact config check`), so that every mistake is named with its repo and key before
 //! anything is opened.
 
-use crate::config::{ChecksumDbSetting, RepoConfig, RepoFormat, RepoKind};
+use crate::config::{ChecksumDbSetting, DirectConfig, RepoConfig, RepoFormat, RepoKind};
 
-use super::upstream;
+use super::{direct, upstream};
 
 /// Every problem with `repo`'s Go settings; empty when there is none.
 pub fn problems(repo: &RepoConfig) -> Vec<String> {
@@ -19,6 +19,7 @@ pub fn problems(repo: &RepoConfig) -> Vec<String> {
             ("network_mode", repo.network_mode.is_some()),
             ("checksum_db", repo.checksum_db.is_some()),
             ("no_sum", !repo.no_sum.is_empty()),
+            ("direct", repo.direct.is_some()),
         ] {
             if set {
                 problems.push(format!(
@@ -88,8 +89,60 @@ pub fn problems(repo: &RepoConfig) -> Vec<String> {
             ));
         }
     }
+    if let Some(direct) = &repo.direct {
+        problems.extend(direct_problems(repo, direct));
+    }
     if let Err(bad) = intact_go::rules::Rules::parse(&repo.allow, &repo.deny) {
         problems.extend(bad.into_iter().map(|why| format!("repo {n}: {why}")));
+    }
+    problems
+}
+
+/// Problems with `[repo.direct]`.
+fn direct_problems(repo: &RepoConfig, direct: &DirectConfig) -> Vec<String> {
+    let n = &repo.name;
+    let mut problems = Vec::new();
+    let lists_direct = repo
+        .upstream
+        .as_deref()
+        .and_then(|up| upstream::parse_list(up).ok())
+        .is_some_and(|entries| entries.iter().any(|e| e.source == upstream::Source::Direct));
+    if !lists_direct {
+        problems.push(format!(
+            "repo {n}: [repo.direct] is only used when the upstream list has \"direct\" (e.g. upstream = \"https://proxy.golang.org,direct\")"
+        ));
+    }
+    for (key, path) in [("netrc", &direct.netrc), ("git_config", &direct.git_config)] {
+        if let Some(path) = path
+            && !path.is_absolute()
+        {
+            problems.push(format!("repo {n}: direct.{key} {path:?} must be an absolute path"));
+        }
+    }
+    if let Some(go) = &direct.go
+        && go.as_os_str().is_empty()
+    {
+        problems.push(format!("repo {n}: direct.go must name the go command"));
+    }
+    for glob in &direct.insecure {
+        if glob.trim().is_empty() || glob.contains(',') {
+            problems.push(format!(
+                "repo {n}: direct.insecure pattern {glob:?} must be one non-empty glob (list several as separate strings)"
+            ));
+        } else if intact_go::pattern::path_match_checked(glob, glob).is_none() {
+            problems.push(format!(
+                "repo {n}: direct.insecure pattern {glob:?} is not a valid glob"
+            ));
+        }
+    }
+    for (key, value) in &direct.env {
+        if let Some((_, instead)) = direct::RESERVED_ENV.iter().find(|(reserved, _)| reserved == key) {
+            problems.push(format!("repo {n}: direct.env.{key} is set by intact itself: {instead}"));
+        } else if key.is_empty() || key.contains(['=', '\0']) || value.contains('\0') {
+            problems.push(format!(
+                "repo {n}: direct.env.{key:?} is not a valid environment variable (no '=' or NUL in its name, no NUL in its value)"
+            ));
+        }
     }
     problems
 }

@@ -179,6 +179,7 @@ impl ChecksumDb {
                 fallback_on_any_error: false,
             }],
             stall,
+            None,
         )?;
         Ok(Self {
             name: config.name.clone(),

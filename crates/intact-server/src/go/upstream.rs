@@ -2,7 +2,7 @@
 //! `https://...`, `http://...` or `file:///dir` (the proxy protocol's file layout), or `off`.
 //! Entries are tried in order exactly as the go command tries GOPROXY: after an entry followed
 //! by `,` only a 404/410 falls through to the next one; after `|` any error does. `direct`
-//! (fetching from version control) is not supported and refused at start-up.
+//! builds versions from version control with the go command ([`super::direct`]).
 //!
 //! Bodies are never held whole in memory: `.zip` files stream to a temp file with a size cap,
 //! and the small files (`.info`, `.mod`, `list`) are read with a cap too. A body shorter than
@@ -20,6 +20,7 @@ use std::time::Duration;
 use intact_go::module_path;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::direct::{Direct, DirectSettings};
 use super::error::ProxyError;
 
 /// A GOPROXY protocol path below an upstream's base (`example.com/!m/@v/v1.0.0.zip`), made
@@ -29,6 +30,27 @@ use super::error::ProxyError;
 pub struct ProtocolPath {
     /// Each a non-empty path element of Go's grammar: no `/`, `\`, never `.` or `..`.
     segments: Vec<String>,
+    /// The same request unescaped, for an upstream that is not a file layout (`direct`).
+    asked: Asked,
+}
+
+/// What a [`ProtocolPath`] asks for, in module path and version terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Asked {
+    List {
+        module: String,
+    },
+    Latest {
+        module: String,
+    },
+    /// `version` may be a query (`main`, a commit hash); `extension` is `info`, `mod` or `zip`.
+    VersionFile {
+        module: String,
+        version: String,
+        extension: String,
+    },
+    /// A path of another protocol (a checksum database's).
+    Other,
 }
 
 fn not_found_version(module: &str, version: &str, e: impl std::fmt::Display) -> ProxyError {
@@ -45,14 +67,20 @@ impl ProtocolPath {
     pub fn list(module: &str) -> Result<Self, ProxyError> {
         let mut segments = Self::module(module)?;
         segments.extend(["@v".to_owned(), "list".to_owned()]);
-        Ok(Self { segments })
+        let asked = Asked::List {
+            module: module.to_owned(),
+        };
+        Ok(Self { segments, asked })
     }
 
     /// `{module}/@latest`
     pub fn latest(module: &str) -> Result<Self, ProxyError> {
         let mut segments = Self::module(module)?;
         segments.push("@latest".to_owned());
-        Ok(Self { segments })
+        let asked = Asked::Latest {
+            module: module.to_owned(),
+        };
+        Ok(Self { segments, asked })
     }
 
     /// `{module}/@v/{version}.{extension}`. `version` may be a query (`master`), but must be
@@ -61,7 +89,12 @@ impl ProtocolPath {
         let mut segments = Self::module(module)?;
         let v = module_path::escape_version(version).map_err(|e| not_found_version(module, version, e))?;
         segments.extend(["@v".to_owned(), format!("{v}.{extension}")]);
-        Ok(Self { segments })
+        let asked = Asked::VersionFile {
+            module: module.to_owned(),
+            version: version.to_owned(),
+            extension: extension.to_owned(),
+        };
+        Ok(Self { segments, asked })
     }
 
     /// A path of another protocol served beside a module proxy (a checksum database's
@@ -77,7 +110,10 @@ impl ProtocolPath {
                 "not found: {path:?} is not a plain relative path"
             )));
         }
-        Ok(Self { segments })
+        Ok(Self {
+            segments,
+            asked: Asked::Other,
+        })
     }
 
     /// The URL of this path under `base` (an `http(s)://` URL without a query), each segment
@@ -127,6 +163,8 @@ pub enum Source {
     Http(String),
     /// A directory in the proxy protocol's layout (`{module}/@v/{version}.zip`...).
     File(PathBuf),
+    /// Version control, through the go command (`GOPROXY=direct`).
+    Direct,
     /// Refuses every request (like `GOPROXY=off`): "not found".
     Off,
 }
@@ -136,6 +174,7 @@ impl std::fmt::Display for Source {
         match self {
             Self::Http(url) => f.write_str(url),
             Self::File(dir) => write!(f, "file://{}", dir.display()),
+            Self::Direct => f.write_str("direct"),
             Self::Off => f.write_str("off"),
         }
     }
@@ -173,11 +212,7 @@ pub fn parse_list(list: &str) -> Result<Vec<Entry>, String> {
         }
         let source = match item {
             "off" => Source::Off,
-            "direct" => {
-                return Err(
-                    "\"direct\" (fetching from version control) is not supported yet: list module proxies (https://..., http://..., file:///dir)".into(),
-                );
-            }
+            "direct" => Source::Direct,
             "noproxy" => return Err("\"noproxy\" is not a module proxy".into()),
             _ => parse_url(item)?,
         };
@@ -230,12 +265,14 @@ pub const MAX_LIST: u64 = 32 << 20;
 pub struct Upstream {
     pub entries: Vec<Entry>,
     client: reqwest::Client,
+    /// Runs the go command for a `direct` entry (`None` when the list has none).
+    direct: Option<Direct>,
     /// The longest an upstream may stay silent (connect, headers, or between body reads).
     stall: Duration,
 }
 
 impl Upstream {
-    pub fn new(entries: Vec<Entry>, stall: Duration) -> anyhow::Result<Self> {
+    pub fn new(entries: Vec<Entry>, stall: Duration, direct: Option<DirectSettings>) -> anyhow::Result<Self> {
         // reqwest is built without a default TLS provider; the binary installs ring, and so
         // does this, for embedders and tests (installing twice is a harmless no-op).
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -244,7 +281,28 @@ impl Upstream {
             .connect_timeout(stall.min(Duration::from_secs(30)))
             .read_timeout(stall)
             .build()?;
-        Ok(Self { entries, client, stall })
+        let direct = entries
+            .iter()
+            .any(|e| e.source == Source::Direct)
+            .then(|| {
+                direct.ok_or_else(|| {
+                    anyhow::anyhow!("the upstream list has \"direct\" but nothing says how to run the go command")
+                })
+            })
+            .transpose()?
+            .map(Direct::new);
+        Ok(Self {
+            entries,
+            client,
+            direct,
+            stall,
+        })
+    }
+
+    fn direct(&self) -> Result<&Direct, ProxyError> {
+        self.direct
+            .as_ref()
+            .ok_or_else(|| ProxyError::Internal("upstream direct is not set up".into()))
     }
 
     /// GETs `rel` from `source` into memory, refusing more than `cap` bytes.
@@ -257,6 +315,7 @@ impl Upstream {
     async fn get_bytes_uncounted(&self, source: &Source, rel: &ProtocolPath, cap: u64) -> Result<Vec<u8>, ProxyError> {
         match source {
             Source::Off => Err(off(rel)),
+            Source::Direct => self.direct()?.get_bytes(&rel.asked, cap).await,
             Source::File(dir) => {
                 let path = rel.file(dir)?;
                 let file = open_file(&path, source, rel).await?;
@@ -312,6 +371,7 @@ impl Upstream {
     ) -> Result<u64, ProxyError> {
         let written = match source {
             Source::Off => return Err(off(rel)),
+            Source::Direct => self.direct()?.get_zip(&rel.asked, out, cap).await?,
             Source::File(dir) => {
                 let path = rel.file(dir)?;
                 let file = open_file(&path, source, rel).await?;
@@ -514,6 +574,16 @@ mod tests {
             ])
         );
         assert_eq!(
+            parse_list("https://a.example,direct"),
+            Ok(vec![
+                http("https://a.example", false),
+                Entry {
+                    source: Source::Direct,
+                    fallback_on_any_error: false
+                },
+            ])
+        );
+        assert_eq!(
             parse_list(" http://127.0.0.1:8080/prefix ,,"),
             Ok(vec![http("http://127.0.0.1:8080/prefix", false)])
         );
@@ -522,8 +592,7 @@ mod tests {
     #[test]
     fn goproxy_list_errors_say_why() {
         for (bad, needle) in [
-            ("direct", "not supported"),
-            ("https://a.example,direct", "not supported"),
+            ("noproxy", "not a module proxy"),
             ("", "empty"),
             (" , ", "empty"),
             ("ftp://x", "unsupported scheme"),
@@ -651,7 +720,7 @@ mod tests {
         let v = dir.path().join("example.com/a/@v");
         std::fs::create_dir_all(&v).expect("mkdir");
         std::fs::write(v.join("list"), "v1.0.0\n").expect("write");
-        let up = Upstream::new(vec![], Duration::from_secs(5)).expect("client");
+        let up = Upstream::new(vec![], Duration::from_secs(5), None).expect("client");
         let src = Source::File(dir.path().to_owned());
         let a = ProtocolPath::list("example.com/a").expect("path");
         let b = ProtocolPath::list("example.com/b").expect("path");

@@ -420,6 +420,20 @@ pub fn go_binary() -> Option<PathBuf> {
         })
 }
 
+/// The go command, or `None` to skip a test outside the test command. The test command
+/// installs go: missing there, it is a failure, never a skip.
+pub fn need_go(test: &str) -> Option<PathBuf> {
+    let go = go_binary();
+    if go.is_none() {
+        assert!(
+            std::env::var_os("INTACT_SUITE_SIZE").is_none(),
+            "{test}: no go command, though the test command (scripts/test) installs golang-go"
+        );
+        eprintln!("skipping {test}: no go command (install golang-go; scripts/test does)");
+    }
+    go
+}
+
 /// `go` with a fresh home, module cache and build cache under `home`, talking only to `goproxy`.
 pub fn go_command(go: &Path, home: &Path, goproxy: &str) -> Command {
     let mut cmd = Command::new(go);

@@ -15,7 +15,8 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::go_fixtures::{
-    Fault, HttpUpstream, MANY_COUNT, Proxy, build_proxy, go_binary, go_command, many_version, run, run_ok, write_app,
+    Fault, HttpUpstream, MANY_COUNT, Proxy, build_proxy, go_binary, go_command, many_version, need_go, run, run_ok,
+    write_app,
 };
 use crate::harness::{self, Server};
 
@@ -178,19 +179,6 @@ impl Env {
         write_app(&app, &self.proxy.sums);
         (home, app)
     }
-}
-
-fn need_go(test: &str) -> Option<PathBuf> {
-    let go = go_binary();
-    if go.is_none() {
-        // The test command installs go: missing there, it is a failure, never a skip.
-        assert!(
-            std::env::var_os("INTACT_SUITE_SIZE").is_none(),
-            "{test}: no go command, though the test command (scripts/test) installs golang-go"
-        );
-        eprintln!("skipping {test}: no go command (install golang-go; scripts/test does)");
-    }
-    go
 }
 
 fn header<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {

@@ -5,6 +5,8 @@ mod crash;
 mod deploy;
 mod faults;
 mod gc;
+mod git_host;
+mod go_direct;
 mod go_fixtures;
 mod go_proxy;
 mod harness;
