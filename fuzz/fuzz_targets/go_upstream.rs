@@ -54,6 +54,7 @@ fuzz_target!(|data: &[u8]| {
                     let url = Url::from_file_path(dir).unwrap_or_else(|()| panic!("{dir:?} has no file URL"));
                     written.push_str(url.as_str());
                 }
+                Source::Direct => written.push_str("direct"),
                 Source::Off => written.push_str("off"),
             }
             if i + 1 < entries.len() {
