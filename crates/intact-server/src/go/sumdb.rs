@@ -48,6 +48,7 @@ const MAX_REQUEST_TIME: Duration = Duration::from_secs(60);
 const LATEST_RECHECK: Duration = Duration::from_secs(1);
 const TILE_FILE: &str = "tile";
 const NOTE_FILE: &str = "note";
+const LOOKUP_FILE: &str = "lookup";
 
 /// The partial tiles of one tree (the last tile of each level), by tile.
 type PartialTiles = std::collections::HashMap<Tile, Vec<u8>>;
@@ -594,8 +595,17 @@ impl ChecksumDb {
         true
     }
 
-    /// A lookup answer, passed on once its tree head is accepted and its record verified.
+    /// A lookup answer: the one stored for it, else the database's, passed on once its tree
+    /// head is accepted and its record verified, and stored (a record never changes, and an
+    /// older tree head in a lookup is fine for clients: they check it against the newest).
+    /// So a repo that is offline, or whose database is down, answers every lookup it made.
     async fn lookup(&self, store: &Store, module: &str, version: &str) -> Result<Vec<u8>, ProxyError> {
+        let slot = self.lookup_slot(module, version);
+        if let Some((name, v)) = &slot
+            && let Some(body) = self.stored_lookup(store, name, v, module, version).await?
+        {
+            return Ok(body);
+        }
         if self.offline {
             return Err(self.offline_not_found(&format!("the lookup of {module}@{version}")));
         }
@@ -629,6 +639,53 @@ impl ChecksumDb {
                 "answered the lookup of {module}@{version} with record {id}, which is not in its log"
             )));
         }
+        self.check_record_names(text, module, version)?;
+        if let Some((name, v)) = slot {
+            let files = vec![(LOOKUP_FILE, layout::pending_from_bytes(store, &body).await?)];
+            let metadata = serde_json::json!({"sumdb": self.name, "lookup": format!("{module}@{version}")});
+            // Best effort: the answer is verified whether or not it could be kept.
+            if let Err(e) = layout::commit(store, &self.repo, &name, &v, files, metadata).await {
+                tracing::warn!(repo = %self.repo, sumdb = %self.name, %module, %version, error = %e, "could not store a checksum-database lookup");
+            }
+        }
+        Ok(body)
+    }
+
+    /// Where the lookup of `module@version` is stored: `@sumdb/{db}/lookup/{module}`, version
+    /// `version` (`None` for the rare module path or version intact cannot name).
+    fn lookup_slot(&self, module: &str, version: &str) -> Option<(Name, Version)> {
+        let name = Name::parse_internal(&format!("@sumdb/{}/lookup/{module}", self.name)).ok()?;
+        Some((name, Version::parse(version).ok()?))
+    }
+
+    /// A stored lookup, re-checked as far as it can be without the database: its tree head's
+    /// signature, and that its record is this module version's (clients prove the record
+    /// against the tree with tiles themselves, and the full tiles are stored).
+    async fn stored_lookup(
+        &self,
+        store: &Store,
+        name: &Name,
+        v: &Version,
+        module: &str,
+        version: &str,
+    ) -> Result<Option<Vec<u8>>, ProxyError> {
+        let Some(m) = store.has_version(&self.repo, name, v).await? else {
+            return Ok(None);
+        };
+        let Some(file) = m.file(LOOKUP_FILE) else {
+            return Ok(None);
+        };
+        let body = layout::read_small(store, file).await?;
+        let (_, text, note) = tlog::parse_record(&body)
+            .map_err(|e| ProxyError::Internal(format!("stored lookup of {module}@{version}: {e}")))?;
+        self.tree_of(note)
+            .and_then(|_| self.check_record_names(text, module, version))
+            .map_err(|e| ProxyError::Internal(format!("stored lookup of {module}@{version} does not verify: {e}")))?;
+        Ok(Some(body))
+    }
+
+    /// Every line of a lookup's record must be about `module@version`.
+    fn check_record_names(&self, text: &[u8], module: &str, version: &str) -> Result<(), ProxyError> {
         let text = std::str::from_utf8(text).map_err(|e| self.invalid(e))?;
         let zip_line = format!("{module} {version} ");
         let mod_line = format!("{module} {version}/go.mod ");
@@ -640,7 +697,7 @@ impl ChecksumDb {
                 "answered the lookup of {module}@{version} with the record of another module version"
             )));
         }
-        Ok(body)
+        Ok(())
     }
 
     /// The go.sum hashes the database records for `module@version`, from a verified lookup

@@ -16,10 +16,10 @@ use crate::harness::{self, Server};
 /// Where Debian's golang-golang-x-mod-dev puts golang.org/x/mod.
 const GOCODE: &str = "/usr/share/gocode";
 
-struct Database {
+pub(crate) struct Database {
     child: Child,
-    vkey: String,
-    url: String,
+    pub(crate) vkey: String,
+    pub(crate) url: String,
 }
 
 impl Drop for Database {
@@ -30,7 +30,7 @@ impl Drop for Database {
 }
 
 /// Builds the test database's server (once per test).
-fn build_database(go: &Path, dir: &Path) -> PathBuf {
+pub(crate) fn build_database(go: &Path, dir: &Path) -> PathBuf {
     let have_x_mod = Path::new(GOCODE).join("src/golang.org/x/mod/sumdb").is_dir();
     assert!(
         have_x_mod,
@@ -57,7 +57,7 @@ fn build_database(go: &Path, dir: &Path) -> PathBuf {
     bin
 }
 
-fn start_database(bin: &Path, gosum: &Path, flags: &[&str]) -> Database {
+pub(crate) fn start_database(bin: &Path, gosum: &Path, flags: &[&str]) -> Database {
     let mut child = Command::new(bin)
         .arg("-gosum")
         .arg(gosum)
@@ -229,8 +229,8 @@ fn go_verifies_go_sum_through_intact_and_a_tampered_or_forked_database_is_refuse
     let url = honest.url.clone();
     drop(honest);
 
-    // Offline, with the database gone: the accepted tree head and its tiles are served from
-    // the store; a lookup needs the database.
+    // Offline, with the database gone: the accepted tree head, its tiles and the lookups made
+    // are served from the store; a lookup never made needs the database.
     drop(server);
     let server = Server::start(
         &data,
@@ -259,9 +259,19 @@ fn go_verifies_go_sum_through_intact_and_a_tampered_or_forked_database_is_refuse
     assert_eq!(tile("tile/8/1/000.p/1"), (200, 32));
     assert_eq!(tile("tile/8/0/001.p/50").0, 404, "beyond the accepted tree");
     assert_eq!(tile("tile/8/7/999").0, 404);
+    // Lookups made while online were stored: a go command with no go.sum, whose only route
+    // out is this offline intact, verifies what it downloads.
     let (status, body) = get(
         &server,
         "/go/go-public/sumdb/sum.test.example/lookup/example.com/util@v1.0.0",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("example.com/util v1.0.0 h1:"), "{body}");
+    let (ok, out) = download(&server, &vkey, "offline-client", "example.com/lib/v2@v2.1.0");
+    assert!(ok, "verified offline: {out}");
+    let (status, body) = get(
+        &server,
+        "/go/go-public/sumdb/sum.test.example/lookup/example.com/never@v1.0.0",
     );
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("offline"), "{body}");
