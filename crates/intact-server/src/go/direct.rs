@@ -382,10 +382,10 @@ impl Direct {
     /// clone stays for the next version). Only paths inside the cache are touched.
     async fn forget(&self, m: &GoModule) {
         let cache = self.modcache();
-        if let Some(dir) = m.dir.as_ref().filter(|d| d.starts_with(&cache)) {
-            if let Err(e) = tokio::fs::remove_dir_all(dir).await {
-                tracing::debug!(dir = %dir.display(), error = %e, "could not remove an extracted module");
-            }
+        if let Some(dir) = m.dir.as_ref().filter(|d| d.starts_with(&cache))
+            && let Err(e) = tokio::fs::remove_dir_all(dir).await
+        {
+            tracing::debug!(dir = %dir.display(), error = %e, "could not remove an extracted module");
         }
         if let Some(zip) = m.zip.as_ref().filter(|z| z.starts_with(&cache)) {
             for path in [zip.clone(), zip.with_extension("ziphash")] {
