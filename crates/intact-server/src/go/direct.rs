@@ -63,6 +63,12 @@ pub const RESERVED_ENV: &[(&str, &str)] = &[
     ("NETRC", "use direct.netrc"),
     ("GIT_CONFIG_GLOBAL", "use direct.git_config"),
     ("GIT_TERMINAL_PROMPT", "a fetch can never answer a prompt"),
+    (
+        "GIT_CONFIG_NOSYSTEM",
+        "the system's git config is never read; use direct.git_config",
+    ),
+    ("LC_ALL", "intact reads the go command's messages in English"),
+    ("LANGUAGE", "intact reads the go command's messages in English"),
 ];
 
 /// Variables of the service's environment passed on to the go command when set: how to
@@ -195,6 +201,8 @@ impl Direct {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own process group, so an abandoned fetch kills git and ssh too.
+            .process_group(0)
             .kill_on_drop(true);
         for name in PASSED_ON {
             if let Some(value) = std::env::var_os(name) {
@@ -217,7 +225,11 @@ impl Direct {
             .env("GOCACHE", work.join("gocache"))
             .env("GOINSECURE", self.settings.insecure.join(","))
             .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GCM_INTERACTIVE", "never")
+            // A git transfer slower than 1 KiB/s for a minute is given up, not waited on.
+            .env("GIT_HTTP_LOW_SPEED_LIMIT", "1024")
+            .env("GIT_HTTP_LOW_SPEED_TIME", "60")
             .env("LC_ALL", "C");
         if self.settings.netrc.is_some() {
             cmd.env("NETRC", self.home().join(".netrc"));
@@ -236,11 +248,10 @@ impl Direct {
             .await
             .map_err(|e| ProxyError::Internal(format!("direct fetch queue: {e}")))?;
         let mut child = self.command(args).spawn().map_err(|e| {
-            ProxyError::Internal(format!(
-                "running the go command {} for upstream direct: {e}",
-                self.settings.go.display()
-            ))
+            tracing::error!(go = %self.settings.go.display(), error = %e, "could not start the go command for upstream direct");
+            ProxyError::Internal(format!("the go command for upstream direct could not be started: {e}"))
         })?;
+        let mut group = GroupKiller::new(child.id());
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
             return Err(ProxyError::Internal("the go command's output was not piped".into()));
         };
@@ -250,6 +261,7 @@ impl Direct {
             child.wait()
         );
         let status = status.map_err(|e| ProxyError::Internal(format!("waiting for the go command: {e}")))?;
+        group.disarm();
         let (out, err) = (out?, err?);
         let parsed: Option<GoModule> = serde_json::from_slice(&out).ok();
         let reported = parsed.as_ref().and_then(|m| m.error.clone());
@@ -262,33 +274,47 @@ impl Direct {
                 ))
             });
         }
+        if status.code().is_none() {
+            // Killed by a signal (out of memory, an operator): nothing was learnt about `what`.
+            return Err(ProxyError::Upstream(format!(
+                "upstream direct: the go command fetching {what} was killed ({status})"
+            )));
+        }
         let text = reported.unwrap_or_else(|| String::from_utf8_lossy(&err).into_owned());
         Err(self.failure(what, &text))
     }
 
     /// The go command's error as an answer: the work dir is not shown (its paths are this
-    /// server's business), and only failures to reach the repository are upstream faults.
+    /// server's business). Only what the go command says does not exist is "not found"; any
+    /// other failure (the repository unreachable, a full disk, a message not recognised) is
+    /// the upstream's, never remembered as an answer.
     fn failure(&self, what: &str, text: &str) -> ProxyError {
-        let work = self.settings.work_dir.display().to_string();
-        let text = text.replace(&work, "$WORK");
+        let text = self.hide_work_dir(text);
         let text = text
             .trim()
             .trim_start_matches("go: ")
             .split_whitespace()
             .collect::<Vec<_>>()
             .join(" ");
-        if is_outage(&text) {
-            ProxyError::Upstream(format!("upstream direct could not fetch {what}: {text}"))
-        } else {
+        if is_not_found(&text) {
             ProxyError::NotFound(format!("not found: {text}"))
+        } else {
+            ProxyError::Upstream(format!("upstream direct could not fetch {what}: {text}"))
         }
+    }
+
+    fn hide_work_dir(&self, text: &str) -> String {
+        text.replace(&self.settings.work_dir.display().to_string(), "$WORK")
     }
 
     /// Answers `asked` into memory (`list`, `@latest`, `.info`, `.mod`).
     pub async fn get_bytes(&self, asked: &Asked, cap: u64) -> Result<Vec<u8>, ProxyError> {
         let bytes = match asked {
             Asked::List { module } => {
-                let m = self.run(&["list", "-m", "-versions", "-json", module], module).await?;
+                // Retracted versions stay listed, as a module proxy lists them.
+                let m = self
+                    .run(&["list", "-m", "-versions", "-retracted", "-json", module], module)
+                    .await?;
                 let mut list = String::new();
                 for v in m.versions {
                     list.push_str(&v);
@@ -305,7 +331,7 @@ impl Direct {
                 version,
                 extension,
             } if extension == "info" => {
-                let arg = format!("{module}@{version}");
+                let arg = format!("{module}@{}", plain_query(module, version)?);
                 info_json(&self.run(&["list", "-m", "-json", &arg], &arg).await?)?
             }
             Asked::VersionFile {
@@ -313,9 +339,17 @@ impl Direct {
                 version,
                 extension,
             } if extension == "mod" => {
-                let m = self.download(module, version).await?;
+                // `go list` fetches the go.mod alone; `go mod download` would build the zip too.
+                let arg = format!("{module}@{}", plain_query(module, version)?);
+                let m = self.run(&["list", "-m", "-json", &arg], &arg).await?;
+                if m.version != *version {
+                    return Err(ProxyError::InvalidUpstream(format!(
+                        "upstream direct: `go list -m {arg}` answered version {:?}",
+                        m.version
+                    )));
+                }
                 let path = m.go_mod.ok_or_else(|| no_file(module, version, "go.mod"))?;
-                read_file_capped(&path, cap).await?
+                self.read_file_capped(&path, cap).await?
             }
             other => {
                 return Err(ProxyError::Internal(format!(
@@ -349,9 +383,25 @@ impl Direct {
             )));
         }
         let m = self.download(module, version).await?;
+        let copied = self.copy_zip(&m, module, version, out, cap).await;
+        // The copy (or the failure) is all that is needed of the extracted tree and zip.
+        self.forget(&m).await;
+        copied
+    }
+
+    async fn copy_zip(
+        &self,
+        m: &GoModule,
+        module: &str,
+        version: &str,
+        out: &mut tokio::fs::File,
+        cap: u64,
+    ) -> Result<u64, ProxyError> {
         let zip = m.zip.clone().ok_or_else(|| no_file(module, version, "zip"))?;
         let file = tokio::fs::File::open(&zip).await.map_err(|e| {
-            ProxyError::Upstream(format!("upstream direct: opening the zip of {module}@{version}: {e}"))
+            ProxyError::Upstream(
+                self.hide_work_dir(&format!("upstream direct: opening the zip of {module}@{version}: {e}")),
+            )
         })?;
         let n = tokio::io::copy(&mut file.take(cap + 1), out)
             .await
@@ -361,13 +411,25 @@ impl Direct {
                 "upstream direct built a zip of {module}@{version} larger than the limit of {cap} bytes"
             )));
         }
-        self.forget(&m).await;
         Ok(n)
+    }
+
+    async fn read_file_capped(&self, path: &Path, cap: u64) -> Result<Vec<u8>, ProxyError> {
+        let shown = self.hide_work_dir(&path.display().to_string());
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| ProxyError::Upstream(format!("upstream direct: opening {shown}: {e}")))?;
+        let mut buf = Vec::new();
+        file.take(cap + 1)
+            .read_to_end(&mut buf)
+            .await
+            .map_err(|e| ProxyError::Upstream(format!("upstream direct: reading {shown}: {e}")))?;
+        Ok(buf)
     }
 
     /// `go mod download -json M@V` for a canonical version; the answer must be that version.
     async fn download(&self, module: &str, version: &str) -> Result<GoModule, ProxyError> {
-        let arg = format!("{module}@{version}");
+        let arg = format!("{module}@{}", plain_query(module, version)?);
         let m = self.run(&["mod", "download", "-json", &arg], &arg).await?;
         if m.version != version {
             return Err(ProxyError::InvalidUpstream(format!(
@@ -419,31 +481,105 @@ fn no_file(module: &str, version: &str, what: &str) -> ProxyError {
     ))
 }
 
-/// Whether the go command's error says the repository could not be reached (a fault that
-/// may pass), rather than that what was asked does not exist.
-fn is_outage(text: &str) -> bool {
+/// Whether the go command's error says that what was asked does not exist (or may not be
+/// fetched with the credentials given): a definitive answer. A failure to reach the
+/// repository is never one, even when its message also says "not found".
+fn is_not_found(text: &str) -> bool {
     const OUTAGES: &[&str] = &[
         "connection refused",
         "connection timed out",
         "connection reset",
         "operation timed out",
+        "timed out",
         "i/o timeout",
+        "deadline exceeded",
         "network is unreachable",
         "no route to host",
         "failed to connect",
-        "tls handshake timeout",
-        "the remote end hung up unexpectedly",
-        "returned error: 500",
-        "returned error: 502",
-        "returned error: 503",
-        "returned error: 504",
+        "tls handshake",
+        "ssl_error",
+        "hung up unexpectedly",
+        "early eof",
+        "unexpected disconnect",
+        "rpc failed",
+        "returned error: 429",
+        "returned error: 5",
+        "429 too many requests",
         "500 internal server error",
         "502 bad gateway",
         "503 service unavailable",
         "504 gateway timeout",
+        "no space left on device",
+        "permission denied",
+        "cannot lock ref",
+        ".lock': file exists",
+        ".lock: file exists",
+        "server misbehaving",
+    ];
+    const NOT_FOUND: &[&str] = &[
+        "unknown revision",
+        "invalid version",
+        "no matching versions",
+        "not found",
+        "does not exist",
+        "unrecognized import path",
+        "terminal prompts disabled",
+        "authentication failed",
+        "malformed module path",
+        "invalid module path",
+        "does not contain package",
+        "disallowed version string",
+        "no such host",
+        "could not resolve host",
+        "module declares its path as",
+        "missing go.sum entry",
     ];
     let lower = text.to_ascii_lowercase();
-    OUTAGES.iter().any(|o| lower.contains(o))
+    !OUTAGES.iter().any(|o| lower.contains(o)) && NOT_FOUND.iter().any(|n| lower.contains(n))
+}
+
+/// A version or query as handed to the go command: Go's version characters, a branch's `/`
+/// excepted (never in a proxy request), and never starting with `-`. What the version
+/// control tools would read as an option or something else never reaches them.
+fn plain_query<'a>(module: &str, query: &'a str) -> Result<&'a str, ProxyError> {
+    let plain = !query.is_empty()
+        && !query.starts_with('-')
+        && query
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-'));
+    if plain {
+        Ok(query)
+    } else {
+        Err(ProxyError::NotFound(format!(
+            "not found: {module}@{query}: upstream direct takes versions, branches, tags and commit hashes of [A-Za-z0-9._+-] only"
+        )))
+    }
+}
+
+/// Kills a go command's whole process group (git, ssh...) when its fetch is abandoned:
+/// dropped before [`GroupKiller::disarm`], which is called once the go command has exited.
+struct GroupKiller(Option<rustix::process::Pid>);
+
+impl GroupKiller {
+    fn new(pid: Option<u32>) -> Self {
+        Self(
+            pid.and_then(|p| i32::try_from(p).ok())
+                .and_then(rustix::process::Pid::from_raw),
+        )
+    }
+
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GroupKiller {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            // The group is the go command's own (process_group(0)); it may be gone already.
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    }
 }
 
 async fn read_capped(reader: impl AsyncRead + Unpin, cap: u64) -> Result<Vec<u8>, ProxyError> {
@@ -456,18 +592,6 @@ async fn read_capped(reader: impl AsyncRead + Unpin, cap: u64) -> Result<Vec<u8>
     // Drain the rest so the process never blocks on a full pipe.
     let mut rest = limited.into_inner();
     let _ = tokio::io::copy(&mut rest, &mut tokio::io::sink()).await;
-    Ok(buf)
-}
-
-async fn read_file_capped(path: &Path, cap: u64) -> Result<Vec<u8>, ProxyError> {
-    let file = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| ProxyError::Upstream(format!("upstream direct: opening {}: {e}", path.display())))?;
-    let mut buf = Vec::new();
-    file.take(cap + 1)
-        .read_to_end(&mut buf)
-        .await
-        .map_err(|e| ProxyError::Upstream(format!("upstream direct: reading {}: {e}", path.display())))?;
     Ok(buf)
 }
 
@@ -487,21 +611,95 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_failures_to_reach_the_repository_are_outages() {
-        assert!(is_outage(
-            "git ls-remote -q origin: fatal: unable to access 'https://h/': Failed to connect to h port 443: Connection refused"
-        ));
-        assert!(is_outage("dial tcp 10.0.0.1:443: i/o timeout"));
-        assert!(is_outage("The requested URL returned error: 503"));
-        assert!(!is_outage(
-            "example.test/m@v9.0.0: invalid version: unknown revision v9.0.0"
-        ));
-        assert!(!is_outage(
-            "fatal: could not read Username for 'http://example.test': terminal prompts disabled"
-        ));
-        assert!(!is_outage(
-            "unrecognized import path \"example.test/x\": reading http://example.test/x?go-get=1: 404 Not Found"
-        ));
+    fn only_what_does_not_exist_is_not_found() {
+        for outage in [
+            "git ls-remote -q origin: fatal: unable to access 'https://h/': Failed to connect to h port 443: Connection refused",
+            "unrecognized import path \"h/m\": https fetch: Get \"https://h/m?go-get=1\": dial tcp 10.0.0.1:443: i/o timeout",
+            "The requested URL returned error: 503",
+            "The requested URL returned error: 429",
+            "fatal: early EOF",
+            "write /x/cache/vcs/ab/objects: no space left on device",
+            "error: cannot lock ref 'refs/tags/v1': Unable to create '/x/shallow.lock': File exists.",
+            "",
+            "something nobody has seen before",
+        ] {
+            assert!(!is_not_found(outage), "{outage}");
+        }
+        for not_found in [
+            "example.test/m@v1.9.9: invalid version: unknown revision v1.9.9",
+            "fatal: could not read Username for 'http://example.test': terminal prompts disabled",
+            "unrecognized import path \"example.test/x\": reading http://example.test/x?go-get=1: 404 Not Found",
+            "remote: Repository not found.",
+            "example.test/m@latest: no matching versions for query \"latest\"",
+        ] {
+            assert!(is_not_found(not_found), "{not_found}");
+        }
+    }
+
+    #[test]
+    fn queries_reach_the_go_command_as_plain_words() {
+        for ok in [
+            "v1.0.0",
+            "main",
+            "4f1c2a9b7e3d",
+            "v2.0.0+incompatible",
+            "release-1.x",
+            "v1.2.3-rc.1",
+        ] {
+            assert_eq!(plain_query("m", ok).ok(), Some(ok));
+        }
+        for bad in [
+            "-x",
+            "--upload-pack=evil",
+            "a b",
+            "a@b",
+            "$x",
+            "a=b",
+            "a,b",
+            "feature/x",
+            "",
+        ] {
+            assert!(plain_query("m", bad).expect_err(bad).is_not_found(), "{bad}");
+        }
+    }
+
+    /// A fetch abandoned at its deadline must not leave git (or ssh) running: they would hold
+    /// git's lock files in the module cache and fail every later fetch of the module.
+    #[tokio::test]
+    async fn an_abandoned_run_kills_the_go_commands_children_too() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pid_file = dir.path().join("child.pid");
+        let go = dir.path().join("fake-go");
+        std::fs::write(
+            &go,
+            format!("#!/bin/sh\nsleep 300 &\necho $! > {}\nwait\n", pid_file.display()),
+        )
+        .expect("write");
+        std::fs::set_permissions(&go, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        let direct = Direct::new(DirectSettings {
+            go,
+            work_dir: dir.path().join("work"),
+            netrc: None,
+            git_config: None,
+            insecure: Vec::new(),
+            env: BTreeMap::new(),
+        });
+        let abandoned = tokio::time::timeout(std::time::Duration::from_secs(1), direct.run(&["list"], "m")).await;
+        assert!(abandoned.is_err(), "the fake go command never ends by itself");
+        let pid = std::fs::read_to_string(&pid_file).expect("the child wrote its pid");
+        let stat = format!("/proc/{}/stat", pid.trim());
+        let gone = || {
+            // Gone, or a zombie waiting for a reaper: either way no longer running.
+            std::fs::read_to_string(&stat)
+                .map_or(true, |s| s.split(") ").nth(1).is_some_and(|rest| rest.starts_with('Z')))
+        };
+        for _ in 0..100 {
+            if gone() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the go command's child {} outlived the abandoned run", pid.trim());
     }
 
     #[test]

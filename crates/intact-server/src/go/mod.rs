@@ -175,7 +175,12 @@ fn direct_settings(config: &Config, repo: &RepoConfig) -> direct::DirectSettings
     let d = repo.direct.clone().unwrap_or_default();
     direct::DirectSettings {
         go: d.go.unwrap_or_else(|| PathBuf::from("go")),
-        work_dir: config.data_dir.join(DIRECT_DIR).join(repo.name.as_str()),
+        // Absolute: the go command refuses a relative GOPATH or GOMODCACHE, and the data dir
+        // may be given relative (the default is).
+        work_dir: {
+            let dir = config.data_dir.join(DIRECT_DIR).join(repo.name.as_str());
+            std::path::absolute(&dir).unwrap_or(dir)
+        },
         netrc: d.netrc,
         git_config: d.git_config,
         insecure: d.insecure,
@@ -535,6 +540,24 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
+
+    /// The go command refuses a relative GOPATH or GOMODCACHE, and the default data dir is
+    /// relative: `direct` must still work there.
+    #[test]
+    fn the_direct_work_dir_is_absolute_under_a_relative_data_dir() {
+        let config = Config {
+            data_dir: PathBuf::from("./intact-data"),
+            ..Config::default()
+        };
+        let repo = RepoConfig::new("go-public", RepoKind::Proxy, RepoFormat::Go);
+        let settings = direct_settings(&config, &repo);
+        assert!(settings.work_dir.is_absolute(), "{:?}", settings.work_dir);
+        assert!(
+            settings.work_dir.ends_with("intact-data/go-direct/go-public"),
+            "{:?}",
+            settings.work_dir
+        );
+    }
 
     /// A module zip of `module@version` whose one package file holds `code`.
     fn module_zip(src: &Path, module: &str, version: &str, code: &str) -> Vec<u8> {

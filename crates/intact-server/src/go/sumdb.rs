@@ -601,10 +601,21 @@ impl ChecksumDb {
     /// So a repo that is offline, or whose database is down, answers every lookup it made.
     async fn lookup(&self, store: &Store, module: &str, version: &str) -> Result<Vec<u8>, ProxyError> {
         let slot = self.lookup_slot(module, version);
-        if let Some((name, v)) = &slot
-            && let Some(body) = self.stored_lookup(store, name, v, module, version).await?
-        {
-            return Ok(body);
+        if let Some((name, v)) = &slot {
+            match self.stored_lookup(store, name, v, module, version).await {
+                Ok(Some(body)) => return Ok(body),
+                Ok(None) => {}
+                // A stored answer that lost its bytes or no longer verifies (the database's key
+                // changed under the same name) is dropped and asked for again, as any damaged
+                // cached copy; offline, there is nothing to ask.
+                Err(e @ (ProxyError::LostBytes(_) | ProxyError::Internal(_))) if !self.offline => {
+                    tracing::warn!(repo = %self.repo, sumdb = %self.name, %module, %version, error = %e, "dropping a stored checksum-database lookup; asking the database again");
+                    store
+                        .delete_version(&self.repo, name, v, "a stored lookup was damaged or did not verify")
+                        .await?;
+                }
+                Err(e) => return Err(e),
+            }
         }
         if self.offline {
             return Err(self.offline_not_found(&format!("the lookup of {module}@{version}")));
