@@ -70,6 +70,12 @@ enum Command {
     Go(cmd::go::Args),
     /// Copy a stopped server's embedded data dir to PostgreSQL + S3 (resumable, verified).
     Migrate(cmd::migrate::Args),
+    /// Write a repo's versions (as of one commit, or since an earlier export) into a tar
+    /// for another server, e.g. across an air gap (docs/transfer.md).
+    Export(cmd::transfer::export::Args),
+    /// Commit the versions of an `intact export` archive into this server, each atomically,
+    /// every file's sha256 checked; needs an admin token (docs/transfer.md).
+    Import(cmd::transfer::import::Args),
     /// API tokens: create, list, revoke (docs/security.md).
     Token(cmd::token::Args),
     /// Webhooks: signed HTTP callbacks for commits, rollbacks and deletions (docs/operations.md).
@@ -139,6 +145,8 @@ fn main() -> std::process::ExitCode {
             Command::Stage(a) => cmd::stage::run(a).await,
             Command::Go(a) => cmd::go::run(a).await,
             Command::Migrate(a) => cmd::migrate::run(a).await,
+            Command::Export(a) => cmd::transfer::export::run(a).await,
+            Command::Import(a) => cmd::transfer::import::run(a).await,
             Command::Token(a) => cmd::token::run(a).await,
             Command::Hooks(a) => cmd::hooks::run(a).await,
             Command::Completions(a) => cmd::completions::run::<Cli>(a),

@@ -189,6 +189,21 @@ pub(crate) fn writable_repo<'a>(state: &'a AppState, name: &str) -> ApiResult<&'
     }
 }
 
+/// Imports (`intact import`, an admin's) go into hosted and proxy repos of any format: a
+/// version exported from a proxy's cache is as good as one fetched upstream (the Go proxy
+/// checks a stored version's hashes against the checksum database's record only when it
+/// fetches, so an imported module version is served as it was exported: the exporting
+/// server checked it). Groups hold nothing of their own.
+pub(crate) fn importable_repo<'a>(state: &'a AppState, name: &str) -> ApiResult<&'a RepoConfig> {
+    let repo = repo_or_404(state, name)?;
+    match repo.kind {
+        RepoKind::Hosted | RepoKind::Proxy => Ok(repo),
+        RepoKind::Group => Err(ApiError::WrongRepo(format!(
+            "repo {name} is a group repo: import into one of its hosted or proxy members"
+        ))),
+    }
+}
+
 async fn readyz(State(state): State<AppState>) -> Response {
     match state.store.readiness().await {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),

@@ -136,6 +136,7 @@ async fn open_txn(
         lease_seconds: fields.lease_seconds,
         idempotency_key: fields.idempotency_key.clone(),
         wait_seconds: None,
+        import: false,
     };
     Ok(match state.store.begin(req.into_begin(repo, headers)?).await? {
         OpenOutcome::Created(t) => Opened::Txn(t, Owner::This),

@@ -31,18 +31,62 @@ pub(crate) enum ReadTarget {
     File(Name, Version, String),
 }
 
+/// Which names a read may ask for: those of the repo's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NameGrammar {
+    /// Generic repos: the names publishers may use (`Name::parse`).
+    Published,
+    /// Go repos: module paths (which may hold `~`) and the Go front-end's internal
+    /// namespaces (`@gomod/...`, `@sumdb/...`), so that every version a Go repo stores can be
+    /// read, which `intact export` does.
+    Go,
+}
+
+/// The internal namespaces of Go repos (go/layout.rs `GOMOD_PREFIX`, go/sumdb.rs).
+const GO_INTERNAL_NAMESPACES: [&str; 2] = ["@gomod", "@sumdb"];
+
+impl NameGrammar {
+    pub(crate) fn of(repo: &RepoConfig) -> Self {
+        match repo.format {
+            RepoFormat::Go => Self::Go,
+            RepoFormat::Generic => Self::Published,
+        }
+    }
+
+    /// Whether the name may begin with `first`, a segment starting with `@`.
+    fn opens_with_namespace(self, first: &str) -> bool {
+        self == Self::Go && GO_INTERNAL_NAMESPACES.contains(&first)
+    }
+
+    /// A read only looks a name up (storage paths never come from names), so a Go repo's
+    /// reads may name what the Go front-end commits after its own validation.
+    fn parse(self, name: &str) -> Result<Name, intact_core::ValidationError> {
+        match self {
+            Self::Published => Name::parse(name),
+            Self::Go => Name::parse_internal(name),
+        }
+    }
+}
+
 /// Splits `{name...}/@versions`, `{name...}/@latest`, `{name...}/@v/{version}` and
 /// `{name...}/@v/{version}/{path...}`.
-/// Name segments never start with `@`, so the first `@` segment ends the name.
-pub(crate) fn parse_target(rest: &str) -> ApiResult<ReadTarget> {
+/// Name segments never start with `@` (but for a Go repo's internal namespace as the first
+/// one), so the first other `@` segment ends the name.
+pub(crate) fn parse_target(rest: &str, grammar: NameGrammar) -> ApiResult<ReadTarget> {
     let segs: Vec<&str> = rest.split('/').collect();
-    let Some(at) = segs.iter().position(|s| s.starts_with('@')) else {
+    let skip = usize::from(segs.first().is_some_and(|s| grammar.opens_with_namespace(s)));
+    let Some(at) = segs
+        .iter()
+        .skip(skip)
+        .position(|s| s.starts_with('@'))
+        .map(|i| i + skip)
+    else {
         return Err(ApiError::bad(
             "path",
             "expected {name}/@versions, {name}/@latest, {name}/@v/{version} or {name}/@v/{version}/{path}",
         ));
     };
-    let name = Name::parse(&segs[..at].join("/"))?;
+    let name = grammar.parse(&segs[..at].join("/"))?;
     match (segs[at], &segs[at + 1..]) {
         ("@versions", []) => Ok(ReadTarget::Versions(name)),
         ("@latest", []) => Ok(ReadTarget::Latest(name)),
@@ -141,7 +185,7 @@ pub(crate) async fn read(
     let Path((repo, rest)) = path?;
     let repo = repo_or_404(&state, &repo)?;
     let private = needed_a_token(&request, repo);
-    match parse_target(&rest)? {
+    match parse_target(&rest, NameGrammar::of(repo))? {
         ReadTarget::Versions(name) => {
             let Query(page) = query?;
             versions(&state, repo, &name, page).await
@@ -392,25 +436,56 @@ mod tests {
 
     #[test]
     fn targets() {
-        assert_eq!(
-            parse_target("a/b/@versions").ok(),
-            Some(ReadTarget::Versions(Name::parse("a/b").expect("n")))
-        );
-        assert!(matches!(parse_target("a/@v/1"), Ok(ReadTarget::Manifest(_, _))));
-        assert!(matches!(parse_target("a/b/@latest"), Ok(ReadTarget::Latest(n)) if n.as_str() == "a/b"));
-        assert!(matches!(parse_target("a/@v/1/dir/f.bin"), Ok(ReadTarget::File(_, _, p)) if p == "dir/f.bin"));
-        for bad in [
-            "a",
-            "@v/1",
-            "a/@v",
-            "a/@v/1/../x",
-            "a/@x",
-            "../a/@versions",
-            "a/@versions/x",
-            "a/@latest/x",
-            "a/@v/1/",
+        use NameGrammar::{Go, Published};
+        for grammar in [Published, Go] {
+            assert_eq!(
+                parse_target("a/b/@versions", grammar).ok(),
+                Some(ReadTarget::Versions(Name::parse("a/b").expect("n")))
+            );
+            assert!(matches!(
+                parse_target("a/@v/1", grammar),
+                Ok(ReadTarget::Manifest(_, _))
+            ));
+            assert!(matches!(parse_target("a/b/@latest", grammar), Ok(ReadTarget::Latest(n)) if n.as_str() == "a/b"));
+            assert!(
+                matches!(parse_target("a/@v/1/dir/f.bin", grammar), Ok(ReadTarget::File(_, _, p)) if p == "dir/f.bin")
+            );
+            for bad in [
+                "a",
+                "@v/1",
+                "@v/@versions",
+                "@versions/@versions",
+                "a/@v",
+                "a/@v/1/../x",
+                "a/@x",
+                "../a/@versions",
+                "a/@versions/x",
+                "a/@latest/x",
+                "a/@v/1/",
+                "@sumdb/@v/1/x/@v/2",
+                "@other/x/@v/1",
+                "a/@b/@v/1",
+                "a/@gomod/x/@v/1",
+            ] {
+                assert!(parse_target(bad, grammar).is_err(), "{bad}");
+            }
+        }
+        // A Go repo's internal namespaces and module paths with `~` are readable there (what
+        // `intact export` copies), and nowhere else.
+        for (target, name) in [
+            (
+                "@sumdb/sum.golang.org/tile/8/0/001.p/5/@v/1",
+                "@sumdb/sum.golang.org/tile/8/0/001.p/5",
+            ),
+            ("@gomod/example.com/m/@versions", "@gomod/example.com/m"),
+            ("example.com/~user/m/@v/v1.0.0", "example.com/~user/m"),
         ] {
-            assert!(parse_target(bad).is_err(), "{bad}");
+            let parsed = parse_target(target, Go).expect(target);
+            let (ReadTarget::Versions(n) | ReadTarget::Manifest(n, _)) = parsed else {
+                panic!("{target}: {parsed:?}");
+            };
+            assert_eq!(n.as_str(), name);
+            assert!(parse_target(target, Published).is_err(), "{target}");
         }
     }
 }

@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio_util::io::StreamReader;
 
 use super::error::{ApiError, ApiResult};
-use super::{MAX_WAIT, writable_repo};
+use super::{MAX_WAIT, importable_repo, repo_or_404, writable_repo};
 use crate::http::Caller;
 use crate::limits::body::{LimitedReader, check_declared_length};
 use crate::openapi::schemas::{StagedFile, TxnView};
@@ -40,13 +40,31 @@ pub(crate) struct CreateTxn {
     pub idempotency_key: Option<String>,
     #[serde(default)]
     pub wait_seconds: Option<u64>,
+    /// Import a version exported from another intact (`intact import`): needs a token with
+    /// scope `*:admin`; allowed into hosted and proxy repos of any format (never groups),
+    /// takes the names the store holds (internal `@...` namespaces, Go paths with `~`) and an
+    /// exact version (not `auto`). The metadata is kept as given.
+    #[serde(default)]
+    pub import: bool,
 }
 
 impl CreateTxn {
     /// Validates the request into a store request for `repo`.
     pub(crate) fn into_begin(self, repo: &intact_core::RepoName, headers: &HeaderMap) -> ApiResult<BeginRequest> {
-        let name = Name::parse(&self.name)?;
+        // An import recreates a version exactly as another intact stored it, so it may name
+        // what intact's own front-ends store (checked by the same allow-list they use).
+        let name = if self.import {
+            Name::parse_internal(&self.name)?
+        } else {
+            Name::parse(&self.name)?
+        };
         let version: VersionSpec = self.version.parse()?;
+        if self.import && matches!(version, VersionSpec::Auto) {
+            return Err(ApiError::bad(
+                "version",
+                "an import names the exact version it recreates, not `auto`",
+            ));
+        }
         let wait = self.wait_seconds.unwrap_or(0);
         if wait > MAX_WAIT {
             return Err(ApiError::bad("wait_seconds", format!("must be at most {MAX_WAIT}")));
@@ -99,8 +117,23 @@ pub(crate) async fn create(
     body: Result<Json<CreateTxn>, JsonRejection>,
 ) -> ApiResult<Response> {
     let Path(repo) = path?;
-    let repo = writable_repo(&state, &repo)?.name.clone();
+    // An unknown repo is a 404 whatever the body says; which repos take the transaction
+    // depends on the body (`import`).
+    repo_or_404(&state, &repo)?;
     let Json(req) = body?;
+    let repo = if req.import {
+        let is_admin = caller.as_ref().is_none_or(|c| c.is_server_admin());
+        if !is_admin {
+            return Err(ApiError::Coded {
+                status: StatusCode::FORBIDDEN,
+                code: "forbidden",
+                message: "an import (`\"import\": true`) needs a token with scope *:admin".to_owned(),
+            });
+        }
+        importable_repo(&state, &repo)?.name.clone()
+    } else {
+        writable_repo(&state, &repo)?.name.clone()
+    };
     crate::limits::body::check_metadata(req.metadata.as_ref(), state.limits.settings.max_metadata_bytes)?;
     let begin = req.into_begin(&repo, &headers)?;
     let owner = caller.as_ref().and_then(|c| c.token_name());

@@ -303,6 +303,9 @@ impl ChecksumDb {
     async fn latest(&self, store: &Store) -> Result<Accepted, ProxyError> {
         {
             let mut slot = self.latest.lock().await;
+            if self.offline && slot.as_ref().is_some_and(|a| a.checked_at.elapsed() >= LATEST_TTL) {
+                return self.reread_offline(store, &mut slot).await;
+            }
             if let Some(a) = self.accepted(store, &mut slot).await?
                 && (self.offline || a.checked_at.elapsed() < LATEST_TTL)
             {
@@ -328,6 +331,24 @@ impl ChecksumDb {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Offline, the stored tree head is read again now and then: an import (`intact import`)
+    /// may have brought a newer one, with the tiles and lookups that need it. Its signature is
+    /// checked as on every read of the store; a head older than the one held is ignored.
+    async fn reread_offline(&self, store: &Store, slot: &mut Option<Accepted>) -> Result<Accepted, ProxyError> {
+        let held = slot.take();
+        let stored = self.accepted(store, slot).await;
+        let mut newest = match (stored, held) {
+            (Ok(Some(stored)), Some(held)) if stored.tree.size < held.tree.size => held,
+            (Ok(Some(stored)), _) => stored,
+            (_, Some(held)) => held,
+            (Err(e), None) => return Err(e),
+            (Ok(None), None) => return Err(self.offline_not_found("the latest tree head")),
+        };
+        newest.checked_at = Instant::now();
+        *slot = Some(newest.clone());
+        Ok(newest)
     }
 
     /// Checks a signed tree head against the newest one accepted; returns the newest after it

@@ -450,6 +450,16 @@ impl Caller {
         }
         access == Access::Read && state.repo(repo).is_some_and(|r| r.anonymous_read)
     }
+
+    /// Whether this caller may do what only a server admin may (scope `*:admin`, as for
+    /// `/api/v1/admin/*`): everyone while access control is off.
+    pub fn is_server_admin(&self) -> bool {
+        !self.enforced
+            || self
+                .record
+                .as_ref()
+                .is_some_and(|t| t.allows("*", Access::Admin) && admin_of_every_repo(t))
+    }
 }
 
 #[cfg(test)]

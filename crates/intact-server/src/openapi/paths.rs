@@ -118,11 +118,12 @@ fn manifest() {}
 fn file() {}
 
 #[utoipa::path(post, path = "/api/v1/repos/{repo}/transactions", tag = "publishing",
-    params(("repo" = String, Path, description = "A hosted generic repository.", example = "files")),
+    params(("repo" = String, Path, description = "A hosted generic repository; with `import`, a hosted or proxy repository of any format.", example = "files")),
     request_body = crate::api::transactions::CreateTxn,
     responses(
         (status = 201, description = "A transaction was opened.", body = TxnView),
         (status = 200, description = "The idempotency key's transaction, still open or already committed (then with its `manifest`).", body = TxnView),
+        (status = 403, description = "`import` without a token of scope `*:admin` (`forbidden`).", body = ErrorBody),
         (status = 409, description = "Another open transaction holds this version (`locked`).", body = ErrorBody),
         (status = "default", description = "An error.", body = ErrorBody),
     ))]

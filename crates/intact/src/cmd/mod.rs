@@ -14,6 +14,7 @@ pub mod repos;
 pub mod serve;
 pub mod stage;
 pub mod token;
+pub mod transfer;
 
 /// Whether progress bars make sense (stderr is a terminal).
 pub fn interactive() -> bool {

@@ -23,3 +23,4 @@ mod sumdb;
 mod tls;
 mod tokens;
 mod torture;
+mod transfer;
