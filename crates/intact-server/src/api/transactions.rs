@@ -48,13 +48,61 @@ pub(crate) struct CreateTxn {
     pub import: bool,
 }
 
+/// The names an import may give a version: those the repo's own front-end stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ImportNames {
+    /// Generic repos: the names publishers may use.
+    Published,
+    /// Hosted Go repos: module paths (which may hold `~`).
+    GoModules,
+    /// Go proxy repos: module paths and the Go front-end's internal namespaces (`@gomod/...`
+    /// copies, `@sumdb/...` tiles, tree heads and lookups).
+    GoProxy,
+}
+
+impl ImportNames {
+    pub(crate) fn of(repo: &crate::config::RepoConfig) -> Self {
+        use crate::config::{RepoFormat, RepoKind};
+        match (repo.format, repo.kind) {
+            (RepoFormat::Generic, _) => Self::Published,
+            (RepoFormat::Go, RepoKind::Proxy) => Self::GoProxy,
+            (RepoFormat::Go, _) => Self::GoModules,
+        }
+    }
+
+    fn parse(self, name: &str) -> ApiResult<Name> {
+        let namespace = name.split('/').next().filter(|first| first.starts_with('@'));
+        match (self, namespace) {
+            (Self::Published, _) => Ok(Name::parse(name)?),
+            (Self::GoModules, None) => Ok(Name::parse_internal(name)?),
+            (Self::GoProxy, None | Some("@gomod" | "@sumdb")) => Ok(Name::parse_internal(name)?),
+            (_, Some(other)) => Err(ApiError::bad(
+                "name",
+                format!(
+                    "{other}/ is not a namespace this repo stores (a Go proxy repo holds @gomod/ and @sumdb/; other repos none)"
+                ),
+            )),
+        }
+    }
+}
+
 impl CreateTxn {
     /// Validates the request into a store request for `repo`.
     pub(crate) fn into_begin(self, repo: &intact_core::RepoName, headers: &HeaderMap) -> ApiResult<BeginRequest> {
+        self.into_begin_as(repo, headers, ImportNames::Published)
+    }
+
+    /// [`CreateTxn::into_begin`], with the names an import into this repo may take.
+    pub(crate) fn into_begin_as(
+        self,
+        repo: &intact_core::RepoName,
+        headers: &HeaderMap,
+        import_names: ImportNames,
+    ) -> ApiResult<BeginRequest> {
         // An import recreates a version exactly as another intact stored it, so it may name
-        // what intact's own front-ends store (checked by the same allow-list they use).
+        // what intact's own front-ends store in a repo of this kind, and nothing else.
         let name = if self.import {
-            Name::parse_internal(&self.name)?
+            import_names.parse(&self.name)?
         } else {
             Name::parse(&self.name)?
         };
@@ -135,7 +183,10 @@ pub(crate) async fn create(
         writable_repo(&state, &repo)?.name.clone()
     };
     crate::limits::body::check_metadata(req.metadata.as_ref(), state.limits.settings.max_metadata_bytes)?;
-    let begin = req.into_begin(&repo, &headers)?;
+    let import_names = state
+        .repo(repo.as_str())
+        .map_or(ImportNames::Published, ImportNames::of);
+    let begin = req.into_begin_as(&repo, &headers, import_names)?;
     let owner = caller.as_ref().and_then(|c| c.token_name());
     if let (Some(owner), Some(max)) = (owner, state.limits.settings.max_open_transactions_per_token) {
         // Counted before opening: two opens racing at the limit may both pass (one over);
@@ -254,4 +305,45 @@ pub(crate) async fn put_file(
         }),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ImportNames;
+
+    /// An import may only give the names the target repo's own front-end stores: forging a
+    /// Go proxy's namespaces into a generic or hosted repo, or any other `@` namespace, is
+    /// refused.
+    #[test]
+    fn import_names_follow_the_target_repo() {
+        for (names, ok, refused) in [
+            (
+                ImportNames::Published,
+                &["builds/app", "a-b_c.d"][..],
+                &["@sumdb/x/latest", "@gomod/m", "m~1", "@x/y"][..],
+            ),
+            (
+                ImportNames::GoModules,
+                &["example.com/m", "example.com/m~v2"][..],
+                &["@sumdb/x/latest", "@gomod/example.com/m", "@x/y"][..],
+            ),
+            (
+                ImportNames::GoProxy,
+                &[
+                    "example.com/m",
+                    "@gomod/example.com/m",
+                    "@sumdb/sum.golang.org/latest",
+                    "@sumdb/sum.golang.org/lookup/example.com/m",
+                ][..],
+                &["@x/y", "@sumdbx/a", "a/@gomod/b"][..],
+            ),
+        ] {
+            for name in ok {
+                assert!(names.parse(name).is_ok(), "{names:?} {name}");
+            }
+            for name in refused {
+                assert!(names.parse(name).is_err(), "{names:?} {name}");
+            }
+        }
+    }
 }

@@ -49,6 +49,8 @@ const LATEST_RECHECK: Duration = Duration::from_secs(1);
 const TILE_FILE: &str = "tile";
 const NOTE_FILE: &str = "note";
 const LOOKUP_FILE: &str = "lookup";
+/// How long a tree head is kept after a newer one was stored (see `drop_superseded_heads`).
+const SUPERSEDED_HEAD_KEPT: Duration = Duration::from_secs(24 * 3600);
 
 /// The partial tiles of one tree (the last tile of each level), by tile.
 type PartialTiles = std::collections::HashMap<Tile, Vec<u8>>;
@@ -265,12 +267,35 @@ impl ChecksumDb {
             return Ok(slot.clone());
         }
         let name = self.latest_name()?;
-        let versions = store.version_names(&self.repo, &name).await?;
-        let Some(newest) = versions.iter().filter_map(|v| v.as_str().parse::<u64>().ok()).max() else {
-            return Ok(None);
-        };
+        let mut sizes: Vec<u64> = store
+            .version_names(&self.repo, &name)
+            .await?
+            .iter()
+            .filter_map(|v| v.as_str().parse::<u64>().ok())
+            .collect();
+        sizes.sort_unstable_by(|a, b| b.cmp(a));
+        // The newest stored head that checks out: one that does not (stored under another key
+        // with the same name, say, or imported damaged) is passed over, not fatal.
+        for size in sizes {
+            match self.stored_head(store, &name, size).await {
+                Ok(Some(accepted)) => {
+                    *slot = Some(accepted.clone());
+                    return Ok(Some(accepted));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(repo = %self.repo, sumdb = %self.name, size, error = %e, "a stored tree head does not check out; trying an older one");
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The stored tree head of `size`, its signature checked and its size the one it is
+    /// stored under.
+    async fn stored_head(&self, store: &Store, name: &Name, newest: u64) -> Result<Option<Accepted>, ProxyError> {
         let version = tree_version(newest)?;
-        let Some(m) = store.has_version(&self.repo, &name, &version).await? else {
+        let Some(m) = store.has_version(&self.repo, name, &version).await? else {
             return Ok(None);
         };
         let file = m.file(NOTE_FILE).ok_or_else(|| {
@@ -282,6 +307,12 @@ impl ChecksumDb {
             .open(&note)
             .map_err(|e| ProxyError::Internal(format!("stored tree head of {}: {e}", self.name)))?;
         let tree = Tree::parse(text).map_err(|e| ProxyError::Internal(format!("stored tree head: {e}")))?;
+        if tree.size != newest {
+            return Err(ProxyError::Internal(format!(
+                "stored tree head {newest} of {} is a tree of {} records",
+                self.name, tree.size
+            )));
+        }
         let mut partial = PartialTiles::new();
         for f in m.files.iter().filter(|f| f.path.as_str() != NOTE_FILE) {
             if let Ok(tile) = Tile::parse_path(f.path.as_str()) {
@@ -295,7 +326,6 @@ impl ChecksumDb {
             // Stored, not just checked: ask the database again on the next `latest`.
             checked_at: Instant::now() - LATEST_TTL,
         };
-        *slot = Some(accepted.clone());
         Ok(Some(accepted))
     }
 
@@ -477,10 +507,26 @@ impl ChecksumDb {
         }
         let metadata = serde_json::json!({"sumdb": self.name, "tree_size": accepted.tree.size});
         layout::commit_paths(store, &self.repo, &name, &version, files, metadata).await?;
-        for old in store.version_names(&self.repo, &name).await? {
-            if old.as_str().parse::<u64>().is_ok_and(|n| n < accepted.tree.size)
+        self.drop_superseded_heads(store, &name).await
+    }
+
+    /// Drops the tree heads superseded more than [`SUPERSEDED_HEAD_KEPT`] ago (superseded when
+    /// the next larger one was stored). Kept that long, the head an export's snapshot holds is
+    /// still there when the export reaches it, however busy the database.
+    async fn drop_superseded_heads(&self, store: &Store, name: &Name) -> Result<(), ProxyError> {
+        let mut heads: Vec<(u64, Version, intact_core::Timestamp)> = store
+            .list_versions(&self.repo, name, None, 10_000)
+            .await?
+            .into_iter()
+            .filter_map(|v| Some((v.version.as_str().parse().ok()?, v.version, v.created_at)))
+            .collect();
+        heads.sort_by_key(|(size, _, _)| *size);
+        let cutoff = intact_core::Timestamp::from_system(std::time::SystemTime::now()).minus(SUPERSEDED_HEAD_KEPT);
+        for pair in heads.windows(2) {
+            let (superseded, superseded_at) = (&pair[0].1, pair[1].2);
+            if superseded_at < cutoff
                 && let Err(e) = store
-                    .delete_version(&self.repo, &name, &old, "superseded by a newer tree head")
+                    .delete_version(&self.repo, name, superseded, "superseded by a newer tree head")
                     .await
             {
                 tracing::debug!(error = %e, "an older tree head could not be dropped");

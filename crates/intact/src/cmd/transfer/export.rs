@@ -329,20 +329,41 @@ impl Exporter {
         let mut written: HashSet<Digest> = HashSet::new();
         let mut trailer = Trailer::default();
         for item in listed {
+            let gone = || Skipped {
+                name: item.name.clone(),
+                version: item.version.clone(),
+                reason: format!("deleted after event {}, the snapshot's last", header.until),
+            };
             let Some(m) = self.handle.block_on(self.manifest(item))? else {
+                trailer.skipped.push(gone());
+                continue;
+            };
+            if m.seq != item.seq {
+                // Deleted and committed again since: not the snapshot's version (the next
+                // incremental export, from `until`, carries the new one).
                 trailer.skipped.push(Skipped {
                     name: item.name.clone(),
                     version: item.version.clone(),
-                    reason: format!("deleted after event {}, the snapshot's last", header.until),
+                    reason: format!(
+                        "committed again after event {} (event {}), so not the snapshot's",
+                        header.until, m.seq
+                    ),
                 });
                 continue;
-            };
+            }
+            let mut deleted_meanwhile = false;
             for f in &m.files {
                 if written.contains(&f.sha256) {
                     continue;
                 }
                 let what = format!("{}/{}@{}: {}", self.repo, m.name, m.version, f.path);
-                let body = self.handle.block_on(self.download(&m, f))?;
+                // Deleted between reading its manifest and its files: skipped like a version
+                // deleted before (a blob already written is harmless, the importer reads only
+                // what manifests name).
+                let Some(body) = self.handle.block_on(self.download(&m, f))? else {
+                    deleted_meanwhile = true;
+                    break;
+                };
                 let reader = VerifyingReader::new(body, what.clone(), f.size, f.sha256);
                 let mut entry = tar::Header::new_gnu();
                 entry.set_entry_type(tar::EntryType::Regular);
@@ -354,6 +375,10 @@ impl Exporter {
                 written.insert(f.sha256);
                 trailer.blobs += 1;
                 trailer.blob_bytes += f.size;
+            }
+            if deleted_meanwhile {
+                trailer.skipped.push(gone());
+                continue;
             }
             let archived = ArchivedVersion {
                 name: m.name,
@@ -410,7 +435,8 @@ impl Exporter {
         Ok(Some(m))
     }
 
-    async fn download(&self, m: &ServedManifest, f: &FileEntry) -> anyhow::Result<BlockingBody> {
+    /// A file's body, or `None` when the version was deleted meanwhile (404).
+    async fn download(&self, m: &ServedManifest, f: &FileEntry) -> anyhow::Result<Option<BlockingBody>> {
         let path = format!(
             "/api/v1/repos/{}/{}/@v/{}/{}",
             encode_path(&self.repo),
@@ -425,14 +451,17 @@ impl Exporter {
             .send()
             .await
             .with_context(|| format!("GET {}", self.client.url(&path)))?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
         let resp = Client::check(resp)
             .await
             .with_context(|| format!("downloading {}/{}@{}: {}", self.repo, m.name, m.version, f.path))?;
-        Ok(BlockingBody {
+        Ok(Some(BlockingBody {
             handle: self.handle.clone(),
             stream: Box::pin(resp.bytes_stream()),
             chunk: Bytes::new(),
-        })
+        }))
     }
 }
 
