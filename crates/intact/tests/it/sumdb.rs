@@ -315,4 +315,24 @@ fn go_verifies_go_sum_through_intact_and_a_tampered_or_forked_database_is_refuse
         status == 200 && latest.starts_with("go.sum database tree\n306\n"),
         "{latest}"
     );
+    drop(honest);
+
+    // The database's key changes under the same name (and the configuration follows): the
+    // stored tree heads and lookups no longer verify. They are passed over and asked for
+    // again, never served, and never an error that sticks.
+    let rekeyed = start_database(&bin, &gosum, &["-rekey", "-fill", "300", "-prime", same_log]);
+    assert_ne!(rekeyed.vkey, vkey);
+    drop(server);
+    let server = Server::start(&data, Some(&config(&proxy.dir, &rekeyed)), &[]);
+    let (ok, out) = download(&server, &rekeyed.vkey, "rekeyed", "example.com/util@v1.0.0");
+    assert!(
+        ok,
+        "the stored lookup, signed with the old key, was dropped and asked again: {out}"
+    );
+    let (status, rekeyed_latest) = get(&server, "/go/go-public/sumdb/sum.test.example/latest");
+    assert_eq!(status, 200, "{rekeyed_latest}");
+    assert_ne!(
+        rekeyed_latest, latest,
+        "the tree head signed with the old key is not served"
+    );
 }
