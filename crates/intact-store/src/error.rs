@@ -81,6 +81,11 @@ pub enum Error {
     #[error("sha256 mismatch: expected {expected}, body hashed to {actual}")]
     ChecksumMismatch { expected: Digest, actual: Digest },
 
+    /// A file was added by digest, and the store holds no blob with it: the client uploads
+    /// the bytes instead (nothing is ever guessed).
+    #[error("no blob with sha256 {digest} is stored: upload the file's bytes instead")]
+    BlobNotStored { digest: Digest },
+
     /// A bounded wait ran out; `what` names what was being waited on.
     #[error("timed out after {seconds}s waiting for {what}")]
     WaitTimeout { what: String, seconds: u64 },

@@ -700,6 +700,58 @@ impl Store {
         }
     }
 
+    /// Stages a file whose bytes the store already holds, by digest (`PUT` with
+    /// `x-blob-sha256` and no body): what a client re-publishing mostly unchanged files sends
+    /// instead of their bytes. The catalog registers the digest first, so no sweep takes the
+    /// blob from then on; then the blob is made durable (it may be another upload's, not yet
+    /// synced) and its size read. A digest the store does not hold is refused
+    /// ([`Error::BlobNotStored`]), never guessed: the client uploads the bytes instead.
+    pub async fn stage_stored(&self, id: &TxnId, path: FilePath, digest: Digest) -> Result<FileEntry> {
+        let status = self.catalog.txn_status(id).await?;
+        if status.state != intact_core::TxnState::Open {
+            return Err(Error::TxnNotOpen {
+                id: id.clone(),
+                state: status.state,
+            });
+        }
+        // A look before anything is written: most refusals cost no catalog write.
+        let Some(size) = self.blobs.size(&digest).await? else {
+            return Err(Error::BlobNotStored { digest });
+        };
+        // Counted as an upload until done, like one: a commit meanwhile is refused rather
+        // than made on a blob not yet synced.
+        let _in_flight = self.uploads.start(id);
+        let shared = match self.catalog.is_shared() {
+            true => Some(crate::upload::SharedUpload::start(self.catalog.clone(), id).await?),
+            false => None,
+        };
+        let stage = async {
+            let entry = FileEntry {
+                path,
+                size,
+                sha256: digest,
+            };
+            self.catalog
+                .stage_file(id, &entry, self.config.max_files_per_transaction)
+                .await?;
+            match self.blobs.make_durable(&digest).await? {
+                Some(stored) if stored == size => Ok(entry),
+                // Swept between the look and the registration: the staged entry names bytes
+                // that are gone, which the commit refuses; the client uploads them again.
+                None => Err(Error::BlobNotStored { digest }),
+                Some(stored) => Err(Error::BlobDamaged {
+                    digest,
+                    detail: format!("stored as {stored} bytes, looked up as {size} a moment before"),
+                }),
+            }
+        };
+        let staged = match shared {
+            Some(shared) => shared.run(stage).await,
+            None => stage.await,
+        };
+        self.watch_space(staged)
+    }
+
     /// Stages bytes already written to the blob store as `path` of transaction `id`.
     /// Order matters: the catalog registers the blob (making it live for every sweep) before
     /// the bytes are persisted under their digest.

@@ -216,6 +216,7 @@ pub fn store_status_and_code(e: &StoreError) -> (StatusCode, &'static str) {
         StoreError::StorageFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage"),
         StoreError::IdempotencyMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_mismatch"),
         StoreError::ChecksumMismatch { .. } => (StatusCode::BAD_REQUEST, "checksum_mismatch"),
+        StoreError::BlobNotStored { .. } => (StatusCode::CONFLICT, "blob_not_stored"),
         StoreError::WaitTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
         StoreError::Body(_) => (StatusCode::BAD_REQUEST, "body"),
         StoreError::Unavailable { .. } | StoreError::CatalogUnavailable { .. } => {
@@ -247,6 +248,7 @@ fn store_details(e: &StoreError) -> Option<serde_json::Value> {
         StoreError::ChecksumMismatch { expected, actual } => {
             json!({"field": "x-checksum-sha256", "expected": expected, "actual": actual})
         }
+        StoreError::BlobNotStored { digest } => json!({"field": "x-blob-sha256", "sha256": digest}),
         StoreError::TooManyFiles { limit, .. } => {
             json!({"field": "files", "limit": "limits.max_files_per_transaction", "max": limit})
         }

@@ -313,6 +313,10 @@ impl BlobStore for CachedBlobStore {
         self.inner.size(digest).await
     }
 
+    async fn make_durable(&self, digest: &Digest) -> Result<Option<u64>> {
+        self.inner.make_durable(digest).await
+    }
+
     async fn sizes(&self, digests: &[Digest]) -> Result<HashMap<Digest, u64>> {
         self.inner.sizes(digests).await
     }

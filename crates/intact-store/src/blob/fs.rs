@@ -246,6 +246,28 @@ impl BlobStore for FsBlobStore {
         .map_err(|e| Error::io(format!("persisting blob {digest}"), e))
     }
 
+    async fn make_durable(&self, digest: &Digest) -> Result<Option<u64>> {
+        let target = self.path_of(digest);
+        let digest = *digest;
+        tokio::task::spawn_blocking(move || -> std::io::Result<Option<u64>> {
+            let file = match std::fs::File::open(&target) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            // Bytes and name, as `persist` does for content already stored.
+            file.sync_all()?;
+            let size = file.metadata()?.len();
+            if let Some(parent) = target.parent() {
+                fsync_dir(parent)?;
+            }
+            Ok(Some(size))
+        })
+        .await
+        .map_err(|e| Error::io(format!("syncing blob {digest}"), std::io::Error::other(e)))?
+        .map_err(|e| Error::io(format!("syncing blob {digest}"), e))
+    }
+
     async fn size(&self, digest: &Digest) -> Result<Option<u64>> {
         match tokio::fs::metadata(self.path_of(digest)).await {
             Ok(m) => Ok(Some(m.len())),

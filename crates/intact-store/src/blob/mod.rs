@@ -88,6 +88,15 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Size of a stored blob, or `None`.
     async fn size(&self, digest: &Digest) -> Result<Option<u64>>;
 
+    /// Makes a blob that is already stored durable and returns its size (`None` when it is
+    /// not stored). A file staged by digest calls this once the catalog registered the
+    /// digest: the bytes may be another upload's, in place but not yet synced, and the
+    /// version must not be committed on bytes a power loss could take. Backends whose writes
+    /// are durable once visible only look.
+    async fn make_durable(&self, digest: &Digest) -> Result<Option<u64>> {
+        self.size(digest).await
+    }
+
     /// Sizes of the stored blobs among `digests` (absent ones are left out): a commit checks
     /// all of its files with one call. Backends with a round trip per blob run them
     /// concurrently.

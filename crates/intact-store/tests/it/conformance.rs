@@ -555,6 +555,61 @@ pub async fn gc_deletes_unreferenced_and_orphan_blobs(h: &Harness) {
     assert_eq!(read_all(h, "g", "1", "f").await, b"second");
 }
 
+/// A file added by digest (the bytes already stored) costs no upload, reads back the same,
+/// and a digest the store does not hold (never stored, or swept) is refused, never guessed;
+/// a staged entry whose blob was swept is never committed.
+pub async fn files_are_staged_by_digest_only_when_the_store_holds_the_bytes(h: &Harness) {
+    publish(
+        h,
+        "frames",
+        "1",
+        &[("f001.exr", b"frame one"), ("f002.exr", b"frame two")],
+    )
+    .await;
+    let t = begin(h, req("frames", "2")).await;
+    let entry = h
+        .store
+        .stage_stored(&t.id, path("f001.exr"), Digest::of(b"frame one"))
+        .await
+        .expect("stage by digest");
+    assert_eq!((entry.size, entry.sha256), (9, Digest::of(b"frame one")));
+    put(h, &t, "f002.exr", b"frame two, changed").await;
+    let never = Digest::of(b"never stored");
+    match h.store.stage_stored(&t.id, path("f003.exr"), never).await {
+        Err(intact_store::Error::BlobNotStored { digest }) => assert_eq!(digest, never),
+        other => panic!("expected BlobNotStored, got {other:?}"),
+    }
+    h.store.commit(&t.id).await.expect("commit");
+    assert_eq!(read_all(h, "frames", "2", "f001.exr").await, b"frame one");
+    assert_eq!(read_all(h, "frames", "2", "f002.exr").await, b"frame two, changed");
+    let m = h
+        .store
+        .manifest(&repo(), &name("frames"), &Version::parse("2").expect("v"))
+        .await
+        .expect("manifest");
+    assert_eq!(m.files.len(), 2, "the refused file was not staged");
+
+    // A blob no version holds any more is swept; adding it by digest afterwards is refused.
+    let t = begin(h, req("scratch", "1")).await;
+    put(h, &t, "tmp", b"short-lived").await;
+    h.store.abort(&t.id).await.expect("abort");
+    h.store.gc(Duration::ZERO).await.expect("gc");
+    assert!(!blob_exists(h, b"short-lived").await);
+    let t = begin(h, req("scratch", "2")).await;
+    assert!(matches!(
+        h.store
+            .stage_stored(&t.id, path("tmp"), Digest::of(b"short-lived"))
+            .await,
+        Err(intact_store::Error::BlobNotStored { .. })
+    ));
+    // Not in an open transaction: refused like an upload.
+    h.store.abort(&t.id).await.expect("abort");
+    assert!(matches!(
+        h.store.stage_stored(&t.id, path("f"), Digest::of(b"frame one")).await,
+        Err(intact_store::Error::TxnNotOpen { .. })
+    ));
+}
+
 pub async fn concurrent_publishers_exactly_one_wins(h: &Harness) {
     let mut tasks = Vec::new();
     for i in 0..16u8 {

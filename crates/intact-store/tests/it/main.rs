@@ -262,6 +262,7 @@ macro_rules! every_promise {
     hooks_are_claimed_by_one_holder_and_keep_their_cursor,
     names_are_browsable_by_prefix,
     duplicate_content_is_stored_once,
+    files_are_staged_by_digest_only_when_the_store_holds_the_bytes,
     lru_eviction_deletes_whole_versions,
     gc_racing_publishes_never_loses_a_committed_blob,
     commit_never_names_a_file_staged_after_its_check,
