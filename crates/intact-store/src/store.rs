@@ -700,6 +700,14 @@ impl Store {
         }
     }
 
+    /// Which of `digests` the blob store holds (quarantined ones are not held).
+    pub async fn stored_blobs(&self, digests: &[Digest]) -> Result<std::collections::HashSet<Digest>> {
+        let mut unique = digests.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        Ok(self.blobs.sizes(&unique).await?.into_keys().collect())
+    }
+
     /// Stages a file whose bytes the store already holds, by digest (`PUT` with
     /// `x-blob-sha256` and no body): what a client re-publishing mostly unchanged files sends
     /// instead of their bytes. The catalog registers the digest first, so no sweep takes the

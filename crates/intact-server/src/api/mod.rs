@@ -1,6 +1,7 @@
 //! The artifact API, `/api/v1`: transactions, one-shot publish, reads, browsing, the event
 //! log and admin operations. See docs/http-api.md for the contract.
 
+pub(crate) mod blobs;
 pub mod error;
 mod guard;
 pub(crate) mod prepared;
@@ -55,6 +56,7 @@ pub fn router(state: AppState) -> Router {
             put(transactions::put_file).layer(upload_slot()),
         )
         .route("/events", get(events))
+        .route("/blobs/missing", post(blobs::missing))
         .route("/openapi.json", get(crate::openapi::serve))
         .route(
             "/admin/gc",

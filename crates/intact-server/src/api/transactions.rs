@@ -288,6 +288,28 @@ pub(crate) async fn put_file(
     let id = parse_id(&id)?;
     let file_path = FilePath::parse(&file_path)?;
     let expected = expected_checksum(&headers)?;
+    if let Some(stored) = stored_blob(&headers)? {
+        // A file added by digest: the store's bytes, never the body's.
+        if expected.is_some_and(|e| e != stored) {
+            return Err(ApiError::bad(
+                "x-checksum-sha256",
+                "differs from x-blob-sha256: send one of them",
+            ));
+        }
+        let declared = headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let body = axum::body::to_bytes(body, 0).await;
+        if declared.is_some_and(|n| n > 0) || body.is_err() {
+            return Err(ApiError::bad(
+                "x-blob-sha256",
+                "adds a file by the digest of bytes the store already holds: send no body (to upload bytes, leave the header out)",
+            ));
+        }
+        let entry = state.store.stage_stored(&id, file_path, stored).await?;
+        return Ok(staged(entry));
+    }
     let max_file_bytes = state.limits.settings.max_file_bytes;
     check_declared_length(&headers, max_file_bytes)?;
     let stream = body.into_data_stream().map_err(std::io::Error::other);
@@ -296,7 +318,11 @@ pub(crate) async fn put_file(
         .store
         .put_file(&id, file_path, &mut reader, expected, None)
         .await?;
-    Ok((
+    Ok(staged(entry))
+}
+
+fn staged(entry: intact_core::FileEntry) -> Response {
+    (
         StatusCode::CREATED,
         Json(StagedFile {
             path: entry.path,
@@ -304,7 +330,22 @@ pub(crate) async fn put_file(
             sha256: entry.sha256,
         }),
     )
-        .into_response())
+        .into_response()
+}
+
+/// Parses an optional `x-blob-sha256` header (hex): the file is added by that digest.
+fn stored_blob(headers: &HeaderMap) -> ApiResult<Option<Digest>> {
+    let Some(v) = headers.get("x-blob-sha256") else {
+        return Ok(None);
+    };
+    let s = v
+        .to_str()
+        .map_err(|_| ApiError::bad("x-blob-sha256", "must be 64 hex characters"))?;
+    let digest = Digest::parse(s.trim()).map_err(|e| intact_core::ValidationError {
+        field: "x-blob-sha256",
+        ..e
+    })?;
+    Ok(Some(digest))
 }
 
 #[cfg(test)]

@@ -102,6 +102,8 @@ enum Need {
     HiddenIn(String, String),
     /// `admin` on `*`.
     ServerAdmin,
+    /// `publish` on at least one repo.
+    PublishSomewhere,
 }
 
 fn is_safe(method: &Method) -> bool {
@@ -162,6 +164,8 @@ async fn need_of(state: &AppState, method: &Method, path: &str) -> intact_store:
             None => Need::AnyToken,
         },
         ["api", "v1", "admin", ..] | ["api", "v1", "tokens", ..] | ["api", "v1", "hooks", ..] => Need::ServerAdmin,
+        // Whether the store holds some bytes is a publisher's question: others may not probe.
+        ["api", "v1", "blobs", "missing"] => Need::PublishSomewhere,
         ["api", ..] => Need::AnyToken,
         ["go", repo, "publish"] => Need::Repo(segment(repo), Access::Publish),
         ["go", repo, ..] => Need::Repo(
@@ -398,6 +402,27 @@ fn refusal(state: &AppState, caller: &Caller, need: &Need, path: &str) -> Option
                 return None;
             }
             Some(Refusal::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"), path).into_response())
+        }
+        Need::PublishSomewhere => {
+            if state
+                .config
+                .repos
+                .iter()
+                .any(|r| caller.may(state, r.name.as_str(), Access::Publish))
+            {
+                return None;
+            }
+            Some(match &caller.record {
+                None => unauthorized(path, format!("this needs a token that may publish to some repo; {HOW}")),
+                Some(t) => forbidden(
+                    path,
+                    format!(
+                        "token {} may publish to no repo (its scopes: {}), and only publishers may ask which blobs are stored",
+                        t.name,
+                        scopes_of(t)
+                    ),
+                ),
+            })
         }
         Need::ServerAdmin => match &caller.record {
             Some(t) if t.allows("*", Access::Admin) && admin_of_every_repo(t) => None,

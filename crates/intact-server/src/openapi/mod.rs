@@ -29,7 +29,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, Secur
         paths::manifest, paths::file,
         paths::create_transaction, paths::get_transaction, paths::abort_transaction,
         paths::renew_transaction, paths::commit_transaction, paths::put_file, paths::publish,
-        paths::events,
+        paths::events, paths::blobs_missing,
         paths::gc, paths::gc_status, paths::verify,
         paths::list_tokens, paths::create_token, paths::revoke_token,
         paths::list_hooks, paths::create_hook, paths::show_hook, paths::delete_hook,

@@ -168,13 +168,23 @@ fn commit_transaction() {}
         ("id" = String, Path, description = "A transaction id.", pattern = "^tx_[a-z2-7]{26}$"),
         ("path" = String, Path, description = "The file's path in the version; its `/` are sent as they are."),
         ("x-checksum-sha256" = Option<String>, Header, description = "The body's sha256 (hex): checked before the file is staged."),
+        ("x-blob-sha256" = Option<String>, Header, description = "Add the file by the digest (hex) of bytes the store already holds, with no body (see `POST /api/v1/blobs/missing`); 409 `blob_not_stored` when it holds none."),
     ),
-    request_body(content = Bytes, content_type = "application/octet-stream", description = "The file's bytes, streamed."),
+    request_body(content = Bytes, content_type = "application/octet-stream", description = "The file's bytes, streamed (none with `x-blob-sha256`)."),
     responses(
         (status = 201, description = "Staged into the transaction.", body = StagedFile),
+        (status = 409, description = "Not open, or (`x-blob-sha256`) no blob with that digest is stored: upload the bytes.", body = ErrorBody),
         (status = "default", description = "An error.", body = ErrorBody),
     ))]
 fn put_file() {}
+
+#[utoipa::path(post, path = "/api/v1/blobs/missing", tag = "publishing",
+    request_body(content = crate::api::blobs::MissingRequest, description = "Up to 10,000 sha256 digests."),
+    responses(
+        (status = 200, description = "The digests the store does not hold, in the order asked, each once. Upload those; add the others by digest.", body = crate::api::blobs::MissingAnswer),
+        (status = "default", description = "An error.", body = ErrorBody),
+    ))]
+fn blobs_missing() {}
 
 #[utoipa::path(post, path = "/api/v1/repos/{repo}/publish", tag = "publishing",
     params(("repo" = String, Path, description = "A hosted generic repository.", example = "files")),

@@ -887,3 +887,27 @@ payload = {{ files = ["payload.bin"], extract = false }}
         );
     }
 }
+
+/// Whether the store holds some bytes tells something about what others published: only a
+/// caller who may publish somewhere may ask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_publishers_may_ask_which_blobs_are_stored() {
+    let s = server().await;
+    let admin = make_token(&s, None, "root", &["*:admin"]).await;
+    let reader = make_token(&s, Some(&admin), "reader", &["files:read", "public:read"]).await;
+    let publisher = make_token(&s, Some(&admin), "pub", &["other:publish"]).await;
+    let digest = intact_core::Digest::of(b"anything").to_hex();
+    let body = json!({"digests": [digest]});
+    let path = "/api/v1/blobs/missing";
+    let (status, v) = call(&s, Method::POST, path, None, Some(body.clone())).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    let (status, v) = call(&s, Method::POST, path, Some(&reader), Some(body.clone())).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    assert!(
+        v["message"].as_str().unwrap_or_default().contains("only publishers"),
+        "{v}"
+    );
+    let (status, v) = call(&s, Method::POST, path, Some(&publisher), Some(body)).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["missing"], json!([digest]));
+}

@@ -4,6 +4,7 @@
 //! so expiry is deterministic; nothing asserts how long anything took.
 
 mod auth;
+mod by_digest;
 mod corpus;
 mod damage;
 mod disk_full;
