@@ -793,3 +793,55 @@ fn migrate_prints_text_or_one_json_document() {
     let v = one_document(&migrate(&["--json", "--no-verify"]));
     assert!(v["check"].is_null(), "{v}");
 }
+
+/// A farm re-publishing a sequence with a few frames changed sends only those frames: the
+/// rest are added by the digest of bytes the server already holds.
+#[test]
+fn republishing_a_sequence_uploads_only_the_changed_frames() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), None, &[]);
+    let seq = dir.path().join("seq");
+    std::fs::create_dir_all(&seq).expect("mkdir");
+    let frames: u64 = 200;
+    // Distinct content per seed (`pattern` ignores a seed's lowest bit).
+    let frame = |seed: u64| harness::pattern(2 * seed, 4096);
+    for i in 0..frames {
+        std::fs::write(seq.join(format!("f{i:04}.exr")), frame(i)).expect("write");
+    }
+    let seq_s = seq.to_str().expect("utf8");
+    let publish = |version: &str| {
+        let (ok, out, err) = intact(&server, &["publish", "files", "seq/plate", version, seq_s, "--json"]);
+        assert!(ok, "publish {version}: {out}{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap_or_else(|e| panic!("{out}: {e}"))
+    };
+    let first = publish("1");
+    assert_eq!(first["uploaded"]["files"], frames, "{first}");
+    assert_eq!(first["already_stored"]["files"], 0, "{first}");
+
+    // Eleven frames changed: ten with new bytes, and f0199 with the same new bytes as f0000.
+    for i in (0..frames).step_by(20) {
+        std::fs::write(seq.join(format!("f{i:04}.exr")), frame(10_000 + i)).expect("write");
+    }
+    std::fs::write(seq.join("f0199.exr"), frame(10_000)).expect("write");
+    let second = publish("2");
+    assert_eq!(second["created"], true, "{second}");
+    // The same new bytes twice: uploaded once, then added by digest.
+    assert_eq!(second["uploaded"]["files"], 10, "{second}");
+    assert_eq!(second["uploaded"]["bytes"], 10 * 4096, "{second}");
+    assert_eq!(second["already_stored"]["files"], frames - 10, "{second}");
+    let dest = dir.path().join("out");
+    let (ok, out, err) = intact(
+        &server,
+        &["get", "files", "seq/plate", "2", "--out", dest.to_str().expect("utf8")],
+    );
+    assert!(ok, "{out}{err}");
+    for (i, seed) in [(0, 10_000), (199, 10_000), (20, 10_020), (1, 1), (198, 198)] {
+        let got = std::fs::read(dest.join(format!("f{i:04}.exr"))).expect("read");
+        assert_eq!(got, frame(seed), "frame {i}");
+    }
+    // The text output says what was sent.
+    std::fs::write(seq.join("f0001.exr"), b"one more change").expect("write");
+    let (ok, out, err) = intact(&server, &["publish", "files", "seq/plate", "3", seq_s]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("(15 bytes uploaded, 199 files already stored)"), "{out}");
+}
