@@ -700,6 +700,11 @@ impl Store {
         }
     }
 
+    /// Up to `limit` committed files whose bytes are `digest` (repo, name, version, path).
+    pub async fn blob_users(&self, digest: &Digest, limit: u32) -> Result<Vec<crate::BlobUser>> {
+        self.catalog.blob_users(digest, limit).await
+    }
+
     /// Which of `digests` the blob store holds (quarantined ones are not held).
     pub async fn stored_blobs(&self, digests: &[Digest]) -> Result<std::collections::HashSet<Digest>> {
         let mut unique = digests.to_vec();
@@ -714,7 +719,7 @@ impl Store {
     /// blob from then on; then the blob is made durable (it may be another upload's, not yet
     /// synced) and its size read. A digest the store does not hold is refused
     /// ([`Error::BlobNotStored`]), never guessed: the client uploads the bytes instead.
-    pub async fn stage_stored(&self, id: &TxnId, path: FilePath, digest: Digest) -> Result<FileEntry> {
+    pub async fn stage_stored(&self, id: &TxnId, path: FilePath, digest: Digest, size: u64) -> Result<FileEntry> {
         let status = self.catalog.txn_status(id).await?;
         if status.state != intact_core::TxnState::Open {
             return Err(Error::TxnNotOpen {
@@ -722,10 +727,12 @@ impl Store {
                 state: status.state,
             });
         }
-        // A look before anything is written: most refusals cost no catalog write.
-        let Some(size) = self.blobs.size(&digest).await? else {
+        // A look before anything is written: most refusals cost no catalog write. Bytes of
+        // another size than the versions holding them record (damaged, not yet scrubbed) are
+        // not stored as far as this is concerned: the client uploads them, which heals them.
+        if self.blobs.size(&digest).await? != Some(size) {
             return Err(Error::BlobNotStored { digest });
-        };
+        }
         // Counted as an upload until done, like one: a commit meanwhile is refused rather
         // than made on a blob not yet synced.
         let _in_flight = self.uploads.start(id);
@@ -744,13 +751,10 @@ impl Store {
                 .await?;
             match self.blobs.make_durable(&digest).await? {
                 Some(stored) if stored == size => Ok(entry),
-                // Swept between the look and the registration: the staged entry names bytes
-                // that are gone, which the commit refuses; the client uploads them again.
-                None => Err(Error::BlobNotStored { digest }),
-                Some(stored) => Err(Error::BlobDamaged {
-                    digest,
-                    detail: format!("stored as {stored} bytes, looked up as {size} a moment before"),
-                }),
+                // Swept (or replaced) between the look and the registration: the staged entry
+                // names bytes that are not there, which the commit refuses; the client
+                // uploads them, which replaces the entry.
+                _ => Err(Error::BlobNotStored { digest }),
             }
         };
         let staged = match shared {

@@ -1,15 +1,58 @@
 //! `POST /api/v1/blobs/missing`: which of a list of digests the store lacks, so a client
 //! re-publishing mostly unchanged files uploads only the rest and adds the others by digest
 //! (`PUT .../files/{path}` with `x-blob-sha256` and no body).
+//!
+//! A digest grants nothing the caller could not read: stored bytes count as held for a caller
+//! only when a committed version of a repo they may read holds them (or their own
+//! transaction staged them). Bytes only in repos hidden from them, or staged in someone
+//! else's open transaction, are "missing" to them: uploading them is the only way in.
 
 use axum::Json;
-use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use intact_core::Digest;
+use axum::extract::{Extension, State};
+use futures::StreamExt;
+use intact_core::{Digest, FileEntry};
+use intact_store::tokens::Access;
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiResult};
+use crate::http::Caller;
 use crate::state::AppState;
+
+/// How many committed files holding a digest are looked at for one the caller may read.
+const USERS_LOOKED_AT: u32 = 64;
+/// Digests checked at once by `missing`.
+const CHECKED_AT_ONCE: usize = 16;
+
+/// The size of the stored bytes `digest` as the caller may use them: recorded by a file of
+/// `staged` (the caller's own transaction), or by a committed file of a repo the caller may
+/// read. `None` when there is none: a digest never grants a read the caller lacks.
+pub(crate) async fn usable_size(
+    state: &AppState,
+    caller: &Caller,
+    digest: &Digest,
+    staged: &[FileEntry],
+) -> ApiResult<Option<u64>> {
+    if let Some(f) = staged.iter().find(|f| f.sha256 == *digest) {
+        return Ok(Some(f.size));
+    }
+    for user in state.store.blob_users(digest, USERS_LOOKED_AT).await? {
+        if !caller.may(state, user.repo.as_str(), Access::Read) {
+            continue;
+        }
+        match state.store.manifest(&user.repo, &user.name, &user.version).await {
+            Ok(m) => {
+                if let Some(f) = m.file(user.path.as_str()) {
+                    return Ok(Some(f.size));
+                }
+            }
+            // Deleted meanwhile: another holder may do.
+            Err(intact_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(None)
+}
 
 /// The most digests one request may ask about.
 pub const MAX_DIGESTS: usize = 10_000;
@@ -31,6 +74,7 @@ pub(crate) struct MissingAnswer {
 
 pub(crate) async fn missing(
     State(state): State<AppState>,
+    caller: Extension<Caller>,
     body: Result<Json<MissingRequest>, JsonRejection>,
 ) -> ApiResult<Json<MissingAnswer>> {
     let Json(req) = body?;
@@ -46,7 +90,22 @@ pub(crate) async fn missing(
             .map_err(|e| ApiError::bad("digests", format!("entry {i} ({text:?}) is not a sha256: {}", e.rule)))?;
         asked.push(digest);
     }
-    let stored = state.store.stored_blobs(&asked).await?;
+    let in_store = state.store.stored_blobs(&asked).await?;
+    // Held for this caller: in the store, and in a version they may read.
+    let checks = futures::stream::iter(in_store)
+        .map(|d| {
+            let (state, caller) = (&state, &caller);
+            async move { usable_size(state, caller, &d, &[]).await.map(|size| size.map(|_| d)) }
+        })
+        .buffer_unordered(CHECKED_AT_ONCE)
+        .collect::<Vec<_>>()
+        .await;
+    let mut stored = std::collections::HashSet::new();
+    for held in checks {
+        if let Some(d) = held? {
+            stored.insert(d);
+        }
+    }
     let mut seen = std::collections::HashSet::new();
     let missing = asked
         .into_iter()

@@ -280,6 +280,7 @@ pub(crate) fn expected_checksum(headers: &HeaderMap) -> ApiResult<Option<Digest>
 
 pub(crate) async fn put_file(
     State(state): State<AppState>,
+    caller: Extension<Caller>,
     path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
     body: Body,
@@ -296,18 +297,38 @@ pub(crate) async fn put_file(
                 "differs from x-blob-sha256: send one of them",
             ));
         }
+        let no_body = || {
+            ApiError::bad(
+                "x-blob-sha256",
+                "adds a file by the digest of bytes the store already holds: send no body (to upload bytes, leave the header out)",
+            )
+        };
+        // The declared length first: a body announced and never sent must not hold the slot.
         let declared = headers
             .get(axum::http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        let body = axum::body::to_bytes(body, 0).await;
-        if declared.is_some_and(|n| n > 0) || body.is_err() {
+        if declared.is_some_and(|n| n > 0) {
+            return Err(no_body());
+        }
+        if axum::body::to_bytes(body, 0).await.is_err() {
+            return Err(no_body());
+        }
+        // Only bytes the caller could read (or staged here already) may be added: a digest
+        // is no key to another repo's files.
+        let txn = state.store.txn(&id).await?;
+        let Some(size) = super::blobs::usable_size(&state, &caller, &stored, &txn.files).await? else {
+            return Err(intact_store::Error::BlobNotStored { digest: stored }.into());
+        };
+        if let Some(max) = state.limits.settings.max_file_bytes
+            && size > max
+        {
             return Err(ApiError::bad(
                 "x-blob-sha256",
-                "adds a file by the digest of bytes the store already holds: send no body (to upload bytes, leave the header out)",
+                format!("the stored file is {size} bytes, over limits.max_file_bytes ({max})"),
             ));
         }
-        let entry = state.store.stage_stored(&id, file_path, stored).await?;
+        let entry = state.store.stage_stored(&id, file_path, stored, size).await?;
         return Ok(staged(entry));
     }
     let max_file_bytes = state.limits.settings.max_file_bytes;

@@ -910,4 +910,64 @@ async fn only_publishers_may_ask_which_blobs_are_stored() {
     let (status, v) = call(&s, Method::POST, path, Some(&publisher), Some(body)).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["missing"], json!([digest]));
+
+    // Bytes stored only in a repo the publisher may not read are missing to them, and cannot
+    // be added by digest: a digest is no key to another repo's files.
+    let secret: &[u8] = b"the embargoed cut";
+    let put = |token: String, txn: String, file: &'static str, bytes: Option<&'static [u8]>| {
+        let s = &s;
+        async move {
+            let mut req = s
+                .http
+                .put(s.url(&format!("/api/v1/transactions/{txn}/files/{file}")))
+                .bearer_auth(token);
+            req = match bytes {
+                Some(b) => req.body(b),
+                None => req.header("x-blob-sha256", intact_core::Digest::of(secret).to_hex()),
+            };
+            json_of(req.send().await.expect("put")).await
+        }
+    };
+    let open = |repo: &'static str, token: String, version: &'static str| {
+        let s = &s;
+        async move {
+            let (status, t) = call(
+                s,
+                Method::POST,
+                &format!("/api/v1/repos/{repo}/transactions"),
+                Some(&token),
+                Some(json!({"name": "cut", "version": version})),
+            )
+            .await;
+            assert_eq!(status, StatusCode::CREATED, "{t}");
+            t["id"].as_str().expect("id").to_owned()
+        }
+    };
+    let hidden = open("files", admin.clone(), "1").await;
+    let (status, v) = put(admin.clone(), hidden.clone(), "cut.mov", Some(secret)).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let (status, v) = call(
+        &s,
+        Method::POST,
+        &format!("/api/v1/transactions/{hidden}/commit"),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let secret_digest = intact_core::Digest::of(secret).to_hex();
+    let ask = json!({"digests": [secret_digest]});
+    let (_, v) = call(&s, Method::POST, path, Some(&publisher), Some(ask.clone())).await;
+    assert_eq!(v["missing"], json!([secret_digest]), "hidden from the publisher");
+    let (_, v) = call(&s, Method::POST, path, Some(&admin), Some(ask.clone())).await;
+    assert_eq!(v["missing"], json!([]), "held for a caller who may read it");
+    let mine = open("other", publisher.clone(), "1").await;
+    let (status, v) = put(publisher.clone(), mine.clone(), "copy.mov", None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["error"], "blob_not_stored", "{v}");
+    // Uploading the bytes is the way in; then the same transaction may add them again.
+    let (status, v) = put(publisher.clone(), mine.clone(), "copy.mov", Some(secret)).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let (status, v) = put(publisher.clone(), mine.clone(), "again.mov", None).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
 }

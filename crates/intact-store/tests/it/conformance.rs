@@ -569,13 +569,20 @@ pub async fn files_are_staged_by_digest_only_when_the_store_holds_the_bytes(h: &
     let t = begin(h, req("frames", "2")).await;
     let entry = h
         .store
-        .stage_stored(&t.id, path("f001.exr"), Digest::of(b"frame one"))
+        .stage_stored(&t.id, path("f001.exr"), Digest::of(b"frame one"), 9)
         .await
         .expect("stage by digest");
     assert_eq!((entry.size, entry.sha256), (9, Digest::of(b"frame one")));
     put(h, &t, "f002.exr", b"frame two, changed").await;
     let never = Digest::of(b"never stored");
-    match h.store.stage_stored(&t.id, path("f003.exr"), never).await {
+    // The wrong size for stored bytes: not those bytes as far as staging is concerned.
+    assert!(matches!(
+        h.store
+            .stage_stored(&t.id, path("f009.exr"), Digest::of(b"frame one"), 8)
+            .await,
+        Err(intact_store::Error::BlobNotStored { .. })
+    ));
+    match h.store.stage_stored(&t.id, path("f003.exr"), never, 12).await {
         Err(intact_store::Error::BlobNotStored { digest }) => assert_eq!(digest, never),
         other => panic!("expected BlobNotStored, got {other:?}"),
     }
@@ -598,14 +605,16 @@ pub async fn files_are_staged_by_digest_only_when_the_store_holds_the_bytes(h: &
     let t = begin(h, req("scratch", "2")).await;
     assert!(matches!(
         h.store
-            .stage_stored(&t.id, path("tmp"), Digest::of(b"short-lived"))
+            .stage_stored(&t.id, path("tmp"), Digest::of(b"short-lived"), 11)
             .await,
         Err(intact_store::Error::BlobNotStored { .. })
     ));
     // Not in an open transaction: refused like an upload.
     h.store.abort(&t.id).await.expect("abort");
     assert!(matches!(
-        h.store.stage_stored(&t.id, path("f"), Digest::of(b"frame one")).await,
+        h.store
+            .stage_stored(&t.id, path("f"), Digest::of(b"frame one"), 9)
+            .await,
         Err(intact_store::Error::TxnNotOpen { .. })
     ));
 }

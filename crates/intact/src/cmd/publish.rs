@@ -154,7 +154,7 @@ async fn hash_local(files: &[(String, PathBuf)]) -> anyhow::Result<Vec<FileEntry
 async fn compare_with_existing(
     client: &Client,
     args: &Args,
-    files: &[(String, PathBuf)],
+    local: &[FileEntry],
     metadata: &Value,
 ) -> anyhow::Result<Option<ExitCode>> {
     if args.version == "auto" || args.idempotency_key.is_some() {
@@ -181,8 +181,7 @@ async fn compare_with_existing(
         .await
         .context("reading the existing manifest")?;
     let existing: Manifest = serde_json::from_value(raw.clone()).context("reading the existing manifest")?;
-    let local = hash_local(files).await?;
-    let diff = ContentDiff::between(&existing.files, &existing.metadata, &local, metadata);
+    let diff = ContentDiff::between(&existing.files, &existing.metadata, local, metadata);
     if diff.is_empty() {
         if args.json {
             report(false, raw)?;
@@ -210,9 +209,20 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let files = collect(&args.files)?;
     let client = Client::new(&args.server)?;
     let meta = metadata(&args)?;
-    if let Some(done) = compare_with_existing(&client, &args, &files, &meta).await? {
+    // Hashed before any transaction opens (its lease does not run while a big tree is read),
+    // each file's size and modification time noted first to notice one changed since.
+    let stamps = stamps(&files);
+    let hashed = hash_local(&files).await?;
+    if let Some(done) = compare_with_existing(&client, &args, &hashed, &meta).await? {
         return Ok(done);
     }
+    let missing = match missing_on_server(&client, &hashed).await {
+        Ok(missing) => missing,
+        Err(e) => {
+            eprintln!("could not ask which files the server holds ({e:#}); uploading every file");
+            hashed.iter().map(|f| f.sha256).collect()
+        }
+    };
     let mut body =
         json!({"name": args.name, "version": args.version, "metadata": meta, "wait_seconds": args.wait_seconds});
     if let Some(k) = &args.idempotency_key {
@@ -229,8 +239,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         // anything else was never published, and saying so is the only honest answer.
         let existing: Manifest =
             serde_json::from_value(m.clone()).context("reading the manifest the idempotency key published")?;
-        let local = hash_local(&files).await?;
-        let diff = ContentDiff::between(&existing.files, &existing.metadata, &local, &meta);
+        let diff = ContentDiff::between(&existing.files, &existing.metadata, &hashed, &meta);
         if !diff.is_empty() {
             bail!(
                 "idempotency key {:?} already published {}/{}@{} with different content ({diff}); nothing was published: use a new key for new content",
@@ -258,7 +267,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if status == reqwest::StatusCode::OK {
         eprintln!("resuming transaction {id}");
     }
-    let sent = match upload_all(&client, &id, &files, args.json).await {
+    let local = Local {
+        files: &files,
+        hashed: &hashed,
+        stamps: &stamps,
+    };
+    let sent = match upload_all(&client, &id, &local, missing, args.json).await {
         Ok(sent) => sent,
         Err(e) => {
             let _ = client
@@ -376,6 +390,14 @@ async fn add_by_digest(client: &Client, id: &str, path: &str, entry: &FileEntry)
             body["message"].as_str().unwrap_or("refused")
         );
     }
+    if resp.status().is_server_error() {
+        // The stored copy may be damaged (an upload heals it) or the server busy: upload.
+        eprintln!(
+            "{path}: the server could not add it by digest ({}); uploading it",
+            resp.status()
+        );
+        return Ok(false);
+    }
     let staged: Value = Client::check(resp)
         .await
         .with_context(|| format!("adding {path} by digest"))?
@@ -397,15 +419,41 @@ fn report(created: bool, manifest: Value) -> anyhow::Result<()> {
     super::print_json(&json!({"created": created, "manifest": manifest}))
 }
 
-async fn upload_all(client: &Client, id: &str, files: &[(String, PathBuf)], json: bool) -> anyhow::Result<Sent> {
+/// A file's size and modification time, to notice it changed after it was hashed.
+type Stamp = Option<(u64, std::time::SystemTime)>;
+
+fn stamp(local: &Path) -> Stamp {
+    let m = std::fs::metadata(local).ok()?;
+    Some((m.len(), m.modified().ok()?))
+}
+
+fn stamps(files: &[(String, PathBuf)]) -> Vec<Stamp> {
+    files.iter().map(|(_, local)| stamp(local)).collect()
+}
+
+/// The files to publish: where they are, what they hashed to, and when.
+struct Local<'a> {
+    files: &'a [(String, PathBuf)],
+    hashed: &'a [FileEntry],
+    stamps: &'a [Stamp],
+}
+
+async fn upload_all(
+    client: &Client,
+    id: &str,
+    local: &Local<'_>,
+    mut missing: std::collections::HashSet<intact_core::Digest>,
+    json: bool,
+) -> anyhow::Result<Sent> {
     let bars = super::bars(json).then(MultiProgress::new);
     let style = ProgressStyle::with_template("{msg:30!} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
         .unwrap_or_else(|_| ProgressStyle::default_bar());
-    let hashed = hash_local(files).await?;
-    let mut missing = missing_on_server(client, &hashed).await?;
     let mut sent = Sent::default();
-    for ((path, local), entry) in files.iter().zip(&hashed) {
-        if !missing.contains(&entry.sha256) && add_by_digest(client, id, path, entry).await? {
+    for (((path, local), entry), hashed_at) in local.files.iter().zip(local.hashed).zip(local.stamps) {
+        // Unchanged since it was hashed (else its new bytes are uploaded), and held by the
+        // server for this caller.
+        let unchanged = hashed_at.is_some() && stamp(local) == *hashed_at;
+        if unchanged && !missing.contains(&entry.sha256) && add_by_digest(client, id, path, entry).await? {
             sent.reused_files += 1;
             sent.reused_bytes += entry.size;
             if bars.is_none() {
