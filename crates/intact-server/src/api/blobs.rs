@@ -11,7 +11,7 @@ use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Extension, State};
 use futures::StreamExt;
-use intact_core::{Digest, FileEntry};
+use intact_core::Digest;
 use intact_store::tokens::Access;
 use serde::{Deserialize, Serialize};
 
@@ -24,18 +24,29 @@ const USERS_LOOKED_AT: u32 = 64;
 /// Digests checked at once by `missing`.
 const CHECKED_AT_ONCE: usize = 16;
 
-/// The size of the stored bytes `digest` as the caller may use them: recorded by a file of
-/// `staged` (the caller's own transaction), or by a committed file of a repo the caller may
-/// read. `None` when there is none: a digest never grants a read the caller lacks.
+/// The size of the stored bytes `digest` as the caller may use them: recorded by a committed
+/// file of a repo the caller may read, or by a file staged in `txn` (the caller's own
+/// transaction). `None` when there is none: a digest never grants a read the caller lacks.
 pub(crate) async fn usable_size(
     state: &AppState,
     caller: &Caller,
     digest: &Digest,
-    staged: &[FileEntry],
+    txn: Option<&intact_core::TxnId>,
 ) -> ApiResult<Option<u64>> {
-    if let Some(f) = staged.iter().find(|f| f.sha256 == *digest) {
-        return Ok(Some(f.size));
+    if let Some(size) = committed_size(state, caller, digest).await? {
+        return Ok(Some(size));
     }
+    // Read only when needed: a transaction of thousands of files would be read whole for
+    // every file added.
+    let Some(txn) = txn else {
+        return Ok(None);
+    };
+    let staged = state.store.txn(txn).await?;
+    Ok(staged.files.iter().find(|f| f.sha256 == *digest).map(|f| f.size))
+}
+
+/// The size a committed file of a repo the caller may read records for `digest`.
+async fn committed_size(state: &AppState, caller: &Caller, digest: &Digest) -> ApiResult<Option<u64>> {
     for user in state.store.blob_users(digest, USERS_LOOKED_AT).await? {
         if !caller.may(state, user.repo.as_str(), Access::Read) {
             continue;
@@ -95,7 +106,7 @@ pub(crate) async fn missing(
     let checks = futures::stream::iter(in_store)
         .map(|d| {
             let (state, caller) = (&state, &caller);
-            async move { usable_size(state, caller, &d, &[]).await.map(|size| size.map(|_| d)) }
+            async move { usable_size(state, caller, &d, None).await.map(|size| size.map(|_| d)) }
         })
         .buffer_unordered(CHECKED_AT_ONCE)
         .collect::<Vec<_>>()

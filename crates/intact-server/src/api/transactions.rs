@@ -316,8 +316,7 @@ pub(crate) async fn put_file(
         }
         // Only bytes the caller could read (or staged here already) may be added: a digest
         // is no key to another repo's files.
-        let txn = state.store.txn(&id).await?;
-        let Some(size) = super::blobs::usable_size(&state, &caller, &stored, &txn.files).await? else {
+        let Some(size) = super::blobs::usable_size(&state, &caller, &stored, Some(&id)).await? else {
             return Err(intact_store::Error::BlobNotStored { digest: stored }.into());
         };
         if let Some(max) = state.limits.settings.max_file_bytes
