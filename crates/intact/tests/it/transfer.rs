@@ -5,13 +5,13 @@
 //! server that the real `go` command builds from; and the same on PostgreSQL + S3.
 
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
-use crate::go_fixtures::{build_proxy, go_binary, go_command, run_ok};
+use crate::go_fixtures::{build_proxy, go_command, need_go, run_ok};
 use crate::harness::{self, BIN, Server, pattern};
 use crate::sumdb::{build_database, start_database};
 use crate::torture::backend::Backend;
@@ -458,19 +458,6 @@ fn manifest_as(server: &Server, token: &str, repo: &str, name: &str, version: &s
             other => panic!("{repo}/{name}@{version}: {other}"),
         }
     })
-}
-
-fn need_go(test: &str) -> Option<PathBuf> {
-    let go = go_binary();
-    if go.is_none() {
-        // The test command installs go: missing there, it is a failure, never a skip.
-        assert!(
-            std::env::var_os("INTACT_SUITE_SIZE").is_none(),
-            "{test}: no go command, though the test command (scripts/test) installs golang-go"
-        );
-        eprintln!("skipping {test}: no go command (install golang-go; scripts/test does)");
-    }
-    go
 }
 
 fn go_config(upstream: &Path, db_url: &str, vkey: &str, settings: &str) -> String {

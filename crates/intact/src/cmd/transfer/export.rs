@@ -399,6 +399,19 @@ impl Exporter {
         Ok((w, trailer))
     }
 
+    /// GETs `path`; `None` when it is gone (404: deleted since the snapshot).
+    async fn get_unless_gone(&self, path: &str) -> anyhow::Result<Option<reqwest::Response>> {
+        let url = self.client.url(path);
+        let resp = self
+            .client
+            .http
+            .get(url.clone())
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        Ok((resp.status() != reqwest::StatusCode::NOT_FOUND).then_some(resp))
+    }
+
     /// The version's manifest, or `None` when it is gone (deleted since the snapshot).
     async fn manifest(&self, item: &Listed) -> anyhow::Result<Option<ServedManifest>> {
         let path = format!(
@@ -407,16 +420,9 @@ impl Exporter {
             encode_path(&item.name),
             encode_path(&item.version)
         );
-        let resp = self
-            .client
-            .http
-            .get(self.client.url(&path))
-            .send()
-            .await
-            .with_context(|| format!("GET {}", self.client.url(&path)))?;
-        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+        let Some(resp) = self.get_unless_gone(&path).await? else {
             return Ok(None);
-        }
+        };
         let m: ServedManifest = Client::check(resp)
             .await
             .with_context(|| format!("reading {}/{}@{}", self.repo, item.name, item.version))?
@@ -444,16 +450,9 @@ impl Exporter {
             encode_path(&m.version),
             encode_path(f.path.as_str())
         );
-        let resp = self
-            .client
-            .http
-            .get(self.client.url(&path))
-            .send()
-            .await
-            .with_context(|| format!("GET {}", self.client.url(&path)))?;
-        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+        let Some(resp) = self.get_unless_gone(&path).await? else {
             return Ok(None);
-        }
+        };
         let resp = Client::check(resp)
             .await
             .with_context(|| format!("downloading {}/{}@{}: {}", self.repo, m.name, m.version, f.path))?;
