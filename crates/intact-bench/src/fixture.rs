@@ -71,6 +71,7 @@ async fn publish_file(store: &Store, name: &str, path: &Path) -> Result<PathBuf>
             lease: None,
             idempotency_key: None,
             wait: std::time::Duration::ZERO,
+            base: None,
         })
         .await?;
     let OpenOutcome::Created(txn) = opened else {

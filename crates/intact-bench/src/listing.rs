@@ -203,6 +203,7 @@ async fn publish(store: &Arc<Store>, name: &str, count: u64, workers: usize, wit
                         lease: None,
                         idempotency_key: None,
                         wait: Duration::ZERO,
+                        base: None,
                     })
                     .await?;
                 let OpenOutcome::Created(txn) = opened else {

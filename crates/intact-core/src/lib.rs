@@ -14,7 +14,7 @@ pub mod txn;
 pub use content::ContentDiff;
 pub use digest::{Digest, DigestHasher};
 pub use manifest::{FileEntry, Manifest, content_fingerprint};
-pub use name::{FilePath, Name, RepoName, ValidationError, Version};
+pub use name::{FilePath, Name, RepoName, Tag, ValidationError, Version};
 pub use time::Timestamp;
 pub use tree::{PathClash, check_tree};
 pub use txn::{TxnId, TxnState};

@@ -243,6 +243,23 @@ impl Version {
     }
 }
 
+/// A tag: a movable pointer from a name to one of its versions (`hero`, `approved`,
+/// `latest`). 1-128 characters of `[A-Za-z0-9._-]`, not `.` or `..`; the version grammar
+/// without `+`, so a tag never reads like a version with build metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tag(String);
+string_newtype!(Tag);
+
+impl Tag {
+    pub fn parse(s: &str) -> Result<Self, ValidationError> {
+        const RULE: &str = "1-128 characters of [A-Za-z0-9._-], not '.' or '..'";
+        if s.is_empty() || s.len() > MAX_VERSION_LEN || s == "." || s == ".." || !s.chars().all(is_name_char) {
+            return Err(ValidationError::new("tag", s, RULE));
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
 /// A file path inside a version: same grammar as names.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FilePath(String);
@@ -357,5 +374,15 @@ mod tests {
     fn paths_match_names() {
         assert!(FilePath::parse("dir/file.bin").is_ok());
         assert_eq!(FilePath::parse("../x").expect_err("..").field, "path");
+    }
+
+    #[test]
+    fn tags() {
+        for ok in ["hero", "latest", "v1.2_rc-3", &"t".repeat(128)] {
+            assert!(Tag::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "v1+build", "@x", "sp ace", &"t".repeat(129)] {
+            assert_eq!(Tag::parse(bad).expect_err(bad).field, "tag");
+        }
     }
 }

@@ -47,6 +47,14 @@ string_schema!(
     string("A version: [A-Za-z0-9._+-], not `.` or `..`.", None, 128)
 );
 string_schema!(
+    crate::Tag,
+    string(
+        "A tag: 1-128 characters of [A-Za-z0-9._-], not `.` or `..`.",
+        Some("^[A-Za-z0-9._-]+$"),
+        128
+    )
+);
+string_schema!(
     crate::FilePath,
     string(
         "A file's path in its version: `/`-separated segments of [A-Za-z0-9._-].",

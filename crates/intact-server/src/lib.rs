@@ -163,6 +163,7 @@ mod tests {
             lease: None,
             idempotency_key: None,
             wait: Duration::ZERO,
+            base: None,
         }
     }
 

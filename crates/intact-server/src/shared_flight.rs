@@ -305,6 +305,7 @@ mod tests {
             lease: None,
             idempotency_key: None,
             wait: Duration::from_secs(30),
+            base: None,
         };
         let t = match store.begin(req).await? {
             OpenOutcome::Created(t) => t,

@@ -27,6 +27,14 @@ pub enum Error {
     #[error("{what} already exists")]
     Exists { what: String },
 
+    /// A tag move's compare-and-swap failed: the tag points elsewhere (`current`; `None`
+    /// when it does not exist) than the move expected.
+    #[error("{what} points at {}, not at what the move expected", current.as_ref().map_or("nothing", |v| v.as_str()))]
+    TagMoved {
+        what: String,
+        current: Option<intact_core::Version>,
+    },
+
     /// Another open transaction holds (repo, name, version).
     #[error("{what} is locked by transaction {holder} until {expires_at}")]
     Locked {

@@ -11,7 +11,7 @@ use intact_core::Timestamp;
 use serde::Serialize;
 
 /// The event kinds a hook may ask for.
-pub const EVENT_KINDS: &[&str] = &["committed", "aborted", "deleted"];
+pub const EVENT_KINDS: &[&str] = &["committed", "aborted", "deleted", "tagged", "untagged"];
 
 /// A hook to create.
 #[derive(Debug, Clone)]

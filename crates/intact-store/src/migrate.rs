@@ -131,6 +131,7 @@ async fn copy_version(source: &Store, target: &Store, m: &Manifest, report: &mut
             lease: Some(Duration::from_secs(3600).min(target.config().max_lease)),
             idempotency_key: Some(migration_key(m)),
             wait: Duration::ZERO,
+            base: None,
         })
         .await?;
     let txn = match opened {

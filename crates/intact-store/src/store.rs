@@ -201,6 +201,9 @@ pub struct BeginRequest {
     pub idempotency_key: Option<String>,
     /// How long to wait for another transaction holding the same version.
     pub wait: Duration,
+    /// A committed version of the same name to start from: the transaction opens with its
+    /// files, and PUT / DELETE of paths change them (a version made by editing another).
+    pub base: Option<Version>,
 }
 
 fn new_txn_id() -> TxnId {
@@ -474,6 +477,7 @@ impl Store {
             lease,
             idempotency_key: req.idempotency_key,
             owner: owner.map(str::to_owned),
+            base: req.base,
         };
         let deadline = tokio::time::Instant::now() + req.wait;
         loop {
@@ -701,6 +705,39 @@ impl Store {
     }
 
     /// Up to `limit` committed files whose bytes are `digest` (repo, name, version, path).
+    /// Takes `path` out of open transaction `id`; `NotFound` when it holds no such path.
+    pub async fn unstage_file(&self, id: &TxnId, path: &FilePath) -> Result<()> {
+        if self.catalog.unstage_file(id, path).await? {
+            Ok(())
+        } else {
+            Err(Error::not_found(format!("{path} in transaction {id}")))
+        }
+    }
+
+    /// Moves (or removes) a tag; see [`Catalog::move_tag`].
+    pub async fn move_tag(&self, mv: &crate::TagMove) -> Result<crate::TagMoved> {
+        self.catalog.move_tag(mv).await
+    }
+
+    /// Where a tag points, and the manifest of that version. `NotFound` naming the tag when
+    /// it does not exist, or naming the version when the tag outlived it (a deleted cache
+    /// copy).
+    pub async fn tagged(
+        &self,
+        repo: &RepoName,
+        name: &Name,
+        tag: &intact_core::Tag,
+    ) -> Result<(crate::TagRecord, Arc<Manifest>)> {
+        let Some(record) = self.catalog.tag(repo, name, tag).await? else {
+            return Err(Error::not_found(format!("tag {tag} of {repo}/{name}")));
+        };
+        let manifest = self.manifest(repo, name, &record.version).await.map_err(|e| match e {
+            Error::NotFound { what } => Error::not_found(format!("{what}, which tag {tag} points at,")),
+            other => other,
+        })?;
+        Ok((record, manifest))
+    }
+
     pub async fn blob_users(&self, digest: &Digest, limit: u32) -> Result<Vec<crate::BlobUser>> {
         self.catalog.blob_users(digest, limit).await
     }

@@ -80,6 +80,9 @@ enum Command {
     Token(cmd::token::Args),
     /// Webhooks: signed HTTP callbacks for commits, rollbacks and deletions (docs/operations.md).
     Hooks(cmd::hooks::Args),
+    /// Tags: movable pointers to versions (`hero`, `approved`), moved by compare-and-swap,
+    /// with their history (docs/publishing.md).
+    Tag(cmd::tag::Args),
     /// Print a shell completion script: `intact completions bash > /etc/bash_completion.d/intact`.
     Completions(cmd::completions::Args),
 }
@@ -149,6 +152,7 @@ fn main() -> std::process::ExitCode {
             Command::Import(a) => cmd::transfer::import::run(a).await,
             Command::Token(a) => cmd::token::run(a).await,
             Command::Hooks(a) => cmd::hooks::run(a).await,
+            Command::Tag(a) => cmd::tag::run(a).await,
             Command::Completions(a) => cmd::completions::run::<Cli>(a),
         }
     });

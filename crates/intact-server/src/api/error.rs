@@ -207,6 +207,7 @@ pub fn store_status_and_code(e: &StoreError) -> (StatusCode, &'static str) {
         StoreError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
         StoreError::Exists { .. } => (StatusCode::CONFLICT, "exists"),
         StoreError::Locked { .. } => (StatusCode::CONFLICT, "locked"),
+        StoreError::TagMoved { .. } => (StatusCode::CONFLICT, "tag_moved"),
         StoreError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
         StoreError::TxnNotOpen { .. } => (StatusCode::CONFLICT, "not_open"),
         StoreError::UploadsInProgress { .. } => (StatusCode::CONFLICT, "uploads_in_progress"),
@@ -237,6 +238,7 @@ fn store_details(e: &StoreError) -> Option<serde_json::Value> {
             json!({"holder": {"id": holder, "expires_at": expires_at}})
         }
         StoreError::Conflict { diff, .. } => json!({"differences": diff}),
+        StoreError::TagMoved { current, .. } => json!({"current": current}),
         StoreError::TxnNotOpen { state, .. } => json!({"state": state}),
         StoreError::UploadsInProgress { .. }
         | StoreError::Unavailable { .. }

@@ -7,6 +7,7 @@ mod guard;
 pub(crate) mod prepared;
 mod publish;
 mod reads;
+pub(crate) mod tags;
 pub(crate) mod tokens;
 pub(crate) mod transactions;
 mod unread_body;
@@ -46,14 +47,19 @@ pub fn router(state: AppState) -> Router {
                 .layer(upload_slot()),
         )
         .route("/repos/{repo}/names", get(reads::names))
-        .route("/repos/{repo}/{*rest}", get(reads::read))
+        .route(
+            "/repos/{repo}/{*rest}",
+            get(reads::read).put(reads::write).delete(reads::remove),
+        )
         .route("/repos/{repo}", get(reads::repo_info))
         .route("/transactions/{id}", get(transactions::get).delete(transactions::abort))
         .route("/transactions/{id}/commit", post(transactions::commit))
         .route("/transactions/{id}/renew", post(transactions::renew))
         .route(
             "/transactions/{id}/files/{*path}",
-            put(transactions::put_file).layer(upload_slot()),
+            put(transactions::put_file)
+                .layer(upload_slot())
+                .delete(transactions::delete_file),
         )
         .route("/events", get(events))
         .route("/blobs/missing", post(blobs::missing))

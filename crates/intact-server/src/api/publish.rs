@@ -137,6 +137,7 @@ async fn open_txn(
         idempotency_key: fields.idempotency_key.clone(),
         wait_seconds: None,
         import: false,
+        from_version: None,
     };
     Ok(match state.store.begin(req.into_begin(repo, headers)?).await? {
         OpenOutcome::Created(t) => Opened::Txn(t, Owner::This),

@@ -9,7 +9,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{OriginalUri, Path, Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use intact_core::{Manifest, Name, RepoName, Version};
+use intact_core::{Manifest, Name, RepoName, Tag, Version};
 use serde::Deserialize;
 
 use super::error::{ApiError, ApiResult};
@@ -29,6 +29,16 @@ pub(crate) enum ReadTarget {
     Latest(Name),
     Manifest(Name, Version),
     File(Name, Version, String),
+    /// `@t/{tag}`: the manifest of the version a tag points at.
+    TaggedManifest(Name, Tag),
+    /// `@t/{tag}/{path}`: a file of the version a tag points at.
+    TaggedFile(Name, Tag, String),
+    /// `@tags`: the name's tags.
+    Tags(Name),
+    /// `@tags/{tag}`: where a tag points (GET), moving it (PUT), removing it (DELETE).
+    Tag(Name, Tag),
+    /// `@tags/{tag}/@history`: its moves.
+    TagHistory(Name, Tag),
 }
 
 /// Which names a read may ask for: those of the repo's format.
@@ -68,8 +78,9 @@ impl NameGrammar {
     }
 }
 
-/// Splits `{name...}/@versions`, `{name...}/@latest`, `{name...}/@v/{version}` and
-/// `{name...}/@v/{version}/{path...}`.
+/// Splits `{name...}/@versions`, `{name...}/@latest`, `{name...}/@v/{version}`,
+/// `{name...}/@v/{version}/{path...}`, the same with `@t/{tag}` for a version named by a tag,
+/// and `{name...}/@tags[/{tag}[/@history]]`.
 /// Name segments never start with `@` (but for a Go repo's internal namespace as the first
 /// one), so the first other `@` segment ends the name.
 pub(crate) fn parse_target(rest: &str, grammar: NameGrammar) -> ApiResult<ReadTarget> {
@@ -83,7 +94,7 @@ pub(crate) fn parse_target(rest: &str, grammar: NameGrammar) -> ApiResult<ReadTa
     else {
         return Err(ApiError::bad(
             "path",
-            "expected {name}/@versions, {name}/@latest, {name}/@v/{version} or {name}/@v/{version}/{path}",
+            "expected {name}/@versions, {name}/@latest, {name}/@v/{version}[/{path}], {name}/@t/{tag}[/{path}] or {name}/@tags[/{tag}[/@history]]",
         ));
     };
     let name = grammar.parse(&segs[..at].join("/"))?;
@@ -97,9 +108,21 @@ pub(crate) fn parse_target(rest: &str, grammar: NameGrammar) -> ApiResult<ReadTa
             intact_core::FilePath::parse(&path)?;
             Ok(ReadTarget::File(name, version, path))
         }
+        ("@t", [tag]) => Ok(ReadTarget::TaggedManifest(name, Tag::parse(tag)?)),
+        ("@t", [tag, path @ ..]) if !path.is_empty() => {
+            let tag = Tag::parse(tag)?;
+            let path = path.join("/");
+            intact_core::FilePath::parse(&path)?;
+            Ok(ReadTarget::TaggedFile(name, tag, path))
+        }
+        ("@tags", []) => Ok(ReadTarget::Tags(name)),
+        ("@tags", [tag]) => Ok(ReadTarget::Tag(name, Tag::parse(tag)?)),
+        ("@tags", [tag, "@history"]) => Ok(ReadTarget::TagHistory(name, Tag::parse(tag)?)),
         (marker, _) => Err(ApiError::bad(
             "path",
-            format!("unknown selector {marker:?}; expected @versions, @latest or @v/{{version}}"),
+            format!(
+                "unknown selector {marker:?}; expected @versions, @latest, @v/{{version}}, @t/{{tag}} or @tags[/{{tag}}[/@history]]"
+            ),
         )),
     }
 }
@@ -172,6 +195,8 @@ pub(crate) async fn resolve_manifest(
 pub(crate) struct Page {
     after: Option<String>,
     limit: Option<u32>,
+    /// Tag history pages.
+    before: Option<i64>,
 }
 
 pub(crate) async fn read(
@@ -181,18 +206,153 @@ pub(crate) async fn read(
     // The request itself, not `Method` and `HeaderMap` extractors: those clone the headers.
     request: axum::extract::Request,
 ) -> ApiResult<Response> {
-    let (method, headers) = (request.method(), request.headers());
     let Path((repo, rest)) = path?;
     let repo = repo_or_404(&state, &repo)?;
     let private = needed_a_token(&request, repo);
+    // A read through a tag answers as the read of its version, marked as moving.
+    let (target, tagged) = match parse_target(&rest, NameGrammar::of(repo))? {
+        ReadTarget::TaggedManifest(name, tag) => {
+            let version = super::tags::find(&state, repo, &name, &tag).await?.version;
+            (ReadTarget::Manifest(name, version.clone()), Some(version))
+        }
+        ReadTarget::TaggedFile(name, tag, path) => {
+            let version = super::tags::find(&state, repo, &name, &tag).await?.version;
+            (ReadTarget::File(name, version.clone(), path), Some(version))
+        }
+        other => (other, None),
+    };
+    // The path a prepared answer is kept by (see `prepared`), when this read may make one:
+    // the full path, as the front door sees it. Never for a read through a tag: the tag may
+    // move, the kept answer would not.
+    let prepare_as = (tagged.is_none()
+        && matches!(target, ReadTarget::File(..))
+        && repo.kind == RepoKind::Hosted
+        && PreparedFiles::may_answer(&request))
+    .then(|| {
+        request
+            .extensions()
+            .get::<OriginalUri>()
+            .map_or_else(|| request.uri().path(), |u| u.0.path())
+            .to_owned()
+    });
+    let resp = read_target(
+        &state,
+        repo,
+        target,
+        private,
+        query,
+        (request.method(), request.headers()),
+        prepare_as,
+    )
+    .await;
+    match (tagged, resp) {
+        (Some(version), Ok(resp)) => Ok(tagged_answer(resp, repo, &rest, &version)),
+        (_, resp) => resp,
+    }
+}
+
+/// `PUT` under `/repos/{repo}/`: moving a tag (`{name}/@tags/{tag}`); nothing else there is
+/// written this way.
+pub(crate) async fn write(
+    State(state): State<AppState>,
+    caller: Option<axum::Extension<crate::http::Caller>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: Result<Json<super::tags::MoveTagBody>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Response> {
+    let Path((repo, rest)) = path?;
+    let repo = repo_or_404(&state, &repo)?;
     match parse_target(&rest, NameGrammar::of(repo))? {
+        ReadTarget::Tag(name, tag) => super::tags::put(&state, repo, caller.as_deref(), name, tag, body).await,
+        _ => Err(not_writable()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Expect {
+    expect: Option<String>,
+}
+
+/// `DELETE` under `/repos/{repo}/`: removing a tag (`{name}/@tags/{tag}[?expect=V]`).
+pub(crate) async fn remove(
+    State(state): State<AppState>,
+    caller: Option<axum::Extension<crate::http::Caller>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<Expect>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Path((repo, rest)) = path?;
+    let repo = repo_or_404(&state, &repo)?;
+    match parse_target(&rest, NameGrammar::of(repo))? {
+        ReadTarget::Tag(name, tag) => {
+            let Query(q) = query?;
+            super::tags::delete(&state, repo, caller.as_deref(), name, tag, q.expect).await
+        }
+        _ => Err(not_writable()),
+    }
+}
+
+/// Versions are written through transactions, never in place.
+fn not_writable() -> ApiError {
+    ApiError::Coded {
+        status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        code: "method_not_allowed",
+        message: "only tags ({name}/@tags/{tag}) are written here: versions are published through \
+                  POST /api/v1/repos/{repo}/transactions"
+            .to_owned(),
+    }
+}
+
+/// Marks an answer read through a tag: which version it is (`x-intact-version`, and
+/// `Content-Location` for a manifest) and that it moves (`no-cache`).
+fn tagged_answer(mut resp: Response, repo: &RepoConfig, rest: &str, version: &Version) -> Response {
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Ok(v) = HeaderValue::from_str(version.as_str()) {
+        h.insert("x-intact-version", v);
+    }
+    // `{name}/@t/{tag}` -> `{name}/@v/{version}`: the manifest's own, immutable, URL.
+    if let Some((name, _)) = rest.split_once("/@t/")
+        && !rest[name.len() + 4..].contains('/')
+    {
+        let location = format!(
+            "/api/v1/repos/{}/{}/@v/{}",
+            percent_encode_path(repo.name.as_str()),
+            percent_encode_path(name),
+            percent_encode_path(version.as_str())
+        );
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            h.insert(header::CONTENT_LOCATION, v);
+        }
+    }
+    resp
+}
+
+async fn read_target(
+    state: &AppState,
+    repo: &RepoConfig,
+    target: ReadTarget,
+    private: bool,
+    query: Result<Query<Page>, QueryRejection>,
+    (method, headers): (&axum::http::Method, &axum::http::HeaderMap),
+    prepare_as: Option<String>,
+) -> ApiResult<Response> {
+    match target {
         ReadTarget::Versions(name) => {
             let Query(page) = query?;
-            versions(&state, repo, &name, page).await
+            versions(state, repo, &name, page).await
         }
-        ReadTarget::Latest(name) => latest(&state, repo, &name).await,
+        ReadTarget::Tags(name) => super::tags::list(state, repo, &name).await,
+        ReadTarget::Tag(name, tag) => super::tags::get(state, repo, &name, &tag).await,
+        ReadTarget::TagHistory(name, tag) => {
+            let Query(page) = query?;
+            super::tags::history(state, repo, &name, &tag, page.before, page.limit).await
+        }
+        ReadTarget::TaggedManifest(..) | ReadTarget::TaggedFile(..) => Err(ApiError::Internal(
+            "a read through a tag reached the reads of versions unresolved".into(),
+        )),
+        ReadTarget::Latest(name) => latest(state, repo, &name).await,
         ReadTarget::Manifest(name, version) => {
-            let m = resolve_manifest(&state, repo, &name, &version).await?;
+            let m = resolve_manifest(state, repo, &name, &version).await?;
             let mut resp = Json(&*m).into_response();
             let h = resp.headers_mut();
             h.insert(header::CACHE_CONTROL, immutable(private));
@@ -202,15 +362,6 @@ pub(crate) async fn read(
             Ok(resp)
         }
         ReadTarget::File(name, version, path) => {
-            // The path a prepared answer is kept by (see `prepared`), when this read may
-            // make one: the full path, as the front door sees it.
-            let prepare_as = (repo.kind == RepoKind::Hosted && PreparedFiles::may_answer(&request)).then(|| {
-                request
-                    .extensions()
-                    .get::<OriginalUri>()
-                    .map_or_else(|| request.uri().path(), |u| u.0.path())
-                    .to_owned()
-            });
             // At most two rounds: a proxy cache may evict the version between resolving its
             // manifest and opening its blob, or hold a damaged copy; then it is resolved again
             // (re-staged, or 404) instead of answering 500.
@@ -218,13 +369,13 @@ pub(crate) async fn read(
             loop {
                 // Read before the version is looked up: a deletion after it voids the answer.
                 let deletions = state.store.deletions();
-                let m = resolve_manifest(&state, repo, &name, &version).await?;
+                let m = resolve_manifest(state, repo, &name, &version).await?;
                 let file = m
                     .file(&path)
                     .ok_or_else(|| ApiError::NotFound(format!("file {path} in {}/{name}@{version}", repo.name)))?;
-                crate::staging::touch(&state, &m);
+                crate::staging::touch(state, &m);
                 let prepared = match &prepare_as {
-                    Some(key) => prepare(&state, key, repo, file, content_type_for(&path), &m, deletions).await,
+                    Some(key) => prepare(state, key, repo, file, content_type_for(&path), &m, deletions).await,
                     None => Ok(None),
                 };
                 let sent = match prepared {
@@ -244,7 +395,7 @@ pub(crate) async fn read(
                 };
                 if let Err(intact_store::Error::BlobMissing { .. } | intact_store::Error::BlobDamaged { .. }) = &sent
                     && !evicted_once
-                    && can_read_again(&state, &m).await?
+                    && can_read_again(state, &m).await?
                 {
                     evicted_once = true;
                     continue;

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures::TryStreamExt;
-use intact_core::{Digest, FilePath, Name, TxnId};
+use intact_core::{Digest, FilePath, Name, TxnId, Version};
 use intact_store::store::BeginRequest;
 use intact_store::{CommitOutcome, OpenOutcome, TxnRecord, VersionSpec};
 use serde::Deserialize;
@@ -46,6 +46,11 @@ pub(crate) struct CreateTxn {
     /// exact version (not `auto`). The metadata is kept as given.
     #[serde(default)]
     pub import: bool,
+    /// Start from this committed version of the same name: the transaction opens with its
+    /// files (and, when `metadata` is left out, its metadata); PUT and DELETE of paths change
+    /// them, and the commit makes the new version. Only the changes are sent.
+    #[serde(default)]
+    pub from_version: Option<String>,
 }
 
 /// The names an import may give a version: those the repo's own front-end stores.
@@ -113,6 +118,22 @@ impl CreateTxn {
                 "an import names the exact version it recreates, not `auto`",
             ));
         }
+        let base = self
+            .from_version
+            .as_deref()
+            .map(|v| {
+                Version::parse(v).map_err(|e| intact_core::ValidationError {
+                    field: "from_version",
+                    ..e
+                })
+            })
+            .transpose()?;
+        if self.import && base.is_some() {
+            return Err(ApiError::bad(
+                "from_version",
+                "an import recreates a version exactly as exported: it names every file itself",
+            ));
+        }
         let wait = self.wait_seconds.unwrap_or(0);
         if wait > MAX_WAIT {
             return Err(ApiError::bad("wait_seconds", format!("must be at most {MAX_WAIT}")));
@@ -140,6 +161,7 @@ impl CreateTxn {
             lease: self.lease_seconds.map(Duration::from_secs),
             idempotency_key,
             wait: Duration::from_secs(wait),
+            base,
         })
     }
 }
@@ -186,7 +208,15 @@ pub(crate) async fn create(
     let import_names = state
         .repo(repo.as_str())
         .map_or(ImportNames::Published, ImportNames::of);
-    let begin = req.into_begin_as(&repo, &headers, import_names)?;
+    let inherits_metadata = req.metadata.is_none();
+    let mut begin = req.into_begin_as(&repo, &headers, import_names)?;
+    if let Some(base) = &begin.base
+        && inherits_metadata
+    {
+        // An edit keeps the version's metadata unless it says otherwise. Read before the
+        // open: a version is immutable, and one deleted meanwhile fails the open itself.
+        begin.metadata = state.store.manifest(&repo, &begin.name, base).await?.metadata.clone();
+    }
     let owner = caller.as_ref().and_then(|c| c.token_name());
     if let (Some(owner), Some(max)) = (owner, state.limits.settings.max_open_transactions_per_token) {
         // Counted before opening: two opens racing at the limit may both pass (one over);
@@ -339,6 +369,19 @@ pub(crate) async fn put_file(
         .put_file(&id, file_path, &mut reader, expected, None)
         .await?;
     Ok(staged(entry))
+}
+
+/// `DELETE /transactions/{id}/files/{path}`: the path is no longer part of the version
+/// (an edit drops a file of the version it started from, or an upload is taken back).
+pub(crate) async fn delete_file(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult<Response> {
+    let Path((id, file_path)) = path?;
+    let id = parse_id(&id)?;
+    let file_path = FilePath::parse(&file_path)?;
+    state.store.unstage_file(&id, &file_path).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 fn staged(entry: intact_core::FileEntry) -> Response {

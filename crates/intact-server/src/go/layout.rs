@@ -229,6 +229,7 @@ pub async fn commit_paths(
         lease: Some(intact_store::WORKER_LEASE),
         idempotency_key: None,
         wait: std::time::Duration::from_secs(COMMIT_WAIT_SECONDS),
+        base: None,
     };
     match store.publish_pending(req, staged).await {
         Ok(CommitOutcome::Committed(m)) => Ok(Committed::New(Arc::new(m))),

@@ -26,9 +26,10 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, Secur
     paths(
         paths::healthz, paths::readyz, paths::metrics, paths::openapi,
         paths::list_repos, paths::repo_info, paths::names, paths::versions, paths::latest,
-        paths::manifest, paths::file,
+        paths::manifest, paths::file, paths::tagged_manifest, paths::tagged_file,
+        paths::list_tags, paths::get_tag, paths::move_tag, paths::delete_tag, paths::tag_history,
         paths::create_transaction, paths::get_transaction, paths::abort_transaction,
-        paths::renew_transaction, paths::commit_transaction, paths::put_file, paths::publish,
+        paths::renew_transaction, paths::commit_transaction, paths::put_file, paths::delete_file, paths::publish,
         paths::events, paths::blobs_missing,
         paths::gc, paths::gc_status, paths::verify,
         paths::list_tokens, paths::create_token, paths::revoke_token,
@@ -40,6 +41,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, Secur
     tags(
         (name = "reads", description = "Repositories, names, versions, manifests and file bytes."),
         (name = "publishing", description = "Transactions and one-shot publishes: a version becomes visible whole, at its commit."),
+        (name = "tags", description = "Movable pointers to versions, moved by compare-and-swap, with their history."),
         (name = "events", description = "The event log, in commit order."),
         (name = "admin", description = "Garbage collection, verification, tokens, webhooks (scope `*:admin` once access control is on; \
                                          until the first token exists, with `[auth] required` off, every call is open, as the document does not say). \

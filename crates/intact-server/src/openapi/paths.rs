@@ -117,6 +117,118 @@ fn manifest() {}
     ))]
 fn file() {}
 
+#[utoipa::path(get, path = "/api/v1/repos/{repo}/{name}/@t/{tag}", tag = "reads",
+    params(
+        ("repo" = String, Path, description = "A configured repository.", example = "files"),
+        ("name" = String, Path, description = "A name; its `/` are sent as they are, not encoded.", example = "tool"),
+        ("tag" = String, Path, description = "A tag.", example = "hero"),
+    ),
+    responses(
+        (status = 200, description = "The manifest of the version the tag points at (`x-intact-version` names it; `Content-Location` is its own, immutable, URL; never cached without asking again).", body = Manifest),
+        (status = 404, description = "No such repository or tag.", body = ErrorBody),
+        (status = "default", description = "An error.", body = ErrorBody),
+    ))]
+fn tagged_manifest() {}
+
+#[utoipa::path(get, path = "/api/v1/repos/{repo}/{name}/@t/{tag}/{path}", tag = "reads",
+    params(
+        ("repo" = String, Path, description = "A configured repository.", example = "files"),
+        ("name" = String, Path, description = "A name; its `/` are sent as they are, not encoded.", example = "tool"),
+        ("tag" = String, Path, description = "A tag.", example = "hero"),
+        ("path" = String, Path, description = "The file's path in the version; its `/` are sent as they are.", example = "tool.txt"),
+    ),
+    responses(
+        (status = 200, description = "The file's bytes in the version the tag points at (`x-intact-version` names it).", body = Bytes, content_type = "*/*"),
+        (status = 206, description = "One range of the file (`Range: bytes=a-b`).", body = Bytes, content_type = "*/*"),
+        (status = 304, description = "`If-None-Match` named the file's ETag."),
+        (status = 404, description = "No such repository, tag or file.", body = ErrorBody),
+        (status = 416, description = "The range lies past the end of the file."),
+        (status = "default", description = "An error.", body = ErrorBody),
+    ))]
+fn tagged_file() {}
+
+#[utoipa::path(get, path = "/api/v1/repos/{repo}/{name}/@tags", tag = "tags",
+    params(
+        ("repo" = String, Path, description = "A configured repository.", example = "files"),
+        ("name" = String, Path, description = "A name; its `/` are sent as they are, not encoded.", example = "tool"),
+    ),
+    responses(
+        (status = 200, description = "The name's tags, by tag.", body = TagsPage),
+        (status = "default", description = "An error.", body = ErrorBody),
+    ))]
+fn list_tags() {}
+
+#[utoipa::path(get, path = "/api/v1/repos/{repo}/{name}/@tags/{tag}", tag = "tags",
+    params(
+        ("repo" = String, Path, description = "A configured repository.", example = "files"),
+        ("name" = String, Path, description = "A name; its `/` are sent as they are, not encoded.", example = "tool"),
+        ("tag" = String, Path, description = "A tag.", example = "hero"),
+    ),
+    responses(
+        (status = 200, description = "Where the tag points.", body = intact_store::TagRecord),
+        (status = 404, description = "No such repository or tag.", body = ErrorBody),
+        (status = "default", description = "An error.", body = ErrorBody),
+    ))]
+fn get_tag() {}
+
+#[utoipa::path(put, path = "/api/v1/repos/{repo}/{name}/@tags/{tag}", tag = "tags",
+    params(
+        ("repo" = String, Path, description = "A hosted generic repository.", example = "files"),
+        ("name" = String, Path, description = "A name; its `/` are sent as they are, not encoded.", example = "tool"),
+        ("tag" = String, Path, description = "A tag.", example = "hero"),
+    ),
+    request_body = crate::api::tags::MoveTagBody,
+    responses(
+        (status = 200, description = "The tag points at `version` (`moved` false: it did already).", body = TagMoveAnswer),
+        (status = 404, description = "No such repository or version.", body = ErrorBody),
+        (status = 409, description = "The tag points elsewhere than `expect` said (`tag_moved`, with `current`).", body = ErrorBody),
+        (status = "default", description = "An error.", body = ErrorBody),
+    ))]
+fn move_tag() {}
+
+#[utoipa::path(delete, path = "/api/v1/repos/{repo}/{name}/@tags/{tag}", tag = "tags",
+    params(
+        ("repo" = String, Path, description = "A hosted generic repository.", example = "files"),
+        ("name" = String, Path, description = "A name; its `/` are sent as they are, not encoded.", example = "tool"),
+        ("tag" = String, Path, description = "A tag.", example = "hero"),
+        ("expect" = Option<String>, Query, description = "Remove it only if it points at this version."),
+    ),
+    responses(
+        (status = 204, description = "Removed (its history keeps the removal)."),
+        (status = 404, description = "No such repository or tag.", body = ErrorBody),
+        (status = 409, description = "The tag points elsewhere than `expect` said (`tag_moved`).", body = ErrorBody),
+        (status = "default", description = "An error.", body = ErrorBody),
+    ))]
+fn delete_tag() {}
+
+#[utoipa::path(get, path = "/api/v1/repos/{repo}/{name}/@tags/{tag}/@history", tag = "tags",
+    params(
+        ("repo" = String, Path, description = "A configured repository.", example = "files"),
+        ("name" = String, Path, description = "A name; its `/` are sent as they are, not encoded.", example = "tool"),
+        ("tag" = String, Path, description = "A tag.", example = "hero"),
+        ("before" = Option<i64>, Query, description = "The `next_before` of the previous page."),
+        ("limit" = Option<u32>, Query, description = "At most this many (default 100, at most 1000)."),
+    ),
+    responses(
+        (status = 200, description = "The tag's moves, newest first.", body = TagHistoryPage),
+        (status = 404, description = "No such repository, or the tag never existed.", body = ErrorBody),
+        (status = "default", description = "An error.", body = ErrorBody),
+    ))]
+fn tag_history() {}
+
+#[utoipa::path(delete, path = "/api/v1/transactions/{id}/files/{path}", tag = "publishing",
+    params(
+        ("id" = String, Path, description = "A transaction id.", pattern = "^tx_[a-z2-7]{26}$"),
+        ("path" = String, Path, description = "The file's path in the version; its `/` are sent as they are."),
+    ),
+    responses(
+        (status = 204, description = "The path is no longer in the transaction (an edit drops a file of the version it started from)."),
+        (status = 404, description = "No such transaction, or it holds no such path.", body = ErrorBody),
+        (status = 409, description = "Not open.", body = ErrorBody),
+        (status = "default", description = "An error.", body = ErrorBody),
+    ))]
+fn delete_file() {}
+
 #[utoipa::path(post, path = "/api/v1/repos/{repo}/transactions", tag = "publishing",
     params(("repo" = String, Path, description = "A hosted generic repository; with `import`, a hosted or proxy repository of any format.", example = "files")),
     request_body = crate::api::transactions::CreateTxn,

@@ -239,3 +239,33 @@ impl utoipa::PartialSchema for Bytes {
 }
 
 impl ToSchema for Bytes {}
+
+/// `PUT /api/v1/repos/{repo}/{name}/@tags/{tag}`: where the tag points now and before.
+#[derive(Serialize, ToSchema)]
+pub struct TagMoveAnswer {
+    pub tag: intact_core::Tag,
+    pub version: Option<Version>,
+    /// Where it pointed before the move (`null`: it was created).
+    #[schema(required = true)]
+    pub previous: Option<Version>,
+    /// `false` when it already pointed at `version` (a retried move): nothing changed.
+    pub moved: bool,
+    pub moved_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moved_by: Option<String>,
+}
+
+/// `GET /api/v1/repos/{repo}/{name}/@tags`.
+#[derive(Serialize, ToSchema)]
+pub struct TagsPage {
+    pub tags: Vec<intact_store::TagRecord>,
+}
+
+/// `GET /api/v1/repos/{repo}/{name}/@tags/{tag}/@history`: moves, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct TagHistoryPage {
+    pub history: Vec<intact_store::TagHistoryEntry>,
+    /// Pass as `before` for the next (older) page; `null` on the last.
+    #[schema(required = true)]
+    pub next_before: Option<i64>,
+}

@@ -342,6 +342,7 @@ impl Run {
             idempotency_key: None,
             // A transaction a dead replica left open lapses within its worker lease.
             wait: LEASE,
+            base: None,
         };
         // Committed meanwhile by someone else (another process on a shared catalog): theirs.
         if let Some(m) = self.store.has_version(&self.repo, &self.name, &self.version).await? {

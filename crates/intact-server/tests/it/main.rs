@@ -22,6 +22,7 @@ mod races;
 mod roundtrip;
 mod s3;
 mod slow_clients;
+mod tags;
 mod tls;
 mod uploads;
 mod upstream_only;

@@ -560,6 +560,7 @@ async fn a_version_named_latest_is_refused_but_one_stored_before_stays_readable(
         lease: None,
         idempotency_key: None,
         wait: Duration::ZERO,
+        base: None,
     };
     let OpenOutcome::Created(t) = store.begin(before).await.expect("begin") else {
         panic!("a new transaction expected");

@@ -13,7 +13,7 @@ pub mod sweeper;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use intact_core::{Digest, FileEntry, FilePath, Manifest, Name, RepoName, Timestamp, TxnId, TxnState, Version};
+use intact_core::{Digest, FileEntry, FilePath, Manifest, Name, RepoName, Tag, Timestamp, TxnId, TxnState, Version};
 use serde::Serialize;
 
 pub use flight::{FlightClaim, FlightEnd, FlightFailure, FlightState};
@@ -45,6 +45,9 @@ pub struct NewTxn {
     pub idempotency_key: Option<String>,
     /// The token that opens it (`None`: anonymous, or intact's own workers).
     pub owner: Option<String>,
+    /// A committed version of the same name whose files the transaction starts with (a
+    /// version made by editing another). `NotFound` when it does not exist.
+    pub base: Option<Version>,
 }
 
 /// A transaction as the catalog knows it, with the files staged so far.
@@ -123,7 +126,8 @@ pub struct VersionSummary {
 pub struct Event {
     pub seq: i64,
     pub at: Timestamp,
-    /// `committed`, `aborted`, `expired` or `deleted`.
+    /// `committed`, `aborted`, `deleted`, `tagged` or `untagged` (a tag move: `data` has
+    /// `tag`, `previous` and `by`; `version` is where it points now, or pointed when removed).
     pub kind: String,
     pub repo: RepoName,
     pub name: Name,
@@ -194,6 +198,65 @@ impl std::fmt::Display for BlobUser {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}@{}:{}", self.repo, self.name, self.version, self.path)
     }
+}
+
+/// What a tag must point at for a move to happen (compare-and-swap).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagExpectation {
+    /// Move whatever it points at.
+    Any,
+    /// Only create it: it must not exist.
+    Absent,
+    /// It must point at this version.
+    Version(Version),
+}
+
+/// A request to point `tag` of (repo, name) at `version`, or to remove it (`None`).
+#[derive(Debug, Clone)]
+pub struct TagMove {
+    pub repo: RepoName,
+    pub name: Name,
+    pub tag: Tag,
+    pub version: Option<Version>,
+    pub expect: TagExpectation,
+    /// The token moving it (`None`: anonymous).
+    pub by: Option<String>,
+}
+
+/// Where a tag points.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct TagRecord {
+    pub tag: Tag,
+    pub version: Version,
+    pub moved_at: Timestamp,
+    /// The token that moved it last (absent: anonymous).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moved_by: Option<String>,
+}
+
+/// What a tag move did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagMoved {
+    /// Where the tag points now (`None`: removed).
+    pub now: Option<TagRecord>,
+    /// Where it pointed before.
+    pub previous: Option<Version>,
+    /// `false` when it already pointed where asked (a retry): nothing was written.
+    pub moved: bool,
+}
+
+/// One move of a tag, as its history keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct TagHistoryEntry {
+    /// The event that told the move (`tagged` or `untagged`).
+    pub seq: i64,
+    /// Where the move pointed it (`null`: the tag was removed).
+    pub version: Option<Version>,
+    /// Where it pointed before (`null`: it was created).
+    pub previous: Option<Version>,
+    pub at: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// What a blob sweep removed.
@@ -355,6 +418,32 @@ pub trait Catalog: Send + Sync + 'static {
         version: &Version,
         reason: &str,
     ) -> Result<Option<Manifest>>;
+
+    /// Moves (or with `version: None` removes) a tag in one catalog transaction that also
+    /// appends its `tagged` / `untagged` event and its history entry, if it points where
+    /// `expect` says (`TagMoved` otherwise). The version must be committed (`NotFound`).
+    /// Pointing it where it already points is a retry: nothing is written.
+    async fn move_tag(&self, mv: &TagMove) -> Result<TagMoved>;
+
+    /// Where a tag points, if it exists.
+    async fn tag(&self, repo: &RepoName, name: &Name, tag: &Tag) -> Result<Option<TagRecord>>;
+
+    /// A name's tags, by tag.
+    async fn tags(&self, repo: &RepoName, name: &Name) -> Result<Vec<TagRecord>>;
+
+    /// A tag's moves, newest first, at most `limit`, older than event `before` when given.
+    async fn tag_history(
+        &self,
+        repo: &RepoName,
+        name: &Name,
+        tag: &Tag,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<TagHistoryEntry>>;
+
+    /// Takes `path` out of open transaction `id` (renewing its lease as any activity does);
+    /// `false` when it held no such path.
+    async fn unstage_file(&self, id: &TxnId, path: &FilePath) -> Result<bool>;
 
     /// Claims flight `key` for `holder` with a lease of `lease` (see `flight`): `Leading`
     /// when nobody leads, the leader's lease lapsed, or its last outcome does not answer for

@@ -4,7 +4,7 @@
 //! number `auto` gives next. A backend reads the rows, asks these, and writes the outcome in
 //! the same transaction.
 
-use intact_core::{ContentDiff, DigestHasher, FileEntry, Manifest, Timestamp, TxnState, content_fingerprint};
+use intact_core::{ContentDiff, DigestHasher, FileEntry, Manifest, Timestamp, TxnState, Version, content_fingerprint};
 
 use super::{NewTxn, TxnRecord, VersionSpec};
 use crate::{Error, Result};
@@ -19,6 +19,11 @@ pub fn request_fingerprint(req: &NewTxn) -> String {
     let mut h = DigestHasher::new();
     for part in [req.name.as_str(), "\0", spec.as_str(), "\0", &req.metadata.to_string()] {
         h.update(part.as_bytes());
+    }
+    // Only when set, so the keys of transactions opened before edits existed still match.
+    if let Some(base) = &req.base {
+        h.update(b"\0from\0");
+        h.update(base.as_str().as_bytes());
     }
     h.finish().to_hex()
 }
@@ -68,6 +73,40 @@ pub fn same_content(rec: &TxnRecord, existing_fp: &str, existing: Option<&Manife
 /// transaction (a rolled-back highest number is handed out again; a lower one stays a gap).
 pub fn next_auto_number(committed_max: Option<i64>, open_max: Option<i64>) -> i64 {
     committed_max.unwrap_or(0).max(open_max.unwrap_or(0)).saturating_add(1)
+}
+
+/// What a tag move may do, given where the tag points now (`current`): `Ok(false)` when it
+/// already points where asked (a retry, whatever it expected: nothing to write), `Ok(true)`
+/// when it moves, `TagMoved` when it points elsewhere than the move expected.
+pub fn tag_move_allowed(current: Option<&Version>, mv: &super::TagMove) -> Result<bool> {
+    use super::TagExpectation;
+    if current == mv.version.as_ref() {
+        return Ok(false);
+    }
+    let as_expected = match &mv.expect {
+        TagExpectation::Any => true,
+        TagExpectation::Absent => current.is_none(),
+        TagExpectation::Version(v) => current == Some(v),
+    };
+    if !as_expected {
+        return Err(Error::TagMoved {
+            what: format!("tag {} of {}/{}", mv.tag, mv.repo, mv.name),
+            current: current.cloned(),
+        });
+    }
+    Ok(true)
+}
+
+/// The event a tag move appends: its kind, the version it names (the new one; the old one
+/// when the tag is removed) and its data. `None` for a move that changes nothing.
+pub fn tag_event(
+    mv: &super::TagMove,
+    previous: Option<&Version>,
+) -> Option<(&'static str, Version, serde_json::Value)> {
+    let kind = if mv.version.is_some() { "tagged" } else { "untagged" };
+    let named = mv.version.as_ref().or(previous)?.clone();
+    let data = serde_json::json!({ "tag": mv.tag, "previous": previous, "by": mv.by });
+    Some((kind, named, data))
 }
 
 #[cfg(test)]

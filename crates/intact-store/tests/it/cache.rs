@@ -161,6 +161,7 @@ async fn a_damaged_cache_entry_is_dropped_and_the_object_store_read_instead() {
             lease: None,
             idempotency_key: None,
             wait: Duration::ZERO,
+            base: None,
         })
         .await
         .expect("begin")
@@ -283,6 +284,7 @@ async fn a_cache_dir_that_is_the_data_dir_never_costs_the_catalog() {
                 lease: None,
                 idempotency_key: None,
                 wait: Duration::ZERO,
+                base: None,
             })
             .await
             .expect("begin")

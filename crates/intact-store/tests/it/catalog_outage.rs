@@ -27,6 +27,7 @@ fn begin_request(version: &str) -> BeginRequest {
         lease: None,
         idempotency_key: None,
         wait: Duration::ZERO,
+        base: None,
     }
 }
 

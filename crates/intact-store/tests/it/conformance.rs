@@ -31,6 +31,7 @@ fn req(n: &str, v: &str) -> BeginRequest {
         lease: None,
         idempotency_key: None,
         wait: Duration::ZERO,
+        base: None,
     }
 }
 
@@ -553,6 +554,251 @@ pub async fn gc_deletes_unreferenced_and_orphan_blobs(h: &Harness) {
     assert!(!blob_exists(h, b"first").await);
     assert!(!stored(h, &orphan).await);
     assert_eq!(read_all(h, "g", "1", "f").await, b"second");
+}
+
+/// A version made by editing another starts with its files: unchanged files are carried by
+/// digest (no bytes move), PUT replaces a path, unstaging drops one, and the base never
+/// changes. A base that does not exist opens nothing; unstaging in a closed transaction or a
+/// path it never held is refused.
+pub async fn a_version_by_editing_another_costs_only_the_changes(h: &Harness) {
+    publish(
+        h,
+        "seq",
+        "1",
+        &[("f1.exr", b"one"), ("f2.exr", b"two"), ("f3.exr", b"three")],
+    )
+    .await;
+    let edit = BeginRequest {
+        base: Some(Version::parse("1").expect("v")),
+        metadata: serde_json::json!({"shot": "010"}),
+        ..req("seq", "auto")
+    };
+    let t = begin(h, edit.clone()).await;
+    assert_eq!(t.version.as_str(), "2");
+    let carried: Vec<&str> = t.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(
+        carried,
+        ["f1.exr", "f2.exr", "f3.exr"],
+        "the edit starts with the base's files"
+    );
+    put(h, &t, "f2.exr", b"two, changed").await;
+    h.store.unstage_file(&t.id, &path("f3.exr")).await.expect("unstage");
+    assert!(matches!(
+        h.store.unstage_file(&t.id, &path("f3.exr")).await,
+        Err(Error::NotFound { .. })
+    ));
+    put(h, &t, "f4.exr", b"four").await;
+    h.store.commit(&t.id).await.expect("commit");
+    let m2 = h
+        .store
+        .manifest(&repo(), &name("seq"), &Version::parse("2").expect("v"))
+        .await
+        .expect("manifest 2");
+    let files: Vec<&str> = m2.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(files, ["f1.exr", "f2.exr", "f4.exr"]);
+    assert_eq!(m2.metadata, serde_json::json!({"shot": "010"}));
+    assert_eq!(read_all(h, "seq", "2", "f1.exr").await, b"one");
+    assert_eq!(read_all(h, "seq", "2", "f2.exr").await, b"two, changed");
+    assert_eq!(
+        read_all(h, "seq", "1", "f2.exr").await,
+        b"two",
+        "the base never changes"
+    );
+    assert_eq!(read_all(h, "seq", "1", "f3.exr").await, b"three");
+
+    // The base's blobs survive its edit's abort and a gc: they are still committed.
+    let t = begin(h, edit.clone()).await;
+    h.store.abort(&t.id).await.expect("abort");
+    h.store.gc(Duration::ZERO).await.expect("gc");
+    assert_eq!(read_all(h, "seq", "1", "f3.exr").await, b"three");
+
+    // No such base: nothing opens (and the version number is not taken).
+    let missing = BeginRequest {
+        base: Some(Version::parse("99").expect("v")),
+        ..req("seq", "auto")
+    };
+    assert!(matches!(h.store.begin(missing).await, Err(Error::NotFound { .. })));
+    let t = begin(h, req("seq", "auto")).await;
+    assert_eq!(t.version.as_str(), "3", "a refused edit took no number");
+    h.store.abort(&t.id).await.expect("abort");
+    assert!(matches!(
+        h.store.unstage_file(&t.id, &path("f1.exr")).await,
+        Err(Error::TxnNotOpen { .. })
+    ));
+
+    // The same idempotency key for an edit of another base is another request.
+    let keyed = |base: &str| BeginRequest {
+        base: Some(Version::parse(base).expect("v")),
+        idempotency_key: Some("farm-job-7".into()),
+        ..req("seq", "auto")
+    };
+    let t = begin(h, keyed("1")).await;
+    assert!(matches!(
+        h.store.begin(keyed("2")).await,
+        Err(Error::IdempotencyMismatch { .. })
+    ));
+    match h.store.begin(keyed("1")).await.expect("retry") {
+        OpenOutcome::Resumed(again) => assert_eq!(again.id, t.id),
+        other => panic!("expected the same transaction, got {other:?}"),
+    }
+    h.store.abort(&t.id).await.expect("abort");
+}
+
+/// Tags move by compare-and-swap: created only when absent if asked, moved only from where
+/// the mover saw them, each move an event and a history entry; pointing a tag where it points
+/// is a retry that writes nothing; a tag points only at a committed version; removal is a
+/// move too.
+pub async fn tags_move_by_compare_and_swap_with_history(h: &Harness) {
+    use intact_core::Tag;
+    use intact_store::{TagExpectation, TagMove};
+    publish(h, "shot", "12", &[("a", b"12")]).await;
+    publish(h, "shot", "13", &[("a", b"13")]).await;
+    publish(h, "shot", "14", &[("a", b"14")]).await;
+    let v = |s: &str| Version::parse(s).expect("v");
+    let hero = Tag::parse("hero").expect("tag");
+    let mv = |to: Option<&str>, expect: TagExpectation, by: &str| TagMove {
+        repo: repo(),
+        name: name("shot"),
+        tag: hero.clone(),
+        version: to.map(v),
+        expect,
+        by: Some(by.to_owned()),
+    };
+    let events_before = h.store.catalog().last_event_seq().await.expect("seq");
+
+    let created = h
+        .store
+        .move_tag(&mv(Some("12"), TagExpectation::Absent, "farm"))
+        .await
+        .expect("create");
+    assert!(created.moved && created.previous.is_none());
+    match h.store.move_tag(&mv(Some("13"), TagExpectation::Absent, "other")).await {
+        Err(Error::TagMoved { current, .. }) => assert_eq!(current, Some(v("12"))),
+        other => panic!("expected TagMoved, got {other:?}"),
+    }
+    let moved = h
+        .store
+        .move_tag(&mv(Some("13"), TagExpectation::Version(v("12")), "farm"))
+        .await
+        .expect("move");
+    assert_eq!(
+        (moved.previous, moved.now.as_ref().map(|r| r.version.clone())),
+        (Some(v("12")), Some(v("13")))
+    );
+    // A retry of the move that already happened: no error, nothing written.
+    let retry = h
+        .store
+        .move_tag(&mv(Some("13"), TagExpectation::Version(v("12")), "farm"))
+        .await
+        .expect("retry");
+    assert!(!retry.moved);
+    // A stale expectation loses.
+    assert!(matches!(
+        h.store
+            .move_tag(&mv(Some("14"), TagExpectation::Version(v("12")), "late"))
+            .await,
+        Err(Error::TagMoved { .. })
+    ));
+    // Only committed versions.
+    assert!(matches!(
+        h.store.move_tag(&mv(Some("99"), TagExpectation::Any, "farm")).await,
+        Err(Error::NotFound { .. })
+    ));
+    let (record, m) = h.store.tagged(&repo(), &name("shot"), &hero).await.expect("tagged");
+    assert_eq!((record.version.clone(), m.version.clone()), (v("13"), v("13")));
+    assert_eq!(record.moved_by.as_deref(), Some("farm"));
+    let tags = h.store.catalog().tags(&repo(), &name("shot")).await.expect("tags");
+    assert_eq!(tags, vec![record]);
+
+    h.store
+        .move_tag(&mv(None, TagExpectation::Version(v("13")), "farm"))
+        .await
+        .expect("remove");
+    assert!(matches!(
+        h.store.tagged(&repo(), &name("shot"), &hero).await,
+        Err(Error::NotFound { .. })
+    ));
+    let history = h
+        .store
+        .catalog()
+        .tag_history(&repo(), &name("shot"), &hero, None, 10)
+        .await
+        .expect("history");
+    let moves: Vec<(Option<&str>, Option<&str>)> = history
+        .iter()
+        .map(|e| {
+            (
+                e.version.as_ref().map(Version::as_str),
+                e.previous.as_ref().map(Version::as_str),
+            )
+        })
+        .collect();
+    assert_eq!(
+        moves,
+        [(None, Some("13")), (Some("13"), Some("12")), (Some("12"), None)],
+        "newest first"
+    );
+    let older = h
+        .store
+        .catalog()
+        .tag_history(&repo(), &name("shot"), &hero, Some(history[0].seq), 1)
+        .await
+        .expect("page");
+    assert_eq!(older, history[1..2]);
+
+    // Each move is one event, in the history's order.
+    let events = h.store.catalog().events(events_before, 100).await.expect("events");
+    let told: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|e| e.kind.ends_with("tagged"))
+        .map(|e| (e.kind.as_str(), e.version.as_str()))
+        .collect();
+    assert_eq!(told, [("tagged", "12"), ("tagged", "13"), ("untagged", "13")]);
+    let seqs: Vec<i64> = events
+        .iter()
+        .filter(|e| e.kind.ends_with("tagged"))
+        .map(|e| e.seq)
+        .collect();
+    let mut history_seqs: Vec<i64> = history.iter().map(|e| e.seq).collect();
+    history_seqs.reverse();
+    assert_eq!(seqs, history_seqs);
+}
+
+/// Two movers racing with the same expectation: exactly one wins, the other is told where the
+/// tag points now.
+pub async fn racing_tag_moves_have_one_winner(h: &Harness) {
+    use intact_core::Tag;
+    use intact_store::{TagExpectation, TagMove};
+    for v in ["1", "2", "3"] {
+        publish(h, "race", v, &[("a", v.as_bytes())]).await;
+    }
+    let hero = Tag::parse("hero").expect("tag");
+    let mv = |to: &str| TagMove {
+        repo: repo(),
+        name: name("race"),
+        tag: hero.clone(),
+        version: Some(Version::parse(to).expect("v")),
+        expect: TagExpectation::Version(Version::parse("1").expect("v")),
+        by: None,
+    };
+    for round in 0..5 {
+        h.store
+            .move_tag(&TagMove {
+                expect: TagExpectation::Any,
+                ..mv("1")
+            })
+            .await
+            .expect("reset");
+        let (to_2, to_3) = (mv("2"), mv("3"));
+        let (a, b) = tokio::join!(h.store.move_tag(&to_2), h.store.move_tag(&to_3));
+        let wins = [&a, &b].iter().filter(|r| r.as_ref().is_ok_and(|m| m.moved)).count();
+        assert_eq!(wins, 1, "round {round}: {a:?} {b:?}");
+        let lost = if a.is_ok() { &b } else { &a };
+        assert!(
+            matches!(lost, Err(Error::TagMoved { current: Some(_), .. })),
+            "{lost:?}"
+        );
+    }
 }
 
 /// A file added by digest (the bytes already stored) costs no upload, reads back the same,
@@ -1437,6 +1683,33 @@ impl intact_store::Catalog for GatedCatalog {
     }
     async fn prune_txns(&self, older_than: std::time::Duration) -> intact_store::Result<u64> {
         self.inner.prune_txns(older_than).await
+    }
+    async fn move_tag(&self, mv: &intact_store::TagMove) -> intact_store::Result<intact_store::TagMoved> {
+        self.inner.move_tag(mv).await
+    }
+    async fn tag(
+        &self,
+        repo: &RepoName,
+        name: &Name,
+        tag: &intact_core::Tag,
+    ) -> intact_store::Result<Option<intact_store::TagRecord>> {
+        self.inner.tag(repo, name, tag).await
+    }
+    async fn tags(&self, repo: &RepoName, name: &Name) -> intact_store::Result<Vec<intact_store::TagRecord>> {
+        self.inner.tags(repo, name).await
+    }
+    async fn tag_history(
+        &self,
+        repo: &RepoName,
+        name: &Name,
+        tag: &intact_core::Tag,
+        before: Option<i64>,
+        limit: u32,
+    ) -> intact_store::Result<Vec<intact_store::TagHistoryEntry>> {
+        self.inner.tag_history(repo, name, tag, before, limit).await
+    }
+    async fn unstage_file(&self, id: &intact_core::TxnId, path: &FilePath) -> intact_store::Result<bool> {
+        self.inner.unstage_file(id, path).await
     }
 
     async fn prune_flights(&self, older_than: std::time::Duration) -> intact_store::Result<u64> {

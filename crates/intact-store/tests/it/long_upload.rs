@@ -67,6 +67,7 @@ async fn an_upload_longer_than_the_lease_keeps_its_transaction() {
         lease: Some(Duration::from_secs(2)),
         idempotency_key: None,
         wait: Duration::ZERO,
+        base: None,
     };
     let OpenOutcome::Created(t) = store.begin(req).await.expect("begin") else {
         panic!("a new transaction")

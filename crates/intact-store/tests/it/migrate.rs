@@ -26,6 +26,7 @@ async fn publish(h: &Harness, name: &str, version: &str, metadata: serde_json::V
             lease: None,
             idempotency_key: None,
             wait: Duration::ZERO,
+            base: None,
         })
         .await
         .expect("begin")
@@ -126,6 +127,7 @@ async fn an_embedded_store_is_copied_whole_resumably_and_verified() {
             lease: Some(Duration::from_secs(3600)),
             idempotency_key: Some("intact-migrate:app@2".into()),
             wait: Duration::ZERO,
+            base: None,
         })
         .await
         .expect("begin")

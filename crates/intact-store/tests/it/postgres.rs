@@ -20,6 +20,7 @@ fn req(name: &str, version: &str) -> BeginRequest {
         lease: None,
         idempotency_key: None,
         wait: Duration::ZERO,
+        base: None,
     }
 }
 

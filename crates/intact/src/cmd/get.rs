@@ -1,4 +1,4 @@
-//! `intact get REPO NAME VERSION [--out DIR]`: downloads every file of a version, checking
+//! `intact get REPO NAME (VERSION | --tag TAG) [--out DIR]`: downloads every file of a version, checking
 //! size and sha256 against the manifest; each file appears under its final name only once
 //! it is complete and verified.
 
@@ -23,8 +23,13 @@ pub struct Args {
     repo: String,
     /// The name of the artifact, e.g. `tools/cli`.
     name: String,
-    /// The version to download; `latest` for the one committed last.
-    version: String,
+    /// The version to download; `latest` for the one committed last. Leave it out with --tag.
+    #[arg(required_unless_present = "tag", conflicts_with = "tag")]
+    version: Option<String>,
+    /// Download the version this tag points at (one lookup: every file comes from that
+    /// version even if the tag moves meanwhile).
+    #[arg(long)]
+    tag: Option<String>,
     /// Directory to write the files into.
     #[arg(long, default_value = ".")]
     out: PathBuf,
@@ -40,10 +45,11 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let client = Client::new(&args.server)?;
-    let selector = if args.version == "latest" {
-        "@latest".to_owned()
-    } else {
-        format!("@v/{}", encode_path(&args.version))
+    let asked = args.version.clone().unwrap_or_default();
+    let selector = match (&args.tag, asked.as_str()) {
+        (Some(tag), _) => format!("@t/{}", encode_path(tag)),
+        (None, "latest") => "@latest".to_owned(),
+        (None, v) => format!("@v/{}", encode_path(v)),
     };
     let manifest = client
         .get_json(&format!(
@@ -53,7 +59,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         ))
         .await?;
     // The version the manifest is of (`latest` names one only once asked).
-    let version = manifest["version"].as_str().unwrap_or(&args.version).to_owned();
+    let version = manifest["version"].as_str().unwrap_or(&asked).to_owned();
     let base = format!(
         "/api/v1/repos/{}/{}/@v/{}",
         encode_path(&args.repo),

@@ -29,7 +29,7 @@ enum Command {
         /// Where events are POSTed (http:// or https://).
         #[arg(long)]
         url: String,
-        /// Which events, comma-separated: committed, aborted, deleted.
+        /// Which events, comma-separated: committed, aborted, deleted, tagged, untagged.
         #[arg(long, default_value = "committed", value_delimiter = ',')]
         events: Vec<String>,
         /// The signing secret (16-256 characters); default: 32 random bytes, hex.

@@ -13,6 +13,7 @@ pub mod ready;
 pub mod repos;
 pub mod serve;
 pub mod stage;
+pub mod tag;
 pub mod token;
 pub mod transfer;
 

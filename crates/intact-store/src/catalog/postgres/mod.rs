@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use intact_core::{Digest, FileEntry, Manifest, Name, RepoName, Timestamp, TxnId, Version};
+use intact_core::{Digest, FileEntry, FilePath, Manifest, Name, RepoName, Timestamp, TxnId, Version};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use tokio::sync::watch;
@@ -41,6 +41,7 @@ mod hooks;
 mod migrate;
 mod rows;
 mod sweeper;
+mod tags;
 mod tokens;
 mod txns;
 mod uploads;
@@ -396,6 +397,34 @@ impl Catalog for PostgresCatalog {
     async fn least_recently_used(&self, repo: &RepoName, limit: u32) -> Result<Vec<VersionUse>> {
         self.bounded("least recently used", versions::least_recently_used(self, repo, limit))
             .await
+    }
+
+    async fn move_tag(&self, mv: &super::TagMove) -> Result<super::TagMoved> {
+        self.bounded("move tag", tags::move_tag(self, mv)).await
+    }
+
+    async fn tag(&self, repo: &RepoName, name: &Name, tag: &intact_core::Tag) -> Result<Option<super::TagRecord>> {
+        self.bounded("tag", tags::tag(self, repo, name, tag)).await
+    }
+
+    async fn tags(&self, repo: &RepoName, name: &Name) -> Result<Vec<super::TagRecord>> {
+        self.bounded("tags", tags::tags(self, repo, name)).await
+    }
+
+    async fn tag_history(
+        &self,
+        repo: &RepoName,
+        name: &Name,
+        tag: &intact_core::Tag,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<super::TagHistoryEntry>> {
+        self.bounded("tag history", tags::tag_history(self, repo, name, tag, before, limit))
+            .await
+    }
+
+    async fn unstage_file(&self, id: &TxnId, path: &FilePath) -> Result<bool> {
+        self.bounded("unstage file", txns::unstage_file(self, id, path)).await
     }
 
     async fn delete_version(

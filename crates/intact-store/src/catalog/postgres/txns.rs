@@ -139,6 +139,17 @@ pub(super) async fn open_txn(cat: &PostgresCatalog, req: &NewTxn) -> Result<Open
         }
     }
 
+    // The version an edit starts from is looked up first (under the name lock, so it cannot
+    // be deleted meanwhile): no transaction opens on a base that is not there.
+    let base_id = match &req.base {
+        Some(base) => Some(
+            version_id_of(w.conn(), repo, name, base.as_str())
+                .await?
+                .map(|(id, _)| id)
+                .ok_or_else(|| Error::not_found(columns::what(&req.repo, &req.name, base)))?,
+        ),
+        None => None,
+    };
     let (version, auto_number) = match &req.version {
         VersionSpec::Exact(v) => (v.clone(), v.as_auto_number()),
         VersionSpec::Auto => {
@@ -191,6 +202,23 @@ pub(super) async fn open_txn(cat: &PostgresCatalog, req: &NewTxn) -> Result<Open
     .bind(req.owner.as_deref())
     .execute(w.conn())
     .await?;
+    let mut files = Vec::new();
+    if let Some(base_id) = base_id {
+        // The edit starts with the base's files: staged rows naming committed blobs, which
+        // the sweep keeps while any row names them.
+        sqlx::query(
+            "INSERT INTO staged (txn_id, path, size, digest)
+             SELECT $1, path, size, digest FROM files WHERE version_id = $2",
+        )
+        .bind(req.id.as_str())
+        .bind(base_id)
+        .execute(w.conn())
+        .await?;
+        files = load_txn(w.conn(), req.id.as_str(), RowLock::None)
+            .await?
+            .map(|t| t.files)
+            .unwrap_or_default();
+    }
     if let Some(key) = &req.idempotency_key {
         sqlx::query(
             "INSERT INTO idempotency (repo, key, txn_id) VALUES ($1, $2, $3)
@@ -215,7 +243,7 @@ pub(super) async fn open_txn(cat: &PostgresCatalog, req: &NewTxn) -> Result<Open
         expires_at,
         finished_at: None,
         lease_seconds: req.lease.as_secs(),
-        files: Vec::new(),
+        files,
     }))
 }
 
@@ -272,6 +300,43 @@ pub(super) async fn renew_txn(cat: &PostgresCatalog, id: &TxnId) -> Result<TxnRe
     cat.commit(w).await?;
     rec.expires_at = expires_at;
     Ok(rec)
+}
+
+pub(super) async fn unstage_file(cat: &PostgresCatalog, id: &TxnId, path: &FilePath) -> Result<bool> {
+    let mut w = cat.begin().await?;
+    // The row lock serializes this with every staging into the transaction and its commit.
+    let mut rec = load_txn(w.conn(), id.as_str(), RowLock::Update)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    let now = cat.now(&mut w).await?;
+    if expire_if_due(&mut w, &mut rec, now).await? {
+        cat.commit(w).await?;
+        return Err(Error::TxnNotOpen {
+            id: id.clone(),
+            state: TxnState::Expired,
+        });
+    }
+    if rec.state != TxnState::Open {
+        return Err(Error::TxnNotOpen {
+            id: id.clone(),
+            state: rec.state,
+        });
+    }
+    // The blob stays registered: gc reclaims it if nothing else names it.
+    let removed = sqlx::query("DELETE FROM staged WHERE txn_id = $1 AND path = $2")
+        .bind(id.as_str())
+        .bind(path.as_str())
+        .execute(w.conn())
+        .await?
+        .rows_affected();
+    let expires_at = now.plus(Duration::from_secs(rec.lease_seconds)).max(rec.expires_at);
+    sqlx::query("UPDATE txns SET expires_at = $1 WHERE id = $2")
+        .bind(expires_at.millis())
+        .bind(id.as_str())
+        .execute(w.conn())
+        .await?;
+    cat.commit(w).await?;
+    Ok(removed == 1)
 }
 
 pub(super) async fn stage_file(

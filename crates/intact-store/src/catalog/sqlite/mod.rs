@@ -36,6 +36,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../../../migrations/sqlite/0007_sweeper.sql")),
     (8, include_str!("../../../migrations/sqlite/0008_listing_covering.sql")),
     (9, include_str!("../../../migrations/sqlite/0009_hooks.sql")),
+    (10, include_str!("../../../migrations/sqlite/0010_tags.sql")),
 ];
 
 const SWEEP_BATCH: i64 = 500;
@@ -184,6 +185,7 @@ mod group;
 mod hooks;
 mod rows;
 mod sweeper;
+mod tags;
 mod tokens;
 mod txns;
 mod uploads;
@@ -354,6 +356,33 @@ impl Catalog for SqliteCatalog {
 
     async fn least_recently_used(&self, repo: &RepoName, limit: u32) -> Result<Vec<VersionUse>> {
         versions::least_recently_used(self, repo, limit).await
+    }
+
+    async fn move_tag(&self, mv: &super::TagMove) -> Result<super::TagMoved> {
+        tags::move_tag(self, mv).await
+    }
+
+    async fn tag(&self, repo: &RepoName, name: &Name, tag: &intact_core::Tag) -> Result<Option<super::TagRecord>> {
+        tags::tag(self, repo, name, tag).await
+    }
+
+    async fn tags(&self, repo: &RepoName, name: &Name) -> Result<Vec<super::TagRecord>> {
+        tags::tags(self, repo, name).await
+    }
+
+    async fn tag_history(
+        &self,
+        repo: &RepoName,
+        name: &Name,
+        tag: &intact_core::Tag,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<super::TagHistoryEntry>> {
+        tags::tag_history(self, repo, name, tag, before, limit).await
+    }
+
+    async fn unstage_file(&self, id: &TxnId, path: &FilePath) -> Result<bool> {
+        txns::unstage_file(self, id, path).await
     }
 
     async fn delete_version(

@@ -215,6 +215,7 @@ mod tests {
             lease: Duration::from_secs(600),
             idempotency_key: None,
             owner: None,
+            base: None,
         };
         let OpenOutcome::Created(txn) = cat.open_txn(&req).await.expect("open") else {
             panic!("not created");

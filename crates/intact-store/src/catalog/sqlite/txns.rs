@@ -185,6 +185,17 @@ pub(super) async fn open_txn(cat: &SqliteCatalog, req: &NewTxn) -> Result<OpenOu
                 }
             }
 
+            // The version an edit starts from is looked up first: no transaction opens on a
+            // base that is not there.
+            let base_id = match &req.base {
+                Some(base) => Some(
+                    version_id_of(&mut *tx, repo, name, base.as_str())
+                        .await?
+                        .map(|(id, _)| id)
+                        .ok_or_else(|| Error::not_found(what(&req.repo, &req.name, base)))?,
+                ),
+                None => None,
+            };
             let (version, auto_number) = match &req.version {
                 VersionSpec::Exact(v) => (v.clone(), v.as_auto_number()),
                 VersionSpec::Auto => {
@@ -237,6 +248,23 @@ pub(super) async fn open_txn(cat: &SqliteCatalog, req: &NewTxn) -> Result<OpenOu
                     )));
                 }
             }
+            let mut files = Vec::new();
+            if let Some(base_id) = base_id {
+                // The edit starts with the base's files: staged rows naming committed blobs,
+                // which the sweep keeps while any row names them.
+                sqlx::query(
+                    "INSERT INTO staged (txn_id, path, size, digest)
+                     SELECT ?, path, size, digest FROM files WHERE version_id = ?",
+                )
+                .bind(req.id.as_str())
+                .bind(base_id)
+                .execute(&mut *tx)
+                .await?;
+                files = load_txn(&mut *tx, req.id.as_str())
+                    .await?
+                    .map(|t| t.files)
+                    .unwrap_or_default();
+            }
             if let Some(key) = &req.idempotency_key {
                 sqlx::query("INSERT OR REPLACE INTO idempotency (repo, key, txn_id) VALUES (?, ?, ?)")
                     .bind(repo)
@@ -257,7 +285,7 @@ pub(super) async fn open_txn(cat: &SqliteCatalog, req: &NewTxn) -> Result<OpenOu
                 expires_at,
                 finished_at: None,
                 lease_seconds: req.lease.as_secs(),
-                files: Vec::new(),
+                files,
             })))
         })
     })
@@ -318,6 +346,66 @@ pub(super) async fn renew_txn(cat: &SqliteCatalog, id: &TxnId) -> Result<TxnReco
     .await
 }
 
+/// The lease (ms) of open transaction `id`, for a write that stages into it or takes a file
+/// out: `Err` (inner) when it is not open, after expiring it here if its lease ran out (the
+/// caller commits that expiry and answers the error).
+async fn open_lease(
+    tx: &mut sqlx::SqliteConnection,
+    id: &TxnId,
+    now: Timestamp,
+    expired: &mut Expiries,
+) -> Result<Result<i64>> {
+    let row = sqlx::query("SELECT repo, state, expires_at, lease_ms FROM txns WHERE id = ?")
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
+    let state: String = row.try_get("state")?;
+    let state = TxnState::parse(&state).ok_or_else(|| corrupt(format!("bad state {state}")))?;
+    let expires_at = Timestamp(row.try_get("expires_at")?);
+    let lease_ms: i64 = row.try_get("lease_ms")?;
+    if state != TxnState::Open {
+        return Err(Error::TxnNotOpen { id: id.clone(), state });
+    }
+    if expires_at <= now {
+        let mut rec = load_txn(&mut *tx, id.as_str())
+            .await?
+            .ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
+        expire_if_due(&mut *tx, &mut rec, now, expired).await?;
+        return Ok(Err(Error::TxnNotOpen {
+            id: id.clone(),
+            state: TxnState::Expired,
+        }));
+    }
+    Ok(Ok(lease_ms))
+}
+
+pub(super) async fn unstage_file(cat: &SqliteCatalog, id: &TxnId, path: &FilePath) -> Result<bool> {
+    let (id, path) = (id.clone(), path.clone());
+    cat.write(move |tx, now, expired| {
+        Box::pin(async move {
+            let lease_ms = match open_lease(&mut *tx, &id, now, expired).await? {
+                Ok(lease_ms) => lease_ms,
+                Err(e) => return Ok(Err(e)),
+            };
+            // The blob stays registered: gc reclaims it if nothing else names it.
+            let removed = sqlx::query("DELETE FROM staged WHERE txn_id = ? AND path = ?")
+                .bind(id.as_str())
+                .bind(path.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query("UPDATE txns SET expires_at = MAX(expires_at, ?) WHERE id = ?")
+                .bind(now.millis().saturating_add(lease_ms))
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+            Ok(Ok(removed == 1))
+        })
+    })
+    .await
+}
+
 pub(super) async fn stage_file(
     cat: &SqliteCatalog,
     id: &TxnId,
@@ -327,28 +415,10 @@ pub(super) async fn stage_file(
     let (id, file) = (id.clone(), file.clone());
     cat.write(move |tx, now, expired| {
         Box::pin(async move {
-            let row = sqlx::query("SELECT repo, state, expires_at, lease_ms FROM txns WHERE id = ?")
-                .bind(id.as_str())
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
-            let state: String = row.try_get("state")?;
-            let state = TxnState::parse(&state).ok_or_else(|| corrupt(format!("bad state {state}")))?;
-            let expires_at = Timestamp(row.try_get("expires_at")?);
-            let lease_ms: i64 = row.try_get("lease_ms")?;
-            if state != TxnState::Open {
-                return Err(Error::TxnNotOpen { id: id.clone(), state });
-            }
-            if expires_at <= now {
-                let mut rec = load_txn(&mut *tx, id.as_str())
-                    .await?
-                    .ok_or_else(|| Error::not_found(format!("transaction {id}")))?;
-                expire_if_due(&mut *tx, &mut rec, now, expired).await?;
-                return Ok(Err(Error::TxnNotOpen {
-                    id: id.clone(),
-                    state: TxnState::Expired,
-                }));
-            }
+            let lease_ms = match open_lease(&mut *tx, &id, now, expired).await? {
+                Ok(lease_ms) => lease_ms,
+                Err(e) => return Ok(Err(e)),
+            };
             if let Some(limit) = max_files {
                 // Under the single writer: no other staging into this transaction runs meanwhile.
                 // Counting stops at the limit, so the check costs at most `limit` index entries.

@@ -1,0 +1,177 @@
+//! Tags: movable pointers to versions, moved by compare-and-swap under the single writer,
+//! each move told by an event and kept in `tag_moves`.
+
+use intact_core::Tag;
+
+use super::*;
+use crate::catalog::{TagHistoryEntry, TagMove, TagMoved, TagRecord, rules};
+
+fn tag_of(s: &str) -> Result<Tag> {
+    Tag::parse(s).map_err(|e| corrupt(e.to_string()))
+}
+
+fn version_of(s: &str) -> Result<Version> {
+    Version::parse(s).map_err(|e| corrupt(e.to_string()))
+}
+
+fn record_of(r: &SqliteRow) -> Result<TagRecord> {
+    Ok(TagRecord {
+        tag: tag_of(&r.try_get::<String, _>("tag")?)?,
+        version: version_of(&r.try_get::<String, _>("version")?)?,
+        moved_at: Timestamp(r.try_get("moved_at")?),
+        moved_by: r.try_get("moved_by")?,
+    })
+}
+
+pub(super) async fn move_tag(cat: &SqliteCatalog, mv: &TagMove) -> Result<TagMoved> {
+    let (mut tx, now) = cat.begin().await?;
+    let (repo, name, tag) = (mv.repo.as_str(), mv.name.as_str(), mv.tag.as_str());
+    let current: Option<String> =
+        sqlx::query_scalar("SELECT version FROM tags WHERE repo = ? AND name = ? AND tag = ?")
+            .bind(repo)
+            .bind(name)
+            .bind(tag)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let current = current.as_deref().map(version_of).transpose()?;
+    if let Some(v) = &mv.version
+        && version_row(&mut tx, &mv.repo, &mv.name, v).await?.is_none()
+    {
+        return Err(Error::not_found(what(&mv.repo, &mv.name, v)));
+    }
+    if !rules::tag_move_allowed(current.as_ref(), mv)? {
+        let now = match &mv.version {
+            Some(_) => load_tag(&mut tx, mv).await?,
+            None => None,
+        };
+        return Ok(TagMoved {
+            now,
+            previous: current,
+            moved: false,
+        });
+    }
+    let Some((kind, named, data)) = rules::tag_event(mv, current.as_ref()) else {
+        return Err(corrupt("a tag move that changes something names no version"));
+    };
+    let seq = append_event(&mut tx, now, kind, (repo, name, named.as_str()), None, data).await?;
+    match &mv.version {
+        Some(v) => {
+            sqlx::query(
+                "INSERT INTO tags (repo, name, tag, version, moved_at, moved_by) VALUES (?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (repo, name, tag) DO UPDATE SET
+                   version = excluded.version, moved_at = excluded.moved_at, moved_by = excluded.moved_by",
+            )
+            .bind(repo)
+            .bind(name)
+            .bind(tag)
+            .bind(v.as_str())
+            .bind(now.millis())
+            .bind(mv.by.as_deref())
+            .execute(&mut *tx)
+            .await?;
+        }
+        None => {
+            sqlx::query("DELETE FROM tags WHERE repo = ? AND name = ? AND tag = ?")
+                .bind(repo)
+                .bind(name)
+                .bind(tag)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    sqlx::query(
+        "INSERT INTO tag_moves (seq, repo, name, tag, version, previous, at, moved_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(seq)
+    .bind(repo)
+    .bind(name)
+    .bind(tag)
+    .bind(mv.version.as_ref().map(Version::as_str))
+    .bind(current.as_ref().map(Version::as_str))
+    .bind(now.millis())
+    .bind(mv.by.as_deref())
+    .execute(&mut *tx)
+    .await?;
+    cat.commit(tx).await?;
+    Ok(TagMoved {
+        now: mv.version.clone().map(|version| TagRecord {
+            tag: mv.tag.clone(),
+            version,
+            moved_at: now,
+            moved_by: mv.by.clone(),
+        }),
+        previous: current,
+        moved: true,
+    })
+}
+
+async fn load_tag(conn: &mut sqlx::SqliteConnection, mv: &TagMove) -> Result<Option<TagRecord>> {
+    let row = sqlx::query("SELECT tag, version, moved_at, moved_by FROM tags WHERE repo = ? AND name = ? AND tag = ?")
+        .bind(mv.repo.as_str())
+        .bind(mv.name.as_str())
+        .bind(mv.tag.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.as_ref().map(record_of).transpose()
+}
+
+pub(super) async fn tag(cat: &SqliteCatalog, repo: &RepoName, name: &Name, tag: &Tag) -> Result<Option<TagRecord>> {
+    let row = sqlx::query("SELECT tag, version, moved_at, moved_by FROM tags WHERE repo = ? AND name = ? AND tag = ?")
+        .bind(repo.as_str())
+        .bind(name.as_str())
+        .bind(tag.as_str())
+        .fetch_optional(&cat.read)
+        .await?;
+    row.as_ref().map(record_of).transpose()
+}
+
+pub(super) async fn tags(cat: &SqliteCatalog, repo: &RepoName, name: &Name) -> Result<Vec<TagRecord>> {
+    let rows = sqlx::query(
+        "SELECT tag, version, moved_at, moved_by FROM tags WHERE repo = ? AND name = ? ORDER BY tag LIMIT 10000",
+    )
+    .bind(repo.as_str())
+    .bind(name.as_str())
+    .fetch_all(&cat.read)
+    .await?;
+    rows.iter().map(record_of).collect()
+}
+
+pub(super) async fn tag_history(
+    cat: &SqliteCatalog,
+    repo: &RepoName,
+    name: &Name,
+    tag: &Tag,
+    before: Option<i64>,
+    limit: u32,
+) -> Result<Vec<TagHistoryEntry>> {
+    let rows = sqlx::query(
+        "SELECT seq, version, previous, at, moved_by FROM tag_moves
+         WHERE repo = ? AND name = ? AND tag = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+    )
+    .bind(repo.as_str())
+    .bind(name.as_str())
+    .bind(tag.as_str())
+    .bind(before.unwrap_or(i64::MAX))
+    .bind(i64::from(limit))
+    .fetch_all(&cat.read)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(TagHistoryEntry {
+                seq: r.try_get("seq")?,
+                version: r
+                    .try_get::<Option<String>, _>("version")?
+                    .as_deref()
+                    .map(version_of)
+                    .transpose()?,
+                previous: r
+                    .try_get::<Option<String>, _>("previous")?
+                    .as_deref()
+                    .map(version_of)
+                    .transpose()?,
+                at: Timestamp(r.try_get("at")?),
+                by: r.try_get("moved_by")?,
+            })
+        })
+        .collect()
+}
