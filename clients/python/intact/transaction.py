@@ -7,6 +7,7 @@ import hashlib
 import logging
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -21,6 +22,7 @@ from .errors import (
     IntegrityError,
     NotFoundError,
     NotOpenError,
+    UnavailableError,
     UploadsInProgressError,
 )
 from .models import FileEntry, Manifest
@@ -39,6 +41,12 @@ stands; one that cannot seek is uploaded without being hashed first, so it is al
 # How often a commit refused with `uploads_in_progress` is tried again (only possible when the
 # caller adds files from other threads while committing).
 COMMIT_ATTEMPTS = 10
+# Opening and committing are safe to repeat (the open carries an idempotency key, a commit of a
+# committed transaction answers its manifest), so a connection that broke before the answer
+# arrived is tried again this many times, these seconds apart.
+RECONNECT_DELAYS = (0.5, 1.0, 2.0)
+# The server's default lease, until it says otherwise.
+DEFAULT_LEASE_SECONDS = 300.0
 
 
 @dataclass
@@ -115,6 +123,13 @@ class Transaction:
         self._staged: dict[str, FileEntry] = {}
         # Digests this transaction staged: addable by digest without asking.
         self._held: set[str] = set()
+        # The key sent with the open: the caller's, else one of this object's own, so that an
+        # open whose answer was lost can be repeated without opening a second transaction.
+        self._open_key = idempotency_key or f"intact-py-{uuid.uuid4().hex}"
+        self._lease = float(lease_seconds or DEFAULT_LEASE_SECONDS)
+        # When the lease was last renewed (monotonic): hashing a large tree sends nothing, so
+        # the client renews the lease itself when a third of it has passed.
+        self._renewed_at = 0.0
 
     def __repr__(self) -> str:
         return f"<Transaction {self.id or '(not open)'} {self.repo}/{self.name}@{self.version} {self.state}>"
@@ -150,21 +165,24 @@ class Transaction:
         body: dict[str, Any] = {"name": self.name, "version": self.version}
         if self.metadata is not None:
             body["metadata"] = self.metadata
-        if self.idempotency_key is not None:
-            body["idempotency_key"] = self.idempotency_key
+        body["idempotency_key"] = self._open_key
         if self.from_version is not None:
             body["from_version"] = self.from_version
         if self.lease_seconds is not None:
             body["lease_seconds"] = self.lease_seconds
         if self.wait_seconds is not None:
             body["wait_seconds"] = self.wait_seconds
-        resp = self._client.request(
-            "POST", f"/api/v1/repos/{segment(self.repo)}/transactions", json=body, ok=(200, 201)
+        resp = _reconnecting(
+            lambda: self._client.request(
+                "POST", f"/api/v1/repos/{segment(self.repo)}/transactions", json=body, ok=(200, 201)
+            )
         )
         data = self._client._json(resp)
         self._take(data)
+        self._renewed_at = time.monotonic()
         committed = data.get("manifest")
-        if resp.status_code == 201:
+        if resp.status_code == 201 or (self.idempotency_key is None and not isinstance(committed, dict)):
+            # (201, or our own key answering a repeated open whose first answer was lost.)
             self.state = "open"
         elif isinstance(committed, dict):
             # The key's transaction committed before (a re-run job): that version is the answer.
@@ -190,6 +208,9 @@ class Transaction:
             self.version = version
         expires = data.get("expires_at")
         self.expires_at = expires if isinstance(expires, str) else self.expires_at
+        lease = data.get("lease_seconds")
+        if isinstance(lease, (int, float)) and not isinstance(lease, bool) and lease > 0:
+            self._lease = float(lease)
         files = data.get("files")
         if isinstance(files, list):
             self._staged = {
@@ -234,6 +255,13 @@ class Transaction:
         data = self._client._json(self._client.request("POST", f"{self._txn_path}/renew"))
         expires = data.get("expires_at")
         self.expires_at = expires if isinstance(expires, str) else self.expires_at
+        self._renewed_at = time.monotonic()
+
+    def _keep_alive(self) -> None:
+        """Renews the lease once a third of it passed since the last renewal (hashing and
+        adding by digest send no bytes, which is what renews it on the server)."""
+        if self.state == "open" and time.monotonic() - self._renewed_at > self._lease / 3:
+            self.renew()
 
     def commit(self) -> Manifest:
         """Makes the version visible (done at the end of the `with` block)."""
@@ -246,7 +274,9 @@ class Transaction:
             self._drop_leftovers()
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             try:
-                resp = self._client.request("POST", f"{self._txn_path}/commit", ok=(200, 201))
+                resp = _reconnecting(
+                    lambda: self._client.request("POST", f"{self._txn_path}/commit", ok=(200, 201))
+                )
                 break
             except UploadsInProgressError:
                 if attempt == COMMIT_ATTEMPTS:
@@ -325,7 +355,10 @@ class Transaction:
         all first, asks once per 10,000 which bytes the server lacks, adds the rest by digest
         and uploads only what is missing (the same new bytes once)."""
         self._require_open()
-        pending = [self._prepare(*item) for item in items]
+        pending = []
+        for item in items:
+            pending.append(self._prepare(*item))
+            self._keep_alive()
         if self.replayed:
             return [self._compare_with_committed(p) for p in pending]
         to_ask = [
@@ -339,7 +372,11 @@ class Transaction:
                 missing = self._client.missing_blobs(to_ask)
             except NotFoundError:
                 missing = None  # a server without POST /blobs/missing: upload everything
-        return [self._send(p, missing) for p in pending]
+        added = []
+        for p in pending:
+            added.append(self._send(p, missing))
+            self._keep_alive()
+        return added
 
     def _prepare(self, path: str, source: Source, sha256: Optional[str] = None) -> _Pending:
         if not isinstance(path, str) or not path:
@@ -466,6 +503,7 @@ class Transaction:
             )
         self.uploaded.append(p.path)
         self.uploaded_bytes += entry.size
+        self._renewed_at = time.monotonic()  # a completed upload renews the lease
         return entry
 
     def remove_file(self, path: str) -> None:
@@ -555,3 +593,17 @@ class Transaction:
         for path, original in sorted(base.items()):
             if path not in self._staged and path not in self._removed and path not in self._added:
                 self._staged[path] = self._put_by_digest(path, original.sha256)
+
+
+def _reconnecting(send: Any) -> Any:
+    """`send()`, repeated when the connection failed before an answer arrived (status 0):
+    only for requests that are safe to repeat."""
+    for delay in RECONNECT_DELAYS:
+        try:
+            return send()
+        except UnavailableError as e:
+            if e.status != 0:
+                raise
+            log.warning("%s; trying again in %.1f s", e, delay)
+            time.sleep(delay)
+    return send()

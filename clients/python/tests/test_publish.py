@@ -310,3 +310,29 @@ def test_a_server_that_is_down_raises_a_typed_error() -> None:
         Client(f"http://127.0.0.1:{port}", timeout=5).manifest("renders", "x", "1")
     assert down.value.status == 0
     assert isinstance(down.value.__cause__, requests.RequestException)
+
+
+def test_a_commit_whose_answer_was_lost_is_repeated_not_doubled(server: Server, unique_name: str) -> None:
+    from cutting_proxy import CuttingProxy
+
+    with CuttingProxy(server.url, b"/commit ") as proxy, Client(proxy.url, timeout=30) as c:
+        with c.transaction("renders", unique_name) as txn:
+            txn.add_file("a.txt", io.BytesIO(b"a"))
+        assert proxy.cuts == 1
+    assert txn.state == "committed"
+    assert txn.manifest is not None and txn.manifest.version == "1"
+    with server.client() as direct:
+        assert [v.version for v in direct.versions("renders", unique_name)] == ["1"]
+
+
+def test_an_open_whose_answer_was_lost_is_repeated_not_locked(server: Server, unique_name: str) -> None:
+    from cutting_proxy import CuttingProxy
+
+    # Without a key of the client's own, the repeated open of an explicit version would meet
+    # the lost first transaction's lock (LockedError) until its lease ended.
+    with CuttingProxy(server.url, b"/transactions HTTP/1.1") as proxy, Client(proxy.url, timeout=30) as c:
+        with c.transaction("renders", unique_name, version="5") as txn:
+            txn.add_file("a.txt", io.BytesIO(b"a"))
+        assert proxy.cuts == 1
+    assert txn.manifest is not None and txn.manifest.version == "5"
+    assert not txn.resumed  # the caller gave no key: nothing of an earlier run to reconcile
