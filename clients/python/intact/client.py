@@ -379,16 +379,28 @@ class Client:
         listed = self.get_json(f"{self._name_path(repo, name)}/@tags").get("tags")
         return [Tag.from_json(t) for t in listed if isinstance(t, dict)] if isinstance(listed, list) else []
 
-    def tag_history(self, repo: str, name: str, tag: str) -> list[TagMove]:
-        """The moves of a tag, newest first."""
-        listed = self.get_json(f"{self._tag_path(repo, name, tag)}/@history").get("history")
-        return (
-            [TagMove.from_json(m) for m in listed if isinstance(m, dict)] if isinstance(listed, list) else []
-        )
+    def tag_history(self, repo: str, name: str, tag: str, limit: Optional[int] = None) -> list[TagMove]:
+        """The moves of a tag, newest first (all of them, or the newest `limit`)."""
+        moves: list[TagMove] = []
+        params: dict[str, Any] = {}
+        while limit is None or len(moves) < limit:
+            page = self.get_json(f"{self._tag_path(repo, name, tag)}/@history", params)
+            listed = page.get("history")
+            if isinstance(listed, list):
+                moves.extend(TagMove.from_json(m) for m in listed if isinstance(m, dict))
+            before = page.get("next_before")
+            if not isinstance(before, int) or isinstance(before, bool) or before == params.get("before"):
+                break
+            params["before"] = before
+        return moves if limit is None else moves[:limit]
 
-    def delete_tag(self, repo: str, name: str, tag: str) -> None:
-        """Removes a tag (`NotFoundError` when it does not exist)."""
-        self.request("DELETE", self._tag_path(repo, name, tag), ok=(200, 204))
+    def delete_tag(
+        self, repo: str, name: str, tag: str, expect: Union[str, _Unconditional] = UNCONDITIONAL
+    ) -> None:
+        """Removes a tag (`NotFoundError` when it does not exist; with `expect`,
+        `TagMovedError` unless it points at that version). Its history stays."""
+        params = None if isinstance(expect, _Unconditional) else {"expect": expect}
+        self.request("DELETE", self._tag_path(repo, name, tag), params=params, ok=(200, 204))
 
 
 def _inside(root: Path, path: str) -> Path:
