@@ -95,13 +95,15 @@ class VersionInfo:
 
 @dataclass(frozen=True)
 class Tag:
-    """Where a tag points now (`previous` is set only in the answer to a move)."""
+    """Where a tag points now. In the answer to a move, `previous` is where it pointed
+    before and `moved` False when it pointed at the version already (nothing was written)."""
 
     tag: str
     version: str
     moved_at: str
     moved_by: Optional[str]
     previous: Optional[str] = None
+    moved: Optional[bool] = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Tag":
@@ -111,6 +113,7 @@ class Tag:
             moved_at=_str(data, "moved_at"),
             moved_by=_opt_str(data, "moved_by"),
             previous=_opt_str(data, "previous"),
+            moved=data.get("moved") if isinstance(data.get("moved"), bool) else None,
         )
 
 
