@@ -314,6 +314,8 @@ class Client:
                         raise UnavailableError(f"GET {url_path}: the body broke off: {e}") from e
                     out.flush()
                     os.fsync(out.fileno())
+                    # mkstemp makes the file private (0600); a download reads like any file.
+                    os.fchmod(out.fileno(), 0o644)
                 got = digest.hexdigest()
                 if got != expected:
                     raise IntegrityError(

@@ -147,6 +147,8 @@ class Transaction:
         tb: Optional[TracebackType],
     ) -> None:
         if exc is None:
+            if self.state == "aborted":
+                return  # the block called abort() itself
             try:
                 self.commit()
             except BaseException as commit_error:

@@ -336,3 +336,12 @@ def test_an_open_whose_answer_was_lost_is_repeated_not_locked(server: Server, un
         assert proxy.cuts == 1
     assert txn.manifest is not None and txn.manifest.version == "5"
     assert not txn.resumed  # the caller gave no key: nothing of an earlier run to reconcile
+
+
+def test_abort_inside_the_block_is_not_a_failure(client: Client, unique_name: str) -> None:
+    with client.transaction("renders", unique_name) as txn:
+        txn.add_file("a.txt", io.BytesIO(b"a"))
+        txn.abort()
+    assert txn.state == "aborted"
+    with pytest.raises(NotFoundError):
+        client.manifest("renders", unique_name)
