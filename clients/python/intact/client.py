@@ -67,6 +67,11 @@ class Client:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self._session = requests.Session()
+        # The environment's proxy settings are read once here, not on every request (which
+        # cost more than the request itself when publishing thousands of small files);
+        # `.netrc` is not consulted: the token is the credential.
+        self._session.proxies.update(requests.utils.get_environ_proxies(self.url))
+        self._session.trust_env = False
         self._session.headers["User-Agent"] = "intact-python/0.1"
         if token:
             self._session.headers["Authorization"] = f"Bearer {token}"

@@ -35,7 +35,7 @@ def frames(count: int, salt: bytes = b"") -> dict[str, bytes]:
 
 
 def test_a_tree_published_reads_back_byte_exact(client: Client, unique_name: str, tmp_path: Path) -> None:
-    files = frames(20)
+    files = frames(20, salt=unique_name.encode())
     files["empty.txt"] = b""
     files["deep/a/b/c/notes.txt"] = b"hello\n"
     files["big.bin"] = os.urandom(3 * 1024 * 1024 + 17)  # more than one read chunk
@@ -64,7 +64,7 @@ def test_a_tree_published_reads_back_byte_exact(client: Client, unique_name: str
 
 
 def test_republishing_sends_only_the_changed_files(client: Client, unique_name: str, tmp_path: Path) -> None:
-    files = frames(40)
+    files = frames(40, salt=unique_name.encode())
     out = write_tree(tmp_path / "out", files)
     with client.transaction("renders", unique_name) as first:
         first.add_tree(out)
@@ -117,7 +117,7 @@ def test_file_objects_seekable_or_not(client: Client, unique_name: str, tmp_path
 
 
 def test_an_exception_in_the_block_aborts(client: Client, unique_name: str, tmp_path: Path) -> None:
-    out = write_tree(tmp_path / "out", frames(3))
+    out = write_tree(tmp_path / "out", frames(3, salt=unique_name.encode()))
     txn = client.transaction("renders", unique_name, version="7")
     with pytest.raises(RuntimeError, match="render failed"):
         with txn:
@@ -163,7 +163,7 @@ def test_a_refused_commit_releases_the_version(client: Client, unique_name: str)
 def test_the_same_idempotency_key_gets_the_same_version(
     client: Client, unique_name: str, tmp_path: Path
 ) -> None:
-    out = write_tree(tmp_path / "out", frames(5))
+    out = write_tree(tmp_path / "out", frames(5, salt=unique_name.encode()))
     key = farm_job_key(f"{unique_name}-8812", task=3)
     with client.transaction("renders", unique_name, idempotency_key=key) as first:
         first.add_tree(out)
@@ -189,7 +189,7 @@ def test_the_same_idempotency_key_gets_the_same_version(
 
 def test_a_job_that_died_mid_transaction_resumes_it(client: Client, unique_name: str, tmp_path: Path) -> None:
     key = f"farm-{unique_name}-died"
-    out = write_tree(tmp_path / "out", frames(4))
+    out = write_tree(tmp_path / "out", frames(4, salt=unique_name.encode()))
     # The first run staged files, one of which the re-run no longer produces, then died
     # without committing or aborting (no `with`, no abort).
     dead = client.transaction("renders", unique_name, idempotency_key=key).begin()
@@ -199,10 +199,10 @@ def test_a_job_that_died_mid_transaction_resumes_it(client: Client, unique_name:
     with client.transaction("renders", unique_name, idempotency_key=key) as rerun:
         rerun.add_tree(out)
     assert rerun.resumed and rerun.id == dead.id
-    assert sorted(rerun.already_staged) == sorted(frames(4))
+    assert sorted(rerun.already_staged) == sorted(frames(4, salt=unique_name.encode()))
     assert rerun.uploaded == []
     assert rerun.manifest is not None
-    assert sorted(f.path for f in rerun.manifest.files) == sorted(frames(4))
+    assert sorted(f.path for f in rerun.manifest.files) == sorted(frames(4, salt=unique_name.encode()))
 
 
 def test_a_second_transaction_on_an_open_version_is_locked(client: Client, unique_name: str) -> None:
