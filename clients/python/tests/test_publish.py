@@ -345,3 +345,39 @@ def test_abort_inside_the_block_is_not_a_failure(client: Client, unique_name: st
     assert txn.state == "aborted"
     with pytest.raises(NotFoundError):
         client.manifest("renders", unique_name)
+
+
+def test_add_tree_skips_symlinks_and_lists_them(client: Client, unique_name: str, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"not part of the render")
+    out = write_tree(tmp_path / "out", {"a.exr": b"a"})
+    (out / "link.txt").symlink_to(secret)
+    (out / "linked-dir").symlink_to(tmp_path)
+    with client.transaction("renders", unique_name) as txn:
+        txn.add_tree(out)
+    assert sorted(Path(p).name for p in txn.skipped) == ["link.txt", "linked-dir"]
+    assert txn.manifest is not None and [f.path for f in txn.manifest.files] == ["a.exr"]
+
+
+def test_manifest_paths_that_would_escape_are_refused(tmp_path: Path) -> None:
+    from intact.client import _inside
+
+    root = tmp_path.resolve()
+    assert _inside(root, "a/b.txt") == root / "a" / "b.txt"
+    for bad in ["../x", "a/../../x", "/etc/passwd", "a//b", "a/./b", "", "a\\..\\b", "a\0b"]:
+        with pytest.raises(IntegrityError):
+            _inside(root, bad)
+
+
+def test_versions_are_listed_across_pages(client: Client, unique_name: str) -> None:
+    for i in range(5):
+        with client.transaction("renders", unique_name) as txn:
+            txn.add_file("a.txt", io.BytesIO(b"v%d" % i))
+    assert [v.version for v in client.versions("renders", unique_name, page_size=2)] == [
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+    ]
+    assert all(v.files == 1 and v.size == 2 for v in client.versions("renders", unique_name))
