@@ -119,18 +119,21 @@ class Tag:
 
 @dataclass(frozen=True)
 class TagMove:
-    """One move of a tag in its history, newest first."""
+    """One move of a tag in its history, newest first: `version` None when the move removed
+    the tag, `previous` None when it created it."""
 
-    version: str
+    version: Optional[str]
     previous: Optional[str]
     at: str
     by: Optional[str]
+    seq: int = 0
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "TagMove":
         return cls(
-            version=_str(data, "version"),
+            version=_opt_str(data, "version"),
             previous=_opt_str(data, "previous"),
             at=_str(data, "at"),
             by=_opt_str(data, "by"),
+            seq=_int(data, "seq"),
         )

@@ -59,9 +59,12 @@ def test_tags_move_with_expect_and_read_through(client: Client, unique_name: str
 
     with pytest.raises(NotFoundError):
         client.tag("renders", unique_name, "approved", "999")
-    client.delete_tag("renders", unique_name, "approved")
+    with pytest.raises(TagMovedError):
+        client.delete_tag("renders", unique_name, "approved", expect=v2)
+    client.delete_tag("renders", unique_name, "approved", expect=v1)
     with pytest.raises(NotFoundError):
         client.get_tag("renders", unique_name, "approved")
+    assert client.tag_history("renders", unique_name, "approved", limit=1)[0].version is None
 
 
 def test_two_threads_race_to_move_a_tag_and_one_wins(server: Server, unique_name: str) -> None:
