@@ -109,13 +109,15 @@ class Client:
         ok: tuple[int, ...] = (200, 201, 204),
         resendable: bool = True,
         close_body: bool = False,
+        timeout: Optional[float] = None,
     ) -> requests.Response:
         """Sends one request to the API and returns the answer when its status is in `ok`,
         else raises the typed error. `body`, when given, makes the request body afresh for
         each attempt (a file reopened), so a request the server refused as "not now" (429,
         503), having done nothing, is sent again after `Retry-After`; `resendable=False` says
         the body cannot be made twice (a stream already read); `close_body=True` closes what
-        `body` made after each attempt (a file the client opened, never the caller's)."""
+        `body` made after each attempt (a file the client opened, never the caller's);
+        `timeout` replaces the client's for a request the server may hold on purpose."""
         url = self.url + path
         for attempt in range(1, RETRY_ATTEMPTS + 1):
             data = body() if body is not None else None
@@ -128,7 +130,7 @@ class Client:
                     headers=dict(headers or {}),
                     params=params,
                     stream=stream,
-                    timeout=self.timeout,
+                    timeout=self.timeout if timeout is None else timeout,
                 )
             except requests.RequestException as e:
                 raise UnavailableError(f"{method} {url}: {e}") from e

@@ -174,9 +174,17 @@ class Transaction:
             body["lease_seconds"] = self.lease_seconds
         if self.wait_seconds is not None:
             body["wait_seconds"] = self.wait_seconds
+        # With wait_seconds the server holds the answer until the lock is free: the client's
+        # read timeout must outlast that wait, or it would give up on (and repeat) an open
+        # that is only waiting.
+        timeout = self._client.timeout + (self.wait_seconds or 0)
         resp = _reconnecting(
             lambda: self._client.request(
-                "POST", f"/api/v1/repos/{segment(self.repo)}/transactions", json=body, ok=(200, 201)
+                "POST",
+                f"/api/v1/repos/{segment(self.repo)}/transactions",
+                json=body,
+                ok=(200, 201),
+                timeout=timeout,
             )
         )
         data = self._client._json(resp)

@@ -7,6 +7,7 @@ import hashlib
 import io
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -381,3 +382,23 @@ def test_versions_are_listed_across_pages(client: Client, unique_name: str) -> N
         "5",
     ]
     assert all(v.files == 1 and v.size == 2 for v in client.versions("renders", unique_name))
+
+
+def test_waiting_for_a_lock_longer_than_the_read_timeout(server: Server, unique_name: str) -> None:
+    started = threading.Event()
+
+    def hold() -> None:
+        with server.client() as mine, mine.transaction("renders", unique_name, version="1") as txn:
+            txn.add_file("a.txt", io.BytesIO(b"a"))
+            started.set()
+            time.sleep(9)  # longer than every repeat of a 1 s timeout would cover
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert started.wait(30)
+    with Client(server.url, timeout=1) as impatient:
+        waiting = impatient.transaction("renders", unique_name, version="1", wait_seconds=60)
+        with waiting:
+            waiting.add_file("a.txt", io.BytesIO(b"a"))
+    holder.join()
+    assert waiting.created is False
