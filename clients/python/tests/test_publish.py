@@ -15,10 +15,10 @@ import requests
 
 from conftest import Server, write_tree
 from intact import (
+    ChecksumMismatchError,
     Client,
     ConflictError,
     IdempotencyMismatchError,
-    IntactError,
     IntegrityError,
     InvalidError,
     LockedError,
@@ -269,11 +269,24 @@ def test_bad_names_and_paths_are_refused_by_the_server_not_rewritten(
 
 
 def test_a_declared_sha256_that_is_wrong_stages_nothing(client: Client, unique_name: str) -> None:
-    with pytest.raises(IntactError) as wrong:
+    with pytest.raises(ChecksumMismatchError) as wrong:
         with client.transaction("renders", unique_name) as txn:
             txn.add_file("a.txt", io.BytesIO(b"actual bytes"), sha256="0" * 64)
-    assert wrong.value.status in (400, 409)
+    assert wrong.value.status == 400 and wrong.value.code == "checksum_mismatch"
     assert txn.state == "aborted"
+
+
+def test_a_file_changed_after_hashing_is_hashed_again(
+    client: Client, unique_name: str, tmp_path: Path
+) -> None:
+    local = tmp_path / "frame.exr"
+    local.write_bytes(b"as hashed")
+    with client.transaction("renders", unique_name) as txn:
+        pending = txn._prepare("frame.exr", local)
+        local.write_bytes(b"rewritten by a late render step")
+        txn._record(txn._upload(pending))
+    assert txn.manifest is not None
+    assert txn.manifest.files[0].sha256 == hashlib.sha256(b"rewritten by a late render step").hexdigest()
 
 
 def test_downloads_check_bytes_and_stay_inside_the_destination(
