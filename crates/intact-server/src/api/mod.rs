@@ -4,6 +4,7 @@
 pub(crate) mod blobs;
 pub mod error;
 mod guard;
+pub(crate) mod import;
 pub(crate) mod prepared;
 mod publish;
 mod reads;
@@ -55,6 +56,7 @@ pub fn router(state: AppState) -> Router {
             "/transactions/{id}/files/{*path}",
             put(transactions::put_file).layer(upload_slot()),
         )
+        .route("/transactions/{id}/import", post(import::import).layer(upload_slot()))
         .route("/events", get(events))
         .route("/blobs/missing", post(blobs::missing))
         .route("/openapi.json", get(crate::openapi::serve))

@@ -28,7 +28,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, Secur
         paths::list_repos, paths::repo_info, paths::names, paths::versions, paths::latest,
         paths::manifest, paths::file,
         paths::create_transaction, paths::get_transaction, paths::abort_transaction,
-        paths::renew_transaction, paths::commit_transaction, paths::put_file, paths::publish,
+        paths::renew_transaction, paths::commit_transaction, paths::put_file, paths::import_files, paths::publish,
         paths::events, paths::blobs_missing,
         paths::gc, paths::gc_status, paths::verify,
         paths::list_tokens, paths::create_token, paths::revoke_token,
@@ -144,6 +144,7 @@ impl utoipa::Modify for Links {
         let txn = [
             ("get", "get_transaction"),
             ("put_file", "put_file"),
+            ("import", "import_files"),
             ("renew", "renew_transaction"),
             ("commit", "commit_transaction"),
             ("abort", "abort_transaction"),
