@@ -524,6 +524,10 @@ async fn reflink_clones_without_copying_and_the_clone_never_changes() {
         "reflink"
     );
     let used_after = xfs.used_bytes();
+    eprintln!(
+        "reflink import of 64 MiB: {} bytes more in use on the filesystem",
+        used_after.saturating_sub(used_before)
+    );
     // 64 MiB imported; a copy would use as much again, a clone shares the blocks.
     assert!(
         used_after.saturating_sub(used_before) < 8 << 20,

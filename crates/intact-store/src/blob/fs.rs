@@ -792,6 +792,55 @@ async fn list_shard(shard: PathBuf, after: Option<Digest>) -> Result<Vec<Digest>
 mod tests {
     use super::*;
 
+    /// A hardlinked source written while the flag was lifted for the rename into place: the
+    /// bytes under the digest no longer match it, so they are moved aside, never left there.
+    #[test]
+    fn a_frozen_blob_that_changed_on_its_way_into_place_is_moved_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let temp_path = dir.path().join("import-x");
+        std::fs::write(&temp_path, b"written by the source meanwhile").expect("write");
+        let temp = tempfile::TempPath::try_from_path(&temp_path).expect("temp path");
+        let claimed = Digest::of(b"what was hashed under the flag");
+        let target = dir.path().join(claimed.to_hex());
+        let quarantine = dir.path().join("quarantine");
+        let err = persist_frozen(temp, &target, &claimed, &quarantine).expect_err("changed bytes are refused");
+        assert!(
+            err.to_string().contains("written while it was being stored") || err.raw_os_error().is_some(),
+            "{err}"
+        );
+        assert!(!target.exists(), "nothing is left under the digest");
+        let aside: Vec<_> = std::fs::read_dir(&quarantine).expect("quarantine").collect();
+        assert_eq!(aside.len(), 1);
+        let _ = std::process::Command::new("chattr")
+            .arg("-R")
+            .arg("-i")
+            .arg(dir.path())
+            .status();
+
+        // Unchanged: stored under the digest, immutable where the flag can be set.
+        let temp_path = dir.path().join("import-y");
+        std::fs::write(&temp_path, b"steady bytes").expect("write");
+        let temp = tempfile::TempPath::try_from_path(&temp_path).expect("temp path");
+        let digest = Digest::of(b"steady bytes");
+        let target = dir.path().join(digest.to_hex());
+        match persist_frozen(temp, &target, &digest, &quarantine) {
+            Ok(()) => {
+                assert_eq!(std::fs::read(&target).expect("stored"), b"steady bytes");
+                assert!(
+                    std::fs::OpenOptions::new().write(true).open(&target).is_err(),
+                    "immutable"
+                );
+            }
+            // Where the flag cannot be set the blob is not kept either.
+            Err(e) => assert!(!target.exists(), "{e}"),
+        }
+        let _ = std::process::Command::new("chattr")
+            .arg("-R")
+            .arg("-i")
+            .arg(dir.path())
+            .status();
+    }
+
     #[test]
     fn create_dir_all_durable_creates_every_missing_level_and_accepts_existing_ones() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -914,6 +914,7 @@ fn import_files_publishes_a_directory_the_server_reads() {
             "files",
             "shots/010/comp",
             "2",
+            "--out",
             dir.path().join("out").to_str().expect("utf8"),
         ],
     );
