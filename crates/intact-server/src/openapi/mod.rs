@@ -314,7 +314,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(links, 12, "transaction (2 answers x 5) and webhook (2) links");
+        assert_eq!(links, 14, "transaction (2 answers x 6) and webhook (2) links");
     }
 
     /// Every operation of the document reaches a handler: the router neither answers "no such
