@@ -551,3 +551,62 @@ async fn reflink_clones_without_copying_and_the_clone_never_changes() {
     assert_eq!(str_of(&v["files"][0], "mode"), "reflink");
     drop(s);
 }
+
+/// Importing is publishing: a token that may only read the transaction's repo is refused
+/// before any file is looked at, and so is a caller without a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn importing_needs_publish_rights_on_the_repo() {
+    let root = tempfile::tempdir().expect("root");
+    let source = root.path().join("frame.exr");
+    std::fs::write(&source, b"frame").expect("file");
+    let s = Server::start_with(importing_from(&[root.path()])).await;
+    let token = |name: &str, scope: &str, admin: Option<String>| {
+        let (name, scope) = (name.to_owned(), scope.to_owned());
+        let s = &s;
+        async move {
+            let mut req = s
+                .http
+                .post(s.url("/api/v1/tokens"))
+                .json(&json!({"name": name, "scopes": [scope]}));
+            if let Some(admin) = admin {
+                req = req.bearer_auth(admin);
+            }
+            let resp = req.send().await.expect("token");
+            let (status, v) = json_of(resp).await;
+            assert_eq!(status, StatusCode::CREATED, "{v}");
+            str_of(&v, "secret")
+        }
+    };
+    // The first token needs none; the others are made with it.
+    let admin = token("admin", "*:admin", None).await;
+    let publisher = token("publisher", "files:publish", Some(admin.clone())).await;
+    let reader = token("reader", "files:read", Some(admin)).await;
+    let resp = s
+        .http
+        .post(s.url("/api/v1/repos/files/transactions"))
+        .bearer_auth(&publisher)
+        .json(&json!({"name": "imp/auth", "version": "1"}))
+        .send()
+        .await
+        .expect("open");
+    let (status, txn) = json_of(resp).await;
+    assert_eq!(status, StatusCode::CREATED, "{txn}");
+    let id = str_of(&txn, "id");
+    let body = json!({"files": [{"path": "f.exr", "source": source}], "mode": "copy"});
+    let import_as = |who: Option<&str>| {
+        let mut req = s
+            .http
+            .post(s.url(&format!("/api/v1/transactions/{id}/import")))
+            .json(&body);
+        if let Some(t) = who {
+            req = req.bearer_auth(t);
+        }
+        async move { json_of(req.send().await.expect("import")).await }
+    };
+    assert_eq!(import_as(None).await.0, StatusCode::UNAUTHORIZED);
+    let (status, v) = import_as(Some(&reader)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(v["error"], "forbidden", "{v}");
+    let (status, v) = import_as(Some(&publisher)).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+}
