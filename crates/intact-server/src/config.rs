@@ -44,6 +44,32 @@ pub struct Config {
     /// Request limits: sizes, rates, concurrent uploads.
     #[serde(default)]
     pub limits: crate::limits::LimitsSettings,
+    /// Import by path (`POST /api/v1/transactions/{id}/import`): off unless roots are listed.
+    #[serde(default)]
+    pub import: ImportSettings,
+}
+
+/// `[import]`: which directories the server may take files from by path.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImportSettings {
+    /// Absolute paths of existing directories (`["/mnt/renders"]`). A file is imported only
+    /// if its path, with every symlink and `..` resolved, lies inside one of them. Empty (the
+    /// default): import by path is refused (403).
+    pub allowed_roots: Vec<PathBuf>,
+}
+
+impl ImportSettings {
+    /// The roots with every symlink and `..` resolved, as sources are checked against them.
+    pub fn canonical_roots(&self) -> anyhow::Result<Vec<PathBuf>> {
+        self.allowed_roots
+            .iter()
+            .map(|root| {
+                std::fs::canonicalize(root)
+                    .map_err(|e| anyhow::anyhow!("import.allowed_roots: {}: {e}", root.display()))
+            })
+            .collect()
+    }
 }
 
 /// `[tls]`: the server's certificate. Both files are read at start-up and again on SIGHUP.
@@ -276,6 +302,7 @@ impl Default for Config {
             auth: AuthSettings::default(),
             tls: None,
             limits: crate::limits::LimitsSettings::default(),
+            import: ImportSettings::default(),
         }
     }
 }
@@ -767,6 +794,13 @@ impl Config {
         if st.default_lease_seconds == 0 || st.default_lease_seconds > st.max_lease_seconds {
             problem!("store.default_lease_seconds must be between 1 and store.max_lease_seconds");
         }
+        for root in &self.import.allowed_roots {
+            if !root.is_absolute() {
+                problem!("import.allowed_roots: {} is not an absolute path", root.display());
+            } else if !root.is_dir() {
+                problem!("import.allowed_roots: {} is not an existing directory", root.display());
+            }
+        }
         for repo in &self.repos {
             for (field, v) in [
                 ("list_cache_seconds", repo.list_cache_seconds),
@@ -841,6 +875,21 @@ impl Config {
 
     pub fn repo(&self, name: &str) -> Option<&RepoConfig> {
         self.repos.iter().find(|r| r.name.as_str() == name)
+    }
+
+    /// The server's own directories (data dir, local blob cache), canonical: never import
+    /// sources. Those that do not exist yet are left out (nothing to import from there).
+    pub fn import_excluded(&self) -> anyhow::Result<Vec<PathBuf>> {
+        let cache = self.blobs.local_cache.as_ref().map(|c| c.dir.clone());
+        let mut out = Vec::new();
+        for dir in std::iter::once(self.data_dir.clone()).chain(cache) {
+            match std::fs::canonicalize(&dir) {
+                Ok(canonical) => out.push(canonical),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => anyhow::bail!("resolving {}: {e}", dir.display()),
+            }
+        }
+        Ok(out)
     }
 
     /// The store's tunables: `[store]` plus what the repos say (case-sensitive paths).
@@ -964,6 +1013,32 @@ format = "generic"
                 other => panic!("{other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn import_roots_must_be_absolute_existing_directories() {
+        let c = Config::from_toml("").expect("parses");
+        assert!(c.import.allowed_roots.is_empty(), "import by path is off by default");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").expect("write");
+        for (root, needle) in [
+            ("renders".to_owned(), "not an absolute path"),
+            (
+                dir.path().join("missing").display().to_string(),
+                "not an existing directory",
+            ),
+            (file.display().to_string(), "not an existing directory"),
+        ] {
+            let err = format!(
+                "{:#}",
+                Config::from_toml(&format!("[import]\nallowed_roots = [{root:?}]")).expect_err(&root)
+            );
+            assert!(err.contains("import.allowed_roots") && err.contains(needle), "{err}");
+        }
+        let c = Config::from_toml(&format!("[import]\nallowed_roots = [{:?}]", dir.path().join("."))).expect("parses");
+        let roots = c.import.canonical_roots().expect("canonical");
+        assert_eq!(roots, vec![dir.path().canonicalize().expect("canonical")]);
     }
 
     #[test]

@@ -38,6 +38,13 @@ pub struct Shared {
     pub limits: Arc<crate::limits::Limits>,
     /// Answers to warm reads of small hosted files, served before routing.
     pub prepared: crate::api::prepared::PreparedFiles,
+    /// `[import] allowed_roots`, canonical (symlinks and `..` resolved): import sources are
+    /// checked against these. Empty: import by path is off.
+    pub import_roots: Vec<std::path::PathBuf>,
+    /// Where the server keeps its own files (the data dir, a local blob cache), canonical:
+    /// never an import source, even under an allowed root (moving or freezing the catalog or
+    /// a stored blob would break the store).
+    pub import_excluded: Vec<std::path::PathBuf>,
 }
 
 impl AppState {
@@ -51,8 +58,15 @@ impl AppState {
         // As much again as the small-file cache: an answer shares its body with that cache,
         // so this mostly bounds the paths and headers.
         let prepared = crate::api::prepared::PreparedFiles::new(config.store.small_file_cache_bytes);
+        let import_roots = config.import.canonical_roots()?;
+        let import_excluded = match import_roots.is_empty() {
+            true => Vec::new(),
+            false => config.import_excluded()?,
+        };
         Ok(Self(Arc::new(Shared {
             prepared,
+            import_roots,
+            import_excluded,
             auth,
             tokens: Arc::default(),
             config,

@@ -19,8 +19,8 @@ mod upload;
 pub mod verified;
 
 pub use blob::{
-    BlobBody, BlobRead, BlobStore, BlobTestHooks, CachedBlobStore, FsBlobStore, MemoryBlobStore, PendingBlob,
-    S3BlobStore, S3Settings,
+    Adopted, BlobBody, BlobRead, BlobStore, BlobTestHooks, CachedBlobStore, FsBlobStore, ImportMode, LocalSource,
+    MemoryBlobStore, PendingBlob, S3BlobStore, S3Settings,
 };
 pub use catalog::{
     BlobUser, Catalog, CommitOutcome, Event, FlightClaim, FlightEnd, FlightFailure, FlightState, NewTxn, OpenOutcome,

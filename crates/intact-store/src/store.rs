@@ -801,6 +801,68 @@ impl Store {
         self.watch_space(staged)
     }
 
+    /// Import by path: brings the local file `source` (opened and checked by the caller)
+    /// into transaction `id` as `path`, by `mode` (see [`crate::blob::adopt`]). The digest
+    /// is always that of the bytes the store holds once the file is adopted: with
+    /// `expected`, any other is refused and nothing is staged (a moved file is put back), as
+    /// is a file over `max_bytes`. Then the order of every upload: registered in the catalog,
+    /// then made durable under its digest. Counted as an upload in flight meanwhile, and the
+    /// lease is renewed while a large file is cloned, linked or copied. Returns the staged
+    /// entry and the mode that did it (`auto` resolved).
+    pub async fn import_file(
+        &self,
+        id: &TxnId,
+        path: FilePath,
+        source: crate::LocalSource,
+        mode: crate::ImportMode,
+        expected: Option<Digest>,
+        max_bytes: Option<u64>,
+    ) -> Result<(FileEntry, crate::ImportMode)> {
+        let status = self.catalog.txn_status(id).await?;
+        if status.state != intact_core::TxnState::Open {
+            return Err(Error::TxnNotOpen {
+                id: id.clone(),
+                state: status.state,
+            });
+        }
+        let _in_flight = self.uploads.start(id);
+        let shared = match self.catalog.is_shared() {
+            true => Some(crate::upload::SharedUpload::start(self.catalog.clone(), id).await?),
+            false => None,
+        };
+        let shown = source.shown.clone();
+        let import = async {
+            let adopted = self.blobs.adopt(source, mode).await?;
+            let (digest, size) = (adopted.pending.digest, adopted.pending.size);
+            if let Some(expected) = expected
+                && expected != digest
+            {
+                return Err(Error::BadRequest {
+                    field: "files",
+                    message: format!(
+                        "{shown}: the sha256 given is {expected}, the file hashed to {digest}; nothing was staged"
+                    ),
+                });
+            }
+            if let Some(max) = max_bytes
+                && size > max
+            {
+                return Err(Error::BadRequest {
+                    field: "files",
+                    message: format!("{shown} is {size} bytes, over limits.max_file_bytes ({max}); nothing was staged"),
+                });
+            }
+            let entry = self.stage_pending_unwatched(id, path, adopted.pending).await?;
+            Ok((entry, adopted.mode))
+        };
+        let renewed = self.renewing(id, status.lease, import);
+        let staged = match shared {
+            Some(shared) => shared.run(renewed).await,
+            None => renewed.await,
+        };
+        self.watch_space(staged)
+    }
+
     /// Stages bytes already written to the blob store as `path` of transaction `id`.
     /// Order matters: the catalog registers the blob (making it live for every sweep) before
     /// the bytes are persisted under their digest.

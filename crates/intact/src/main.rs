@@ -76,6 +76,10 @@ enum Command {
     /// Commit the versions of an `intact export` archive into this server, each atomically,
     /// every file's sha256 checked; needs an admin token (docs/transfer.md).
     Import(cmd::transfer::import::Args),
+    /// Import by path: files already on a filesystem the server reads (inside its
+    /// `[import] allowed_roots`) become one version, cloned, linked, moved or copied into the
+    /// store by the server itself (docs/http-api.md).
+    ImportFiles(cmd::import_files::Args),
     /// API tokens: create, list, revoke (docs/security.md).
     Token(cmd::token::Args),
     /// Webhooks: signed HTTP callbacks for commits, rollbacks and deletions (docs/operations.md).
@@ -150,6 +154,7 @@ fn main() -> std::process::ExitCode {
             Command::Migrate(a) => cmd::migrate::run(a).await,
             Command::Export(a) => cmd::transfer::export::run(a).await,
             Command::Import(a) => cmd::transfer::import::run(a).await,
+            Command::ImportFiles(a) => cmd::import_files::run(a).await,
             Command::Token(a) => cmd::token::run(a).await,
             Command::Hooks(a) => cmd::hooks::run(a).await,
             Command::Tag(a) => cmd::tag::run(a).await,

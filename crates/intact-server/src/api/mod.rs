@@ -4,6 +4,7 @@
 pub(crate) mod blobs;
 pub mod error;
 mod guard;
+pub(crate) mod import;
 pub(crate) mod prepared;
 mod publish;
 mod reads;
@@ -61,6 +62,7 @@ pub fn router(state: AppState) -> Router {
                 .layer(upload_slot())
                 .delete(transactions::delete_file),
         )
+        .route("/transactions/{id}/import", post(import::import).layer(upload_slot()))
         .route("/events", get(events))
         .route("/blobs/missing", post(blobs::missing))
         .route("/openapi.json", get(crate::openapi::serve))

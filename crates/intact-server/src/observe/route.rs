@@ -21,6 +21,7 @@ pub const TEMPLATES: &[&str] = &[
     "/api/v1/transactions/{id}/commit",
     "/api/v1/transactions/{id}/renew",
     "/api/v1/transactions/{id}/files/{*path}",
+    "/api/v1/transactions/{id}/import",
     "/api/v1/events",
     "/api/v1/blobs/missing",
     "/api/v1/admin/gc",
@@ -73,6 +74,7 @@ fn api(section: &str, tail: Option<&str>) -> &'static str {
         ("transactions", Some(_), Some("commit"), None) => "/api/v1/transactions/{id}/commit",
         ("transactions", Some(_), Some("renew"), None) => "/api/v1/transactions/{id}/renew",
         ("transactions", Some(_), Some("files"), Some(_)) => "/api/v1/transactions/{id}/files/{*path}",
+        ("transactions", Some(_), Some("import"), None) => "/api/v1/transactions/{id}/import",
         ("events", None, ..) => "/api/v1/events",
         ("blobs", Some("missing"), None, _) => "/api/v1/blobs/missing",
         ("admin", Some("gc"), None, _) => "/api/v1/admin/gc",
@@ -141,6 +143,7 @@ mod tests {
             ("/api/v1/repos/main/app/1.0/bin/a.tar", "/api/v1/repos/{repo}/{*rest}"),
             ("/api/v1/transactions/t1", "/api/v1/transactions/{id}"),
             ("/api/v1/transactions/t1/commit", "/api/v1/transactions/{id}/commit"),
+            ("/api/v1/transactions/t1/import", "/api/v1/transactions/{id}/import"),
             ("/api/v1/transactions/t1/renew", "/api/v1/transactions/{id}/renew"),
             (
                 "/api/v1/transactions/t1/files/a/b.txt",

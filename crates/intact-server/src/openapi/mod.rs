@@ -29,7 +29,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, Secur
         paths::manifest, paths::file, paths::tagged_manifest, paths::tagged_file,
         paths::list_tags, paths::get_tag, paths::move_tag, paths::delete_tag, paths::tag_history,
         paths::create_transaction, paths::get_transaction, paths::abort_transaction,
-        paths::renew_transaction, paths::commit_transaction, paths::put_file, paths::delete_file, paths::publish,
+        paths::renew_transaction, paths::commit_transaction, paths::put_file, paths::delete_file,
+        paths::import_files, paths::publish,
         paths::events, paths::blobs_missing,
         paths::gc, paths::gc_status, paths::verify,
         paths::list_tokens, paths::create_token, paths::revoke_token,
@@ -146,6 +147,7 @@ impl utoipa::Modify for Links {
         let txn = [
             ("get", "get_transaction"),
             ("put_file", "put_file"),
+            ("import", "import_files"),
             ("renew", "renew_transaction"),
             ("commit", "commit_transaction"),
             ("abort", "abort_transaction"),
@@ -315,7 +317,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(links, 12, "transaction (2 answers x 5) and webhook (2) links");
+        assert_eq!(links, 14, "transaction (2 answers x 6) and webhook (2) links");
     }
 
     /// Every operation of the document reaches a handler: the router neither answers "no such

@@ -290,6 +290,18 @@ fn commit_transaction() {}
     ))]
 fn put_file() {}
 
+#[utoipa::path(post, path = "/api/v1/transactions/{id}/import", tag = "publishing",
+    params(("id" = String, Path, description = "A transaction id.", pattern = "^tx_[a-z2-7]{26}$")),
+    request_body(content = crate::api::import::ImportRequest,
+        description = "Files the server reads from its own filesystems (inside `[import] allowed_roots`), staged without their bytes crossing the network. Needs `publish` on the transaction's repo."),
+    responses(
+        (status = 201, description = "Every file staged, in the order asked, with the mode that brought it in.", body = crate::api::import::ImportAnswer),
+        (status = 400, description = "A bad entry, a source that is not a regular file, a sha256 the bytes do not have, or a mode the filesystem or blob store cannot honour; the message names the file and why. Files before the one refused stay staged.", body = ErrorBody),
+        (status = 403, description = "Import by path is off (`import_disabled`: `[import] allowed_roots` is empty), or a source is outside the allowed roots or unreadable (`import_forbidden`).", body = ErrorBody),
+        (status = "default", description = "An error.", body = ErrorBody),
+    ))]
+fn import_files() {}
+
 #[utoipa::path(post, path = "/api/v1/blobs/missing", tag = "publishing",
     request_body(content = crate::api::blobs::MissingRequest, description = "Up to 10,000 sha256 digests."),
     responses(

@@ -11,6 +11,7 @@ mod disk_full;
 mod events;
 mod guard;
 mod hostile;
+mod import;
 mod large;
 mod limits;
 mod locking;
@@ -99,6 +100,12 @@ impl Server {
     /// A server over the embedded default configuration whose blobs live in `blobs`.
     pub async fn start_on_blobs(blobs: Arc<dyn BlobStore>) -> Self {
         let config = Config::embedded_default();
+        let store_config = config.store_config();
+        Self::start_over(tempfile::tempdir().expect("tempdir"), config, store_config, Some(blobs)).await
+    }
+
+    /// A server over `config` whose blobs live in `blobs`.
+    pub async fn start_on_blobs_with(config: Config, blobs: Arc<dyn BlobStore>) -> Self {
         let store_config = config.store_config();
         Self::start_over(tempfile::tempdir().expect("tempdir"), config, store_config, Some(blobs)).await
     }

@@ -361,6 +361,10 @@ impl BlobStore for CachedBlobStore {
         self.inner.check_writable().await
     }
 
+    fn backend_name(&self) -> &'static str {
+        "S3"
+    }
+
     async fn sweep_pending(&self, older_than: Duration) -> Result<u64> {
         self.inner.sweep_pending(older_than).await
     }

@@ -20,7 +20,7 @@ use futures::stream::BoxStream;
 use intact_core::{Digest, DigestHasher, Timestamp};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use super::{BlobRead, BlobStore, PendingBlob, PendingHandle, Progress};
+use super::{Adopted, BlobRead, BlobStore, ImportMode, PendingBlob, PendingHandle, Progress};
 use crate::{Error, Result};
 
 const WRITE_BUFFER: usize = 1 << 20;
@@ -42,11 +42,45 @@ pub struct FsBlobStore {
 /// A pending blob's temp file: deleted, and no longer held, when dropped.
 #[derive(Debug)]
 struct FsPending {
-    temp: tempfile::TempPath,
+    /// `None` once `persist` took it.
+    temp: Option<tempfile::TempPath>,
+    /// Made immutable by a hardlink import (it is the source's own inode): the flag is
+    /// cleared before the file is renamed or removed, and set again once it is stored.
+    frozen: bool,
+    /// Where a moved file came from (its directory and name there): put back under that name
+    /// if the import fails before the file is stored, so a refused move loses nothing.
+    origin: Option<(std::os::fd::OwnedFd, OsString)>,
     _held: Option<Held>,
 }
 
 impl PendingHandle for FsPending {}
+
+impl Drop for FsPending {
+    fn drop(&mut self) {
+        let Some(temp) = &self.temp else {
+            return;
+        };
+        if self.frozen
+            && let Err(e) = super::adopt::clear_immutable(temp)
+        {
+            tracing::warn!(path = %temp.display(), error = %e, "an imported file could not be made writable again");
+        }
+        if let Some((dir, name)) = &self.origin {
+            // Linked back, not renamed: a new file the caller put there meanwhile stays.
+            let temp_path: &Path = temp;
+            if let Err(e) = rustix::fs::linkat(
+                rustix::fs::CWD,
+                temp_path,
+                dir,
+                name.as_os_str(),
+                rustix::fs::AtFlags::empty(),
+            ) {
+                tracing::warn!(path = %temp.display(), error = %e, "a moved file could not be put back where it came from");
+            }
+        }
+        // `temp` is removed as it drops, after this.
+    }
+}
 
 /// Marks a pending blob's temp file as held until dropped.
 #[derive(Debug)]
@@ -118,6 +152,227 @@ impl FsBlobStore {
     }
 }
 
+/// Marks the temp file at `path` as held by this process until the returned guard drops.
+fn hold(held: &Arc<Mutex<HashSet<OsString>>>, path: &Path) -> Option<Held> {
+    path.file_name().map(|name| {
+        let name = name.to_owned();
+        if let Ok(mut set) = held.lock() {
+            set.insert(name.clone());
+        }
+        Held {
+            held: held.clone(),
+            name,
+        }
+    })
+}
+
+/// Stores a hardlink import's immutable file under its digest. An immutable file cannot be
+/// renamed, so the flag is lifted for the rename and set again on the stored name; a writer
+/// of the source could slip in between, so the stored bytes are hashed once more under the
+/// flag, and moved aside (never left under a digest they do not match) if they changed.
+fn persist_frozen(temp: tempfile::TempPath, target: &Path, digest: &Digest, quarantine: &Path) -> std::io::Result<()> {
+    use super::adopt::{clear_immutable, hash_file, open_no_follow, set_immutable};
+    clear_immutable(&temp)?;
+    temp.persist(target).map_err(|e| e.error)?;
+    let checked = open_no_follow(target).and_then(|stored| {
+        set_immutable(&stored, true)?;
+        Ok(hash_file(&stored)?.0)
+    });
+    match checked {
+        Ok(actual) if actual == *digest => Ok(()),
+        outcome => {
+            let aside = quarantine.join(format!(
+                "{}.{}",
+                digest.to_hex(),
+                Timestamp::from_system(SystemTime::now()).millis()
+            ));
+            let moved = std::fs::create_dir_all(quarantine)
+                .and_then(|()| clear_immutable(target))
+                .and_then(|()| std::fs::rename(target, &aside));
+            if let Err(e) = moved {
+                tracing::error!(blob = %digest, error = %e, "a hardlinked blob that changed could not be moved aside");
+            }
+            Err(match outcome {
+                Ok(actual) => std::io::Error::other(format!(
+                    "the source was written while it was being stored (it hashed to {actual}); nothing was stored"
+                )),
+                Err(e) => e,
+            })
+        }
+    }
+}
+
+/// How a local file came into the tmp dir, before it is hashed.
+enum Placed {
+    /// Brought in; its bytes are read from this file.
+    Pending(FsPending, std::fs::File),
+    /// Immutable already (imported by hardlink before) and its bytes stored: nothing to bring
+    /// in, only to stage by digest.
+    Stored(Digest, u64),
+    /// `auto` found no way without copying.
+    CopyInstead(super::LocalSource),
+}
+
+/// A step of an adoption that could not be done (the mode is unavailable for this file).
+struct Cannot(String);
+
+impl Cannot {
+    fn because(what: &str, e: &std::io::Error) -> Self {
+        Self(format!("{what}: {}", super::adopt::explain(e)))
+    }
+}
+
+impl FsBlobStore {
+    /// A fresh name in the tmp dir for a file linked or moved in, absolute (what `TempPath`
+    /// removes when dropped, so nothing is left if the import stops anywhere).
+    fn import_name(&self) -> std::result::Result<tempfile::TempPath, Cannot> {
+        tempfile::TempPath::try_from_path(self.tmp.join(format!("import-{:016x}", rand::random::<u64>())))
+            .map_err(|e| Cannot::because("cannot name a file in the store's tmp dir", &e))
+    }
+
+    /// A copy-on-write clone of the source in the tmp dir.
+    fn place_reflink(&self, source: &super::LocalSource) -> std::result::Result<Placed, Cannot> {
+        let named = tempfile::Builder::new()
+            .prefix("blob-")
+            .tempfile_in(&self.tmp)
+            .map_err(|e| Cannot::because("cannot create a file in the store's tmp dir", &e))?;
+        rustix::fs::ioctl_ficlone(named.as_file(), &source.file)
+            .map_err(|e| Cannot::because("cannot be cloned (reflink)", &e.into()))?;
+        let (file, temp) = named.into_parts();
+        let held = hold(&self.held, &temp);
+        Ok(Placed::Pending(
+            FsPending {
+                temp: Some(temp),
+                frozen: false,
+                origin: None,
+                _held: held,
+            },
+            file,
+        ))
+    }
+
+    /// The source's inode linked into the tmp dir and made immutable.
+    fn place_hardlink(&self, source: &super::LocalSource) -> std::result::Result<Placed, Cannot> {
+        use super::adopt::{open_no_follow, same_inode, set_immutable};
+        let temp = self.import_name()?;
+        let path: PathBuf = temp.to_path_buf();
+        if let Err(e) = rustix::fs::linkat(
+            &source.dir,
+            source.name.as_os_str(),
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::AtFlags::empty(),
+        ) {
+            // An immutable inode takes no new link: most likely imported by hardlink before
+            // (a re-publish of unchanged files), its bytes stored already.
+            let frozen = rustix::fs::ioctl_getflags(&source.file)
+                .is_ok_and(|flags| flags.contains(rustix::fs::IFlags::IMMUTABLE));
+            if e == rustix::io::Errno::PERM && frozen {
+                let (digest, size) = super::adopt::hash_file(&source.file)
+                    .map_err(|e| Cannot::because("cannot read the immutable source", &e))?;
+                if self.path_of(&digest).exists() {
+                    return Ok(Placed::Stored(digest, size));
+                }
+                return Err(Cannot(
+                    "is immutable (FS_IMMUTABLE_FL) and its bytes are not stored: it cannot be linked (use copy or reflink)"
+                        .to_owned(),
+                ));
+            }
+            return Err(Cannot::because("cannot be hard-linked into the store", &e.into()));
+        }
+        let mut pending = FsPending {
+            temp: Some(temp),
+            frozen: false,
+            origin: None,
+            _held: hold(&self.held, &path),
+        };
+        let linked = open_no_follow(&path).map_err(|e| Cannot::because("cannot open the linked file", &e))?;
+        check_same_file(&linked, source, same_inode)?;
+        // Frozen before a byte is hashed: from here no writer can change the inode.
+        set_immutable(&linked, true).map_err(|e| {
+            Cannot::because(
+                "cannot be made immutable (FS_IMMUTABLE_FL needs CAP_LINUX_IMMUTABLE and a filesystem with the flag), so a hardlink could not keep the stored bytes from changing with the source",
+                &e,
+            )
+        })?;
+        pending.frozen = true;
+        Ok(Placed::Pending(pending, linked))
+    }
+
+    /// The source itself renamed into the tmp dir (put back if the import fails).
+    fn place_move(&self, source: &super::LocalSource) -> std::result::Result<Placed, Cannot> {
+        use super::adopt::{open_no_follow, same_inode};
+        use std::os::unix::fs::MetadataExt;
+        let temp = self.import_name()?;
+        let path: PathBuf = temp.to_path_buf();
+        let origin = source
+            .dir
+            .try_clone()
+            .map_err(|e| Cannot::because("cannot hold the source's directory", &e))?;
+        rustix::fs::renameat(&source.dir, source.name.as_os_str(), rustix::fs::CWD, &path)
+            .map_err(|e| Cannot::because("cannot be moved into the store (use copy)", &e.into()))?;
+        let pending = FsPending {
+            temp: Some(temp),
+            frozen: false,
+            origin: Some((origin, source.name.clone())),
+            _held: hold(&self.held, &path),
+        };
+        let moved = open_no_follow(&path).map_err(|e| Cannot::because("cannot open the moved file", &e))?;
+        check_same_file(&moved, source, same_inode)?;
+        // Another name of the inode could still write to it once it is stored.
+        let links = moved
+            .metadata()
+            .map_err(|e| Cannot::because("cannot read the moved file", &e))?
+            .nlink();
+        if links != 1 {
+            return Err(Cannot(format!(
+                "has {links} hard links: the others could still change it once stored, so it was not moved (use copy, reflink or hardlink)"
+            )));
+        }
+        Ok(Placed::Pending(pending, moved))
+    }
+
+    /// Brings `source` into the tmp dir by `mode` (blocking).
+    fn place(&self, source: super::LocalSource, mode: ImportMode) -> Result<(Placed, ImportMode)> {
+        let placed = match mode {
+            ImportMode::Copy => return Ok((Placed::CopyInstead(source), ImportMode::Copy)),
+            ImportMode::Reflink => self.place_reflink(&source),
+            ImportMode::Hardlink => self.place_hardlink(&source),
+            ImportMode::Move => self.place_move(&source),
+            // Never hardlink on its own: that freezes the caller's file for as long as the
+            // store keeps it (in a hosted repo, for ever), a side effect only asked for.
+            ImportMode::Auto => {
+                let tried = self.place_reflink(&source).map(|p| (p, ImportMode::Reflink));
+                return Ok(tried.unwrap_or((Placed::CopyInstead(source), ImportMode::Copy)));
+            }
+        };
+        match placed {
+            Ok(placed) => Ok((placed, mode)),
+            Err(Cannot(why)) => Err(super::adopt::refused(&source.shown, format!("{mode}: {why}"))),
+        }
+    }
+}
+
+/// Refuses a linked or moved file that is not the inode the caller checked (a file swapped in
+/// between the check and the link or rename).
+fn check_same_file(
+    placed: &std::fs::File,
+    source: &super::LocalSource,
+    same_inode: fn(&std::fs::Metadata, &std::fs::Metadata) -> bool,
+) -> std::result::Result<(), Cannot> {
+    let (a, b) = match (placed.metadata(), source.file.metadata()) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => return Err(Cannot::because("cannot read the file's metadata", &e)),
+    };
+    if same_inode(&a, &b) {
+        Ok(())
+    } else {
+        Err(Cannot(
+            "was replaced while it was being imported (the file found is not the one checked)".to_owned(),
+        ))
+    }
+}
+
 fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
@@ -180,16 +435,7 @@ impl BlobStore for FsBlobStore {
             .map_err(|e| Error::io("creating temp file", std::io::Error::other(e)))?
             .map_err(|e| Error::io("creating temp file", e))?;
         let (std_file, temp_path) = named.into_parts();
-        let held = temp_path.file_name().map(|name| {
-            let name = name.to_owned();
-            if let Ok(mut set) = self.held.lock() {
-                set.insert(name.clone());
-            }
-            Held {
-                held: self.held.clone(),
-                name,
-            }
-        });
+        let held = hold(&self.held, &temp_path);
         let mut file = tokio::fs::File::from_std(std_file);
         let mut hasher = DigestHasher::new();
         let mut buf = vec![0u8; WRITE_BUFFER];
@@ -212,7 +458,9 @@ impl BlobStore for FsBlobStore {
             digest: hasher.finish(),
             size,
             handle: Box::new(FsPending {
-                temp: temp_path,
+                temp: Some(temp_path),
+                frozen: false,
+                origin: None,
                 _held: held,
             }),
         })
@@ -222,17 +470,31 @@ impl BlobStore for FsBlobStore {
         let digest = pending.digest;
         let target = self.path_of(&digest);
         let handle = pending.into_handle::<FsPending>()?;
+        let quarantine = self.quarantine.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             // Held until the temp file is renamed or removed: `sweep_pending` leaves it alone.
-            let FsPending { temp, _held } = *handle;
+            let mut handle = *handle;
+            // Stored from here on (or already stored): a moved file is never put back.
+            handle.origin = None;
             match std::fs::File::open(&target) {
                 // Same content already stored: no second copy (the temp file is removed when
-                // `temp` drops). But the file may be another upload's, renamed into place and
+                // `handle` drops). But the file may be another upload's, renamed into place and
                 // not yet made durable by that upload's directory fsync; the caller may commit
                 // as soon as this returns. So make it durable here too, bytes and name.
                 Ok(existing) => existing.sync_all()?,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    temp.persist(&target).map_err(|e| e.error)?;
+                    let Some(temp) = handle.temp.take() else {
+                        // Found stored when it was imported, deleted since: import it again.
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            "the stored blob this import named was deleted meanwhile; import the file again",
+                        ));
+                    };
+                    if handle.frozen {
+                        persist_frozen(temp, &target, &digest, &quarantine)?;
+                    } else {
+                        temp.persist(&target).map_err(|e| e.error)?;
+                    }
                 }
                 Err(e) => return Err(e),
             }
@@ -244,6 +506,57 @@ impl BlobStore for FsBlobStore {
         .await
         .map_err(|e| Error::io(format!("persisting blob {digest}"), std::io::Error::other(e)))?
         .map_err(|e| Error::io(format!("persisting blob {digest}"), e))
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "files"
+    }
+
+    async fn adopt(&self, source: super::LocalSource, mode: ImportMode) -> Result<Adopted> {
+        let store = self.clone();
+        let shown = source.shown.clone();
+        let placed = tokio::task::spawn_blocking(move || -> Result<_> {
+            let (placed, used) = store.place(source, mode)?;
+            let (pending, file) = match placed {
+                Placed::CopyInstead(source) => return Ok(Err(source)),
+                Placed::Stored(digest, size) => {
+                    // Nothing pending: `persist` finds the blob stored (and syncs it).
+                    let nothing = FsPending {
+                        temp: None,
+                        frozen: false,
+                        origin: None,
+                        _held: None,
+                    };
+                    return Ok(Ok((nothing, digest, size, used)));
+                }
+                Placed::Pending(pending, file) => (pending, file),
+            };
+            // The bytes the store will hold (the clone, the moved or frozen inode), never the
+            // request's word for them; durable before a commit may name them.
+            let context = |e| Error::io(format!("reading {shown} as imported"), e);
+            let (digest, size) = super::adopt::hash_file(&file).map_err(context)?;
+            file.sync_all().map_err(context)?;
+            Ok(Ok((pending, digest, size, used)))
+        })
+        .await
+        .map_err(|e| Error::io("importing a file", std::io::Error::other(e)))??;
+        match placed {
+            Ok((pending, digest, size, mode)) => Ok(Adopted {
+                pending: PendingBlob {
+                    digest,
+                    size,
+                    handle: Box::new(pending),
+                },
+                mode,
+            }),
+            Err(source) => {
+                let mut reader = tokio::fs::File::from_std(source.file);
+                Ok(Adopted {
+                    pending: self.write(&mut reader, None).await?,
+                    mode: ImportMode::Copy,
+                })
+            }
+        }
     }
 
     async fn make_durable(&self, digest: &Digest) -> Result<Option<u64>> {
@@ -324,7 +637,8 @@ impl BlobStore for FsBlobStore {
                 return Ok(false);
             }
             std::fs::create_dir_all(&dir)?;
-            match std::fs::rename(&from, dir.join(name)) {
+            let aside = dir.join(name);
+            match super::adopt::retry_unfrozen(&from, || std::fs::rename(&from, &aside)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
                 Err(e) => return Err(e),
@@ -341,7 +655,13 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn delete(&self, digest: &Digest) -> Result<()> {
-        match tokio::fs::remove_file(self.path_of(digest)).await {
+        let path = self.path_of(digest);
+        // A blob a hardlink import made immutable is made deletable first.
+        let removed =
+            tokio::task::spawn_blocking(move || super::adopt::retry_unfrozen(&path, || std::fs::remove_file(&path)))
+                .await
+                .map_err(|e| Error::io(format!("deleting blob {digest}"), std::io::Error::other(e)))?;
+        match removed {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io(format!("deleting blob {digest}"), e)),
@@ -397,10 +717,12 @@ impl BlobStore for FsBlobStore {
                     Err(e) => return Err(e),
                 };
                 if meta.modified().map(|m| m <= cutoff).unwrap_or(true) {
+                    let path = entry.path();
                     let res = if meta.is_dir() {
-                        std::fs::remove_dir_all(entry.path())
+                        std::fs::remove_dir_all(&path)
                     } else {
-                        std::fs::remove_file(entry.path())
+                        // A hardlink import's file is immutable until stored.
+                        super::adopt::retry_unfrozen(&path, || std::fs::remove_file(&path))
                     };
                     if res.is_ok() {
                         removed += 1;
@@ -468,6 +790,55 @@ async fn list_shard(shard: PathBuf, after: Option<Digest>) -> Result<Vec<Digest>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A hardlinked source written while the flag was lifted for the rename into place: the
+    /// bytes under the digest no longer match it, so they are moved aside, never left there.
+    #[test]
+    fn a_frozen_blob_that_changed_on_its_way_into_place_is_moved_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let temp_path = dir.path().join("import-x");
+        std::fs::write(&temp_path, b"written by the source meanwhile").expect("write");
+        let temp = tempfile::TempPath::try_from_path(&temp_path).expect("temp path");
+        let claimed = Digest::of(b"what was hashed under the flag");
+        let target = dir.path().join(claimed.to_hex());
+        let quarantine = dir.path().join("quarantine");
+        let err = persist_frozen(temp, &target, &claimed, &quarantine).expect_err("changed bytes are refused");
+        assert!(
+            err.to_string().contains("written while it was being stored") || err.raw_os_error().is_some(),
+            "{err}"
+        );
+        assert!(!target.exists(), "nothing is left under the digest");
+        let aside: Vec<_> = std::fs::read_dir(&quarantine).expect("quarantine").collect();
+        assert_eq!(aside.len(), 1);
+        let _ = std::process::Command::new("chattr")
+            .arg("-R")
+            .arg("-i")
+            .arg(dir.path())
+            .status();
+
+        // Unchanged: stored under the digest, immutable where the flag can be set.
+        let temp_path = dir.path().join("import-y");
+        std::fs::write(&temp_path, b"steady bytes").expect("write");
+        let temp = tempfile::TempPath::try_from_path(&temp_path).expect("temp path");
+        let digest = Digest::of(b"steady bytes");
+        let target = dir.path().join(digest.to_hex());
+        match persist_frozen(temp, &target, &digest, &quarantine) {
+            Ok(()) => {
+                assert_eq!(std::fs::read(&target).expect("stored"), b"steady bytes");
+                assert!(
+                    std::fs::OpenOptions::new().write(true).open(&target).is_err(),
+                    "immutable"
+                );
+            }
+            // Where the flag cannot be set the blob is not kept either.
+            Err(e) => assert!(!target.exists(), "{e}"),
+        }
+        let _ = std::process::Command::new("chattr")
+            .arg("-R")
+            .arg("-i")
+            .arg(dir.path())
+            .status();
+    }
 
     #[test]
     fn create_dir_all_durable_creates_every_missing_level_and_accepts_existing_ones() {

@@ -168,6 +168,10 @@ impl BlobStore for MemoryBlobStore {
         futures::stream::iter(digests.into_iter().map(Ok)).boxed()
     }
 
+    fn backend_name(&self) -> &'static str {
+        "memory"
+    }
+
     async fn sweep_pending(&self, _older_than: Duration) -> Result<u64> {
         // Pending bytes live in their handles and go with them: nothing is ever left over.
         Ok(0)

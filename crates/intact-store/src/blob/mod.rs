@@ -3,6 +3,7 @@
 //! content twice is harmless. A blob is invisible to readers until a committed manifest names
 //! it; deciding *that* is the catalog's job, not the blob store's.
 
+pub mod adopt;
 mod body;
 mod cache;
 pub(crate) mod file_chunks;
@@ -20,6 +21,7 @@ use futures::stream::BoxStream;
 use intact_core::Digest;
 use tokio::io::AsyncRead;
 
+pub use adopt::{Adopted, ImportMode, LocalSource};
 pub use body::BlobBody;
 pub use cache::CachedBlobStore;
 pub use fs::{FsBlobStore, create_dir_all_durable};
@@ -139,4 +141,27 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Removes pending data older than `older_than` left behind by crashes. Returns how many.
     async fn sweep_pending(&self, older_than: std::time::Duration) -> Result<u64>;
+
+    /// What the backend is called in messages ("files", "S3").
+    fn backend_name(&self) -> &'static str {
+        "this blob store"
+    }
+
+    /// Import by path: takes the local file `source` (opened and checked by the caller) in
+    /// as a pending blob by `mode` (see [`adopt`]), hashing the bytes the store will hold.
+    /// Backends whose blobs are not local files can only copy (stream the file up); every
+    /// other mode is refused naming the mode and the backend.
+    async fn adopt(&self, source: LocalSource, mode: ImportMode) -> Result<Adopted> {
+        match mode {
+            ImportMode::Auto | ImportMode::Copy => {
+                let mut reader = tokio::fs::File::from_std(source.file);
+                let pending = self.write(&mut reader, None).await?;
+                Ok(Adopted {
+                    pending,
+                    mode: ImportMode::Copy,
+                })
+            }
+            other => Err(adopt::mode_unavailable(other, self.backend_name())),
+        }
+    }
 }

@@ -495,6 +495,10 @@ impl BlobStore for S3BlobStore {
             .boxed()
     }
 
+    fn backend_name(&self) -> &'static str {
+        "S3"
+    }
+
     async fn sweep_pending(&self, older_than: Duration) -> Result<u64> {
         // Multipart uploads a crash left unfinished are not objects and cannot be listed
         // here: a bucket lifecycle rule (AbortIncompleteMultipartUpload) removes them.

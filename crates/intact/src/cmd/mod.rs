@@ -6,6 +6,7 @@ pub mod config;
 pub mod get;
 pub mod go;
 pub mod hooks;
+pub mod import_files;
 pub mod ls;
 pub mod migrate;
 pub mod publish;

@@ -52,7 +52,7 @@ pub struct Args {
 }
 
 /// Expands the arguments into (path in the version, local file), sorted, validated.
-fn collect(args: &[PathBuf]) -> anyhow::Result<Vec<(String, PathBuf)>> {
+pub(crate) fn collect(args: &[PathBuf]) -> anyhow::Result<Vec<(String, PathBuf)>> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> anyhow::Result<()> {
         let mut entries: Vec<_> = std::fs::read_dir(dir)
             .with_context(|| format!("reading {}", dir.display()))?

@@ -845,3 +845,105 @@ fn republishing_a_sequence_uploads_only_the_changed_frames() {
     assert!(ok, "{out}{err}");
     assert!(out.contains("(15 bytes uploaded, 199 files already stored)"), "{out}");
 }
+
+/// `intact import-files`: a directory the server reads (inside its `[import] allowed_roots`)
+/// becomes one version, paths relative to the directory, the bytes taken in by the server;
+/// `--json` reports the manifest and how each file came in; a source outside the roots is
+/// refused and nothing is published.
+#[test]
+fn import_files_publishes_a_directory_the_server_reads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let roots = dir.path().join("renders");
+    let shot = roots.join("shot010");
+    std::fs::create_dir_all(shot.join("frames")).expect("mkdir");
+    std::fs::write(shot.join("frames/0001.exr"), b"frame one").expect("write");
+    std::fs::write(shot.join("frames/0002.exr"), b"frame two").expect("write");
+    std::fs::write(shot.join("notes.txt"), b"comp notes").expect("write");
+    let config = format!("[import]\nallowed_roots = [{:?}]\n", roots.to_str().expect("utf8"));
+    let server = Server::start(&dir.path().join("data"), Some(&config), &[]);
+    let shot_s = shot.to_str().expect("utf8");
+
+    let (ok, out, err) = intact(
+        &server,
+        &[
+            "import-files",
+            "files",
+            "shots/010/comp",
+            "auto",
+            shot_s,
+            "--mode",
+            "copy",
+            "--metadata",
+            r#"{"artist": "kim"}"#,
+        ],
+    );
+    assert!(ok, "import-files failed: {out}{err}");
+    assert!(
+        out.contains("imported files/shots/010/comp@1: 3 files, 28 bytes (3 files by copy)"),
+        "{out}"
+    );
+    let (ok, out, err) = intact(
+        &server,
+        &[
+            "import-files",
+            "files",
+            "shots/010/comp",
+            "auto",
+            shot_s,
+            "--mode",
+            "copy",
+            "--json",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let v = one_document(&out);
+    assert_eq!(v["created"], true, "{v}");
+    assert_eq!(v["manifest"]["version"], "2", "{v}");
+    let paths: Vec<&str> = v["manifest"]["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter_map(|f| f["path"].as_str())
+        .collect();
+    assert_eq!(paths, ["frames/0001.exr", "frames/0002.exr", "notes.txt"], "{v}");
+    assert_eq!(v["modes"], serde_json::json!({"copy": 3}), "{v}");
+    let (ok, out, err) = intact(
+        &server,
+        &[
+            "get",
+            "files",
+            "shots/010/comp",
+            "2",
+            "--out",
+            dir.path().join("out").to_str().expect("utf8"),
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    assert_eq!(
+        std::fs::read(dir.path().join("out/frames/0002.exr")).expect("read"),
+        b"frame two"
+    );
+
+    // Outside the roots: refused, rolled back, no version 3.
+    let outside = dir.path().join("elsewhere");
+    std::fs::create_dir(&outside).expect("mkdir");
+    std::fs::write(outside.join("x.bin"), b"x").expect("write");
+    let (ok, out, err) = intact(
+        &server,
+        &[
+            "import-files",
+            "files",
+            "shots/010/comp",
+            "auto",
+            outside.to_str().expect("utf8"),
+        ],
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("outside [import] allowed_roots") && err.contains("rolled back"),
+        "{err}"
+    );
+    let (ok, out, _) = intact(&server, &["ls", "files", "shots/010/comp"]);
+    assert!(ok);
+    assert_eq!(out.lines().count(), 2, "{out}");
+}
