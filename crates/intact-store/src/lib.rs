@@ -24,8 +24,8 @@ pub use blob::{
 };
 pub use catalog::{
     BlobUser, Catalog, CommitOutcome, Event, FlightClaim, FlightEnd, FlightFailure, FlightState, NewTxn, OpenOutcome,
-    PostgresCatalog, RepoUsage, SqliteCatalog, SweepReport, TxnRecord, TxnStatus, VersionSpec, VersionSummary,
-    VersionUse,
+    PostgresCatalog, RepoUsage, SqliteCatalog, SweepReport, TxnRecord, TxnStatus, UploadPiece, UploadSession,
+    VersionSpec, VersionSummary, VersionUse,
 };
 pub use clock::{Clock, ManualClock, OffsetClock, SystemClock, TokioClock};
 pub use error::{Error, Result};

@@ -38,6 +38,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../../migrations/postgres/0006_listing_covering.sql"),
     ),
     (7, "hooks", include_str!("../../../migrations/postgres/0007_hooks.sql")),
+    (
+        8,
+        "upload_sessions",
+        include_str!("../../../migrations/postgres/0008_upload_sessions.sql"),
+    ),
 ];
 
 pub(super) async fn run(pool: &PgPool) -> Result<()> {
