@@ -11,6 +11,7 @@ pub mod migrate;
 pub mod publish;
 pub mod ready;
 pub mod repos;
+mod send;
 pub mod serve;
 pub mod stage;
 pub mod token;
