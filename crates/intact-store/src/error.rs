@@ -81,7 +81,11 @@ pub enum Error {
     /// A piece of a resumable upload did not start where the upload stands (the bytes
     /// before it were lost, or another request moved it on): the client resumes at `offset`.
     #[error("upload {upload} is at offset {offset}{detail}; send the bytes from there")]
-    UploadOffset { upload: String, offset: u64, detail: String },
+    UploadOffset {
+        upload: String,
+        offset: u64,
+        detail: String,
+    },
 
     #[error("sha256 mismatch: expected {expected}, body hashed to {actual}")]
     ChecksumMismatch { expected: Digest, actual: Digest },

@@ -149,7 +149,10 @@ mod tests {
             ("/api/v1/transactions/t1/commit", "/api/v1/transactions/{id}/commit"),
             ("/api/v1/transactions/t1/renew", "/api/v1/transactions/{id}/renew"),
             ("/api/v1/transactions/t1/uploads", "/api/v1/transactions/{id}/uploads"),
-            ("/api/v1/transactions/t1/uploads/u1", "/api/v1/transactions/{id}/uploads/{upload}"),
+            (
+                "/api/v1/transactions/t1/uploads/u1",
+                "/api/v1/transactions/{id}/uploads/{upload}",
+            ),
             ("/api/v1/transactions/t1/uploads/u1/x", "unmatched"),
             (
                 "/api/v1/transactions/t1/files/a/b.txt",

@@ -482,7 +482,12 @@ impl BlobStore for FsBlobStore {
             Ok(removed)
         })
         .await
-        .map_err(|e| Error::io(format!("deleting the pieces of upload {upload}"), std::io::Error::other(e)))?
+        .map_err(|e| {
+            Error::io(
+                format!("deleting the pieces of upload {upload}"),
+                std::io::Error::other(e),
+            )
+        })?
         .map_err(|e| Error::io(format!("deleting the pieces of upload {upload}"), e))
     }
 }

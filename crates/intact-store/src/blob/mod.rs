@@ -167,7 +167,9 @@ pub trait BlobStore: Send + Sync + 'static {
 pub(crate) fn check_piece_name(piece: &str) -> Result<()> {
     let well_formed = !piece.is_empty()
         && piece.len() <= 128
-        && piece.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b) || b == b'-')
+        && piece
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b) || b == b'-')
         && piece.bytes().filter(|&b| b == b'-').count() == 1
         && !piece.starts_with('-')
         && !piece.ends_with('-');
@@ -183,7 +185,10 @@ pub(crate) fn check_piece_name(piece: &str) -> Result<()> {
 
 /// Whether `upload` is an upload id as the store makes them (lowercase hex).
 pub(crate) fn check_upload_id(upload: &str) -> Result<()> {
-    if !upload.is_empty() && upload.len() <= 64 && upload.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if !upload.is_empty()
+        && upload.len() <= 64
+        && upload.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         Ok(())
     } else {
         Err(Error::io(
@@ -198,7 +203,10 @@ pub(crate) fn new_piece_name(upload: &str) -> Result<String> {
     check_upload_id(upload)?;
     let mut random = [0u8; 12];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut random);
-    let name = format!("{upload}-{}", random.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let name = format!(
+        "{upload}-{}",
+        random.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    );
     check_piece_name(&name)?;
     Ok(name)
 }

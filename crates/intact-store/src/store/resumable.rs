@@ -261,7 +261,9 @@ impl Store {
             inner: tokio_util::io::StreamReader::new(chunks),
             left: session.offset,
         };
-        let entry = self.put_file(id, session.path.clone(), &mut reader, expected, None).await?;
+        let entry = self
+            .put_file(id, session.path.clone(), &mut reader, expected, None)
+            .await?;
         self.end_upload_session(upload).await?;
         Ok(entry)
     }

@@ -91,9 +91,16 @@ pub async fn resumable_uploads_count_durable_pieces_and_complete_hashed(h: &Harn
         h.store.upload_session(&t.id, &s.upload).await,
         Err(Error::NotFound { .. })
     ));
-    assert_eq!(h.hooks.piece_count().await.expect("pieces"), 0, "completion deletes the pieces");
+    assert_eq!(
+        h.hooks.piece_count().await.expect("pieces"),
+        0,
+        "completion deletes the pieces"
+    );
     h.store.commit(&t.id).await.expect("commit");
-    assert!(read_all(h, "resumable", "1", "big.bin").await == content, "the bytes read back");
+    assert!(
+        read_all(h, "resumable", "1", "big.bin").await == content,
+        "the bytes read back"
+    );
 }
 
 /// A body that breaks mid-request keeps what arrived: the upload resumes there.
@@ -165,7 +172,10 @@ pub async fn resumable_uploads_refuse_bytes_other_than_declared(h: &Harness) {
         Err(Error::ChecksumMismatch { actual, .. }) => assert_eq!(actual, Digest::of(&content)),
         other => panic!("bytes hashing otherwise than declared must be refused, got {other:?}"),
     }
-    assert!(h.store.txn(&t.id).await.expect("txn").files.is_empty(), "nothing staged");
+    assert!(
+        h.store.txn(&t.id).await.expect("txn").files.is_empty(),
+        "nothing staged"
+    );
     // A digest given at completion that contradicts the declared one is refused too.
     match h
         .store
@@ -176,7 +186,11 @@ pub async fn resumable_uploads_refuse_bytes_other_than_declared(h: &Harness) {
         other => panic!("a completion digest other than the declared one must be refused, got {other:?}"),
     }
     h.store.discard_upload(&t.id, &s.upload).await.expect("discard");
-    assert_eq!(h.hooks.piece_count().await.expect("pieces"), 0, "a discard deletes the bytes");
+    assert_eq!(
+        h.hooks.piece_count().await.expect("pieces"),
+        0,
+        "a discard deletes the bytes"
+    );
     // An upload id is only found through its own transaction.
     let other = begin(h, req("declared", "2")).await;
     let s = h
@@ -242,15 +256,16 @@ pub async fn upload_sessions_end_with_their_transaction_and_leave_no_bytes(h: &H
     assert_eq!(h.hooks.piece_count().await.expect("pieces"), 1);
     h.clock.advance(Duration::from_secs(301));
     assert_eq!(h.store.expire_due().await.expect("expire"), 1);
-    assert_eq!(
-        h.store.txn(&expiring.id).await.expect("txn").state,
-        TxnState::Expired
-    );
+    assert_eq!(h.store.txn(&expiring.id).await.expect("txn").state, TxnState::Expired);
     assert!(matches!(
         h.store.upload_session(&expiring.id, &s3.upload).await,
         Err(Error::NotFound { .. })
     ));
-    assert_eq!(h.hooks.piece_count().await.expect("pieces"), 0, "expiry reclaims the bytes");
+    assert_eq!(
+        h.hooks.piece_count().await.expect("pieces"),
+        0,
+        "expiry reclaims the bytes"
+    );
 }
 
 /// Two writers racing for one offset (a retry on another replica while the first request

@@ -206,7 +206,10 @@ async fn send_one(
     let Job { path, local, entry, .. } = *job;
     if by_digest && add_by_digest(client, id, path, entry, progress).await? {
         progress.sent(None, entry.size);
-        progress.line(format!("{path}: already stored (sha256 {}), added by digest", entry.sha256));
+        progress.line(format!(
+            "{path}: already stored (sha256 {}), added by digest",
+            entry.sha256
+        ));
         return Ok(Outcome::Reused(entry.size));
     }
     let size = tokio::fs::metadata(local)
@@ -397,7 +400,9 @@ async fn upload_resumable(
                 if failures > RESUME_ATTEMPTS {
                     return Err(e.context(format!("uploading {path}: giving up after {RESUME_ATTEMPTS} retries")));
                 }
-                let wait = FIRST_BACKOFF.saturating_mul(1 << (failures - 1).min(8)).min(MAX_BACKOFF);
+                let wait = FIRST_BACKOFF
+                    .saturating_mul(1 << (failures - 1).min(8))
+                    .min(MAX_BACKOFF);
                 tokio::time::sleep(wait).await;
                 // Whatever this attempt counted beyond what the server holds goes again.
                 let sent_to = bar.map_or(offset, ProgressBar::position);
@@ -462,7 +467,10 @@ async fn send_piece(
         .http
         .patch(url)
         .header(reqwest::header::CONTENT_LENGTH, size - offset)
-        .header(reqwest::header::CONTENT_RANGE, format!("bytes {offset}-{}/{size}", size - 1))
+        .header(
+            reqwest::header::CONTENT_RANGE,
+            format!("bytes {offset}-{}/{size}", size - 1),
+        )
         .body(body)
         .send()
         .await;
@@ -486,7 +494,10 @@ async fn send_piece(
         bail!("the server answered {status} without an Upload-Offset");
     }
     if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
-        let message = Client::check(resp).await.err().unwrap_or_else(|| anyhow::anyhow!("{status}"));
+        let message = Client::check(resp)
+            .await
+            .err()
+            .unwrap_or_else(|| anyhow::anyhow!("{status}"));
         return Ok(Attempt::Retry(message));
     }
     Client::check(resp).await?;
@@ -499,7 +510,12 @@ fn offset_of(headers: &reqwest::header::HeaderMap) -> Option<u64> {
 
 /// The offset the server holds for an upload (`HEAD`).
 async fn upload_offset(client: &Client, url: &str) -> anyhow::Result<u64> {
-    let resp = client.http.head(url).send().await.context("asking the upload's offset")?;
+    let resp = client
+        .http
+        .head(url)
+        .send()
+        .await
+        .context("asking the upload's offset")?;
     if !resp.status().is_success() {
         bail!("asking the upload's offset: the server answered {}", resp.status());
     }

@@ -226,7 +226,9 @@ fn an_upload_cut_half_way_resumes_where_it_broke() {
         assert_eq!((total, got), (size, expected));
     });
     assert_eq!(
-        std::fs::read_dir(dir.path().join("data/uploads")).expect("uploads dir").count(),
+        std::fs::read_dir(dir.path().join("data/uploads"))
+            .expect("uploads dir")
+            .count(),
         0,
         "the pieces are deleted once the upload completed"
     );
@@ -247,9 +249,7 @@ fn an_upload_cut_half_way_resumes_where_it_broke() {
 /// A TCP proxy in front of `upstream` that cuts the first connection carrying more than
 /// `cut_after` request bytes, once; every other connection passes whole.
 fn cutting_proxy(rt: &tokio::runtime::Runtime, upstream: String, cut_after: u64) -> (String, Arc<AtomicBool>) {
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind");
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
     let addr = listener.local_addr().expect("addr");
     let cut = Arc::new(AtomicBool::new(false));
     let has_cut = cut.clone();
@@ -338,7 +338,10 @@ fn publish_resumes_a_file_whose_connection_is_cut() {
         &[],
     );
     assert!(ok, "{out}{err}");
-    assert!(std::fs::read(dest.join("large.bin")).expect("read") == large, "the bytes read back");
+    assert!(
+        std::fs::read(dest.join("large.bin")).expect("read") == large,
+        "the bytes read back"
+    );
     for i in 0..6 {
         assert_eq!(
             std::fs::read(dest.join(format!("small{i}.txt"))).expect("read"),

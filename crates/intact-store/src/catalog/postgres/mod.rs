@@ -355,7 +355,8 @@ impl Catalog for PostgresCatalog {
     }
 
     async fn add_upload_piece(&self, upload: &str, piece: &crate::catalog::UploadPiece) -> Result<u64> {
-        self.bounded("upload session", sessions::add_piece(self, upload, piece)).await
+        self.bounded("upload session", sessions::add_piece(self, upload, piece))
+            .await
     }
 
     async fn discard_upload_session(&self, upload: &str) -> Result<bool> {

@@ -97,10 +97,11 @@ pub(super) async fn pieces(cat: &PostgresCatalog, upload: &str) -> Result<Vec<Up
 
 pub(super) async fn add_piece(cat: &PostgresCatalog, upload: &str, piece: &UploadPiece) -> Result<u64> {
     let mut w = cat.begin().await?;
-    let row: Option<(String, i64)> = sqlx::query_as("SELECT txn_id, received FROM upload_sessions WHERE id = $1 AND ended = 0 FOR UPDATE")
-        .bind(upload)
-        .fetch_optional(w.conn())
-        .await?;
+    let row: Option<(String, i64)> =
+        sqlx::query_as("SELECT txn_id, received FROM upload_sessions WHERE id = $1 AND ended = 0 FOR UPDATE")
+            .bind(upload)
+            .fetch_optional(w.conn())
+            .await?;
     // Read once the session's row is held: the lease is judged after any wait for it.
     let now = cat.now(&mut w).await?;
     let Some((txn, received)) = row else {
@@ -168,10 +169,12 @@ pub(super) async fn discard_finished(cat: &PostgresCatalog) -> Result<u64> {
 }
 
 pub(super) async fn ended(cat: &PostgresCatalog, limit: u32) -> Result<Vec<String>> {
-    Ok(sqlx::query_scalar("SELECT id FROM upload_sessions WHERE ended = 1 LIMIT $1")
-        .bind(i64::from(limit))
-        .fetch_all(&cat.pool)
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT id FROM upload_sessions WHERE ended = 1 LIMIT $1")
+            .bind(i64::from(limit))
+            .fetch_all(&cat.pool)
+            .await?,
+    )
 }
 
 pub(super) async fn forget(cat: &PostgresCatalog, uploads: &[String]) -> Result<()> {

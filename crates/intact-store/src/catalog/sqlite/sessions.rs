@@ -92,10 +92,11 @@ pub(super) async fn pieces(cat: &SqliteCatalog, upload: &str) -> Result<Vec<Uplo
 
 pub(super) async fn add_piece(cat: &SqliteCatalog, upload: &str, piece: &UploadPiece) -> Result<u64> {
     let (mut tx, now) = cat.begin().await?;
-    let row: Option<(String, i64)> = sqlx::query_as("SELECT txn_id, received FROM upload_sessions WHERE id = ? AND ended = 0")
-        .bind(upload)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let row: Option<(String, i64)> =
+        sqlx::query_as("SELECT txn_id, received FROM upload_sessions WHERE id = ? AND ended = 0")
+            .bind(upload)
+            .fetch_optional(&mut *tx)
+            .await?;
     let Some((txn, received)) = row else {
         return Err(Error::not_found(format!("upload {upload}")));
     };
@@ -161,10 +162,12 @@ pub(super) async fn discard_finished(cat: &SqliteCatalog) -> Result<u64> {
 }
 
 pub(super) async fn ended(cat: &SqliteCatalog, limit: u32) -> Result<Vec<String>> {
-    Ok(sqlx::query_scalar("SELECT id FROM upload_sessions WHERE ended = 1 LIMIT ?")
-        .bind(i64::from(limit))
-        .fetch_all(&cat.read)
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT id FROM upload_sessions WHERE ended = 1 LIMIT ?")
+            .bind(i64::from(limit))
+            .fetch_all(&cat.read)
+            .await?,
+    )
 }
 
 pub(super) async fn forget(cat: &SqliteCatalog, uploads: &[String]) -> Result<()> {
