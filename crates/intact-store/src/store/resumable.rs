@@ -127,6 +127,8 @@ impl Store {
         let mut offset = session.offset;
         let mut piece = BytesMut::with_capacity(UPLOAD_PIECE_BYTES);
         let mut chunk = vec![0u8; READ_CHUNK];
+        let min_rate = self.config.upload_min_bytes_per_second;
+        let (mut window_start, mut window_bytes) = (tokio::time::Instant::now(), offset);
         loop {
             let room = (UPLOAD_PIECE_BYTES - piece.len()).min(READ_CHUNK);
             let read = match tokio::time::timeout(idle_limit, body.read(&mut chunk[..room])).await {
@@ -135,6 +137,31 @@ impl Store {
                 Err(_) => Err(Error::BodyIdle {
                     seconds: idle_limit.as_secs(),
                 }),
+            };
+            // A body that trickles (a byte now and then, each just inside the idle limit)
+            // must not hold the upload, its slot and its lease for ever: judged over every
+            // idle-limit window, as a one-request upload is.
+            let now = tokio::time::Instant::now();
+            let read = match read {
+                Ok(n) if now.duration_since(window_start) >= idle_limit => {
+                    let received = offset + piece.len() as u64 + n as u64;
+                    let window = now.duration_since(window_start);
+                    let sent = received - window_bytes;
+                    let needed = u64::try_from(u128::from(min_rate) * window.as_millis() / 1000).unwrap_or(u64::MAX);
+                    (window_start, window_bytes) = (now, received);
+                    if sent < needed {
+                        // This read's bytes are not kept (nor checked): the client sends
+                        // them again from the offset it is told.
+                        Err(Error::BodyTooSlow {
+                            bytes: sent,
+                            seconds: window.as_secs(),
+                            min_per_second: min_rate,
+                        })
+                    } else {
+                        Ok(n)
+                    }
+                }
+                other => other,
             };
             let n = match read {
                 Ok(n) => n,
@@ -226,9 +253,15 @@ impl Store {
             }
             (given, declared) => given.or(declared),
         };
-        let pieces = self.catalog.upload_pieces(upload).await?;
+        // Pieces only ever follow the last one: a request still appending meanwhile (the
+        // client's own race) adds pieces past the offset read above, which are left out.
+        let mut pieces = self.catalog.upload_pieces(upload).await?;
         let mut next = 0u64;
+        let mut taken = 0;
         for p in &pieces {
+            if next == session.offset {
+                break;
+            }
             if p.start != next {
                 return Err(Error::Catalog {
                     context: format!("reading upload {upload}"),
@@ -236,6 +269,7 @@ impl Store {
                 });
             }
             next += p.len;
+            taken += 1;
         }
         if next != session.offset {
             return Err(Error::Catalog {
@@ -243,6 +277,7 @@ impl Store {
                 source: format!("its pieces hold {next} bytes, its offset says {}", session.offset).into(),
             });
         }
+        pieces.truncate(taken);
         let blobs = self.blobs.clone();
         let chunks = futures::stream::iter(pieces)
             .then(move |p| {

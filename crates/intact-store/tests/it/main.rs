@@ -295,6 +295,7 @@ macro_rules! every_promise {
     resumable_uploads_refuse_bytes_other_than_declared,
     upload_sessions_end_with_their_transaction_and_leave_no_bytes,
     racing_pieces_at_one_offset_count_once,
+    a_trickling_upload_request_is_ended_and_keeps_what_it_sent,
         );
     };
 }

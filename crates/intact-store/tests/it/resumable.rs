@@ -307,3 +307,39 @@ pub async fn racing_pieces_at_one_offset_count_once(h: &Harness) {
     assert_eq!(recorded.len(), 1);
     assert_eq!(recorded[0].len, counted);
 }
+
+/// A request that trickles (a byte now and then, each inside the idle limit) is ended like a
+/// one-request upload that does, keeping what it had sent: it holds no slot or lease for ever.
+pub async fn a_trickling_upload_request_is_ended_and_keeps_what_it_sent(h: &Harness) {
+    let t = begin(h, req("trickle", "1")).await;
+    let s = h
+        .store
+        .start_upload_session(&t.id, path("f"), None, None)
+        .await
+        .expect("start");
+    // A first burst, then one byte every 300 ms: under the test store's 1 KiB/s minimum
+    // over its 2 s idle limit.
+    let first = futures::stream::once(async { Ok::<_, std::io::Error>(bytes::Bytes::from(vec![7u8; 5000])) });
+    let trickle = futures::stream::unfold((), |()| async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Some((Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"x")), ()))
+    });
+    let mut body =
+        tokio_util::io::StreamReader::new(futures::StreamExt::boxed(futures::StreamExt::chain(first, trickle)));
+    let started = std::time::Instant::now();
+    let err = h
+        .store
+        .append_upload(&t.id, &s.upload, 0, &mut body)
+        .await
+        .expect_err("a trickle is ended");
+    assert!(matches!(err, Error::BodyTooSlow { .. }), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "ended within a window or two"
+    );
+    let offset = h.store.upload_session(&t.id, &s.upload).await.expect("status").offset;
+    assert!(
+        offset >= 5000,
+        "what arrived before the trickle was ended is kept: {offset}"
+    );
+}
