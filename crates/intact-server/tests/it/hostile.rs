@@ -336,7 +336,15 @@ async fn hostile_inputs_are_refused_everywhere() {
     for entry in std::fs::read_dir(&s.data).expect("read data") {
         let name = entry.expect("entry").file_name().to_string_lossy().into_owned();
         assert!(
-            ["catalog.db", "catalog.db-wal", "catalog.db-shm", "blobs", "tmp", "uploads"].contains(&name.as_str()),
+            [
+                "catalog.db",
+                "catalog.db-wal",
+                "catalog.db-shm",
+                "blobs",
+                "tmp",
+                "uploads"
+            ]
+            .contains(&name.as_str()),
             "unexpected {name} in the data dir"
         );
     }
