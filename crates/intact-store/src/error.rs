@@ -86,6 +86,15 @@ pub enum Error {
     #[error("idempotency key {key:?} was first used for a different request ({detail})")]
     IdempotencyMismatch { key: String, detail: String },
 
+    /// A piece of a resumable upload did not start where the upload stands (the bytes
+    /// before it were lost, or another request moved it on): the client resumes at `offset`.
+    #[error("upload {upload} is at offset {offset}{detail}; send the bytes from there")]
+    UploadOffset {
+        upload: String,
+        offset: u64,
+        detail: String,
+    },
+
     #[error("sha256 mismatch: expected {expected}, body hashed to {actual}")]
     ChecksumMismatch { expected: Digest, actual: Digest },
 

@@ -15,6 +15,10 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 
+mod resumable;
+
+pub use resumable::UPLOAD_PIECE_BYTES;
+
 use crate::blob::file_chunks::{self, FileChunks};
 use crate::blob::{BlobBody, Progress};
 use crate::catalog::{Finished, SweepReport};
@@ -91,6 +95,8 @@ pub struct GcReport {
     pub bytes_deleted: u64,
     pub orphan_blobs_deleted: u64,
     pub pending_files_removed: u64,
+    /// Pieces of resumable uploads deleted because their upload ended unfinished.
+    pub upload_pieces_removed: u64,
     pub transactions_pruned: u64,
     /// Ended flights forgotten (upstream fetches' shared outcomes, `FLIGHT_RETENTION` on).
     pub flights_pruned: u64,
@@ -423,6 +429,8 @@ impl Store {
         let finished = self.catalog.expire_txns().await?;
         let n = finished.expired;
         self.reclaim(finished).await?;
+        // The resumable uploads of transactions that ended, however they ended.
+        self.reclaim_upload_sessions().await?;
         Ok(n)
     }
 
@@ -939,6 +947,10 @@ impl Store {
             self.cache_manifest(deletes_before, Arc::new(m.clone()));
         }
         self.notify_txns();
+        // Uploads left unfinished end with the transaction; the reaper retries a failure.
+        if let Err(e) = self.reclaim_upload_sessions().await {
+            tracing::warn!(txn = %id, error = %e, "reclaiming the unfinished uploads of a committed transaction failed");
+        }
         Ok(outcome)
     }
 
@@ -1001,6 +1013,7 @@ impl Store {
         let finished = self.catalog.abort_txn(id).await?;
         crate::telemetry::txns_aborted(&finished.txns);
         self.reclaim(finished).await?;
+        self.reclaim_upload_sessions().await?;
         Ok(())
     }
 
@@ -1180,6 +1193,7 @@ impl Store {
             report.bytes_deleted += orphans.bytes_deleted;
         }
         report.pending_files_removed = self.blobs.sweep_pending(grace.max(Duration::from_secs(3600))).await?;
+        report.upload_pieces_removed = self.reclaim_upload_sessions().await?;
         report.transactions_pruned = self.catalog.prune_txns(self.config.txn_retention).await?;
         report.flights_pruned = self.catalog.prune_flights(FLIGHT_RETENTION).await?;
         crate::telemetry::gc_ran(

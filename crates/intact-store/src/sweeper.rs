@@ -372,6 +372,18 @@ mod tests {
         async fn sweep_pending(&self, older_than: Duration) -> Result<u64> {
             self.0.sweep_pending(older_than).await
         }
+        async fn put_piece(&self, upload: &str, bytes: bytes::Bytes) -> Result<String> {
+            self.0.put_piece(upload, bytes).await
+        }
+        async fn read_piece(&self, piece: &str) -> Result<crate::BlobBody> {
+            self.0.read_piece(piece).await
+        }
+        async fn delete_piece(&self, piece: &str) -> Result<()> {
+            self.0.delete_piece(piece).await
+        }
+        async fn delete_pieces(&self, upload: &str) -> Result<u64> {
+            self.0.delete_pieces(upload).await
+        }
     }
 
     /// A pass whose orphan walk fails every time is given up after a few attempts, recorded

@@ -191,7 +191,15 @@ impl IntoResponse for ApiError {
             return crate::limits::body::file_too_large(max).into_response();
         }
         let body_too_large = matches!(self, Self::BodyTooLarge(_));
+        let upload_offset = match &self {
+            Self::Store(StoreError::UploadOffset { offset, .. }) => Some(*offset),
+            _ => None,
+        };
         let mut resp = self.reply();
+        if let Some(offset) = upload_offset {
+            // Where to resume, as a resumable upload's HEAD says it too.
+            super::uploads::offset_headers(resp.headers_mut(), offset);
+        }
         if body_too_large {
             resp.extensions_mut().insert(crate::limits::BodyOverLimit);
         }
@@ -218,6 +226,7 @@ pub fn store_status_and_code(e: &StoreError) -> (StatusCode, &'static str) {
         StoreError::IdempotencyMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_mismatch"),
         StoreError::ChecksumMismatch { .. } => (StatusCode::BAD_REQUEST, "checksum_mismatch"),
         StoreError::BlobNotStored { .. } => (StatusCode::CONFLICT, "blob_not_stored"),
+        StoreError::UploadOffset { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "upload_offset"),
         StoreError::WaitTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
         StoreError::Body(_) => (StatusCode::BAD_REQUEST, "body"),
         StoreError::Unavailable { .. } | StoreError::CatalogUnavailable { .. } => {
@@ -251,6 +260,7 @@ fn store_details(e: &StoreError) -> Option<serde_json::Value> {
             json!({"field": "x-checksum-sha256", "expected": expected, "actual": actual})
         }
         StoreError::BlobNotStored { digest } => json!({"field": "x-blob-sha256", "sha256": digest}),
+        StoreError::UploadOffset { offset, .. } => json!({"field": "content-range", "offset": offset}),
         StoreError::TooManyFiles { limit, .. } => {
             json!({"field": "files", "limit": "limits.max_files_per_transaction", "max": limit})
         }

@@ -12,6 +12,7 @@ pub(crate) mod tags;
 pub(crate) mod tokens;
 pub(crate) mod transactions;
 mod unread_body;
+pub(crate) mod uploads;
 
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{get, patch, post, put};
 use axum::{Extension, Json, Router, middleware};
 use intact_store::tokens::Access;
 use serde::Deserialize;
@@ -63,6 +64,15 @@ pub fn router(state: AppState) -> Router {
                 .delete(transactions::delete_file),
         )
         .route("/transactions/{id}/import", post(import::import).layer(upload_slot()))
+        .route("/transactions/{id}/uploads", post(uploads::create))
+        .route(
+            "/transactions/{id}/uploads/{upload}",
+            // The requests that stream bytes take an upload slot, as PUT file does.
+            patch(uploads::append)
+                .put(uploads::complete)
+                .layer(upload_slot())
+                .merge(get(uploads::status).delete(uploads::discard)),
+        )
         .route("/events", get(events))
         .route("/blobs/missing", post(blobs::missing))
         .route("/openapi.json", get(crate::openapi::serve))

@@ -22,6 +22,8 @@ pub const TEMPLATES: &[&str] = &[
     "/api/v1/transactions/{id}/renew",
     "/api/v1/transactions/{id}/files/{*path}",
     "/api/v1/transactions/{id}/import",
+    "/api/v1/transactions/{id}/uploads",
+    "/api/v1/transactions/{id}/uploads/{upload}",
     "/api/v1/events",
     "/api/v1/blobs/missing",
     "/api/v1/admin/gc",
@@ -75,6 +77,10 @@ fn api(section: &str, tail: Option<&str>) -> &'static str {
         ("transactions", Some(_), Some("renew"), None) => "/api/v1/transactions/{id}/renew",
         ("transactions", Some(_), Some("files"), Some(_)) => "/api/v1/transactions/{id}/files/{*path}",
         ("transactions", Some(_), Some("import"), None) => "/api/v1/transactions/{id}/import",
+        ("transactions", Some(_), Some("uploads"), None) => "/api/v1/transactions/{id}/uploads",
+        ("transactions", Some(_), Some("uploads"), Some(_)) if tail.is_some_and(|t| t.split('/').count() == 3) => {
+            "/api/v1/transactions/{id}/uploads/{upload}"
+        }
         ("events", None, ..) => "/api/v1/events",
         ("blobs", Some("missing"), None, _) => "/api/v1/blobs/missing",
         ("admin", Some("gc"), None, _) => "/api/v1/admin/gc",
@@ -145,6 +151,12 @@ mod tests {
             ("/api/v1/transactions/t1/commit", "/api/v1/transactions/{id}/commit"),
             ("/api/v1/transactions/t1/import", "/api/v1/transactions/{id}/import"),
             ("/api/v1/transactions/t1/renew", "/api/v1/transactions/{id}/renew"),
+            ("/api/v1/transactions/t1/uploads", "/api/v1/transactions/{id}/uploads"),
+            (
+                "/api/v1/transactions/t1/uploads/u1",
+                "/api/v1/transactions/{id}/uploads/{upload}",
+            ),
+            ("/api/v1/transactions/t1/uploads/u1/x", "unmatched"),
             (
                 "/api/v1/transactions/t1/files/a/b.txt",
                 "/api/v1/transactions/{id}/files/{*path}",

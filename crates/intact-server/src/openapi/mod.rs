@@ -31,6 +31,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, Secur
         paths::create_transaction, paths::get_transaction, paths::abort_transaction,
         paths::renew_transaction, paths::commit_transaction, paths::put_file, paths::delete_file,
         paths::import_files, paths::publish,
+        paths::create_upload, paths::upload_status, paths::append_upload, paths::complete_upload,
+        paths::discard_upload,
         paths::events, paths::blobs_missing,
         paths::gc, paths::gc_status, paths::verify,
         paths::list_tokens, paths::create_token, paths::revoke_token,

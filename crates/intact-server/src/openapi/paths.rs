@@ -302,6 +302,72 @@ fn put_file() {}
     ))]
 fn import_files() {}
 
+#[utoipa::path(post, path = "/api/v1/transactions/{id}/uploads", tag = "publishing",
+    params(("id" = String, Path, description = "A transaction id.", pattern = "^tx_[a-z2-7]{26}$")),
+    request_body(content = crate::api::uploads::CreateUpload, description = "The file's path, and its size and sha256 when known."),
+    responses(
+        (status = 201, description = "A resumable upload at offset 0; `Location` is its URL.", body = intact_store::UploadSession,
+            headers(("Location" = String, description = "The upload's URL."), ("Upload-Offset" = u64, description = "Bytes held durably."))),
+        (status = 409, description = "The transaction is not open.", body = ErrorBody),
+        (status = "default", description = "An error.", body = ErrorBody),
+    ))]
+fn create_upload() {}
+
+#[utoipa::path(get, path = "/api/v1/transactions/{id}/uploads/{upload}", tag = "publishing",
+    params(
+        ("id" = String, Path, description = "A transaction id.", pattern = "^tx_[a-z2-7]{26}$"),
+        ("upload" = String, Path, description = "An upload id.", pattern = "^[0-9a-f]{32}$"),
+    ),
+    responses(
+        (status = 200, description = "The upload and the offset it holds durably (`HEAD` answers the headers alone).", body = intact_store::UploadSession,
+            headers(("Upload-Offset" = u64, description = "Bytes held durably: where the next request starts."),
+                    ("Range" = String, description = "`0-(offset-1)`, when the offset is past 0."))),
+        (status = 404, description = "No such upload (completed, discarded, or its transaction ended).", body = ErrorBody),
+        (status = "default", description = "An error.", body = ErrorBody),
+    ))]
+fn upload_status() {}
+
+#[utoipa::path(patch, path = "/api/v1/transactions/{id}/uploads/{upload}", tag = "publishing",
+    params(
+        ("id" = String, Path, description = "A transaction id.", pattern = "^tx_[a-z2-7]{26}$"),
+        ("upload" = String, Path, description = "An upload id.", pattern = "^[0-9a-f]{32}$"),
+        ("content-range" = Option<String>, Header, description = "`bytes START-END/TOTAL` (END inclusive, TOTAL or `*`): START must be the upload's offset. Without it the body goes at the offset."),
+    ),
+    request_body(content = Bytes, content_type = "application/octet-stream", description = "The next bytes of the file, streamed."),
+    responses(
+        (status = 202, description = "Appended; `Upload-Offset` is the new offset.",
+            headers(("Upload-Offset" = u64, description = "Bytes held durably."), ("Range" = String, description = "`0-(offset-1)`."))),
+        (status = 416, description = "START is not the upload's offset: resume at `Upload-Offset`.", body = ErrorBody,
+            headers(("Upload-Offset" = u64, description = "Bytes held durably."))),
+        (status = "default", description = "An error (a broken body keeps what arrived: ask the offset).", body = ErrorBody),
+    ))]
+fn append_upload() {}
+
+#[utoipa::path(put, path = "/api/v1/transactions/{id}/uploads/{upload}", tag = "publishing",
+    params(
+        ("id" = String, Path, description = "A transaction id.", pattern = "^tx_[a-z2-7]{26}$"),
+        ("upload" = String, Path, description = "An upload id.", pattern = "^[0-9a-f]{32}$"),
+        ("x-checksum-sha256" = Option<String>, Header, description = "The file's sha256 (hex): checked before the file is staged."),
+        ("content-range" = Option<String>, Header, description = "For a last piece sent with the completion, as for `PATCH`."),
+    ),
+    request_body(content = Bytes, content_type = "application/octet-stream", description = "Optionally the last bytes of the file."),
+    responses(
+        (status = 201, description = "The bytes were hashed and the file staged into the transaction.", body = StagedFile),
+        (status = "default", description = "An error.", body = ErrorBody),
+    ))]
+fn complete_upload() {}
+
+#[utoipa::path(delete, path = "/api/v1/transactions/{id}/uploads/{upload}", tag = "publishing",
+    params(
+        ("id" = String, Path, description = "A transaction id.", pattern = "^tx_[a-z2-7]{26}$"),
+        ("upload" = String, Path, description = "An upload id.", pattern = "^[0-9a-f]{32}$"),
+    ),
+    responses(
+        (status = 204, description = "Discarded, with its bytes."),
+        (status = "default", description = "An error.", body = ErrorBody),
+    ))]
+fn discard_upload() {}
+
 #[utoipa::path(post, path = "/api/v1/blobs/missing", tag = "publishing",
     request_body(content = crate::api::blobs::MissingRequest, description = "Up to 10,000 sha256 digests."),
     responses(

@@ -336,7 +336,15 @@ async fn hostile_inputs_are_refused_everywhere() {
     for entry in std::fs::read_dir(&s.data).expect("read data") {
         let name = entry.expect("entry").file_name().to_string_lossy().into_owned();
         assert!(
-            ["catalog.db", "catalog.db-wal", "catalog.db-shm", "blobs", "tmp"].contains(&name.as_str()),
+            [
+                "catalog.db",
+                "catalog.db-wal",
+                "catalog.db-shm",
+                "blobs",
+                "tmp",
+                "uploads"
+            ]
+            .contains(&name.as_str()),
             "unexpected {name} in the data dir"
         );
     }
@@ -349,6 +357,11 @@ async fn hostile_inputs_are_refused_everywhere() {
         files_under(&s.data.join("tmp")),
         Vec::<std::path::PathBuf>::new(),
         "a refused upload left a temp file"
+    );
+    assert_eq!(
+        files_under(&s.data.join("uploads")),
+        Vec::<std::path::PathBuf>::new(),
+        "a refused request left a piece of a resumable upload"
     );
     for dir in [
         std::env::temp_dir(),

@@ -368,4 +368,20 @@ impl BlobStore for CachedBlobStore {
     async fn sweep_pending(&self, older_than: Duration) -> Result<u64> {
         self.inner.sweep_pending(older_than).await
     }
+
+    async fn put_piece(&self, upload: &str, bytes: Bytes) -> Result<String> {
+        self.inner.put_piece(upload, bytes).await
+    }
+
+    async fn read_piece(&self, piece: &str) -> Result<BlobBody> {
+        self.inner.read_piece(piece).await
+    }
+
+    async fn delete_piece(&self, piece: &str) -> Result<()> {
+        self.inner.delete_piece(piece).await
+    }
+
+    async fn delete_pieces(&self, upload: &str) -> Result<u64> {
+        self.inner.delete_pieces(upload).await
+    }
 }

@@ -29,6 +29,9 @@ const WRITE_BUFFER: usize = 1 << 20;
 pub struct FsBlobStore {
     blobs: PathBuf,
     tmp: PathBuf,
+    /// Pieces of resumable uploads (`uploads/<piece name>`), out of `tmp`'s sweep: an upload
+    /// may sit idle between two requests for as long as its transaction lives.
+    uploads: PathBuf,
     /// Damaged blobs, moved aside under `<digest>.<ms>` (never read again, kept to inspect).
     quarantine: PathBuf,
     /// Held while a blob is checked and moved aside: one quarantine at a time, so that two
@@ -102,10 +105,13 @@ impl FsBlobStore {
     pub async fn open(root: &Path) -> Result<Self> {
         let blobs = root.join("blobs").join("sha256");
         let tmp = root.join("tmp");
-        let (root_clone, blobs_clone, tmp_clone) = (root.to_owned(), blobs.clone(), tmp.clone());
+        let uploads = root.join("uploads");
+        let (root_clone, blobs_clone, tmp_clone, uploads_clone) =
+            (root.to_owned(), blobs.clone(), tmp.clone(), uploads.clone());
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             create_dir_all_durable(&blobs_clone)?;
             create_dir_all_durable(&tmp_clone)?;
+            create_dir_all_durable(&uploads_clone)?;
             // Create every shard directory once, up front, and fsync the parent: a shard
             // created lazily by a later write would need its own parent fsync to be durable.
             let mut created = false;
@@ -135,6 +141,7 @@ impl FsBlobStore {
         Ok(Self {
             blobs,
             tmp,
+            uploads,
             quarantine: root.join("quarantine"),
             quarantining: Arc::default(),
             held: Arc::default(),
@@ -735,6 +742,76 @@ impl BlobStore for FsBlobStore {
         .map_err(|e| Error::io("sweeping temp files", std::io::Error::other(e)))?
         .map_err(|e| Error::io("sweeping temp files", e))
     }
+
+    async fn put_piece(&self, upload: &str, bytes: bytes::Bytes) -> Result<String> {
+        let name = super::new_piece_name(upload)?;
+        let (dir, file_name) = (self.uploads.clone(), name.clone());
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::io::Write;
+            let path = dir.join(&file_name);
+            // A fresh name, never an existing file: a piece is written once.
+            let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+            let written = file.write_all(&bytes).and_then(|()| file.sync_all());
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+            // The name, too, before the catalog counts the piece.
+            fsync_dir(&dir)
+        })
+        .await
+        .map_err(|e| Error::io(format!("writing upload piece {name}"), std::io::Error::other(e)))?
+        .map_err(|e| Error::io(format!("writing upload piece {name}"), e))?;
+        Ok(name)
+    }
+
+    async fn read_piece(&self, piece: &str) -> Result<super::BlobBody> {
+        super::check_piece_name(piece)?;
+        match super::local_read::open(self.uploads.join(piece), None).await {
+            Ok((_, body)) => Ok(body),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotFound {
+                what: format!("upload piece {piece}"),
+            }),
+            Err(e) => Err(Error::io(format!("reading upload piece {piece}"), e)),
+        }
+    }
+
+    async fn delete_piece(&self, piece: &str) -> Result<()> {
+        super::check_piece_name(piece)?;
+        match tokio::fs::remove_file(self.uploads.join(piece)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("deleting upload piece {piece}"), e)),
+        }
+    }
+
+    async fn delete_pieces(&self, upload: &str) -> Result<u64> {
+        super::check_upload_id(upload)?;
+        let (dir, prefix) = (self.uploads.clone(), format!("{upload}-"));
+        tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+            let mut removed = 0;
+            for entry in std::fs::read_dir(&dir)? {
+                let entry = entry?;
+                if !entry.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)) {
+                    continue;
+                }
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(removed)
+        })
+        .await
+        .map_err(|e| {
+            Error::io(
+                format!("deleting the pieces of upload {upload}"),
+                std::io::Error::other(e),
+            )
+        })?
+        .map_err(|e| Error::io(format!("deleting the pieces of upload {upload}"), e))
+    }
 }
 
 #[async_trait]
@@ -755,6 +832,22 @@ impl super::BlobTestHooks for FsBlobStore {
             .next_entry()
             .await
             .map_err(|e| Error::io(format!("listing {}", self.tmp.display()), e))?
+        {
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    async fn piece_count(&self) -> Result<usize> {
+        let mut entries = tokio::fs::read_dir(&self.uploads)
+            .await
+            .map_err(|e| Error::io(format!("listing {}", self.uploads.display()), e))?;
+        let mut n = 0;
+        while entries
+            .next_entry()
+            .await
+            .map_err(|e| Error::io(format!("listing {}", self.uploads.display()), e))?
+            .is_some()
         {
             n += 1;
         }

@@ -25,6 +25,8 @@ struct Blobs {
     stored: HashMap<Digest, Bytes>,
     /// Damaged bytes taken out of service, kept for inspection.
     quarantined: Vec<(Digest, Bytes)>,
+    /// Pieces of resumable uploads, by name.
+    pieces: HashMap<String, Bytes>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -176,6 +178,39 @@ impl BlobStore for MemoryBlobStore {
         // Pending bytes live in their handles and go with them: nothing is ever left over.
         Ok(0)
     }
+
+    async fn put_piece(&self, upload: &str, bytes: Bytes) -> Result<String> {
+        let name = super::new_piece_name(upload)?;
+        lock(&self.blobs).pieces.insert(name.clone(), bytes);
+        Ok(name)
+    }
+
+    async fn read_piece(&self, piece: &str) -> Result<BlobBody> {
+        super::check_piece_name(piece)?;
+        let bytes = lock(&self.blobs)
+            .pieces
+            .get(piece)
+            .cloned()
+            .ok_or_else(|| Error::NotFound {
+                what: format!("upload piece {piece}"),
+            })?;
+        Ok(BlobBody::chunks(futures::stream::once(async move { Ok(bytes) })))
+    }
+
+    async fn delete_piece(&self, piece: &str) -> Result<()> {
+        super::check_piece_name(piece)?;
+        lock(&self.blobs).pieces.remove(piece);
+        Ok(())
+    }
+
+    async fn delete_pieces(&self, upload: &str) -> Result<u64> {
+        super::check_upload_id(upload)?;
+        let prefix = format!("{upload}-");
+        let mut blobs = lock(&self.blobs);
+        let before = blobs.pieces.len();
+        blobs.pieces.retain(|name, _| !name.starts_with(&prefix));
+        Ok((before - blobs.pieces.len()) as u64)
+    }
 }
 
 #[async_trait]
@@ -187,5 +222,9 @@ impl BlobTestHooks for MemoryBlobStore {
 
     async fn pending_count(&self) -> Result<usize> {
         Ok(lock(&self.pending).len())
+    }
+
+    async fn piece_count(&self) -> Result<usize> {
+        Ok(lock(&self.blobs).pieces.len())
     }
 }

@@ -164,4 +164,74 @@ pub trait BlobStore: Send + Sync + 'static {
             other => Err(adopt::mode_unavailable(other, self.backend_name())),
         }
     }
+
+    /// Stores one piece of a resumable upload (`upload`, an id of `[0-9a-f]` the store made)
+    /// under a new name of the backend's choosing, and returns that name. When this returns
+    /// the piece survives a power loss (fs: file and directory fsynced; S3: acknowledged), so
+    /// an upload's offset may count it. A name is never reused: two writers racing for the
+    /// same offset of one upload each get their own piece, and the catalog keeps one. Pieces
+    /// are not blobs: no sweep of pending data or of blobs touches them; they are deleted
+    /// with their upload ([`BlobStore::delete_pieces`]) once it ended, or one by one when the
+    /// catalog refused to count them ([`BlobStore::delete_piece`]).
+    async fn put_piece(&self, upload: &str, bytes: bytes::Bytes) -> Result<String>;
+
+    /// The bytes of a piece `put_piece` stored. `NotFound` when it is gone.
+    async fn read_piece(&self, piece: &str) -> Result<BlobBody>;
+
+    /// Deletes a piece; deleting an absent one is not an error.
+    async fn delete_piece(&self, piece: &str) -> Result<()>;
+
+    /// Deletes every piece of upload `upload`, counted or not (a piece stored just before a
+    /// crash, which no catalog row names, goes too). Returns how many.
+    async fn delete_pieces(&self, upload: &str) -> Result<u64>;
+}
+
+/// Whether `piece` is a name `put_piece` could have made (`<upload>-<random>`, lowercase hex
+/// and one dash): piece names come back from the catalog, and a backend joins them onto a
+/// directory or a key prefix, so anything else is refused rather than followed.
+pub(crate) fn check_piece_name(piece: &str) -> Result<()> {
+    let well_formed = !piece.is_empty()
+        && piece.len() <= 128
+        && piece
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b) || b == b'-')
+        && piece.bytes().filter(|&b| b == b'-').count() == 1
+        && !piece.starts_with('-')
+        && !piece.ends_with('-');
+    if well_formed {
+        Ok(())
+    } else {
+        Err(Error::io(
+            format!("upload piece {piece:?}"),
+            std::io::Error::other("not a piece name this store makes"),
+        ))
+    }
+}
+
+/// Whether `upload` is an upload id as the store makes them (lowercase hex).
+pub(crate) fn check_upload_id(upload: &str) -> Result<()> {
+    if !upload.is_empty()
+        && upload.len() <= 64
+        && upload.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(())
+    } else {
+        Err(Error::io(
+            format!("upload {upload:?}"),
+            std::io::Error::other("not an upload id this store makes"),
+        ))
+    }
+}
+
+/// A new piece name for upload `upload`.
+pub(crate) fn new_piece_name(upload: &str) -> Result<String> {
+    check_upload_id(upload)?;
+    let mut random = [0u8; 12];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut random);
+    let name = format!(
+        "{upload}-{}",
+        random.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    );
+    check_piece_name(&name)?;
+    Ok(name)
 }

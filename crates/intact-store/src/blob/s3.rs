@@ -6,6 +6,9 @@
 //!   before its digest is known. `persist` copies it to its final key server-side and
 //!   deletes it.
 //! - `quarantine/<64 hex>.<ms>`: damaged bytes moved aside.
+//! - `uploads/<upload>/<random>`: pieces of resumable uploads (plain objects of any size, so a piece
+//!   is durable once its PUT is acknowledged and no part-size rule applies; the upload's
+//!   completion reads them back in order into a pending blob).
 //!
 //! No conditional writes: content addressing makes two racing writers of one digest store
 //! the same bytes, so a duplicate copy is harmless (and some S3 servers, Garage among them,
@@ -522,6 +525,63 @@ impl BlobStore for S3BlobStore {
         }
         Ok(removed)
     }
+
+    async fn put_piece(&self, upload: &str, bytes: Bytes) -> Result<String> {
+        let name = super::new_piece_name(upload)?;
+        let key = self.piece_key(&name)?;
+        self.store
+            .put(&key, PutPayload::from(bytes))
+            .await
+            .map_err(|e| self.unavailable("uploading", &key, e))?;
+        Ok(name)
+    }
+
+    async fn read_piece(&self, piece: &str) -> Result<BlobBody> {
+        let key = self.piece_key(piece)?;
+        let got = match self.store.get(&key).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(Error::NotFound {
+                    what: format!("upload piece {piece}"),
+                });
+            }
+            Err(e) => return Err(self.unavailable("reading", &key, e)),
+        };
+        let shown = self.show(&key);
+        let body = got
+            .into_stream()
+            .map_err(move |e| std::io::Error::other(format!("reading {shown}: {e}")));
+        Ok(BlobBody::chunks(body))
+    }
+
+    async fn delete_piece(&self, piece: &str) -> Result<()> {
+        self.remove(&self.piece_key(piece)?).await
+    }
+
+    async fn delete_pieces(&self, upload: &str) -> Result<u64> {
+        super::check_upload_id(upload)?;
+        // A directory of its own per upload: S3 lists by key prefix, object_store by path.
+        let dir = self.key(&format!("uploads/{upload}"));
+        let listed: Vec<_> = self
+            .store
+            .list(Some(&dir))
+            .try_collect()
+            .await
+            .map_err(|e| self.unavailable("listing", &dir, e))?;
+        for meta in &listed {
+            self.remove(&meta.location).await?;
+        }
+        Ok(listed.len() as u64)
+    }
+}
+
+impl S3BlobStore {
+    /// Where piece `piece` (`<upload>-<random>`) lives: `uploads/<upload>/<random>`.
+    fn piece_key(&self, piece: &str) -> Result<Key> {
+        super::check_piece_name(piece)?;
+        let (upload, random) = piece.split_once('-').unwrap_or((piece, ""));
+        Ok(self.key(&format!("uploads/{upload}/{random}")))
+    }
 }
 
 fn hex_of(bytes: &[u8]) -> String {
@@ -541,6 +601,17 @@ impl BlobTestHooks for S3BlobStore {
 
     async fn pending_count(&self) -> Result<usize> {
         let dir = self.key("pending");
+        let listed: Vec<_> = self
+            .store
+            .list(Some(&dir))
+            .try_collect()
+            .await
+            .map_err(|e| self.unavailable("listing", &dir, e))?;
+        Ok(listed.len())
+    }
+
+    async fn piece_count(&self) -> Result<usize> {
+        let dir = self.key("uploads");
         let listed: Vec<_> = self
             .store
             .list(Some(&dir))

@@ -16,4 +16,7 @@ pub trait BlobTestHooks: Send + Sync {
     /// How many pending blobs the store holds: written, neither persisted nor dropped yet
     /// (or left over by a crash).
     async fn pending_count(&self) -> Result<usize>;
+
+    /// How many pieces of resumable uploads the store holds.
+    async fn piece_count(&self) -> Result<usize>;
 }

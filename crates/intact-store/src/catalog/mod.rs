@@ -7,6 +7,7 @@ mod columns;
 pub mod flight;
 mod postgres;
 pub mod rules;
+mod sessions;
 mod sqlite;
 pub mod sweeper;
 
@@ -18,6 +19,7 @@ use serde::Serialize;
 
 pub use flight::{FlightClaim, FlightEnd, FlightFailure, FlightState};
 pub use postgres::PostgresCatalog;
+pub use sessions::{UploadPiece, UploadSession};
 pub use sqlite::SqliteCatalog;
 pub use sweeper::{BlobPage, FinishedPass, SweepCounts, SweepPhase, SweepProgress, SweeperRecord};
 
@@ -474,6 +476,40 @@ pub trait Catalog: Send + Sync + 'static {
 
     /// How many uploads into `txn` count right now, on any process.
     async fn uploads_in_flight(&self, txn: &TxnId) -> Result<u64>;
+
+    /// Records a new resumable upload session (offset 0) into transaction `session.txn`,
+    /// which must be open with its lease unexpired (`TxnNotOpen` otherwise).
+    async fn create_upload_session(&self, session: &UploadSession) -> Result<()>;
+
+    /// A session as it stands. `NotFound` when there is none (never made, completed,
+    /// discarded, or its transaction ended).
+    async fn upload_session(&self, upload: &str) -> Result<UploadSession>;
+
+    /// A session's pieces, in order of their offsets.
+    async fn upload_pieces(&self, upload: &str) -> Result<Vec<UploadPiece>>;
+
+    /// Counts piece `piece` (already durable in the blob store) as the session's bytes from
+    /// `piece.start`, in one catalog transaction: only when the session still exists, its
+    /// transaction is open and unexpired, and its offset is `piece.start` (another writer may
+    /// have moved it: `UploadOffset` with the offset it is at). Returns the new offset. A
+    /// refused piece is the caller's to delete.
+    async fn add_upload_piece(&self, upload: &str, piece: &UploadPiece) -> Result<u64>;
+
+    /// Ends a session: it takes no more pieces and is no longer found, and its row stays
+    /// until its bytes are deleted ([`Catalog::ended_upload_sessions`]). `false` when there
+    /// was none (or it had ended).
+    async fn discard_upload_session(&self, upload: &str) -> Result<bool>;
+
+    /// Ends every session whose transaction is no longer open (committed, rolled back,
+    /// expired, or forgotten). Returns how many.
+    async fn discard_finished_upload_sessions(&self) -> Result<u64>;
+
+    /// Ended sessions (at most `limit`) whose pieces are to be deleted from the blob store,
+    /// then the sessions forgotten with [`Catalog::forget_upload_sessions`].
+    async fn ended_upload_sessions(&self, limit: u32) -> Result<Vec<String>>;
+
+    /// Forgets ended sessions and their pieces' rows, once their bytes are deleted.
+    async fn forget_upload_sessions(&self, uploads: &[String]) -> Result<()>;
 
     /// Forgets final transactions (and their idempotency keys) finished more than
     /// `older_than` ago.

@@ -9,6 +9,7 @@ use intact_store::{CommitOutcome, Error, OpenOutcome, TxnRecord};
 use tokio::io::AsyncReadExt;
 
 use crate::Harness;
+pub(crate) use crate::resumable::*;
 
 fn repo() -> RepoName {
     RepoName::parse("files").expect("repo")
@@ -22,7 +23,7 @@ fn path(s: &str) -> FilePath {
     FilePath::parse(s).expect("path")
 }
 
-fn req(n: &str, v: &str) -> BeginRequest {
+pub(crate) fn req(n: &str, v: &str) -> BeginRequest {
     BeginRequest {
         repo: repo(),
         name: name(n),
@@ -35,7 +36,7 @@ fn req(n: &str, v: &str) -> BeginRequest {
     }
 }
 
-async fn begin(h: &Harness, r: BeginRequest) -> TxnRecord {
+pub(crate) async fn begin(h: &Harness, r: BeginRequest) -> TxnRecord {
     match h.store.begin(r).await.expect("begin") {
         OpenOutcome::Created(t) => t,
         other => panic!("expected a new transaction, got {other:?}"),
@@ -50,7 +51,7 @@ async fn put(h: &Harness, t: &TxnRecord, p: &str, bytes: &[u8]) {
         .expect("put_file");
 }
 
-async fn read_all(h: &Harness, n: &str, v: &str, p: &str) -> Vec<u8> {
+pub(crate) async fn read_all(h: &Harness, n: &str, v: &str, p: &str) -> Vec<u8> {
     let m = h
         .store
         .manifest(&repo(), &name(n), &Version::parse(v).expect("v"))
@@ -1310,6 +1311,18 @@ impl intact_store::BlobStore for GatedBlobs {
     async fn sweep_pending(&self, older_than: Duration) -> intact_store::Result<u64> {
         self.inner.sweep_pending(older_than).await
     }
+    async fn put_piece(&self, upload: &str, bytes: bytes::Bytes) -> intact_store::Result<String> {
+        self.inner.put_piece(upload, bytes).await
+    }
+    async fn read_piece(&self, piece: &str) -> intact_store::Result<intact_store::BlobBody> {
+        self.inner.read_piece(piece).await
+    }
+    async fn delete_piece(&self, piece: &str) -> intact_store::Result<()> {
+        self.inner.delete_piece(piece).await
+    }
+    async fn delete_pieces(&self, upload: &str) -> intact_store::Result<u64> {
+        self.inner.delete_pieces(upload).await
+    }
 }
 
 /// A store on the harness's catalog whose blobs pass through [`GatedBlobs`].
@@ -1596,6 +1609,30 @@ impl intact_store::Catalog for GatedCatalog {
     }
     async fn uploads_in_flight(&self, txn: &intact_core::TxnId) -> intact_store::Result<u64> {
         self.inner.uploads_in_flight(txn).await
+    }
+    async fn create_upload_session(&self, session: &intact_store::UploadSession) -> intact_store::Result<()> {
+        self.inner.create_upload_session(session).await
+    }
+    async fn upload_session(&self, upload: &str) -> intact_store::Result<intact_store::UploadSession> {
+        self.inner.upload_session(upload).await
+    }
+    async fn upload_pieces(&self, upload: &str) -> intact_store::Result<Vec<intact_store::UploadPiece>> {
+        self.inner.upload_pieces(upload).await
+    }
+    async fn add_upload_piece(&self, upload: &str, piece: &intact_store::UploadPiece) -> intact_store::Result<u64> {
+        self.inner.add_upload_piece(upload, piece).await
+    }
+    async fn discard_upload_session(&self, upload: &str) -> intact_store::Result<bool> {
+        self.inner.discard_upload_session(upload).await
+    }
+    async fn discard_finished_upload_sessions(&self) -> intact_store::Result<u64> {
+        self.inner.discard_finished_upload_sessions().await
+    }
+    async fn ended_upload_sessions(&self, limit: u32) -> intact_store::Result<Vec<String>> {
+        self.inner.ended_upload_sessions(limit).await
+    }
+    async fn forget_upload_sessions(&self, uploads: &[String]) -> intact_store::Result<()> {
+        self.inner.forget_upload_sessions(uploads).await
     }
     fn event_wakeups(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.event_wakeups()

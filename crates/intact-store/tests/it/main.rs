@@ -11,6 +11,7 @@ mod conformance;
 mod long_upload;
 mod migrate;
 mod postgres;
+mod resumable;
 
 use std::sync::Arc;
 
@@ -292,6 +293,12 @@ macro_rules! every_promise {
     a_transaction_stages_at_most_max_files_paths_even_concurrently,
     the_sweeper_holds_one_lease_pages_through_and_resumes,
     blob_listing_is_ordered_and_resumes_after_a_digest,
+    resumable_uploads_count_durable_pieces_and_complete_hashed,
+    a_broken_upload_request_keeps_what_arrived,
+    resumable_uploads_refuse_bytes_other_than_declared,
+    upload_sessions_end_with_their_transaction_and_leave_no_bytes,
+    racing_pieces_at_one_offset_count_once,
+    a_trickling_upload_request_is_ended_and_keeps_what_it_sent,
         );
     };
 }

@@ -12,6 +12,7 @@ pub mod migrate;
 pub mod publish;
 pub mod ready;
 pub mod repos;
+mod send;
 pub mod serve;
 pub mod stage;
 pub mod tag;

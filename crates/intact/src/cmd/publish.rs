@@ -1,19 +1,15 @@
 //! `intact publish REPO NAME VERSION FILE|DIR...`: one transaction, then one commit. The
 //! files are hashed first; those whose bytes the server already holds (asked with
-//! `POST /api/v1/blobs/missing`) are added by digest, the rest streamed in and checked
-//! against their sha256. Any failure rolls the transaction back, so a half-published version
-//! never exists.
+//! `POST /api/v1/blobs/missing`) are added by digest, the rest streamed in (several at once,
+//! large ones as resumable uploads; see `send`) and checked against their sha256. Any failure
+//! rolls the transaction back, so a half-published version never exists.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
-use futures::StreamExt;
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use intact_core::{ContentDiff, DigestHasher, FileEntry, FilePath, Manifest};
 use serde_json::{Value, json};
-use tokio_util::io::ReaderStream;
 
 use crate::ServerArgs;
 use crate::client::{Client, encode_path};
@@ -44,6 +40,13 @@ pub struct Args {
     /// Wait this long for another publisher holding the same version.
     #[arg(long, default_value_t = 0)]
     wait_seconds: u64,
+    /// How many files to send at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    jobs: u16,
+    /// Files of at least this many bytes are sent as resumable uploads: a broken connection
+    /// or a server error resumes where it stopped instead of starting the file over.
+    #[arg(long, default_value_t = 32 << 20, value_name = "BYTES")]
+    resumable_from: u64,
     /// Print `{"created": bool, "manifest": {...}}` (the committed manifest as the server
     /// returns it; `created` false when the version was already published with this
     /// content) as one JSON document instead of text; no progress bars.
@@ -272,7 +275,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         hashed: &hashed,
         stamps: &stamps,
     };
-    let sent = match upload_all(&client, &id, &local, missing, args.json).await {
+    let sent = match upload_all(&client, &id, &local, missing, &args).await {
         Ok(sent) => sent,
         Err(e) => {
             let _ = client
@@ -324,15 +327,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// What a publish sent, and what it added by digest instead.
-#[derive(Default)]
-struct Sent {
-    uploaded_files: u64,
-    uploaded_bytes: u64,
-    reused_files: u64,
-    reused_bytes: u64,
-}
-
 /// The digests among `local` the server does not hold, asked 10,000 at a time. A server
 /// without the endpoint (an older intact) holds nothing as far as this publish knows.
 async fn missing_on_server(
@@ -368,52 +362,6 @@ async fn missing_on_server(
     Ok(missing)
 }
 
-/// Adds `path` by the digest of bytes the server holds; `false` when it turns out not to
-/// hold them (swept since it said so): the caller uploads them.
-async fn add_by_digest(client: &Client, id: &str, path: &str, entry: &FileEntry) -> anyhow::Result<bool> {
-    let url = client.url(&format!("/api/v1/transactions/{id}/files/{}", encode_path(path)));
-    let resp = client
-        .http
-        .put(url)
-        .header("x-blob-sha256", entry.sha256.to_hex())
-        .header(reqwest::header::CONTENT_LENGTH, 0)
-        .send()
-        .await
-        .with_context(|| format!("adding {path} by digest"))?;
-    if resp.status() == reqwest::StatusCode::CONFLICT {
-        let body: Value = resp.json().await.unwrap_or_default();
-        if body["error"] == "blob_not_stored" {
-            return Ok(false);
-        }
-        bail!(
-            "adding {path} by digest: {}",
-            body["message"].as_str().unwrap_or("refused")
-        );
-    }
-    if resp.status().is_server_error() {
-        // The stored copy may be damaged (an upload heals it) or the server busy: upload.
-        eprintln!(
-            "{path}: the server could not add it by digest ({}); uploading it",
-            resp.status()
-        );
-        return Ok(false);
-    }
-    let staged: Value = Client::check(resp)
-        .await
-        .with_context(|| format!("adding {path} by digest"))?
-        .json()
-        .await?;
-    if staged["sha256"].as_str() != Some(entry.sha256.to_hex().as_str()) || staged["size"].as_u64() != Some(entry.size)
-    {
-        bail!(
-            "{path}: the server staged {staged}, not the file's {} bytes with sha256 {}",
-            entry.size,
-            entry.sha256
-        );
-    }
-    Ok(true)
-}
-
 /// What `--json` prints: the committed manifest, and whether this publish created it.
 fn report(created: bool, manifest: Value) -> anyhow::Result<()> {
     super::print_json(&json!({"created": created, "manifest": manifest}))
@@ -438,82 +386,31 @@ struct Local<'a> {
     stamps: &'a [Stamp],
 }
 
+/// Sends the files into transaction `id` (see `send`).
 async fn upload_all(
     client: &Client,
     id: &str,
     local: &Local<'_>,
-    mut missing: std::collections::HashSet<intact_core::Digest>,
-    json: bool,
-) -> anyhow::Result<Sent> {
-    let bars = super::bars(json).then(MultiProgress::new);
-    let style = ProgressStyle::with_template("{msg:30!} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
-    let mut sent = Sent::default();
-    for (((path, local), entry), hashed_at) in local.files.iter().zip(local.hashed).zip(local.stamps) {
-        // Unchanged since it was hashed (else its new bytes are uploaded), and held by the
-        // server for this caller.
-        let unchanged = hashed_at.is_some() && stamp(local) == *hashed_at;
-        if unchanged && !missing.contains(&entry.sha256) && add_by_digest(client, id, path, entry).await? {
-            sent.reused_files += 1;
-            sent.reused_bytes += entry.size;
-            if bars.is_none() {
-                eprintln!("{path}: already stored (sha256 {}), added by digest", entry.sha256);
-            }
-            continue;
-        }
-        let file = tokio::fs::File::open(local)
-            .await
-            .with_context(|| format!("opening {}", local.display()))?;
-        let size = file.metadata().await?.len();
-        let bar = bars.as_ref().map(|m| {
-            let b = m.add(ProgressBar::new(size));
-            b.set_style(style.clone());
-            b.set_message(path.clone());
-            b
-        });
-        let hasher = Arc::new(Mutex::new(DigestHasher::new()));
-        let h = hasher.clone();
-        let b2 = bar.clone();
-        let stream = ReaderStream::with_capacity(file, 256 * 1024).map(move |chunk| {
-            if let Ok(c) = &chunk {
-                if let Ok(mut h) = h.lock() {
-                    h.update(c);
-                }
-                if let Some(b) = &b2 {
-                    b.inc(c.len() as u64);
-                }
-            }
-            chunk
-        });
-        let url = client.url(&format!("/api/v1/transactions/{id}/files/{}", encode_path(path)));
-        let resp = client
-            .http
-            .put(url)
-            .header(reqwest::header::CONTENT_LENGTH, size)
-            .body(reqwest::Body::wrap_stream(stream))
-            .send()
-            .await
-            .with_context(|| format!("uploading {path}"))?;
-        let staged: Value = Client::check(resp)
-            .await
-            .with_context(|| format!("uploading {path}"))?
-            .json()
-            .await?;
-        let local_digest = hasher.lock().map(|h| h.clone().finish().to_hex()).unwrap_or_default();
-        let remote = staged["sha256"].as_str().unwrap_or_default();
-        if remote != local_digest {
-            bail!("{path}: server stored sha256 {remote}, but the file hashes to {local_digest}");
-        }
-        sent.uploaded_files += 1;
-        sent.uploaded_bytes += size;
-        // Stored now: a later file with the same bytes is added by digest.
-        if local_digest == entry.sha256.to_hex() {
-            missing.remove(&entry.sha256);
-        }
-        match bar {
-            Some(b) => b.finish(),
-            None => eprintln!("uploaded {path} ({}, sha256 {local_digest})", super::size(size)),
-        }
-    }
-    Ok(sent)
+    missing: std::collections::HashSet<intact_core::Digest>,
+    args: &Args,
+) -> anyhow::Result<super::send::Sent> {
+    let jobs: Vec<super::send::Job<'_>> = local
+        .files
+        .iter()
+        .zip(local.hashed)
+        .zip(local.stamps)
+        .map(|(((path, file), entry), hashed_at)| super::send::Job {
+            path,
+            local: file,
+            entry,
+            // Unchanged since it was hashed (else its new bytes are uploaded).
+            unchanged: hashed_at.is_some() && stamp(file) == *hashed_at,
+        })
+        .collect();
+    let options = super::send::Options {
+        jobs: usize::from(args.jobs),
+        resumable_from: args.resumable_from,
+        json: args.json,
+    };
+    super::send::send_all(client, id, &jobs, &missing, &options).await
 }

@@ -16,6 +16,7 @@ mod observability;
 mod openapi;
 mod power_loss;
 mod replicas;
+mod resumable;
 mod scale_out;
 mod shutdown;
 mod staging;

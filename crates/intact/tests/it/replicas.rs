@@ -516,3 +516,84 @@ fn cold_staging_over_three_replicas_costs_one_upstream_download_per_file() {
     }
     assert_eq!(r.staging_upstream.gets(&bin), 1, "served from the store after that");
 }
+
+/// A resumable upload started on one replica continues on another: the session lives in the
+/// shared catalog and its pieces in the bucket, never on a replica's disk.
+#[test]
+fn a_resumable_upload_continues_on_another_replica() {
+    let r = Replicas::start(2);
+    let (a, b) = (r.base(0), r.base(1));
+    let content = harness::pattern(42, (10 << 20) + 777);
+    let split = (9 << 20) + 5;
+    let sha: String = {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(&content)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect()
+    };
+    r.rt.block_on(async {
+        let http = &r.http;
+        let t: Value = http
+            .post(format!("{a}/api/v1/repos/files/transactions"))
+            .json(&json!({"name": "moved", "version": "1"}))
+            .send()
+            .await
+            .expect("txn")
+            .json()
+            .await
+            .expect("json");
+        let id = t["id"].as_str().expect("id").to_owned();
+        let started = http
+            .post(format!("{a}/api/v1/transactions/{id}/uploads"))
+            .json(&json!({"path": "f.bin", "size": content.len(), "sha256": sha}))
+            .send()
+            .await
+            .expect("start");
+        assert_eq!(started.status(), StatusCode::CREATED);
+        let location = started.headers()["location"].to_str().expect("ascii").to_owned();
+        let first = http
+            .patch(format!("{a}{location}"))
+            .body(content[..split].to_vec())
+            .send()
+            .await
+            .expect("first part on replica 0");
+        assert_eq!(first.status(), StatusCode::ACCEPTED);
+        let head = http
+            .head(format!("{b}{location}"))
+            .send()
+            .await
+            .expect("head on replica 1");
+        assert_eq!(head.status(), StatusCode::OK);
+        assert_eq!(head.headers()["upload-offset"], split.to_string().as_str());
+        let rest = http
+            .patch(format!("{b}{location}"))
+            .header(
+                "content-range",
+                format!("bytes {split}-{}/{}", content.len() - 1, content.len()),
+            )
+            .body(content[split..].to_vec())
+            .send()
+            .await
+            .expect("rest on replica 1");
+        assert_eq!(rest.status(), StatusCode::ACCEPTED, "{}", r.troubles());
+        let staged: Value = http
+            .put(format!("{b}{location}"))
+            .send()
+            .await
+            .expect("complete")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(staged["sha256"], json!(sha), "{staged}");
+        let commit = http
+            .post(format!("{a}/api/v1/transactions/{id}/commit"))
+            .send()
+            .await
+            .expect("commit");
+        assert_eq!(commit.status(), StatusCode::CREATED);
+    });
+    let (status, got) = get(&b, "/api/v1/repos/files/moved/@v/1/f.bin").join().expect("get");
+    assert_eq!(status, StatusCode::OK);
+    assert!(got == content, "the bytes read back");
+}

@@ -39,6 +39,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (7, "hooks", include_str!("../../../migrations/postgres/0007_hooks.sql")),
     (8, "tags", include_str!("../../../migrations/postgres/0008_tags.sql")),
+    (
+        9,
+        "upload_sessions",
+        include_str!("../../../migrations/postgres/0009_upload_sessions.sql"),
+    ),
 ];
 
 pub(super) async fn run(pool: &PgPool) -> Result<()> {

@@ -40,6 +40,7 @@ mod flights;
 mod hooks;
 mod migrate;
 mod rows;
+mod sessions;
 mod sweeper;
 mod tags;
 mod tokens;
@@ -340,6 +341,39 @@ impl Catalog for PostgresCatalog {
 
     async fn uploads_in_flight(&self, txn: &TxnId) -> Result<u64> {
         self.bounded("uploads in flight", uploads::in_flight(self, txn)).await
+    }
+
+    async fn create_upload_session(&self, session: &crate::catalog::UploadSession) -> Result<()> {
+        self.bounded("upload session", sessions::create(self, session)).await
+    }
+
+    async fn upload_session(&self, upload: &str) -> Result<crate::catalog::UploadSession> {
+        self.bounded("upload session", sessions::get(self, upload)).await
+    }
+
+    async fn upload_pieces(&self, upload: &str) -> Result<Vec<crate::catalog::UploadPiece>> {
+        self.bounded("upload session", sessions::pieces(self, upload)).await
+    }
+
+    async fn add_upload_piece(&self, upload: &str, piece: &crate::catalog::UploadPiece) -> Result<u64> {
+        self.bounded("upload session", sessions::add_piece(self, upload, piece))
+            .await
+    }
+
+    async fn discard_upload_session(&self, upload: &str) -> Result<bool> {
+        self.bounded("upload session", sessions::discard(self, upload)).await
+    }
+
+    async fn discard_finished_upload_sessions(&self) -> Result<u64> {
+        self.bounded("upload session", sessions::discard_finished(self)).await
+    }
+
+    async fn ended_upload_sessions(&self, limit: u32) -> Result<Vec<String>> {
+        self.bounded("upload session", sessions::ended(self, limit)).await
+    }
+
+    async fn forget_upload_sessions(&self, uploads: &[String]) -> Result<()> {
+        self.bounded("upload session", sessions::forget(self, uploads)).await
     }
 
     async fn last_event_seq(&self) -> Result<i64> {

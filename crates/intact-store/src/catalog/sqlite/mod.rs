@@ -37,6 +37,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../../../migrations/sqlite/0008_listing_covering.sql")),
     (9, include_str!("../../../migrations/sqlite/0009_hooks.sql")),
     (10, include_str!("../../../migrations/sqlite/0010_tags.sql")),
+    (11, include_str!("../../../migrations/sqlite/0011_upload_sessions.sql")),
 ];
 
 const SWEEP_BATCH: i64 = 500;
@@ -184,6 +185,7 @@ mod flights;
 mod group;
 mod hooks;
 mod rows;
+mod sessions;
 mod sweeper;
 mod tags;
 mod tokens;
@@ -304,6 +306,38 @@ impl Catalog for SqliteCatalog {
 
     async fn uploads_in_flight(&self, txn: &TxnId) -> Result<u64> {
         uploads::in_flight(self, txn).await
+    }
+
+    async fn create_upload_session(&self, session: &crate::catalog::UploadSession) -> Result<()> {
+        sessions::create(self, session).await
+    }
+
+    async fn upload_session(&self, upload: &str) -> Result<crate::catalog::UploadSession> {
+        sessions::get(self, upload).await
+    }
+
+    async fn upload_pieces(&self, upload: &str) -> Result<Vec<crate::catalog::UploadPiece>> {
+        sessions::pieces(self, upload).await
+    }
+
+    async fn add_upload_piece(&self, upload: &str, piece: &crate::catalog::UploadPiece) -> Result<u64> {
+        sessions::add_piece(self, upload, piece).await
+    }
+
+    async fn discard_upload_session(&self, upload: &str) -> Result<bool> {
+        sessions::discard(self, upload).await
+    }
+
+    async fn discard_finished_upload_sessions(&self) -> Result<u64> {
+        sessions::discard_finished(self).await
+    }
+
+    async fn ended_upload_sessions(&self, limit: u32) -> Result<Vec<String>> {
+        sessions::ended(self, limit).await
+    }
+
+    async fn forget_upload_sessions(&self, uploads: &[String]) -> Result<()> {
+        sessions::forget(self, uploads).await
     }
 
     async fn last_event_seq(&self) -> Result<i64> {
