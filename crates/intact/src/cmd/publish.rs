@@ -47,6 +47,16 @@ pub struct Args {
     /// or a server error resumes where it stopped instead of starting the file over.
     #[arg(long, default_value_t = 32 << 20, value_name = "BYTES")]
     resumable_from: u64,
+    /// Make the version by editing VERSION (usually with version `auto`): it starts with
+    /// VERSION's files and metadata; only files whose bytes differ are sent, and files of
+    /// VERSION missing here are dropped (kept with --keep-missing). --meta/--metadata-json
+    /// replace the metadata.
+    #[arg(long, value_name = "VERSION")]
+    from: Option<String>,
+    /// With --from: keep the base version's files that are not given here (publish only the
+    /// files that changed, e.g. the frames a farm re-rendered).
+    #[arg(long, requires = "from")]
+    keep_missing: bool,
     /// Print `{"created": bool, "manifest": {...}}` (the committed manifest as the server
     /// returns it; `created` false when the version was already published with this
     /// content) as one JSON document instead of text; no progress bars.
@@ -226,8 +236,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             hashed.iter().map(|f| f.sha256).collect()
         }
     };
-    let mut body =
-        json!({"name": args.name, "version": args.version, "metadata": meta, "wait_seconds": args.wait_seconds});
+    let mut body = json!({"name": args.name, "version": args.version, "wait_seconds": args.wait_seconds});
+    // An edit keeps its base's metadata unless told otherwise.
+    let metadata_given = !args.meta.is_empty() || args.metadata_json.is_some();
+    if args.from.is_none() || metadata_given {
+        body["metadata"] = meta.clone();
+    }
+    if let Some(from) = &args.from {
+        body["from_version"] = json!(from);
+    }
     if let Some(k) = &args.idempotency_key {
         body["idempotency_key"] = json!(k);
     }
@@ -242,7 +259,22 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         // anything else was never published, and saying so is the only honest answer.
         let existing: Manifest =
             serde_json::from_value(m.clone()).context("reading the manifest the idempotency key published")?;
-        let diff = ContentDiff::between(&existing.files, &existing.metadata, &hashed, &meta);
+        let diff = match &args.from {
+            // An edit's version holds its base's other files and metadata as well: only what
+            // this run gives must be in it as given.
+            Some(_) => {
+                let given: Vec<FileEntry> = existing
+                    .files
+                    .iter()
+                    .filter(|f| args.keep_missing && !hashed.iter().any(|h| h.path == f.path))
+                    .cloned()
+                    .chain(hashed.iter().cloned())
+                    .collect();
+                let metadata = if metadata_given { &meta } else { &existing.metadata };
+                ContentDiff::between(&existing.files, &existing.metadata, &given, metadata)
+            }
+            None => ContentDiff::between(&existing.files, &existing.metadata, &hashed, &meta),
+        };
         if !diff.is_empty() {
             bail!(
                 "idempotency key {:?} already published {}/{}@{} with different content ({diff}); nothing was published: use a new key for new content",
@@ -270,12 +302,25 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if status == reqwest::StatusCode::OK {
         eprintln!("resuming transaction {id}");
     }
+    // An edit (or a resumed transaction) already holds some files: only the others are sent,
+    // and with --from, files it holds that are not given here are dropped.
+    let edit = Edit::of(&txn, &hashed, &args)?;
+    let keep = |i: &usize| !edit.unchanged.contains(i);
+    let (files_to_send, hashed_to_send, stamps_to_send): (Vec<_>, Vec<_>, Vec<_>) = (
+        (0..files.len()).filter(keep).map(|i| files[i].clone()).collect(),
+        (0..files.len()).filter(keep).map(|i| hashed[i].clone()).collect(),
+        (0..files.len()).filter(keep).map(|i| stamps[i]).collect(),
+    );
     let local = Local {
-        files: &files,
-        hashed: &hashed,
-        stamps: &stamps,
+        files: &files_to_send,
+        hashed: &hashed_to_send,
+        stamps: &stamps_to_send,
     };
-    let sent = match upload_all(&client, &id, &local, missing, &args).await {
+    let sent = match edit.drop_files(&client, &id).await {
+        Ok(()) => upload_all(&client, &id, &local, missing, &args).await,
+        Err(e) => Err(e),
+    };
+    let sent = match sent {
         Ok(sent) => sent,
         Err(e) => {
             let _ = client
@@ -300,6 +345,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             "manifest": manifest,
             "uploaded": {"files": sent.uploaded_files, "bytes": sent.uploaded_bytes},
             "already_stored": {"files": sent.reused_files, "bytes": sent.reused_bytes},
+            "carried": {"files": edit.carried},
+            "dropped": {"files": edit.dropped.len()},
         }))?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -309,8 +356,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .flatten()
         .filter_map(|f| f["size"].as_u64())
         .sum();
+    let edited = match &args.from {
+        Some(from) => format!(
+            "; from {from}: {} carried, {} dropped",
+            super::count(edit.carried, "file"),
+            super::count(edit.dropped.len() as u64, "file")
+        ),
+        None => String::new(),
+    };
     println!(
-        "{} {}/{}@{}: {}, {} ({} uploaded, {} already stored)",
+        "{} {}/{}@{}: {}, {} ({} uploaded, {} already stored{edited})",
         if created {
             "published"
         } else {
@@ -319,7 +374,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.repo,
         args.name,
         version,
-        super::count(files.len() as u64, "file"),
+        super::count(manifest["files"].as_array().map_or(0, Vec::len) as u64, "file"),
         super::size(total),
         super::size(sent.uploaded_bytes),
         super::count(sent.reused_files, "file"),
@@ -413,4 +468,67 @@ async fn upload_all(
         json: args.json,
     };
     super::send::send_all(client, id, &jobs, &missing, &options).await
+}
+
+/// What a transaction that starts with files (an edit's base, or what a resumed transaction
+/// staged) needs: which local files it holds already, byte for byte, and which of its files
+/// to drop.
+struct Edit {
+    /// Indexes of local files the transaction holds with the same sha256: not sent.
+    unchanged: std::collections::HashSet<usize>,
+    /// How many of those.
+    carried: u64,
+    /// Paths it holds that are not given here, dropped (an edit without --keep-missing).
+    dropped: Vec<String>,
+}
+
+impl Edit {
+    fn of(txn: &Value, local: &[FileEntry], args: &Args) -> anyhow::Result<Self> {
+        let held: std::collections::HashMap<&str, &str> = txn["files"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| Some((f["path"].as_str()?, f["sha256"].as_str()?)))
+            .collect();
+        let unchanged: std::collections::HashSet<usize> = local
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| held.get(f.path.as_str()) == Some(&f.sha256.to_hex().as_str()))
+            .map(|(i, _)| i)
+            .collect();
+        let given: std::collections::HashSet<&str> = local.iter().map(|f| f.path.as_str()).collect();
+        let dropped = if args.keep_missing {
+            Vec::new()
+        } else {
+            let mut d: Vec<String> = held
+                .keys()
+                .filter(|p| !given.contains(*p))
+                .map(|p| (*p).to_owned())
+                .collect();
+            d.sort();
+            d
+        };
+        Ok(Self {
+            carried: unchanged.len() as u64,
+            unchanged,
+            dropped,
+        })
+    }
+
+    async fn drop_files(&self, client: &Client, id: &str) -> anyhow::Result<()> {
+        for path in &self.dropped {
+            let url = client.url(&format!("/api/v1/transactions/{id}/files/{}", encode_path(path)));
+            let resp = client
+                .http
+                .delete(&url)
+                .send()
+                .await
+                .with_context(|| format!("DELETE {url}"))?;
+            // Gone already (a retried edit): what was asked holds.
+            if resp.status() != reqwest::StatusCode::NOT_FOUND {
+                Client::check(resp).await.with_context(|| format!("dropping {path}"))?;
+            }
+        }
+        Ok(())
+    }
 }

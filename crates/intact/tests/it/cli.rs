@@ -846,6 +846,133 @@ fn republishing_a_sequence_uploads_only_the_changed_frames() {
     assert!(out.contains("(15 bytes uploaded, 199 files already stored)"), "{out}");
 }
 
+/// `intact publish --from`: a version by editing another sends only the frames whose bytes
+/// changed and drops frames no longer given (kept with --keep-missing); a re-run of the same
+/// job (same key) is the same version; `intact tag` moves `hero` only from where it was
+/// expected, and `intact get --tag` downloads what it points at.
+#[test]
+fn publishing_by_edit_sends_only_changes_and_tags_move_by_compare_and_swap() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), None, &[]);
+    let seq = dir.path().join("seq");
+    std::fs::create_dir_all(&seq).expect("mkdir");
+    let frames: u64 = 200;
+    let frame = |seed: u64| harness::pattern(2 * seed, 4096);
+    for i in 0..frames {
+        std::fs::write(seq.join(format!("f{i:04}.exr")), frame(i)).expect("write");
+    }
+    let seq_s = seq.to_str().expect("utf8");
+    let run = |args: &[&str]| {
+        let (ok, out, err) = intact(&server, args);
+        assert!(ok, "{args:?}: {out}{err}");
+        out
+    };
+    let json = |out: String| serde_json::from_str::<serde_json::Value>(&out).unwrap_or_else(|e| panic!("{out}: {e}"));
+    run(&["publish", "files", "seq/plate", "auto", seq_s, "--meta", "shot=010"]);
+
+    // Eleven frames re-rendered, one frame gone.
+    for i in (0..frames).step_by(19) {
+        std::fs::write(seq.join(format!("f{i:04}.exr")), frame(10_000 + i)).expect("write");
+    }
+    std::fs::remove_file(seq.join("f0199.exr")).expect("rm");
+    let edit = json(run(&[
+        "publish",
+        "files",
+        "seq/plate",
+        "auto",
+        seq_s,
+        "--from",
+        "1",
+        "--idempotency-key",
+        "job-77",
+        "--json",
+    ]));
+    assert_eq!(edit["manifest"]["version"], "2", "{edit}");
+    assert_eq!(edit["uploaded"]["files"], 11, "{edit}");
+    assert_eq!(edit["uploaded"]["bytes"], 11 * 4096, "{edit}");
+    assert_eq!(
+        edit["already_stored"]["files"], 0,
+        "unchanged frames are not even named: {edit}"
+    );
+    assert_eq!(edit["carried"]["files"], frames - 12, "{edit}");
+    assert_eq!(edit["dropped"]["files"], 1, "{edit}");
+    assert_eq!(edit["manifest"]["files"].as_array().map(Vec::len), Some(199));
+    assert_eq!(
+        edit["manifest"]["metadata"],
+        serde_json::json!({"shot": "010"}),
+        "the base's metadata is kept"
+    );
+    println!(
+        "edit of a {frames}-frame sequence with 11 frames changed sent {} bytes",
+        edit["uploaded"]["bytes"]
+    );
+    // The farm retries the job: the same version, nothing sent.
+    let again = json(run(&[
+        "publish",
+        "files",
+        "seq/plate",
+        "auto",
+        seq_s,
+        "--from",
+        "1",
+        "--idempotency-key",
+        "job-77",
+        "--json",
+    ]));
+    assert_eq!(
+        (again["created"].clone(), again["manifest"]["version"].clone()),
+        (false.into(), "2".into()),
+        "{again}"
+    );
+
+    // Only the re-rendered frames, the rest kept.
+    let only = dir.path().join("only");
+    std::fs::create_dir_all(&only).expect("mkdir");
+    std::fs::write(only.join("f0005.exr"), frame(20_005)).expect("write");
+    let kept = json(run(&[
+        "publish",
+        "files",
+        "seq/plate",
+        "auto",
+        only.to_str().expect("utf8"),
+        "--from",
+        "2",
+        "--keep-missing",
+        "--json",
+    ]));
+    assert_eq!(kept["manifest"]["files"].as_array().map(Vec::len), Some(199), "{kept}");
+    assert_eq!(
+        (kept["uploaded"]["files"].clone(), kept["dropped"]["files"].clone()),
+        (1.into(), 0.into())
+    );
+
+    // Tags: created only when absent, moved only from where expected.
+    run(&["tag", "move", "files", "seq/plate", "hero", "2", "--expect", "none"]);
+    let (ok, out, err) = intact(
+        &server,
+        &["tag", "move", "files", "seq/plate", "hero", "3", "--expect", "1"],
+    );
+    assert!(!ok && err.contains("points at 2"), "{out}{err}");
+    let out = run(&["tag", "move", "files", "seq/plate", "hero", "3", "--expect", "2"]);
+    assert!(out.contains("hero: 2 -> 3"), "{out}");
+    let shown = run(&["tag", "show", "files", "seq/plate"]);
+    assert!(shown.starts_with("hero\t3\t"), "{shown}");
+    let history = run(&["tag", "history", "files", "seq/plate", "hero"]);
+    assert_eq!(history.lines().count(), 2, "{history}");
+    let dest = dir.path().join("out");
+    run(&[
+        "get",
+        "files",
+        "seq/plate",
+        "--tag",
+        "hero",
+        "--out",
+        dest.to_str().expect("utf8"),
+    ]);
+    assert_eq!(std::fs::read(dest.join("f0005.exr")).expect("read"), frame(20_005));
+    assert_eq!(std::fs::read(dest.join("f0019.exr")).expect("read"), frame(10_019));
+}
+
 /// `intact import-files`: a directory the server reads (inside its `[import] allowed_roots`)
 /// becomes one version, paths relative to the directory, the bytes taken in by the server;
 /// `--json` reports the manifest and how each file came in; a source outside the roots is
