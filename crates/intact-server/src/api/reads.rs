@@ -209,17 +209,27 @@ pub(crate) async fn read(
     let Path((repo, rest)) = path?;
     let repo = repo_or_404(&state, &repo)?;
     let private = needed_a_token(&request, repo);
-    // A read through a tag answers as the read of its version, marked as moving.
-    let (target, tagged) = match parse_target(&rest, NameGrammar::of(repo))? {
+    // A read through a tag answers as the read of its version in the repo that holds the tag
+    // (in a group, the member that has it: another member may hold other content under the
+    // same version string), marked as moving.
+    let (target, tagged, repo) = match parse_target(&rest, NameGrammar::of(repo))? {
         ReadTarget::TaggedManifest(name, tag) => {
-            let version = super::tags::find(&state, repo, &name, &tag).await?.version;
-            (ReadTarget::Manifest(name, version.clone()), Some(version))
+            let (member, record) = super::tags::find(&state, repo, &name, &tag).await?;
+            (
+                ReadTarget::Manifest(name, record.version.clone()),
+                Some(record.version),
+                member,
+            )
         }
         ReadTarget::TaggedFile(name, tag, path) => {
-            let version = super::tags::find(&state, repo, &name, &tag).await?.version;
-            (ReadTarget::File(name, version.clone(), path), Some(version))
+            let (member, record) = super::tags::find(&state, repo, &name, &tag).await?;
+            (
+                ReadTarget::File(name, record.version.clone(), path),
+                Some(record.version),
+                member,
+            )
         }
-        other => (other, None),
+        other => (other, None, repo),
     };
     // The path a prepared answer is kept by (see `prepared`), when this read may make one:
     // the full path, as the front door sees it. Never for a read through a tag: the tag may
@@ -246,7 +256,7 @@ pub(crate) async fn read(
     )
     .await;
     match (tagged, resp) {
-        (Some(version), Ok(resp)) => Ok(tagged_answer(resp, repo, &rest, &version)),
+        (Some(version), Ok(resp)) => Ok(tagged_answer(resp, repo, &rest, &version, private)),
         (_, resp) => resp,
     }
 }
@@ -263,7 +273,7 @@ pub(crate) async fn write(
     let repo = repo_or_404(&state, &repo)?;
     match parse_target(&rest, NameGrammar::of(repo))? {
         ReadTarget::Tag(name, tag) => super::tags::put(&state, repo, caller.as_deref(), name, tag, body).await,
-        _ => Err(not_writable()),
+        _ => Err(not_writable("PUT")),
     }
 }
 
@@ -287,26 +297,30 @@ pub(crate) async fn remove(
             let Query(q) = query?;
             super::tags::delete(&state, repo, caller.as_deref(), name, tag, q.expect).await
         }
-        _ => Err(not_writable()),
+        _ => Err(not_writable("DELETE")),
     }
 }
 
 /// Versions are written through transactions, never in place.
-fn not_writable() -> ApiError {
+fn not_writable(method: &str) -> ApiError {
     ApiError::Coded {
         status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
         code: "method_not_allowed",
-        message: "only tags ({name}/@tags/{tag}) are written here: versions are published through \
-                  POST /api/v1/repos/{repo}/transactions"
-            .to_owned(),
+        message: format!(
+            "{method} is not allowed here: only tags ({{name}}/@tags/{{tag}}) are written under a repo; \
+             versions are immutable, published through POST /api/v1/repos/{{repo}}/transactions"
+        ),
     }
 }
 
 /// Marks an answer read through a tag: which version it is (`x-intact-version`, and
 /// `Content-Location` for a manifest) and that it moves (`no-cache`).
-fn tagged_answer(mut resp: Response, repo: &RepoConfig, rest: &str, version: &Version) -> Response {
+fn tagged_answer(mut resp: Response, repo: &RepoConfig, rest: &str, version: &Version, private: bool) -> Response {
     let h = resp.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(if private { "private, no-cache" } else { "no-cache" }),
+    );
     if let Ok(v) = HeaderValue::from_str(version.as_str()) {
         h.insert("x-intact-version", v);
     }

@@ -111,16 +111,18 @@ pub(crate) async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// Where `tag` points, in `repo` or (a group) the first member that has it.
-pub(crate) async fn find(
-    state: &AppState,
-    repo: &RepoConfig,
+/// Where `tag` points, and the repo that holds it: `repo`, or (a group) the first member
+/// that has it, whose version is the one meant (another member may hold other content under
+/// the same version string).
+pub(crate) async fn find<'a>(
+    state: &'a AppState,
+    repo: &'a RepoConfig,
     name: &Name,
     tag: &Tag,
-) -> ApiResult<intact_store::TagRecord> {
+) -> ApiResult<(&'a RepoConfig, intact_store::TagRecord)> {
     for member in state.members(repo) {
         if let Some(record) = state.store.catalog().tag(&member.name, name, tag).await? {
-            return Ok(record);
+            return Ok((member, record));
         }
     }
     Err(ApiError::NotFound(format!("tag {tag} of {}/{name}", repo.name)))
@@ -128,7 +130,7 @@ pub(crate) async fn find(
 
 /// `GET {name}/@tags/{tag}`.
 pub(crate) async fn get(state: &AppState, repo: &RepoConfig, name: &Name, tag: &Tag) -> ApiResult<Response> {
-    let record = find(state, repo, name, tag).await?;
+    let (_, record) = find(state, repo, name, tag).await?;
     Ok(no_cache(Json(record).into_response()))
 }
 
@@ -160,7 +162,14 @@ pub(crate) async fn history(
     if limit == 0 || limit > MAX_HISTORY_PAGE {
         return Err(ApiError::bad("limit", format!("must be 1-{MAX_HISTORY_PAGE}")));
     }
-    for member in state.members(repo) {
+    // The member whose tag reads answer (the first that has it); when none has it now, the
+    // first with any history (a removed tag's moves).
+    let holders = match find(state, repo, name, tag).await {
+        Ok((member, _)) => vec![member],
+        Err(ApiError::NotFound(_)) => state.members(repo),
+        Err(e) => return Err(e),
+    };
+    for member in holders {
         let history = state
             .store
             .catalog()

@@ -248,3 +248,75 @@ async fn racing_pipelines_moving_hero_have_one_winner() {
         assert_eq!(statuses.iter().filter(|s| **s == StatusCode::CONFLICT).count(), 1);
     }
 }
+
+/// In a group, a read through a tag answers from the member that holds the tag, even when an
+/// earlier member holds other content under the same version string; its history is that
+/// member's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_reads_a_tag_from_the_member_that_holds_it() {
+    let config = intact_server::config::Config::from_toml(
+        r#"
+[[repo]]
+name = "a"
+kind = "hosted"
+format = "generic"
+
+[[repo]]
+name = "b"
+kind = "hosted"
+format = "generic"
+
+[[repo]]
+name = "g"
+kind = "group"
+format = "generic"
+members = ["a", "b"]
+"#,
+    )
+    .expect("config");
+    let s = Server::start_with(config).await;
+    for (repo, bytes) in [("a", "from a"), ("b", "from b, approved")] {
+        let (status, v) = s.create_in(repo, json!({"name": "tool", "version": "1.0"})).await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        let id = str_of(&v, "id");
+        assert_eq!(s.put(&id, "a.txt", bytes).await.0, StatusCode::CREATED);
+        assert_eq!(s.commit(&id).await.0, StatusCode::CREATED);
+    }
+    let tag = |repo: &str, body: Value| {
+        let url = s.url(&format!("/api/v1/repos/{repo}/tool/@tags/approved"));
+        let http = s.http.clone();
+        async move { json_of(http.put(url).json(&body).send().await.expect("tag")).await }
+    };
+    assert_eq!(tag("b", json!({"version": "1.0"})).await.0, StatusCode::OK);
+    let resp = s
+        .http
+        .get(s.url("/api/v1/repos/g/tool/@t/approved/a.txt"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.headers()["x-intact-version"], "1.0");
+    assert_eq!(resp.bytes().await.expect("body").as_ref(), b"from b, approved");
+    let resp = s
+        .http
+        .get(s.url("/api/v1/repos/g/tool/@t/approved"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.headers()["content-location"], "/api/v1/repos/b/tool/@v/1.0");
+    // A removed tag of the first member does not speak for the group's tag.
+    assert_eq!(tag("a", json!({"version": "1.0"})).await.0, StatusCode::OK);
+    let resp = s
+        .http
+        .delete(s.url("/api/v1/repos/a/tool/@tags/approved"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let (status, v) = s.get_json("/api/v1/repos/g/tool/@tags/approved/@history").await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["history"].as_array().map(Vec::len), Some(1), "b's history: {v}");
+    assert_eq!(v["history"][0]["version"], json!("1.0"));
+    // Tags are moved in the repo that holds them, not through a group.
+    let got = tag("g", json!({"version": "1.0"})).await;
+    assert_eq!(got.0, StatusCode::BAD_REQUEST, "{}", got.1);
+}
