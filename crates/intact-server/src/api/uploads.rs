@@ -142,9 +142,13 @@ fn content_range(headers: &HeaderMap) -> ApiResult<Option<ContentRange>> {
     if total.is_some_and(|t| end >= t) {
         return Err(ApiError::bad("content-range", "END is past TOTAL"));
     }
+    // END is inclusive: a range up to u64::MAX holds one byte more than a u64 counts.
+    let len = (end - start)
+        .checked_add(1)
+        .ok_or_else(|| ApiError::bad("content-range", "the range holds more bytes than a file can"))?;
     Ok(Some(ContentRange {
         start,
-        len: Some(end - start + 1),
+        len: Some(len),
         total,
     }))
 }
@@ -259,4 +263,41 @@ pub(crate) async fn discard(
     let (id, upload) = ids(path)?;
     state.store.discard_upload(&id, &upload).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue, header};
+
+    use super::content_range;
+
+    fn parse(v: &str) -> Result<Option<(u64, Option<u64>, Option<u64>)>, String> {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_RANGE, HeaderValue::from_str(v).map_err(|e| e.to_string())?);
+        content_range(&h)
+            .map(|r| r.map(|r| (r.start, r.len, r.total)))
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    /// Every spelling either parses to what it says or is a 400 naming the header, never a
+    /// panic (a range ending at u64::MAX overflowed the length).
+    #[test]
+    fn content_ranges_parse_or_are_refused() {
+        assert_eq!(parse("bytes 0-9/20"), Ok(Some((0, Some(10), Some(20)))));
+        assert_eq!(parse("bytes 10-19/*"), Ok(Some((10, Some(10), None))));
+        assert_eq!(parse("5-5"), Ok(Some((5, Some(1), None))));
+        assert_eq!(parse("bytes 1-18446744073709551614"), Ok(Some((1, Some(u64::MAX - 1), None))));
+        for bad in [
+            "bytes 0-18446744073709551615",
+            "bytes 9-0",
+            "bytes 0-20/20",
+            "bytes 0-18446744073709551616",
+            "bytes -1-5",
+            "bytes x-5",
+            "bytes 0-5/x",
+            "",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
 }
