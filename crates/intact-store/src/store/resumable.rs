@@ -309,9 +309,20 @@ impl Store {
         self.end_upload_session(upload).await
     }
 
+    /// Ends the session (it takes no more bytes) and deletes its own pieces. The file is
+    /// staged or discarded by then: a failure to delete is not the caller's failure (a retry
+    /// would find no upload), so it is logged and left to the reaper, which deletes the pieces
+    /// of every ended session. Other sessions' pieces are never the request's work.
     async fn end_upload_session(&self, upload: &str) -> Result<()> {
         self.catalog.discard_upload_session(upload).await?;
-        self.delete_ended_uploads().await?;
+        let ended = [upload.to_owned()];
+        let cleaned = match self.blobs.delete_pieces(upload).await {
+            Ok(_) => self.catalog.forget_upload_sessions(&ended).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = cleaned {
+            tracing::warn!(upload, error = %e, "an ended upload's pieces were not deleted yet; the reaper will");
+        }
         Ok(())
     }
 
