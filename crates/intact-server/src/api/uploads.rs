@@ -273,7 +273,10 @@ mod tests {
 
     fn parse(v: &str) -> Result<Option<(u64, Option<u64>, Option<u64>)>, String> {
         let mut h = HeaderMap::new();
-        h.insert(header::CONTENT_RANGE, HeaderValue::from_str(v).map_err(|e| e.to_string())?);
+        h.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(v).map_err(|e| e.to_string())?,
+        );
         content_range(&h)
             .map(|r| r.map(|r| (r.start, r.len, r.total)))
             .map_err(|e| format!("{e:?}"))
@@ -286,7 +289,10 @@ mod tests {
         assert_eq!(parse("bytes 0-9/20"), Ok(Some((0, Some(10), Some(20)))));
         assert_eq!(parse("bytes 10-19/*"), Ok(Some((10, Some(10), None))));
         assert_eq!(parse("5-5"), Ok(Some((5, Some(1), None))));
-        assert_eq!(parse("bytes 1-18446744073709551614"), Ok(Some((1, Some(u64::MAX - 1), None))));
+        assert_eq!(
+            parse("bytes 1-18446744073709551614"),
+            Ok(Some((1, Some(u64::MAX - 1), None)))
+        );
         for bad in [
             "bytes 0-18446744073709551615",
             "bytes 9-0",

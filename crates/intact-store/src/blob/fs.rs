@@ -53,10 +53,52 @@ struct FsPending {
     /// Where a moved file came from (its directory and name there): put back under that name
     /// if the import fails before the file is stored, so a refused move loses nothing.
     origin: Option<(std::os::fd::OwnedFd, OsString)>,
+    /// A moved file's journal (`<temp>.origin`, holding the path it came from), written
+    /// durably before the move: if the process dies before the file is stored, start-up
+    /// recovery puts it back instead of sweeping it away. Removed once the file is stored or
+    /// put back.
+    journal: Option<PathBuf>,
     _held: Option<Held>,
 }
 
 impl PendingHandle for FsPending {}
+
+/// The journal of a file moved into `temp` (see [`FsPending::journal`]).
+fn journal_of(temp: &Path) -> PathBuf {
+    let mut name = temp.as_os_str().to_owned();
+    name.push(".origin");
+    PathBuf::from(name)
+}
+
+/// Puts a moved file whose import never finished back where its journal says it came from
+/// (a file the caller put there meanwhile stays; then it goes beside it, `.intact-restored`),
+/// and removes the journal. Start-up recovery and the pending sweep call this.
+fn restore_moved(temp: &Path, journal: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let origin = PathBuf::from(std::ffi::OsStr::from_bytes(&std::fs::read(journal)?));
+    if temp.exists() {
+        use std::os::unix::fs::MetadataExt;
+        let mut dest = origin.clone();
+        let here = std::fs::symlink_metadata(temp)?;
+        if let Ok(there) = std::fs::symlink_metadata(&dest) {
+            if (there.dev(), there.ino()) == (here.dev(), here.ino()) {
+                // Put back already (the process died before it removed its own name).
+                std::fs::remove_file(temp)?;
+                return std::fs::remove_file(journal);
+            }
+            let mut name = dest.into_os_string();
+            name.push(format!(".intact-restored-{:08x}", rand::random::<u32>()));
+            dest = PathBuf::from(name);
+        }
+        std::fs::hard_link(temp, &dest)?;
+        if let Some(parent) = dest.parent() {
+            fsync_dir(parent)?;
+        }
+        tracing::warn!(path = %dest.display(), "a file moved in by an import that never finished was put back");
+        std::fs::remove_file(temp)?;
+    }
+    std::fs::remove_file(journal)
+}
 
 impl Drop for FsPending {
     fn drop(&mut self) {
@@ -79,7 +121,16 @@ impl Drop for FsPending {
                 rustix::fs::AtFlags::empty(),
             ) {
                 tracing::warn!(path = %temp.display(), error = %e, "a moved file could not be put back where it came from");
+                // The journal stays: the next sweep tries again rather than lose the file.
+                self.journal = None;
+                if let Some(temp) = self.temp.take() {
+                    let _ = temp.keep();
+                }
+                return;
             }
+        }
+        if let Some(journal) = &self.journal {
+            let _ = std::fs::remove_file(journal);
         }
         // `temp` is removed as it drops, after this.
     }
@@ -252,6 +303,7 @@ impl FsBlobStore {
                 temp: Some(temp),
                 frozen: false,
                 origin: None,
+                journal: None,
                 _held: held,
             },
             file,
@@ -291,6 +343,7 @@ impl FsBlobStore {
             temp: Some(temp),
             frozen: false,
             origin: None,
+            journal: None,
             _held: hold(&self.held, &path),
         };
         let linked = open_no_follow(&path).map_err(|e| Cannot::because("cannot open the linked file", &e))?;
@@ -316,13 +369,24 @@ impl FsBlobStore {
             .dir
             .try_clone()
             .map_err(|e| Cannot::because("cannot hold the source's directory", &e))?;
-        rustix::fs::renameat(&source.dir, source.name.as_os_str(), rustix::fs::CWD, &path)
-            .map_err(|e| Cannot::because("cannot be moved into the store (use copy)", &e.into()))?;
+        // Where it came from, durably, before it moves: a crash before it is stored must not
+        // take the caller's only copy with it.
+        let journal = journal_of(&path);
+        write_journal(&journal, source).map_err(|e| Cannot::because("cannot journal the move", &e))?;
+        let held = hold(&self.held, &path);
+        if let Err(e) = rustix::fs::renameat(&source.dir, source.name.as_os_str(), rustix::fs::CWD, &path) {
+            let _ = std::fs::remove_file(&journal);
+            return Err(Cannot::because("cannot be moved into the store (use copy)", &e.into()));
+        }
+        if let Err(e) = fsync_dir(&self.tmp) {
+            tracing::warn!(error = %e, "the store's tmp dir could not be synced after a move");
+        }
         let pending = FsPending {
             temp: Some(temp),
             frozen: false,
             origin: Some((origin, source.name.clone())),
-            _held: hold(&self.held, &path),
+            journal: Some(journal),
+            _held: held,
         };
         let moved = open_no_follow(&path).map_err(|e| Cannot::because("cannot open the moved file", &e))?;
         check_same_file(&moved, source, same_inode)?;
@@ -378,6 +442,23 @@ fn check_same_file(
             "was replaced while it was being imported (the file found is not the one checked)".to_owned(),
         ))
     }
+}
+
+/// Writes where `source` is (its directory as the kernel knows it, and its name) to
+/// `journal`, durably.
+fn write_journal(journal: &Path, source: &super::LocalSource) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let dir = std::fs::read_link(format!("/proc/self/fd/{}", source.dir.as_raw_fd()))?;
+    let origin = dir.join(&source.name);
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(journal)?;
+    f.write_all(origin.as_os_str().as_bytes())?;
+    f.sync_all()?;
+    if let Some(parent) = journal.parent() {
+        fsync_dir(parent)?;
+    }
+    Ok(())
 }
 
 fn fsync_dir(dir: &Path) -> std::io::Result<()> {
@@ -468,6 +549,7 @@ impl BlobStore for FsBlobStore {
                 temp: Some(temp_path),
                 frozen: false,
                 origin: None,
+                journal: None,
                 _held: held,
             }),
         })
@@ -480,9 +562,8 @@ impl BlobStore for FsBlobStore {
         let quarantine = self.quarantine.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             // Held until the temp file is renamed or removed: `sweep_pending` leaves it alone.
+            // A moved file is put back by `handle`'s drop until it is stored.
             let mut handle = *handle;
-            // Stored from here on (or already stored): a moved file is never put back.
-            handle.origin = None;
             match std::fs::File::open(&target) {
                 // Same content already stored: no second copy (the temp file is removed when
                 // `handle` drops). But the file may be another upload's, renamed into place and
@@ -499,14 +580,21 @@ impl BlobStore for FsBlobStore {
                     };
                     if handle.frozen {
                         persist_frozen(temp, &target, &digest, &quarantine)?;
-                    } else {
-                        temp.persist(&target).map_err(|e| e.error)?;
+                    } else if let Err(e) = temp.persist(&target) {
+                        // Not stored: back to the handle, which puts a moved file back.
+                        handle.temp = Some(e.path);
+                        return Err(e.error);
                     }
                 }
                 Err(e) => return Err(e),
             }
             if let Some(parent) = target.parent() {
                 fsync_dir(parent)?;
+            }
+            // Stored, durably: a moved file is the store's now, never put back.
+            handle.origin = None;
+            if let Some(journal) = handle.journal.take() {
+                let _ = std::fs::remove_file(&journal);
             }
             Ok(())
         })
@@ -532,6 +620,7 @@ impl BlobStore for FsBlobStore {
                         temp: None,
                         frozen: false,
                         origin: None,
+                        journal: None,
                         _held: None,
                     };
                     return Ok(Ok((nothing, digest, size, used)));
@@ -717,6 +806,33 @@ impl BlobStore for FsBlobStore {
                 if held.lock().is_ok_and(|h| h.contains(&entry.file_name())) {
                     continue;
                 }
+                // A moved file's journal: handled with its file (below), or, alone, dropped
+                // once old (its file was stored or put back and the removal was cut short).
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "origin") {
+                    let file = path.with_extension("");
+                    let stale = entry.metadata().and_then(|m| m.modified()).map(|m| m <= cutoff).unwrap_or(true);
+                    let live = file
+                        .file_name()
+                        .is_some_and(|n| held.lock().is_ok_and(|h| h.contains(n)));
+                    if !file.exists() && stale && !live {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    continue;
+                }
+                let journal = journal_of(&path);
+                if journal.exists() {
+                    if held.lock().is_ok_and(|h| h.contains(path.file_name().unwrap_or_default())) {
+                        continue;
+                    }
+                    match restore_moved(&path, &journal) {
+                        Ok(()) => removed += 1,
+                        Err(e) => {
+                            tracing::warn!(path = %path.display(), error = %e, "a file moved in by an unfinished import could not be put back; it stays in the store's tmp dir");
+                        }
+                    }
+                    continue;
+                }
                 let meta = match entry.metadata() {
                     Ok(meta) => meta,
                     // Persisted (renamed into place) or dropped since the listing: not ours.
@@ -724,7 +840,6 @@ impl BlobStore for FsBlobStore {
                     Err(e) => return Err(e),
                 };
                 if meta.modified().map(|m| m <= cutoff).unwrap_or(true) {
-                    let path = entry.path();
                     let res = if meta.is_dir() {
                         std::fs::remove_dir_all(&path)
                     } else {
@@ -931,6 +1046,59 @@ mod tests {
             .arg("-i")
             .arg(dir.path())
             .status();
+    }
+
+    /// A file moved in by an import whose process died before it was stored (no drop ran:
+    /// the pending blob is forgotten) is put back where it came from by the next sweep of
+    /// pending files, which start-up recovery runs; it is never swept away.
+    #[tokio::test]
+    async fn a_moved_file_is_put_back_after_a_crash_before_it_was_stored() {
+        use crate::BlobStore;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FsBlobStore::open(&dir.path().join("data")).await.expect("open");
+        let renders = dir.path().join("renders");
+        std::fs::create_dir_all(&renders).expect("mkdir");
+        let source_path = renders.join("frame.exr");
+        std::fs::write(&source_path, b"the only copy of a frame").expect("write");
+        let source = || {
+            let dir_fd = rustix::fs::open(
+                &renders,
+                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+                rustix::fs::Mode::empty(),
+            )
+            .expect("open dir");
+            super::super::LocalSource {
+                dir: dir_fd,
+                name: "frame.exr".into(),
+                file: std::fs::File::open(&source_path).expect("open file"),
+                shown: source_path.display().to_string(),
+            }
+        };
+        let adopted = store.adopt(source(), ImportMode::Move).await.expect("move");
+        assert!(!source_path.exists(), "moved into the store");
+        // The process dies here; the next one sweeps at start-up.
+        std::mem::forget(adopted);
+        let restarted = FsBlobStore::open(&dir.path().join("data")).await.expect("open");
+        restarted.sweep_pending(Duration::ZERO).await.expect("sweep");
+        assert_eq!(
+            std::fs::read(&source_path).expect("put back"),
+            b"the only copy of a frame"
+        );
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("data/tmp")).expect("tmp").collect();
+        assert!(left.is_empty(), "nothing left in tmp: {left:?}");
+
+        // Stored, then the process dies: the file is the store's, and no journal lingers.
+        let adopted = store.adopt(source(), ImportMode::Move).await.expect("move");
+        let digest = adopted.pending.digest;
+        store.persist(adopted.pending).await.expect("persist");
+        store.sweep_pending(Duration::ZERO).await.expect("sweep");
+        assert!(!source_path.exists());
+        assert_eq!(
+            std::fs::read(store.path_of(&digest)).expect("stored"),
+            b"the only copy of a frame"
+        );
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("data/tmp")).expect("tmp").collect();
+        assert!(left.is_empty(), "nothing left in tmp: {left:?}");
     }
 
     #[test]
