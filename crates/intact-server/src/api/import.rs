@@ -232,6 +232,15 @@ fn open_source(roots: &[PathBuf], excluded: &[PathBuf], shown: String) -> ApiRes
             "{shown}: its directory was moved outside [import] allowed_roots while it was being opened"
         )));
     }
+    // The kernel's pseudo filesystems hold no renders but the server's own secrets
+    // (`/proc/self/environ`: its environment, S3 keys included) and live state: never sources,
+    // whatever root covers them.
+    let fs = rustix::fs::fstatfs(&dir).map_err(|e| unreadable(e.into()))?;
+    if let Some(pseudo) = pseudo_filesystem(i128::from(fs.f_type)) {
+        return Err(forbidden(format!(
+            "{shown}: is on {pseudo}, a kernel pseudo filesystem, never imported"
+        )));
+    }
     // Looked at before it is opened: opening a device or a FIFO can have effects of its own.
     let stat = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| unreadable(e.into()))?;
     let kind = FileType::from_raw_mode(stat.st_mode);
@@ -268,6 +277,24 @@ fn open_source(roots: &[PathBuf], excluded: &[PathBuf], shown: String) -> ApiRes
         file,
         shown,
     })
+}
+
+/// The name of the kernel pseudo filesystem with magic number `f_type` (statfs(2)), if it is
+/// one.
+fn pseudo_filesystem(f_type: i128) -> Option<&'static str> {
+    const PSEUDO: [(i128, &str); 10] = [
+        (0x9fa0, "procfs"),
+        (0x6265_6572, "sysfs"),
+        (0x6462_6720, "debugfs"),
+        (0x7472_6163, "tracefs"),
+        (0x7363_6673, "securityfs"),
+        (0x6367_7270, "cgroup2"),
+        (0x0027_e0eb, "cgroup"),
+        (0x1cd1, "devpts"),
+        (0xcafe_4a11, "bpffs"),
+        (0xde5e_81e4, "efivarfs"),
+    ];
+    PSEUDO.iter().find(|(magic, _)| *magic == f_type).map(|(_, name)| *name)
 }
 
 fn describe(kind: rustix::fs::FileType) -> &'static str {

@@ -613,3 +613,29 @@ async fn importing_needs_publish_rights_on_the_repo() {
     let (status, v) = import_as(Some(&publisher)).await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
 }
+
+/// The kernel's pseudo filesystems are never sources, even under an allowed root: reading
+/// `/proc/self/environ` would publish the server's environment (S3 keys and all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kernel_pseudo_filesystems_are_never_sources() {
+    let s = Server::start_with(importing_from(&[Path::new("/proc"), Path::new("/sys")])).await;
+    let (id, _) = s.open(json!({"name": "imp/proc", "version": "1"})).await;
+    for source in [
+        "/proc/self/environ",
+        "/proc/version",
+        "/sys/kernel/mm/transparent_hugepage/enabled",
+    ] {
+        if !Path::new(source).exists() {
+            continue;
+        }
+        let got = import(
+            &s,
+            &id,
+            json!({"files": [{"path": "x", "source": source}], "mode": "copy"}),
+        )
+        .await;
+        assert_error(&got, StatusCode::FORBIDDEN, "import_forbidden", None);
+        assert!(str_of(&got.1, "message").contains("pseudo filesystem"), "{}", got.1);
+    }
+    assert_eq!(s.txn(&id).await["files"], json!([]), "nothing staged");
+}
