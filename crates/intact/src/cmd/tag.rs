@@ -19,7 +19,7 @@ pub struct Args {
 #[derive(clap::Subcommand)]
 enum Command {
     /// Point TAG of NAME at VERSION (creating it if needed). With --expect, only if it points
-    /// at that version now (--expect none: only if it does not exist); otherwise the move
+    /// at that version now (--expect-absent: only if it does not exist); otherwise the move
     /// fails, saying where it points, and nothing changes.
     Move {
         #[command(flatten)]
@@ -28,9 +28,12 @@ enum Command {
         name: String,
         tag: String,
         version: String,
-        /// The version the tag must point at now; `none`: the tag must not exist yet.
-        #[arg(long)]
+        /// The version the tag must point at now.
+        #[arg(long, conflicts_with = "expect_absent")]
         expect: Option<String>,
+        /// Only if the tag does not exist yet (create it).
+        #[arg(long)]
+        expect_absent: bool,
         /// Print the server's answer as one JSON document.
         #[arg(long)]
         json: bool,
@@ -88,14 +91,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             tag,
             version,
             expect,
+            expect_absent,
             json,
         } => {
             let client = Client::new(&server)?;
             let mut body = json!({ "version": version });
-            match expect.as_deref() {
-                None => {}
-                Some("none") => body["expect"] = Value::Null,
-                Some(v) => body["expect"] = json!(v),
+            if expect_absent {
+                body["expect"] = Value::Null;
+            } else if let Some(v) = &expect {
+                body["expect"] = json!(v);
             }
             let path = tag_path(&repo, &name, &tag);
             let resp = client

@@ -947,7 +947,7 @@ fn publishing_by_edit_sends_only_changes_and_tags_move_by_compare_and_swap() {
     );
 
     // Tags: created only when absent, moved only from where expected.
-    run(&["tag", "move", "files", "seq/plate", "hero", "2", "--expect", "none"]);
+    run(&["tag", "move", "files", "seq/plate", "hero", "2", "--expect-absent"]);
     let (ok, out, err) = intact(
         &server,
         &["tag", "move", "files", "seq/plate", "hero", "3", "--expect", "1"],
