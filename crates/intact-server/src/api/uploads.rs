@@ -210,7 +210,27 @@ async fn receive(state: &AppState, id: &TxnId, upload: &str, headers: &HeaderMap
     }
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let mut reader = LimitedReader::new(StreamReader::new(stream), max.map(|m| m.saturating_sub(start)));
-    match state.store.append_upload(id, upload, start, &mut reader).await {
+    // A body never stores more than its range names (a chunked body has no length to check
+    // first): what lies past it is not counted.
+    let want = range.as_ref().and_then(|r| r.len);
+    let appended = {
+        use tokio::io::AsyncReadExt;
+        let mut named = (&mut reader).take(want.unwrap_or(u64::MAX));
+        state.store.append_upload(id, upload, start, &mut named).await
+    };
+    if let (Ok(offset), Some(want)) = (&appended, want)
+        && *offset == start + want
+    {
+        use tokio::io::AsyncReadExt;
+        let mut past = [0u8; 1];
+        if matches!(reader.read(&mut past).await, Ok(n) if n > 0) {
+            return Err(ApiError::bad(
+                "content-range",
+                format!("named {want} bytes from {start}, the body held more: those {want} were kept, the rest not"),
+            ));
+        }
+    }
+    match appended {
         Ok(offset) => {
             if let Some(want) = range.as_ref().and_then(|r| r.len)
                 && offset != start + want

@@ -166,3 +166,35 @@ async fn accepted_sockets_have_tcp_keepalive() {
     );
     drop(conn);
 }
+
+/// A resumable upload's PATCH stores no more than its `Content-Range` names, even when the
+/// body (chunked: no length to check first) holds more: the named bytes count, the rest do
+/// not, and the answer says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patch_longer_than_its_range_counts_only_the_range() {
+    let s = Server::start().await;
+    let (id, _) = s
+        .open(serde_json::json!({"name": "resumable/range", "version": "1"}))
+        .await;
+    let resp = s
+        .http
+        .post(s.url(&format!("/api/v1/transactions/{id}/uploads")))
+        .json(&serde_json::json!({"path": "f.bin"}))
+        .send()
+        .await
+        .expect("create upload");
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let location = resp.headers()["location"].to_str().expect("location").to_owned();
+    let chunks = futures::stream::iter(vec![Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"0123456789"))]);
+    let resp = s
+        .http
+        .patch(s.url(&location))
+        .header("content-range", "bytes 0-1")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let resp = s.http.head(s.url(&location)).send().await.expect("head");
+    assert_eq!(resp.headers()["upload-offset"], "2", "only the named bytes count");
+}
