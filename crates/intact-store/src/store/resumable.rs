@@ -206,6 +206,14 @@ impl Store {
         }
         if !piece.is_empty() {
             offset = self.add_piece(session, offset, piece.freeze()).await?;
+            // Clients that send many requests smaller than a piece renew the lease too: each
+            // request's last piece counts as activity, as an upload's bytes do.
+            let left = Duration::from_millis(
+                u64::try_from(expires_at.millis().saturating_sub(self.now().millis())).unwrap_or(0),
+            );
+            if left <= renew_when_left {
+                self.catalog.renew_txn(id).await?;
+            }
         }
         Ok(offset)
     }
