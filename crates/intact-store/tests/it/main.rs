@@ -294,6 +294,7 @@ macro_rules! every_promise {
     the_sweeper_holds_one_lease_pages_through_and_resumes,
     blob_listing_is_ordered_and_resumes_after_a_digest,
     resumable_uploads_count_durable_pieces_and_complete_hashed,
+    small_resumable_requests_renew_the_lease,
     a_broken_upload_request_keeps_what_arrived,
     resumable_uploads_refuse_bytes_other_than_declared,
     upload_sessions_end_with_their_transaction_and_leave_no_bytes,

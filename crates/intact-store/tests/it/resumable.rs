@@ -343,3 +343,32 @@ pub async fn a_trickling_upload_request_is_ended_and_keeps_what_it_sent(h: &Harn
         "what arrived before the trickle was ended is kept: {offset}"
     );
 }
+
+/// A client sending many small requests (smaller than a piece) keeps its transaction alive:
+/// each request's bytes renew the lease once half of it is gone, as an upload's bytes do.
+pub async fn small_resumable_requests_renew_the_lease(h: &Harness) {
+    let mut r = req("resumable-lease", "1");
+    r.lease = Some(Duration::from_secs(10));
+    let t = begin(h, r).await;
+    let s = h
+        .store
+        .start_upload_session(&t.id, path("slow.bin"), None, None)
+        .await
+        .expect("start");
+    let mut offset = 0u64;
+    // Thirty requests of 1 KiB, 4 s apart: 120 s, twelve leases' worth.
+    for _ in 0..30 {
+        h.clock.advance(Duration::from_secs(4));
+        let chunk = vec![7u8; 1024];
+        let mut body = &chunk[..];
+        offset = h
+            .store
+            .append_upload(&t.id, &s.upload, offset, &mut body)
+            .await
+            .expect("a request of an upload that keeps sending");
+    }
+    assert_eq!(offset, 30 * 1024);
+    let entry = h.store.complete_upload(&t.id, &s.upload, None).await.expect("complete");
+    assert_eq!(entry.size, 30 * 1024);
+    h.store.commit(&t.id).await.expect("commit");
+}
