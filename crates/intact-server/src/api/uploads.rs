@@ -291,7 +291,10 @@ mod tests {
 
     use super::content_range;
 
-    fn parse(v: &str) -> Result<Option<(u64, Option<u64>, Option<u64>)>, String> {
+    /// START, the length the range names, TOTAL.
+    type Parsed = (u64, Option<u64>, Option<u64>);
+
+    fn parse(v: &str) -> Result<Option<Parsed>, String> {
         let mut h = HeaderMap::new();
         h.insert(
             header::CONTENT_RANGE,
