@@ -87,3 +87,47 @@ where
         last_error: r.try_get("last_error")?,
     })
 }
+
+pub(crate) fn version(s: &str) -> Result<Version> {
+    Version::parse(s).map_err(|e| corrupt(e.to_string()))
+}
+
+/// A `tags` row (`tag, version, moved_at, moved_by`), for either backend.
+pub(crate) fn tag_record_from_row<R>(r: &R) -> Result<super::TagRecord>
+where
+    R: sqlx::Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(super::TagRecord {
+        tag: intact_core::Tag::parse(&r.try_get::<String, _>("tag")?).map_err(|e| corrupt(e.to_string()))?,
+        version: version(&r.try_get::<String, _>("version")?)?,
+        moved_at: intact_core::Timestamp(r.try_get("moved_at")?),
+        moved_by: r.try_get("moved_by")?,
+    })
+}
+
+/// A `tag_moves` row (`seq, version, previous, at, moved_by`), for either backend.
+pub(crate) fn tag_move_from_row<R>(r: &R) -> Result<super::TagHistoryEntry>
+where
+    R: sqlx::Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    Option<String>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let optional = |column: &str| -> Result<Option<Version>> {
+        r.try_get::<Option<String>, _>(column)?
+            .as_deref()
+            .map(version)
+            .transpose()
+    };
+    Ok(super::TagHistoryEntry {
+        seq: r.try_get("seq")?,
+        version: optional("version")?,
+        previous: optional("previous")?,
+        at: intact_core::Timestamp(r.try_get("at")?),
+        by: r.try_get("moved_by")?,
+    })
+}

@@ -8,22 +8,7 @@ use super::*;
 use crate::catalog::columns::what;
 use crate::catalog::{TagHistoryEntry, TagMove, TagMoved, TagRecord, rules};
 
-fn tag_of(s: &str) -> Result<Tag> {
-    Tag::parse(s).map_err(|e| corrupt(e.to_string()))
-}
-
-fn version_of(s: &str) -> Result<Version> {
-    Version::parse(s).map_err(|e| corrupt(e.to_string()))
-}
-
-fn record_of(r: &PgRow) -> Result<TagRecord> {
-    Ok(TagRecord {
-        tag: tag_of(&r.try_get::<String, _>("tag")?)?,
-        version: version_of(&r.try_get::<String, _>("version")?)?,
-        moved_at: Timestamp(r.try_get("moved_at")?),
-        moved_by: r.try_get("moved_by")?,
-    })
-}
+use crate::catalog::columns::{tag_move_from_row, tag_record_from_row, version as version_of};
 
 pub(super) async fn move_tag(cat: &PostgresCatalog, mv: &TagMove) -> Result<TagMoved> {
     let mut w = cat.begin().await?;
@@ -131,7 +116,7 @@ async fn load_tag(conn: &mut sqlx::PgConnection, mv: &TagMove) -> Result<Option<
             .bind(mv.tag.as_str())
             .fetch_optional(&mut *conn)
             .await?;
-    row.as_ref().map(record_of).transpose()
+    row.as_ref().map(tag_record_from_row).transpose()
 }
 
 pub(super) async fn tag(cat: &PostgresCatalog, repo: &RepoName, name: &Name, tag: &Tag) -> Result<Option<TagRecord>> {
@@ -142,7 +127,7 @@ pub(super) async fn tag(cat: &PostgresCatalog, repo: &RepoName, name: &Name, tag
             .bind(tag.as_str())
             .fetch_optional(&cat.pool)
             .await?;
-    row.as_ref().map(record_of).transpose()
+    row.as_ref().map(tag_record_from_row).transpose()
 }
 
 pub(super) async fn tags(cat: &PostgresCatalog, repo: &RepoName, name: &Name) -> Result<Vec<TagRecord>> {
@@ -153,7 +138,7 @@ pub(super) async fn tags(cat: &PostgresCatalog, repo: &RepoName, name: &Name) ->
     .bind(name.as_str())
     .fetch_all(&cat.pool)
     .await?;
-    rows.iter().map(record_of).collect()
+    rows.iter().map(tag_record_from_row).collect()
 }
 
 pub(super) async fn tag_history(
@@ -175,23 +160,5 @@ pub(super) async fn tag_history(
     .bind(i64::from(limit))
     .fetch_all(&cat.pool)
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(TagHistoryEntry {
-                seq: r.try_get("seq")?,
-                version: r
-                    .try_get::<Option<String>, _>("version")?
-                    .as_deref()
-                    .map(version_of)
-                    .transpose()?,
-                previous: r
-                    .try_get::<Option<String>, _>("previous")?
-                    .as_deref()
-                    .map(version_of)
-                    .transpose()?,
-                at: Timestamp(r.try_get("at")?),
-                by: r.try_get("moved_by")?,
-            })
-        })
-        .collect()
+    rows.iter().map(tag_move_from_row).collect()
 }

@@ -6,22 +6,7 @@ use intact_core::Tag;
 use super::*;
 use crate::catalog::{TagHistoryEntry, TagMove, TagMoved, TagRecord, rules};
 
-fn tag_of(s: &str) -> Result<Tag> {
-    Tag::parse(s).map_err(|e| corrupt(e.to_string()))
-}
-
-fn version_of(s: &str) -> Result<Version> {
-    Version::parse(s).map_err(|e| corrupt(e.to_string()))
-}
-
-fn record_of(r: &SqliteRow) -> Result<TagRecord> {
-    Ok(TagRecord {
-        tag: tag_of(&r.try_get::<String, _>("tag")?)?,
-        version: version_of(&r.try_get::<String, _>("version")?)?,
-        moved_at: Timestamp(r.try_get("moved_at")?),
-        moved_by: r.try_get("moved_by")?,
-    })
-}
+use crate::catalog::columns::{tag_move_from_row, tag_record_from_row, version as version_of};
 
 pub(super) async fn move_tag(cat: &SqliteCatalog, mv: &TagMove) -> Result<TagMoved> {
     let (mut tx, now) = cat.begin().await?;
@@ -112,7 +97,7 @@ async fn load_tag(conn: &mut sqlx::SqliteConnection, mv: &TagMove) -> Result<Opt
         .bind(mv.tag.as_str())
         .fetch_optional(&mut *conn)
         .await?;
-    row.as_ref().map(record_of).transpose()
+    row.as_ref().map(tag_record_from_row).transpose()
 }
 
 pub(super) async fn tag(cat: &SqliteCatalog, repo: &RepoName, name: &Name, tag: &Tag) -> Result<Option<TagRecord>> {
@@ -122,7 +107,7 @@ pub(super) async fn tag(cat: &SqliteCatalog, repo: &RepoName, name: &Name, tag: 
         .bind(tag.as_str())
         .fetch_optional(&cat.read)
         .await?;
-    row.as_ref().map(record_of).transpose()
+    row.as_ref().map(tag_record_from_row).transpose()
 }
 
 pub(super) async fn tags(cat: &SqliteCatalog, repo: &RepoName, name: &Name) -> Result<Vec<TagRecord>> {
@@ -133,7 +118,7 @@ pub(super) async fn tags(cat: &SqliteCatalog, repo: &RepoName, name: &Name) -> R
     .bind(name.as_str())
     .fetch_all(&cat.read)
     .await?;
-    rows.iter().map(record_of).collect()
+    rows.iter().map(tag_record_from_row).collect()
 }
 
 pub(super) async fn tag_history(
@@ -155,23 +140,5 @@ pub(super) async fn tag_history(
     .bind(i64::from(limit))
     .fetch_all(&cat.read)
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(TagHistoryEntry {
-                seq: r.try_get("seq")?,
-                version: r
-                    .try_get::<Option<String>, _>("version")?
-                    .as_deref()
-                    .map(version_of)
-                    .transpose()?,
-                previous: r
-                    .try_get::<Option<String>, _>("previous")?
-                    .as_deref()
-                    .map(version_of)
-                    .transpose()?,
-                at: Timestamp(r.try_get("at")?),
-                by: r.try_get("moved_by")?,
-            })
-        })
-        .collect()
+    rows.iter().map(tag_move_from_row).collect()
 }
