@@ -524,6 +524,7 @@ impl BlobStore for FsBlobStore {
             .map_err(|e| Error::io("creating temp file", e))?;
         let (std_file, temp_path) = named.into_parts();
         let held = hold(&self.held, &temp_path);
+        let mut writeback = super::writeback::Writeback::new(&std_file)?;
         let mut file = tokio::fs::File::from_std(std_file);
         let mut hasher = DigestHasher::new();
         let mut buf = vec![0u8; WRITE_BUFFER];
@@ -535,11 +536,13 @@ impl BlobStore for FsBlobStore {
             file.write_all(&buf[..n])
                 .await
                 .map_err(|e| Error::io("writing temp blob", e))?;
+            writeback.written(hasher.len()).await?;
             if let Some(p) = progress {
                 p(hasher.len());
             }
         }
         file.flush().await.map_err(|e| Error::io("writing temp blob", e))?;
+        writeback.finish().await?;
         file.sync_all().await.map_err(|e| Error::io("fsync temp blob", e))?;
         let size = hasher.len();
         Ok(PendingBlob {

@@ -12,6 +12,7 @@ mod local_read;
 mod memory;
 mod s3;
 pub mod testing;
+mod writeback;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
