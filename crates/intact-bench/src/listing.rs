@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use intact_core::{FilePath, Name, RepoName, Version};
-use intact_store::{BeginRequest, OpenOutcome, Store, StoreConfig, VersionSpec};
+use intact_store::{BeginRequest, BlobSettings, CatalogChoice, OpenOutcome, Store, StoreConfig, VersionSpec};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
@@ -40,8 +40,48 @@ const EMPTY_ZIP: &[u8] = b"PK\x05\x06\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
 const PAGE: u32 = 1_000;
 const WALK_PAGE: u32 = 10_000;
 
+/// Where measurement 1 runs: the embedded default (rows 1x), or a replica on the scale-out
+/// engines (rows 9x, the same figures on PostgreSQL).
+pub enum Backend<'a> {
+    Embedded,
+    Shared(&'a crate::scaleout::Services),
+}
+
+/// Measurement 1 on the embedded default.
 pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
-    let dir = ctx.work.join("listing");
+    run_on(ctx, &Backend::Embedded).await
+}
+
+/// Measurement 9: measurement 1 on a replica whose catalog is PostgreSQL (its blobs in
+/// Garage; the versions listed hold no files, so the catalog is what is measured).
+pub async fn run_shared(ctx: &Ctx) -> Result<Vec<Row>> {
+    let root = ctx.work.join("listing-pg");
+    let services = crate::scaleout::start_services(&root).await?;
+    let rows = run_on(ctx, &Backend::Shared(&services)).await;
+    drop(services);
+    Ok(rows?.into_iter().map(on_postgres).collect())
+}
+
+/// A row of measurement 1 as measurement 9's.
+fn on_postgres(mut row: Row) -> Row {
+    row.id = match row.id {
+        "1a" => "9a",
+        "1c" => "9c",
+        "1d" => "9d",
+        "1e" => "9e",
+        "1f" => "9f",
+        "1g" => "9g",
+        other => other,
+    };
+    row.what = format!("PostgreSQL catalog: {}", row.what);
+    row
+}
+
+async fn run_on(ctx: &Ctx, backend: &Backend<'_>) -> Result<Vec<Row>> {
+    let dir = match backend {
+        Backend::Embedded => ctx.work.join("listing"),
+        Backend::Shared(_) => ctx.work.join("listing-pg"),
+    };
     let data = dir.join("data");
     std::fs::create_dir_all(&dir)?;
     let n = ctx.args.versions;
@@ -50,9 +90,23 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
     crate::settle().await;
     let floor = sync_write_floor(ctx, &dir).await?;
 
-    let store = Store::open_local(&data, StoreConfig::default())
-        .await
-        .context("opening the listing data dir")?;
+    let store = match backend {
+        Backend::Embedded => Store::open_local(&data, StoreConfig::default()).await,
+        // Blob files: nothing published here has a file, and the replica that serves these
+        // versions afterwards reads them from the shared catalog alone.
+        Backend::Shared(services) => {
+            Store::open(
+                &data,
+                &CatalogChoice::Postgres {
+                    url: services.db.url.clone(),
+                },
+                &BlobSettings::Files,
+                StoreConfig::default(),
+            )
+            .await
+        }
+    }
+    .context("opening the listing store")?;
     progress(format!(
         "publishing {} versions of {REPO}/{NAME} through Store::begin + commit, {} at a time",
         fmt_int(n),
@@ -66,7 +120,11 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
         empty.commit.p50_p99(),
         empty.written()
     ));
-    let files = ctx.args.file_versions;
+    // On PostgreSQL, publishing with a file is measured over HTTP (6d), into the bucket.
+    let files = match backend {
+        Backend::Embedded => ctx.args.file_versions,
+        Backend::Shared(_) => 0,
+    };
     let with_file = if files > 0 {
         progress(format!(
             "publishing {} versions of {REPO}/{FILE_NAME} with one 16-byte file each",
@@ -92,7 +150,10 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
     progress(format!("  took {}", fmt_dur(t.elapsed())));
 
     crate::settle().await;
-    let server = Server::start(ctx, &data, "listing")?;
+    let server = match backend {
+        Backend::Embedded => Server::start(ctx, &data, "listing")?,
+        Backend::Shared(services) => crate::scaleout::start_replica(ctx, services, &dir, "listing-replica", None)?,
+    };
     // The versions are v1.0.0 … v1.0.{n-1}: their semver order is known without sorting, so
     // the check does not lean on the sort it checks.
     let go_list: String = (0..n).map(|i| format!("v1.0.{i}\n")).collect();

@@ -44,6 +44,9 @@ pub enum Measurement {
     /// embedded engines). Not in the default set: it needs PostgreSQL running and the garage
     /// binary (`scripts/bench --only scaleout` provides both).
     Scaleout,
+    /// 9: measurement 1 (publishing, listing, lookups) on a replica whose catalog is
+    /// PostgreSQL. Not in the default set, for the same reason as `scaleout`.
+    ScaleoutListing,
     /// 7: many clients at once on one cold Go module version through a slow upstream (peer:
     /// nginx proxy_cache with proxy_cache_lock).
     Coalesce,
@@ -290,6 +293,13 @@ async fn main() -> Result<()> {
     }
     if ctx.wants(Measurement::Scaleout) {
         rows.extend(scaleout::run(&ctx).await.context("measurement 6 (scale-out engines)")?);
+    }
+    if ctx.wants(Measurement::ScaleoutListing) {
+        rows.extend(
+            listing::run_shared(&ctx)
+                .await
+                .context("measurement 9 (listing on PostgreSQL)")?,
+        );
     }
 
     let took = started.elapsed();

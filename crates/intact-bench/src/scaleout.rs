@@ -355,9 +355,9 @@ async fn check_published(ctx: &Ctx, server: &Server, count: u64) -> Result<()> {
 }
 
 /// What every replica shares: the object store (with this run's key prefix) and the catalog.
-struct Services {
+pub(crate) struct Services {
     garage: Garage,
-    db: TestDatabase,
+    pub(crate) db: TestDatabase,
     prefix: String,
 }
 
@@ -370,7 +370,7 @@ struct Setup {
     services: Services,
 }
 
-async fn start_services(root: &Path) -> Result<Services> {
+pub(crate) async fn start_services(root: &Path) -> Result<Services> {
     progress("starting Garage (one node on loopback) and a scratch PostgreSQL database");
     let garage = tokio::task::spawn_blocking(Garage::start)
         .await
@@ -386,7 +386,13 @@ async fn start_services(root: &Path) -> Result<Services> {
     Ok(Services { garage, db, prefix })
 }
 
-fn start_replica(ctx: &Ctx, services: &Services, root: &Path, label: &str, cache: Option<&Path>) -> Result<Server> {
+pub(crate) fn start_replica(
+    ctx: &Ctx,
+    services: &Services,
+    root: &Path,
+    label: &str,
+    cache: Option<&Path>,
+) -> Result<Server> {
     let garage = &services.garage;
     let config = root.join(format!("{label}.toml"));
     std::fs::write(&config, replica_config(services, cache))
