@@ -233,6 +233,10 @@ pub struct HttpSettings {
     /// are believed: addresses (`127.0.0.1`) or CIDR ranges (`10.0.0.0/8`). From any other
     /// peer those headers are ignored.
     pub trusted_proxies: Vec<TrustedProxy>,
+    /// Threads that accept and serve connections, each running its connections alone (0: one
+    /// per core). A connection stays on the thread that accepted it, so its requests are
+    /// never woken on another core; background work runs on a pool of its own.
+    pub threads: usize,
 }
 
 /// One entry of `http.trusted_proxies`: an address or a CIDR range, as written in the file.
@@ -277,6 +281,17 @@ impl Default for HttpSettings {
             header_timeout_seconds: 30,
             idle_timeout_seconds: 120,
             trusted_proxies: Vec::new(),
+            threads: 0,
+        }
+    }
+}
+
+impl HttpSettings {
+    /// How many serving threads `threads` asks for.
+    pub fn serving_threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            n => n,
         }
     }
 }

@@ -123,7 +123,7 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: watch::Receiv
     let http = state.config.http.clone();
     let connection_buffer = listener::connection_buffer(state.limits.settings.max_header_bytes);
     let app = api::router(state);
-    listener::serve(listener, app, &http, connection_buffer, tls, shutdown)
+    listener::serve_on_threads(listener, app, &http, connection_buffer, tls, shutdown)
         .await
         .context("http server")?;
     if let Some(t) = cert_reloader {

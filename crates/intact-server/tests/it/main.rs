@@ -22,6 +22,7 @@ mod publish;
 mod races;
 mod roundtrip;
 mod s3;
+mod serving_threads;
 mod slow_clients;
 mod tags;
 mod tls;
