@@ -24,6 +24,7 @@ pub use blob::{
 };
 pub use catalog::{
     BlobUser, Catalog, CommitOutcome, Event, FlightClaim, FlightEnd, FlightFailure, FlightState, NewTxn, OpenOutcome,
+    OpenTxnSummary,
     PostgresCatalog, RepoUsage, SqliteCatalog, SweepReport, TagExpectation, TagHistoryEntry, TagMove, TagMoved,
     TagRecord, TxnRecord, TxnStatus, UploadPiece, UploadSession, VersionSpec, VersionSummary, VersionUse,
 };

@@ -7,7 +7,7 @@ mod guard;
 pub(crate) mod import;
 pub(crate) mod prepared;
 mod publish;
-mod reads;
+pub(crate) mod reads;
 pub(crate) mod tags;
 pub(crate) mod tokens;
 pub(crate) mod transactions;
@@ -105,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(crate::observe::metrics::render))
         .nest("/api/v1", api)
         .merge(crate::go::routes(&limits))
+        .merge(crate::ui::routes())
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,

@@ -1,7 +1,8 @@
 //! Authentication and access control, one layer under every front-end.
 //!
 //! A request may present a token as `Authorization: Bearer TOKEN`, or as HTTP basic auth with
-//! the token as the password and any user name (what the go command sends from `.netrc`).
+//! the token as the password and any user name (what the go command sends from `.netrc`); a
+//! GET or HEAD without either may present it as the web UI's `intact_token` cookie.
 //! The layer decides what the request needs from its method and path alone, before any
 //! handler runs, so a refused request does nothing:
 //!
@@ -262,6 +263,15 @@ pub async fn admit(state: &AppState, req: &mut Request) -> Result<(), Response> 
             return Err(limits::counted_refusal(limits, &key, &path, unauthorized(&path, why)));
         }
     };
+    // A browser's token, from the cookie the web UI's sign-in set (`ui::session`): believed
+    // for reads only, so a cookie, which a browser attaches by itself, never authorises a
+    // write. A stale one (revoked, expired, unknown) reads as no token: the browser is
+    // signed out, not locked out.
+    let from_cookie = secret.is_none() && matches!(*req.method(), Method::GET | Method::HEAD);
+    let secret = match from_cookie {
+        true => crate::ui::session::cookie_secret(req.headers()),
+        false => secret,
+    };
     let hash = secret.as_deref().map(tokens::secret_hash);
     let remembered = hash.as_deref().and_then(|hash| state.tokens.get(hash));
     // Counted before any catalog work: a request without a token against its address, the
@@ -282,6 +292,7 @@ pub async fn admit(state: &AppState, req: &mut Request) -> Result<(), Response> 
                 state.auth.switch_on();
                 Some(t)
             }
+            Ok(Presented::Unusable(_) | Presented::Unknown) if from_cookie => None,
             Ok(Presented::Unusable(why)) => {
                 let refused = unauthorized(&path, format!("{why}; {HOW}"));
                 if looked_up {

@@ -42,6 +42,7 @@ pub const TEMPLATES: &[&str] = &[
     "/go/{repo}/{module}/@v/{version}.zip",
     "/go/{repo}/sumdb/{*rest}",
     "/go/{repo}/{*rest}",
+    "/ui/{*page}",
 ];
 
 /// The template of the endpoint `path` asks for; `unmatched` for a path no endpoint serves.
@@ -52,6 +53,8 @@ pub fn of(path: &str) -> &'static str {
         (Some("healthz"), None, ..) => "/healthz",
         (Some("readyz"), None, ..) => "/readyz",
         (Some("metrics"), None, ..) => "/metrics",
+        // The web UI's pages and assets share one label: `/` and everything under `/ui/`.
+        (Some(""), None, ..) | (Some("ui"), ..) => "/ui/{*page}",
         (Some("api"), Some("v1"), Some(section), tail) => api(section, tail),
         (Some("go"), Some(repo), Some(tail), more) if !repo.is_empty() => go(tail, more),
         _ => "unmatched",
@@ -193,7 +196,8 @@ mod tests {
                 "/go/{repo}/{module}/@v/{version}.zip",
             ),
             ("/go/mods/example.com/@latest", "/go/{repo}/{module}/@latest"),
-            ("/", "unmatched"),
+            ("/", "/ui/{*page}"),
+            ("/ui/repos/files/a/b/@versions", "/ui/{*page}"),
             ("/favicon.ico", "unmatched"),
             ("/api/v2/repos", "unmatched"),
             ("/api/v1/transactions/t1/files", "unmatched"),

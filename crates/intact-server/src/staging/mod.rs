@@ -16,7 +16,7 @@
 
 pub(crate) mod api;
 mod error;
-mod jobs;
+pub(crate) mod jobs;
 pub mod listing;
 mod stager;
 mod upstream;
@@ -141,6 +141,11 @@ impl StagingState {
             dirs: Dirs::new(&config.data_dir),
             limits: intact_archive::Limits::default(),
         })
+    }
+
+    /// Every staging job this process remembers, oldest first (the activity page's list).
+    pub(crate) fn jobs(&self) -> Vec<Arc<jobs::Job>> {
+        self.jobs.all()
     }
 
     pub(crate) fn repo(&self, name: &RepoName) -> Option<&Arc<RepoStaging>> {

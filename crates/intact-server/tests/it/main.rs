@@ -25,6 +25,7 @@ mod s3;
 mod slow_clients;
 mod tags;
 mod tls;
+mod ui;
 mod uploads;
 mod upstream_only;
 
