@@ -11,7 +11,8 @@
 //! - writing (transactions, publishes) needs `publish` on the repo; a transaction's routes
 //!   are judged by the repo the catalog says the transaction writes into;
 //! - the server's admin operations (gc, verify, tokens) need `admin` on `*`;
-//! - the repo list and the event log are open to every caller, filtered to what it may read.
+//! - the repo list, the event log and the list of open transactions are open to every caller,
+//!   filtered to what it may read.
 //!
 //! Until the first token exists (and unless `[auth] required`), nothing is enforced: the
 //! embedded default stays frictionless on loopback. Once one exists it stays enforced,
@@ -133,7 +134,7 @@ async fn need_of(state: &AppState, method: &Method, path: &str) -> intact_store:
     Ok(match parts.as_slice() {
         ["healthz"] | ["readyz"] | ["metrics"] | ["api", "v1", "openapi.json"] => Need::Nothing,
         ["api", "v1", "repos"] => Need::Filtered,
-        ["api", "v1", "events"] => Need::Filtered,
+        ["api", "v1", "events"] | ["api", "v1", "transactions"] => Need::Filtered,
         ["api", "v1", "repos", repo, "transactions"] | ["api", "v1", "repos", repo, "publish"] => {
             Need::Repo(segment(repo), Access::Publish)
         }
