@@ -148,6 +148,26 @@ impl StagingState {
         self.jobs.all()
     }
 
+    /// A staging repo's fetches from upstream running now and failures remembered now, each
+    /// named `name@version`.
+    pub(crate) fn flights_now(&self, name: &RepoName) -> Option<crate::singleflight::FlightsNow<String>> {
+        let now = self.repos.get(name)?.flights.now();
+        let key = |(n, v): &(Name, Version)| format!("{n}@{v}");
+        Some(crate::singleflight::FlightsNow {
+            running: now.running.iter().map(key).collect(),
+            failures: now
+                .failures
+                .into_iter()
+                .map(|f| crate::singleflight::RememberedFailure {
+                    key: key(&f.key),
+                    at: f.at,
+                    remembered_for: f.remembered_for,
+                    error: f.error,
+                })
+                .collect(),
+        })
+    }
+
     pub(crate) fn repo(&self, name: &RepoName) -> Option<&Arc<RepoStaging>> {
         self.repos.get(name)
     }

@@ -85,6 +85,7 @@ async fn body(state: &AppState, caller: &Caller) -> intact_store::Result<String>
             &rows,
         ));
     }
+    out.push_str(&upstream(state, caller));
     out.push_str("</section>");
 
     let last = state.store.catalog().last_event_seq().await?;
@@ -122,6 +123,46 @@ async fn body(state: &AppState, caller: &Caller) -> intact_store::Result<String>
     );
     out.push_str("</section>");
     Ok(out)
+}
+
+/// Each proxy repo's fetches from upstream running now (in this process), and the upstream
+/// failures it remembers (answered from memory until they are forgotten).
+fn upstream(state: &AppState, caller: &Caller) -> String {
+    let mut running = Vec::new();
+    let mut failures = Vec::new();
+    for repo in state.config.repos.iter().filter(|r| caller.may(state, r.name.as_str(), Access::Read)) {
+        let now = match repo.format {
+            crate::config::RepoFormat::Go => state.go.proxy(&repo.name).map(|p| p.flights_now()),
+            crate::config::RepoFormat::Generic => state.staging.flights_now(&repo.name),
+        };
+        let Some(now) = now else { continue };
+        for what in now.running {
+            running.push(vec![esc(repo.name.as_str()), esc(&what)]);
+        }
+        for f in now.failures {
+            failures.push(vec![
+                esc(repo.name.as_str()),
+                esc(&f.key),
+                time(f.at),
+                format!("{} s", f.remembered_for.as_secs()),
+                esc(&f.error),
+            ]);
+        }
+    }
+    let mut out = String::new();
+    match running.is_empty() {
+        true => out.push_str("<p>No fetch from an upstream is running.</p>"),
+        false => out.push_str(&table("Upstream fetches in flight (this server)", &["Repository", "Fetching"], &running)),
+    }
+    match failures.is_empty() {
+        true => out.push_str("<p>No upstream failure is remembered.</p>"),
+        false => out.push_str(&table(
+            "Remembered upstream failures (answered from memory until forgotten)",
+            &["Repository", "What", "Failed", "Forgotten in", "Error"],
+            &failures,
+        )),
+    }
+    out
 }
 
 /// A staging job's row, from the JSON its status endpoint answers with.

@@ -22,8 +22,6 @@ use axum::routing::{get, post};
 
 use crate::state::AppState;
 
-pub(crate) use session::COOKIE;
-
 /// The UI's routes: `/` and `/ui/...`.
 pub fn routes() -> Router<AppState> {
     Router::new()

@@ -93,7 +93,7 @@ async fn versions(state: &AppState, caller: &Caller, repo: &RepoConfig, name: &N
     let members = state.members(repo);
     // One member's pages at a time: a group names the member it pages through.
     let shown: Vec<&RepoConfig> = match &q.member {
-        Some(m) => match members.iter().find(|r| r.name.as_str() == m) {
+        Some(m) => match members.iter().find(|r| r.name.as_str() == m.as_str()) {
             Some(r) => vec![*r],
             None => return page::error(caller, StatusCode::BAD_REQUEST, &format!("{m} is not a member of {}", repo.name)),
         },
@@ -119,7 +119,7 @@ async fn versions(state: &AppState, caller: &Caller, repo: &RepoConfig, name: &N
     };
     let mut any = false;
     for member in shown {
-        let page = match state
+        let listed = match state
             .store
             .list_versions_newest_first(&member.name, name, before.as_ref(), PAGE + 1)
             .await
@@ -130,12 +130,12 @@ async fn versions(state: &AppState, caller: &Caller, repo: &RepoConfig, name: &N
             }
             Err(e) => return page::error(caller, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
         };
-        if page.is_empty() && is_group {
+        if listed.is_empty() && is_group {
             continue;
         }
-        any |= !page.is_empty();
-        let more = page.len() > PAGE as usize;
-        let rows: Vec<Vec<String>> = page
+        any |= !listed.is_empty();
+        let more = listed.len() > PAGE as usize;
+        let rows: Vec<Vec<String>> = listed
             .iter()
             .take(PAGE as usize)
             .map(|v| {
@@ -169,7 +169,7 @@ async fn versions(state: &AppState, caller: &Caller, repo: &RepoConfig, name: &N
         if before.is_some() {
             pager.push(link(&versions_url(repo.name.as_str(), name.as_str()), "← Newest"));
         }
-        if let (true, Some(last)) = (more, page.get(PAGE as usize - 1)) {
+        if let (true, Some(last)) = (more, listed.get(PAGE as usize - 1)) {
             let member_query = match is_group {
                 true => format!("&member={}", seg(member.name.as_str())),
                 false => String::new(),

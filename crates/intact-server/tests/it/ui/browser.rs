@@ -90,8 +90,8 @@ async fn browse_to_a_file_download_it_and_watch_commits_arrive() {
     // Prefix search, through the form.
     browser.find("#prefix").await.type_text("shots").await;
     browser.find("form.search button").await.click().await;
+    browser.wait_for_url("/ui/repos/files?prefix=shots", LIVE).await;
     browser.wait_for_text("shots/sq010/comp", LIVE).await;
-    assert!(browser.current_url().await.ends_with("/ui/repos/files?prefix=shots"));
     assert!(!browser.text().await.contains("tools/exporter"), "the prefix filters");
     shoot(&browser, "names").await;
 

@@ -169,7 +169,8 @@ async fn a_cookie_reads_what_its_token_may_and_never_writes() {
     let resp = s
         .http
         .post(s.url("/ui/sign-in"))
-        .form(&[("token", reader.as_str())])
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={reader}"))
         .send()
         .await
         .expect("sign in");
@@ -182,7 +183,8 @@ async fn a_cookie_reads_what_its_token_may_and_never_writes() {
     let resp = s
         .http
         .post(s.url("/ui/sign-in"))
-        .form(&[("token", "intact_not-a-token")])
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("token=intact_not-a-token")
         .send()
         .await
         .expect("sign in");
@@ -195,7 +197,8 @@ async fn a_cookie_reads_what_its_token_may_and_never_writes() {
         .post(s.url("/ui/sign-in"))
         .header("origin", "https://evil.example")
         .header("sec-fetch-site", "cross-site")
-        .form(&[("token", reader.as_str())])
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={reader}"))
         .send()
         .await
         .expect("cross-site sign in");

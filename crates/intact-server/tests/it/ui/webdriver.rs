@@ -195,6 +195,19 @@ impl Browser {
         }
     }
 
+    /// Waits (up to `within`) until the current URL ends with `suffix`.
+    pub async fn wait_for_url(&self, suffix: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let url = self.current_url().await;
+            if url.ends_with(suffix) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the browser stayed at {url}, not ...{suffix}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Lays pages out for a screen `width` CSS pixels wide (a phone's), through the Chrome
     /// DevTools protocol: a desktop window cannot be made that narrow everywhere.
     pub async fn emulate_screen(&self, width: u32, height: u32) {
