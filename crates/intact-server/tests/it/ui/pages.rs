@@ -34,7 +34,8 @@ async fn hostile_metadata_and_queries_are_escaped_and_pages_carry_a_strict_polic
     assert_eq!(status, StatusCode::OK, "{html}");
     assert!(!html.contains("<script>alert"), "{html}");
     assert!(!html.contains("<img src=x"), "{html}");
-    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;&gt;&lt;img src=x"), "{html}");
+    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{html}");
+    assert!(html.contains("&lt;img src=x onerror=alert(2)&gt;"), "{html}");
     let csp = headers["content-security-policy"].to_str().expect("csp");
     for rule in ["default-src 'none'", "script-src 'self'", "frame-ancestors 'none'"] {
         assert!(csp.contains(rule), "{csp}");
@@ -46,7 +47,7 @@ async fn hostile_metadata_and_queries_are_escaped_and_pages_carry_a_strict_polic
     // The page's only script is the embedded file; no inline script, no handler attribute.
     assert_eq!(html.matches("<script").count(), 1, "{html}");
     assert!(html.contains("<script src=\"/ui/assets/app.js\" defer></script>"));
-    assert!(!html.contains(" onerror=") && !html.contains(" onclick="), "{html}");
+    assert!(!html.contains("<img"), "no element from the metadata: {html}");
 
     // What a query says is never echoed as markup: a bad prefix is refused, a cursor is
     // percent-encoded into its link.
@@ -166,8 +167,13 @@ async fn a_cookie_reads_what_its_token_may_and_never_writes() {
 
     // Sign-in sets the cookie (HttpOnly, SameSite=Strict) for a live token only, and a
     // cross-site form post is refused by the guard before it is looked at.
-    let resp = s
-        .http
+    let _ = crate::client(); // installs the crypto provider
+    let no_redirects = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let resp = no_redirects
         .post(s.url("/ui/sign-in"))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(format!("token={reader}"))
