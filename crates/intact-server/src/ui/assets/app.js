@@ -85,15 +85,6 @@ async function followVersions(tbody) {
   // Where the event log ended when the page was made (read before its versions were listed).
   let after = Number(tbody.dataset.after || "0");
   for (;;) {
-      const r = await fetch("/api/v1/events?after=" + after + "&limit=10000", { credentials: "same-origin" });
-      const page = await r.json();
-      if (page.events.length === 0) break;
-      after = page.next;
-    }
-  } catch (_) {
-    return;
-  }
-  for (;;) {
     try {
       const resp = await fetch("/api/v1/events?after=" + after + "&wait_seconds=25&limit=100",
                                { credentials: "same-origin", cache: "no-store" });

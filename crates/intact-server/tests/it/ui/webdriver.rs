@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// The key W3C WebDriver names an element reference by.
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735a68ae5d";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// A chromedriver process and one headless browser session in it; both end when dropped.
 pub struct Browser {
@@ -141,7 +141,12 @@ impl Browser {
             if let Some(e) = self.try_find(css).await {
                 return e;
             }
-            assert!(Instant::now() < deadline, "no element {css} on {}", self.current_url().await);
+            assert!(
+                Instant::now() < deadline,
+                "no element {css} on {}; the page is:\n{}",
+                self.current_url().await,
+                self.source().await
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
