@@ -1134,9 +1134,7 @@ impl Store {
         before: Option<&Version>,
         limit: u32,
     ) -> Result<Vec<VersionSummary>> {
-        self.catalog
-            .list_versions_newest_first(repo, name, before, limit)
-            .await
+        self.catalog.list_versions_newest_first(repo, name, before, limit).await
     }
 
     /// Open transactions of every repo, the soonest to expire first (`Catalog::open_transactions`).

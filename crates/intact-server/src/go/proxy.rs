@@ -205,12 +205,16 @@ impl ProxyRepo {
                 error: f.error,
             })
             .collect();
-        failures.extend(meta.failures.into_iter().map(|f| crate::singleflight::RememberedFailure {
-            key: meta_key(&f.key),
-            at: f.at,
-            remembered_for: f.remembered_for,
-            error: f.error,
-        }));
+        failures.extend(
+            meta.failures
+                .into_iter()
+                .map(|f| crate::singleflight::RememberedFailure {
+                    key: meta_key(&f.key),
+                    at: f.at,
+                    remembered_for: f.remembered_for,
+                    error: f.error,
+                }),
+        );
         crate::singleflight::FlightsNow { running, failures }
     }
 

@@ -22,7 +22,10 @@ const RECENT_EVENTS: i64 = 50;
 
 pub(super) async fn page(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> Response {
     match body(&state, &caller).await {
-        Ok(body) => Page::new("Activity", body).crumb("/", "Repositories").crumb("", "Activity").render(&caller),
+        Ok(body) => Page::new("Activity", body)
+            .crumb("/", "Repositories")
+            .crumb("", "Activity")
+            .render(&caller),
         Err(e) => page::error(&caller, axum::http::StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
 }
@@ -62,7 +65,14 @@ async fn body(state: &AppState, caller: &Caller) -> intact_store::Result<String>
             .collect();
         out.push_str(&table(
             "Open transactions",
-            &["Writing", "Held by", "Opened", "Lease until", "Files staged", "Transaction"],
+            &[
+                "Writing",
+                "Held by",
+                "Opened",
+                "Lease until",
+                "Files staged",
+                "Transaction",
+            ],
             &rows,
         ));
     }
@@ -130,7 +140,12 @@ async fn body(state: &AppState, caller: &Caller) -> intact_store::Result<String>
 fn upstream(state: &AppState, caller: &Caller) -> String {
     let mut running = Vec::new();
     let mut failures = Vec::new();
-    for repo in state.config.repos.iter().filter(|r| caller.may(state, r.name.as_str(), Access::Read)) {
+    for repo in state
+        .config
+        .repos
+        .iter()
+        .filter(|r| caller.may(state, r.name.as_str(), Access::Read))
+    {
         let now = match repo.format {
             crate::config::RepoFormat::Go => state.go.proxy(&repo.name).map(|p| p.flights_now()),
             crate::config::RepoFormat::Generic => state.staging.flights_now(&repo.name),
@@ -152,7 +167,11 @@ fn upstream(state: &AppState, caller: &Caller) -> String {
     let mut out = String::new();
     match running.is_empty() {
         true => out.push_str("<p>No fetch from an upstream is running.</p>"),
-        false => out.push_str(&table("Upstream fetches in flight (this server)", &["Repository", "Fetching"], &running)),
+        false => out.push_str(&table(
+            "Upstream fetches in flight (this server)",
+            &["Repository", "Fetching"],
+            &running,
+        )),
     }
     match failures.is_empty() {
         true => out.push_str("<p>No upstream failure is remembered.</p>"),

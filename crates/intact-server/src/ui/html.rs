@@ -71,7 +71,11 @@ pub fn time(t: intact_core::Timestamp) -> String {
 /// [`esc`]/[`link`]).
 pub fn table(caption: &str, headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut out = String::new();
-    let _ = write!(out, "<div class=\"scroll\"><table><caption>{}</caption><thead><tr>", esc(caption));
+    let _ = write!(
+        out,
+        "<div class=\"scroll\"><table><caption>{}</caption><thead><tr>",
+        esc(caption)
+    );
     for h in headers {
         let _ = write!(out, "<th scope=\"col\">{}</th>", esc(h));
     }

@@ -67,7 +67,11 @@ pub(super) async fn home(State(state): State<AppState>, Extension(caller): Exten
                 link(&repo_url(r.name.as_str()), r.name.as_str()),
                 esc(kind_of(r)),
                 esc(format_of(r)),
-                if r.anonymous_read { "anyone".into() } else { "token".into() },
+                if r.anonymous_read {
+                    "anyone".into()
+                } else {
+                    "token".into()
+                },
                 detail,
             ]
         })
@@ -102,14 +106,14 @@ pub(super) async fn names(
         return page::hidden(&caller, &repo);
     };
     let Ok(Query(q)) = query else {
-        return page::error(&caller, StatusCode::BAD_REQUEST, "the query string is not prefix=&after=");
+        return page::error(
+            &caller,
+            StatusCode::BAD_REQUEST,
+            "the query string is not prefix=&after=",
+        );
     };
     let prefix = q.prefix.unwrap_or_default();
-    if prefix.len() > 1024
-        || !prefix
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-/~".contains(c))
-    {
+    if prefix.len() > 1024 || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._-/~".contains(c)) {
         return page::error(
             &caller,
             StatusCode::BAD_REQUEST,
@@ -120,7 +124,11 @@ pub(super) async fn names(
         Ok(found) => found,
         Err(e) => return page::error(&caller, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
-    let what = if config.format == RepoFormat::Go { "Modules" } else { "Names" };
+    let what = if config.format == RepoFormat::Go {
+        "Modules"
+    } else {
+        "Names"
+    };
     let mut body = format!(
         "<p class=\"meta\">{} · {} repository</p>\
          <form class=\"search\" method=\"get\" role=\"search\" action=\"{action}\">\
@@ -133,14 +141,21 @@ pub(super) async fn names(
         prefix = esc(&prefix),
     );
     if names.is_empty() {
-        body.push_str(&format!("<p>No {} here{}.</p>", what.to_lowercase(), match prefix.is_empty() {
-            true => String::new(),
-            false => format!(" starting with <code>{}</code>", esc(&prefix)),
-        }));
+        body.push_str(&format!(
+            "<p>No {} here{}.</p>",
+            what.to_lowercase(),
+            match prefix.is_empty() {
+                true => String::new(),
+                false => format!(" starting with <code>{}</code>", esc(&prefix)),
+            }
+        ));
     } else {
         body.push_str("<ul class=\"names\">");
         for n in &names {
-            body.push_str(&format!("<li>{}</li>", link(&versions_url(&repo, n.as_str()), n.as_str())));
+            body.push_str(&format!(
+                "<li>{}</li>",
+                link(&versions_url(&repo, n.as_str()), n.as_str())
+            ));
         }
         body.push_str("</ul>");
     }

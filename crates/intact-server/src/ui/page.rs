@@ -78,7 +78,10 @@ impl Page {
         );
         let mut resp = (self.status, html).into_response();
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
         // A page shows what its caller's token may read: never kept by a shared cache, and
         // always asked again (live numbers).
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -54,7 +54,9 @@ fn sign_in_page(caller: &Caller, status: StatusCode, problem: Option<&str>) -> R
          this server and only to read.</p>\
          <button type=\"submit\">Sign in</button></form>",
     );
-    let mut page = Page::new("Sign in", body).crumb("/", "Repositories").crumb("", "Sign in");
+    let mut page = Page::new("Sign in", body)
+        .crumb("/", "Repositories")
+        .crumb("", "Sign in");
     page.status = status;
     page.render(caller)
 }

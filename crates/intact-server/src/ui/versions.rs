@@ -24,7 +24,12 @@ const PAGE: u32 = 50;
 
 /// The URL of a version's page.
 pub(super) fn version_url(repo: &str, name: &str, version: &str) -> String {
-    format!("/ui/repos/{}/{}/@v/{}", seg(repo), super::html::path(name), seg(version))
+    format!(
+        "/ui/repos/{}/{}/@v/{}",
+        seg(repo),
+        super::html::path(name),
+        seg(version)
+    )
 }
 
 #[derive(Deserialize)]
@@ -56,7 +61,11 @@ pub(super) async fn dispatch(
     match target {
         ReadTarget::Versions(name) => {
             let Ok(Query(q)) = query else {
-                return page::error(&caller, StatusCode::BAD_REQUEST, "the query string is not before=&member=");
+                return page::error(
+                    &caller,
+                    StatusCode::BAD_REQUEST,
+                    "the query string is not before=&member=",
+                );
             };
             versions(&state, &caller, config, &name, q).await
         }
@@ -71,10 +80,16 @@ pub(super) async fn dispatch(
                     Err(e) => return page::error(&caller, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
                 }
             }
-            page::error(&caller, StatusCode::NOT_FOUND, &format!("no version of {name} in repo {repo}"))
+            page::error(
+                &caller,
+                StatusCode::NOT_FOUND,
+                &format!("no version of {name} in repo {repo}"),
+            )
         }
         ReadTarget::TaggedManifest(name, tag) => match crate::api::tags::find(&state, config, &name, &tag).await {
-            Ok((_, record)) => Redirect::to(&version_url(&repo, name.as_str(), record.version.as_str())).into_response(),
+            Ok((_, record)) => {
+                Redirect::to(&version_url(&repo, name.as_str(), record.version.as_str())).into_response()
+            }
             Err(e) => page::api_error(&caller, &e),
         },
         _ => page::error(
@@ -95,7 +110,13 @@ async fn versions(state: &AppState, caller: &Caller, repo: &RepoConfig, name: &N
     let shown: Vec<&RepoConfig> = match &q.member {
         Some(m) => match members.iter().find(|r| r.name.as_str() == m.as_str()) {
             Some(r) => vec![*r],
-            None => return page::error(caller, StatusCode::BAD_REQUEST, &format!("{m} is not a member of {}", repo.name)),
+            None => {
+                return page::error(
+                    caller,
+                    StatusCode::BAD_REQUEST,
+                    &format!("{m} is not a member of {}", repo.name),
+                );
+            }
         },
         None => members.clone(),
     };
@@ -140,7 +161,10 @@ async fn versions(state: &AppState, caller: &Caller, repo: &RepoConfig, name: &N
             .take(PAGE as usize)
             .map(|v| {
                 vec![
-                    link(&version_url(repo.name.as_str(), name.as_str(), v.version.as_str()), v.version.as_str()),
+                    link(
+                        &version_url(repo.name.as_str(), name.as_str(), v.version.as_str()),
+                        v.version.as_str(),
+                    ),
                     time(v.created_at),
                     v.files.to_string(),
                     esc(&size(v.size)),
@@ -182,7 +206,10 @@ async fn versions(state: &AppState, caller: &Caller, repo: &RepoConfig, name: &N
             ));
         }
         if !pager.is_empty() {
-            body.push_str(&format!("<nav aria-label=\"Pages\" class=\"pager\">{}</nav>", pager.join(" ")));
+            body.push_str(&format!(
+                "<nav aria-label=\"Pages\" class=\"pager\">{}</nav>",
+                pager.join(" ")
+            ));
         }
     }
     if !any && is_group {
@@ -206,7 +233,10 @@ async fn tags_table(state: &AppState, repo: &RepoConfig, name: &Name) -> intact_
         .map(|t| {
             vec![
                 esc(t.tag.as_str()),
-                link(&version_url(repo.name.as_str(), name.as_str(), t.version.as_str()), t.version.as_str()),
+                link(
+                    &version_url(repo.name.as_str(), name.as_str(), t.version.as_str()),
+                    t.version.as_str(),
+                ),
                 time(t.moved_at),
                 esc(t.moved_by.as_deref().unwrap_or("anonymous")),
             ]

@@ -1069,7 +1069,10 @@ pub async fn listing_newest_first_pages_backwards_in_commit_order(h: &Harness) {
     };
     assert_eq!(newest(None, 2).await.expect("page 1"), ["1", "c"]);
     assert_eq!(newest(Some("c"), 10).await.expect("page 2"), ["a", "b"]);
-    assert_eq!(newest(Some("b"), 10).await.expect("past the oldest"), Vec::<String>::new());
+    assert_eq!(
+        newest(Some("b"), 10).await.expect("past the oldest"),
+        Vec::<String>::new()
+    );
     // Commit order: a version deleted and published again is the newest.
     h.store
         .delete_version(&repo(), &name("p"), &Version::parse("a").expect("v"), "test")
@@ -1085,7 +1088,12 @@ pub async fn listing_newest_first_pages_backwards_in_commit_order(h: &Harness) {
 
 pub async fn open_transactions_are_listed_with_holder_and_lease(h: &Harness) {
     let before = h.store.open_transactions(100).await.expect("list");
-    let owned = match h.store.begin_owned(req("watched", "1"), Some("ci-bot")).await.expect("begin") {
+    let owned = match h
+        .store
+        .begin_owned(req("watched", "1"), Some("ci-bot"))
+        .await
+        .expect("begin")
+    {
         OpenOutcome::Created(t) => t,
         other => panic!("{other:?}"),
     };
@@ -1109,7 +1117,10 @@ pub async fn open_transactions_are_listed_with_holder_and_lease(h: &Harness) {
     // Ended transactions are not open; who opened one is remembered past its commit.
     h.store.commit(&owned.id).await.expect("commit");
     let catalog = h.store.catalog();
-    assert_eq!(catalog.txn_owner(&owned.id).await.expect("owner").as_deref(), Some("ci-bot"));
+    assert_eq!(
+        catalog.txn_owner(&owned.id).await.expect("owner").as_deref(),
+        Some("ci-bot")
+    );
     assert_eq!(catalog.txn_owner(&anonymous.id).await.expect("owner"), None);
     h.store.abort(&anonymous.id).await.expect("abort");
     let listed = h.store.open_transactions(100).await.expect("list");

@@ -59,7 +59,10 @@ async fn browse_to_a_file_download_it_and_watch_commits_arrive() {
     s.publish(
         "shots/sq010/comp",
         "1",
-        &[("render/beauty.0001.exr", b"frame one"), ("notes.txt", b"hello from intact\n")],
+        &[
+            ("render/beauty.0001.exr", b"frame one"),
+            ("notes.txt", b"hello from intact\n"),
+        ],
     )
     .await;
     let (id, _) = s
@@ -69,7 +72,8 @@ async fn browse_to_a_file_download_it_and_watch_commits_arrive() {
     s.put(&id, "render/beauty.0001.exr", b"frame one, again".to_vec()).await;
     let (status, v) = s.commit(&id).await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
-    s.publish("tools/exporter", "0.3.1", &[("exporter.py", b"print('hi')\n")]).await;
+    s.publish("tools/exporter", "0.3.1", &[("exporter.py", b"print('hi')\n")])
+        .await;
     let tag = s
         .http
         .put(s.url("/api/v1/repos/files/shots/sq010/comp/@tags/approved"))
@@ -128,7 +132,10 @@ async fn browse_to_a_file_download_it_and_watch_commits_arrive() {
         .await;
     browser.wait_for_text("render/beauty.0001.exr", LIVE).await;
     let text = browser.text().await;
-    assert!(text.contains(&intact_core::Digest::of(b"hello from intact\n").to_hex()), "{text}");
+    assert!(
+        text.contains(&intact_core::Digest::of(b"hello from intact\n").to_hex()),
+        "{text}"
+    );
     let link = browser.find("a[href$='/@v/1/notes.txt']").await;
     let href = link.attribute("href").await.expect("href");
     assert_eq!(href, "/api/v1/repos/files/shots/sq010/comp/@v/1/notes.txt");
@@ -156,7 +163,12 @@ async fn browse_to_a_file_download_it_and_watch_commits_arrive() {
 
     // A 360 px wide screen: nothing wider than the screen but tables, which scroll in place.
     browser.emulate_screen(360, 740).await;
-    for path in ["/", "/ui/repos/files", "/ui/repos/files/shots/sq010/comp/@v/2", "/ui/activity"] {
+    for path in [
+        "/",
+        "/ui/repos/files",
+        "/ui/repos/files/shots/sq010/comp/@v/2",
+        "/ui/activity",
+    ] {
         browser.goto(&s.url(path)).await;
         browser.find("main h1").await;
         let overflow = browser
@@ -254,7 +266,10 @@ async fn sign_in_with_a_token_read_what_it_may_and_sign_out() {
     shoot(&browser, "sign-in").await;
     browser.find("form.sign-in button").await.click().await;
     browser.wait_for_text("signed in as reviewer", LIVE).await;
-    assert!(!browser.source().await.contains(&reader), "the token is never in a page");
+    assert!(
+        !browser.source().await.contains(&reader),
+        "the token is never in a page"
+    );
     let cookie_visible = browser.run("return document.cookie;", json!([])).await;
     assert_eq!(cookie_visible.as_str(), Some(""), "HttpOnly: no script reads the token");
     browser.find("a[href='/ui/repos/files']").await.click().await;
@@ -263,7 +278,11 @@ async fn sign_in_with_a_token_read_what_it_may_and_sign_out() {
         .await
         .click()
         .await;
-    browser.find("a[href='/ui/repos/files/plates/@v/1']").await.click().await;
+    browser
+        .find("a[href='/ui/repos/files/plates/@v/1']")
+        .await
+        .click()
+        .await;
     let link = browser.find("a[href$='/plate.txt']").await;
     let href = link.attribute("href").await.expect("href");
     assert_eq!(fetched_in_browser(&browser, &href).await, "200 files plate");

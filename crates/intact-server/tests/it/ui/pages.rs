@@ -82,7 +82,10 @@ async fn the_ui_never_shadows_the_api_and_serves_its_assets() {
     let (status, v) = s.get_json("/api/v1/repos").await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(s.get_bytes("/healthz").await, (StatusCode::OK, b"ok\n".to_vec()));
-    for (asset, kind) in [("/ui/assets/app.js", "text/javascript"), ("/ui/assets/app.css", "text/css")] {
+    for (asset, kind) in [
+        ("/ui/assets/app.js", "text/javascript"),
+        ("/ui/assets/app.css", "text/css"),
+    ] {
         let resp = s.http.get(s.url(asset)).send().await.expect("asset");
         assert_eq!(resp.status(), StatusCode::OK);
         let content_type = resp.headers()["content-type"].to_str().expect("type").to_owned();
@@ -124,12 +127,18 @@ async fn a_cookie_reads_what_its_token_may_and_never_writes() {
 
     // Anonymous: the public repo only; the private one reads as unknown.
     let (_, _, home) = page(&s, "/", None).await;
-    assert!(home.contains("/ui/repos/public") && !home.contains("/ui/repos/files"), "{home}");
+    assert!(
+        home.contains("/ui/repos/public") && !home.contains("/ui/repos/files"),
+        "{home}"
+    );
     let (status, _, _) = page(&s, "/ui/repos/files", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     // With the reader's cookie: both, and who is signed in (by name, never the secret).
     let (_, _, home) = page(&s, "/", Some(&reader)).await;
-    assert!(home.contains("/ui/repos/files") && home.contains("signed in as"), "{home}");
+    assert!(
+        home.contains("/ui/repos/files") && home.contains("signed in as"),
+        "{home}"
+    );
     assert!(!home.contains(&reader), "the token must never be written into a page");
     let (status, _, _) = page(&s, "/ui/repos/files", Some(&reader)).await;
     assert_eq!(status, StatusCode::OK);
@@ -140,9 +149,21 @@ async fn a_cookie_reads_what_its_token_may_and_never_writes() {
 
     // The admin's token as a cookie on a write: not believed (as if no token were sent).
     for (method, path, body) in [
-        (reqwest::Method::POST, "/api/v1/repos/files/transactions", json!({"name": "n", "version": "1"})),
-        (reqwest::Method::POST, "/api/v1/tokens", json!({"name": "evil", "scopes": ["*:admin"]})),
-        (reqwest::Method::PUT, "/api/v1/repos/files/n/@tags/hero", json!({"version": "1"})),
+        (
+            reqwest::Method::POST,
+            "/api/v1/repos/files/transactions",
+            json!({"name": "n", "version": "1"}),
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/tokens",
+            json!({"name": "evil", "scopes": ["*:admin"]}),
+        ),
+        (
+            reqwest::Method::PUT,
+            "/api/v1/repos/files/n/@tags/hero",
+            json!({"version": "1"}),
+        ),
     ] {
         let resp = s
             .http
@@ -217,7 +238,8 @@ async fn a_cookie_reads_what_its_token_may_and_never_writes() {
 async fn versions_page_newest_first_by_cursor() {
     let s = Server::start().await;
     for v in 1..=55 {
-        s.publish("many", &v.to_string(), &[("f", format!("{v}").as_bytes())]).await;
+        s.publish("many", &v.to_string(), &[("f", format!("{v}").as_bytes())])
+            .await;
     }
     let (status, _, first) = page(&s, "/ui/repos/files/many/@versions", None).await;
     assert_eq!(status, StatusCode::OK);
@@ -231,7 +253,10 @@ async fn versions_page_newest_first_by_cursor() {
     assert_eq!(versions.len(), 50, "{first}");
     assert_eq!(versions[0], "55");
     assert_eq!(versions[49], "6");
-    assert!(first.contains("href=\"/ui/repos/files/many/@versions?before=6\""), "{first}");
+    assert!(
+        first.contains("href=\"/ui/repos/files/many/@versions?before=6\""),
+        "{first}"
+    );
     let (_, _, second) = page(&s, "/ui/repos/files/many/@versions?before=6", None).await;
     assert_eq!(shown(&second), ["5", "4", "3", "2", "1"]);
     assert!(!second.contains("before=1"), "no page after the oldest: {second}");

@@ -111,9 +111,15 @@ impl Browser {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.unwrap_or_else(|e| panic!("webdriver {method} {path}: {e}"));
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("webdriver {method} {path}: {e}"));
         let status = resp.status();
-        let v: Value = resp.json().await.unwrap_or_else(|e| panic!("webdriver {method} {path}: {e}"));
+        let v: Value = resp
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("webdriver {method} {path}: {e}"));
         assert!(status.is_success(), "webdriver {method} {path}: {status} {v}");
         v["value"].clone()
     }
@@ -161,12 +167,14 @@ impl Browser {
 
     /// Runs `script` (a function body; `arguments` are `args`) and returns its value.
     pub async fn run(&self, script: &str, args: Value) -> Value {
-        self.post("/execute/sync", json!({"script": script, "args": args})).await
+        self.post("/execute/sync", json!({"script": script, "args": args}))
+            .await
     }
 
     /// Runs `script`, which calls `arguments[arguments.length - 1]` with its result.
     pub async fn run_async(&self, script: &str, args: Value) -> Value {
-        self.post("/execute/async", json!({"script": script, "args": args})).await
+        self.post("/execute/async", json!({"script": script, "args": args}))
+            .await
     }
 
     /// The page's visible text.
@@ -208,7 +216,10 @@ impl Browser {
             if url.ends_with(suffix) {
                 return;
             }
-            assert!(Instant::now() < deadline, "the browser stayed at {url}, not ...{suffix}");
+            assert!(
+                Instant::now() < deadline,
+                "the browser stayed at {url}, not ...{suffix}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -250,7 +261,9 @@ pub struct Element<'b> {
 
 impl Element<'_> {
     pub async fn click(&self) {
-        self.browser.post(&format!("/element/{}/click", self.id), json!({})).await;
+        self.browser
+            .post(&format!("/element/{}/click", self.id), json!({}))
+            .await;
     }
 
     pub async fn type_text(&self, text: &str) {

@@ -27,8 +27,9 @@ use tokio::sync::watch;
 
 use super::columns::{self, corrupt, i64_of, u64_of};
 use super::{
-    BlobPage, BlobUser, Catalog, CommitOutcome, Event, Expiries, Finished, NewTxn, OpenOutcome, OpenTxnSummary, RepoUsage,
-    SweepProgress, SweepReport, SweeperRecord, TxnRecord, TxnStatus, VersionSpec, VersionSummary, VersionUse, rules,
+    BlobPage, BlobUser, Catalog, CommitOutcome, Event, Expiries, Finished, NewTxn, OpenOutcome, OpenTxnSummary,
+    RepoUsage, SweepProgress, SweepReport, SweeperRecord, TxnRecord, TxnStatus, VersionSpec, VersionSummary,
+    VersionUse, rules,
 };
 use crate::clock::OffsetClock;
 use crate::tokens::{NewToken, TokenRecord};
