@@ -262,3 +262,46 @@ async fn versions_page_newest_first_by_cursor() {
     assert!(!second.contains("before=1"), "no page after the oldest: {second}");
     s.stop().await;
 }
+
+/// A measurement, not a check (`cargo test -p intact-server --test it -- --ignored
+/// versions_page_timing --nocapture`): the versions page of a name with 100,000 versions, its
+/// first page and one deep in the history. The rows are written straight into the catalog
+/// (the listing reads only the versions table), as committing 100,000 versions one by one
+/// would take minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run by hand with --ignored --nocapture"]
+async fn versions_page_timing_with_100000_versions() {
+    let s = Server::start().await;
+    s.publish("big/name", "0", &[("f", b"x")]).await;
+    let sql = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000)
+               INSERT INTO versions (repo, name, version, auto_number, metadata, fingerprint, txn_id, seq,
+                                     created_at, last_access, total_size, file_count)
+               SELECT 'files', 'big/name', 'v' || i, NULL, '{}', 'x', NULL, 1000000 + i,
+                      1700000000000 + i, 1700000000000 + i, 1, 1 FROM n;";
+    let status = std::process::Command::new("sqlite3")
+        .arg(s.data.join("catalog.db"))
+        .arg(sql)
+        .status()
+        .expect("sqlite3");
+    assert!(status.success());
+    for (what, path) in [
+        ("first page", "/ui/repos/files/big/name/@versions".to_owned()),
+        ("50,000 deep", "/ui/repos/files/big/name/@versions?before=v50000".to_owned()),
+        ("the oldest", "/ui/repos/files/big/name/@versions?before=v2".to_owned()),
+    ] {
+        let mut times = Vec::new();
+        for _ in 0..20 {
+            let started = std::time::Instant::now();
+            let (status, _, html) = page(&s, &path, None).await;
+            times.push(started.elapsed());
+            assert_eq!(status, StatusCode::OK, "{html}");
+        }
+        times.sort();
+        println!(
+            "versions page, {what}: median {:?}, max {:?} (20 requests, 100,001 versions)",
+            times[times.len() / 2],
+            times[times.len() - 1]
+        );
+    }
+    s.stop().await;
+}
