@@ -307,3 +307,40 @@ async fn versions_page_timing_with_100000_versions() {
     }
     s.stop().await;
 }
+
+/// A Go module's version page shows the two go.sum lines, exactly as the publish answered
+/// them (the `h1:` of the zip and of the go.mod), through the group too; internal names
+/// (`@gomod/...`) stay out of the modules list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_go_module_version_shows_its_go_sum_lines() {
+    let s = Server::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("go.mod"), "module example.com/hello\n").expect("go.mod");
+    std::fs::write(dir.path().join("hello.go"), "package hello\n").expect("hello.go");
+    let mut zip = std::io::Cursor::new(Vec::new());
+    intact_go::zip::create_from_dir(dir.path(), "example.com/hello", "v1.2.3", &mut zip).expect("zip");
+    let resp = s
+        .http
+        .post(s.url("/go/go-private/publish?module=example.com/hello&version=v1.2.3"))
+        .body(zip.into_inner())
+        .send()
+        .await
+        .expect("go publish");
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let published: serde_json::Value = resp.json().await.expect("json");
+    let h1 = published["h1"].as_str().expect("h1");
+    let go_mod_h1 = published["go_mod_h1"].as_str().expect("go_mod_h1");
+    assert!(h1.starts_with("h1:") && go_mod_h1.starts_with("h1:"), "{published}");
+    let lines = format!("example.com/hello v1.2.3 {h1}\nexample.com/hello v1.2.3/go.mod {go_mod_h1}");
+    for repo in ["go-private", "go"] {
+        let (status, _, html) = page(&s, &format!("/ui/repos/{repo}/example.com/hello/@v/v1.2.3"), None).await;
+        assert_eq!(status, StatusCode::OK, "{html}");
+        assert!(html.contains("<pre class=\"go-sum\""), "{html}");
+        assert!(html.contains(&lines), "{repo}: {html}");
+        let (status, _, html) = page(&s, &format!("/ui/repos/{repo}"), None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(html.contains("example.com/hello"), "{html}");
+        assert!(!html.contains("@gomod"), "{html}");
+    }
+    s.stop().await;
+}
