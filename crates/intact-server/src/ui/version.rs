@@ -14,6 +14,10 @@ use crate::go::layout::{MOD_FILE, ZIP_FILE};
 use crate::http::Caller;
 use crate::state::AppState;
 
+/// Files listed on one page at most: a version may hold very many (a render's frames), and a
+/// page is for people; the JSON manifest has them all.
+const MAX_FILES_SHOWN: usize = 2000;
+
 /// The API URL a file is downloaded from (through the repo the page was asked for).
 fn download_url(repo: &str, m: &Manifest, file: &str) -> String {
     format!(
@@ -82,6 +86,7 @@ pub(super) async fn page(
     let rows: Vec<Vec<String>> = m
         .files
         .iter()
+        .take(MAX_FILES_SHOWN)
         .map(|f| {
             vec![
                 link(&download_url(repo_name, &m, f.path.as_str()), f.path.as_str()),
@@ -91,6 +96,12 @@ pub(super) async fn page(
         })
         .collect();
     body.push_str(&table("Files", &["Path", "Size", "SHA-256"], &rows));
+    if m.files.len() > MAX_FILES_SHOWN {
+        body.push_str(&format!(
+            "<p class=\"meta\">The first {MAX_FILES_SHOWN} of {} files, by path; the manifest as JSON (below) lists them all.</p>",
+            m.files.len()
+        ));
+    }
     let metadata = serde_json::to_string_pretty(&m.metadata).unwrap_or_else(|_| "{}".into());
     body.push_str(&format!(
         "<h2>Metadata</h2><pre class=\"metadata\">{}</pre>\

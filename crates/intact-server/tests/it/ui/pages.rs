@@ -288,7 +288,10 @@ async fn versions_page_timing_with_100000_versions() {
     assert!(status.success());
     for (what, path) in [
         ("first page", "/ui/repos/files/big/name/@versions".to_owned()),
-        ("50,000 deep", "/ui/repos/files/big/name/@versions?before=v50000".to_owned()),
+        (
+            "50,000 deep",
+            "/ui/repos/files/big/name/@versions?before=v50000".to_owned(),
+        ),
         ("the oldest", "/ui/repos/files/big/name/@versions?before=v2".to_owned()),
     ] {
         let mut times = Vec::new();

@@ -2,6 +2,7 @@
 //! through chromedriver: open pages, find and click elements, type, run scripts, size the
 //! window and take screenshots. The suite starts its own chromedriver on a free port.
 
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -246,8 +247,24 @@ impl Browser {
 }
 
 impl Drop for Browser {
+    /// Ends the session (chromedriver then quits the browser and its helpers), then
+    /// chromedriver itself, by its own process id: killing chromedriver alone would leave the
+    /// browser running. Blocking, plain TCP: a drop cannot await, and it also runs when a
+    /// test panics.
     fn drop(&mut self) {
-        // Ending chromedriver ends the browser it started.
+        if let Some((host, path)) = self
+            .session
+            .strip_prefix("http://")
+            .and_then(|rest| rest.split_once('/'))
+            && let Ok(mut conn) = std::net::TcpStream::connect(host)
+        {
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+            let request = format!("DELETE /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+            if conn.write_all(request.as_bytes()).is_ok() {
+                let mut answer = Vec::new();
+                let _ = conn.read_to_end(&mut answer);
+            }
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
