@@ -17,6 +17,7 @@ pub mod singleflight;
 pub mod staging;
 pub mod state;
 pub mod tls;
+pub mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;

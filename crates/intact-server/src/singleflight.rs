@@ -121,6 +121,26 @@ impl<K: Hash + Eq, V, E> Flights<K, V, E> {
     }
 }
 
+/// What a group is doing, for people watching it (the web UI's activity page).
+#[derive(Debug, Clone)]
+pub struct FlightsNow<K> {
+    /// Keys whose work runs right now.
+    pub running: Vec<K>,
+    /// Definitive failures still answered from memory.
+    pub failures: Vec<RememberedFailure<K>>,
+}
+
+/// A remembered failure as [`FlightsNow`] tells it.
+#[derive(Debug, Clone)]
+pub struct RememberedFailure<K> {
+    pub key: K,
+    /// When it happened.
+    pub at: Timestamp,
+    /// How much longer it is answered from memory.
+    pub remembered_for: Duration,
+    pub error: String,
+}
+
 /// A single-flight group for keys `K` producing `V` or failing with `E`.
 pub struct SingleFlight<K, V, E> {
     inner: Arc<Mutex<Flights<K, V, E>>>,
@@ -164,6 +184,34 @@ where
     /// How many failures are remembered right now (expired ones included until swept).
     pub fn remembered_failures(&self) -> usize {
         self.inner.lock().map(|g| g.failures.len()).unwrap_or(0)
+    }
+
+    /// The keys running now and the failures remembered now (expired ones left out).
+    pub fn now(&self) -> FlightsNow<K>
+    where
+        E: std::fmt::Display,
+    {
+        let Ok(g) = self.inner.lock() else {
+            return FlightsNow {
+                running: Vec::new(),
+                failures: Vec::new(),
+            };
+        };
+        let now = Instant::now();
+        FlightsNow {
+            running: g.running.keys().cloned().collect(),
+            failures: g
+                .failures
+                .iter()
+                .filter(|(_, r)| r.expires > now)
+                .map(|(key, r)| RememberedFailure {
+                    key: key.clone(),
+                    at: r.at,
+                    remembered_for: r.expires - now,
+                    error: r.error.to_string(),
+                })
+                .collect(),
+        }
     }
 
     /// Whether work for `key` is running right now.

@@ -24,8 +24,8 @@ pub use blob::{
 };
 pub use catalog::{
     BlobUser, Catalog, CommitOutcome, Event, FlightClaim, FlightEnd, FlightFailure, FlightState, NewTxn, OpenOutcome,
-    PostgresCatalog, RepoUsage, SqliteCatalog, SweepReport, TagExpectation, TagHistoryEntry, TagMove, TagMoved,
-    TagRecord, TxnRecord, TxnStatus, UploadPiece, UploadSession, VersionSpec, VersionSummary, VersionUse,
+    OpenTxnSummary, PostgresCatalog, RepoUsage, SqliteCatalog, SweepReport, TagExpectation, TagHistoryEntry, TagMove,
+    TagMoved, TagRecord, TxnRecord, TxnStatus, UploadPiece, UploadSession, VersionSpec, VersionSummary, VersionUse,
 };
 pub use clock::{Clock, ManualClock, OffsetClock, SystemClock, TokioClock};
 pub use error::{Error, Result};

@@ -1126,6 +1126,22 @@ impl Store {
         self.catalog.list_versions(repo, name, after, limit).await
     }
 
+    /// Committed versions of a name, the newest commit first, before `before` (exclusive).
+    pub async fn list_versions_newest_first(
+        &self,
+        repo: &RepoName,
+        name: &Name,
+        before: Option<&Version>,
+        limit: u32,
+    ) -> Result<Vec<VersionSummary>> {
+        self.catalog.list_versions_newest_first(repo, name, before, limit).await
+    }
+
+    /// Open transactions of every repo, the soonest to expire first (`Catalog::open_transactions`).
+    pub async fn open_transactions(&self, limit: u32) -> Result<Vec<crate::catalog::OpenTxnSummary>> {
+        self.catalog.open_transactions(limit).await
+    }
+
     /// Every committed version of a name, in no particular order (`Catalog::version_names`).
     pub async fn version_names(&self, repo: &RepoName, name: &Name) -> Result<Vec<Version>> {
         self.catalog.version_names(repo, name).await

@@ -7,7 +7,7 @@ mod guard;
 pub(crate) mod import;
 pub(crate) mod prepared;
 mod publish;
-mod reads;
+pub(crate) mod reads;
 pub(crate) mod tags;
 pub(crate) mod tokens;
 pub(crate) mod transactions;
@@ -32,7 +32,7 @@ pub(crate) use self::guard::require_json;
 pub(crate) use self::reads::needed_a_token;
 use crate::config::{RepoConfig, RepoFormat, RepoKind};
 use crate::http::Caller;
-use crate::openapi::schemas::{EventsPage, GcAnswer, VerifyAnswer};
+use crate::openapi::schemas::{EventsPage, GcAnswer, OpenTransactions, VerifyAnswer};
 use crate::state::AppState;
 
 /// The whole HTTP surface.
@@ -54,6 +54,7 @@ pub fn router(state: AppState) -> Router {
             get(reads::read).put(reads::write).delete(reads::remove),
         )
         .route("/repos/{repo}", get(reads::repo_info))
+        .route("/transactions", get(open_transactions))
         .route("/transactions/{id}", get(transactions::get).delete(transactions::abort))
         .route("/transactions/{id}/commit", post(transactions::commit))
         .route("/transactions/{id}/renew", post(transactions::renew))
@@ -105,6 +106,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(crate::observe::metrics::render))
         .nest("/api/v1", api)
         .merge(crate::go::routes(&limits))
+        .merge(crate::ui::routes())
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
@@ -274,6 +276,32 @@ async fn events(
     let next = events.last().map_or(after, |e| e.seq);
     events.retain(|e| caller.may(&state, e.repo.as_str(), Access::Read));
     Ok(Json(EventsPage { events, next }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpenTransactionsQuery {
+    limit: Option<u32>,
+}
+
+/// The most open transactions one answer lists.
+const MAX_OPEN_LISTED: u32 = 1000;
+
+/// Every open transaction of the repos the caller may read, with its holder and lease, the
+/// soonest to expire first.
+async fn open_transactions(
+    State(state): State<AppState>,
+    caller: Extension<Caller>,
+    query: Result<Query<OpenTransactionsQuery>, QueryRejection>,
+) -> ApiResult<Json<OpenTransactions>> {
+    let Query(q) = query?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=MAX_OPEN_LISTED).contains(&limit) {
+        return Err(ApiError::bad("limit", format!("must be 1-{MAX_OPEN_LISTED}")));
+    }
+    let mut transactions = state.store.open_transactions(limit).await?;
+    transactions.retain(|t| caller.may(&state, t.repo.as_str(), Access::Read));
+    Ok(Json(OpenTransactions { transactions }))
 }
 
 /// How long an unreferenced blob must have been so before it is deleted (default:

@@ -180,6 +180,44 @@ pub struct ProxyRepo {
 }
 
 impl ProxyRepo {
+    /// The fetches from upstream running now and the failures remembered now, each named
+    /// as the go command would ask for it (`module@version`, `module/@v/list`).
+    pub fn flights_now(&self) -> crate::singleflight::FlightsNow<String> {
+        let versions = self.versions.now();
+        let meta = self.meta.now();
+        let version_key = |k: &VersionKey| match k.full {
+            true => format!("{}@{}", k.module, k.version),
+            false => format!("{}@{} (.info and .mod)", k.module, k.version),
+        };
+        let meta_key = |k: &MetaKey| match k.meta {
+            Meta::List => format!("{}/@v/list", k.module),
+            Meta::Latest => format!("{}/@latest", k.module),
+        };
+        let mut running: Vec<String> = versions.running.iter().map(version_key).collect();
+        running.extend(meta.running.iter().map(meta_key));
+        let mut failures: Vec<crate::singleflight::RememberedFailure<String>> = versions
+            .failures
+            .into_iter()
+            .map(|f| crate::singleflight::RememberedFailure {
+                key: version_key(&f.key),
+                at: f.at,
+                remembered_for: f.remembered_for,
+                error: f.error,
+            })
+            .collect();
+        failures.extend(
+            meta.failures
+                .into_iter()
+                .map(|f| crate::singleflight::RememberedFailure {
+                    key: meta_key(&f.key),
+                    at: f.at,
+                    remembered_for: f.remembered_for,
+                    error: f.error,
+                }),
+        );
+        crate::singleflight::FlightsNow { running, failures }
+    }
+
     pub fn new(settings: ProxySettings) -> anyhow::Result<Self> {
         let upstream = Upstream::new(settings.upstream, settings.fetch_timeout, settings.direct)?;
         Ok(Self {

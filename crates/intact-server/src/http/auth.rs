@@ -1,7 +1,8 @@
 //! Authentication and access control, one layer under every front-end.
 //!
 //! A request may present a token as `Authorization: Bearer TOKEN`, or as HTTP basic auth with
-//! the token as the password and any user name (what the go command sends from `.netrc`).
+//! the token as the password and any user name (what the go command sends from `.netrc`); a
+//! GET or HEAD without either may present it as the web UI's `intact_token` cookie.
 //! The layer decides what the request needs from its method and path alone, before any
 //! handler runs, so a refused request does nothing:
 //!
@@ -10,7 +11,8 @@
 //! - writing (transactions, publishes) needs `publish` on the repo; a transaction's routes
 //!   are judged by the repo the catalog says the transaction writes into;
 //! - the server's admin operations (gc, verify, tokens) need `admin` on `*`;
-//! - the repo list and the event log are open to every caller, filtered to what it may read.
+//! - the repo list, the event log and the list of open transactions are open to every caller,
+//!   filtered to what it may read.
 //!
 //! Until the first token exists (and unless `[auth] required`), nothing is enforced: the
 //! embedded default stays frictionless on loopback. Once one exists it stays enforced,
@@ -132,7 +134,7 @@ async fn need_of(state: &AppState, method: &Method, path: &str) -> intact_store:
     Ok(match parts.as_slice() {
         ["healthz"] | ["readyz"] | ["metrics"] | ["api", "v1", "openapi.json"] => Need::Nothing,
         ["api", "v1", "repos"] => Need::Filtered,
-        ["api", "v1", "events"] => Need::Filtered,
+        ["api", "v1", "events"] | ["api", "v1", "transactions"] => Need::Filtered,
         ["api", "v1", "repos", repo, "transactions"] | ["api", "v1", "repos", repo, "publish"] => {
             Need::Repo(segment(repo), Access::Publish)
         }
@@ -262,6 +264,15 @@ pub async fn admit(state: &AppState, req: &mut Request) -> Result<(), Response> 
             return Err(limits::counted_refusal(limits, &key, &path, unauthorized(&path, why)));
         }
     };
+    // A browser's token, from the cookie the web UI's sign-in set (`ui::session`): believed
+    // for reads only, so a cookie, which a browser attaches by itself, never authorises a
+    // write. A stale one (revoked, expired, unknown) reads as no token: the browser is
+    // signed out, not locked out.
+    let from_cookie = secret.is_none() && matches!(*req.method(), Method::GET | Method::HEAD);
+    let secret = match from_cookie {
+        true => crate::ui::session::cookie_secret(req.headers()),
+        false => secret,
+    };
     let hash = secret.as_deref().map(tokens::secret_hash);
     let remembered = hash.as_deref().and_then(|hash| state.tokens.get(hash));
     // Counted before any catalog work: a request without a token against its address, the
@@ -282,6 +293,7 @@ pub async fn admit(state: &AppState, req: &mut Request) -> Result<(), Response> 
                 state.auth.switch_on();
                 Some(t)
             }
+            Ok(Presented::Unusable(_) | Presented::Unknown) if from_cookie => None,
             Ok(Presented::Unusable(why)) => {
                 let refused = unauthorized(&path, format!("{why}; {HOW}"));
                 if looked_up {

@@ -17,6 +17,7 @@ pub const TEMPLATES: &[&str] = &[
     "/api/v1/repos/{repo}/stage",
     "/api/v1/repos/{repo}/stage/status",
     "/api/v1/repos/{repo}/{*rest}",
+    "/api/v1/transactions",
     "/api/v1/transactions/{id}",
     "/api/v1/transactions/{id}/commit",
     "/api/v1/transactions/{id}/renew",
@@ -42,6 +43,7 @@ pub const TEMPLATES: &[&str] = &[
     "/go/{repo}/{module}/@v/{version}.zip",
     "/go/{repo}/sumdb/{*rest}",
     "/go/{repo}/{*rest}",
+    "/ui/{*page}",
 ];
 
 /// The template of the endpoint `path` asks for; `unmatched` for a path no endpoint serves.
@@ -52,6 +54,8 @@ pub fn of(path: &str) -> &'static str {
         (Some("healthz"), None, ..) => "/healthz",
         (Some("readyz"), None, ..) => "/readyz",
         (Some("metrics"), None, ..) => "/metrics",
+        // The web UI's pages and assets share one label: `/` and everything under `/ui/`.
+        (Some(""), None, ..) | (Some("ui"), ..) => "/ui/{*page}",
         (Some("api"), Some("v1"), Some(section), tail) => api(section, tail),
         (Some("go"), Some(repo), Some(tail), more) if !repo.is_empty() => go(tail, more),
         _ => "unmatched",
@@ -72,6 +76,7 @@ fn api(section: &str, tail: Option<&str>) -> &'static str {
         ("repos", Some(_), Some("stage"), None) => "/api/v1/repos/{repo}/stage",
         ("repos", Some(_), Some("stage"), Some("status")) => "/api/v1/repos/{repo}/stage/status",
         ("repos", Some(_), Some(_), _) => "/api/v1/repos/{repo}/{*rest}",
+        ("transactions", None, ..) => "/api/v1/transactions",
         ("transactions", Some(_), None, _) => "/api/v1/transactions/{id}",
         ("transactions", Some(_), Some("commit"), None) => "/api/v1/transactions/{id}/commit",
         ("transactions", Some(_), Some("renew"), None) => "/api/v1/transactions/{id}/renew",
@@ -162,6 +167,7 @@ mod tests {
                 "/api/v1/transactions/{id}/files/{*path}",
             ),
             ("/api/v1/events", "/api/v1/events"),
+            ("/api/v1/transactions", "/api/v1/transactions"),
             ("/api/v1/admin/gc", "/api/v1/admin/gc"),
             ("/api/v1/admin/verify", "/api/v1/admin/verify"),
             ("/api/v1/tokens", "/api/v1/tokens"),
@@ -193,7 +199,8 @@ mod tests {
                 "/go/{repo}/{module}/@v/{version}.zip",
             ),
             ("/go/mods/example.com/@latest", "/go/{repo}/{module}/@latest"),
-            ("/", "unmatched"),
+            ("/", "/ui/{*page}"),
+            ("/ui/repos/files/a/b/@versions", "/ui/{*page}"),
             ("/favicon.ico", "unmatched"),
             ("/api/v2/repos", "unmatched"),
             ("/api/v1/transactions/t1/files", "unmatched"),

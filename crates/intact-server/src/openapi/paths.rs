@@ -399,6 +399,16 @@ fn publish() {}
     ))]
 fn events() {}
 
+#[utoipa::path(get, path = "/api/v1/transactions", tag = "publishing",
+    params(
+        ("limit" = Option<u32>, Query, description = "At most this many (default 100, 1-1000)."),
+    ),
+    responses(
+        (status = 200, description = "Open transactions of repositories the caller may read, with who holds each and when its lease runs out, the soonest to expire first.", body = OpenTransactions),
+        (status = "default", description = "An error.", body = ErrorBody),
+    ))]
+fn open_transactions() {}
+
 #[utoipa::path(post, path = "/api/v1/admin/gc", tag = "admin",
     request_body(content = crate::api::GcRequest, description = "An empty body means `{}`; the call still needs `Content-Type: application/json`, like every admin `POST`."),
     responses(

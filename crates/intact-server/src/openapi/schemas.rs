@@ -4,7 +4,7 @@
 //! handlers, and the property run in the test suite checks answers against them.
 
 use intact_core::{Manifest, Name, RepoName, Timestamp, Version};
-use intact_store::catalog::{Event, SweepProgress, TxnRecord, VersionSummary};
+use intact_store::catalog::{Event, OpenTxnSummary, SweepProgress, TxnRecord, VersionSummary};
 use intact_store::hooks::HookRecord;
 use intact_store::tokens::TokenRecord;
 use intact_store::{GcReport, VerifyReport};
@@ -61,6 +61,13 @@ pub struct VersionsPage<'a> {
     /// Pass as `after` for the next page; `null` on the last.
     #[schema(required = true)]
     pub next: Option<Version>,
+}
+
+/// `GET /api/v1/transactions`.
+#[derive(Serialize, ToSchema)]
+pub struct OpenTransactions {
+    /// Open transactions of repos the caller may read, the soonest to expire first.
+    pub transactions: Vec<OpenTxnSummary>,
 }
 
 /// `GET /api/v1/events`.

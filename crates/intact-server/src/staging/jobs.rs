@@ -177,6 +177,13 @@ impl Jobs {
         self.inner.lock().ok()?.latest.get(key).cloned()
     }
 
+    /// Every job this process remembers (running ones, and finished ones until pruned),
+    /// oldest first.
+    pub fn all(&self) -> Vec<Arc<Job>> {
+        let Ok(g) = self.inner.lock() else { return Vec::new() };
+        g.order.iter().filter_map(|id| g.by_id.get(id).cloned()).collect()
+    }
+
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }

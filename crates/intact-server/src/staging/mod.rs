@@ -16,7 +16,7 @@
 
 pub(crate) mod api;
 mod error;
-mod jobs;
+pub(crate) mod jobs;
 pub mod listing;
 mod stager;
 mod upstream;
@@ -140,6 +140,31 @@ impl StagingState {
             jobs: Jobs::new(intact_core::Timestamp::from_system(std::time::SystemTime::now())),
             dirs: Dirs::new(&config.data_dir),
             limits: intact_archive::Limits::default(),
+        })
+    }
+
+    /// Every staging job this process remembers, oldest first (the activity page's list).
+    pub(crate) fn jobs(&self) -> Vec<Arc<jobs::Job>> {
+        self.jobs.all()
+    }
+
+    /// A staging repo's fetches from upstream running now and failures remembered now, each
+    /// named `name@version`.
+    pub(crate) fn flights_now(&self, name: &RepoName) -> Option<crate::singleflight::FlightsNow<String>> {
+        let now = self.repos.get(name)?.flights.now();
+        let key = |(n, v): &(Name, Version)| format!("{n}@{v}");
+        Some(crate::singleflight::FlightsNow {
+            running: now.running.iter().map(key).collect(),
+            failures: now
+                .failures
+                .into_iter()
+                .map(|f| crate::singleflight::RememberedFailure {
+                    key: key(&f.key),
+                    at: f.at,
+                    remembered_for: f.remembered_for,
+                    error: f.error,
+                })
+                .collect(),
         })
     }
 

@@ -26,6 +26,7 @@ mod serving_threads;
 mod slow_clients;
 mod tags;
 mod tls;
+mod ui;
 mod uploads;
 mod upstream_only;
 

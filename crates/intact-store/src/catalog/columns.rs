@@ -131,3 +131,30 @@ where
         by: r.try_get("moved_by")?,
     })
 }
+
+/// An open `txns` row (`id, repo, name, version, owner, created_at, expires_at,
+/// staged_files`), for either backend.
+pub(crate) fn open_txn_from_row<R>(r: &R) -> Result<super::OpenTxnSummary>
+where
+    R: sqlx::Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let (repo, name, version) = ids(
+        &r.try_get::<String, _>("repo")?,
+        &r.try_get::<String, _>("name")?,
+        &r.try_get::<String, _>("version")?,
+    )?;
+    Ok(super::OpenTxnSummary {
+        id: txn_id(&r.try_get::<String, _>("id")?)?,
+        repo,
+        name,
+        version,
+        owner: r.try_get("owner")?,
+        created_at: intact_core::Timestamp(r.try_get("created_at")?),
+        expires_at: intact_core::Timestamp(r.try_get("expires_at")?),
+        staged_files: u64_of(r.try_get("staged_files")?),
+    })
+}

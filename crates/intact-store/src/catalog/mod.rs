@@ -123,6 +123,24 @@ pub struct VersionSummary {
     pub files: u64,
 }
 
+/// An open transaction as an operator watches it: what it writes, who holds it and until
+/// when its lease runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct OpenTxnSummary {
+    pub id: TxnId,
+    pub repo: RepoName,
+    pub name: Name,
+    pub version: Version,
+    /// The token that opened it (`None`: anonymous, or intact's own workers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    pub created_at: Timestamp,
+    /// When the lease runs out unless the holder renews it.
+    pub expires_at: Timestamp,
+    /// Files staged so far.
+    pub staged_files: u64,
+}
+
 /// An entry of the event log, in commit order.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Event {
@@ -326,6 +344,25 @@ pub trait Catalog: Send + Sync + 'static {
         after: Option<&Version>,
         limit: u32,
     ) -> Result<Vec<VersionSummary>>;
+
+    /// Committed versions of a name, the newest commit first, before the version `before`
+    /// (exclusive; `BadRequest` naming `before` when it is not a committed version): the
+    /// index `list_versions` walks, walked backwards, so a page costs the same with 100,000
+    /// versions as with ten.
+    async fn list_versions_newest_first(
+        &self,
+        repo: &RepoName,
+        name: &Name,
+        before: Option<&Version>,
+        limit: u32,
+    ) -> Result<Vec<VersionSummary>>;
+
+    /// Open transactions of every repo (at most `limit`), the soonest to expire first.
+    async fn open_transactions(&self, limit: u32) -> Result<Vec<OpenTxnSummary>>;
+
+    /// The token that opened transaction `id`: `None` when it was anonymous or intact's own,
+    /// and once its record was pruned (`prune_txns`), as for an unknown id.
+    async fn txn_owner(&self, id: &TxnId) -> Result<Option<String>>;
 
     /// Every committed version of a name, in no particular order: for answers that sort the
     /// whole set themselves (the Go `list`), without the paging and fields of `list_versions`.

@@ -1053,6 +1053,82 @@ pub async fn listing_paginates_in_commit_order(h: &Harness) {
     assert!(matches!(bad, Err(Error::BadRequest { field: "after", .. })));
 }
 
+pub async fn listing_newest_first_pages_backwards_in_commit_order(h: &Harness) {
+    for v in ["b", "a", "c", "1"] {
+        publish(h, "p", v, &[("f", v.as_bytes())]).await;
+        h.clock.advance(Duration::from_millis(1_234));
+    }
+    let newest = |before: Option<&str>, limit: u32| {
+        let before = before.map(|b| Version::parse(b).expect("v"));
+        async move {
+            h.store
+                .list_versions_newest_first(&repo(), &name("p"), before.as_ref(), limit)
+                .await
+                .map(|page| page.iter().map(|s| s.version.to_string()).collect::<Vec<_>>())
+        }
+    };
+    assert_eq!(newest(None, 2).await.expect("page 1"), ["1", "c"]);
+    assert_eq!(newest(Some("c"), 10).await.expect("page 2"), ["a", "b"]);
+    assert_eq!(
+        newest(Some("b"), 10).await.expect("past the oldest"),
+        Vec::<String>::new()
+    );
+    // Commit order: a version deleted and published again is the newest.
+    h.store
+        .delete_version(&repo(), &name("p"), &Version::parse("a").expect("v"), "test")
+        .await
+        .expect("delete");
+    publish(h, "p", "a", &[("f", b"again")]).await;
+    assert_eq!(newest(None, 10).await.expect("all"), ["a", "1", "c", "b"]);
+    assert!(matches!(
+        newest(Some("nope"), 10).await,
+        Err(Error::BadRequest { field: "before", .. })
+    ));
+}
+
+pub async fn open_transactions_are_listed_with_holder_and_lease(h: &Harness) {
+    let before = h.store.open_transactions(100).await.expect("list");
+    let owned = match h
+        .store
+        .begin_owned(req("watched", "1"), Some("ci-bot"))
+        .await
+        .expect("begin")
+    {
+        OpenOutcome::Created(t) => t,
+        other => panic!("{other:?}"),
+    };
+    put(h, &owned, "a", b"one").await;
+    put(h, &owned, "b", b"two").await;
+    let anonymous = begin(h, req("watched", "2")).await;
+    let listed = h.store.open_transactions(100).await.expect("list");
+    assert_eq!(listed.len(), before.len() + 2, "{listed:?}");
+    let found = listed.iter().find(|t| t.id == owned.id).expect("owned listed");
+    assert_eq!(found.owner.as_deref(), Some("ci-bot"));
+    assert_eq!(found.name.as_str(), "watched");
+    assert_eq!(found.version.as_str(), "1");
+    assert_eq!(found.staged_files, 2);
+    // Staging files is activity, which may renew the lease: never earlier than at the open.
+    assert!(found.expires_at >= owned.expires_at, "{found:?} vs {owned:?}");
+    assert!(found.expires_at > found.created_at);
+    let found = listed.iter().find(|t| t.id == anonymous.id).expect("anonymous listed");
+    assert_eq!(found.owner, None);
+    assert!(
+        listed.windows(2).all(|w| w[0].expires_at <= w[1].expires_at),
+        "soonest to expire first"
+    );
+    // Ended transactions are not open; who opened one is remembered past its commit.
+    h.store.commit(&owned.id).await.expect("commit");
+    let catalog = h.store.catalog();
+    assert_eq!(
+        catalog.txn_owner(&owned.id).await.expect("owner").as_deref(),
+        Some("ci-bot")
+    );
+    assert_eq!(catalog.txn_owner(&anonymous.id).await.expect("owner"), None);
+    h.store.abort(&anonymous.id).await.expect("abort");
+    let listed = h.store.open_transactions(100).await.expect("list");
+    assert!(listed.iter().all(|t| t.id != owned.id && t.id != anonymous.id));
+}
+
 pub async fn version_names_are_every_committed_version_and_nothing_else(h: &Harness) {
     let names = |found: Vec<Version>| {
         let mut found: Vec<String> = found.into_iter().map(Version::into_string).collect();
@@ -1554,6 +1630,21 @@ impl intact_store::Catalog for GatedCatalog {
         limit: u32,
     ) -> intact_store::Result<Vec<intact_store::VersionSummary>> {
         self.inner.list_versions(repo, name, after, limit).await
+    }
+    async fn list_versions_newest_first(
+        &self,
+        repo: &RepoName,
+        name: &Name,
+        before: Option<&Version>,
+        limit: u32,
+    ) -> intact_store::Result<Vec<intact_store::VersionSummary>> {
+        self.inner.list_versions_newest_first(repo, name, before, limit).await
+    }
+    async fn open_transactions(&self, limit: u32) -> intact_store::Result<Vec<intact_store::OpenTxnSummary>> {
+        self.inner.open_transactions(limit).await
+    }
+    async fn txn_owner(&self, id: &intact_core::TxnId) -> intact_store::Result<Option<String>> {
+        self.inner.txn_owner(id).await
     }
     async fn version_names(&self, repo: &RepoName, name: &Name) -> intact_store::Result<Vec<Version>> {
         self.inner.version_names(repo, name).await

@@ -258,6 +258,8 @@ macro_rules! every_promise {
     events_follow_commit_order,
     verify_finds_damaged_and_missing_blobs,
     listing_paginates_in_commit_order,
+    listing_newest_first_pages_backwards_in_commit_order,
+    open_transactions_are_listed_with_holder_and_lease,
     version_names_are_every_committed_version_and_nothing_else,
     tokens_are_kept_hashed_revoked_for_good_and_owners_counted,
     hooks_are_claimed_by_one_holder_and_keep_their_cursor,

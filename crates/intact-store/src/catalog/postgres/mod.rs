@@ -27,14 +27,16 @@ use tokio::sync::watch;
 
 use super::columns::{self, corrupt, i64_of, u64_of};
 use super::{
-    BlobPage, BlobUser, Catalog, CommitOutcome, Event, Expiries, Finished, NewTxn, OpenOutcome, RepoUsage,
-    SweepProgress, SweepReport, SweeperRecord, TxnRecord, TxnStatus, VersionSpec, VersionSummary, VersionUse, rules,
+    BlobPage, BlobUser, Catalog, CommitOutcome, Event, Expiries, Finished, NewTxn, OpenOutcome, OpenTxnSummary,
+    RepoUsage, SweepProgress, SweepReport, SweeperRecord, TxnRecord, TxnStatus, VersionSpec, VersionSummary,
+    VersionUse, rules,
 };
 use crate::clock::OffsetClock;
 use crate::tokens::{NewToken, TokenRecord};
 use crate::{BlobStore, Error, Result};
 
 mod blobs;
+mod browse;
 mod events;
 mod flights;
 mod hooks;
@@ -273,6 +275,29 @@ impl Catalog for PostgresCatalog {
     ) -> Result<Vec<VersionSummary>> {
         self.bounded("list versions", versions::list_versions(self, repo, name, after, limit))
             .await
+    }
+
+    async fn list_versions_newest_first(
+        &self,
+        repo: &RepoName,
+        name: &Name,
+        before: Option<&Version>,
+        limit: u32,
+    ) -> Result<Vec<VersionSummary>> {
+        self.bounded(
+            "list versions newest first",
+            browse::list_versions_newest_first(self, repo, name, before, limit),
+        )
+        .await
+    }
+
+    async fn open_transactions(&self, limit: u32) -> Result<Vec<OpenTxnSummary>> {
+        self.bounded("list open transactions", browse::open_transactions(self, limit))
+            .await
+    }
+
+    async fn txn_owner(&self, id: &TxnId) -> Result<Option<String>> {
+        self.bounded("transaction owner", browse::txn_owner(self, id)).await
     }
 
     async fn version_names(&self, repo: &RepoName, name: &Name) -> Result<Vec<Version>> {

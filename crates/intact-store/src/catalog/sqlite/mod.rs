@@ -18,8 +18,9 @@ use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use tokio::sync::watch;
 
 use super::{
-    BlobPage, BlobUser, Catalog, CommitOutcome, Event, Expiries, Finished, NewTxn, OpenOutcome, RepoUsage,
-    SweepProgress, SweepReport, SweeperRecord, TxnRecord, TxnStatus, VersionSpec, VersionSummary, VersionUse, rules,
+    BlobPage, BlobUser, Catalog, CommitOutcome, Event, Expiries, Finished, NewTxn, OpenOutcome, OpenTxnSummary,
+    RepoUsage, SweepProgress, SweepReport, SweeperRecord, TxnRecord, TxnStatus, VersionSpec, VersionSummary,
+    VersionUse, rules,
 };
 use crate::tokens::{NewToken, TokenRecord};
 use crate::{BlobStore, Clock, Error, Result};
@@ -180,6 +181,7 @@ impl SqliteCatalog {
 }
 
 mod blobs;
+mod browse;
 mod events;
 mod flights;
 mod group;
@@ -245,6 +247,24 @@ impl Catalog for SqliteCatalog {
         limit: u32,
     ) -> Result<Vec<VersionSummary>> {
         versions::list_versions(self, repo, name, after, limit).await
+    }
+
+    async fn list_versions_newest_first(
+        &self,
+        repo: &RepoName,
+        name: &Name,
+        before: Option<&Version>,
+        limit: u32,
+    ) -> Result<Vec<VersionSummary>> {
+        browse::list_versions_newest_first(self, repo, name, before, limit).await
+    }
+
+    async fn open_transactions(&self, limit: u32) -> Result<Vec<OpenTxnSummary>> {
+        browse::open_transactions(self, limit).await
+    }
+
+    async fn txn_owner(&self, id: &TxnId) -> Result<Option<String>> {
+        browse::txn_owner(self, id).await
     }
 
     async fn version_names(&self, repo: &RepoName, name: &Name) -> Result<Vec<Version>> {
