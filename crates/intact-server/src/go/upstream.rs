@@ -119,10 +119,19 @@ impl ProtocolPath {
     /// The URL of this path under `base` (an `http(s)://` URL without a query), each segment
     /// percent-encoded (`#` as `%23`, `%` as `%25`...).
     pub fn url(&self, base: &str) -> Result<reqwest::Url, ProxyError> {
-        let mut url =
-            reqwest::Url::parse(base).map_err(|e| ProxyError::Internal(format!("upstream base URL {base:?}: {e}")))?;
+        let mut url = reqwest::Url::parse(base).map_err(|e| {
+            ProxyError::Internal(format!(
+                "upstream base URL {:?}: {e}",
+                crate::config::without_credentials(base)
+            ))
+        })?;
         url.path_segments_mut()
-            .map_err(|()| ProxyError::Internal(format!("upstream base URL {base:?} cannot have a path")))?
+            .map_err(|()| {
+                ProxyError::Internal(format!(
+                    "upstream base URL {:?} cannot have a path",
+                    crate::config::without_credentials(base)
+                ))
+            })?
             .pop_if_empty()
             .extend(&self.segments);
         Ok(url)
@@ -172,7 +181,10 @@ pub enum Source {
 impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Http(url) => f.write_str(url),
+            // An upstream URL may carry credentials (`https://user:token@host/`): this text goes
+            // into error messages, which the go command, the logs and the web UI's activity
+            // page show to whoever reads the repo.
+            Self::Http(url) => f.write_str(&crate::config::without_credentials(url)),
             Self::File(dir) => write!(f, "file://{}", dir.display()),
             Self::Direct => f.write_str("direct"),
             Self::Off => f.write_str("off"),
@@ -442,21 +454,25 @@ impl Upstream {
     fn request_error(&self, url: &reqwest::Url, e: reqwest::Error) -> ProxyError {
         if e.is_timeout() {
             return ProxyError::Timeout {
-                what: format!("upstream {url}"),
+                what: format!("upstream {}", shown(url)),
                 seconds: self.stall.as_secs(),
             };
         }
-        ProxyError::Upstream(format!("fetching {url}: {}", error_chain(&e)))
+        ProxyError::Upstream(format!("fetching {}: {}", shown(url), error_chain(&e.without_url())))
     }
 
     fn body_error(&self, url: &reqwest::Url, e: reqwest::Error) -> ProxyError {
         if e.is_timeout() {
             return ProxyError::Timeout {
-                what: format!("the rest of {url} from upstream"),
+                what: format!("the rest of {} from upstream", shown(url)),
                 seconds: self.stall.as_secs(),
             };
         }
-        ProxyError::Upstream(format!("upstream body of {url} was cut short: {}", error_chain(&e)))
+        ProxyError::Upstream(format!(
+            "upstream body of {} was cut short: {}",
+            shown(url),
+            error_chain(&e.without_url())
+        ))
     }
 }
 
@@ -488,10 +504,16 @@ fn too_large(source: &Source, rel: &ProtocolPath, cap: u64) -> ProxyError {
 fn check_length(url: &reqwest::Url, got: u64, expected: Option<u64>) -> Result<(), ProxyError> {
     match expected {
         Some(want) if want != got => Err(ProxyError::Upstream(format!(
-            "upstream body of {url} was truncated: {got} of {want} bytes"
+            "upstream body of {} was truncated: {got} of {want} bytes",
+            shown(url)
         ))),
         _ => Ok(()),
     }
+}
+
+/// A request URL as messages say it: without the user info an upstream URL may carry.
+fn shown(url: &reqwest::Url) -> String {
+    crate::config::without_credentials(url.as_str())
 }
 
 /// The first few hundred bytes of an error response, for the message.
@@ -711,6 +733,56 @@ mod tests {
                 ProtocolPath::version_file("example.com/a", bad, "zip").is_err(),
                 "{bad}"
             );
+        }
+    }
+
+    /// An upstream URL may carry credentials; the messages of its failures reach the go
+    /// command, the logs and the web UI's activity page (remembered failures), so they name
+    /// the upstream without them: a refusal (404, 500), a short body, an unreachable host.
+    #[tokio::test]
+    async fn upstream_failures_never_show_the_credentials_in_its_url() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            let answers: [&[u8]; 3] = [
+                b"HTTP/1.1 404 Not Found\r\ncontent-length: 4\r\nconnection: close\r\n\r\ngone",
+                b"HTTP/1.1 500 Oops\r\ncontent-length: 4\r\nconnection: close\r\n\r\ndown",
+                b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\nconnection: close\r\n\r\nshort",
+            ];
+            for answer in answers {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                let _ = conn.write_all(answer).await;
+                let _ = conn.shutdown().await;
+            }
+        });
+        let up = Upstream::new(vec![], Duration::from_secs(5), None).expect("client");
+        let rel = ProtocolPath::list("example.com/a").expect("path");
+        let served = parse_list(&format!("http://alice:s3cret@127.0.0.1:{port}/p")).expect("list");
+        let closed = parse_list("http://alice:s3cret@127.0.0.1:1/p").expect("list");
+        let mut messages = Vec::new();
+        for _ in 0..3 {
+            messages.push(
+                up.get_bytes(&served[0].source, &rel, 1000)
+                    .await
+                    .expect_err("fails")
+                    .to_string(),
+            );
+        }
+        messages.push(
+            up.get_bytes(&closed[0].source, &rel, 1000)
+                .await
+                .expect_err("fails")
+                .to_string(),
+        );
+        messages.push(served[0].source.to_string());
+        for m in &messages {
+            assert!(!m.contains("s3cret") && !m.contains("alice"), "{m}");
+            assert!(m.contains("127.0.0.1"), "the upstream is still named: {m}");
         }
     }
 

@@ -264,16 +264,15 @@ pub async fn admit(state: &AppState, req: &mut Request) -> Result<(), Response> 
             return Err(limits::counted_refusal(limits, &key, &path, unauthorized(&path, why)));
         }
     };
-    // A browser's token, from the cookie the web UI's sign-in set (`ui::session`): believed
-    // for reads only, so a cookie, which a browser attaches by itself, never authorises a
-    // write. A stale one (revoked, expired, unknown) reads as no token: the browser is
-    // signed out, not locked out.
+    // A browser's token, by the hash the web UI's sign-in set as a cookie (`ui::session`):
+    // believed for reads only, so a cookie, which a browser attaches by itself, never
+    // authorises a write. A stale one (revoked, expired, unknown) reads as no token: the
+    // browser is signed out, not locked out.
     let from_cookie = secret.is_none() && matches!(*req.method(), Method::GET | Method::HEAD);
-    let secret = match from_cookie {
-        true => crate::ui::session::cookie_secret(req.headers()),
-        false => secret,
+    let hash = match from_cookie {
+        true => crate::ui::session::cookie_hash(req.headers()),
+        false => secret.as_deref().map(tokens::secret_hash),
     };
-    let hash = secret.as_deref().map(tokens::secret_hash);
     let remembered = hash.as_deref().and_then(|hash| state.tokens.get(hash));
     // Counted before any catalog work: a request without a token against its address, the
     // lookup of a token not remembered against its address's lookup budget.

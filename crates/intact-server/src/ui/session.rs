@@ -1,6 +1,10 @@
-//! Signing in with a token and out again. The form POSTs the token; a valid one is set as the
-//! `intact_token` cookie (`HttpOnly`, so no script reads it; `SameSite=Strict`, so no other
-//! site's page sends it; `Secure` when this server speaks TLS). The authentication layer
+//! Signing in with a token and out again. The form POSTs the token; for a valid one the
+//! `intact_token` cookie is set (`HttpOnly`, so no script reads it; `SameSite=Strict`, so no
+//! other site's page sends it; `Secure` when this server speaks TLS). The cookie holds the
+//! token's SHA-256 (what the catalog looks tokens up by), never the token: cookies are not
+//! kept apart by port, so a browser signed in at `127.0.0.1:8080` sends the cookie to every
+//! other server on `127.0.0.1` it visits, and what those may log must not be a secret that
+//! also works as `Authorization` (to write, or to administer). The authentication layer
 //! believes the cookie for GET and HEAD only: it lets a browser read what the token may read
 //! (pages, downloads, the event log) and can never authorise a write, so a forged form on
 //! another site has nothing to ride on. The form's own POST is a write like any other: the
@@ -100,7 +104,11 @@ pub(super) async fn sign_in(State(state): State<AppState>, req: Request) -> Resp
     state.auth.switch_on();
     tracing::info!(token = %token.name, "signed in to the web UI");
     let secure = if state.config.tls.is_some() { "; Secure" } else { "" };
-    let cookie = format!("{COOKIE}={secret}; Path=/; HttpOnly; SameSite=Strict{secure}");
+    // The hash, not the secret (see the module doc): believed as a cookie, for reads only.
+    let cookie = format!(
+        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict{secure}",
+        tokens::secret_hash(secret)
+    );
     with_cookie(Redirect::to("/").into_response(), &cookie)
 }
 
@@ -127,8 +135,8 @@ fn is_cookie_safe(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-._~".contains(&b)
 }
 
-/// The token a request's `Cookie` headers carry, if any.
-pub(crate) fn cookie_secret(headers: &axum::http::HeaderMap) -> Option<String> {
+/// The hash of the token a request's `Cookie` headers carry (as sign-in set it), if any.
+pub(crate) fn cookie_hash(headers: &axum::http::HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -137,7 +145,7 @@ pub(crate) fn cookie_secret(headers: &axum::http::HeaderMap) -> Option<String> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(name, _)| *name == COOKIE)
         .map(|(_, value)| value.trim().to_owned())
-        .filter(|value| !value.is_empty() && value.len() <= MAX_SECRET && value.bytes().all(is_cookie_safe))
+        .filter(|value| value.len() == 64 && value.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
 }
 
 #[cfg(test)]
@@ -156,19 +164,25 @@ mod tests {
 
     #[test]
     fn the_token_cookie_is_found_among_others() {
-        assert_eq!(cookie_secret(&cookies(&[])), None);
+        let hash = tokens::secret_hash("intact_abc");
+        assert_eq!(cookie_hash(&cookies(&[])), None);
         assert_eq!(
-            cookie_secret(&cookies(&["a=1; intact_token=intact_abc; b=2"])),
-            Some("intact_abc".into())
+            cookie_hash(&cookies(&[&format!("a=1; intact_token={hash}; b=2")])),
+            Some(hash.clone())
         );
         assert_eq!(
-            cookie_secret(&cookies(&["a=1", "intact_token=intact_x"])),
-            Some("intact_x".into())
+            cookie_hash(&cookies(&["a=1", &format!("intact_token={hash}")])),
+            Some(hash.clone())
         );
-        assert_eq!(cookie_secret(&cookies(&["xintact_token=intact_abc"])), None);
-        assert_eq!(cookie_secret(&cookies(&["intact_token="])), None);
-        // Nothing that could not be a secret (and so could not have been set by sign-in).
-        assert_eq!(cookie_secret(&cookies(&["intact_token=a\"b"])), None);
-        assert_eq!(cookie_secret(&cookies(&["intact_token=a,b"])), None);
+        assert_eq!(cookie_hash(&cookies(&[&format!("xintact_token={hash}")])), None);
+        assert_eq!(cookie_hash(&cookies(&["intact_token="])), None);
+        // Nothing that could not be a hash (and so could not have been set by sign-in): not
+        // a token itself either.
+        assert_eq!(cookie_hash(&cookies(&["intact_token=intact_abc"])), None);
+        assert_eq!(
+            cookie_hash(&cookies(&[&format!("intact_token={}", hash.to_uppercase())])),
+            None
+        );
+        assert_eq!(cookie_hash(&cookies(&[&format!("intact_token={hash}0")])), None);
     }
 }
