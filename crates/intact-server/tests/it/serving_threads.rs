@@ -185,3 +185,70 @@ async fn at_shutdown_no_serving_thread_ends_work_another_still_waits_for() {
     assert!(answer.ends_with("fetched"), "the waiter's answer: {answer}");
     server.await.expect("server task").expect("served");
 }
+
+/// A publish still receiving its body when the shutdown grace ends is cancelled, and its
+/// transaction rolled back (as when its client hangs up): the rollback must still run though
+/// the serving thread that cancelled it ends right after, or the version stays locked until
+/// the lease runs out, after the restart too (a hosted repo's transactions outlive one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_cut_by_shutdown_is_rolled_back() {
+    use intact_store::{Catalog, SqliteCatalog, SystemClock};
+    use tokio::io::AsyncWriteExt;
+
+    let mut config = Config::embedded_default();
+    config.http.threads = 1;
+    let mut s = Server::start_with(config).await;
+    let catalog = SqliteCatalog::open(&s.data.join("catalog.db"), std::sync::Arc::new(SystemClock))
+        .await
+        .expect("catalog");
+    let boundary = "cutcutcut";
+    let head = format!(
+        "--{boundary}\r\ncontent-disposition: form-data; name=\"name\"\r\n\r\ntool\r\n\
+         --{boundary}\r\ncontent-disposition: form-data; name=\"version\"\r\n\r\n1\r\n\
+         --{boundary}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\n\r\n"
+    );
+    let mut conn = tokio::net::TcpStream::connect(s.addr).await.expect("connect");
+    conn.write_all(
+        format!(
+            "POST /api/v1/repos/files/publish HTTP/1.1\r\nhost: t\r\n\
+             content-type: multipart/form-data; boundary={boundary}\r\ncontent-length: {}\r\n\r\n{head}",
+            head.len() + (1 << 20)
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("send");
+    conn.write_all(&[7u8; 4096]).await.expect("send");
+    // A guard against a hang, not a timing assertion.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while catalog
+        .open_transactions(10)
+        .await
+        .expect("open transactions")
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the publish never opened its transaction");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The body never ends: the shutdown's grace runs out and cancels the publish.
+    let _ = s.shutdown.send(true);
+    s.task
+        .take()
+        .expect("server task")
+        .await
+        .expect("server task")
+        .expect("served");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let open = catalog.open_transactions(10).await.expect("open transactions");
+        if open.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled publish's transaction is still open: {open:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(conn);
+}
