@@ -72,6 +72,7 @@ pub fn connection_buffer(max_header_bytes: usize) -> usize {
 /// first to take the next connection. Background tasks stay on the process's runtime; what
 /// a request spawns runs on its serving thread.
 ///
+/// The threads end together, once the last one is done serving (see the note in the loop).
 /// Dropping the returned future stops every serving thread: a server abandoned by its caller
 /// never keeps serving.
 pub async fn serve_on_threads(
@@ -86,10 +87,16 @@ pub async fn serve_on_threads(
     // The threads' own stop signal: sent when `shutdown` turns true, or dropped with this
     // future, which the threads take as a stop too.
     let (stop, stopping) = watch::channel(false);
+    // Each thread holds a `serving` receiver while it serves; `all_served.closed()` is when
+    // every one was dropped (by a thread done serving, one that panicked, or this function
+    // failing before it started them all).
+    let (all_served, serving) = watch::channel(());
+    let all_served = Arc::new(all_served);
     let mut threads = Vec::new();
     for i in 0..settings.serving_threads().max(1) {
         let listener = listener.try_clone()?;
         let (app, settings, tls, stopping) = (app.clone(), settings.clone(), tls.clone(), stopping.clone());
+        let (serving, all_served) = (serving.clone(), all_served.clone());
         // On failure, the threads already started see `stop` dropped and end.
         let thread =
             std::thread::Builder::new()
@@ -97,13 +104,24 @@ pub async fn serve_on_threads(
                 .spawn(move || -> io::Result<()> {
                     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
                     runtime.block_on(async move {
-                        let listener = TcpListener::from_std(listener)?;
-                        serve(listener, app, &settings, connection_buffer, tls, stopping).await
+                        let served = async {
+                            let listener = TcpListener::from_std(listener)?;
+                            serve(listener, app, &settings, connection_buffer, tls, stopping).await
+                        }
+                        .await;
+                        drop(serving);
+                        // This runtime keeps turning until every thread is done serving: what
+                        // a request here spawned (a single-flight fetch, a group commit's
+                        // leader) or opened (a pooled connection, a timer) may be what a
+                        // request still in flight on another thread waits for; ending it
+                        // would cut that request during its grace period.
+                        all_served.closed().await;
+                        served
                     })
                 })?;
         threads.push(thread);
     }
-    drop(listener);
+    drop((listener, serving));
     let joined = tokio::task::spawn_blocking(move || {
         let mut outcome = Ok(());
         for thread in threads {

@@ -45,6 +45,11 @@ pub struct Shared {
     /// never an import source, even under an allowed root (moving or freezing the catalog or
     /// a stored blob would break the store).
     pub import_excluded: Vec<std::path::PathBuf>,
+    /// The runtime this state was made on (the process's own, when there is one): where work
+    /// that must outlive the request that started it runs. A request's own runtime is its
+    /// serving thread's, which ends with serving (`listener::serve_on_threads`), taking
+    /// whatever was spawned there with it.
+    pub background: Option<tokio::runtime::Handle>,
 }
 
 impl AppState {
@@ -74,6 +79,7 @@ impl AppState {
             go,
             staging,
             limits,
+            background: tokio::runtime::Handle::try_current().ok(),
         })))
     }
 }

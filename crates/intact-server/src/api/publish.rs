@@ -150,13 +150,21 @@ async fn open_txn(
 struct RollbackOnDrop {
     store: std::sync::Arc<intact_store::Store>,
     id: Option<intact_core::TxnId>,
+    /// Where the rollback runs: a handler cancelled at the end of a shutdown's grace is
+    /// dropped by its serving thread just before that thread's runtime ends, and a rollback
+    /// spawned there would never run.
+    background: Option<tokio::runtime::Handle>,
 }
 
 impl Drop for RollbackOnDrop {
     fn drop(&mut self) {
         let Some(id) = self.id.take() else { return };
         let store = self.store.clone();
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        if let Some(rt) = self
+            .background
+            .clone()
+            .or_else(|| tokio::runtime::Handle::try_current().ok())
+        {
             rt.spawn(async move {
                 if let Err(e) = store.abort(&id).await {
                     tracing::warn!(txn = %id, error = %e, "rollback of a cancelled publish");
@@ -192,6 +200,7 @@ pub(crate) async fn publish(
     let mut guard = RollbackOnDrop {
         store: state.store.clone(),
         id: None,
+        background: state.background.clone(),
     };
 
     let result: ApiResult<Response> = async {
