@@ -150,7 +150,8 @@ impl SqliteCatalog {
             catalog: self.clone(),
             done: false,
         };
-        tokio::spawn(async move {
+        let runtime = self.runtime.clone();
+        runtime.spawn(async move {
             while leading.catalog.run_batch().await {}
             leading.finished();
         });

@@ -56,6 +56,10 @@ pub struct SqliteCatalog {
     writes: Arc<watch::Sender<u64>>,
     /// The queue of publishing writes waiting to share a commit (`group.rs`).
     group: Arc<group::GroupCommit>,
+    /// The runtime the catalog was opened on (the process's own), where group commits run:
+    /// not the runtime of whichever request queued first, which may be one serving thread's,
+    /// busy with other work or ending at shutdown while other writers wait on the batch.
+    runtime: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for SqliteCatalog {
@@ -102,6 +106,7 @@ impl SqliteCatalog {
             clock,
             writes: Arc::new(watch::Sender::new(0)),
             group: Arc::default(),
+            runtime: tokio::runtime::Handle::current(),
         };
         catalog.migrate().await?;
         Ok(catalog)
