@@ -3,28 +3,6 @@
 
 use super::*;
 
-/// The commit position of `before` (a 400 naming the field when it is not a committed
-/// version of the name); no cursor starts past every position.
-async fn before_cursor(
-    conn: &mut sqlx::PgConnection,
-    repo: &RepoName,
-    name: &Name,
-    before: Option<&Version>,
-) -> Result<i64> {
-    let Some(v) = before else { return Ok(i64::MAX) };
-    let seq: Option<i64> =
-        sqlx::query_scalar("SELECT seq FROM versions WHERE repo = $1 AND name = $2 AND version = $3")
-            .bind(repo.as_str())
-            .bind(name.as_str())
-            .bind(v.as_str())
-            .fetch_optional(&mut *conn)
-            .await?;
-    seq.ok_or_else(|| Error::BadRequest {
-        field: "before",
-        message: format!("{v:?} is not a committed version of {repo}/{name}"),
-    })
-}
-
 pub(super) async fn list_versions_newest_first(
     cat: &PostgresCatalog,
     repo: &RepoName,
@@ -33,7 +11,7 @@ pub(super) async fn list_versions_newest_first(
     limit: u32,
 ) -> Result<Vec<VersionSummary>> {
     let mut conn = cat.pool.acquire().await?;
-    let before_seq = before_cursor(&mut conn, repo, name, before).await?;
+    let before_seq = super::versions::cursor_seq(&mut conn, repo, name, before, "before", i64::MAX).await?;
     // The listing index `(repo, name, seq, ...)`, scanned backwards from the cursor.
     let rows = sqlx::query(
         "SELECT version, created_at, total_size, file_count FROM versions

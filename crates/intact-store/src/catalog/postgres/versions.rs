@@ -3,15 +3,18 @@
 use super::rows::{manifest_from_row, parse_ids, version_row};
 use super::*;
 
-/// Where a listing continues: the commit position (event `seq`) of version `after` (a 400
-/// naming the field when it is not a committed version of the name).
-async fn after_cursor(
+/// The commit position (event `seq`) of `cursor`, a version of the name that a listing
+/// continues from (`field` names the query parameter in the 400 when it is not a committed
+/// version of the name); `none` when there is no cursor.
+pub(super) async fn cursor_seq(
     conn: &mut sqlx::PgConnection,
     repo: &RepoName,
     name: &Name,
-    after: Option<&Version>,
+    cursor: Option<&Version>,
+    field: &'static str,
+    none: i64,
 ) -> Result<i64> {
-    let Some(v) = after else { return Ok(0) };
+    let Some(v) = cursor else { return Ok(none) };
     let seq: Option<i64> =
         sqlx::query_scalar("SELECT seq FROM versions WHERE repo = $1 AND name = $2 AND version = $3")
             .bind(repo.as_str())
@@ -20,7 +23,7 @@ async fn after_cursor(
             .fetch_optional(&mut *conn)
             .await?;
     seq.ok_or_else(|| Error::BadRequest {
-        field: "after",
+        field,
         message: format!("{v:?} is not a committed version of {repo}/{name}"),
     })
 }
@@ -53,7 +56,7 @@ pub(super) async fn list_versions(
     limit: u32,
 ) -> Result<Vec<VersionSummary>> {
     let mut conn = cat.pool.acquire().await?;
-    let after_seq = after_cursor(&mut conn, repo, name, after).await?;
+    let after_seq = cursor_seq(&mut conn, repo, name, after, "after", 0).await?;
     let rows = sqlx::query(
         "SELECT version, created_at, total_size, file_count FROM versions
          WHERE repo = $1 AND name = $2 AND seq > $3 ORDER BY seq LIMIT $4",

@@ -3,27 +3,6 @@
 
 use super::*;
 
-/// The commit position of `before` (a 400 naming the field when it is not a committed
-/// version of the name); no cursor starts past every position.
-async fn before_cursor(
-    conn: &mut sqlx::SqliteConnection,
-    repo: &RepoName,
-    name: &Name,
-    before: Option<&Version>,
-) -> Result<i64> {
-    let Some(v) = before else { return Ok(i64::MAX) };
-    let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM versions WHERE repo = ? AND name = ? AND version = ?")
-        .bind(repo.as_str())
-        .bind(name.as_str())
-        .bind(v.as_str())
-        .fetch_optional(&mut *conn)
-        .await?;
-    seq.ok_or_else(|| Error::BadRequest {
-        field: "before",
-        message: format!("{v:?} is not a committed version of {repo}/{name}"),
-    })
-}
-
 pub(super) async fn list_versions_newest_first(
     cat: &SqliteCatalog,
     repo: &RepoName,
@@ -32,7 +11,7 @@ pub(super) async fn list_versions_newest_first(
     limit: u32,
 ) -> Result<Vec<VersionSummary>> {
     let mut conn = cat.read.acquire().await?;
-    let before_seq = before_cursor(&mut conn, repo, name, before).await?;
+    let before_seq = super::versions::cursor_seq(&mut conn, repo, name, before, "before", i64::MAX).await?;
     // The covering index `versions_listing (repo, name, seq, ...)`, walked backwards from the
     // cursor: no sort, no OFFSET.
     let rows = sqlx::query(

@@ -2,29 +2,28 @@
 
 use super::*;
 
-/// Where a listing continues: the commit position (event `seq`) of version `after` (a 400
-/// naming the field when it is not a committed version of the name). Listings page in commit
-/// order, which every backend can keep (row ids are a SQLite detail).
-pub(super) async fn after_cursor(
+/// The commit position (event `seq`) of `cursor`, a version of the name that a listing
+/// continues from (`field` names the query parameter in the 400 when it is not a committed
+/// version of the name); `none` when there is no cursor.
+pub(super) async fn cursor_seq(
     conn: &mut sqlx::SqliteConnection,
     repo: &RepoName,
     name: &Name,
-    after: Option<&Version>,
+    cursor: Option<&Version>,
+    field: &'static str,
+    none: i64,
 ) -> Result<i64> {
-    let Some(v) = after else { return Ok(0) };
+    let Some(v) = cursor else { return Ok(none) };
     let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM versions WHERE repo = ? AND name = ? AND version = ?")
         .bind(repo.as_str())
         .bind(name.as_str())
         .bind(v.as_str())
         .fetch_optional(&mut *conn)
         .await?;
-    match seq {
-        Some(seq) => Ok(seq),
-        None => Err(Error::BadRequest {
-            field: "after",
-            message: format!("{v:?} is not a committed version of {repo}/{name}"),
-        }),
-    }
+    seq.ok_or_else(|| Error::BadRequest {
+        field,
+        message: format!("{v:?} is not a committed version of {repo}/{name}"),
+    })
 }
 
 pub(super) async fn manifest(
@@ -102,7 +101,7 @@ pub(super) async fn list_versions(
     limit: u32,
 ) -> Result<Vec<VersionSummary>> {
     let mut conn = cat.read.acquire().await?;
-    let after_seq = after_cursor(&mut conn, repo, name, after).await?;
+    let after_seq = cursor_seq(&mut conn, repo, name, after, "after", 0).await?;
     // The whole page in one value, a line per version with its fields split by tabs (neither
     // can occur in a version): sqlx hands SQLite's rows over one at a time through a channel
     // between threads, which cost far more than the query itself for a 10,000-row page. The
