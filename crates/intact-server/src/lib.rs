@@ -87,6 +87,10 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
     Ok(state)
 }
 
+/// How often the catalog's planner statistics are checked for staleness: a cheap query
+/// unless a table changed by a tenth since its last analysis.
+const STATISTICS_EVERY: Duration = Duration::from_secs(15);
+
 /// Serves `state` on `listener` until `shutdown` flips to true, with the background tasks
 /// (lease expiry, periodic garbage collection) running alongside. With `[tls]`, serves HTTPS
 /// and reloads the certificate on SIGHUP.
@@ -103,6 +107,12 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: watch::Receiv
     };
     let reaper = tokio::spawn(state.store.clone().run_reaper(Duration::from_secs(1), shutdown.clone()));
     let invalidator = tokio::spawn(state.store.clone().run_invalidator(shutdown.clone()));
+    let statistics_keeper = tokio::spawn(
+        state
+            .store
+            .clone()
+            .run_statistics_keeper(STATISTICS_EVERY, shutdown.clone()),
+    );
     let scrubber = tokio::spawn(state.store.clone().run_scrubber(
         state.config.store.scrub_bytes_per_second,
         Duration::from_secs(state.config.store.scrub_pass_interval_seconds),
@@ -132,6 +142,7 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: watch::Receiv
     }
     reaper.abort();
     invalidator.abort();
+    statistics_keeper.abort();
     scrubber.abort();
     token_census.abort();
     if let Some(mut t) = sweeper {

@@ -1713,6 +1713,25 @@ impl Store {
         }
     }
 
+    /// Refreshes the catalog's planner statistics every `every` (the first time at once)
+    /// until `shutdown` resolves. See [`crate::Catalog::refresh_statistics`].
+    pub async fn run_statistics_keeper(self: Arc<Self>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => match self.catalog.refresh_statistics().await {
+                    Ok(tables) if !tables.is_empty() => {
+                        tracing::debug!(tables = %tables.join(", "), "catalog statistics refreshed");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "refreshing the catalog's planner statistics failed"),
+                },
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
     /// Runs lease expiry every `every` until `shutdown` resolves.
     pub async fn run_reaper(self: Arc<Self>, every: Duration, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(every);

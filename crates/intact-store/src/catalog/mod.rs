@@ -613,6 +613,12 @@ pub trait Catalog: Send + Sync + 'static {
     /// revocation is set once, so this changes with every create, import and revocation:
     /// servers poll it to learn when what they remember of tokens is stale.
     async fn token_census(&self) -> Result<TokenCensus>;
+
+    /// Brings the query planner's statistics up to date where enough of a table changed
+    /// since they were gathered, so that lookups keep using the indexes meant for them as the
+    /// catalog grows. Returns the tables refreshed. Cheap when nothing is stale; run
+    /// periodically by [`crate::Store::run_statistics_keeper`].
+    async fn refresh_statistics(&self) -> Result<Vec<String>>;
 }
 
 /// A token row's columns, as both backends read them.

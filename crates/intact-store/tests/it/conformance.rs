@@ -1867,6 +1867,9 @@ impl intact_store::Catalog for GatedCatalog {
     async fn token_census(&self) -> intact_store::Result<intact_store::tokens::TokenCensus> {
         self.inner.token_census().await
     }
+    async fn refresh_statistics(&self) -> intact_store::Result<Vec<String>> {
+        self.inner.refresh_statistics().await
+    }
     async fn open_txns_owned_by(&self, owner: &str) -> intact_store::Result<u64> {
         self.inner.open_txns_owned_by(owner).await
     }

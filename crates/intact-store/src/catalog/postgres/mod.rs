@@ -43,6 +43,7 @@ mod hooks;
 mod migrate;
 mod rows;
 mod sessions;
+mod statistics;
 mod sweeper;
 mod tags;
 mod tokens;
@@ -129,6 +130,7 @@ impl PostgresCatalog {
             .connect_with(options)
             .await?;
         migrate::run(&pool).await?;
+        statistics::warn_if_never_vacuumed(&pool).await?;
         let (wakeups, listener) = events::listen(&pool).await?;
         Ok(Self {
             pool,
@@ -535,6 +537,11 @@ impl Catalog for PostgresCatalog {
 
     async fn token_census(&self) -> Result<crate::tokens::TokenCensus> {
         self.bounded("token census", tokens::census(self)).await
+    }
+
+    async fn refresh_statistics(&self) -> Result<Vec<String>> {
+        self.bounded("refreshing planner statistics", statistics::refresh(self))
+            .await
     }
 
     async fn open_txns_owned_by(&self, owner: &str) -> Result<u64> {
