@@ -34,18 +34,60 @@ pub(super) async fn manifest(
     name: &Name,
     version: &Version,
 ) -> Result<Option<Manifest>> {
-    // One snapshot for the version row and its files (two statements): a version deleted
-    // in between would otherwise be read as a version without files.
-    let mut tx = cat.pool.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *tx)
-        .await?;
-    let manifest = match version_row(&mut tx, repo, name, version).await? {
-        Some(row) => Some(manifest_from_row(&mut tx, &row).await?),
-        None => None,
+    // One statement, so one snapshot for the version row and its files (a version deleted
+    // meanwhile can never read as a version without files) and one round trip, where a
+    // read-only transaction around two statements took five. The files come as three arrays
+    // in path order rather than a row each, so metadata is not repeated per file.
+    let Some(row) = sqlx::query(
+        "SELECT v.repo, v.name, v.version, v.metadata, v.created_at, v.txn_id, v.seq,
+                f.paths, f.sizes, f.digests
+         FROM versions v
+         CROSS JOIN LATERAL (
+             SELECT array_agg(path ORDER BY path) AS paths,
+                    array_agg(size ORDER BY path) AS sizes,
+                    array_agg(digest ORDER BY path) AS digests
+             FROM files WHERE version_id = v.id
+         ) f
+         WHERE v.repo = $1 AND v.name = $2 AND v.version = $3",
+    )
+    .bind(repo.as_str())
+    .bind(name.as_str())
+    .bind(version.as_str())
+    .fetch_optional(&cat.pool)
+    .await?
+    else {
+        return Ok(None);
     };
-    tx.rollback().await?;
-    Ok(manifest)
+    let paths: Vec<String> = row.try_get::<Option<Vec<String>>, _>("paths")?.unwrap_or_default();
+    let sizes: Vec<i64> = row.try_get::<Option<Vec<i64>>, _>("sizes")?.unwrap_or_default();
+    let digests: Vec<String> = row.try_get::<Option<Vec<String>>, _>("digests")?.unwrap_or_default();
+    if sizes.len() != paths.len() || digests.len() != paths.len() {
+        return Err(corrupt(format!(
+            "files of {repo}/{name}@{version}: {} paths, {} sizes, {} digests",
+            paths.len(),
+            sizes.len(),
+            digests.len()
+        )));
+    }
+    let files = paths
+        .iter()
+        .zip(sizes)
+        .zip(&digests)
+        .map(|((path, size), digest)| columns::file(path, size, digest))
+        .collect::<Result<Vec<_>>>()?;
+    let (repo, name, version) = parse_ids(&row)?;
+    Ok(Some(Manifest {
+        repo,
+        name,
+        version,
+        files,
+        metadata: columns::parse_json(&row.try_get::<String, _>("metadata")?)?,
+        created_at: Timestamp(row.try_get("created_at")?),
+        transaction: row
+            .try_get::<Option<String>, _>("txn_id")?
+            .and_then(|s| TxnId::parse(&s).ok()),
+        seq: row.try_get("seq")?,
+    }))
 }
 
 pub(super) async fn list_versions(
