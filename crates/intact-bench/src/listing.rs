@@ -112,6 +112,14 @@ async fn run_on(ctx: &Ctx, backend: &Backend<'_>) -> Result<Vec<Row>> {
         fmt_int(n),
         ctx.args.workers
     ));
+    // What every server runs beside its requests (on PostgreSQL, the catalog's planner
+    // statistics), so that what is published here meets the catalog a server would keep.
+    let (stop_keeper, keeper_stopping) = tokio::sync::watch::channel(false);
+    let keeper = tokio::spawn(
+        store
+            .clone()
+            .run_statistics_keeper(intact_store::STATISTICS_EVERY, keeper_stopping),
+    );
     let empty = publish(&store, NAME, n, ctx.args.workers, false).await?;
     progress(format!(
         "  {} (begin {}, commit {}){}",
@@ -136,6 +144,8 @@ async fn run_on(ctx: &Ctx, backend: &Backend<'_>) -> Result<Vec<Row>> {
     } else {
         None
     };
+    let _ = stop_keeper.send(true);
+    keeper.await.context("the statistics keeper")?;
     // The server takes the data-dir lock; the store must be gone first.
     drop(store);
 

@@ -87,10 +87,6 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
     Ok(state)
 }
 
-/// How often the catalog's planner statistics are checked for staleness: a cheap query
-/// unless a table changed by a tenth since its last analysis.
-const STATISTICS_EVERY: Duration = Duration::from_secs(15);
-
 /// Serves `state` on `listener` until `shutdown` flips to true, with the background tasks
 /// (lease expiry, periodic garbage collection) running alongside. With `[tls]`, serves HTTPS
 /// and reloads the certificate on SIGHUP.
@@ -111,7 +107,7 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: watch::Receiv
         state
             .store
             .clone()
-            .run_statistics_keeper(STATISTICS_EVERY, shutdown.clone()),
+            .run_statistics_keeper(intact_store::STATISTICS_EVERY, shutdown.clone()),
     );
     let scrubber = tokio::spawn(state.store.clone().run_scrubber(
         state.config.store.scrub_bytes_per_second,

@@ -31,6 +31,7 @@ pub use clock::{Clock, ManualClock, OffsetClock, SystemClock, TokioClock};
 pub use error::{Error, Result};
 pub use open::{BlobSettings, CatalogChoice, LocalCacheSettings, data_dir_in_use, redact};
 pub use store::{
-    BeginRequest, FLIGHT_RETENTION, GcReport, Store, StoreConfig, VerifyProblem, VerifyReport, WORKER_LEASE,
+    BeginRequest, FLIGHT_RETENTION, GcReport, STATISTICS_EVERY, Store, StoreConfig, VerifyProblem, VerifyReport,
+    WORKER_LEASE,
 };
 pub use sweeper::{SWEEPER_LEASE, SweeperSettings};

@@ -27,6 +27,10 @@ use crate::{
     TxnRecord, VersionSpec, VersionSummary,
 };
 
+/// How often a server checks its catalog's planner statistics for staleness
+/// ([`Store::run_statistics_keeper`]): a cheap query unless a table changed by a tenth since
+/// its last analysis.
+pub const STATISTICS_EVERY: Duration = Duration::from_secs(15);
 /// The lease of the transactions intact's own workers open (Go proxy fetches, staging):
 /// short, because the worker renews it for as long as it runs ([`Store::renewing`]), and a
 /// dead worker's transaction must free its version soon (on a shared catalog nobody else can
