@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use intact_core::{Digest, DigestHasher, Timestamp};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::{Adopted, BlobRead, BlobStore, ImportMode, PendingBlob, PendingHandle, Progress};
 use crate::{Error, Result};
@@ -494,17 +494,16 @@ pub fn create_dir_all_durable(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Reads `body` into `buf` until it is full or the body ends, hashing as it goes; how many
+/// Reads `body` into `buf` until it is full or the body ends; how many
 /// bytes. An upload arrives in frames of the connection's buffer size (tens of KiB); writing
 /// each one on its own would be a trip to the blocking pool per frame.
-async fn fill(body: &mut (dyn AsyncRead + Send + Unpin), buf: &mut [u8], hasher: &mut DigestHasher) -> Result<usize> {
+async fn fill(body: &mut (dyn AsyncRead + Send + Unpin), buf: &mut [u8]) -> Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         let n = body.read(&mut buf[filled..]).await.map_err(Error::Body)?;
         if n == 0 {
             break;
         }
-        hasher.update(&buf[filled..filled + n]);
         filled += n;
     }
     Ok(filled)
@@ -525,25 +524,27 @@ impl BlobStore for FsBlobStore {
         let (std_file, temp_path) = named.into_parts();
         let held = hold(&self.held, &temp_path);
         let mut writeback = super::writeback::Writeback::new(&std_file)?;
-        let mut file = tokio::fs::File::from_std(std_file);
-        let mut hasher = DigestHasher::new();
+        let mut write = super::temp_write::TempWrite::new(std_file);
         let mut buf = vec![0u8; WRITE_BUFFER];
+        let mut received = 0u64;
         loop {
-            let n = fill(body, &mut buf, &mut hasher).await?;
+            let n = fill(body, &mut buf).await?;
             if n == 0 {
                 break;
             }
-            file.write_all(&buf[..n])
-                .await
-                .map_err(|e| Error::io("writing temp blob", e))?;
-            writeback.written(hasher.len()).await?;
+            received += n as u64;
+            buf = write.write(buf, n).await?;
+            writeback.written(write.written()).await?;
             if let Some(p) = progress {
-                p(hasher.len());
+                p(received);
             }
         }
-        file.flush().await.map_err(|e| Error::io("writing temp blob", e))?;
+        let (file, hasher) = write.finish().await?;
         writeback.finish().await?;
-        file.sync_all().await.map_err(|e| Error::io("fsync temp blob", e))?;
+        tokio::task::spawn_blocking(move || file.sync_all())
+            .await
+            .map_err(|e| Error::io("fsync temp blob", std::io::Error::other(e)))?
+            .map_err(|e| Error::io("fsync temp blob", e))?;
         let size = hasher.len();
         Ok(PendingBlob {
             digest: hasher.finish(),

@@ -11,6 +11,7 @@ mod fs;
 mod local_read;
 mod memory;
 mod s3;
+mod temp_write;
 pub mod testing;
 mod writeback;
 
