@@ -73,7 +73,8 @@ pub struct BlobRead {
     pub local_path: Option<PathBuf>,
 }
 
-/// Progress callback fed with the number of bytes written so far.
+/// Progress callback fed with the number of bytes received so far (the last of them may
+/// still be on their way to the file).
 pub type Progress<'a> = &'a (dyn Fn(u64) + Send + Sync);
 
 #[async_trait]

@@ -647,3 +647,69 @@ async fn lookups_use_the_unique_key_once_the_catalog_refreshes_its_statistics() 
         "nothing changed, yet versions was analyzed again: {again:?}"
     );
 }
+
+/// A table whose lock is held (a `VACUUM` an operator runs, a migration's DDL) is left for
+/// the next round, and what the round gathered for the tables before it is kept: an
+/// `ANALYZE` resets its table's count of changes at once but its statistics roll back with
+/// its transaction, so a round in one transaction lost them to the busy table while the
+/// counts said they were fresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_busy_elsewhere_waits_for_the_next_round_and_the_others_keep_their_statistics() {
+    use sqlx::Connection;
+    let db = TestDatabase::create().await;
+    let catalog = PostgresCatalog::open(&db.url)
+        .await
+        .expect("open catalog")
+        .with_op_timeout(Duration::from_secs(5));
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+    sqlx::raw_sql(
+        "ALTER TABLE versions SET (autovacuum_enabled = false);
+         ALTER TABLE files SET (autovacuum_enabled = false);
+         INSERT INTO versions (repo, name, version, metadata, fingerprint, txn_id, seq, created_at,
+                               last_access, total_size, file_count)
+         SELECT 'files', 'many', 'v1.0.' || i, '{}', 'fingerprint', NULL, 2 * i + 1, i, i, 0, 0
+         FROM generate_series(0, 4999) AS i;
+         INSERT INTO files SELECT id, 'p', 1, repeat('a', 64) FROM versions;",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("5,000 versions with a file each");
+    let _ = sqlx::raw_sql("SELECT pg_stat_force_next_flush()")
+        .execute(&mut conn)
+        .await;
+
+    // A VACUUM of `files` in progress (it holds this lock for as long as it runs).
+    let mut vacuum = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+    sqlx::raw_sql("BEGIN; LOCK TABLE files IN SHARE UPDATE EXCLUSIVE MODE")
+        .execute(&mut vacuum)
+        .await
+        .expect("lock files");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        let refreshed = catalog
+            .refresh_statistics()
+            .await
+            .expect("a busy table is not an error");
+        if refreshed.iter().any(|t| t == "versions") {
+            break refreshed;
+        }
+        assert!(std::time::Instant::now() < deadline, "versions was never found stale");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        !first.iter().any(|t| t == "files"),
+        "files was analyzed through another session's lock: {first:?}"
+    );
+    let plan = lookup_plan(&mut conn).await;
+    assert!(
+        plan.contains("versions_repo_name_version_key"),
+        "the statistics gathered before the busy table were lost:\n{plan}"
+    );
+
+    sqlx::raw_sql("COMMIT").execute(&mut vacuum).await.expect("unlock");
+    let next = catalog.refresh_statistics().await.expect("next round");
+    assert!(
+        next.iter().any(|t| t == "files"),
+        "the busy table was not analyzed once free: {next:?}"
+    );
+}

@@ -12,23 +12,24 @@
 
 use super::*;
 
-/// The catalog's tables (the sweeper's single row aside). Only these are analyzed: the
-/// database may hold other applications' tables, which are theirs to look after.
+/// The catalog's tables (the sweeper's single row aside), in the order a round analyzes
+/// them: the ones lookups and listings read first. Only these are analyzed: the database may
+/// hold other applications' tables, which are theirs to look after.
 const TABLES: &[&str] = &[
-    "blobs",
     "versions",
     "files",
     "names",
     "txns",
-    "idempotency",
     "staged",
     "events",
+    "tags",
+    "tag_moves",
+    "blobs",
+    "idempotency",
     "flights",
     "uploads",
     "tokens",
     "hooks",
-    "tags",
-    "tag_moves",
     "upload_sessions",
     "upload_pieces",
 ];
@@ -41,9 +42,81 @@ const STALE_ROWS: i64 = 50;
 /// "intactan", distinct from the event log's "intactev".
 const ANALYZE_LOCK: i64 = 0x696e_7461_6374_616e;
 
+/// How long an `ANALYZE` waits for its table's lock (held by a `VACUUM`, a migration's DDL)
+/// before the table is left for the next round. Waiting longer would queue whatever comes
+/// for the table next (a migration's DDL, then every read behind that) behind this round.
+const LOCK_WAIT: &str = "SET LOCAL lock_timeout = '1s'";
+
+/// PostgreSQL's `lock_not_available`, what `lock_timeout` raises.
+const LOCK_NOT_AVAILABLE: &str = "55P03";
+
 /// Analyzes every catalog table whose statistics are stale; returns the ones analyzed (none
 /// when another replica is doing it right now).
+///
+/// Each table in a transaction of its own: an `ANALYZE` resets its table's count of changes
+/// at once, but the statistics it gathered are rolled back with its transaction, so one
+/// transaction for all would lose every table's statistics to a later table's failure while
+/// their counts said they were fresh, for days on a quiet catalog.
 pub(super) async fn refresh(cat: &PostgresCatalog) -> Result<Vec<String>> {
+    let mut analyzed = Vec::new();
+    for table in stale_tables(cat).await? {
+        match analyze(cat, table).await? {
+            Analyzed::Done => analyzed.push(table.to_owned()),
+            Analyzed::TableBusy => {}
+            Analyzed::AnotherReplica => break,
+        }
+    }
+    Ok(analyzed)
+}
+
+/// The catalog tables whose statistics are stale, in [`TABLES`]' order. The counts are the
+/// statistics system's, flushed by each backend within seconds of its changes: a round may
+/// run on slightly old counts, and the next one catches up.
+async fn stale_tables(cat: &PostgresCatalog) -> Result<Vec<&'static str>> {
+    let rows: Vec<(String, i64, i64, bool)> = sqlx::query_as(
+        "SELECT s.relname::TEXT, s.n_live_tup, s.n_mod_since_analyze, pg_has_role(c.relowner, 'USAGE')
+         FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+         WHERE s.schemaname = current_schema() AND s.relname::TEXT = ANY($1)",
+    )
+    .bind(TABLES)
+    .fetch_all(&cat.pool)
+    .await?;
+    let mut stale = Vec::new();
+    for table in TABLES {
+        let Some((_, live, changed, owned)) = rows.iter().find(|r| r.0 == *table) else {
+            continue;
+        };
+        if !is_stale(*live, *changed) {
+            continue;
+        }
+        if !owned {
+            // PostgreSQL skips it with a warning and leaves its count: it would be stale in
+            // every round. Said once per process.
+            static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(
+                    table,
+                    "the catalog's role does not own its tables, so it cannot keep their planner \
+                     statistics; run the catalog as the role that applied the migrations, or leave \
+                     analyzing to autovacuum"
+                );
+            }
+            continue;
+        }
+        stale.push(*table);
+    }
+    Ok(stale)
+}
+
+enum Analyzed {
+    Done,
+    /// Its lock was held beyond [`LOCK_WAIT`]: left for the next round.
+    TableBusy,
+    /// Another replica holds the round's lock: it carries on.
+    AnotherReplica,
+}
+
+async fn analyze(cat: &PostgresCatalog, table: &'static str) -> Result<Analyzed> {
     let mut tx = cat.pool.begin().await?;
     let ours: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
         .bind(ANALYZE_LOCK)
@@ -51,29 +124,22 @@ pub(super) async fn refresh(cat: &PostgresCatalog) -> Result<Vec<String>> {
         .await?;
     if !ours {
         tx.rollback().await?;
-        return Ok(Vec::new());
+        return Ok(Analyzed::AnotherReplica);
     }
-    // The counters are the statistics system's, flushed by each backend within seconds of
-    // its changes: a round may run on slightly old counts, and the next one catches up.
-    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT relname::TEXT, n_live_tup, n_mod_since_analyze FROM pg_stat_user_tables
-         WHERE schemaname = current_schema() AND relname::TEXT = ANY($1)",
-    )
-    .bind(TABLES)
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut analyzed = Vec::new();
-    for (table, live, changed) in rows {
-        if !is_stale(live, changed) {
-            continue;
+    sqlx::query(LOCK_WAIT).execute(&mut *tx).await?;
+    // `table` is one of `TABLES`, never outside text.
+    let statement = format!("ANALYZE {table}");
+    match sqlx::query(&statement).persistent(false).execute(&mut *tx).await {
+        Ok(_) => {
+            tx.commit().await?;
+            Ok(Analyzed::Done)
         }
-        // `table` is one of `TABLES` (the query matched it against them), never outside text.
-        let analyze = format!("ANALYZE {table}");
-        sqlx::query(&analyze).persistent(false).execute(&mut *tx).await?;
-        analyzed.push(table);
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(LOCK_NOT_AVAILABLE) => {
+            tx.rollback().await?;
+            Ok(Analyzed::TableBusy)
+        }
+        Err(e) => Err(e.into()),
     }
-    tx.commit().await?;
-    Ok(analyzed)
 }
 
 /// Says so in the log when the server does not vacuum on its own: the catalog keeps its

@@ -37,16 +37,17 @@ pub(super) async fn manifest(
     // One statement, so one snapshot for the version row and its files (a version deleted
     // meanwhile can never read as a version without files) and one round trip, where a
     // read-only transaction around two statements took five. The files come as three arrays
-    // in path order rather than a row each, so metadata is not repeated per file.
+    // rather than a row each, so metadata is not repeated per file. The arrays are filled
+    // from the primary key in path order: three `array_agg(... ORDER BY path)` would sort
+    // three times (before PostgreSQL 16; 26 ms instead of 4 for 10,000 files). An aggregate's
+    // input order is PostgreSQL's practice, not its promise, so it is checked below.
     let Some(row) = sqlx::query(
         "SELECT v.repo, v.name, v.version, v.metadata, v.created_at, v.txn_id, v.seq,
                 f.paths, f.sizes, f.digests
          FROM versions v
          CROSS JOIN LATERAL (
-             SELECT array_agg(path ORDER BY path) AS paths,
-                    array_agg(size ORDER BY path) AS sizes,
-                    array_agg(digest ORDER BY path) AS digests
-             FROM files WHERE version_id = v.id
+             SELECT array_agg(path) AS paths, array_agg(size) AS sizes, array_agg(digest) AS digests
+             FROM (SELECT path, size, digest FROM files WHERE version_id = v.id ORDER BY path) AS in_order
          ) f
          WHERE v.repo = $1 AND v.name = $2 AND v.version = $3",
     )
@@ -69,12 +70,16 @@ pub(super) async fn manifest(
             digests.len()
         )));
     }
-    let files = paths
+    let mut files = paths
         .iter()
         .zip(sizes)
         .zip(&digests)
         .map(|((path, size), digest)| columns::file(path, size, digest))
         .collect::<Result<Vec<_>>>()?;
+    // Byte order, as `COLLATE "C"` sorts and as a manifest lists its files.
+    if !files.is_sorted_by(|a, b| a.path.as_str() <= b.path.as_str()) {
+        files.sort_unstable_by(|a, b| a.path.as_str().cmp(b.path.as_str()));
+    }
     let (repo, name, version) = parse_ids(&row)?;
     Ok(Some(Manifest {
         repo,
