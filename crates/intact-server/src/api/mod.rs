@@ -100,7 +100,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::staging::routes())
         .merge(crate::hooks::routes())
         .method_not_allowed_fallback(method_not_allowed);
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(crate::observe::metrics::render))
@@ -122,9 +122,14 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             limits.clone(),
             crate::limits::explain_body_limit,
-        ))
-        // The outer layer, so it sees every request, whichever route or fallback answers it.
-        .layer(middleware::from_fn_with_state(state, front_door))
+        ));
+    // The front door wraps the router as a whole, so it sees every request, whichever route
+    // or fallback answers it, and runs before routing. As a layer of the router (`.layer`)
+    // it ran after the route lookup, once per route, with a boxed copy of that route's
+    // service cloned for every request: work a prepared answer never needed. (The outer
+    // router has no routes: everything goes to its fallback, the front door.)
+    let front_door = tower::Layer::layer(&middleware::from_fn_with_state(state, front_door), routes);
+    Router::new().fallback_service(front_door)
 }
 
 /// What every request passes before routing, in this order: the access log's note of its
