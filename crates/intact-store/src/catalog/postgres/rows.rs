@@ -105,6 +105,13 @@ pub(super) async fn manifest_from_row(conn: &mut sqlx::PgConnection, row: &PgRow
         .iter()
         .map(row_to_file)
         .collect::<Result<Vec<_>>>()?;
+    manifest_of(row, (repo, name, version), files)
+}
+
+/// A version's manifest from its `versions` row (the columns `manifest_from_row` reads, the
+/// id aside), its parsed ids and its files.
+pub(super) fn manifest_of(row: &PgRow, ids: (RepoName, Name, Version), files: Vec<FileEntry>) -> Result<Manifest> {
+    let (repo, name, version) = ids;
     Ok(Manifest {
         repo,
         name,

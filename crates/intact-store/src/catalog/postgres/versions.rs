@@ -1,6 +1,6 @@
 //! Committed versions: manifests, listings, browsing, read times and eviction.
 
-use super::rows::{manifest_from_row, parse_ids, version_row};
+use super::rows::{manifest_from_row, manifest_of, parse_ids, version_row};
 use super::*;
 
 /// The commit position (event `seq`) of `cursor`, a version of the name that a listing
@@ -80,19 +80,7 @@ pub(super) async fn manifest(
     if !files.is_sorted_by(|a, b| a.path.as_str() <= b.path.as_str()) {
         files.sort_unstable_by(|a, b| a.path.as_str().cmp(b.path.as_str()));
     }
-    let (repo, name, version) = parse_ids(&row)?;
-    Ok(Some(Manifest {
-        repo,
-        name,
-        version,
-        files,
-        metadata: columns::parse_json(&row.try_get::<String, _>("metadata")?)?,
-        created_at: Timestamp(row.try_get("created_at")?),
-        transaction: row
-            .try_get::<Option<String>, _>("txn_id")?
-            .and_then(|s| TxnId::parse(&s).ok()),
-        seq: row.try_get("seq")?,
-    }))
+    manifest_of(&row, parse_ids(&row)?, files).map(Some)
 }
 
 pub(super) async fn list_versions(
