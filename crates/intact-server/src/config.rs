@@ -369,6 +369,11 @@ pub struct StoreSettings {
     /// Bytes of small committed files (up to 64 KiB each, and a sixteenth of this) kept in
     /// memory once read and verified, so warm reads of them touch no file. 0 turns it off.
     pub small_file_cache_bytes: u64,
+    /// Larger blob files on local disk (the file store's, a replica's cache's) remembered as
+    /// having hashed right in full: a whole read of one that has not changed on disk since
+    /// (same inode, size, modification and change times) is sent without hashing it again.
+    /// Damage below the file system is then the scrubber's to find. 0: hash every whole read.
+    pub verified_file_entries: usize,
 }
 
 impl Default for StoreSettings {
@@ -388,6 +393,7 @@ impl Default for StoreSettings {
             scrub_bytes_per_second: DEFAULT_SCRUB_BYTES_PER_SECOND,
             scrub_pass_interval_seconds: DEFAULT_SCRUB_PASS_INTERVAL_SECONDS,
             small_file_cache_bytes: d.small_file_cache_bytes,
+            verified_file_entries: d.verified_file_entries,
         }
     }
 }
@@ -414,6 +420,7 @@ impl StoreSettings {
             txn_retention: Duration::from_secs(self.txn_retention_seconds),
             upload_idle_timeout: Duration::from_secs(self.upload_idle_timeout_seconds),
             small_file_cache_bytes: self.small_file_cache_bytes,
+            verified_file_entries: self.verified_file_entries,
             upload_min_bytes_per_second: self.upload_min_bytes_per_second,
             ..intact_store::StoreConfig::default()
         }

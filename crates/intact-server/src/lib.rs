@@ -152,8 +152,17 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: watch::Receiv
     for t in background {
         t.abort();
     }
+    // What the cancelled requests' drops owe (a pending object to delete, a multipart upload
+    // to abort, a lease to end) runs on this runtime: let it finish before the process exits.
+    let left = intact_store::cleanup::finish(CLEANUP_GRACE).await;
+    if left > 0 {
+        tracing::warn!(left, "cleanups still running at exit; later sweeps finish them");
+    }
     Ok(())
 }
+
+/// How long a shutdown waits for the cleanups its cancelled requests left.
+const CLEANUP_GRACE: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {

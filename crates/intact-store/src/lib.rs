@@ -5,6 +5,7 @@
 
 pub mod blob;
 pub mod catalog;
+pub mod cleanup;
 pub mod clock;
 pub mod error;
 pub mod hooks;
@@ -17,6 +18,7 @@ pub mod telemetry;
 pub mod tokens;
 mod upload;
 pub mod verified;
+mod verified_files;
 
 pub use blob::{
     Adopted, BlobBody, BlobRead, BlobStore, BlobTestHooks, CachedBlobStore, FsBlobStore, ImportMode, LocalSource,

@@ -57,6 +57,9 @@ pub struct StoreConfig {
     pub manifest_cache_entries: usize,
     /// Bytes of small committed files kept in memory once read and verified (0: none).
     pub small_file_cache_bytes: u64,
+    /// Larger local blob files remembered as having hashed right in full, so a whole read of
+    /// one that has not changed on disk since is not hashed again (0: every whole read is).
+    pub verified_file_entries: usize,
     /// An upload whose body sends nothing for this long is ended (never longer than its
     /// transaction's lease, so a vanished client cannot pin a version).
     pub upload_idle_timeout: Duration,
@@ -81,6 +84,7 @@ impl Default for StoreConfig {
             txn_retention: Duration::from_secs(7 * 24 * 3600),
             manifest_cache_entries: 100_000,
             small_file_cache_bytes: 32 * 1024 * 1024,
+            verified_file_entries: 65_536,
             upload_idle_timeout: Duration::from_secs(60),
             upload_min_bytes_per_second: 1024,
             case_sensitive_repos: std::collections::HashSet::new(),
@@ -163,6 +167,7 @@ pub struct Store {
     manifests: quick_cache::sync::Cache<VersionKey, Arc<Manifest>>,
     /// Small files' verified bytes, by digest.
     small_files: crate::small_files::SmallFiles,
+    verified_files: Arc<crate::verified_files::VerifiedFiles>,
     /// Counts deletes. A manifest read from the catalog is cached only if no delete happened
     /// since the read began (checked and inserted under this lock, which a delete holds while
     /// it bumps the count and invalidates): a read racing an eviction must not put the
@@ -231,6 +236,7 @@ impl Store {
     ) -> Self {
         let manifests = quick_cache::sync::Cache::new(config.manifest_cache_entries.max(16));
         let small_files = crate::small_files::SmallFiles::new(config.small_file_cache_bytes);
+        let verified_files = Arc::new(crate::verified_files::VerifiedFiles::new(config.verified_file_entries));
         Self {
             catalog,
             blobs,
@@ -238,6 +244,7 @@ impl Store {
             config,
             manifests,
             small_files,
+            verified_files,
             deletes: std::sync::Mutex::new(0),
             txns_changed: watch::Sender::new(0),
             out_of_space: std::sync::atomic::AtomicBool::new(false),
@@ -1141,9 +1148,14 @@ impl Store {
         self.catalog.list_versions_newest_first(repo, name, before, limit).await
     }
 
-    /// Open transactions of every repo, the soonest to expire first (`Catalog::open_transactions`).
-    pub async fn open_transactions(&self, limit: u32) -> Result<Vec<crate::catalog::OpenTxnSummary>> {
-        self.catalog.open_transactions(limit).await
+    /// Open transactions of `repos` (`None`: every repo), the soonest to expire first
+    /// (`Catalog::open_transactions`).
+    pub async fn open_transactions(
+        &self,
+        repos: Option<&[String]>,
+        limit: u32,
+    ) -> Result<Vec<crate::catalog::OpenTxnSummary>> {
+        self.catalog.open_transactions(repos, limit).await
     }
 
     /// Every committed version of a name, in no particular order (`Catalog::version_names`).
@@ -1384,6 +1396,11 @@ impl Store {
         self.small_files.weight()
     }
 
+    /// Larger files remembered now as having hashed right in full.
+    pub fn verified_files_remembered(&self) -> usize {
+        self.verified_files.len()
+    }
+
     /// One attempt of [`Store::read_file_verified`]: the read, or the damage it found and
     /// whether that took the blob out of service (`false`: the blob store holds good bytes,
     /// or none, now).
@@ -1441,13 +1458,11 @@ impl Store {
         let on_damage = Box::new(move |why: String| {
             crate::telemetry::blob_problem("read", false);
             // Reported from inside a read: the quarantine runs on its own.
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    if let Err(e) = store.quarantine(&digest, &why).await {
-                        tracing::error!(%digest, error = %e, "quarantining a damaged blob failed");
-                    }
-                });
-            }
+            crate::cleanup::spawn("quarantining a damaged blob", async move {
+                if let Err(e) = store.quarantine(&digest, &why).await {
+                    tracing::error!(%digest, error = %e, "quarantining a damaged blob failed");
+                }
+            });
         });
         read.body = match read.body.into_file() {
             // A local file is read and hashed in the same trips to the blocking pool.
@@ -1457,6 +1472,7 @@ impl Store {
                     digest: file.sha256,
                     size: file.size,
                     on_damage,
+                    verified_files: Some(self.verified_files.clone()),
                 },
             )),
             Err(body) => BlobBody::reader(crate::verified::VerifyingReader::new(

@@ -14,7 +14,7 @@ pub const COMMIT_SECONDS: &str = "intact_commit_duration_seconds";
 pub const COMMITS: &str = "intact_commits_total";
 /// Transactions that ended without a version: `how` = `aborted` or `expired`.
 pub const TXNS_ENDED: &str = "intact_transactions_ended_total";
-/// Lookups in the store's memory caches: `cache` = `manifest` or `small_file`, `result` =
+/// Lookups in the store's memory caches: `cache` = `manifest`, `small_file` or `verified_file`, `result` =
 /// `hit` or `miss`.
 pub const CACHE_LOOKUPS: &str = "intact_cache_lookups_total";
 /// Garbage collection: passes (`kind` = `background` or `manual`), blobs and bytes deleted.

@@ -114,13 +114,11 @@ impl Drop for SharedUpload {
             return;
         }
         let (catalog, id) = (self.catalog.clone(), std::mem::take(&mut self.id));
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                if let Err(e) = catalog.end_upload(&id).await {
-                    tracing::warn!(error = %e, "ending an upload failed; its lease will lapse");
-                }
-            });
-        }
+        crate::cleanup::spawn("ending a shared upload", async move {
+            if let Err(e) = catalog.end_upload(&id).await {
+                tracing::warn!(error = %e, "ending an upload failed; its lease will lapse");
+            }
+        });
     }
 }
 

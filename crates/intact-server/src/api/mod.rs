@@ -304,8 +304,13 @@ async fn open_transactions(
     if !(1..=MAX_OPEN_LISTED).contains(&limit) {
         return Err(ApiError::bad("limit", format!("must be 1-{MAX_OPEN_LISTED}")));
     }
-    let mut transactions = state.store.open_transactions(limit).await?;
-    transactions.retain(|t| caller.may(&state, t.repo.as_str(), Access::Read));
+    let readable = caller.readable_repos(&state);
+    let transactions = state.store.open_transactions(readable.as_deref(), limit).await?;
+    debug_assert!(
+        transactions
+            .iter()
+            .all(|t| caller.may(&state, t.repo.as_str(), Access::Read))
+    );
     Ok(Json(OpenTransactions { transactions }))
 }
 

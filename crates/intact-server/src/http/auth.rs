@@ -474,6 +474,29 @@ fn scopes_of(t: &TokenRecord) -> String {
 }
 
 impl Caller {
+    /// The repos this caller may read, `None` when that is every repo (access control off, or
+    /// a scope on `*`): what a catalog query filters by, so that a list cut at its limit is
+    /// cut after the filter. Agrees with [`Caller::may`] for `Access::Read`, since every access
+    /// includes reading.
+    pub fn readable_repos(&self, state: &AppState) -> Option<Vec<String>> {
+        if !self.enforced {
+            return None;
+        }
+        let scopes = self.record.as_ref().map_or(&[][..], |t| t.scopes.as_slice());
+        let mut repos = Vec::new();
+        for scope in scopes {
+            match &scope.repo {
+                tokens::RepoPattern::Any => return None,
+                tokens::RepoPattern::Repo(repo) => repos.push(repo.as_str().to_owned()),
+            }
+        }
+        let anonymous = state.config.repos.iter().filter(|r| r.anonymous_read);
+        repos.extend(anonymous.map(|r| r.name.as_str().to_owned()));
+        repos.sort_unstable();
+        repos.dedup();
+        Some(repos)
+    }
+
     /// Whether this caller may do `access` in `repo`.
     pub fn may(&self, state: &AppState, repo: &str, access: Access) -> bool {
         if !self.enforced {

@@ -116,6 +116,7 @@ async fn sample_state(state: &AppState) {
     }
     histogram!("intact_metrics_catalog_query_seconds").record(started.elapsed().as_secs_f64());
     gauge!("intact_small_file_cache_bytes").set(state.store.small_file_cache_weight() as f64);
+    gauge!("intact_verified_files_remembered").set(state.store.verified_files_remembered() as f64);
     gauge!("intact_prepared_answer_bytes").set(state.prepared.weight() as f64);
     let data_dir = state.config.data_dir.clone();
     let space = tokio::task::spawn_blocking(move || rustix::fs::statvfs(&data_dir)).await;
@@ -196,6 +197,10 @@ fn describe() {
         "intact_small_file_cache_bytes",
         Unit::Bytes,
         "Bytes of small files held in memory"
+    );
+    describe_gauge!(
+        "intact_verified_files_remembered",
+        "Larger local files remembered as hashed right in full (not hashed again while unchanged)"
     );
     describe_gauge!(
         "intact_prepared_answer_bytes",

@@ -35,13 +35,11 @@ async fn body(state: &AppState, caller: &Caller) -> intact_store::Result<String>
     let mut out = String::from("<section id=\"now\" aria-labelledby=\"now-heading\" data-refresh=\"3\">");
     out.push_str("<h2 id=\"now-heading\">Now</h2>");
 
-    let txns: Vec<_> = state
+    let readable = caller.readable_repos(state);
+    let txns = state
         .store
-        .open_transactions(MAX_TRANSACTIONS)
-        .await?
-        .into_iter()
-        .filter(|t| may_read(t.repo.as_str()))
-        .collect();
+        .open_transactions(readable.as_deref(), MAX_TRANSACTIONS)
+        .await?;
     if txns.is_empty() {
         out.push_str("<p>No transaction is open.</p>");
     } else {

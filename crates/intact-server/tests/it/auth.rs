@@ -589,6 +589,52 @@ async fn open_transactions_per_token_are_limited() {
     assert_eq!(status, StatusCode::CREATED, "{v}");
 }
 
+/// `GET /api/v1/transactions` lists the open transactions of the repos the caller may read,
+/// and its limit counts only those: transactions of other repos that expire sooner do not
+/// use it up (they once did, the list being cut before it was filtered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_transactions_are_listed_per_readable_repo_and_limit() {
+    let s = server().await;
+    let admin = make_token(&s, None, "root", &["*:admin"]).await;
+    let reader = make_token(&s, Some(&admin), "reader", &["files:read"]).await;
+    // Three in `other`, expiring soonest; one in `files`, one in `public` (anyone reads it).
+    for v in ["1", "2", "3"] {
+        let body = json!({"name": "n", "version": v, "lease_seconds": 30});
+        let (status, v) = call(
+            &s,
+            Method::POST,
+            "/api/v1/repos/other/transactions",
+            Some(&admin),
+            Some(body),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+    }
+    for repo in ["files", "public"] {
+        let body = json!({"name": "n", "version": "1", "lease_seconds": 600});
+        let path = format!("/api/v1/repos/{repo}/transactions");
+        let (status, v) = call(&s, Method::POST, &path, Some(&admin), Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+    }
+    let repos_of = |v: &Value| -> Vec<String> {
+        let mut repos: Vec<String> = v["transactions"]
+            .as_array()
+            .expect("transactions")
+            .iter()
+            .filter_map(|t| t["repo"].as_str().map(str::to_owned))
+            .collect();
+        repos.sort();
+        repos
+    };
+    let (status, v) = call(&s, Method::GET, "/api/v1/transactions?limit=2", Some(&reader), None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(repos_of(&v), ["files", "public"], "{v}");
+    let (_, v) = call(&s, Method::GET, "/api/v1/transactions?limit=1", None, None).await;
+    assert_eq!(repos_of(&v), ["public"], "{v}");
+    let (_, v) = call(&s, Method::GET, "/api/v1/transactions?limit=100", Some(&admin), None).await;
+    assert_eq!(repos_of(&v), ["files", "other", "other", "other", "public"], "{v}");
+}
+
 /// An authenticated request counts against its token's rate, not its address's: one token
 /// over its rate is refused (429 naming the limit) while another token from the same address
 /// is served.

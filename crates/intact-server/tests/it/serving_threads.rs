@@ -222,7 +222,7 @@ async fn a_publish_cut_by_shutdown_is_rolled_back() {
     // A guard against a hang, not a timing assertion.
     let deadline = Instant::now() + Duration::from_secs(30);
     while catalog
-        .open_transactions(10)
+        .open_transactions(None, 10)
         .await
         .expect("open transactions")
         .is_empty()
@@ -240,7 +240,7 @@ async fn a_publish_cut_by_shutdown_is_rolled_back() {
         .expect("served");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let open = catalog.open_transactions(10).await.expect("open transactions");
+        let open = catalog.open_transactions(None, 10).await.expect("open transactions");
         if open.is_empty() {
             break;
         }

@@ -6,9 +6,14 @@
 //! A checked read holds its last chunk back until the whole file hashed to the digest it
 //! should, so damage is an error before the end, never a complete wrong body (the same promise
 //! as [`crate::verified::VerifyingReader`], which checks readers of any other kind).
+//!
+//! A checked read given a [`VerifiedFiles`] memory looks at the file first: one that hashed
+//! right in full before and has not changed since is sent unhashed, and one that hashes right
+//! now is remembered (see [`crate::verified_files`] for why that is sound).
 
 use std::io::Read;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 
@@ -18,6 +23,7 @@ use intact_core::{Digest, DigestHasher};
 use tokio::task::JoinHandle;
 
 use crate::verified::OnDamage;
+use crate::verified_files::{FileIdentity, VerifiedFiles};
 
 /// Bytes read in one trip to the blocking pool while few files are read at once: large
 /// enough that a trip's own cost is small beside reading and hashing it.
@@ -48,6 +54,8 @@ pub(crate) struct Expected {
     pub digest: Digest,
     pub size: u64,
     pub on_damage: OnDamage,
+    /// Files that hashed right before and need not be hashed again while unchanged.
+    pub verified_files: Option<Arc<VerifiedFiles>>,
 }
 
 /// See the module docs.
@@ -75,6 +83,12 @@ struct Cursor {
     /// Bytes still to read (a checked read asks for one more than it expects, to see the end).
     left: u64,
     hasher: Option<DigestHasher>,
+    /// A checked read's memory of verified files and the digest the file must hash to: the
+    /// first trip looks the file up in it, the last remembers the file once it hashed right.
+    verified_files: Option<(Arc<VerifiedFiles>, Digest)>,
+    /// What the file looked like before its first byte was read, when it had settled.
+    identity: Option<FileIdentity>,
+    looked: bool,
 }
 
 /// One trip's result.
@@ -82,6 +96,8 @@ struct Trip {
     bytes: Bytes,
     /// The file ended (or `left` reached zero).
     end: bool,
+    /// The file hashed right before and is unchanged since: the rest is sent as it is read.
+    trusted: bool,
 }
 
 impl FileChunks {
@@ -92,6 +108,9 @@ impl FileChunks {
                 file,
                 left: len,
                 hasher: None,
+                verified_files: None,
+                identity: None,
+                looked: true,
             },
             None,
         )
@@ -103,6 +122,9 @@ impl FileChunks {
             file,
             left: expected.size.saturating_add(1),
             hasher: Some(DigestHasher::new()),
+            looked: expected.verified_files.as_ref().is_none_or(|memory| !memory.enabled()),
+            verified_files: expected.verified_files.map(|memory| (memory, expected.digest)),
+            identity: None,
         };
         let mut chunks = Self::new(cursor, Some((expected.digest, expected.size)));
         chunks.on_damage = Some(expected.on_damage);
@@ -127,14 +149,22 @@ impl FileChunks {
         std::io::Error::new(std::io::ErrorKind::InvalidData, why)
     }
 
-    /// Whether a checked read's bytes are the blob they should be; `None` when they are.
+    /// Whether a checked read's bytes are the blob they should be; `None` when they are (and
+    /// then the file is remembered as verified, if it had settled before it was read).
     fn verdict(&self, cursor: &mut Cursor) -> Option<String> {
         let (digest, size) = self.expected?;
         let hasher = cursor.hasher.take()?;
         let read = hasher.len();
         let actual = hasher.finish();
-        (read != size || actual != digest)
-            .then(|| format!("blob {digest} is damaged: {read} bytes hashing to {actual}, expected {size} bytes"))
+        if read != size || actual != digest {
+            return Some(format!(
+                "blob {digest} is damaged: {read} bytes hashing to {actual}, expected {size} bytes"
+            ));
+        }
+        if let (Some((memory, _)), Some(identity)) = (&cursor.verified_files, cursor.identity) {
+            memory.remember(digest, identity);
+        }
+        None
     }
 }
 
@@ -155,6 +185,10 @@ fn read_next(cursor: Box<Cursor>) -> JoinHandle<(Box<Cursor>, std::io::Result<Tr
 }
 
 fn read_one(mut cursor: Box<Cursor>, want: u64, mut buf: Vec<u8>) -> (Box<Cursor>, std::io::Result<Trip>) {
+    let trusted = match look_up(&mut cursor) {
+        Ok(trusted) => trusted,
+        Err(e) => return (cursor, Err(e)),
+    };
     let got = (&mut cursor.file).take(want).read_to_end(&mut buf);
     let result = got.map(|n| {
         cursor.left -= n as u64;
@@ -164,9 +198,32 @@ fn read_one(mut cursor: Box<Cursor>, want: u64, mut buf: Vec<u8>) -> (Box<Cursor
         Trip {
             end: (n as u64) < want || cursor.left == 0,
             bytes: Bytes::from(buf),
+            trusted,
         }
     });
     (cursor, result)
+}
+
+/// On a checked read's first trip: takes the file's identity before reading a byte of it and
+/// asks the memory whether the file hashed right before looking just so; if it did, drops the
+/// hasher (the read is no longer checked). Whether it did.
+fn look_up(cursor: &mut Cursor) -> std::io::Result<bool> {
+    if std::mem::replace(&mut cursor.looked, true) {
+        return Ok(false);
+    }
+    let Some((memory, digest)) = &cursor.verified_files else {
+        return Ok(false);
+    };
+    let meta = cursor.file.metadata()?;
+    cursor.identity = memory.identity(&meta);
+    let Some(identity) = &cursor.identity else {
+        return Ok(false);
+    };
+    let trusted = memory.holds(digest, identity);
+    if trusted {
+        cursor.hasher = None;
+    }
+    Ok(trusted)
 }
 
 impl Stream for FileChunks {
@@ -198,6 +255,11 @@ impl Stream for FileChunks {
                             return Poll::Ready(Some(Err(e)));
                         }
                     };
+                    if read.trusted {
+                        // Hashed right before and unchanged since: sent as read from here on.
+                        this.expected = None;
+                        this.on_damage = None;
+                    }
                     if this.expected.is_none() {
                         this.state = if read.end {
                             State::Finished
@@ -268,6 +330,7 @@ mod tests {
             digest: Digest::of(content),
             size,
             on_damage: Box::new(move |why| seen.lock().expect("reports").push(why)),
+            verified_files: None,
         };
         (expected, reports)
     }
@@ -346,6 +409,79 @@ mod tests {
         let (out, err) = drain(FileChunks::checked(file_with(&stored), expected)).await;
         assert!(err.is_some());
         assert_eq!(out.len(), CHUNK, "the last chunk was held back");
+    }
+
+    /// A memory that trusts files however recently they changed (the tests sleep past the
+    /// file clock's tick between a look and a write instead).
+    fn memory() -> Arc<VerifiedFiles> {
+        Arc::new(VerifiedFiles::settling_for(16, std::time::Duration::ZERO))
+    }
+
+    fn reopened(file: &std::fs::File) -> std::fs::File {
+        let mut again = file.try_clone().expect("clone");
+        again.seek(SeekFrom::Start(0)).expect("seek");
+        again
+    }
+
+    #[tokio::test]
+    async fn a_file_that_hashed_right_is_remembered_and_then_sent_unhashed() {
+        let bytes = content(2 * CHUNK + 9);
+        let file = file_with(&bytes);
+        let memory = memory();
+        let (mut expected, _) = expecting(&bytes, bytes.len() as u64);
+        expected.verified_files = Some(memory.clone());
+        let (out, err) = drain(FileChunks::checked(reopened(&file), expected)).await;
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(out, bytes);
+        assert_eq!(memory.len(), 1, "remembered once it hashed right");
+
+        // Proof that the second read is not hashed: the memory is told (falsely) that this
+        // file holds other bytes' digest, and the read of that digest takes the file as it is.
+        let other = content(2 * CHUNK + 9).iter().map(|b| b ^ 1).collect::<Vec<_>>();
+        let identity = memory.identity(&file.metadata().expect("meta")).expect("settled");
+        memory.remember(Digest::of(&other), identity);
+        let (mut expected, reports) = expecting(&other, other.len() as u64);
+        expected.verified_files = Some(memory.clone());
+        let (out, err) = drain(FileChunks::checked(reopened(&file), expected)).await;
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(out, bytes, "trusted: sent as read");
+        assert!(reports.lock().expect("reports").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_file_written_to_after_it_hashed_right_is_hashed_again_and_its_damage_caught() {
+        let bytes = content(2 * CHUNK + 9);
+        let mut file = file_with(&bytes);
+        let memory = memory();
+        let (mut expected, _) = expecting(&bytes, bytes.len() as u64);
+        expected.verified_files = Some(memory.clone());
+        let (_, err) = drain(FileChunks::checked(reopened(&file), expected)).await;
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(memory.len(), 1);
+
+        // Past the file clock's tick, one byte is changed in place: same size, same inode.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        file.seek(SeekFrom::Start(CHUNK as u64)).expect("seek");
+        file.write_all(&[bytes[CHUNK] ^ 1]).expect("damage");
+        let (mut expected, reports) = expecting(&bytes, bytes.len() as u64);
+        expected.verified_files = Some(memory.clone());
+        let (out, err) = drain(FileChunks::checked(reopened(&file), expected)).await;
+        assert!(err.is_some(), "the damage was sent as good bytes");
+        assert!(out.len() < bytes.len());
+        assert_eq!(reports.lock().expect("reports").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_file_that_changed_a_moment_ago_is_neither_remembered_nor_trusted() {
+        let bytes = content(CHUNK + 1);
+        let file = file_with(&bytes);
+        let memory = Arc::new(VerifiedFiles::new(16));
+        let (mut expected, _) = expecting(&bytes, bytes.len() as u64);
+        expected.verified_files = Some(memory.clone());
+        let (out, err) = drain(FileChunks::checked(reopened(&file), expected)).await;
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(out, bytes);
+        assert_eq!(memory.len(), 0, "its change time could still hide a write");
     }
 
     #[tokio::test]

@@ -128,16 +128,14 @@ impl Drop for S3Pending {
         if self.gone {
             return;
         }
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let (store, key) = (self.store.clone(), self.key.clone());
-            rt.spawn(async move {
-                if let Err(e) = store.delete(&key).await
-                    && !matches!(e, object_store::Error::NotFound { .. })
-                {
-                    tracing::warn!(%key, error = %e, "deleting a discarded pending blob failed; gc sweeps it later");
-                }
-            });
-        }
+        let (store, key) = (self.store.clone(), self.key.clone());
+        crate::cleanup::spawn("deleting a discarded pending blob", async move {
+            if let Err(e) = store.delete(&key).await
+                && !matches!(e, object_store::Error::NotFound { .. })
+            {
+                tracing::warn!(%key, error = %e, "deleting a discarded pending blob failed; gc sweeps it later");
+            }
+        });
     }
 }
 
@@ -147,10 +145,8 @@ struct Upload(Option<WriteMultipart>);
 
 impl Drop for Upload {
     fn drop(&mut self) {
-        if let Some(upload) = self.0.take()
-            && let Ok(rt) = tokio::runtime::Handle::try_current()
-        {
-            rt.spawn(async move {
+        if let Some(upload) = self.0.take() {
+            crate::cleanup::spawn("aborting an unfinished multipart upload", async move {
                 if let Err(e) = upload.abort().await {
                     tracing::warn!(error = %e, "aborting an unfinished multipart upload failed");
                 }

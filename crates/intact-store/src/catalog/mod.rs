@@ -357,8 +357,10 @@ pub trait Catalog: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<VersionSummary>>;
 
-    /// Open transactions of every repo (at most `limit`), the soonest to expire first.
-    async fn open_transactions(&self, limit: u32) -> Result<Vec<OpenTxnSummary>>;
+    /// Open transactions (at most `limit`), the soonest to expire first: of the repos named in
+    /// `repos`, or of every repo when it is `None`. The filter is the query's, so a caller who
+    /// may read only some repos gets up to `limit` of theirs, not what is left of `limit`.
+    async fn open_transactions(&self, repos: Option<&[String]>, limit: u32) -> Result<Vec<OpenTxnSummary>>;
 
     /// The token that opened transaction `id`: `None` when it was anonymous or intact's own,
     /// and once its record was pruned (`prune_txns`), as for an unknown id.

@@ -960,8 +960,8 @@ async fn rot(h: &Harness, content: &[u8]) {
     h.hooks.store_raw(&digest, &bytes).await.expect("rot");
 }
 
-/// A damaged blob is never read back as a complete body: a small file fails before any byte,
-/// a large one before its last bytes; the blob is then quarantined (it reads as missing, not
+/// A damaged blob is never read back as a complete body, even one read whole and good before
+/// it was damaged: a small file fails before any byte, a large one before its last bytes; the blob is then quarantined (it reads as missing, not
 /// as wrong bytes), and `verify` names the version that needs repair.
 pub async fn damaged_blobs_are_never_read_whole_and_are_quarantined(h: &Harness) {
     let small = b"a small file".to_vec();
@@ -973,6 +973,13 @@ pub async fn damaged_blobs_are_never_read_whole_and_are_quarantined(h: &Harness)
         .await
         .expect("m");
     let (small_file, big_file) = (m.file("small").expect("f").clone(), m.file("big").expect("f").clone());
+    // Read whole and good first, once the file has settled (a second since its last change):
+    // a local file store remembers it as verified, and must still catch the damage after.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let mut read = h.store.read_file_verified(&big_file).await.expect("open");
+    let mut good = Vec::new();
+    read.body.read_to_end(&mut good).await.expect("a good read");
+    assert_eq!(good, big);
     rot(h, &small).await;
     rot(h, &big).await;
 
@@ -1087,7 +1094,7 @@ pub async fn listing_newest_first_pages_backwards_in_commit_order(h: &Harness) {
 }
 
 pub async fn open_transactions_are_listed_with_holder_and_lease(h: &Harness) {
-    let before = h.store.open_transactions(100).await.expect("list");
+    let before = h.store.open_transactions(None, 100).await.expect("list");
     let owned = match h
         .store
         .begin_owned(req("watched", "1"), Some("ci-bot"))
@@ -1100,7 +1107,7 @@ pub async fn open_transactions_are_listed_with_holder_and_lease(h: &Harness) {
     put(h, &owned, "a", b"one").await;
     put(h, &owned, "b", b"two").await;
     let anonymous = begin(h, req("watched", "2")).await;
-    let listed = h.store.open_transactions(100).await.expect("list");
+    let listed = h.store.open_transactions(None, 100).await.expect("list");
     assert_eq!(listed.len(), before.len() + 2, "{listed:?}");
     let found = listed.iter().find(|t| t.id == owned.id).expect("owned listed");
     assert_eq!(found.owner.as_deref(), Some("ci-bot"));
@@ -1125,8 +1132,34 @@ pub async fn open_transactions_are_listed_with_holder_and_lease(h: &Harness) {
     );
     assert_eq!(catalog.txn_owner(&anonymous.id).await.expect("owner"), None);
     h.store.abort(&anonymous.id).await.expect("abort");
-    let listed = h.store.open_transactions(100).await.expect("list");
+    let listed = h.store.open_transactions(None, 100).await.expect("list");
     assert!(listed.iter().all(|t| t.id != owned.id && t.id != anonymous.id));
+
+    // Filtered by repo in the query: the limit counts only the repos asked for, however many
+    // of other repos' transactions expire sooner.
+    let elsewhere = RepoName::parse("elsewhere").expect("repo");
+    for v in 0..3 {
+        let mut other = req("watched", &v.to_string());
+        other.repo = elsewhere.clone();
+        other.lease = Some(Duration::from_secs(30));
+        begin(h, other).await;
+    }
+    begin(h, req("watched", "3")).await;
+    let files = vec![repo().to_string()];
+    let listed = h.store.open_transactions(Some(&files), 1).await.expect("list");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].repo, repo(), "{listed:?}");
+    let other = vec![elsewhere.to_string()];
+    let listed = h.store.open_transactions(Some(&other), 100).await.expect("list");
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert!(listed.iter().all(|t| t.repo == elsewhere));
+    assert!(
+        h.store
+            .open_transactions(Some(&[]), 100)
+            .await
+            .expect("list")
+            .is_empty()
+    );
 }
 
 pub async fn version_names_are_every_committed_version_and_nothing_else(h: &Harness) {
@@ -1640,8 +1673,12 @@ impl intact_store::Catalog for GatedCatalog {
     ) -> intact_store::Result<Vec<intact_store::VersionSummary>> {
         self.inner.list_versions_newest_first(repo, name, before, limit).await
     }
-    async fn open_transactions(&self, limit: u32) -> intact_store::Result<Vec<intact_store::OpenTxnSummary>> {
-        self.inner.open_transactions(limit).await
+    async fn open_transactions(
+        &self,
+        repos: Option<&[String]>,
+        limit: u32,
+    ) -> intact_store::Result<Vec<intact_store::OpenTxnSummary>> {
+        self.inner.open_transactions(repos, limit).await
     }
     async fn txn_owner(&self, id: &intact_core::TxnId) -> intact_store::Result<Option<String>> {
         self.inner.txn_owner(id).await

@@ -35,13 +35,19 @@ pub(super) async fn list_versions_newest_first(
         .collect()
 }
 
-pub(super) async fn open_transactions(cat: &PostgresCatalog, limit: u32) -> Result<Vec<OpenTxnSummary>> {
+pub(super) async fn open_transactions(
+    cat: &PostgresCatalog,
+    repos: Option<&[String]>,
+    limit: u32,
+) -> Result<Vec<OpenTxnSummary>> {
     let rows = sqlx::query(
         "SELECT id, repo, name, version, owner, created_at, expires_at,
                 (SELECT count(*) FROM staged WHERE txn_id = txns.id) AS staged_files
-         FROM txns WHERE state = 'open' ORDER BY expires_at, id LIMIT $1",
+         FROM txns WHERE state = 'open' AND ($2::TEXT[] IS NULL OR repo = ANY($2))
+         ORDER BY expires_at, id LIMIT $1",
     )
     .bind(i64::from(limit))
+    .bind(repos.map(<[String]>::to_vec))
     .fetch_all(&cat.pool)
     .await?;
     rows.iter().map(columns::open_txn_from_row).collect()

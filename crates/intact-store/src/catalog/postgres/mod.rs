@@ -293,8 +293,8 @@ impl Catalog for PostgresCatalog {
         .await
     }
 
-    async fn open_transactions(&self, limit: u32) -> Result<Vec<OpenTxnSummary>> {
-        self.bounded("list open transactions", browse::open_transactions(self, limit))
+    async fn open_transactions(&self, repos: Option<&[String]>, limit: u32) -> Result<Vec<OpenTxnSummary>> {
+        self.bounded("list open transactions", browse::open_transactions(self, repos, limit))
             .await
     }
 

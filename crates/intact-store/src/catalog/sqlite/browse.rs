@@ -36,14 +36,22 @@ pub(super) async fn list_versions_newest_first(
         .collect()
 }
 
-pub(super) async fn open_transactions(cat: &SqliteCatalog, limit: u32) -> Result<Vec<OpenTxnSummary>> {
+pub(super) async fn open_transactions(
+    cat: &SqliteCatalog,
+    repos: Option<&[String]>,
+    limit: u32,
+) -> Result<Vec<OpenTxnSummary>> {
     // `txns_open_expiry`, a partial index of the open ones only: cheap however many
-    // transactions ever ended.
+    // transactions ever ended. The repos come as one JSON array (`NULL`: every repo).
+    let repos = repos.map(|r| serde_json::Value::from(r.to_vec()).to_string());
     let rows = sqlx::query(
         "SELECT id, repo, name, version, owner, created_at, expires_at,
                 (SELECT count(*) FROM staged WHERE txn_id = txns.id) AS staged_files
-         FROM txns WHERE state = 'open' ORDER BY expires_at LIMIT ?",
+         FROM txns WHERE state = 'open'
+           AND (?1 IS NULL OR repo IN (SELECT value FROM json_each(?1)))
+         ORDER BY expires_at LIMIT ?2",
     )
+    .bind(repos)
     .bind(i64::from(limit))
     .fetch_all(&cat.read)
     .await?;

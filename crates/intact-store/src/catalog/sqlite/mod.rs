@@ -264,8 +264,8 @@ impl Catalog for SqliteCatalog {
         browse::list_versions_newest_first(self, repo, name, before, limit).await
     }
 
-    async fn open_transactions(&self, limit: u32) -> Result<Vec<OpenTxnSummary>> {
-        browse::open_transactions(self, limit).await
+    async fn open_transactions(&self, repos: Option<&[String]>, limit: u32) -> Result<Vec<OpenTxnSummary>> {
+        browse::open_transactions(self, repos, limit).await
     }
 
     async fn txn_owner(&self, id: &TxnId) -> Result<Option<String>> {
