@@ -914,9 +914,17 @@ impl Config {
         Ok(out)
     }
 
-    /// The store's tunables: `[store]` plus what the repos say (case-sensitive paths).
+    /// The store's tunables: `[store]` plus what the repos say (case-sensitive paths), and no
+    /// memory of verified files while import by path is on: a file imported by `move` is an
+    /// inode someone else may still hold open for writing (or mapped), and writes through a
+    /// mapping need not move the file's times, so such a file must be hashed on every read.
     pub fn store_config(&self) -> intact_store::StoreConfig {
         intact_store::StoreConfig {
+            verified_file_entries: if self.import.allowed_roots.is_empty() {
+                self.store.verified_file_entries
+            } else {
+                0
+            },
             case_sensitive_repos: self
                 .repos
                 .iter()
@@ -1035,6 +1043,15 @@ format = "generic"
                 other => panic!("{other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn files_are_hashed_on_every_read_while_import_by_path_is_on() {
+        let c = Config::from_toml("").expect("parses");
+        assert!(c.store_config().verified_file_entries > 0);
+        let dir = tempfile::tempdir().expect("dir");
+        let c = Config::from_toml(&format!("[import]\nallowed_roots = [{:?}]", dir.path())).expect("parses");
+        assert_eq!(c.store_config().verified_file_entries, 0, "a moved-in file may have a writer");
     }
 
     #[test]

@@ -91,6 +91,9 @@ pub async fn open(config: Config) -> anyhow::Result<AppState> {
 /// (lease expiry, periodic garbage collection) running alongside. With `[tls]`, serves HTTPS
 /// and reloads the certificate on SIGHUP.
 pub async fn run(listener: TcpListener, state: AppState, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    // Cleanups owed by dropped requests run here, not on the serving threads' runtimes, which
+    // end with the shutdown that cancels those requests.
+    let cleanups_here = intact_store::cleanup::run_on(tokio::runtime::Handle::current());
     // First, so that a bad certificate stops the server before anything else starts.
     let (tls, cert_reloader) = match &state.config.tls {
         Some(files) => {
@@ -151,10 +154,13 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: watch::Receiv
     }
     for t in background {
         t.abort();
+        // Dropped by now, so what the drop owes is spawned before `finish` looks.
+        let _ = t.await;
     }
     // What the cancelled requests' drops owe (a pending object to delete, a multipart upload
     // to abort, a lease to end) runs on this runtime: let it finish before the process exits.
     let left = intact_store::cleanup::finish(CLEANUP_GRACE).await;
+    drop(cleanups_here);
     if left > 0 {
         tracing::warn!(left, "cleanups still running at exit; later sweeps finish them");
     }

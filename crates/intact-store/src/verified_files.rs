@@ -3,14 +3,23 @@
 //! unchanged file is not hashed again: on a warm large download the hash was most of the
 //! server's work, while a peer without checks pays only for the copy.
 //!
-//! Why trusting an unchanged file is sound: every write to a file through the file system, by
-//! this process, another one or a hand, moves its change time (which no caller can set back),
-//! and replacing it (a quarantine moving it aside, a re-upload healing it, an eviction and a
-//! fresh copy) gives a new inode. What the identity cannot see is damage below the file
-//! system (a disk returning other bytes than were written to it); that is the scrubber's to
-//! find, as it is for files read only by range, and the small-file cache already serves from
-//! memory on the same terms. Forgotten at restart; bounded by entries; 0 remembers nothing
-//! (every whole read is hashed).
+//! Why trusting an unchanged file is sound: a write to a file with `write(2)` or `truncate`,
+//! by this process, another one or a hand, moves its change time (which no caller can set
+//! back), and replacing it (a quarantine moving it aside, a re-upload healing it, an eviction
+//! and a fresh copy) gives a new inode. A trusted read looks at the file again after its last
+//! read and holds its last chunk back till then, so such a write during the read fails it too.
+//!
+//! What the identity cannot see:
+//! * Writes through a shared writable mapping to a page already dirty (the times move only when
+//!   a clean page is first written; on tmpfs, not at all). Only a process that holds the file
+//!   open for writing can do that, and every blob file is one the store wrote and closed
+//!   itself, except a file imported by `move` (its owner may still hold it): so the server
+//!   remembers nothing while import by path is on.
+//! * Damage below the file system (a disk returning other bytes than were written to it).
+//!
+//! Both are the scrubber's to find, as for files read only by range, and the small-file cache
+//! already serves from memory on the same terms. Forgotten at restart; bounded by entries; 0
+//! remembers nothing (every whole read is hashed).
 //!
 //! File times come from a coarse clock (a few milliseconds): a write in the same tick as the
 //! look that took an identity would leave the identity unchanged. So only a file whose last
@@ -46,7 +55,9 @@ impl FileIdentity {
         (changed_at.checked_add(settle)? <= now).then(|| Self::of(meta))
     }
 
-    fn of(meta: &std::fs::Metadata) -> Self {
+    /// The file's identity however recently it changed: what a trusted read compares with the
+    /// one it began with.
+    pub(crate) fn of(meta: &std::fs::Metadata) -> Self {
         use std::os::unix::fs::MetadataExt;
         Self {
             device: meta.dev(),

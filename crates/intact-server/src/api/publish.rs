@@ -160,17 +160,16 @@ impl Drop for RollbackOnDrop {
     fn drop(&mut self) {
         let Some(id) = self.id.take() else { return };
         let store = self.store.clone();
-        if let Some(rt) = self
-            .background
-            .clone()
-            .or_else(|| tokio::runtime::Handle::try_current().ok())
-        {
-            rt.spawn(async move {
+        // Tracked, so a shutting-down server waits for it.
+        intact_store::cleanup::spawn_on(
+            self.background.as_ref(),
+            "rolling back a cancelled publish",
+            async move {
                 if let Err(e) = store.abort(&id).await {
                     tracing::warn!(txn = %id, error = %e, "rollback of a cancelled publish");
                 }
-            });
-        }
+            },
+        );
     }
 }
 

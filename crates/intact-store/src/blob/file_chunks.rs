@@ -89,6 +89,11 @@ struct Cursor {
     /// What the file looked like before its first byte was read, when it had settled.
     identity: Option<FileIdentity>,
     looked: bool,
+    /// The file hashed right before and was unchanged when this read began: it is not hashed,
+    /// but looked at again after its last read, and the last chunk is held back till then.
+    trusted: bool,
+    /// A trusted file looked different after its last read than before its first.
+    changed: bool,
 }
 
 /// One trip's result.
@@ -96,8 +101,6 @@ struct Trip {
     bytes: Bytes,
     /// The file ended (or `left` reached zero).
     end: bool,
-    /// The file hashed right before and is unchanged since: the rest is sent as it is read.
-    trusted: bool,
 }
 
 impl FileChunks {
@@ -111,6 +114,8 @@ impl FileChunks {
                 verified_files: None,
                 identity: None,
                 looked: true,
+                trusted: false,
+                changed: false,
             },
             None,
         )
@@ -125,6 +130,8 @@ impl FileChunks {
             looked: expected.verified_files.as_ref().is_none_or(|memory| !memory.enabled()),
             verified_files: expected.verified_files.map(|memory| (memory, expected.digest)),
             identity: None,
+            trusted: false,
+            changed: false,
         };
         let mut chunks = Self::new(cursor, Some((expected.digest, expected.size)));
         chunks.on_damage = Some(expected.on_damage);
@@ -153,6 +160,11 @@ impl FileChunks {
     /// then the file is remembered as verified, if it had settled before it was read).
     fn verdict(&self, cursor: &mut Cursor) -> Option<String> {
         let (digest, size) = self.expected?;
+        if cursor.trusted {
+            return cursor
+                .changed
+                .then(|| format!("blob {digest} changed on disk while it was read"));
+        }
         let hasher = cursor.hasher.take()?;
         let read = hasher.len();
         let actual = hasher.finish();
@@ -185,45 +197,49 @@ fn read_next(cursor: Box<Cursor>) -> JoinHandle<(Box<Cursor>, std::io::Result<Tr
 }
 
 fn read_one(mut cursor: Box<Cursor>, want: u64, mut buf: Vec<u8>) -> (Box<Cursor>, std::io::Result<Trip>) {
-    let trusted = match look_up(&mut cursor) {
-        Ok(trusted) => trusted,
-        Err(e) => return (cursor, Err(e)),
-    };
+    if let Err(e) = look_up(&mut cursor) {
+        return (cursor, Err(e));
+    }
     let got = (&mut cursor.file).take(want).read_to_end(&mut buf);
-    let result = got.map(|n| {
+    let result = got.and_then(|n| {
         cursor.left -= n as u64;
         if let Some(hasher) = &mut cursor.hasher {
             hasher.update(&buf);
         }
-        Trip {
-            end: (n as u64) < want || cursor.left == 0,
-            bytes: Bytes::from(buf),
-            trusted,
+        let end = (n as u64) < want || cursor.left == 0;
+        if end && cursor.trusted {
+            // A write during the read (which moves the change time) fails it before its last
+            // chunk, as a hash would have.
+            let now = FileIdentity::of(&cursor.file.metadata()?);
+            cursor.changed = cursor.identity != Some(now);
         }
+        Ok(Trip {
+            end,
+            bytes: Bytes::from(buf),
+        })
     });
     (cursor, result)
 }
 
 /// On a checked read's first trip: takes the file's identity before reading a byte of it and
 /// asks the memory whether the file hashed right before looking just so; if it did, drops the
-/// hasher (the read is no longer checked). Whether it did.
-fn look_up(cursor: &mut Cursor) -> std::io::Result<bool> {
+/// hasher and marks the read trusted.
+fn look_up(cursor: &mut Cursor) -> std::io::Result<()> {
     if std::mem::replace(&mut cursor.looked, true) {
-        return Ok(false);
+        return Ok(());
     }
     let Some((memory, digest)) = &cursor.verified_files else {
-        return Ok(false);
+        return Ok(());
     };
     let meta = cursor.file.metadata()?;
     cursor.identity = memory.identity(&meta);
-    let Some(identity) = &cursor.identity else {
-        return Ok(false);
-    };
-    let trusted = memory.holds(digest, identity);
-    if trusted {
+    if let Some(identity) = &cursor.identity
+        && memory.holds(digest, identity)
+    {
         cursor.hasher = None;
+        cursor.trusted = true;
     }
-    Ok(trusted)
+    Ok(())
 }
 
 impl Stream for FileChunks {
@@ -255,11 +271,6 @@ impl Stream for FileChunks {
                             return Poll::Ready(Some(Err(e)));
                         }
                     };
-                    if read.trusted {
-                        // Hashed right before and unchanged since: sent as read from here on.
-                        this.expected = None;
-                        this.on_damage = None;
-                    }
                     if this.expected.is_none() {
                         this.state = if read.end {
                             State::Finished
@@ -468,6 +479,32 @@ mod tests {
         let (out, err) = drain(FileChunks::checked(reopened(&file), expected)).await;
         assert!(err.is_some(), "the damage was sent as good bytes");
         assert!(out.len() < bytes.len());
+        assert_eq!(reports.lock().expect("reports").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_trusted_file_written_to_during_its_read_fails_before_its_last_chunk() {
+        let bytes = content(4 * CHUNK + 9);
+        let file = file_with(&bytes);
+        let memory = memory();
+        // The memory says (falsely) that this file holds other bytes' digest: a read of that
+        // digest can only succeed unhashed, so its failure below is the trusted path's own.
+        let other: Vec<u8> = bytes.iter().map(|b| b ^ 1).collect();
+        let identity = memory.identity(&file.metadata().expect("meta")).expect("settled");
+        memory.remember(Digest::of(&other), identity);
+        let (mut expected, reports) = expecting(&other, other.len() as u64);
+        expected.verified_files = Some(memory.clone());
+        let mut chunks = FileChunks::checked(reopened(&file), expected);
+        let first = chunks.next().await.expect("a chunk").expect("read");
+        // Past the file clock's tick, the tail is rewritten in place (same size) mid-read.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        use std::os::unix::fs::FileExt;
+        file.write_all_at(&[bytes[4 * CHUNK + 3] ^ 1], (4 * CHUNK + 3) as u64)
+            .expect("damage");
+        let (rest, err) = drain(chunks).await;
+        let err = err.expect("a file changed mid-read was sent whole");
+        assert!(err.to_string().contains("changed on disk while it was read"), "{err}");
+        assert!(first.len() + rest.len() < bytes.len());
         assert_eq!(reports.lock().expect("reports").len(), 1);
     }
 
