@@ -1051,7 +1051,11 @@ format = "generic"
         assert!(c.store_config().verified_file_entries > 0);
         let dir = tempfile::tempdir().expect("dir");
         let c = Config::from_toml(&format!("[import]\nallowed_roots = [{:?}]", dir.path())).expect("parses");
-        assert_eq!(c.store_config().verified_file_entries, 0, "a moved-in file may have a writer");
+        assert_eq!(
+            c.store_config().verified_file_entries,
+            0,
+            "a moved-in file may have a writer"
+        );
     }
 
     #[test]
